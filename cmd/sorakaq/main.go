@@ -1,0 +1,113 @@
+// Command sorakaq runs sorakaQ: `sorakaq all` (the all-in-one), or one role
+// of the distributed mode. See README.md.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/sorakaq/sorakaq/internal/app"
+	"github.com/sorakaq/sorakaq/internal/config"
+	"github.com/sorakaq/sorakaq/internal/version"
+)
+
+const usage = `usage: sorakaq [--config FILE] <command>
+
+commands:
+  all       receive + worker + admin in one process (embedded store)
+  receive   the HTTP API service (distributed mode)
+  center    the dispatcher (distributed mode)
+  worker    the timing-wheel worker (distributed mode)
+  admin     the admin API and console (distributed mode)
+  version   print the version
+
+--config FILE (or SORAKAQ_CONFIG=FILE) picks the configuration; without one
+the built-in defaults run the all-in-one with its data under ./data.
+Every key can be overridden by SORAKAQ_<KEY> (e.g. SORAKAQ_RECEIVE_LISTEN).
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sorakaq", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	cfgPath := fs.String("config", os.Getenv("SORAKAQ_CONFIG"), "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return 2
+	}
+	cmd := rest[0]
+	// flags may also follow the command: sorakaq all --config x.yaml
+	if err := fs.Parse(rest[1:]); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sorakaq: unexpected arguments %v\n", fs.Args())
+		return 2
+	}
+	switch cmd {
+	case "version":
+		fmt.Fprintln(stdout, version.String())
+		return 0
+	case "all", "receive", "center", "worker", "admin":
+	default:
+		fmt.Fprintf(stderr, "sorakaq: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "sorakaq:", err)
+		return 2
+	}
+	log, err := app.NewLogger(cfg.Log)
+	if err != nil {
+		fmt.Fprintln(stderr, "sorakaq:", err)
+		return 2
+	}
+	defer log.Sync()
+	if cmd != "all" {
+		log.Error("this role runs in the distributed mode (Kafka, ZooKeeper, Redis), which this build does not have yet; run `sorakaq all`", zap.String("role", cmd))
+		return 2
+	}
+	a, err := app.NewAllInOne(cfg, log)
+	if err != nil {
+		log.Error("start failed", zap.Error(err))
+		return 1
+	}
+	if err := a.Main(); err != nil {
+		log.Error("start failed", zap.Error(err))
+		_ = a.Exit()
+		return 1
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	code := 0
+	select {
+	case s := <-sig:
+		log.Info("signal received, shutting down", zap.String("signal", s.String()))
+	case err := <-a.Err():
+		if err != nil && !errors.Is(err, os.ErrClosed) {
+			log.Error("server stopped", zap.Error(err))
+			code = 1
+		}
+	}
+	if err := a.Exit(); err != nil {
+		log.Error("shutdown", zap.Error(err))
+		code = 1
+	}
+	return code
+}

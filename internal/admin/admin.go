@@ -1,0 +1,212 @@
+// Package admin is the operators' service (:9087): topic management and,
+// later, the console. In the all-in-one it runs in the same process as the
+// others; in the distributed mode on its own.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"go.uber.org/zap"
+
+	"github.com/sorakaq/sorakaq/internal/httpapi"
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/registry"
+	"github.com/sorakaq/sorakaq/internal/store"
+)
+
+// Counter reports message counts per topic and state.
+type Counter interface {
+	Counts(ctx context.Context) (store.Counts, error)
+}
+
+// Options configure the admin service.
+type Options struct {
+	Listen       string
+	MaxBodyBytes int64
+	MaxWorkerNum int
+}
+
+// DefaultOptions are the documented defaults.
+func DefaultOptions() Options {
+	return Options{Listen: ":9087", MaxBodyBytes: 64 << 10, MaxWorkerNum: 1024}
+}
+
+// Server is the admin HTTP service.
+type Server struct {
+	opts    Options
+	topics  registry.Topics
+	counter Counter
+	log     *zap.Logger
+	ln      net.Listener
+	srv     *http.Server
+}
+
+// New opens the listener and builds the routes.
+func New(opts Options, topics registry.Topics, counter Counter, m *metrics.Metrics, ready func() error, log *zap.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("admin: listen %s: %w", opts.Listen, err)
+	}
+	s := &Server{opts: opts, topics: topics, counter: counter, log: log, ln: ln}
+	e := httpapi.NewEngine(log, m, ready)
+	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(log, h) }
+	g := e.Group("/sorakaq/topic")
+	g.POST("/add", w(s.addTopic))
+	g.POST("/update", w(s.updateTopic))
+	g.GET("/list", w(s.listTopics))
+	g.GET("/get", w(s.getTopic))
+	s.srv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	return s, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve serves until Shutdown.
+func (s *Server) Serve() error {
+	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("admin: serve: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting and waits for requests in progress.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+type topicReq struct {
+	Business       string  `json:"business"`
+	TopicName      string  `json:"topic_name"`
+	WorkerNum      *int    `json:"worker_num"`
+	Partitions     *int    `json:"partitions"`
+	RetryBackoffMs []int64 `json:"retry_backoff_ms"`
+}
+
+func (s *Server) decode(c *gin.Context, r *topicReq) error {
+	body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	if err := message.DecodeStrict(body, r); err != nil {
+		return err
+	}
+	if err := message.ValidateTopic("topic_name", r.TopicName); err != nil {
+		return err
+	}
+	if len(r.Business) > 128 {
+		return &message.FieldError{Field: "business", Reason: "is longer than 128 characters"}
+	}
+	if r.WorkerNum != nil && (*r.WorkerNum < 1 || *r.WorkerNum > s.opts.MaxWorkerNum) {
+		return &message.FieldError{Field: "worker_num", Reason: fmt.Sprintf("must be between 1 and %d", s.opts.MaxWorkerNum)}
+	}
+	if r.Partitions != nil && (*r.Partitions < 1 || *r.Partitions > 1024) {
+		return &message.FieldError{Field: "partitions", Reason: "must be between 1 and 1024"}
+	}
+	if len(r.RetryBackoffMs) > 32 {
+		return &message.FieldError{Field: "retry_backoff_ms", Reason: "has more than 32 retries"}
+	}
+	for _, ms := range r.RetryBackoffMs {
+		if ms < 1 || ms > message.MaxDelayMs {
+			return &message.FieldError{Field: "retry_backoff_ms", Reason: fmt.Sprintf("each wait must be between 1 and %d ms", message.MaxDelayMs)}
+		}
+	}
+	return nil
+}
+
+func (s *Server) addTopic(c *gin.Context) (any, error) {
+	var r topicReq
+	if err := s.decode(c, &r); err != nil {
+		return nil, err
+	}
+	now := time.Now().UnixMilli()
+	t := registry.Topic{Name: r.TopicName, Business: r.Business, WorkerNum: 1, Partitions: 1, RetryBackoffMs: r.RetryBackoffMs, CreatedMs: now, UpdatedMs: now}
+	if r.WorkerNum != nil {
+		t.WorkerNum = *r.WorkerNum
+	}
+	if r.Partitions != nil {
+		t.Partitions = *r.Partitions
+	}
+	out, err := s.topics.CreateTopic(c, t)
+	if errors.Is(err, registry.ErrTopicExists) {
+		return nil, fmt.Errorf("%w: topic %q already exists; change it with /sorakaq/topic/update", message.ErrConflict, r.TopicName)
+	}
+	return out, err
+}
+
+func (s *Server) updateTopic(c *gin.Context) (any, error) {
+	var r topicReq
+	if err := s.decode(c, &r); err != nil {
+		return nil, err
+	}
+	return s.topics.UpdateTopic(c, r.TopicName, func(t *registry.Topic) error {
+		if r.Business != "" {
+			t.Business = r.Business
+		}
+		if r.WorkerNum != nil {
+			t.WorkerNum = *r.WorkerNum
+		}
+		if r.Partitions != nil {
+			if *r.Partitions < t.Partitions {
+				return &message.FieldError{Field: "partitions", Reason: fmt.Sprintf("cannot shrink from %d (Kafka topics only grow)", t.Partitions)}
+			}
+			t.Partitions = *r.Partitions
+		}
+		if r.RetryBackoffMs != nil {
+			t.RetryBackoffMs = r.RetryBackoffMs
+		}
+		t.UpdatedMs = time.Now().UnixMilli()
+		return nil
+	})
+}
+
+// TopicView is a topic with its message counts.
+type TopicView struct {
+	registry.Topic
+	Counts map[message.State]int64 `json:"counts"`
+}
+
+func (s *Server) views(ctx context.Context, ts []registry.Topic) ([]TopicView, error) {
+	counts, err := s.counter.Counts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]TopicView, 0, len(ts))
+	for _, t := range ts {
+		v := TopicView{Topic: t, Counts: map[message.State]int64{}}
+		for _, st := range message.States {
+			v.Counts[st] = counts[t.Name][st]
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (s *Server) listTopics(c *gin.Context) (any, error) {
+	ts, err := s.topics.ListTopics(c)
+	if err != nil {
+		return nil, err
+	}
+	return s.views(c, ts)
+}
+
+func (s *Server) getTopic(c *gin.Context) (any, error) {
+	name := c.Query("topic_name")
+	if err := message.ValidateTopic("topic_name", name); err != nil {
+		return nil, err
+	}
+	t, err := s.topics.GetTopic(c, name)
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.views(c, []registry.Topic{*t})
+	if err != nil {
+		return nil, err
+	}
+	return v[0], nil
+}

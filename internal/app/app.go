@@ -1,0 +1,173 @@
+// Package app wires the services of one process from a Config: the
+// all-in-one (receive + worker + admin over the embedded store) here, the
+// distributed roles beside it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/sorakaq/sorakaq/internal/admin"
+	"github.com/sorakaq/sorakaq/internal/callback"
+	"github.com/sorakaq/sorakaq/internal/config"
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/registry/local"
+	"github.com/sorakaq/sorakaq/internal/store/embedded"
+	"github.com/sorakaq/sorakaq/internal/worker"
+)
+
+// NewLogger builds the process logger from config.
+func NewLogger(c config.Log) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, fmt.Errorf("config: log.level: %w", err)
+	}
+	zc := zap.NewProductionConfig()
+	if c.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+	}
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.Sampling = nil
+	zc.OutputPaths = []string{"stderr"}
+	return zc.Build()
+}
+
+// AllInOne is receive, worker and admin in one process over the embedded
+// store.
+type AllInOne struct {
+	cfg     *config.Config
+	log     *zap.Logger
+	store   *embedded.Store
+	caller  *callback.Caller
+	worker  *worker.Worker
+	receive *receive.Server
+	admin   *admin.Server
+
+	exitOnce sync.Once
+	errc     chan error
+}
+
+// NewAllInOne opens the store and the listeners; nothing runs yet.
+func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
+	if cfg.Mode != "embedded" {
+		return nil, fmt.Errorf("all-in-one with mode %q: the distributed mode runs as separate roles (receive, center, worker, admin); set mode: embedded", cfg.Mode)
+	}
+	a := &AllInOne{cfg: cfg, log: log, errc: make(chan error, 2)}
+	st, err := embedded.Open(embedded.Options{
+		Dir:          filepath.Join(cfg.DataDir, "messages"),
+		CacheBytes:   cfg.Store.Embedded.CacheMB << 20,
+		MemTableSize: uint64(cfg.Store.Embedded.MemtableMB) << 20,
+		Logger:       log.Named("store"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.store = st
+	topics, err := local.Open(cfg.DataDir)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	m := metrics.New()
+	a.caller = callback.New(callback.Options{
+		MaxIdleConnsPerHost: cfg.Callback.MaxIdleConnsPerHost,
+		MaxResponseBytes:    cfg.Callback.MaxResponseBytes,
+		UserAgent:           cfg.Callback.UserAgent,
+		DialTimeout:         cfg.Callback.DialTimeout,
+	})
+	a.worker = worker.New(WorkerOptions(cfg), st, topics, a.caller, m, log.Named("worker"))
+
+	ropts := receive.DefaultOptions()
+	ropts.Listen = cfg.Receive.Listen
+	ropts.MaxBodyBytes = cfg.Receive.MaxBodyBytes
+	ropts.AutoCreateTopics = cfg.Receive.AutoCreateTopics
+	ropts.MaxListLimit = cfg.Receive.MaxListLimit
+	ropts.Limits = message.Limits{
+		MinTTRMs: cfg.Receive.MinTTRMs, MaxTTRMs: cfg.Receive.MaxTTRMs, DefaultTTRMs: cfg.Receive.DefaultTTRMs,
+		MaxParamsBytes: cfg.Receive.MaxParamsBytes, MaxURLBytes: cfg.Receive.MaxURLBytes,
+	}
+	a.receive, err = receive.New(ropts, a.worker, topics, m, log.Named("receive"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	aopts := admin.DefaultOptions()
+	aopts.Listen = cfg.Admin.Listen
+	a.admin, err = admin.New(aopts, topics, a.worker, m, a.worker.Ready, log.Named("admin"))
+	if err != nil {
+		a.receive.Shutdown(context.Background())
+		st.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// WorkerOptions maps config to worker options.
+func WorkerOptions(cfg *config.Config) worker.Options {
+	return worker.Options{
+		Window:        cfg.Worker.Window,
+		LoadInterval:  cfg.Worker.LoadInterval,
+		LoadBatch:     cfg.Worker.LoadBatch,
+		MaxInWheel:    cfg.Worker.MaxInWheel,
+		Concurrency:   cfg.Worker.Concurrency,
+		FireQueue:     cfg.Worker.FireQueue,
+		Backoff:       cfg.Worker.RetryBackoff,
+		Retention:     cfg.Worker.Retention,
+		PurgeInterval: cfg.Worker.PurgeInterval,
+	}
+}
+
+// ReceiveAddr and AdminAddr are the bound addresses.
+func (a *AllInOne) ReceiveAddr() string { return a.receive.Addr() }
+func (a *AllInOne) AdminAddr() string   { return a.admin.Addr() }
+
+// Main starts everything; it returns once serving. Errors of the servers
+// arrive on Err.
+func (a *AllInOne) Main() error {
+	if err := a.worker.Start(); err != nil {
+		return err
+	}
+	go func() { a.errc <- a.receive.Serve() }()
+	go func() { a.errc <- a.admin.Serve() }()
+	a.log.Info("sorakaQ all-in-one started",
+		zap.String("receive", a.receive.Addr()), zap.String("admin", a.admin.Addr()),
+		zap.String("data_dir", a.cfg.DataDir))
+	return nil
+}
+
+// Err reports a server that stopped on its own.
+func (a *AllInOne) Err() <-chan error { return a.errc }
+
+// Exit shuts down in order: stop taking requests (finishing those in
+// progress), stop the worker (finishing calls in flight), close the store.
+// Idempotent.
+func (a *AllInOne) Exit() error {
+	var errs []error
+	a.exitOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Shutdown.Timeout)
+		defer cancel()
+		start := time.Now()
+		if err := a.receive.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("receive shutdown: %w", err))
+		}
+		if err := a.admin.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
+		}
+		a.worker.Stop()
+		a.caller.Close()
+		if err := a.store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		a.log.Info("sorakaQ stopped", zap.Duration("took", time.Since(start)))
+	})
+	return errors.Join(errs...)
+}

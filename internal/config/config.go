@@ -1,0 +1,207 @@
+// Package config loads sorakaQ's configuration with viper: built-in
+// defaults, then an optional YAML file, then SORAKAQ_* environment
+// variables (SORAKAQ_WORKER_CONCURRENCY overrides worker.concurrency).
+// Unknown keys in the file are an error, so a typo does not pass silently.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+// Config is the whole configuration; docs/config.md lists every key.
+type Config struct {
+	Mode     string   `mapstructure:"mode"`
+	NodeID   string   `mapstructure:"node_id"`
+	DataDir  string   `mapstructure:"data_dir"`
+	Log      Log      `mapstructure:"log"`
+	Receive  Receive  `mapstructure:"receive"`
+	Admin    Admin    `mapstructure:"admin"`
+	Worker   Worker   `mapstructure:"worker"`
+	Callback Callback `mapstructure:"callback"`
+	Store    Store    `mapstructure:"store"`
+	Shutdown Shutdown `mapstructure:"shutdown"`
+}
+
+type Log struct {
+	Level  string `mapstructure:"level"`
+	Format string `mapstructure:"format"`
+}
+
+type Receive struct {
+	Listen           string `mapstructure:"listen"`
+	MaxBodyBytes     int64  `mapstructure:"max_body_bytes"`
+	MaxParamsBytes   int    `mapstructure:"max_params_bytes"`
+	MaxURLBytes      int    `mapstructure:"max_url_bytes"`
+	DefaultTTRMs     int64  `mapstructure:"default_ttr_ms"`
+	MinTTRMs         int64  `mapstructure:"min_ttr_ms"`
+	MaxTTRMs         int64  `mapstructure:"max_ttr_ms"`
+	AutoCreateTopics bool   `mapstructure:"auto_create_topics"`
+	MaxListLimit     int    `mapstructure:"max_list_limit"`
+}
+
+type Admin struct {
+	Listen string `mapstructure:"listen"`
+}
+
+type Worker struct {
+	Window        time.Duration   `mapstructure:"window"`
+	LoadInterval  time.Duration   `mapstructure:"load_interval"`
+	LoadBatch     int             `mapstructure:"load_batch"`
+	MaxInWheel    int             `mapstructure:"max_in_wheel"`
+	Concurrency   int             `mapstructure:"concurrency"`
+	FireQueue     int             `mapstructure:"fire_queue"`
+	RetryBackoff  []time.Duration `mapstructure:"retry_backoff"`
+	Retention     time.Duration   `mapstructure:"retention"`
+	PurgeInterval time.Duration   `mapstructure:"purge_interval"`
+}
+
+type Callback struct {
+	MaxIdleConnsPerHost int           `mapstructure:"max_idle_conns_per_host"`
+	MaxResponseBytes    int64         `mapstructure:"max_response_bytes"`
+	UserAgent           string        `mapstructure:"user_agent"`
+	DialTimeout         time.Duration `mapstructure:"dial_timeout"`
+}
+
+type Store struct {
+	Embedded Embedded `mapstructure:"embedded"`
+}
+
+type Embedded struct {
+	CacheMB    int64 `mapstructure:"cache_mb"`
+	MemtableMB int64 `mapstructure:"memtable_mb"`
+}
+
+type Shutdown struct {
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// defaults is every key with its default; env overrides only work for keys
+// listed here, so every key must be.
+var defaults = map[string]any{
+	"mode":                             "embedded",
+	"node_id":                          "",
+	"data_dir":                         "./data",
+	"log.level":                        "info",
+	"log.format":                       "json",
+	"receive.listen":                   ":9088",
+	"receive.max_body_bytes":           64 << 10,
+	"receive.max_params_bytes":         16 << 10,
+	"receive.max_url_bytes":            2048,
+	"receive.default_ttr_ms":           1000,
+	"receive.min_ttr_ms":               10,
+	"receive.max_ttr_ms":               60000,
+	"receive.auto_create_topics":       true,
+	"receive.max_list_limit":           500,
+	"admin.listen":                     ":9087",
+	"worker.window":                    "60s",
+	"worker.load_interval":             "1s",
+	"worker.load_batch":                10000,
+	"worker.max_in_wheel":              1000000,
+	"worker.concurrency":               256,
+	"worker.fire_queue":                65536,
+	"worker.retry_backoff":             []string{"1s", "10s", "60s", "300s", "3000s"},
+	"worker.retention":                 "72h",
+	"worker.purge_interval":            "1m",
+	"callback.max_idle_conns_per_host": 256,
+	"callback.max_response_bytes":      64 << 10,
+	"callback.user_agent":              "sorakaQ-callback/1",
+	"callback.dial_timeout":            "2s",
+	"store.embedded.cache_mb":          32,
+	"store.embedded.memtable_mb":       16,
+	"shutdown.timeout":                 "30s",
+}
+
+// Keys lists every configuration key (for docs and tests).
+func Keys() []string {
+	out := make([]string, 0, len(defaults))
+	for k := range defaults {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Load reads the defaults, the file (if path is not empty) and the
+// environment.
+func Load(path string) (*Config, error) {
+	v := viper.New()
+	for k, d := range defaults {
+		v.SetDefault(k, d)
+	}
+	v.SetEnvPrefix("SORAKAQ")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if path != "" {
+		v.SetConfigFile(path)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("config: read %s: %w", path, err)
+		}
+	}
+	var c Config
+	hook := mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(","),
+	)
+	if err := v.UnmarshalExact(&c, viper.DecodeHook(hook)); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if c.NodeID == "" {
+		h, _ := os.Hostname()
+		c.NodeID = h
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks values that would break the service.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, why string) { errs = append(errs, fmt.Errorf("config: %s %s", key, why)) }
+	if c.Mode != "embedded" && c.Mode != "distributed" {
+		bad("mode", fmt.Sprintf("must be embedded or distributed, got %q", c.Mode))
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must not be empty")
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		bad("log.format", "must be json or console")
+	}
+	if c.Receive.MinTTRMs < 1 || c.Receive.MaxTTRMs < c.Receive.MinTTRMs {
+		bad("receive.min_ttr_ms/max_ttr_ms", "must satisfy 1 <= min <= max")
+	}
+	if c.Receive.DefaultTTRMs < c.Receive.MinTTRMs || c.Receive.DefaultTTRMs > c.Receive.MaxTTRMs {
+		bad("receive.default_ttr_ms", "must be between min_ttr_ms and max_ttr_ms")
+	}
+	if c.Receive.MaxBodyBytes < 1024 {
+		bad("receive.max_body_bytes", "must be at least 1024")
+	}
+	if c.Worker.Window < time.Second {
+		bad("worker.window", "must be at least 1s")
+	}
+	if c.Worker.LoadInterval <= 0 || c.Worker.LoadInterval > c.Worker.Window/2 {
+		bad("worker.load_interval", "must be positive and at most half of worker.window")
+	}
+	if c.Worker.Concurrency < 1 {
+		bad("worker.concurrency", "must be at least 1")
+	}
+	for _, d := range c.Worker.RetryBackoff {
+		if d <= 0 {
+			bad("worker.retry_backoff", "waits must be positive")
+			break
+		}
+	}
+	if c.Shutdown.Timeout <= 0 {
+		bad("shutdown.timeout", "must be positive")
+	}
+	return errors.Join(errs...)
+}

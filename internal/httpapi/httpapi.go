@@ -1,0 +1,171 @@
+// Package httpapi is what every sorakaQ HTTP service shares: the
+// {"ec","em","result"} envelope, the one mapping from errors to HTTP status,
+// request size limits, panic recovery without stack traces in answers,
+// request metrics, and the /healthz, /readyz and /metrics endpoints.
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"go.uber.org/zap"
+
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/metrics"
+)
+
+func init() { gin.SetMode(gin.ReleaseMode) }
+
+// Envelope is every answer's shape.
+type Envelope struct {
+	EC     int    `json:"ec"`
+	EM     string `json:"em"`
+	Result any    `json:"result"`
+}
+
+// FieldResult is the result of a 400 caused by one field.
+type FieldResult struct {
+	Field  string `json:"field"`
+	Reason string `json:"reason"`
+}
+
+// ErrTooLarge is returned when a body is over the limit.
+var ErrTooLarge = errors.New("request body too large")
+
+// Status maps an error to its HTTP status. Every service uses it.
+func Status(err error) int {
+	var fe *message.FieldError
+	var mbe *http.MaxBytesError
+	switch {
+	case err == nil:
+		return http.StatusOK
+	case errors.As(err, &mbe), errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.As(err, &fe):
+		return http.StatusBadRequest
+	case errors.Is(err, message.ErrNotFound), errors.Is(err, message.ErrTopicNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, message.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, message.ErrTooMany):
+		return http.StatusTooManyRequests
+	case errors.Is(err, message.ErrUnavailable):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// Handler is an API handler: it returns the result or an error.
+type Handler func(c *gin.Context) (any, error)
+
+// Wrap turns a Handler into a gin handler that writes the envelope.
+func Wrap(log *zap.Logger, h Handler) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		res, err := h(c)
+		if err == nil {
+			c.JSON(http.StatusOK, Envelope{EC: http.StatusOK, EM: "success", Result: res})
+			return
+		}
+		Fail(c, log, err)
+	}
+}
+
+// Fail writes an error answer.
+func Fail(c *gin.Context, log *zap.Logger, err error) {
+	st := Status(err)
+	env := Envelope{EC: st, EM: err.Error()}
+	var fe *message.FieldError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		env.EM = fmt.Sprintf("body: larger than %d bytes", mbe.Limit)
+		env.Result = FieldResult{Field: "body", Reason: fmt.Sprintf("larger than %d bytes", mbe.Limit)}
+	case errors.As(err, &fe):
+		env.Result = FieldResult{Field: fe.Field, Reason: fe.Reason}
+	case st == http.StatusInternalServerError:
+		// Never show internals; the log has them.
+		log.Error("internal error", zap.String("path", c.FullPath()), zap.Error(err))
+		env.EM = "internal error; see the server log"
+	case st == http.StatusServiceUnavailable:
+		log.Warn("unavailable", zap.String("path", c.FullPath()), zap.Error(err))
+		c.Header("Retry-After", "1")
+	}
+	c.AbortWithStatusJSON(st, env)
+}
+
+// ReadBody reads the whole body, at most limit bytes.
+func ReadBody(c *gin.Context, limit int64) ([]byte, error) {
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, limit)
+	b, err := io.ReadAll(c.Request.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, err
+		}
+		return nil, &message.FieldError{Field: "body", Reason: "could not be read: " + err.Error()}
+	}
+	return b, nil
+}
+
+// NewEngine makes a gin engine with recovery, request metrics and the
+// health and metrics endpoints. ready says whether the service can work.
+func NewEngine(log *zap.Logger, m *metrics.Metrics, ready func() error) *gin.Engine {
+	e := gin.New()
+	e.HandleMethodNotAllowed = true
+	e.ContextWithFallback = true // handlers pass c as a context: let it end with the request
+	e.Use(recovery(log), observe(m))
+	e.NoRoute(func(c *gin.Context) {
+		Fail(c, log, fmt.Errorf("%w: no such endpoint %s %s", message.ErrNotFound, c.Request.Method, c.Request.URL.Path))
+	})
+	e.NoMethod(func(c *gin.Context) {
+		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, Envelope{EC: http.StatusMethodNotAllowed, EM: fmt.Sprintf("method %s not allowed on %s", c.Request.Method, c.Request.URL.Path)})
+	})
+	e.GET("/healthz", func(c *gin.Context) {
+		c.JSON(http.StatusOK, Envelope{EC: 200, EM: "success", Result: "ok"})
+	})
+	e.GET("/readyz", func(c *gin.Context) {
+		if err := ready(); err != nil {
+			c.JSON(http.StatusServiceUnavailable, Envelope{EC: 503, EM: err.Error(), Result: "not ready"})
+			return
+		}
+		c.JSON(http.StatusOK, Envelope{EC: 200, EM: "success", Result: "ready"})
+	})
+	e.GET("/metrics", gin.WrapH(m.Handler()))
+	return e
+}
+
+func recovery(log *zap.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				log.Error("panic in handler", zap.Any("panic", r), zap.String("path", c.Request.URL.Path), zap.Stack("stack"))
+				c.AbortWithStatusJSON(http.StatusInternalServerError, Envelope{EC: 500, EM: "internal error; see the server log"})
+			}
+		}()
+		c.Next()
+	}
+}
+
+func observe(m *metrics.Metrics) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		route := c.FullPath()
+		if route == "" {
+			route = "unmatched"
+		}
+		if route == "/metrics" || route == "/healthz" || route == "/readyz" {
+			return
+		}
+		m.Requests.WithLabelValues(route, strconv.Itoa(c.Writer.Status())).Inc()
+		m.RequestSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	}
+}

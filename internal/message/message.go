@@ -1,0 +1,122 @@
+// Package message defines the delayed message, its states and the one place
+// that decides what a valid request is. Every other package trusts a
+// *Message that came out of this package.
+package message
+
+import (
+	"time"
+
+	"github.com/rs/xid"
+)
+
+// State is where a message is in its life. Only the pending states keep a
+// message on a schedule; the final states are kept for query until purged.
+type State string
+
+const (
+	StateDelayed    State = "delayed"    // waiting for its due time
+	StateDelivering State = "delivering" // callback in progress
+	StateRetrying   State = "retrying"   // last callback failed, next attempt scheduled
+	StateDelivered  State = "delivered"  // a callback succeeded (final)
+	StateDead       State = "dead"       // every attempt failed (final until re-driven)
+	StateCancelled  State = "cancelled"  // cancelled by the sender (final)
+)
+
+// States lists every state, in a stable order for counters and docs.
+var States = []State{StateDelayed, StateDelivering, StateRetrying, StateDelivered, StateDead, StateCancelled}
+
+// Valid reports whether s is a known state.
+func (s State) Valid() bool {
+	for _, v := range States {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Pending reports whether a message in this state is still to be called back.
+func (s State) Pending() bool {
+	return s == StateDelayed || s == StateRetrying || s == StateDelivering
+}
+
+// Final reports whether nothing more will happen to the message on its own.
+func (s State) Final() bool {
+	return s == StateDelivered || s == StateDead || s == StateCancelled
+}
+
+// Callback says how to call the business system back.
+type Callback struct {
+	RequestType string `json:"request_type"`
+	URL         string `json:"url"`
+	Params      string `json:"params,omitempty"`
+}
+
+// Event is one line of a message's history.
+type Event struct {
+	AtMs   int64  `json:"at"`
+	Type   string `json:"type"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Event types recorded in a message's history.
+const (
+	EventSubmitted = "submitted"
+	EventCancelled = "cancelled"
+	EventDelay     = "delay_changed"
+	EventAttempt   = "attempt"
+	EventDelivered = "delivered"
+	EventFailed    = "attempt_failed"
+	EventDead      = "dead"
+	EventRedriven  = "redriven"
+)
+
+// MaxHistory bounds the history kept per message so a message that is
+// re-driven forever cannot grow without bound; the oldest events go first
+// (the first, "submitted", is always kept).
+const MaxHistory = 64
+
+// Message is a delayed message and everything known about it.
+type Message struct {
+	ID         string   `json:"msg_id"`
+	Topic      string   `json:"topic_name"`
+	DelayMs    int64    `json:"delay_time"`
+	TTRMs      int64    `json:"ttr"`
+	Callback   Callback `json:"callback"`
+	ReceivedMs int64    `json:"received_at"`
+	// DueMs is when the next callback attempt is due (unix ms).
+	DueMs    int64 `json:"due_at"`
+	State    State `json:"state"`
+	Attempts int   `json:"attempts"`
+	// Version grows with every schedule change, so a stale timer or index
+	// entry that comes due after a change is recognised and ignored.
+	Version   uint64  `json:"version"`
+	LastError string  `json:"last_error,omitempty"`
+	UpdatedMs int64   `json:"updated_at"`
+	DoneMs    int64   `json:"done_at,omitempty"`
+	History   []Event `json:"history,omitempty"`
+}
+
+// NewID returns a new globally unique, time-ordered message id.
+func NewID() string { return xid.New().String() }
+
+// NowMs is the current unix time in milliseconds.
+func NowMs() int64 { return time.Now().UnixMilli() }
+
+// AddEvent appends an event to the history, keeping it bounded.
+func (m *Message) AddEvent(atMs int64, typ, detail string) {
+	m.History = append(m.History, Event{AtMs: atMs, Type: typ, Detail: detail})
+	if len(m.History) > MaxHistory {
+		// keep the first event (submission) and the most recent ones
+		keep := append([]Event{m.History[0]}, m.History[len(m.History)-MaxHistory+1:]...)
+		m.History = keep
+	}
+	m.UpdatedMs = atMs
+}
+
+// Clone returns a deep copy, so callers can't alter a stored message.
+func (m *Message) Clone() *Message {
+	c := *m
+	c.History = append([]Event(nil), m.History...)
+	return &c
+}

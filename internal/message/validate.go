@@ -1,0 +1,239 @@
+package message
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// Delay bounds. Below MinDelayMs a message is called back at once; above
+// MaxDelayMs it is refused.
+const (
+	MinDelayMs = 100
+	MaxDelayMs = 7 * 24 * 3600 * 1000
+)
+
+// Limits are the request bounds that config may change.
+type Limits struct {
+	MinTTRMs       int64 // smallest callback timeout accepted
+	MaxTTRMs       int64 // largest callback timeout accepted
+	DefaultTTRMs   int64 // ttr when the request gives none
+	MaxParamsBytes int   // size of callback.params
+	MaxURLBytes    int   // size of callback.url
+}
+
+// DefaultLimits are the limits used when config says nothing.
+func DefaultLimits() Limits {
+	return Limits{MinTTRMs: 10, MaxTTRMs: 60_000, DefaultTTRMs: 1000, MaxParamsBytes: 16 << 10, MaxURLBytes: 2048}
+}
+
+// FieldError says which field of a request is wrong and why.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// IsFieldError reports whether err is (or wraps) a *FieldError.
+func IsFieldError(err error) bool {
+	var fe *FieldError
+	return errors.As(err, &fe)
+}
+
+var (
+	topicRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+	idRe    = regexp.MustCompile(`^[0-9a-v]{20}$`)
+)
+
+// ValidateTopic checks a topic name: 1-64 of letters, digits, '.', '_' and
+// '-', so it is also a valid Kafka topic name once prefixed.
+func ValidateTopic(field, name string) error {
+	if strings.TrimSpace(name) == "" {
+		return &FieldError{field, "is required"}
+	}
+	if !topicRe.MatchString(name) {
+		return &FieldError{field, "must be 1-64 characters of letters, digits, '.', '_' or '-'"}
+	}
+	return nil
+}
+
+// ValidateID checks the form of a message id.
+func ValidateID(field, id string) error {
+	if id == "" {
+		return &FieldError{field, "is required"}
+	}
+	if !idRe.MatchString(id) {
+		return &FieldError{field, "is not a sorakaQ message id (20 characters of 0-9 and a-v)"}
+	}
+	return nil
+}
+
+// ValidateDelay checks a delay in ms: 0..7 days. Below 100 ms is accepted
+// and means "call back at once".
+func ValidateDelay(field string, ms int64) error {
+	if ms < 0 {
+		return &FieldError{field, "must not be negative"}
+	}
+	if ms > MaxDelayMs {
+		return &FieldError{field, fmt.Sprintf("must be at most %d ms (7 days)", MaxDelayMs)}
+	}
+	return nil
+}
+
+// DecodeStrict decodes one JSON object into v: unknown fields, wrong types,
+// trailing data and malformed JSON are FieldErrors naming the field.
+func DecodeStrict(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return &FieldError{"body", "is empty; send a JSON object"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonFieldError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return &FieldError{"body", "has data after the JSON object"}
+	}
+	return nil
+}
+
+func jsonFieldError(err error) error {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		field := te.Field
+		if field == "" {
+			field = "body"
+		}
+		return &FieldError{field, fmt.Sprintf("must be %s, got %s", jsonKind(te.Type.Kind().String()), te.Value)}
+	case errors.As(err, &se):
+		return &FieldError{"body", fmt.Sprintf("malformed JSON at offset %d: %v", se.Offset, se)}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &FieldError{"body", "malformed JSON: unexpected end"}
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return &FieldError{name, "is not a known field"}
+	default:
+		return &FieldError{"body", "malformed JSON: " + err.Error()}
+	}
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "int64", "int", "int32", "uint64":
+		return "an integer"
+	case "string":
+		return "a string"
+	case "struct", "map", "ptr":
+		return "an object"
+	case "bool":
+		return "a boolean"
+	}
+	return k
+}
+
+// SubmitRequest is the body of POST /sorakaq/msg/submit.
+type SubmitRequest struct {
+	TopicName string          `json:"topic_name"`
+	DelayTime *int64          `json:"delay_time"`
+	TTR       *int64          `json:"ttr"`
+	Callback  *CallbackFields `json:"callback"`
+}
+
+// CallbackFields is the callback part of a submit.
+type CallbackFields struct {
+	RequestType string `json:"request_type"`
+	URL         string `json:"url"`
+	Params      string `json:"params"`
+}
+
+// ParseSubmit decodes and validates a submit body and builds the message,
+// received at nowMs. Nothing about the message is decided elsewhere.
+func ParseSubmit(body []byte, lim Limits, nowMs int64) (*Message, error) {
+	var r SubmitRequest
+	if err := DecodeStrict(body, &r); err != nil {
+		return nil, err
+	}
+	if err := ValidateTopic("topic_name", r.TopicName); err != nil {
+		return nil, err
+	}
+	if r.DelayTime == nil {
+		return nil, &FieldError{"delay_time", "is required (milliseconds, 0 to 604800000)"}
+	}
+	if err := ValidateDelay("delay_time", *r.DelayTime); err != nil {
+		return nil, err
+	}
+	ttr := lim.DefaultTTRMs
+	if r.TTR != nil {
+		ttr = *r.TTR
+		if ttr < lim.MinTTRMs || ttr > lim.MaxTTRMs {
+			return nil, &FieldError{"ttr", fmt.Sprintf("must be between %d and %d ms", lim.MinTTRMs, lim.MaxTTRMs)}
+		}
+	}
+	if r.Callback == nil {
+		return nil, &FieldError{"callback", "is required"}
+	}
+	cb, err := validateCallback(*r.Callback, lim)
+	if err != nil {
+		return nil, err
+	}
+	delay := *r.DelayTime
+	due := nowMs + delay
+	if delay < MinDelayMs {
+		due = nowMs
+	}
+	m := &Message{
+		ID:         NewID(),
+		Topic:      r.TopicName,
+		DelayMs:    delay,
+		TTRMs:      ttr,
+		Callback:   cb,
+		ReceivedMs: nowMs,
+		DueMs:      due,
+		State:      StateDelayed,
+		Version:    1,
+	}
+	m.AddEvent(nowMs, EventSubmitted, fmt.Sprintf("delay %d ms", delay))
+	return m, nil
+}
+
+func validateCallback(c CallbackFields, lim Limits) (Callback, error) {
+	rt := strings.ToUpper(strings.TrimSpace(c.RequestType))
+	switch rt {
+	case "GET", "POST":
+	case "":
+		return Callback{}, &FieldError{"callback.request_type", "is required (GET or POST)"}
+	default:
+		return Callback{}, &FieldError{"callback.request_type", fmt.Sprintf("must be GET or POST, got %q", c.RequestType)}
+	}
+	if c.URL == "" {
+		return Callback{}, &FieldError{"callback.url", "is required"}
+	}
+	if len(c.URL) > lim.MaxURLBytes {
+		return Callback{}, &FieldError{"callback.url", fmt.Sprintf("is longer than %d bytes", lim.MaxURLBytes)}
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return Callback{}, &FieldError{"callback.url", "is not a URL: " + err.Error()}
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return Callback{}, &FieldError{"callback.url", "must be an absolute http:// or https:// URL"}
+	}
+	if u.Hostname() == "" {
+		return Callback{}, &FieldError{"callback.url", "has no host"}
+	}
+	if u.User != nil {
+		return Callback{}, &FieldError{"callback.url", "must not carry user:password; put credentials in params"}
+	}
+	if len(c.Params) > lim.MaxParamsBytes {
+		return Callback{}, &FieldError{"callback.params", fmt.Sprintf("is larger than %d bytes", lim.MaxParamsBytes)}
+	}
+	return Callback{RequestType: rt, URL: c.URL, Params: c.Params}, nil
+}

@@ -1,0 +1,319 @@
+// Package receive is the HTTP API that business systems call: submit,
+// cancel, change the delay, query. It validates (through package message)
+// and hands over to a Backend: the local worker in the all-in-one, Kafka in
+// the distributed mode.
+package receive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"go.uber.org/zap"
+
+	"github.com/sorakaq/sorakaq/internal/httpapi"
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/registry"
+	"github.com/sorakaq/sorakaq/internal/store"
+	"github.com/sorakaq/sorakaq/internal/worker"
+)
+
+// Backend is where accepted requests go.
+type Backend interface {
+	Submit(ctx context.Context, m *message.Message) error
+	Cancel(ctx context.Context, topic, id string) (*message.Message, error)
+	ChangeDelay(ctx context.Context, topic, id string, ch worker.DelayChange) (*message.Message, error)
+	Redrive(ctx context.Context, topic, id string) (*message.Message, error)
+	Delete(ctx context.Context, topic, id string) error
+	Get(ctx context.Context, topic, id string) (*message.Message, error)
+	List(ctx context.Context, q store.ListQuery) ([]*message.Message, string, error)
+	Ready() error
+}
+
+// Options configure the receive service.
+type Options struct {
+	Listen           string // e.g. ":9088"
+	MaxBodyBytes     int64
+	Limits           message.Limits
+	AutoCreateTopics bool
+	DefaultWorkerNum int
+	MaxListLimit     int
+}
+
+// DefaultOptions are the documented defaults.
+func DefaultOptions() Options {
+	return Options{Listen: ":9088", MaxBodyBytes: 64 << 10, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, MaxListLimit: 500}
+}
+
+// Server is the receive HTTP service.
+type Server struct {
+	opts    Options
+	backend Backend
+	topics  registry.Topics
+	log     *zap.Logger
+	ln      net.Listener
+	srv     *http.Server
+	engine  *gin.Engine
+}
+
+// New opens the listener (so tests can bind :0 and read Addr) and builds
+// the routes.
+func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, log *zap.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("receive: listen %s: %w", opts.Listen, err)
+	}
+	s := &Server{opts: opts, backend: b, topics: topics, log: log, ln: ln}
+	e := httpapi.NewEngine(log, m, b.Ready)
+	s.Routes(e.Group("/sorakaq/msg"))
+	s.engine = e
+	s.srv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	return s, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve serves until Shutdown; it returns nil after a clean shutdown.
+func (s *Server) Serve() error {
+	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("receive: serve: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting and waits for requests in progress.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+// Routes adds the message API to a router group (also used by tests).
+func (s *Server) Routes(g *gin.RouterGroup) {
+	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(s.log, h) }
+	g.POST("/submit", w(s.submit))
+	g.POST("/cancel", w(s.cancel))
+	g.POST("/addTime", w(s.addTime))
+	g.POST("/setDelay", w(s.setDelay))
+	g.POST("/redrive", w(s.redrive))
+	g.POST("/delete", w(s.delete))
+	g.GET("/get", w(s.get))
+	g.GET("/list", w(s.list))
+}
+
+// SubmitResult is the answer to a submit.
+type SubmitResult struct {
+	MsgID string `json:"msgId"`
+	DueAt int64  `json:"due_at"`
+}
+
+func (s *Server) submit(c *gin.Context) (any, error) {
+	body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
+	if err != nil {
+		return nil, err
+	}
+	m, err := message.ParseSubmit(body, s.opts.Limits, time.Now().UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.ensureTopic(c, m.Topic); err != nil {
+		return nil, err
+	}
+	if err := s.backend.Submit(c, m); err != nil {
+		return nil, err
+	}
+	return SubmitResult{MsgID: m.ID, DueAt: m.DueMs}, nil
+}
+
+func (s *Server) ensureTopic(ctx context.Context, name string) error {
+	_, err := s.topics.GetTopic(ctx, name)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, message.ErrTopicNotFound) {
+		return fmt.Errorf("%w: reading topic %q: %v", message.ErrUnavailable, name, err)
+	}
+	if !s.opts.AutoCreateTopics {
+		return fmt.Errorf("%w: topic %q does not exist; create it with POST /sorakaq/topic/add on the admin service", message.ErrTopicNotFound, name)
+	}
+	now := time.Now().UnixMilli()
+	_, err = s.topics.CreateTopic(ctx, registry.Topic{Name: name, WorkerNum: s.opts.DefaultWorkerNum, Partitions: 1, CreatedMs: now, UpdatedMs: now})
+	if err != nil && !errors.Is(err, registry.ErrTopicExists) {
+		return fmt.Errorf("%w: creating topic %q: %v", message.ErrUnavailable, name, err)
+	}
+	return nil
+}
+
+// msgRef is the body of calls that name one message.
+type msgRef struct {
+	TopicName string `json:"topic_name"`
+	MsgID     string `json:"msg_id"`
+}
+
+func (r msgRef) validate() error {
+	if err := message.ValidateTopic("topic_name", r.TopicName); err != nil {
+		return err
+	}
+	return message.ValidateID("msg_id", r.MsgID)
+}
+
+func (s *Server) decode(c *gin.Context, v interface{ validate() error }) error {
+	body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	if err := message.DecodeStrict(body, v); err != nil {
+		return err
+	}
+	return v.validate()
+}
+
+func (s *Server) cancel(c *gin.Context) (any, error) {
+	var r msgRef
+	if err := s.decode(c, &r); err != nil {
+		return nil, err
+	}
+	if _, err := s.backend.Cancel(c, r.TopicName, r.MsgID); err != nil {
+		return nil, err
+	}
+	return true, nil
+}
+
+type addTimeReq struct {
+	msgRef
+	AddTime *int64 `json:"add_time"`
+}
+
+func (r *addTimeReq) validate() error {
+	if err := r.msgRef.validate(); err != nil {
+		return err
+	}
+	if r.AddTime == nil {
+		return &message.FieldError{Field: "add_time", Reason: "is required (milliseconds to add, 1 to 604800000)"}
+	}
+	if *r.AddTime < 1 || *r.AddTime > message.MaxDelayMs {
+		return &message.FieldError{Field: "add_time", Reason: fmt.Sprintf("must be between 1 and %d ms", message.MaxDelayMs)}
+	}
+	return nil
+}
+
+func (s *Server) addTime(c *gin.Context) (any, error) {
+	var r addTimeReq
+	if err := s.decode(c, &r); err != nil {
+		return nil, err
+	}
+	if _, err := s.backend.ChangeDelay(c, r.TopicName, r.MsgID, worker.DelayChange{AddMs: r.AddTime}); err != nil {
+		return nil, err
+	}
+	return true, nil
+}
+
+type setDelayReq struct {
+	msgRef
+	DelayTime *int64 `json:"delay_time"`
+}
+
+func (r *setDelayReq) validate() error {
+	if err := r.msgRef.validate(); err != nil {
+		return err
+	}
+	if r.DelayTime == nil {
+		return &message.FieldError{Field: "delay_time", Reason: "is required (milliseconds from now, 0 to 604800000)"}
+	}
+	return message.ValidateDelay("delay_time", *r.DelayTime)
+}
+
+// ScheduleResult is the answer to a delay change.
+type ScheduleResult struct {
+	MsgID string        `json:"msgId"`
+	State message.State `json:"state"`
+	DueAt int64         `json:"due_at"`
+}
+
+func (s *Server) setDelay(c *gin.Context) (any, error) {
+	var r setDelayReq
+	if err := s.decode(c, &r); err != nil {
+		return nil, err
+	}
+	m, err := s.backend.ChangeDelay(c, r.TopicName, r.MsgID, worker.DelayChange{SetMs: r.DelayTime})
+	if err != nil {
+		return nil, err
+	}
+	return ScheduleResult{MsgID: m.ID, State: m.State, DueAt: m.DueMs}, nil
+}
+
+func (s *Server) redrive(c *gin.Context) (any, error) {
+	var r msgRef
+	if err := s.decode(c, &r); err != nil {
+		return nil, err
+	}
+	m, err := s.backend.Redrive(c, r.TopicName, r.MsgID)
+	if err != nil {
+		return nil, err
+	}
+	return ScheduleResult{MsgID: m.ID, State: m.State, DueAt: m.DueMs}, nil
+}
+
+func (s *Server) delete(c *gin.Context) (any, error) {
+	var r msgRef
+	if err := s.decode(c, &r); err != nil {
+		return nil, err
+	}
+	if err := s.backend.Delete(c, r.TopicName, r.MsgID); err != nil {
+		return nil, err
+	}
+	return true, nil
+}
+
+func (s *Server) get(c *gin.Context) (any, error) {
+	id := c.Query("msg_id")
+	if err := message.ValidateID("msg_id", id); err != nil {
+		return nil, err
+	}
+	topic := c.Query("topic_name")
+	if topic != "" {
+		if err := message.ValidateTopic("topic_name", topic); err != nil {
+			return nil, err
+		}
+	}
+	return s.backend.Get(c, topic, id)
+}
+
+// ListResult is a page of messages.
+type ListResult struct {
+	Messages   []*message.Message `json:"messages"`
+	NextCursor string             `json:"next_cursor"`
+}
+
+func (s *Server) list(c *gin.Context) (any, error) {
+	q := store.ListQuery{Topic: c.Query("topic_name"), State: message.State(c.Query("state")), After: c.Query("cursor"), Limit: 50}
+	if err := message.ValidateTopic("topic_name", q.Topic); err != nil {
+		return nil, err
+	}
+	if q.State != "" && !q.State.Valid() {
+		return nil, &message.FieldError{Field: "state", Reason: fmt.Sprintf("must be one of %v", message.States)}
+	}
+	if q.After != "" {
+		if err := message.ValidateID("cursor", q.After); err != nil {
+			return nil, err
+		}
+	}
+	if l := c.Query("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > s.opts.MaxListLimit {
+			return nil, &message.FieldError{Field: "limit", Reason: fmt.Sprintf("must be an integer from 1 to %d", s.opts.MaxListLimit)}
+		}
+		q.Limit = n
+	}
+	msgs, next, err := s.backend.List(c, q)
+	if err != nil {
+		return nil, err
+	}
+	if msgs == nil {
+		msgs = []*message.Message{}
+	}
+	return ListResult{Messages: msgs, NextCursor: next}, nil
+}

@@ -1,0 +1,47 @@
+// Package registry declares what services know about each other and about
+// topics. registry/local keeps it in one process (all-in-one); a ZooKeeper
+// implementation serves the distributed mode.
+package registry
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrTopicExists is returned when creating a topic that exists.
+var ErrTopicExists = errors.New("topic already exists")
+
+// Topic is a topic's settings.
+type Topic struct {
+	Name       string `json:"topic_name"`
+	Business   string `json:"business,omitempty"`
+	WorkerNum  int    `json:"worker_num"`
+	Partitions int    `json:"partitions"`
+	// RetryBackoffMs overrides the global retry schedule when not empty:
+	// the wait before each retry, in ms.
+	RetryBackoffMs []int64 `json:"retry_backoff_ms,omitempty"`
+	CreatedMs      int64   `json:"created_at"`
+	UpdatedMs      int64   `json:"updated_at"`
+}
+
+// Backoff returns the topic's retry schedule, or def when it has none.
+func (t *Topic) Backoff(def []time.Duration) []time.Duration {
+	if t == nil || len(t.RetryBackoffMs) == 0 {
+		return def
+	}
+	out := make([]time.Duration, len(t.RetryBackoffMs))
+	for i, ms := range t.RetryBackoffMs {
+		out[i] = time.Duration(ms) * time.Millisecond
+	}
+	return out
+}
+
+// Topics stores topic settings. GetTopic returns message.ErrTopicNotFound
+// (wrapped) for an unknown topic.
+type Topics interface {
+	GetTopic(ctx context.Context, name string) (*Topic, error)
+	CreateTopic(ctx context.Context, t Topic) (*Topic, error)
+	UpdateTopic(ctx context.Context, name string, fn func(*Topic) error) (*Topic, error)
+	ListTopics(ctx context.Context) ([]Topic, error)
+}

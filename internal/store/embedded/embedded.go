@@ -1,0 +1,470 @@
+// Package embedded is the all-in-one Store: messages and their indexes in a
+// local Pebble database. Pebble was chosen over bbolt because a delay queue
+// is write-heavy (every message is written at submit, at delivery and at its
+// outcome) and Pebble's commit pipeline groups concurrent synced writes into
+// one WAL fsync, where bbolt rewrites B-tree pages and fsyncs per
+// transaction; see docs/benchmarks.md (BenchmarkStoreChoice) for figures.
+//
+// Key space (all keys are prefixed by one letter and '/'):
+//
+//	m/<id>                               the message (JSON)
+//	d/<due ms, 8 bytes BE><id>           schedule of pending messages -> version
+//	t/<topic>\x00<state>\x00<id>          listing by topic and state
+//	a/<topic>\x00<id>                    listing by topic, every state
+//	p/<done ms, 8 bytes BE><id>          purge order of delivered/cancelled
+//	c/<topic>\x00<state>                 counter (int64, merged)
+//
+// Every change of a message rewrites its indexes in the same batch, derived
+// from the old and new message by one function (writeIndexes), so the
+// indexes cannot drift from the messages.
+package embedded
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.uber.org/zap"
+
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/store"
+)
+
+// Options tune the database.
+type Options struct {
+	Dir          string
+	CacheBytes   int64  // block cache, default 32 MiB
+	MemTableSize uint64 // default 16 MiB
+	Logger       *zap.Logger
+}
+
+// Store is a Pebble-backed store.Store.
+type Store struct {
+	db    *pebble.DB
+	cache interface{ Unref() }
+	locks [256]sync.Mutex // striped per message id, for Update/Delete
+	log   *zap.Logger
+
+	mu     sync.RWMutex
+	closed bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database in opts.Dir.
+func Open(opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("embedded.Open: no directory")
+	}
+	if opts.CacheBytes <= 0 {
+		opts.CacheBytes = 32 << 20
+	}
+	if opts.MemTableSize == 0 {
+		opts.MemTableSize = 16 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	cache := pebble.NewCache(opts.CacheBytes)
+	db, err := pebble.Open(opts.Dir, &pebble.Options{
+		Cache:              cache,
+		MemTableSize:       opts.MemTableSize,
+		Merger:             counterMerger,
+		FormatMajorVersion: pebble.FormatNewest,
+		Logger:             pebbleLogger{opts.Logger.Sugar()},
+	})
+	if err != nil {
+		cache.Unref()
+		return nil, fmt.Errorf("embedded.Open %s: %w", opts.Dir, err)
+	}
+	return &Store{db: db, cache: cache, log: opts.Logger}, nil
+}
+
+// Close flushes and closes the database. Safe to call twice.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := s.db.Close()
+	s.cache.Unref()
+	if err != nil {
+		return fmt.Errorf("embedded.Close: %w", err)
+	}
+	return nil
+}
+
+// guard holds the read lock so Close waits for writes in progress.
+func (s *Store) guard() (func(), error) {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, store.ErrClosed
+	}
+	return s.mu.RUnlock, nil
+}
+
+func writeOpts(d store.Durability) *pebble.WriteOptions {
+	if d == store.Sync {
+		return pebble.Sync
+	}
+	return pebble.NoSync
+}
+
+// Create stores new messages in one synced batch.
+func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
+	release, err := s.guard()
+	if err != nil {
+		return err
+	}
+	defer release()
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, m := range msgs {
+		v, err := json.Marshal(m)
+		if err != nil {
+			return fmt.Errorf("embedded.Create %s: %w", m.ID, err)
+		}
+		if err := b.Set(msgKey(m.ID), v, nil); err != nil {
+			return fmt.Errorf("embedded.Create %s: %w", m.ID, err)
+		}
+		if err := writeIndexes(b, nil, m); err != nil {
+			return fmt.Errorf("embedded.Create %s: %w", m.ID, err)
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("embedded.Create: %w", err)
+	}
+	return nil
+}
+
+// Get returns a copy of the stored message.
+func (s *Store) Get(ctx context.Context, id string) (*message.Message, error) {
+	release, err := s.guard()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return s.get(id)
+}
+
+func (s *Store) get(id string) (*message.Message, error) {
+	v, closer, err := s.db.Get(msgKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embedded.Get %s: %w", id, err)
+	}
+	defer closer.Close()
+	var m message.Message
+	if err := json.Unmarshal(v, &m); err != nil {
+		return nil, fmt.Errorf("embedded.Get %s: decode: %w", id, err)
+	}
+	return &m, nil
+}
+
+func (s *Store) lockFor(id string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return &s.locks[h.Sum32()%uint32(len(s.locks))]
+}
+
+// Update applies fn under the message's lock and writes the result.
+func (s *Store) Update(ctx context.Context, id string, d store.Durability, fn func(*message.Message) error) (*message.Message, error) {
+	release, err := s.guard()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	l := s.lockFor(id)
+	l.Lock()
+	defer l.Unlock()
+	old, err := s.get(id)
+	if err != nil {
+		return nil, err
+	}
+	m := old.Clone()
+	if err := fn(m); err != nil {
+		return nil, err
+	}
+	v, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("embedded.Update %s: %w", id, err)
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(msgKey(id), v, nil); err != nil {
+		return nil, fmt.Errorf("embedded.Update %s: %w", id, err)
+	}
+	if err := writeIndexes(b, old, m); err != nil {
+		return nil, fmt.Errorf("embedded.Update %s: %w", id, err)
+	}
+	if err := b.Commit(writeOpts(d)); err != nil {
+		return nil, fmt.Errorf("embedded.Update %s: %w", id, err)
+	}
+	return m, nil
+}
+
+// Delete removes the message and its index entries if fn allows.
+func (s *Store) Delete(ctx context.Context, id string, fn func(*message.Message) error) error {
+	release, err := s.guard()
+	if err != nil {
+		return err
+	}
+	defer release()
+	l := s.lockFor(id)
+	l.Lock()
+	defer l.Unlock()
+	old, err := s.get(id)
+	if err != nil {
+		return err
+	}
+	if fn != nil {
+		if err := fn(old.Clone()); err != nil {
+			return err
+		}
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := s.deleteInBatch(b, old); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("embedded.Delete %s: %w", id, err)
+	}
+	return nil
+}
+
+func (s *Store) deleteInBatch(b *pebble.Batch, old *message.Message) error {
+	if err := b.Delete(msgKey(old.ID), nil); err != nil {
+		return fmt.Errorf("embedded.Delete %s: %w", old.ID, err)
+	}
+	if err := writeIndexes(b, old, nil); err != nil {
+		return fmt.Errorf("embedded.Delete %s: %w", old.ID, err)
+	}
+	return nil
+}
+
+// Due scans the schedule index.
+func (s *Store) Due(ctx context.Context, after store.Entry, untilMs int64, limit int) ([]store.Entry, error) {
+	release, err := s.guard()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if after.DueMs < 0 {
+		after.DueMs = 0
+	}
+	lower := dueKey(after.DueMs, after.ID)
+	if after.ID != "" {
+		lower = append(lower, 0) // strictly after the cursor
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: dueKey(untilMs, "")})
+	if err != nil {
+		return nil, fmt.Errorf("embedded.Due: %w", err)
+	}
+	defer it.Close()
+	var out []store.Entry
+	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		k := it.Key()
+		due, id := parseDueKey(k)
+		val := it.Value()
+		var ver uint64
+		if len(val) == 8 {
+			ver = binary.BigEndian.Uint64(val)
+		}
+		out = append(out, store.Entry{ID: id, DueMs: due, Version: ver})
+	}
+	if err := it.Error(); err != nil {
+		return out, fmt.Errorf("embedded.Due: %w", err)
+	}
+	return out, nil
+}
+
+// List pages through one topic's messages.
+func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*message.Message, string, error) {
+	release, err := s.guard()
+	if err != nil {
+		return nil, "", err
+	}
+	defer release()
+	if q.Limit <= 0 {
+		q.Limit = 50
+	}
+	var prefix []byte
+	if q.State == "" {
+		prefix = topicAllPrefix(q.Topic)
+	} else {
+		prefix = topicStatePrefix(q.Topic, q.State)
+	}
+	lower := prefix
+	if q.After != "" {
+		lower = append(append([]byte(nil), prefix...), q.After...)
+		lower = append(lower, 0) // strictly after
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, "", fmt.Errorf("embedded.List: %w", err)
+	}
+	defer it.Close()
+	var out []*message.Message
+	next := ""
+	for ok := it.First(); ok; ok = it.Next() {
+		id := string(it.Key()[len(prefix):])
+		if len(out) == q.Limit {
+			next = out[len(out)-1].ID
+			break
+		}
+		m, err := s.get(id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, m)
+	}
+	if err := it.Error(); err != nil {
+		return nil, "", fmt.Errorf("embedded.List: %w", err)
+	}
+	return out, next, nil
+}
+
+// Counts reads the merged counters.
+func (s *Store) Counts(ctx context.Context) (store.Counts, error) {
+	release, err := s.guard()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	prefix := []byte("c/")
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, fmt.Errorf("embedded.Counts: %w", err)
+	}
+	defer it.Close()
+	out := store.Counts{}
+	for ok := it.First(); ok; ok = it.Next() {
+		topic, state, ok := parseCounterKey(it.Key())
+		if !ok {
+			continue
+		}
+		n := decodeInt(it.Value())
+		if n == 0 {
+			continue
+		}
+		if out[topic] == nil {
+			out[topic] = map[message.State]int64{}
+		}
+		out[topic][state] = n
+	}
+	return out, it.Error()
+}
+
+// Purge deletes finished messages older than beforeMs.
+func (s *Store) Purge(ctx context.Context, beforeMs int64, limit int) (int, error) {
+	release, err := s.guard()
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	prefix := []byte("p/")
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: purgeKey(beforeMs, "")})
+	if err != nil {
+		return 0, fmt.Errorf("embedded.Purge: %w", err)
+	}
+	var ids []string
+	for ok := it.First(); ok && len(ids) < limit; ok = it.Next() {
+		ids = append(ids, string(it.Key()[10:]))
+	}
+	if err := it.Close(); err != nil {
+		return 0, fmt.Errorf("embedded.Purge: %w", err)
+	}
+	n := 0
+	for _, id := range ids {
+		l := s.lockFor(id)
+		l.Lock()
+		m, err := s.get(id)
+		if err == nil && m.State.Final() && m.State != message.StateDead && m.DoneMs < beforeMs {
+			b := s.db.NewBatch()
+			err = s.deleteInBatch(b, m)
+			if err == nil {
+				err = b.Commit(pebble.NoSync)
+			}
+			b.Close()
+			if err == nil {
+				n++
+			}
+		}
+		l.Unlock()
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// writeIndexes moves a message's index entries from old to new (either may
+// be nil for create/delete).
+func writeIndexes(b *pebble.Batch, old, m *message.Message) error {
+	var errs []error
+	do := func(err error) { errs = append(errs, err) }
+	if old != nil {
+		if old.State.Pending() && (m == nil || !m.State.Pending() || m.DueMs != old.DueMs || m.Version != old.Version) {
+			do(b.Delete(dueKey(old.DueMs, old.ID), nil))
+		}
+		if m == nil || m.State != old.State {
+			do(b.Delete(topicStateKey(old.Topic, old.State, old.ID), nil))
+			do(b.Merge(counterKey(old.Topic, old.State), encodeInt(-1), nil))
+		}
+		if m == nil {
+			do(b.Delete(topicAllKey(old.Topic, old.ID), nil))
+		}
+		if purgeable(old) && (m == nil || !purgeable(m) || m.DoneMs != old.DoneMs) {
+			do(b.Delete(purgeKey(old.DoneMs, old.ID), nil))
+		}
+	}
+	if m != nil {
+		if m.State.Pending() {
+			ver := make([]byte, 8)
+			binary.BigEndian.PutUint64(ver, m.Version)
+			do(b.Set(dueKey(m.DueMs, m.ID), ver, nil))
+		}
+		if old == nil || m.State != old.State {
+			do(b.Set(topicStateKey(m.Topic, m.State, m.ID), nil, nil))
+			do(b.Merge(counterKey(m.Topic, m.State), encodeInt(1), nil))
+		}
+		if old == nil {
+			do(b.Set(topicAllKey(m.Topic, m.ID), nil, nil))
+		}
+		if purgeable(m) {
+			do(b.Set(purgeKey(m.DoneMs, m.ID), nil, nil))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func purgeable(m *message.Message) bool {
+	return m.State == message.StateDelivered || m.State == message.StateCancelled
+}
+
+// pebbleLogger routes Pebble's own logs to zap.
+type pebbleLogger struct{ s *zap.SugaredLogger }
+
+func (l pebbleLogger) Infof(format string, args ...any)  { l.s.Debugf(format, args...) }
+func (l pebbleLogger) Errorf(format string, args ...any) { l.s.Errorf(format, args...) }
+func (l pebbleLogger) Fatalf(format string, args ...any) { l.s.Fatalf(format, args...) }
+
+var _ io.Closer = (*Store)(nil)

@@ -1,0 +1,76 @@
+// Package store declares where messages are kept durably. The embedded
+// implementation (store/embedded) serves the all-in-one; a Redis one serves
+// the distributed mode. Both keep the same indexes: a schedule of pending
+// messages by due time, a listing by topic and state, and counters.
+package store
+
+import (
+	"context"
+	"errors"
+
+	"github.com/sorakaq/sorakaq/internal/message"
+)
+
+// Errors a Store returns; callers test them with errors.Is.
+var (
+	ErrNotFound = message.ErrNotFound
+	ErrExists   = errors.New("message already exists")
+	ErrClosed   = errors.New("store closed")
+)
+
+// Durability says whether a write must be on disk before it returns.
+// Acknowledged changes (submit, cancel, new delay) are Sync; bookkeeping
+// that a crash may repeat safely (marking a message as being delivered)
+// is Lazy: at-least-once delivery covers its loss.
+type Durability int
+
+const (
+	Sync Durability = iota
+	Lazy
+)
+
+// Entry is one line of the schedule: a pending message due at DueMs.
+type Entry struct {
+	ID      string
+	DueMs   int64
+	Version uint64
+}
+
+// ListQuery selects messages of one topic, optionally one state, in id
+// (= submit time) order, starting after the id in After.
+type ListQuery struct {
+	Topic string
+	State message.State // "" means every state
+	After string
+	Limit int
+}
+
+// Counts is the number of messages per topic and state.
+type Counts map[string]map[message.State]int64
+
+// Store keeps messages durably with their indexes consistent.
+type Store interface {
+	// Create stores new messages atomically; durable when it returns.
+	Create(ctx context.Context, msgs ...*message.Message) error
+	// Get returns a copy of the message, or ErrNotFound.
+	Get(ctx context.Context, id string) (*message.Message, error)
+	// Update applies fn to the message atomically (no other Update of the
+	// same id runs in between) and stores the result. If fn returns an error
+	// nothing is written and that error is returned.
+	Update(ctx context.Context, id string, d Durability, fn func(*message.Message) error) (*message.Message, error)
+	// Delete removes a message if fn (given the current message) allows it.
+	Delete(ctx context.Context, id string, fn func(*message.Message) error) error
+	// Due returns schedule entries after the cursor (strictly after
+	// after.DueMs/after.ID; an empty ID means "from after.DueMs on") and
+	// due before untilMs, earliest first, at most limit.
+	Due(ctx context.Context, after Entry, untilMs int64, limit int) ([]Entry, error)
+	// List returns messages of a topic; next is the cursor for the next page
+	// ("" when there is none).
+	List(ctx context.Context, q ListQuery) (msgs []*message.Message, next string, err error)
+	// Counts returns the counters, kept incrementally (no scan).
+	Counts(ctx context.Context) (Counts, error)
+	// Purge deletes delivered and cancelled messages finished before
+	// beforeMs, at most limit; it returns how many went.
+	Purge(ctx context.Context, beforeMs int64, limit int) (int, error)
+	Close() error
+}

@@ -1,0 +1,214 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/store"
+)
+
+// Submit stores a new message (durably) and schedules it.
+func (w *Worker) Submit(ctx context.Context, m *message.Message) error {
+	if w.stopped.Load() {
+		return fmt.Errorf("%w: shutting down", message.ErrUnavailable)
+	}
+	if err := w.store.Create(ctx, m); err != nil {
+		w.metrics.StoreErrors.WithLabelValues("create").Inc()
+		return fmt.Errorf("%w: storing the message failed: %v", message.ErrUnavailable, err)
+	}
+	w.metrics.Submitted.WithLabelValues(m.Topic).Inc()
+	w.schedule(m.ID, m.DueMs, m.Version)
+	return nil
+}
+
+// tooLate explains why a message can no longer be changed.
+func tooLate(m *message.Message) error {
+	switch m.State {
+	case message.StateDelivering:
+		return fmt.Errorf("%w: message %s is being delivered (attempt %d)", message.ErrConflict, m.ID, m.Attempts)
+	case message.StateDelivered:
+		return fmt.Errorf("%w: message %s was already delivered", message.ErrConflict, m.ID)
+	case message.StateDead:
+		return fmt.Errorf("%w: message %s is dead (all %d attempts failed); re-drive or delete it", message.ErrConflict, m.ID, m.Attempts)
+	case message.StateCancelled:
+		return fmt.Errorf("%w: message %s was cancelled", message.ErrConflict, m.ID)
+	}
+	return fmt.Errorf("%w: message %s is %s", message.ErrConflict, m.ID, m.State)
+}
+
+func checkTopic(m *message.Message, topic string) error {
+	if topic != "" && m.Topic != topic {
+		return fmt.Errorf("%w: no message %s in topic %q", message.ErrNotFound, m.ID, topic)
+	}
+	return nil
+}
+
+// errAlreadyCancelled lets Cancel answer a repeated cancel as done.
+var errAlreadyCancelled = errors.New("already cancelled")
+
+// Cancel stops a pending message for good. Cancelling a cancelled message
+// succeeds again (idempotent); a message being or already delivered is a
+// conflict, said as such.
+func (w *Worker) Cancel(ctx context.Context, topic, id string) (*message.Message, error) {
+	nowMs := time.Now().UnixMilli()
+	m, err := w.store.Update(ctx, id, store.Sync, func(m *message.Message) error {
+		if err := checkTopic(m, topic); err != nil {
+			return err
+		}
+		if m.State == message.StateCancelled {
+			return errAlreadyCancelled
+		}
+		if m.State != message.StateDelayed && m.State != message.StateRetrying {
+			return tooLate(m)
+		}
+		m.State = message.StateCancelled
+		m.DoneMs = nowMs
+		m.Version++
+		m.AddEvent(nowMs, message.EventCancelled, "")
+		return nil
+	})
+	if errors.Is(err, errAlreadyCancelled) {
+		return w.store.Get(ctx, id)
+	}
+	if err != nil {
+		return nil, w.apiErr(err)
+	}
+	w.unschedule(id)
+	return m, nil
+}
+
+// DelayChange is a change of a pending message's due time: either add
+// AddMs to the current due time, or set it to now + SetMs.
+type DelayChange struct {
+	AddMs *int64
+	SetMs *int64
+}
+
+// ChangeDelay moves a pending message's due time. The new due time must be
+// within 7 days from now.
+func (w *Worker) ChangeDelay(ctx context.Context, topic, id string, ch DelayChange) (*message.Message, error) {
+	now := time.Now().UnixMilli()
+	m, err := w.store.Update(ctx, id, store.Sync, func(m *message.Message) error {
+		if err := checkTopic(m, topic); err != nil {
+			return err
+		}
+		if m.State != message.StateDelayed && m.State != message.StateRetrying {
+			return tooLate(m)
+		}
+		var due int64
+		var detail string
+		switch {
+		case ch.AddMs != nil:
+			base := max(m.DueMs, now)
+			due = base + *ch.AddMs
+			detail = fmt.Sprintf("added %d ms", *ch.AddMs)
+			if due-now > message.MaxDelayMs {
+				return &message.FieldError{Field: "add_time", Reason: fmt.Sprintf("would put the message %d ms ahead; at most %d ms (7 days) is allowed", due-now, message.MaxDelayMs)}
+			}
+		case ch.SetMs != nil:
+			due = now + *ch.SetMs
+			if *ch.SetMs < message.MinDelayMs {
+				due = now
+			}
+			detail = fmt.Sprintf("delay set to %d ms from now", *ch.SetMs)
+		default:
+			return &message.FieldError{Field: "delay_time", Reason: "is required"}
+		}
+		m.DueMs = due
+		m.Version++
+		m.AddEvent(now, message.EventDelay, detail)
+		return nil
+	})
+	if err != nil {
+		return nil, w.apiErr(err)
+	}
+	w.schedule(m.ID, m.DueMs, m.Version)
+	return m, nil
+}
+
+// Redrive gives a dead message a fresh set of attempts, due now.
+func (w *Worker) Redrive(ctx context.Context, topic, id string) (*message.Message, error) {
+	now := time.Now().UnixMilli()
+	m, err := w.store.Update(ctx, id, store.Sync, func(m *message.Message) error {
+		if err := checkTopic(m, topic); err != nil {
+			return err
+		}
+		if m.State != message.StateDead {
+			return fmt.Errorf("%w: only dead messages can be re-driven; message %s is %s", message.ErrConflict, m.ID, m.State)
+		}
+		m.State = message.StateDelayed
+		m.Attempts = 0
+		m.DueMs = now
+		m.DoneMs = 0
+		m.Version++
+		m.AddEvent(now, message.EventRedriven, "")
+		return nil
+	})
+	if err != nil {
+		return nil, w.apiErr(err)
+	}
+	w.schedule(m.ID, m.DueMs, m.Version)
+	return m, nil
+}
+
+// Delete removes a finished message (delivered, dead or cancelled).
+func (w *Worker) Delete(ctx context.Context, topic, id string) error {
+	err := w.store.Delete(ctx, id, func(m *message.Message) error {
+		if err := checkTopic(m, topic); err != nil {
+			return err
+		}
+		if !m.State.Final() {
+			return fmt.Errorf("%w: message %s is %s; cancel it before deleting", message.ErrConflict, m.ID, m.State)
+		}
+		return nil
+	})
+	if err != nil {
+		return w.apiErr(err)
+	}
+	w.unschedule(id)
+	return nil
+}
+
+// Get returns one message.
+func (w *Worker) Get(ctx context.Context, topic, id string) (*message.Message, error) {
+	m, err := w.store.Get(ctx, id)
+	if err != nil {
+		return nil, w.apiErr(err)
+	}
+	if err := checkTopic(m, topic); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// List pages through a topic's messages.
+func (w *Worker) List(ctx context.Context, q store.ListQuery) ([]*message.Message, string, error) {
+	msgs, next, err := w.store.List(ctx, q)
+	if err != nil {
+		return nil, "", w.apiErr(err)
+	}
+	return msgs, next, nil
+}
+
+// Counts are the per topic and state counters.
+func (w *Worker) Counts(ctx context.Context) (store.Counts, error) {
+	c, err := w.store.Counts(ctx)
+	if err != nil {
+		return nil, w.apiErr(err)
+	}
+	return c, nil
+}
+
+// apiErr keeps errors users can act on and turns store failures into
+// "unavailable", with the cause.
+func (w *Worker) apiErr(err error) error {
+	switch {
+	case errors.Is(err, message.ErrNotFound), errors.Is(err, message.ErrConflict), message.IsFieldError(err):
+		return err
+	}
+	w.metrics.StoreErrors.WithLabelValues("api").Inc()
+	return fmt.Errorf("%w: %v", message.ErrUnavailable, err)
+}
