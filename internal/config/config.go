@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -146,7 +147,7 @@ func Load(path string) (*Config, error) {
 	var c Config
 	hook := mapstructure.ComposeDecodeHookFunc(
 		mapstructure.StringToTimeDurationHookFunc(),
-		mapstructure.StringToSliceHookFunc(","),
+		splitStringToSlice,
 	)
 	if err := v.UnmarshalExact(&c, viper.DecodeHook(hook)); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -159,6 +160,23 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// splitStringToSlice lets an environment variable give a list of any
+// element type as "a,b,c" (mapstructure's own hook only makes []string).
+func splitStringToSlice(f, t reflect.Type, data any) (any, error) {
+	if f.Kind() != reflect.String || t.Kind() != reflect.Slice {
+		return data, nil
+	}
+	raw := strings.TrimSpace(data.(string))
+	if raw == "" {
+		return []string{}, nil
+	}
+	parts := strings.Split(strings.Trim(raw, "[]"), ",")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return parts, nil
 }
 
 // Validate checks values that would break the service.

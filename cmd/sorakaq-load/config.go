@@ -1,0 +1,132 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+var errHelp = errors.New("help")
+
+// Config is the parsed command line.
+type Config struct {
+	Mode     string        `json:"mode"`
+	URL      string        `json:"url"`
+	C        int           `json:"concurrency"`
+	N        int           `json:"n,omitempty"`
+	D        time.Duration `json:"-"`
+	DSeconds float64       `json:"duration_s,omitempty"`
+	Topic    string        `json:"topic"`
+	DelayMs  int64         `json:"delay_ms,omitempty"`
+	TTRMs    int64         `json:"ttr_ms"`
+	Timeout  time.Duration `json:"-"`
+	JSON     bool          `json:"-"`
+
+	// fire
+	SinkAddr string        `json:"sink_addr,omitempty"`
+	Rate     float64       `json:"rate,omitempty"`
+	Lead     time.Duration `json:"-"`
+	LeadS    float64       `json:"lead_s,omitempty"`
+	Wait     time.Duration `json:"-"`
+	WaitS    float64       `json:"wait_s,omitempty"`
+	Grace    time.Duration `json:"-"`
+}
+
+const usageText = `sorakaq-load: load and precision tool for a running sorakaQ server.
+
+Modes:
+  -mode submit   throughput + latency of POST /sorakaq/msg/submit
+                 (defaults: -c 100, -d 10s unless -n is given, -delay 600000)
+  -mode latency  submit latency at low concurrency (defaults: -c 10 -n 20000)
+  -mode fire     firing precision: starts a callback sink, submits -n messages
+                 falling due at -rate/s starting -lead after start, waits for
+                 the callbacks, reports lateness = arrival - X-Sorakaq-Due-At
+                 (defaults: -c 100 -n 100000 -rate 5000 -lead 30s -wait 30s)
+
+With -json the JSON report goes to stdout and the table to stderr.
+Percentiles are exact (nearest rank over the sorted samples).
+
+Flags:
+`
+
+func parseFlags(args []string, out io.Writer) (*Config, error) {
+	c := &Config{}
+	fs := flag.NewFlagSet("sorakaq-load", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() { fmt.Fprint(out, usageText); fs.PrintDefaults() }
+	fs.StringVar(&c.Mode, "mode", "submit", "submit | fire | latency")
+	fs.StringVar(&c.URL, "url", "http://127.0.0.1:9088", "base URL of the receive service")
+	fs.IntVar(&c.C, "c", 0, "concurrent requests (default 100; 10 for -mode latency)")
+	fs.IntVar(&c.N, "n", 0, "total submits (default: submit runs for -d; latency 20000; fire 100000)")
+	fs.DurationVar(&c.D, "d", 0, "duration of a submit run (default 10s when -n is not given)")
+	fs.StringVar(&c.Topic, "topic", "sorakaq-load", "topic_name")
+	fs.Int64Var(&c.DelayMs, "delay", 600000, "delay_time in ms for submit/latency (long, so nothing fires during the run)")
+	fs.Int64Var(&c.TTRMs, "ttr", 1000, "ttr in ms")
+	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "per-request timeout")
+	fs.BoolVar(&c.JSON, "json", false, "print the report as a JSON object on stdout (table on stderr)")
+	fs.StringVar(&c.SinkAddr, "sink-addr", "127.0.0.1:0", "fire: listen address of the callback sink")
+	fs.Float64Var(&c.Rate, "rate", 5000, "fire: messages falling due per second")
+	fs.DurationVar(&c.Lead, "lead", 30*time.Second, "fire: the due window starts this long after start (all submits must finish before)")
+	fs.DurationVar(&c.Wait, "wait", 30*time.Second, "fire: how long to wait for callbacks after the last due time")
+	fs.DurationVar(&c.Grace, "grace", time.Second, "fire: extra wait after the last callback, to catch duplicates")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, errHelp
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	c.URL = strings.TrimRight(c.URL, "/")
+	switch c.Mode {
+	case "submit":
+		if c.C == 0 {
+			c.C = 100
+		}
+		if c.N == 0 && c.D == 0 {
+			c.D = 10 * time.Second
+		}
+	case "latency":
+		if c.C == 0 {
+			c.C = 10
+		}
+		if c.N == 0 && c.D == 0 {
+			c.N = 20000
+		}
+	case "fire":
+		if c.C == 0 {
+			c.C = 100
+		}
+		if c.N == 0 {
+			c.N = 100000
+		}
+		if c.D != 0 {
+			return nil, errors.New("-d is not used by -mode fire (use -n and -rate)")
+		}
+		if c.Rate <= 0 {
+			return nil, errors.New("-rate must be > 0")
+		}
+		if c.Lead <= 0 {
+			return nil, errors.New("-lead must be > 0")
+		}
+		c.DelayMs = 0
+		c.LeadS, c.WaitS = c.Lead.Seconds(), c.Wait.Seconds()
+	default:
+		return nil, fmt.Errorf("-mode must be submit, fire or latency, got %q", c.Mode)
+	}
+	if c.Mode != "fire" {
+		c.SinkAddr, c.Rate = "", 0
+	}
+	if c.C < 1 || c.N < 0 || c.D < 0 {
+		return nil, errors.New("-c must be >= 1, -n and -d must not be negative")
+	}
+	if c.N > 0 && c.D > 0 {
+		return nil, errors.New("give -n or -d, not both")
+	}
+	c.DSeconds = c.D.Seconds()
+	return c, nil
+}

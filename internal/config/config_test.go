@@ -1,0 +1,78 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The shipped config must parse and say exactly the defaults, and name
+// every key (so it documents them all).
+func TestShippedConfigIsTheDefaults(t *testing.T) {
+	path := filepath.Join("..", "..", "conf", "sorakaq.yaml")
+	fromFile, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(fromFile, def) {
+		t.Fatalf("conf/sorakaq.yaml differs from the defaults:\nfile %+v\ndef  %+v", fromFile, def)
+	}
+	raw, _ := os.ReadFile(path)
+	for _, k := range Keys() {
+		leaf := k[strings.LastIndex(k, ".")+1:]
+		if !strings.Contains(string(raw), leaf+":") {
+			t.Errorf("conf/sorakaq.yaml does not show key %s", k)
+		}
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "config.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Keys() {
+		if !strings.Contains(string(doc), "`"+k+"`") {
+			t.Errorf("docs/config.md does not document `%s`", k)
+		}
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	t.Setenv("SORAKAQ_RECEIVE_LISTEN", "127.0.0.1:1234")
+	t.Setenv("SORAKAQ_WORKER_RETRY_BACKOFF", "200ms,3s")
+	t.Setenv("SORAKAQ_WORKER_CONCURRENCY", "7")
+	t.Setenv("SORAKAQ_RECEIVE_AUTO_CREATE_TOPICS", "false")
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Receive.Listen != "127.0.0.1:1234" || c.Worker.Concurrency != 7 || c.Receive.AutoCreateTopics {
+		t.Fatalf("env not applied: %+v", c)
+	}
+	if !reflect.DeepEqual(c.Worker.RetryBackoff, []time.Duration{200 * time.Millisecond, 3 * time.Second}) {
+		t.Fatalf("backoff %v", c.Worker.RetryBackoff)
+	}
+}
+
+func TestBadConfigIsRefusedWithTheKey(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ yaml, want string }{
+		{"mode: cluster\n", "mode"},
+		{"worker:\n  concurrency: 0\n", "worker.concurrency"},
+		{"recieve:\n  listen: x\n", "recieve"},
+		{"worker:\n  window: soon\n", "window"},
+		{"log:\n  format: xml\n", "log.format"},
+	} {
+		p := filepath.Join(dir, "c.yaml")
+		os.WriteFile(p, []byte(tc.yaml), 0o644)
+		_, err := Load(p)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: want error naming %s, got %v", tc.yaml, tc.want, err)
+		}
+	}
+}

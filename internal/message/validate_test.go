@@ -1,0 +1,111 @@
+package message
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseSubmitValid(t *testing.T) {
+	now := int64(1_000_000)
+	m, err := ParseSubmit([]byte(`{"topic_name":"delay_test","delay_time":10000,"ttr":1000,"callback":{"request_type":"post","url":"http://example.com/cb","params":"{\"id\":111}"}}`), DefaultLimits(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.DueMs != now+10000 || m.TTRMs != 1000 || m.Callback.RequestType != "POST" || m.State != StateDelayed || m.Version != 1 {
+		t.Fatalf("unexpected message %+v", m)
+	}
+	if err := ValidateID("id", m.ID); err != nil {
+		t.Fatalf("generated id does not validate: %v", err)
+	}
+	if len(m.History) != 1 || m.History[0].Type != EventSubmitted {
+		t.Fatalf("history %+v", m.History)
+	}
+}
+
+func TestParseSubmitDelayBoundaries(t *testing.T) {
+	now := int64(5_000)
+	for _, tc := range []struct {
+		delay   int64
+		wantDue int64
+		wantErr bool
+	}{
+		{0, now, false},
+		{99, now, false}, // under 100 ms: at once
+		{100, now + 100, false},
+		{MaxDelayMs, now + MaxDelayMs, false},
+		{MaxDelayMs + 1, 0, true},
+		{-1, 0, true},
+	} {
+		body := `{"topic_name":"t","delay_time":` + itoa(tc.delay) + `,"callback":{"request_type":"GET","url":"http://h/"}}`
+		m, err := ParseSubmit([]byte(body), DefaultLimits(), now)
+		if tc.wantErr {
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != "delay_time" {
+				t.Errorf("delay %d: want delay_time error, got %v", tc.delay, err)
+			}
+			continue
+		}
+		if err != nil || m.DueMs != tc.wantDue {
+			t.Errorf("delay %d: due %v err %v, want due %d", tc.delay, m, err, tc.wantDue)
+		}
+	}
+}
+
+func itoa(n int64) string {
+	if n < 0 {
+		return "-" + itoa(-n)
+	}
+	if n < 10 {
+		return string(rune('0' + n))
+	}
+	return itoa(n/10) + string(rune('0'+n%10))
+}
+
+func TestParseSubmitErrorsNameTheField(t *testing.T) {
+	cb := `"callback":{"request_type":"POST","url":"http://h/"}`
+	for _, tc := range []struct{ body, field string }{
+		{``, "body"},
+		{`{`, "body"},
+		{`[1]`, "body"},
+		{`{"topic_name":"t","delay_time":1,` + cb + `} x`, "body"},
+		{`{"delay_time":1,` + cb + `}`, "topic_name"},
+		{`{"topic_name":"  ","delay_time":1,` + cb + `}`, "topic_name"},
+		{`{"topic_name":"a b","delay_time":1,` + cb + `}`, "topic_name"},
+		{`{"topic_name":"t",` + cb + `}`, "delay_time"},
+		{`{"topic_name":"t","delay_time":"abc",` + cb + `}`, "delay_time"},
+		{`{"topic_name":"t","delay_time":1.5,` + cb + `}`, "delay_time"},
+		{`{"topic_name":"t","delay_time":1,"ttr":0,` + cb + `}`, "ttr"},
+		{`{"topic_name":"t","delay_time":1,"ttr":999999,` + cb + `}`, "ttr"},
+		{`{"topic_name":"t","delay_time":1}`, "callback"},
+		{`{"topic_name":"t","delay_time":1,"callback":{"request_type":"PUT","url":"http://h/"}}`, "callback.request_type"},
+		{`{"topic_name":"t","delay_time":1,"callback":{"url":"http://h/"}}`, "callback.request_type"},
+		{`{"topic_name":"t","delay_time":1,"callback":{"request_type":"GET","url":"not a url"}}`, "callback.url"},
+		{`{"topic_name":"t","delay_time":1,"callback":{"request_type":"GET","url":"ftp://h/x"}}`, "callback.url"},
+		{`{"topic_name":"t","delay_time":1,"callback":{"request_type":"GET","url":"http:///x"}}`, "callback.url"},
+		{`{"topic_name":"t","delay_time":1,"callback":{"request_type":"GET","url":"http://u:p@h/"}}`, "callback.url"},
+		{`{"topic_name":"t","delay_time":1,"callback":{"request_type":"GET","url":"http://h/","params":"` + strings.Repeat("x", 16<<10+1) + `"}}`, "callback.params"},
+		{`{"topic_name":"t","delay_time":1,"callback":{"request_type":"GET","url":"http://h/","params":{"a":1}}}`, "callback.params"},
+		{`{"topic_name":"t","delay_time":1,"extra":1,` + cb + `}`, "extra"},
+	} {
+		_, err := ParseSubmit([]byte(tc.body), DefaultLimits(), 0)
+		var fe *FieldError
+		if !errors.As(err, &fe) {
+			t.Errorf("%.60q: want FieldError, got %v", tc.body, err)
+			continue
+		}
+		if fe.Field != tc.field {
+			t.Errorf("%.60q: field %q (%s), want %q", tc.body, fe.Field, fe.Reason, tc.field)
+		}
+	}
+}
+
+func TestAddEventKeepsHistoryBounded(t *testing.T) {
+	m := &Message{}
+	for i := 0; i < 200; i++ {
+		m.AddEvent(int64(i), EventAttempt, "")
+	}
+	if len(m.History) != MaxHistory || m.History[0].AtMs != 0 || m.History[MaxHistory-1].AtMs != 199 {
+		t.Fatalf("history len %d first %v last %v", len(m.History), m.History[0], m.History[len(m.History)-1])
+	}
+}

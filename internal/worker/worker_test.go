@@ -1,0 +1,274 @@
+package worker
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sorakaq/sorakaq/internal/callback"
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/store"
+	"github.com/sorakaq/sorakaq/internal/store/embedded"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// sink records callback arrivals per message id.
+type sink struct {
+	mu     sync.Mutex
+	got    map[string][]time.Time
+	due    map[string]int64
+	status int
+	srv    *httptest.Server
+}
+
+func newSink(t *testing.T) *sink {
+	s := &sink{got: map[string][]time.Time{}, due: map[string]int64{}, status: 200}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		id := r.Header.Get("X-Sorakaq-Msg-Id")
+		due, _ := strconv.ParseInt(r.Header.Get("X-Sorakaq-Due-At"), 10, 64)
+		s.mu.Lock()
+		s.got[id] = append(s.got[id], now)
+		s.due[id] = due
+		st := s.status
+		s.mu.Unlock()
+		w.WriteHeader(st)
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *sink) count(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.got[id])
+}
+
+func (s *sink) total() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, v := range s.got {
+		n += len(v)
+	}
+	return n
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type harness struct {
+	w     *Worker
+	st    *embedded.Store
+	sink  *sink
+	calls *callback.Caller
+}
+
+func newHarness(t *testing.T, dir string, opts Options) *harness {
+	t.Helper()
+	st, err := embedded.Open(embedded.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{st: st, sink: newSink(t), calls: callback.New(callback.Options{})}
+	h.w = New(opts, st, nil, h.calls, nil, nil)
+	if err := h.w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) stop() {
+	h.w.Stop()
+	h.calls.Close()
+	h.st.Close()
+}
+
+func (h *harness) submit(t *testing.T, delayMs int64) *message.Message {
+	t.Helper()
+	now := time.Now().UnixMilli()
+	m := &message.Message{ID: message.NewID(), Topic: "t", DelayMs: delayMs, TTRMs: 1000, ReceivedMs: now,
+		DueMs: now + delayMs, State: message.StateDelayed, Version: 1,
+		Callback: message.Callback{RequestType: "POST", URL: h.sink.srv.URL}}
+	if err := h.w.Submit(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// Messages beyond the window are not held in memory, and still fire on time
+// once the loader brings them in; none fires early, none twice, while
+// submits race the loader's scans (LoadBatch 7 forces cut scans).
+func TestWindowLoaderRaceFiresEachOnceNeverEarly(t *testing.T) {
+	h := newHarness(t, t.TempDir(), Options{Window: time.Second, LoadInterval: 50 * time.Millisecond, LoadBatch: 7, Backoff: []time.Duration{}})
+	var mu sync.Mutex
+	var msgs []*message.Message
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 60; i++ {
+				m := h.submit(t, int64((g*60+i)*7%2500)+100)
+				mu.Lock()
+				msgs = append(msgs, m)
+				mu.Unlock()
+			}
+		}(g)
+	}
+	wg.Wait()
+	if held := h.w.Held(); held >= len(msgs) {
+		t.Fatalf("wheel holds %d of %d messages: the window did not bound it", held, len(msgs))
+	}
+	waitFor(t, 10*time.Second, "all callbacks", func() bool { return h.sink.total() >= len(msgs) })
+	time.Sleep(200 * time.Millisecond) // a duplicate would show now
+	h.sink.mu.Lock()
+	defer h.sink.mu.Unlock()
+	for _, m := range msgs {
+		at := h.sink.got[m.ID]
+		if len(at) != 1 {
+			t.Errorf("message %s fired %d times", m.ID, len(at))
+			continue
+		}
+		if at[0].UnixMilli() < m.DueMs {
+			t.Errorf("message %s fired %d ms early", m.ID, m.DueMs-at[0].UnixMilli())
+		}
+	}
+}
+
+func TestCancelAndChangeDelayTakeEffectInTheWheel(t *testing.T) {
+	h := newHarness(t, t.TempDir(), Options{Window: 10 * time.Second, LoadInterval: 100 * time.Millisecond})
+	ctx := context.Background()
+	c := h.submit(t, 300)
+	if _, err := h.w.Cancel(ctx, "t", c.ID); err != nil {
+		t.Fatal(err)
+	}
+	later := h.submit(t, 300)
+	add := int64(700)
+	m, err := h.w.ChangeDelay(ctx, "t", later.ID, DelayChange{AddMs: &add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.DueMs != later.DueMs+700 || m.Version != 2 {
+		t.Fatalf("due %d version %d", m.DueMs, m.Version)
+	}
+	waitFor(t, 5*time.Second, "changed message", func() bool { return h.sink.count(later.ID) == 1 })
+	h.sink.mu.Lock()
+	at := h.sink.got[later.ID][0].UnixMilli()
+	h.sink.mu.Unlock()
+	if at < m.DueMs {
+		t.Fatalf("fired %d ms before the new due time", m.DueMs-at)
+	}
+	if h.sink.count(c.ID) != 0 {
+		t.Fatalf("cancelled message fired")
+	}
+	got, _ := h.st.Get(ctx, c.ID)
+	if got.State != message.StateCancelled {
+		t.Fatalf("state %s", got.State)
+	}
+	if _, err := h.w.Cancel(ctx, "t", later.ID); err == nil {
+		t.Fatalf("cancel of a delivered message succeeded")
+	}
+}
+
+// A message left "delivering" by a crash fires again at the next start.
+func TestDeliveringAtCrashIsRedelivered(t *testing.T) {
+	dir := t.TempDir()
+	st, err := embedded.Open(embedded.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	sk := newSink(t)
+	m := &message.Message{ID: message.NewID(), Topic: "t", TTRMs: 1000, DueMs: now - 5000, State: message.StateDelivering, Attempts: 1, Version: 1,
+		Callback: message.Callback{RequestType: "GET", URL: sk.srv.URL}}
+	if err := st.Create(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	h := newHarness(t, dir, Options{})
+	h.sink = sk
+	waitFor(t, 5*time.Second, "redelivery", func() bool { return sk.count(m.ID) == 1 })
+	waitFor(t, 5*time.Second, "delivered state", func() bool {
+		got, err := h.st.Get(context.Background(), m.ID)
+		return err == nil && got.State == message.StateDelivered && got.Attempts == 2
+	})
+}
+
+// MaxInWheel bounds memory; the loader resumes as the wheel drains.
+func TestMaxInWheelStillDeliversEverything(t *testing.T) {
+	// fill the store first, as if restarting with a backlog
+	dir := t.TempDir()
+	st, _ := embedded.Open(embedded.Options{Dir: dir})
+	sk := newSink(t)
+	now := time.Now().UnixMilli()
+	var ids []string
+	for i := 0; i < 40; i++ {
+		m := &message.Message{ID: message.NewID(), Topic: "t", TTRMs: 1000, DueMs: now + int64(i), State: message.StateDelayed, Version: 1,
+			Callback: message.Callback{RequestType: "GET", URL: sk.srv.URL}}
+		if err := st.Create(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	st.Close()
+	h2 := newHarness(t, dir, Options{Window: 5 * time.Second, LoadInterval: 20 * time.Millisecond, MaxInWheel: 5, LoadBatch: 5})
+	if held := h2.w.Held(); held > 10 {
+		t.Fatalf("wheel holds %d, cap is 5 (+ one batch)", held)
+	}
+	waitFor(t, 10*time.Second, "all 40", func() bool { return sk.total() >= 40 })
+	for _, id := range ids {
+		if n := sk.count(id); n != 1 {
+			t.Fatalf("%s fired %d times", id, n)
+		}
+	}
+}
+
+func TestRetriesThenDeadThenRedrive(t *testing.T) {
+	h := newHarness(t, t.TempDir(), Options{Backoff: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}})
+	h.sink.mu.Lock()
+	h.sink.status = 500
+	h.sink.mu.Unlock()
+	m := h.submit(t, 0)
+	ctx := context.Background()
+	waitFor(t, 5*time.Second, "dead", func() bool {
+		got, _ := h.st.Get(ctx, m.ID)
+		return got != nil && got.State == message.StateDead
+	})
+	if n := h.sink.count(m.ID); n != 3 {
+		t.Fatalf("attempts seen by the receiver: %d, want 3", n)
+	}
+	got, _ := h.st.Get(ctx, m.ID)
+	if got.Attempts != 3 || got.LastError == "" {
+		t.Fatalf("dead message: %+v", got)
+	}
+	if es, _ := h.st.Due(ctx, store.Entry{}, 1<<62, 10); len(es) != 0 {
+		t.Fatalf("dead message still scheduled")
+	}
+	h.sink.mu.Lock()
+	h.sink.status = 200
+	h.sink.mu.Unlock()
+	if _, err := h.w.Redrive(ctx, "t", m.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "delivered after redrive", func() bool {
+		got, _ := h.st.Get(ctx, m.ID)
+		return got.State == message.StateDelivered
+	})
+}

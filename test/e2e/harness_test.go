@@ -1,0 +1,816 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Time bounds. The machine running these tests is shared and noisy, so a
+// callback is "on time" when it arrives no earlier than its due time and
+// at most onTime after it; nothing asserts tight latency.
+const (
+	onTime        = 1 * time.Second
+	readyTimeout  = 15 * time.Second
+	stopTimeout   = 20 * time.Second
+	clientTimeout = 10 * time.Second
+)
+
+var (
+	raceEnabled bool   // set by race_test.go
+	binPath     string // the sorakaq binary built by TestMain
+	idRe        = regexp.MustCompile(`^[0-9a-v]{20}$`)
+	httpc       = &http.Client{Timeout: clientTimeout, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64}}
+)
+
+func TestMain(m *testing.M) { os.Exit(mainE2E(m)) }
+
+func mainE2E(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "sorakaq-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binPath = filepath.Join(dir, "sorakaq")
+	args := []string{"build"}
+	if raceEnabled && os.Getenv("SORAKAQ_E2E_NORACE") == "" {
+		args = append(args, "-race")
+	}
+	args = append(args, "-o", binPath, "./cmd/sorakaq")
+	build := exec.Command("go", args...)
+	build.Dir = moduleRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: go %s: %v\n%s", strings.Join(args, " "), err, out)
+		return 1
+	}
+	code := m.Run()
+	if sharedSrv != nil {
+		if err := sharedSrv.stop(syscall.SIGTERM); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: shared server: %v\n--- shared server stderr ---\n%s\n", err, sharedSrv.Stderr())
+			code = 1
+		} else if code != 0 || sharedSrv.raced() {
+			fmt.Fprintf(os.Stderr, "--- shared server stderr ---\n%s\n", sharedSrv.Stderr())
+			if sharedSrv.raced() {
+				code = 1
+			}
+		}
+		os.RemoveAll(sharedSrv.DataDir)
+	}
+	return code
+}
+
+// moduleRoot is ../.. from this file.
+func moduleRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// ---------------------------------------------------------------------------
+// The process under test.
+
+// syncBuffer is a bytes.Buffer safe for the exec copier and readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Server is one `sorakaq all` child process (and its restarts on the same
+// data directory and ports).
+type Server struct {
+	DataDir     string
+	ReceiveAddr string
+	AdminAddr   string
+	extraEnv    []string
+	stderr      *syncBuffer
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	waitErr error
+	runs    int
+	ReadyAt time.Time // when /readyz last answered 200
+}
+
+// StartServer starts a fresh process with its own data directory and ports;
+// it is stopped (kill -9) when the test ends, and its stderr is printed if
+// the test failed. extraEnv are KEY=VALUE overrides.
+func StartServer(t *testing.T, extraEnv ...string) *Server {
+	t.Helper()
+	s, err := newServer(t.TempDir(), extraEnv)
+	if err != nil {
+		t.Fatalf("starting sorakaq: %v", err)
+	}
+	t.Cleanup(func() {
+		s.kill()
+		if s.raced() {
+			t.Errorf("the sorakaq process reported a data race")
+		}
+		if t.Failed() {
+			t.Logf("--- sorakaq stderr (%s) ---\n%s", s.DataDir, s.Stderr())
+		}
+	})
+	return s
+}
+
+func newServer(dataDir string, extraEnv []string) (*Server, error) {
+	var last error
+	for try := 0; try < 3; try++ {
+		ports, err := freePorts(2)
+		if err != nil {
+			return nil, err
+		}
+		s := &Server{DataDir: dataDir, ReceiveAddr: ports[0], AdminAddr: ports[1], extraEnv: extraEnv, stderr: &syncBuffer{}}
+		if last = s.start(); last == nil {
+			return s, nil
+		}
+		s.kill()
+		if !strings.Contains(s.Stderr(), "address already in use") {
+			return nil, fmt.Errorf("%w\n--- stderr ---\n%s", last, s.Stderr())
+		}
+	}
+	return nil, last
+}
+
+// freePorts returns n distinct free loopback addresses.
+func freePorts(n int) ([]string, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	var out []string
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		out = append(out, l.Addr().String())
+	}
+	return out, nil
+}
+
+func (s *Server) env() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "SORAKAQ_") {
+			continue // the parent's settings must not leak in
+		}
+		env = append(env, kv)
+	}
+	env = append(env,
+		"SORAKAQ_DATA_DIR="+s.DataDir,
+		"SORAKAQ_RECEIVE_LISTEN="+s.ReceiveAddr,
+		"SORAKAQ_ADMIN_LISTEN="+s.AdminAddr,
+		"SORAKAQ_LOG_LEVEL=warn",
+		"SORAKAQ_WORKER_RETRY_BACKOFF=200ms,400ms",
+	)
+	return append(env, s.extraEnv...)
+}
+
+// start runs the binary and waits for /readyz on both ports.
+func (s *Server) start() error {
+	s.mu.Lock()
+	s.runs++
+	fmt.Fprintf(s.stderr, "=== run %d started %s ===\n", s.runs, time.Now().Format("15:04:05.000"))
+	cmd := exec.Command(binPath, "all")
+	cmd.Env = s.env()
+	cmd.Stdout = s.stderr
+	cmd.Stderr = s.stderr
+	if err := cmd.Start(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	exited := make(chan struct{})
+	s.cmd, s.exited, s.waitErr = cmd, exited, nil
+	s.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		s.mu.Lock()
+		s.waitErr = err
+		s.mu.Unlock()
+		close(exited)
+	}()
+
+	deadline := time.Now().Add(readyTimeout)
+	for _, addr := range []string{s.ReceiveAddr, s.AdminAddr} {
+		for {
+			select {
+			case <-exited:
+				return fmt.Errorf("sorakaq exited before it was ready: %v", s.exitErr())
+			default:
+			}
+			resp, err := httpc.Get("http://" + addr + "/readyz")
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("sorakaq not ready on %s within %v (last: %v)", addr, readyTimeout, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	s.mu.Lock()
+	s.ReadyAt = time.Now()
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) exitErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waitErr
+}
+
+// stop sends sig and waits for the exit; for SIGTERM it requires exit
+// code 0.
+func (s *Server) stop(sig syscall.Signal) error {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	select {
+	case <-exited:
+		return fmt.Errorf("sorakaq had already exited: %v", s.exitErr())
+	default:
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		return err
+	}
+	select {
+	case <-exited:
+	case <-time.After(stopTimeout):
+		cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("sorakaq did not exit within %v of %v", stopTimeout, sig)
+	}
+	fmt.Fprintf(s.stderr, "=== stopped by %v %s: %v ===\n", sig, time.Now().Format("15:04:05.000"), s.exitErr())
+	if sig == syscall.SIGKILL {
+		return nil
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		return fmt.Errorf("sorakaq exited with code %d after %v, want 0", code, sig)
+	}
+	return nil
+}
+
+// kill kills the process if it runs (cleanup; errors ignored).
+func (s *Server) kill() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-exited:
+	default:
+		cmd.Process.Kill()
+		<-exited
+	}
+}
+
+// Stop sends SIGTERM and asserts a clean exit (code 0) in time.
+func (s *Server) Stop(t *testing.T) {
+	t.Helper()
+	if err := s.stop(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Kill9 kills the process with SIGKILL and waits until it is gone.
+func (s *Server) Kill9(t *testing.T) {
+	t.Helper()
+	if err := s.stop(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Restart starts the process again on the same data directory and ports.
+func (s *Server) Restart(t *testing.T) {
+	t.Helper()
+	if err := s.start(); err != nil {
+		t.Fatalf("restarting sorakaq: %v", err)
+	}
+}
+
+// Stderr is everything the process (all its runs) wrote.
+func (s *Server) Stderr() string { return s.stderr.String() }
+
+func (s *Server) raced() bool { return strings.Contains(s.Stderr(), "WARNING: DATA RACE") }
+
+var (
+	sharedOnce sync.Once
+	sharedSrv  *Server
+	sharedErr  error
+)
+
+// Shared is one process used by every test that can share it (each uses
+// its own topics); TestMain stops it with SIGTERM and checks the exit code.
+func Shared(t *testing.T) *Server {
+	t.Helper()
+	sharedOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sorakaq-e2e-shared-")
+		if err != nil {
+			sharedErr = err
+			return
+		}
+		sharedSrv, sharedErr = newServer(dir, nil)
+	})
+	if sharedErr != nil {
+		t.Fatalf("starting the shared sorakaq: %v", sharedErr)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- shared sorakaq stderr ---\n%s", sharedSrv.Stderr())
+		}
+	})
+	return sharedSrv
+}
+
+// ---------------------------------------------------------------------------
+// The HTTP API.
+
+// Resp is an answer of the API: status and the {"ec","em","result"} envelope.
+type Resp struct {
+	Status int
+	EC     int             `json:"ec"`
+	EM     string          `json:"em"`
+	Result json.RawMessage `json:"result"`
+	Raw    string
+}
+
+// Field is result.field of a 4xx answer.
+func (r Resp) Field() string {
+	var f struct {
+		Field string `json:"field"`
+	}
+	_ = json.Unmarshal(r.Result, &f)
+	return f.Field
+}
+
+func (r Resp) String() string { return fmt.Sprintf("HTTP %d %s", r.Status, r.Raw) }
+
+// Into decodes result into v.
+func (r Resp) Into(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Result, v); err != nil {
+		t.Fatalf("decoding result of %s: %v", r, err)
+	}
+}
+
+func do(t *testing.T, method, u string, body any) Resp {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, u, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading answer: %v", method, u, err)
+	}
+	r := Resp{Status: resp.StatusCode, Raw: string(raw)}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		t.Fatalf("%s %s: answer is not the JSON envelope: HTTP %d %q", method, u, resp.StatusCode, raw)
+	}
+	if r.EC != r.Status {
+		t.Errorf("%s %s: ec %d differs from HTTP status %d: %s", method, u, r.EC, r.Status, raw)
+	}
+	return r
+}
+
+// Post calls the receive service.
+func (s *Server) Post(t *testing.T, path string, body any) Resp {
+	t.Helper()
+	return do(t, http.MethodPost, "http://"+s.ReceiveAddr+path, body)
+}
+
+// Get calls the receive service.
+func (s *Server) Get(t *testing.T, path string, q url.Values) Resp {
+	t.Helper()
+	u := "http://" + s.ReceiveAddr + path
+	if q != nil {
+		u += "?" + q.Encode()
+	}
+	return do(t, http.MethodGet, u, nil)
+}
+
+// AdminPost calls the admin service.
+func (s *Server) AdminPost(t *testing.T, path string, body any) Resp {
+	t.Helper()
+	return do(t, http.MethodPost, "http://"+s.AdminAddr+path, body)
+}
+
+// AdminGet calls the admin service.
+func (s *Server) AdminGet(t *testing.T, path string, q url.Values) Resp {
+	t.Helper()
+	u := "http://" + s.AdminAddr + path
+	if q != nil {
+		u += "?" + q.Encode()
+	}
+	return do(t, http.MethodGet, u, nil)
+}
+
+// SubmitReq is the body of a submit.
+type SubmitReq struct {
+	TopicName string  `json:"topic_name"`
+	DelayTime int64   `json:"delay_time"`
+	TTR       int64   `json:"ttr,omitempty"`
+	Callback  CBField `json:"callback"`
+}
+
+// CBField is the callback part of a submit.
+type CBField struct {
+	RequestType string `json:"request_type"`
+	URL         string `json:"url"`
+	Params      string `json:"params,omitempty"`
+}
+
+// Submitted is a message accepted by submit.
+type Submitted struct {
+	ID       string `json:"msgId"`
+	DueAt    int64  `json:"due_at"`
+	Before   int64  // unix ms just before the request
+	Answered int64  // unix ms when the answer arrived
+}
+
+// Submit submits and requires a 200.
+func (s *Server) Submit(t *testing.T, r SubmitReq) Submitted {
+	t.Helper()
+	before := time.Now().UnixMilli()
+	resp := s.Post(t, "/sorakaq/msg/submit", r)
+	if resp.Status != http.StatusOK {
+		t.Fatalf("submit %+v: %s", r, resp)
+	}
+	var out Submitted
+	resp.Into(t, &out)
+	out.Before, out.Answered = before, time.Now().UnixMilli()
+	if !idRe.MatchString(out.ID) {
+		t.Fatalf("submit answered msgId %q, not a message id", out.ID)
+	}
+	return out
+}
+
+// Msg is a message as GET /sorakaq/msg/get shows it.
+type Msg struct {
+	ID         string `json:"msg_id"`
+	Topic      string `json:"topic_name"`
+	DelayMs    int64  `json:"delay_time"`
+	TTRMs      int64  `json:"ttr"`
+	ReceivedAt int64  `json:"received_at"`
+	DueAt      int64  `json:"due_at"`
+	State      string `json:"state"`
+	Attempts   int    `json:"attempts"`
+	Version    uint64 `json:"version"`
+	LastError  string `json:"last_error"`
+	DoneAt     int64  `json:"done_at"`
+	Callback   struct {
+		RequestType string `json:"request_type"`
+		URL         string `json:"url"`
+		Params      string `json:"params"`
+	} `json:"callback"`
+	History []struct {
+		At     int64  `json:"at"`
+		Type   string `json:"type"`
+		Detail string `json:"detail"`
+	} `json:"history"`
+}
+
+// EventTypes lists the history's event types in order.
+func (m Msg) EventTypes() []string {
+	var out []string
+	for _, e := range m.History {
+		out = append(out, e.Type)
+	}
+	return out
+}
+
+// GetMsg reads a message and requires a 200.
+func (s *Server) GetMsg(t *testing.T, id string) Msg {
+	t.Helper()
+	resp := s.Get(t, "/sorakaq/msg/get", url.Values{"msg_id": {id}})
+	if resp.Status != http.StatusOK {
+		t.Fatalf("get %s: %s", id, resp)
+	}
+	var m Msg
+	resp.Into(t, &m)
+	return m
+}
+
+// WaitState polls the message until it is in state (or fails after d).
+func (s *Server) WaitState(t *testing.T, id, state string, d time.Duration) Msg {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		m := s.GetMsg(t, id)
+		if m.State == state {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("message %s is %q after %v, want %q: %+v", id, m.State, d, state, m)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// ListPage is a page of GET /sorakaq/msg/list.
+type ListPage struct {
+	Messages   []Msg  `json:"messages"`
+	NextCursor string `json:"next_cursor"`
+}
+
+// List reads one page and requires a 200.
+func (s *Server) List(t *testing.T, q url.Values) ListPage {
+	t.Helper()
+	resp := s.Get(t, "/sorakaq/msg/list", q)
+	if resp.Status != http.StatusOK {
+		t.Fatalf("list %v: %s", q, resp)
+	}
+	var p ListPage
+	resp.Into(t, &p)
+	return p
+}
+
+// Ref is the body of cancel, redrive and delete.
+type Ref struct {
+	TopicName string `json:"topic_name"`
+	MsgID     string `json:"msg_id"`
+}
+
+// ---------------------------------------------------------------------------
+// The callback sink.
+
+// Call is one callback request the sink received.
+type Call struct {
+	At      time.Time
+	AtMs    int64
+	Method  string
+	Path    string
+	Query   url.Values
+	Body    string
+	Header  http.Header
+	MsgID   string
+	Topic   string
+	Attempt int
+	DueAt   int64
+}
+
+// Sink is a business system: it records every callback and answers per
+// message. The answer is chosen by the first path segment of the callback
+// URL (Sink.URL(mode)), unless SetMode overrides it for one message id:
+//
+//	ok     200 {"result":true}
+//	500    500
+//	false  200 {"result":false}
+//	slow   waits 3 s (or until the caller gives up), then 200
+//	failN  500 for attempts 1..N, then 200 (e.g. fail1)
+type Sink struct {
+	srv *httptest.Server
+
+	mu      sync.Mutex
+	calls   []Call
+	modes   map[string]string
+	changed chan struct{}
+}
+
+// NewSink starts a sink on 127.0.0.1; it is closed when the test ends.
+func NewSink(t *testing.T) *Sink {
+	s := &Sink{modes: map[string]string{}, changed: make(chan struct{})}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// URL is the callback URL answering with mode, plus an optional path.
+func (s *Sink) URL(mode string, rest ...string) string {
+	u := s.srv.URL + "/" + mode
+	if len(rest) > 0 {
+		u += "/" + strings.Join(rest, "/")
+	}
+	return u
+}
+
+// SetMode makes the sink answer the message id with mode from now on.
+func (s *Sink) SetMode(id, mode string) {
+	s.mu.Lock()
+	s.modes[id] = mode
+	s.mu.Unlock()
+}
+
+func (s *Sink) serve(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	body, _ := io.ReadAll(r.Body)
+	c := Call{
+		At: now, AtMs: now.UnixMilli(), Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(),
+		Body: string(body), Header: r.Header.Clone(),
+		MsgID: r.Header.Get("X-Sorakaq-Msg-Id"), Topic: r.Header.Get("X-Sorakaq-Topic"),
+	}
+	fmt.Sscan(r.Header.Get("X-Sorakaq-Attempt"), &c.Attempt)
+	fmt.Sscan(r.Header.Get("X-Sorakaq-Due-At"), &c.DueAt)
+	mode := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 2)[0]
+	s.mu.Lock()
+	if m, ok := s.modes[c.MsgID]; ok {
+		mode = m
+	}
+	s.calls = append(s.calls, c)
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+
+	var failUpTo int
+	switch {
+	case mode == "500":
+		w.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(w, "boom")
+	case mode == "false":
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"result":false}`)
+	case mode == "slow":
+		select {
+		case <-time.After(3 * time.Second):
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, `{"result":true}`)
+	case strings.HasPrefix(mode, "fail") && func() bool { _, err := fmt.Sscanf(mode, "fail%d", &failUpTo); return err == nil }():
+		if c.Attempt <= failUpTo {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, `{"result":true}`)
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"result":true}`)
+	}
+}
+
+// Calls returns the callbacks received for a message id, in arrival order.
+func (s *Sink) Calls(id string) []Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Call
+	for _, c := range s.calls {
+		if c.MsgID == id {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// All returns every callback received.
+func (s *Sink) All() []Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Call(nil), s.calls...)
+}
+
+// WaitCalls waits until n callbacks for id arrived, or fails after d.
+func (s *Sink) WaitCalls(t *testing.T, id string, n int, d time.Duration) []Call {
+	t.Helper()
+	if _, err := s.waitFor(d, func() bool { return len(s.callsLocked(id)) >= n }); err != nil {
+		t.Fatalf("message %s: %d callbacks after %v, want %d: %+v", id, len(s.Calls(id)), d, n, s.Calls(id))
+	}
+	return s.Calls(id)
+}
+
+// WaitAll waits until every id has at least one callback, or fails after
+// d listing the missing ones.
+func (s *Sink) WaitAll(t *testing.T, ids []string, d time.Duration) {
+	t.Helper()
+	missing := func() []string {
+		seen := map[string]bool{}
+		for _, c := range s.calls {
+			seen[c.MsgID] = true
+		}
+		var out []string
+		for _, id := range ids {
+			if !seen[id] {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	if _, err := s.waitFor(d, func() bool { return len(missing()) == 0 }); err != nil {
+		s.mu.Lock()
+		m := missing()
+		s.mu.Unlock()
+		t.Fatalf("%d of %d messages got no callback within %v: %v", len(m), len(ids), d, m)
+	}
+}
+
+func (s *Sink) callsLocked(id string) []Call {
+	var out []Call
+	for _, c := range s.calls {
+		if c.MsgID == id {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// waitFor waits until cond (called with s.mu held) is true.
+func (s *Sink) waitFor(d time.Duration, cond func() bool) (bool, error) {
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	for {
+		s.mu.Lock()
+		ok := cond()
+		ch := s.changed
+		s.mu.Unlock()
+		if ok {
+			return true, nil
+		}
+		select {
+		case <-ch:
+		case <-timeout.C:
+			return false, errors.New("timeout")
+		}
+	}
+}
+
+// NoMoreCalls waits d and fails if id got more than n callbacks.
+func (s *Sink) NoMoreCalls(t *testing.T, id string, n int, d time.Duration) {
+	t.Helper()
+	if _, err := s.waitFor(d, func() bool { return len(s.callsLocked(id)) > n }); err == nil {
+		t.Errorf("message %s: %d callbacks, want %d: %+v", id, len(s.Calls(id)), n, s.Calls(id))
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Assertions.
+
+// checkOnTime requires the call to arrive no earlier than dueMs and at
+// most onTime after max(dueMs, notBeforeMs).
+func checkOnTime(t *testing.T, c Call, dueMs int64, what string) {
+	t.Helper()
+	if c.AtMs < dueMs {
+		t.Errorf("%s: callback at %d, %d ms BEFORE its due time %d", what, c.AtMs, dueMs-c.AtMs, dueMs)
+	}
+	if late := time.Duration(c.AtMs-dueMs) * time.Millisecond; late > onTime {
+		t.Errorf("%s: callback %v after its due time (bound %v)", what, late, onTime)
+	}
+}
+
+func sleepUntilMs(ms int64) {
+	if d := time.Until(time.UnixMilli(ms)); d > 0 {
+		time.Sleep(d)
+	}
+}
