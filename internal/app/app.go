@@ -162,7 +162,7 @@ func (a *AllInOne) Exit() error {
 		if err := a.admin.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
 		}
-		a.worker.Stop()
+		a.worker.Stop(ctx)
 		a.caller.Close()
 		if err := a.store.Close(); err != nil {
 			errs = append(errs, err)

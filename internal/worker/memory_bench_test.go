@@ -83,7 +83,7 @@ func benchPending(b *testing.B, n int, opts Options) {
 		b.ReportMetric(float64(w.Held()), "in-wheel")
 		b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "MB-heap")
 		b.ReportMetric(rssMB(), "MB-RSS")
-		w.Stop()
+		w.Stop(context.Background())
 		calls.Close()
 		st.Close()
 		runtime.GC()

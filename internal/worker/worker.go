@@ -18,8 +18,8 @@
 // wheel, not by a look-up at fire time.
 //
 // Shutdown order: stop the loader and the wheel (no new fires), let the
-// callers finish the calls in flight (bounded by their ttr), then the caller
-// closes the store. Messages queued but not started stay pending in the
+// callers finish the calls in flight (bounded by their ttr and the shutdown
+// timeout), then the owner closes the store. Messages queued but not started stay pending in the
 // store and fire after restart.
 package worker
 
@@ -123,9 +123,13 @@ type Worker struct {
 	horizon int64                              // pending messages due before this (ms) are in the wheel
 	cursor  store.Entry                        // where the loader's next scan starts
 
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	stopped atomic.Bool
+	runCtx     context.Context // wheel, loader, purger
+	runCancel  context.CancelFunc
+	callCancel context.CancelFunc // cuts calls in flight short (shutdown timeout)
+	quit       chan struct{}      // callers stop taking new work
+	runWG      sync.WaitGroup
+	callWG     sync.WaitGroup
+	stopped    atomic.Bool
 	loadErr atomic.Value // last loader error (string), "" when fine
 }
 
@@ -148,6 +152,7 @@ func New(opts Options, st store.Store, topics registry.Topics, caller *callback.
 		wheel:   timingwheel.New[ref](timingwheel.Options{}),
 		fireQ:   make(chan ref, opts.FireQueue),
 		timers:  map[string]*timingwheel.Timer[ref]{},
+		quit:    make(chan struct{}),
 	}
 	w.loadErr.Store("")
 	return w
@@ -156,35 +161,49 @@ func New(opts Options, st store.Store, topics registry.Topics, caller *callback.
 // Start loads what is due soon (overdue messages of a previous run first)
 // and starts the wheel, the loader, the callers and the purger.
 func (w *Worker) Start() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	w.cancel = cancel
-	if err := w.load(ctx); err != nil {
-		cancel()
+	runCtx, runCancel := context.WithCancel(context.Background())
+	callCtx, callCancel := context.WithCancel(context.Background())
+	w.runCtx, w.runCancel, w.callCancel = runCtx, runCancel, callCancel
+	if err := w.load(runCtx); err != nil {
+		runCancel()
+		callCancel()
 		return fmt.Errorf("worker.Start: first load: %w", err)
 	}
-	w.goRun(func() { w.wheel.Run(ctx, w.onFire) })
-	w.goRun(func() { w.loadLoop(ctx) })
-	w.goRun(func() { w.purgeLoop(ctx) })
+	goRun(&w.runWG, func() { w.wheel.Run(runCtx, w.onFire) })
+	goRun(&w.runWG, func() { w.loadLoop(runCtx) })
+	goRun(&w.runWG, func() { w.purgeLoop(runCtx) })
 	for i := 0; i < w.opts.Concurrency; i++ {
-		w.goRun(func() { w.callLoop(ctx) })
+		goRun(&w.callWG, func() { w.callLoop(callCtx) })
 	}
 	return nil
 }
 
-func (w *Worker) goRun(f func()) {
-	w.wg.Add(1)
-	go func() { defer w.wg.Done(); f() }()
+func goRun(wg *sync.WaitGroup, f func()) {
+	wg.Add(1)
+	go func() { defer wg.Done(); f() }()
 }
 
-// Stop stops firing and waits for the calls in flight. Idempotent.
-func (w *Worker) Stop() {
-	if w.stopped.Swap(true) {
+// Stop stops firing, lets the calls in flight finish until ctx is done
+// (then cuts them short: they are made again after restart), and returns
+// when every goroutine has ended. Due messages not yet started stay pending
+// in the store. Idempotent.
+func (w *Worker) Stop(ctx context.Context) {
+	if w.stopped.Swap(true) || w.runCancel == nil {
 		return
 	}
-	if w.cancel != nil {
-		w.cancel()
+	w.runCancel()
+	w.runWG.Wait()
+	close(w.quit)
+	done := make(chan struct{})
+	go func() { w.callWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		w.log.Warn("shutdown timeout: cutting callbacks in flight short; they will be made again after restart")
+		w.callCancel()
+		<-done
 	}
-	w.wg.Wait()
+	w.callCancel()
 }
 
 // Ready says whether the worker can take messages.
@@ -206,7 +225,10 @@ func (w *Worker) onFire(t *timingwheel.Timer[ref]) {
 		delete(w.timers, r.id)
 	}
 	w.mu.Unlock()
-	w.fireQ <- r
+	select {
+	case w.fireQ <- r:
+	case <-w.runCtx.Done(): // shutting down: it stays pending in the store
+	}
 	w.metrics.FireQueue.Set(float64(len(w.fireQ)))
 }
 
@@ -342,8 +364,13 @@ var errStale = errors.New("stale")
 
 func (w *Worker) callLoop(ctx context.Context) {
 	for {
+		select { // once quitting, take no more work even if some is queued
+		case <-w.quit:
+			return
+		default:
+		}
 		select {
-		case <-ctx.Done():
+		case <-w.quit:
 			return
 		case r := <-w.fireQ:
 			w.deliver(ctx, r)

@@ -95,7 +95,7 @@ func newHarness(t *testing.T, dir string, opts Options) *harness {
 }
 
 func (h *harness) stop() {
-	h.w.Stop()
+	h.w.Stop(context.Background())
 	h.calls.Close()
 	h.st.Close()
 }
