@@ -33,6 +33,7 @@ type Config struct {
 	Wait     time.Duration `json:"-"`
 	WaitS    float64       `json:"wait_s,omitempty"`
 	Grace    time.Duration `json:"-"`
+	Samples  string        `json:"-"`
 }
 
 const usageText = `sorakaq-load: load and precision tool for a running sorakaQ server.
@@ -72,6 +73,7 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.DurationVar(&c.Lead, "lead", 30*time.Second, "fire: the due window starts this long after start (all submits must finish before)")
 	fs.DurationVar(&c.Wait, "wait", 30*time.Second, "fire: how long to wait for callbacks after the last due time")
 	fs.DurationVar(&c.Grace, "grace", time.Second, "fire: extra wait after the last callback, to catch duplicates")
+	fs.StringVar(&c.Samples, "samples", "", "fire: write every callback as CSV (arrival order: msg_id,attempt,due_at_ms,lateness_ms) to this file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, errHelp

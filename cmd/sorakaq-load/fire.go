@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -169,7 +172,13 @@ func runFire(cfg *Config, progress io.Writer) (*Report, error) {
 		time.Sleep(cfg.Grace) // late duplicates
 	}
 	waited := time.Since(t0)
-	st = analyzeFire(res.Acks, sk.records(), intended)
+	recs := sk.records()
+	st = analyzeFire(res.Acks, recs, intended)
+	if cfg.Samples != "" {
+		if err := writeSamples(cfg.Samples, recs); err != nil {
+			warnings = append(warnings, "writing samples: "+err.Error())
+		}
+	}
 	st.TimedOut = timedOut
 	st.LateSubmits = int(lateSubmits.Load())
 	st.SubmitsDoneS = submitsDone.Sub(t0).Seconds()
@@ -187,4 +196,31 @@ func runFire(cfg *Config, progress io.Writer) (*Report, error) {
 	rep.Submit = submitSection(res)
 	rep.Fire = &st
 	return rep, nil
+}
+
+// writeSamples writes the callbacks as CSV, in arrival order.
+func writeSamples(path string, recs []cbRecord) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	w.WriteString("msg_id,attempt,due_at_ms,lateness_ms\n")
+	var line []byte
+	for _, r := range recs {
+		line = append(line[:0], r.ID...)
+		line = append(line, ',')
+		line = strconv.AppendInt(line, int64(r.Attempt), 10)
+		line = append(line, ',')
+		line = strconv.AppendInt(line, r.DueAt, 10)
+		line = append(line, ',')
+		line = strconv.AppendFloat(line, r.LateMs, 'f', 6, 64)
+		line = append(line, '\n')
+		w.Write(line)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

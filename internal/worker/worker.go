@@ -130,7 +130,7 @@ type Worker struct {
 	runWG      sync.WaitGroup
 	callWG     sync.WaitGroup
 	stopped    atomic.Bool
-	loadErr atomic.Value // last loader error (string), "" when fine
+	loadErr    atomic.Value // last loader error (string), "" when fine
 }
 
 // New makes a worker over a store; Start runs it.

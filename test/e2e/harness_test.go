@@ -180,15 +180,20 @@ func freePorts(n int) ([]string, error) {
 	return out, nil
 }
 
-func (s *Server) env() []string {
+// cleanEnv is the environment without SORAKAQ_* (the parent's settings
+// must not leak into the process under test).
+func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "SORAKAQ_") {
-			continue // the parent's settings must not leak in
+		if !strings.HasPrefix(kv, "SORAKAQ_") {
+			env = append(env, kv)
 		}
-		env = append(env, kv)
 	}
-	env = append(env,
+	return env
+}
+
+func (s *Server) env() []string {
+	env := append(cleanEnv(),
 		"SORAKAQ_DATA_DIR="+s.DataDir,
 		"SORAKAQ_RECEIVE_LISTEN="+s.ReceiveAddr,
 		"SORAKAQ_ADMIN_LISTEN="+s.AdminAddr,
@@ -397,6 +402,19 @@ func (r Resp) Into(t *testing.T, v any) {
 
 func do(t *testing.T, method, u string, body any) Resp {
 	t.Helper()
+	r, err := doRaw(method, u, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.EC != r.Status {
+		t.Errorf("%s %s: ec %d differs from HTTP status %d: %s", method, u, r.EC, r.Status, r.Raw)
+	}
+	return r
+}
+
+// doRaw makes a call without touching testing.T (safe off the test
+// goroutine).
+func doRaw(method, u string, body any) (Resp, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -407,35 +425,42 @@ func do(t *testing.T, method, u string, body any) Resp {
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
-			t.Fatal(err)
+			return Resp{}, err
 		}
 		rd = bytes.NewReader(j)
 	}
 	req, err := http.NewRequest(method, u, rd)
 	if err != nil {
-		t.Fatal(err)
+		return Resp{}, err
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := httpc.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
+		return Resp{}, fmt.Errorf("%s %s: %w", method, u, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: reading answer: %v", method, u, err)
+		return Resp{}, fmt.Errorf("%s %s: reading answer: %w", method, u, err)
 	}
 	r := Resp{Status: resp.StatusCode, Raw: string(raw)}
 	if err := json.Unmarshal(raw, &r); err != nil {
-		t.Fatalf("%s %s: answer is not the JSON envelope: HTTP %d %q", method, u, resp.StatusCode, raw)
+		return r, fmt.Errorf("%s %s: answer is not the JSON envelope: HTTP %d %q", method, u, resp.StatusCode, raw)
 	}
-	if r.EC != r.Status {
-		t.Errorf("%s %s: ec %d differs from HTTP status %d: %s", method, u, r.EC, r.Status, raw)
-	}
-	return r
+	return r, nil
 }
+
+func postNoFatal(s *Server, path string, body any) (Resp, error) {
+	r, err := doRaw(http.MethodPost, "http://"+s.ReceiveAddr+path, body)
+	if err == nil && r.EC != r.Status {
+		err = fmt.Errorf("ec %d differs from HTTP status %d", r.EC, r.Status)
+	}
+	return r, err
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // Post calls the receive service.
 func (s *Server) Post(t *testing.T, path string, body any) Resp {
