@@ -136,7 +136,7 @@ func (s *Server) addTopic(c *gin.Context) (any, error) {
 	if errors.Is(err, registry.ErrTopicExists) {
 		return nil, fmt.Errorf("%w: topic %q already exists; change it with /sorakaq/topic/update", message.ErrConflict, r.TopicName)
 	}
-	return out, err
+	return out, unavailable(err)
 }
 
 func (s *Server) updateTopic(c *gin.Context) (any, error) {
@@ -144,7 +144,7 @@ func (s *Server) updateTopic(c *gin.Context) (any, error) {
 	if err := s.decode(c, &r); err != nil {
 		return nil, err
 	}
-	return s.topics.UpdateTopic(c, r.TopicName, func(t *registry.Topic) error {
+	out, err := s.topics.UpdateTopic(c, r.TopicName, func(t *registry.Topic) error {
 		if r.Business != "" {
 			t.Business = r.Business
 		}
@@ -163,6 +163,17 @@ func (s *Server) updateTopic(c *gin.Context) (any, error) {
 		t.UpdatedMs = time.Now().UnixMilli()
 		return nil
 	})
+	return out, unavailable(err)
+}
+
+// unavailable keeps errors users can act on and reports any other failure
+// (the registry could not be written) as 503 with its cause.
+func unavailable(err error) error {
+	switch {
+	case err == nil, errors.Is(err, message.ErrTopicNotFound), errors.Is(err, message.ErrConflict), message.IsFieldError(err):
+		return err
+	}
+	return fmt.Errorf("%w: %v", message.ErrUnavailable, err)
 }
 
 // TopicView is a topic with its message counts.

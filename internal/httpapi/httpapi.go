@@ -120,7 +120,7 @@ func NewEngine(log *zap.Logger, m *metrics.Metrics, ready func() error) *gin.Eng
 	e.ContextWithFallback = true // handlers pass c as a context: let it end with the request
 	e.Use(recovery(log), observe(m))
 	e.NoRoute(func(c *gin.Context) {
-		Fail(c, log, fmt.Errorf("%w: no such endpoint %s %s", message.ErrNotFound, c.Request.Method, c.Request.URL.Path))
+		c.AbortWithStatusJSON(http.StatusNotFound, Envelope{EC: http.StatusNotFound, EM: fmt.Sprintf("no such endpoint: %s %s", c.Request.Method, c.Request.URL.Path)})
 	})
 	e.NoMethod(func(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, Envelope{EC: http.StatusMethodNotAllowed, EM: fmt.Sprintf("method %s not allowed on %s", c.Request.Method, c.Request.URL.Path)})

@@ -135,6 +135,8 @@ func jsonKind(k string) string {
 		return "an object"
 	case "bool":
 		return "a boolean"
+	case "slice", "array":
+		return "an array"
 	}
 	return k
 }
@@ -204,8 +206,20 @@ func ParseSubmit(body []byte, lim Limits, nowMs int64) (*Message, error) {
 	return m, nil
 }
 
+// asciiUpper upper-cases ASCII letters only, so "post" is POST but no
+// Unicode look-alike is.
+func asciiUpper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
 func validateCallback(c CallbackFields, lim Limits) (Callback, error) {
-	rt := strings.ToUpper(strings.TrimSpace(c.RequestType))
+	rt := asciiUpper(c.RequestType)
 	switch rt {
 	case "GET", "POST":
 	case "":

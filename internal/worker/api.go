@@ -71,7 +71,11 @@ func (w *Worker) Cancel(ctx context.Context, topic, id string) (*message.Message
 		return nil
 	})
 	if errors.Is(err, errAlreadyCancelled) {
-		return w.store.Get(ctx, id)
+		m, err := w.store.Get(ctx, id)
+		if err != nil {
+			return nil, w.apiErr(err)
+		}
+		return m, nil
 	}
 	if err != nil {
 		return nil, w.apiErr(err)
@@ -160,7 +164,10 @@ func (w *Worker) Delete(ctx context.Context, topic, id string) error {
 		if err := checkTopic(m, topic); err != nil {
 			return err
 		}
-		if !m.State.Final() {
+		switch {
+		case m.State == message.StateDelivering:
+			return fmt.Errorf("%w: message %s is being delivered; delete it once it is delivered or dead", message.ErrConflict, m.ID)
+		case !m.State.Final():
 			return fmt.Errorf("%w: message %s is %s; cancel it before deleting", message.ErrConflict, m.ID, m.State)
 		}
 		return nil
