@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Benchmarks sorakaQ on this machine with cmd/sorakaq-load (docs sizes):
+# builds the server and the load tool, starts an all-in-one server on free
+# test ports with a temporary data dir, runs
+#   submit  -c 100 -d 20s
+#   fire    -n 100000 -rate 5000 -lead 30s
+#   latency -c 10 -n 20000
+# (and wrk -t2 -c100 -d20s on submit if wrk is installed, since wrk costs
+# less CPU than Go's client on the same box), prints the results and stops
+# the server. Each run starts from an empty data dir.
+#
+#   scripts/bench.sh                  everything
+#   BENCH_MODES="submit latency" scripts/bench.sh
+#   BENCH_OUT=/some/dir scripts/bench.sh   keep the JSON reports and logs there
+#
+# The client, the callback sink and the server share the machine: figures
+# are for "everything on one host", see the machine line of each report.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+MODES=${BENCH_MODES:-"submit wrk fire latency"}
+WORK=$(mktemp -d /tmp/sorakaq-bench.XXXXXX)
+OUT=${BENCH_OUT:-$WORK/out}
+mkdir -p "$OUT"
+SERVER_PID=""
+
+cleanup() {
+	stop_server
+	rm -rf "$WORK/data" "$WORK/bin"
+	[[ -n ${BENCH_OUT:-} ]] && rm -rf "$WORK" || true
+}
+trap cleanup EXIT
+
+free_port() { # first port from $1 on which nothing listens
+	local p=$1
+	while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+	echo "$p"
+}
+
+RECV_PORT=$(free_port 19288)
+ADMIN_PORT=$(free_port $((RECV_PORT + 1)))
+URL="http://127.0.0.1:$RECV_PORT"
+
+echo "== building into $WORK/bin"
+(cd "$ROOT" && go build -o "$WORK/bin/sorakaq" ./cmd/sorakaq && go build -o "$WORK/bin/sorakaq-load" ./cmd/sorakaq-load)
+
+start_server() {
+	rm -rf "$WORK/data"
+	SORAKAQ_DATA_DIR="$WORK/data" SORAKAQ_RECEIVE_LISTEN="127.0.0.1:$RECV_PORT" \
+		SORAKAQ_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" SORAKAQ_LOG_LEVEL=warn \
+		"$WORK/bin/sorakaq" all >>"$OUT/server.log" 2>&1 &
+	SERVER_PID=$!
+	for _ in $(seq 1 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$RECV_PORT") 2>/dev/null; then return 0; fi
+		kill -0 "$SERVER_PID" 2>/dev/null || { echo "server exited; see $OUT/server.log" >&2; exit 1; }
+		sleep 0.1
+	done
+	echo "server did not listen on $RECV_PORT" >&2
+	exit 1
+}
+
+stop_server() {
+	if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+		kill -TERM "$SERVER_PID"
+		for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$SERVER_PID" 2>/dev/null || true
+		wait "$SERVER_PID" 2>/dev/null || true
+	fi
+	SERVER_PID=""
+}
+
+load() { # name args...
+	local name=$1
+	shift
+	echo
+	echo "== $name: sorakaq-load -url $URL $*"
+	start_server
+	"$WORK/bin/sorakaq-load" -url "$URL" -json "$@" >"$OUT/$name.json"
+	stop_server
+}
+
+for m in $MODES; do
+	case $m in
+	submit) load submit -mode submit -c 100 -d 20s ;;
+	fire) load fire -mode fire -n 100000 -rate 5000 -lead 30s -wait 60s ;;
+	latency) load latency -mode latency -c 10 -n 20000 ;;
+	wrk)
+		if ! command -v wrk >/dev/null; then
+			echo "== wrk not installed, skipped"
+			continue
+		fi
+		cat >"$WORK/submit.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"topic_name":"sorakaq-load","delay_time":600000,"ttr":1000,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/sorakaq-load","params":"{}"}}'
+LUA
+		echo
+		echo "== wrk: wrk -t2 -c100 -d20s --latency -s submit.lua $URL/sorakaq/msg/submit"
+		echo "   (wrk's percentiles come from its histogram, not exact; 'Non-2xx' lines are errors)"
+		start_server
+		wrk -t2 -c100 -d20s --latency -s "$WORK/submit.lua" "$URL/sorakaq/msg/submit" | tee "$OUT/wrk.txt"
+		stop_server
+		;;
+	*) echo "unknown mode $m" >&2; exit 2 ;;
+	esac
+done
+echo
+echo "== reports (JSON) in $OUT"
+if [[ -s $OUT/server.log ]]; then
+	echo "== server log (warn and above), last lines:"
+	tail -n 20 "$OUT/server.log"
+fi
