@@ -153,9 +153,10 @@ kafka_tool() {
 # spawn NAME LOG CMD...: run CMD in the background, detached, pid into NAME's pid file.
 spawn() {
   local name=$1 logf=$2; shift 2
-  setsid sh -c 'echo $$ >"$1"; shift; exec "$@"' sh "$(pidfile_of "$name")" "$@" >>"$logf" 2>&1 </dev/null &
-  local i
-  for i in $(seq 50); do [[ -s "$(pidfile_of "$name")" ]] && return 0; sleep 0.1; done
+  # 9>&-: the server must not inherit the lock (flock) descriptor.
+  # shellcheck disable=SC2016  # $$ and $@ are for the inner sh
+  setsid sh -c 'echo $$ >"$1"; shift; exec "$@"' sh "$(pidfile_of "$name")" "$@" >>"$logf" 2>&1 </dev/null 9>&- &
+  for _ in $(seq 50); do [[ -s "$(pidfile_of "$name")" ]] && return 0; sleep 0.1; done
 }
 
 start_redis() {
@@ -163,7 +164,7 @@ start_redis() {
   redis-server --port "$REDIS_PORT" --bind "$HOST" --dir "$d" \
     --appendonly yes --appendfsync everysec --save "" \
     --daemonize yes --pidfile "$(pidfile_of redis)" --logfile "$(logfile_of redis)" \
-    --maxmemory 512mb --maxmemory-policy noeviction
+    --maxmemory 512mb --maxmemory-policy noeviction 9>&-
 }
 
 start_zk() {
@@ -216,6 +217,10 @@ transaction.state.log.num.partitions=8
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# after a kill -9 the restarted broker cannot register until its old session expires
+# (default 9 s); shorter for outage tests
+broker.heartbeat.interval.ms=1000
+broker.session.timeout.ms=4000
 log.retention.hours=24
 log.retention.bytes=268435456
 log.segment.bytes=67108864
@@ -318,21 +323,21 @@ start_one() {
 # ---------------------------------------------------------------- stop
 
 stop_one() {
-  local name=$1 pid i
+  local name=$1 pid
   if ! pid=$(pid_of "$name"); then
     rm -f "$(pidfile_of "$name")"
     log "$name already stopped"
     return 0
   fi
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 300); do   # 30 s
+  for _ in $(seq 300); do   # 30 s
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   if kill -0 "$pid" 2>/dev/null; then
     log "$name (pid $pid) ignored SIGTERM for 30s; sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   rm -f "$(pidfile_of "$name")"
   log "$name stopped"
@@ -345,7 +350,7 @@ check_name() { case "${1:-}" in redis|zk|kafka) ;; *) die "expected redis|zk|kaf
 lock() {
   mkdir -p "$STATE_DIR"
   exec 9>"$STATE_DIR/.lock"
-  flock -w 300 9 || die "another infra.sh is holding $STATE_DIR/.lock"
+  flock -w 120 9 || die "another infra.sh is holding $STATE_DIR/.lock (or a server inherited it: see lsof $STATE_DIR/.lock)"
 }
 
 cmd_up() {
