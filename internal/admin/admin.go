@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -29,6 +31,7 @@ type Counter interface {
 // Options configure the admin service.
 type Options struct {
 	Listen       string
+	Pprof        bool // serve /debug/pprof/ (profiling; off by default)
 	MaxBodyBytes int64
 	MaxWorkerNum int
 }
@@ -57,6 +60,9 @@ func New(opts Options, topics registry.Topics, counter Counter, m *metrics.Metri
 	s := &Server{opts: opts, topics: topics, counter: counter, log: log, ln: ln}
 	e := httpapi.NewEngine(log, m, ready)
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(log, h) }
+	if opts.Pprof {
+		e.GET("/debug/pprof/*name", gin.WrapF(pprofHandler))
+	}
 	g := e.Group("/sorakaq/topic")
 	g.POST("/add", w(s.addTopic))
 	g.POST("/update", w(s.updateTopic))
@@ -79,6 +85,21 @@ func (s *Server) Serve() error {
 
 // Shutdown stops accepting and waits for requests in progress.
 func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+func pprofHandler(w http.ResponseWriter, r *http.Request) {
+	switch strings.TrimPrefix(r.URL.Path, "/debug/pprof/") {
+	case "cmdline":
+		pprof.Cmdline(w, r)
+	case "profile":
+		pprof.Profile(w, r)
+	case "symbol":
+		pprof.Symbol(w, r)
+	case "trace":
+		pprof.Trace(w, r)
+	default:
+		pprof.Index(w, r)
+	}
+}
 
 type topicReq struct {
 	Business       string  `json:"business"`

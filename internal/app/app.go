@@ -102,6 +102,7 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	}
 	aopts := admin.DefaultOptions()
 	aopts.Listen = cfg.Admin.Listen
+	aopts.Pprof = cfg.Admin.Pprof
 	a.admin, err = admin.New(aopts, topics, a.worker, m, a.worker.Ready, log.Named("admin"))
 	if err != nil {
 		a.receive.Shutdown(context.Background())

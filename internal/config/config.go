@@ -49,6 +49,7 @@ type Receive struct {
 
 type Admin struct {
 	Listen string `mapstructure:"listen"`
+	Pprof  bool   `mapstructure:"pprof"`
 }
 
 type Worker struct {
@@ -101,6 +102,7 @@ var defaults = map[string]any{
 	"receive.auto_create_topics":       true,
 	"receive.max_list_limit":           500,
 	"admin.listen":                     ":9087",
+	"admin.pprof":                      false,
 	"worker.window":                    "60s",
 	"worker.load_interval":             "1s",
 	"worker.load_batch":                10000,

@@ -58,6 +58,9 @@ type Store interface {
 	// same id runs in between) and stores the result. If fn returns an error
 	// nothing is written and that error is returned.
 	Update(ctx context.Context, id string, d Durability, fn func(*message.Message) error) (*message.Message, error)
+	// Replace writes m over old without reading first; the caller must
+	// know old is what is stored (a message it alone may change).
+	Replace(ctx context.Context, old, m *message.Message, d Durability) error
 	// Delete removes a message if fn (given the current message) allows it.
 	Delete(ctx context.Context, id string, fn func(*message.Message) error) error
 	// Due returns schedule entries after the cursor (strictly after

@@ -118,10 +118,11 @@ type Worker struct {
 	wheel *timingwheel.Wheel[ref]
 	fireQ chan ref
 
-	mu      sync.Mutex
-	timers  map[string]*timingwheel.Timer[ref] // message id -> its timer in the wheel
-	horizon int64                              // pending messages due before this (ms) are in the wheel
-	cursor  store.Entry                        // where the loader's next scan starts
+	mu       sync.Mutex
+	timers   map[string]*timingwheel.Timer[ref] // message id -> its timer in the wheel
+	inflight map[string]struct{}                // ids being delivered by this process
+	horizon  int64                              // pending messages due before this (ms) are in the wheel
+	cursor   store.Entry                        // where the loader's next scan starts
 
 	runCtx     context.Context // wheel, loader, purger
 	runCancel  context.CancelFunc
@@ -143,16 +144,17 @@ func New(opts Options, st store.Store, topics registry.Topics, caller *callback.
 		m = metrics.New()
 	}
 	w := &Worker{
-		opts:    opts,
-		store:   st,
-		topics:  topics,
-		caller:  caller,
-		metrics: m,
-		log:     log,
-		wheel:   timingwheel.New[ref](timingwheel.Options{}),
-		fireQ:   make(chan ref, opts.FireQueue),
-		timers:  map[string]*timingwheel.Timer[ref]{},
-		quit:    make(chan struct{}),
+		opts:     opts,
+		store:    st,
+		topics:   topics,
+		caller:   caller,
+		metrics:  m,
+		log:      log,
+		wheel:    timingwheel.New[ref](timingwheel.Options{}),
+		fireQ:    make(chan ref, opts.FireQueue),
+		timers:   map[string]*timingwheel.Timer[ref]{},
+		inflight: map[string]struct{}{},
+		quit:     make(chan struct{}),
 	}
 	w.loadErr.Store("")
 	return w
@@ -380,6 +382,20 @@ func (w *Worker) callLoop(ctx context.Context) {
 
 // deliver makes one callback attempt for a fired timer and records the outcome.
 func (w *Worker) deliver(ctx context.Context, r ref) {
+	// One delivery of a message at a time in this process: a message found
+	// "delivering" is re-sent only when that was left by an earlier run.
+	w.mu.Lock()
+	if _, busy := w.inflight[r.id]; busy {
+		w.mu.Unlock()
+		return
+	}
+	w.inflight[r.id] = struct{}{}
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.inflight, r.id)
+		w.mu.Unlock()
+	}()
 	start := time.Now()
 	nowMs := start.UnixMilli()
 	m, err := w.store.Update(ctx, r.id, store.Lazy, func(m *message.Message) error {
@@ -436,38 +452,33 @@ func (w *Worker) record(ctx context.Context, r ref, sent *message.Message, res c
 	}
 	w.metrics.Fired.WithLabelValues(sent.Topic, outcome).Inc()
 	nowMs := time.Now().UnixMilli()
-	var dead bool
-	m, err := w.store.Update(ctx, r.id, store.Lazy, func(m *message.Message) error {
-		if m.Version != r.version || m.State != message.StateDelivering {
-			return errStale
-		}
-		if res.OK() {
-			m.State = message.StateDelivered
-			m.DoneMs = nowMs
-			m.LastError = ""
-			m.AddEvent(nowMs, message.EventDelivered, fmt.Sprintf("status %d in %d ms", res.StatusCode, res.Duration.Milliseconds()))
-			return nil
-		}
+	// While a message is delivering nothing but this worker may change it
+	// (cancel, delay changes, delete and redrive all refuse), so the outcome
+	// is written over the message as sent without reading it again.
+	m := sent.Clone()
+	dead := false
+	if res.OK() {
+		m.State = message.StateDelivered
+		m.DoneMs = nowMs
+		m.LastError = ""
+		m.AddEvent(nowMs, message.EventDelivered, fmt.Sprintf("status %d in %d ms", res.StatusCode, res.Duration.Milliseconds()))
+	} else {
 		m.LastError = res.Err.Error()
 		m.AddEvent(nowMs, message.EventFailed, m.LastError)
-		retry := m.Attempts - 1 // retries already made
-		if retry >= len(backoff) {
+		if retry := m.Attempts - 1; retry >= len(backoff) {
 			m.State = message.StateDead
 			m.DoneMs = nowMs
 			m.AddEvent(nowMs, message.EventDead, fmt.Sprintf("gave up after %d attempts", m.Attempts))
 			dead = true
-			return nil
+		} else {
+			m.State = message.StateRetrying
+			m.DueMs = nowMs + backoff[retry].Milliseconds()
+			m.Version++
 		}
-		m.State = message.StateRetrying
-		m.DueMs = nowMs + backoff[retry].Milliseconds()
-		m.Version++
-		return nil
-	})
-	if err != nil {
-		if !errors.Is(err, errStale) {
-			w.metrics.StoreErrors.WithLabelValues("record").Inc()
-			w.log.Error("recording callback outcome failed; the message will be called again", zap.String("msg_id", r.id), zap.Error(err))
-		}
+	}
+	if err := w.store.Replace(ctx, sent, m, store.Lazy); err != nil {
+		w.metrics.StoreErrors.WithLabelValues("record").Inc()
+		w.log.Error("recording callback outcome failed; the message will be called again", zap.String("msg_id", r.id), zap.Error(err))
 		return
 	}
 	if dead {
