@@ -90,7 +90,10 @@ type Message struct {
 	Attempts int   `json:"attempts"`
 	// Version grows with every schedule change, so a stale timer or index
 	// entry that comes due after a change is recognised and ignored.
-	Version   uint64  `json:"version"`
+	Version uint64 `json:"version"`
+	// Owner is the worker (node id) holding the message; "" until one
+	// takes it (distributed mode) and always "" in the all-in-one.
+	Owner     string  `json:"worker,omitempty"`
 	LastError string  `json:"last_error,omitempty"`
 	UpdatedMs int64   `json:"updated_at"`
 	DoneMs    int64   `json:"done_at,omitempty"`

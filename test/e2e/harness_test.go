@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -42,6 +43,7 @@ var (
 func TestMain(m *testing.M) { os.Exit(mainE2E(m)) }
 
 func mainE2E(m *testing.M) int {
+	flag.Parse()
 	dir, err := os.MkdirTemp("", "sorakaq-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -56,11 +58,26 @@ func mainE2E(m *testing.M) int {
 	args = append(args, "-o", binPath, "./cmd/sorakaq")
 	build := exec.Command("go", args...)
 	build.Dir = moduleRoot()
+	start := time.Now()
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: go %s: %v\n%s", strings.Join(args, " "), err, out)
 		return 1
 	}
+	if testing.Verbose() {
+		fmt.Printf("e2e: go %s (in %s) took %v\n", strings.Join(args, " "), build.Dir, time.Since(start).Round(time.Millisecond))
+	}
+	// The tests mostly wait for time to pass; -parallel defaults to
+	// GOMAXPROCS, which on small machines serialises them needlessly.
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit && runtime.GOMAXPROCS(0) < 8 {
+		flag.Set("test.parallel", "8")
+	}
+	runStart := time.Now()
 	code := m.Run()
+	if testing.Verbose() {
+		fmt.Printf("e2e: tests took %v\n", time.Since(runStart).Round(time.Millisecond))
+	}
 	if sharedSrv != nil {
 		if err := sharedSrv.stop(syscall.SIGTERM); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: shared server: %v\n--- shared server stderr ---\n%s\n", err, sharedSrv.Stderr())
@@ -199,6 +216,9 @@ func (s *Server) env() []string {
 		"SORAKAQ_ADMIN_LISTEN="+s.AdminAddr,
 		"SORAKAQ_LOG_LEVEL=warn",
 		"SORAKAQ_WORKER_RETRY_BACKOFF=200ms,400ms",
+		// A -race binary sleeps 1 s at exit by default; a race still makes
+		// it exit 66, which Stop reports.
+		"GORACE=atexit_sleep_ms=50 "+os.Getenv("GORACE"),
 	)
 	return append(env, s.extraEnv...)
 }
@@ -281,9 +301,15 @@ func (s *Server) stop(sig syscall.Signal) error {
 	select {
 	case <-exited:
 	case <-time.After(stopTimeout):
-		cmd.Process.Kill()
-		<-exited
-		return fmt.Errorf("sorakaq did not exit within %v of %v", stopTimeout, sig)
+		// Ask for a goroutine dump (SIGQUIT) to show where it hangs.
+		cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		return fmt.Errorf("sorakaq did not exit within %v of %v (goroutine dump in its stderr)", stopTimeout, sig)
 	}
 	fmt.Fprintf(s.stderr, "=== stopped by %v %s: %v ===\n", sig, time.Now().Format("15:04:05.000"), s.exitErr())
 	if sig == syscall.SIGKILL {
@@ -646,6 +672,8 @@ type Call struct {
 //	500    500
 //	false  200 {"result":false}
 //	slow   waits 3 s (or until the caller gives up), then 200
+//	hang   waits until the caller gives up (at most 60 s), then 200
+//	sleepN waits N ms (or until the caller gives up), then 200
 //	failN  500 for attempts 1..N, then 200 (e.g. fail1)
 type Sink struct {
 	srv *httptest.Server
@@ -700,17 +728,28 @@ func (s *Sink) serve(w http.ResponseWriter, r *http.Request) {
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
 
-	var failUpTo int
+	var failUpTo, sleepMs int
 	switch {
+	case strings.HasPrefix(mode, "sleep") && func() bool { _, err := fmt.Sscanf(mode, "sleep%d", &sleepMs); return err == nil }():
+		select {
+		case <-time.After(time.Duration(sleepMs) * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, `{"result":true}`)
 	case mode == "500":
 		w.WriteHeader(http.StatusInternalServerError)
 		io.WriteString(w, "boom")
 	case mode == "false":
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"result":false}`)
-	case mode == "slow":
+	case mode == "slow", mode == "hang":
+		wait := 3 * time.Second
+		if mode == "hang" {
+			wait = time.Minute
+		}
 		select {
-		case <-time.After(3 * time.Second):
+		case <-time.After(wait):
 		case <-r.Context().Done():
 			return
 		}

@@ -93,11 +93,22 @@ func TestSubmitCallbacks(t *testing.T) {
 			t.Errorf("get with another topic: %s, want 404", r)
 		}
 	}
+	// Params that are not JSON: a GET gets them as a raw query string, a
+	// POST as a text/plain body.
+	rawGet := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 0, Callback: CBField{RequestType: "GET", URL: sink.URL("ok", "raw"), Params: "?a=1&b=two%20words"}})
+	rawPost := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 0, Callback: CBField{RequestType: "POST", URL: sink.URL("ok", "raw"), Params: "plain text"}})
+	if c := sink.WaitCalls(t, rawGet.ID, 1, 5*time.Second)[0]; c.Query.Get("a") != "1" || c.Query.Get("b") != "two words" || len(c.Query) != 2 {
+		t.Errorf("GET with a raw query string: query %v", c.Query)
+	}
+	if c := sink.WaitCalls(t, rawPost.ID, 1, 5*time.Second)[0]; c.Body != "plain text" || !strings.HasPrefix(c.Header.Get("Content-Type"), "text/plain") {
+		t.Errorf("POST with text params: body %q content type %q", c.Body, c.Header.Get("Content-Type"))
+	}
+
 	// exactly once: nothing more arrives.
 	sink.NoMoreCalls(t, post.ID, 1, 500*time.Millisecond)
 	sink.NoMoreCalls(t, get.ID, 1, 0)
-	if n := len(sink.All()); n != 2 {
-		t.Errorf("sink got %d callbacks in all, want 2", n)
+	if n := len(sink.All()); n != 4 {
+		t.Errorf("sink got %d callbacks in all, want 4", n)
 	}
 }
 
