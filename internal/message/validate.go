@@ -161,7 +161,7 @@ type CallbackFields struct {
 func ParseSubmit(body []byte, lim Limits, nowMs int64) (*Message, error) {
 	var r SubmitRequest
 	if err := DecodeStrict(body, &r); err != nil {
-		return nil, err
+		return nil, nestedUnknownField(body, err)
 	}
 	if err := ValidateTopic("topic_name", r.TopicName); err != nil {
 		return nil, err
@@ -216,6 +216,23 @@ func asciiUpper(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// nestedUnknownField names an unknown field inside "callback" by its path
+// (Go's decoder reports only the bare name). Only runs on the error path.
+func nestedUnknownField(body []byte, err error) error {
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Reason != "is not a known field" {
+		return err
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil {
+		return err
+	}
+	if _, atTop := top[fe.Field]; atTop {
+		return err
+	}
+	return &FieldError{"callback." + fe.Field, fe.Reason}
 }
 
 func validateCallback(c CallbackFields, lim Limits) (Callback, error) {

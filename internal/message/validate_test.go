@@ -109,3 +109,11 @@ func TestAddEventKeepsHistoryBounded(t *testing.T) {
 		t.Fatalf("history len %d first %v last %v", len(m.History), m.History[0], m.History[len(m.History)-1])
 	}
 }
+
+func TestUnknownFieldInsideCallbackIsNamedByPath(t *testing.T) {
+	_, err := ParseSubmit([]byte(`{"topic_name":"t","delay_time":1,"callback":{"request_type":"GET","url":"http://h/","foo":1}}`), DefaultLimits(), 0)
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "callback.foo" {
+		t.Fatalf("want field callback.foo, got %v", err)
+	}
+}

@@ -23,6 +23,9 @@ type Topic struct {
 	RetryBackoffMs []int64 `json:"retry_backoff_ms,omitempty"`
 	CreatedMs      int64   `json:"created_at"`
 	UpdatedMs      int64   `json:"updated_at"`
+	// Workers are the node ids of the workers mapped to the topic in the
+	// distributed mode; empty means any worker.
+	Workers []string `json:"workers,omitempty"`
 }
 
 // Backoff returns the topic's retry schedule, or def when it has none.

@@ -10,11 +10,27 @@ import (
 	"github.com/sorakaq/sorakaq/internal/store"
 )
 
+// NotOwnerError says a message is held by another worker (or by none yet);
+// the distributed receive routes the request there. It is "unavailable"
+// for anyone who does not handle it.
+type NotOwnerError struct{ Owner string }
+
+func (e *NotOwnerError) Error() string {
+	if e.Owner == "" {
+		return "message is not held by any worker yet"
+	}
+	return "message is held by worker " + e.Owner
+}
+
+// Unwrap makes a NotOwnerError that leaks to an answer a 503.
+func (e *NotOwnerError) Unwrap() error { return message.ErrUnavailable }
+
 // Submit stores a new message (durably) and schedules it.
 func (w *Worker) Submit(ctx context.Context, m *message.Message) error {
 	if w.stopped.Load() {
 		return fmt.Errorf("%w: shutting down", message.ErrUnavailable)
 	}
+	m.Owner = w.opts.NodeID
 	if err := w.store.Create(ctx, m); err != nil {
 		w.metrics.StoreErrors.WithLabelValues("create").Inc()
 		return fmt.Errorf("%w: storing the message failed: %v", message.ErrUnavailable, err)
@@ -64,6 +80,9 @@ func (w *Worker) Cancel(ctx context.Context, topic, id string) (*message.Message
 		if m.State != message.StateDelayed && m.State != message.StateRetrying {
 			return tooLate(m)
 		}
+		if m.Owner != w.opts.NodeID {
+			return &NotOwnerError{Owner: m.Owner}
+		}
 		m.State = message.StateCancelled
 		m.DoneMs = nowMs
 		m.Version++
@@ -101,6 +120,9 @@ func (w *Worker) ChangeDelay(ctx context.Context, topic, id string, ch DelayChan
 		}
 		if m.State != message.StateDelayed && m.State != message.StateRetrying {
 			return tooLate(m)
+		}
+		if m.Owner != w.opts.NodeID {
+			return &NotOwnerError{Owner: m.Owner}
 		}
 		var due int64
 		var detail string
@@ -144,6 +166,7 @@ func (w *Worker) Redrive(ctx context.Context, topic, id string) (*message.Messag
 			return fmt.Errorf("%w: only dead messages can be re-driven; message %s is %s", message.ErrConflict, m.ID, m.State)
 		}
 		m.State = message.StateDelayed
+		m.Owner = w.opts.NodeID
 		m.Attempts = 0
 		m.DueMs = now
 		m.DoneMs = 0
@@ -214,6 +237,10 @@ func (w *Worker) Counts(ctx context.Context) (store.Counts, error) {
 func (w *Worker) apiErr(err error) error {
 	switch {
 	case errors.Is(err, message.ErrNotFound), errors.Is(err, message.ErrConflict), message.IsFieldError(err):
+		return err
+	}
+	var no *NotOwnerError
+	if errors.As(err, &no) {
 		return err
 	}
 	w.metrics.StoreErrors.WithLabelValues("api").Inc()

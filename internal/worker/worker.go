@@ -43,6 +43,9 @@ import (
 
 // Options tune a worker. Zero values take the defaults of DefaultOptions.
 type Options struct {
+	// NodeID names this worker as the owner of the messages it takes
+	// (distributed mode); "" in the all-in-one.
+	NodeID        string
 	Window        time.Duration   // the wheel holds messages due within this
 	LoadInterval  time.Duration   // how often the horizon moves
 	LoadBatch     int             // schedule entries read per store scan
@@ -399,8 +402,8 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 	start := time.Now()
 	nowMs := start.UnixMilli()
 	m, err := w.store.Update(ctx, r.id, store.Lazy, func(m *message.Message) error {
-		if m.Version != r.version || !m.State.Pending() {
-			return errStale
+		if m.Version != r.version || !m.State.Pending() || m.Owner != w.opts.NodeID {
+			return errStale // changed, finished, or moved to another worker
 		}
 		m.State = message.StateDelivering
 		m.Attempts++

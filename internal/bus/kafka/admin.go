@@ -1,0 +1,150 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/IBM/sarama"
+	"go.uber.org/zap"
+)
+
+// Admin creates, grows and lists sorakaQ's topics through the Kafka admin
+// protocol (KRaft-safe; no ZooKeeper).
+type Admin struct {
+	opts Options
+	ca   sarama.ClusterAdmin
+}
+
+// NewAdmin connects to the cluster (it needs a reachable broker).
+func NewAdmin(opts Options) (*Admin, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	cfg := opts.baseConfig()
+	cfg.Admin.Timeout = 10 * time.Second
+	ca, err := sarama.NewClusterAdmin(opts.Brokers, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: new admin: %w", err)
+	}
+	return &Admin{opts: opts, ca: ca}, nil
+}
+
+// call runs f, giving up (while f goes on in the background) when ctx is done:
+// sarama's admin calls take no context.
+func call[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	var zero T
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	type res struct {
+		v   T
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		v, err := f()
+		ch <- res{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
+func (a *Admin) partitions(ctx context.Context, kt string) (int, bool, error) {
+	md, err := call(ctx, func() ([]*sarama.TopicMetadata, error) { return a.ca.DescribeTopics([]string{kt}) })
+	if err != nil {
+		return 0, false, err
+	}
+	for _, t := range md {
+		if t.Name != kt {
+			continue
+		}
+		switch {
+		case errors.Is(t.Err, sarama.ErrUnknownTopicOrPartition):
+			return 0, false, nil
+		case t.Err != sarama.ErrNoError:
+			return 0, false, t.Err
+		}
+		return len(t.Partitions), true, nil
+	}
+	return 0, false, nil
+}
+
+// EnsureTopic makes sure the Kafka topic for topic exists with at least
+// partitions partitions: it creates a missing topic and adds partitions to a
+// smaller one; it never removes partitions (Kafka cannot) and never changes
+// the replication of an existing topic. Concurrent callers are safe.
+//
+// Adding partitions moves the hash of some keys to new partitions; records
+// already written stay where they are, so per-key order across the change is
+// not guaranteed.
+func (a *Admin) EnsureTopic(ctx context.Context, topic string, partitions int, replication int16) error {
+	kt := a.opts.kafkaTopic(topic)
+	if partitions < 1 || replication < 1 {
+		return fmt.Errorf("kafka: ensure topic %q: partitions (%d) and replication (%d) must be >= 1", kt, partitions, replication)
+	}
+	// Two rounds cover losing a race with another creator or grower.
+	for attempt := 0; ; attempt++ {
+		n, exists, err := a.partitions(ctx, kt)
+		if err != nil {
+			return fmt.Errorf("kafka: ensure topic %q: describe: %w", kt, err)
+		}
+		switch {
+		case !exists:
+			_, err = call(ctx, func() (struct{}, error) {
+				return struct{}{}, a.ca.CreateTopic(kt, &sarama.TopicDetail{NumPartitions: int32(partitions), ReplicationFactor: replication}, false)
+			})
+			if err == nil {
+				a.opts.Logger.Info("kafka topic created", zap.String("topic", kt), zap.Int("partitions", partitions), zap.Int16("replication", replication))
+				return nil
+			}
+			if !errors.Is(err, sarama.ErrTopicAlreadyExists) || attempt > 0 {
+				return fmt.Errorf("kafka: ensure topic %q: create: %w", kt, err)
+			}
+		case n < partitions:
+			_, err = call(ctx, func() (struct{}, error) {
+				return struct{}{}, a.ca.CreatePartitions(kt, int32(partitions), nil, false)
+			})
+			if err == nil {
+				a.opts.Logger.Info("kafka topic partitions added", zap.String("topic", kt), zap.Int("from", n), zap.Int("to", partitions))
+				return nil
+			}
+			if !errors.Is(err, sarama.ErrInvalidPartitions) || attempt > 0 {
+				return fmt.Errorf("kafka: ensure topic %q: grow %d -> %d partitions: %w", kt, n, partitions, err)
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+// Topics returns sorakaQ topic name (prefix removed) -> partition count, for
+// the Kafka topics that carry TopicPrefix.
+func (a *Admin) Topics(ctx context.Context) (map[string]int, error) {
+	all, err := call(ctx, a.ca.ListTopics)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: list topics: %w", err)
+	}
+	out := make(map[string]int)
+	for kt, d := range all {
+		if t, ok := a.opts.sorakaqTopic(kt); ok {
+			out[t] = int(d.NumPartitions)
+		}
+	}
+	return out, nil
+}
+
+// deleteTopic removes the Kafka topic for topic (used by tests).
+func (a *Admin) deleteTopic(ctx context.Context, topic string) error {
+	_, err := call(ctx, func() (struct{}, error) { return struct{}{}, a.ca.DeleteTopic(a.opts.kafkaTopic(topic)) })
+	return err
+}
+
+// Close closes the connection.
+func (a *Admin) Close() error { return a.ca.Close() }

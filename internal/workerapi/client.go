@@ -1,0 +1,135 @@
+package workerapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/worker"
+)
+
+// Client calls workers' internal APIs. One Client serves every worker
+// (addresses come from the registry) over one keep-alive pool.
+type Client struct {
+	hc *http.Client
+}
+
+// NewClient makes a client; timeout bounds each call.
+func NewClient(timeout time.Duration) *Client {
+	tr := &http.Transport{
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &Client{hc: &http.Client{Transport: tr, Timeout: timeout}}
+}
+
+// Close drops idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+type envelope struct {
+	EC     int             `json:"ec"`
+	EM     string          `json:"em"`
+	Result json.RawMessage `json:"result"`
+}
+
+// call posts req to addr+path and decodes the result into out, turning
+// error answers back into the error kinds of package message.
+func (c *Client) call(ctx context.Context, addr, path string, req, out any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("workerapi %s: %w", path, err)
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("workerapi %s: %w", path, err)
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(hr)
+	if err != nil {
+		return fmt.Errorf("%w: worker %s unreachable: %v", message.ErrUnavailable, addr, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%w: worker %s: reading answer: %v", message.ErrUnavailable, addr, err)
+	}
+	var env envelope
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return fmt.Errorf("%w: worker %s answered %d without an envelope", message.ErrUnavailable, addr, resp.StatusCode)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		if out != nil {
+			if err := json.Unmarshal(env.Result, out); err != nil {
+				return fmt.Errorf("workerapi %s: decoding result: %w", path, err)
+			}
+		}
+		return nil
+	case http.StatusMisdirectedRequest:
+		var no NotOwnerResult
+		_ = json.Unmarshal(env.Result, &no)
+		return &worker.NotOwnerError{Owner: no.Owner}
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		var fe struct{ Field, Reason string }
+		_ = json.Unmarshal(env.Result, &fe)
+		if fe.Field != "" {
+			return &message.FieldError{Field: fe.Field, Reason: fe.Reason}
+		}
+		return &message.FieldError{Field: "body", Reason: env.EM}
+	case http.StatusNotFound:
+		return fmt.Errorf("%w: %s", message.ErrNotFound, trimKind(env.EM, message.ErrNotFound))
+	case http.StatusConflict:
+		return fmt.Errorf("%w: %s", message.ErrConflict, trimKind(env.EM, message.ErrConflict))
+	}
+	return fmt.Errorf("%w: worker %s: %s", message.ErrUnavailable, addr, env.EM)
+}
+
+// trimKind drops the "kind: " prefix the worker put on its message so it
+// is not said twice.
+func trimKind(em string, kind error) string {
+	p := kind.Error() + ": "
+	if len(em) > len(p) && em[:len(p)] == p {
+		return em[len(p):]
+	}
+	return em
+}
+
+// Take hands messages over to the worker at addr.
+func (c *Client) Take(ctx context.Context, addr, from string, msgs []*message.Message) ([]worker.TakeResult, error) {
+	var out []worker.TakeResult
+	err := c.call(ctx, addr, PathTake, TakeRequest{From: from, Messages: msgs}, &out)
+	return out, err
+}
+
+// Cancel asks the owner at addr to cancel a message.
+func (c *Client) Cancel(ctx context.Context, addr, topic, id string) (*message.Message, error) {
+	var m message.Message
+	if err := c.call(ctx, addr, PathCancel, ControlRequest{Topic: topic, ID: id}, &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// ChangeDelay asks the owner at addr to move a message's due time.
+func (c *Client) ChangeDelay(ctx context.Context, addr, topic, id string, ch worker.DelayChange) (*message.Message, error) {
+	var m message.Message
+	if err := c.call(ctx, addr, PathChangeDelay, ControlRequest{Topic: topic, ID: id, AddMs: ch.AddMs, SetMs: ch.SetMs}, &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Redrive asks the worker at addr to take and re-drive a dead message.
+func (c *Client) Redrive(ctx context.Context, addr, topic, id string) (*message.Message, error) {
+	var m message.Message
+	if err := c.call(ctx, addr, PathRedrive, ControlRequest{Topic: topic, ID: id}, &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
