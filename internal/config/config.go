@@ -18,16 +18,55 @@ import (
 
 // Config is the whole configuration; docs/config.md lists every key.
 type Config struct {
-	Mode     string   `mapstructure:"mode"`
-	NodeID   string   `mapstructure:"node_id"`
-	DataDir  string   `mapstructure:"data_dir"`
-	Log      Log      `mapstructure:"log"`
-	Receive  Receive  `mapstructure:"receive"`
-	Admin    Admin    `mapstructure:"admin"`
-	Worker   Worker   `mapstructure:"worker"`
-	Callback Callback `mapstructure:"callback"`
-	Store    Store    `mapstructure:"store"`
-	Shutdown Shutdown `mapstructure:"shutdown"`
+	Mode      string    `mapstructure:"mode"`
+	NodeID    string    `mapstructure:"node_id"`
+	DataDir   string    `mapstructure:"data_dir"`
+	Log       Log       `mapstructure:"log"`
+	Receive   Receive   `mapstructure:"receive"`
+	Admin     Admin     `mapstructure:"admin"`
+	Worker    Worker    `mapstructure:"worker"`
+	Callback  Callback  `mapstructure:"callback"`
+	Store     Store     `mapstructure:"store"`
+	Shutdown  Shutdown  `mapstructure:"shutdown"`
+	Center    Center    `mapstructure:"center"`
+	Redis     Redis     `mapstructure:"redis"`
+	ZooKeeper ZooKeeper `mapstructure:"zookeeper"`
+	Kafka     Kafka     `mapstructure:"kafka"`
+}
+
+// Center configures the dispatcher (distributed mode).
+type Center struct {
+	Listen     string        `mapstructure:"listen"`
+	Strategy   string        `mapstructure:"strategy"`
+	SweepAfter time.Duration `mapstructure:"sweep_after"`
+}
+
+// Redis is the shared message store of the distributed mode: one address
+// for a single server, several for Cluster, master_name for Sentinel.
+type Redis struct {
+	Addrs      []string `mapstructure:"addrs"`
+	MasterName string   `mapstructure:"master_name"`
+	Username   string   `mapstructure:"username"`
+	Password   string   `mapstructure:"password"`
+	DB         int      `mapstructure:"db"`
+	Prefix     string   `mapstructure:"prefix"`
+}
+
+// ZooKeeper holds instances, topics and locks (distributed mode).
+type ZooKeeper struct {
+	Servers        []string      `mapstructure:"servers"`
+	Root           string        `mapstructure:"root"`
+	SessionTimeout time.Duration `mapstructure:"session_timeout"`
+}
+
+// Kafka carries submits from receive to the centers (distributed mode).
+type Kafka struct {
+	Brokers           []string      `mapstructure:"brokers"`
+	TopicPrefix       string        `mapstructure:"topic_prefix"`
+	Group             string        `mapstructure:"group"`
+	DefaultPartitions int           `mapstructure:"default_partitions"`
+	Replication       int           `mapstructure:"replication"`
+	ProduceTimeout    time.Duration `mapstructure:"produce_timeout"`
 }
 
 type Log struct {
@@ -53,6 +92,8 @@ type Admin struct {
 }
 
 type Worker struct {
+	Listen        string          `mapstructure:"listen"`
+	Advertise     string          `mapstructure:"advertise"`
 	Window        time.Duration   `mapstructure:"window"`
 	LoadInterval  time.Duration   `mapstructure:"load_interval"`
 	LoadBatch     int             `mapstructure:"load_batch"`
@@ -103,6 +144,8 @@ var defaults = map[string]any{
 	"receive.max_list_limit":           500,
 	"admin.listen":                     ":9087",
 	"admin.pprof":                      false,
+	"worker.listen":                    ":9089",
+	"worker.advertise":                 "",
 	"worker.window":                    "60s",
 	"worker.load_interval":             "1s",
 	"worker.load_batch":                10000,
@@ -119,6 +162,24 @@ var defaults = map[string]any{
 	"store.embedded.cache_mb":          32,
 	"store.embedded.memtable_mb":       16,
 	"shutdown.timeout":                 "30s",
+	"center.listen":                    ":9086",
+	"center.strategy":                  "round_robin",
+	"center.sweep_after":               "30s",
+	"redis.addrs":                      []string{"127.0.0.1:6379"},
+	"redis.master_name":                "",
+	"redis.username":                   "",
+	"redis.password":                   "",
+	"redis.db":                         0,
+	"redis.prefix":                     "sorakaq",
+	"zookeeper.servers":                []string{"127.0.0.1:2181"},
+	"zookeeper.root":                   "/sorakaq",
+	"zookeeper.session_timeout":        "10s",
+	"kafka.brokers":                    []string{"127.0.0.1:9092"},
+	"kafka.topic_prefix":               "sorakaq_delay_",
+	"kafka.group":                      "sorakaq-center",
+	"kafka.default_partitions":         4,
+	"kafka.replication":                1,
+	"kafka.produce_timeout":            "5s",
 }
 
 // Keys lists every configuration key (for docs and tests).
@@ -218,6 +279,28 @@ func (c *Config) Validate() error {
 		if d <= 0 {
 			bad("worker.retry_backoff", "waits must be positive")
 			break
+		}
+	}
+	switch c.Center.Strategy {
+	case "random", "round_robin", "weighted":
+	default:
+		bad("center.strategy", fmt.Sprintf("must be random, round_robin or weighted, got %q", c.Center.Strategy))
+	}
+	if c.Mode == "distributed" {
+		if len(c.Redis.Addrs) == 0 {
+			bad("redis.addrs", "must name at least one server")
+		}
+		if len(c.ZooKeeper.Servers) == 0 {
+			bad("zookeeper.servers", "must name at least one server")
+		}
+		if len(c.Kafka.Brokers) == 0 {
+			bad("kafka.brokers", "must name at least one broker")
+		}
+		if c.Kafka.DefaultPartitions < 1 || c.Kafka.Replication < 1 {
+			bad("kafka.default_partitions/replication", "must be at least 1")
+		}
+		if strings.Contains(c.Redis.Prefix, "{") || strings.Contains(c.Redis.Prefix, "}") {
+			bad("redis.prefix", "must not contain braces (it becomes the Cluster hash tag)")
 		}
 	}
 	if c.Shutdown.Timeout <= 0 {
