@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts sorakaQ in the background, pid files and logs under logs/.
-#   ./start.sh all                     the all-in-one (receive + worker + admin)
+#   ./start.sh all                     the all-in-one (receive + worker + admin); with a
+#                                      distributed config, the four roles as separate processes
 #   ./start.sh receive|center|worker|admin   one role (distributed mode)
 #   ./start.sh stop [role]             stops what start.sh started (all roles by default)
 #   ./start.sh status                  shows what runs
@@ -25,7 +26,12 @@ start() {
   echo "$pid" >"$(pidfile "$role")"
   # wait until it answers /readyz (or dies)
   local port=""
-  case $role in all|receive) port=${SORAKAQ_RECEIVE_LISTEN:-:9088};; admin) port=${SORAKAQ_ADMIN_LISTEN:-:9087};; esac
+  case $role in
+    all|receive) port=${SORAKAQ_RECEIVE_LISTEN:-:9088};;
+    admin) port=${SORAKAQ_ADMIN_LISTEN:-:9087};;
+    center) port=${SORAKAQ_CENTER_LISTEN:-:9086};;
+    worker) port=${SORAKAQ_WORKER_LISTEN:-:9089};;
+  esac
   port=${port##*:}
   for _ in $(seq 1 100); do
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -56,8 +62,15 @@ stop() {
   rm -f "$f"
 }
 
+# distributed: `all` means the four roles as separate processes
+distributed() {
+  [ "${SORAKAQ_MODE:-}" = distributed ] && return 0
+  [ -n "${SORAKAQ_CONFIG:-}" ] && grep -Eq '^mode:[[:space:]]*distributed' "$SORAKAQ_CONFIG"
+}
+
 case "${1:-}" in
-  all|receive|center|worker|admin) start "$1" ;;
+  all) if distributed; then for r in worker center receive admin; do start "$r"; done; else start all; fi ;;
+  receive|center|worker|admin) start "$1" ;;
   stop) if [ -n "${2:-}" ]; then stop "$2"; else for r in $roles; do stop "$r"; done; fi ;;
   status) for r in $roles; do if running "$r"; then echo "$r: running (pid $(cat "$(pidfile "$r")"))"; fi; done ;;
   *) echo "usage: $0 all|receive|center|worker|admin|stop [role]|status" >&2; exit 2 ;;

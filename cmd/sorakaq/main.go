@@ -22,7 +22,8 @@ import (
 const usage = `usage: sorakaq [--config FILE] <command>
 
 commands:
-  all       receive + worker + admin in one process (embedded store)
+  all       every service in one process: the all-in-one over the embedded
+            store, or (mode: distributed) the four roles in one process
   receive   the HTTP API service (distributed mode)
   center    the dispatcher (distributed mode)
   worker    the timing-wheel worker (distributed mode)
@@ -87,11 +88,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer log.Sync()
-	if cmd != "all" {
-		log.Error("this role runs in the distributed mode (Kafka, ZooKeeper, Redis), which this build does not have yet; run `sorakaq all`", zap.String("role", cmd))
-		return 2
-	}
-	a, err := app.NewAllInOne(cfg, log)
+	a, err := app.New(cmd, cfg, log)
 	if err != nil {
 		log.Error("start failed", zap.Error(err))
 		return 1

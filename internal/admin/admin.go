@@ -28,17 +28,37 @@ type Counter interface {
 	Counts(ctx context.Context) (store.Counts, error)
 }
 
+// InstanceInfo is one running sorakaQ process.
+type InstanceInfo struct {
+	NodeID    string  `json:"node_id"`
+	Role      string  `json:"role"`
+	Addr      string  `json:"addr"`
+	StartedMs int64   `json:"started_at"`
+	Held      int64   `json:"held"`
+	Load      float64 `json:"load"`
+	Offline   bool    `json:"offline"`
+}
+
+// Cluster lists instances and takes workers offline.
+type Cluster interface {
+	Instances(ctx context.Context) ([]InstanceInfo, error)
+	// SetOffline takes a worker offline (its messages move to the others)
+	// or lets it take messages again.
+	SetOffline(ctx context.Context, nodeID string, offline bool) error
+}
+
 // Options configure the admin service.
 type Options struct {
-	Listen       string
-	Pprof        bool // serve /debug/pprof/ (profiling; off by default)
-	MaxBodyBytes int64
-	MaxWorkerNum int
+	Listen            string
+	DefaultPartitions int  // partitions of a topic added without them
+	Pprof             bool // serve /debug/pprof/ (profiling; off by default)
+	MaxBodyBytes      int64
+	MaxWorkerNum      int
 }
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
-	return Options{Listen: ":9087", MaxBodyBytes: 64 << 10, MaxWorkerNum: 1024}
+	return Options{Listen: ":9087", DefaultPartitions: 1, MaxBodyBytes: 64 << 10, MaxWorkerNum: 1024}
 }
 
 // Server is the admin HTTP service.
@@ -46,18 +66,19 @@ type Server struct {
 	opts    Options
 	topics  registry.Topics
 	counter Counter
+	cluster Cluster
 	log     *zap.Logger
 	ln      net.Listener
 	srv     *http.Server
 }
 
 // New opens the listener and builds the routes.
-func New(opts Options, topics registry.Topics, counter Counter, m *metrics.Metrics, ready func() error, log *zap.Logger) (*Server, error) {
+func New(opts Options, topics registry.Topics, counter Counter, cluster Cluster, m *metrics.Metrics, ready func() error, log *zap.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen %s: %w", opts.Listen, err)
 	}
-	s := &Server{opts: opts, topics: topics, counter: counter, log: log, ln: ln}
+	s := &Server{opts: opts, topics: topics, counter: counter, cluster: cluster, log: log, ln: ln}
 	e := httpapi.NewEngine(log, m, ready)
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(log, h) }
 	if opts.Pprof {
@@ -68,6 +89,10 @@ func New(opts Options, topics registry.Topics, counter Counter, m *metrics.Metri
 	g.POST("/update", w(s.updateTopic))
 	g.GET("/list", w(s.listTopics))
 	g.GET("/get", w(s.getTopic))
+	ig := e.Group("/sorakaq/instance")
+	ig.GET("/list", w(s.listInstances))
+	ig.POST("/offline", w(s.offline(true)))
+	ig.POST("/online", w(s.offline(false)))
 	s.srv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	return s, nil
 }
@@ -146,7 +171,7 @@ func (s *Server) addTopic(c *gin.Context) (any, error) {
 		return nil, err
 	}
 	now := time.Now().UnixMilli()
-	t := registry.Topic{Name: r.TopicName, Business: r.Business, WorkerNum: 1, Partitions: 1, RetryBackoffMs: r.RetryBackoffMs, CreatedMs: now, UpdatedMs: now}
+	t := registry.Topic{Name: r.TopicName, Business: r.Business, WorkerNum: 1, Partitions: max(1, s.opts.DefaultPartitions), RetryBackoffMs: r.RetryBackoffMs, CreatedMs: now, UpdatedMs: now}
 	if r.WorkerNum != nil {
 		t.WorkerNum = *r.WorkerNum
 	}
@@ -241,4 +266,55 @@ func (s *Server) getTopic(c *gin.Context) (any, error) {
 		return nil, err
 	}
 	return v[0], nil
+}
+
+func (s *Server) listInstances(c *gin.Context) (any, error) {
+	out, err := s.cluster.Instances(c)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return out, nil
+}
+
+type nodeReq struct {
+	NodeID string `json:"node_id"`
+}
+
+func (s *Server) offline(off bool) httpapi.Handler {
+	return func(c *gin.Context) (any, error) {
+		body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
+		if err != nil {
+			return nil, err
+		}
+		var r nodeReq
+		if err := message.DecodeStrict(body, &r); err != nil {
+			return nil, err
+		}
+		if r.NodeID == "" || len(r.NodeID) > 128 || strings.ContainsAny(r.NodeID, "/ ") {
+			return nil, &message.FieldError{Field: "node_id", Reason: "must be a worker's node id (1-128 characters, no '/' or spaces)"}
+		}
+		if err := s.cluster.SetOffline(c, r.NodeID, off); err != nil {
+			return nil, unavailable(err)
+		}
+		return true, nil
+	}
+}
+
+// Single is the Cluster of the all-in-one: this one process, which cannot
+// be taken offline (there is no other worker to take its messages).
+type Single struct {
+	NodeID    string
+	Addr      string
+	StartedMs int64
+	Held      func() int
+}
+
+// Instances lists the one process.
+func (s Single) Instances(context.Context) ([]InstanceInfo, error) {
+	return []InstanceInfo{{NodeID: s.NodeID, Role: "all", Addr: s.Addr, StartedMs: s.StartedMs, Held: int64(s.Held())}}, nil
+}
+
+// SetOffline refuses: the all-in-one has no other worker.
+func (s Single) SetOffline(_ context.Context, nodeID string, _ bool) error {
+	return fmt.Errorf("%w: the all-in-one has a single worker (%s); taking it offline would stop delivery", message.ErrConflict, s.NodeID)
 }

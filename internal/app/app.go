@@ -25,6 +25,59 @@ import (
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
+// New builds what a command runs: "all" (the all-in-one, or every
+// distributed role in one process when mode is distributed) or one role.
+func New(cmd string, cfg *config.Config, log *zap.Logger) (Runner, error) {
+	if cmd != "all" {
+		return NewRole(cmd, cfg, log)
+	}
+	if cfg.Mode == "embedded" {
+		return NewAllInOne(cfg, log)
+	}
+	var rs []Runner
+	for _, role := range []string{"worker", "center", "receive", "admin"} {
+		r, err := NewRole(role, cfg, log)
+		if err != nil {
+			for _, x := range rs {
+				_ = x.Exit()
+			}
+			return nil, err
+		}
+		rs = append(rs, r)
+	}
+	return newGroup(rs), nil
+}
+
+// group runs several roles in one process; they exit in reverse order.
+type group struct {
+	rs   []Runner
+	errc chan error
+}
+
+func newGroup(rs []Runner) *group { return &group{rs: rs, errc: make(chan error, len(rs))} }
+
+func (g *group) Main() error {
+	for _, r := range g.rs {
+		if err := r.Main(); err != nil {
+			return err
+		}
+		go func(r Runner) { g.errc <- <-r.Err() }(r)
+	}
+	return nil
+}
+
+func (g *group) Err() <-chan error { return g.errc }
+
+func (g *group) Exit() error {
+	var errs []error
+	for i := len(g.rs) - 1; i >= 0; i-- {
+		if err := g.rs[i].Exit(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // NewLogger builds the process logger from config.
 func NewLogger(c config.Log) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(c.Level)
@@ -103,7 +156,8 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	aopts := admin.DefaultOptions()
 	aopts.Listen = cfg.Admin.Listen
 	aopts.Pprof = cfg.Admin.Pprof
-	a.admin, err = admin.New(aopts, topics, a.worker, m, a.worker.Ready, log.Named("admin"))
+	single := admin.Single{NodeID: cfg.NodeID, Addr: cfg.Receive.Listen, StartedMs: time.Now().UnixMilli(), Held: a.worker.Held}
+	a.admin, err = admin.New(aopts, topics, a.worker, single, m, a.worker.Ready, log.Named("admin"))
 	if err != nil {
 		a.receive.Shutdown(context.Background())
 		st.Close()

@@ -76,3 +76,13 @@ func TestBadConfigIsRefusedWithTheKey(t *testing.T) {
 		}
 	}
 }
+
+func TestShippedDistributedConfigParses(t *testing.T) {
+	c, err := Load(filepath.Join("..", "..", "conf", "distributed.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Mode != "distributed" || c.Redis.Addrs[0] != "127.0.0.1:16379" || c.ZooKeeper.Servers[0] != "127.0.0.1:12181" || c.Kafka.Brokers[0] != "127.0.0.1:19092" {
+		t.Fatalf("conf/distributed.yaml does not point at scripts/infra.sh's servers: %+v", c)
+	}
+}

@@ -38,17 +38,18 @@ type Backend interface {
 
 // Options configure the receive service.
 type Options struct {
-	Listen           string // e.g. ":9088"
-	MaxBodyBytes     int64
-	Limits           message.Limits
-	AutoCreateTopics bool
-	DefaultWorkerNum int
-	MaxListLimit     int
+	Listen            string // e.g. ":9088"
+	MaxBodyBytes      int64
+	Limits            message.Limits
+	AutoCreateTopics  bool
+	DefaultWorkerNum  int
+	DefaultPartitions int
+	MaxListLimit      int
 }
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
-	return Options{Listen: ":9088", MaxBodyBytes: 64 << 10, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, MaxListLimit: 500}
+	return Options{Listen: ":9088", MaxBodyBytes: 64 << 10, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500}
 }
 
 // Server is the receive HTTP service.
@@ -140,7 +141,7 @@ func (s *Server) ensureTopic(ctx context.Context, name string) error {
 		return fmt.Errorf("%w: topic %q does not exist; create it with POST /sorakaq/topic/add on the admin service", message.ErrTopicNotFound, name)
 	}
 	now := time.Now().UnixMilli()
-	_, err = s.topics.CreateTopic(ctx, registry.Topic{Name: name, WorkerNum: s.opts.DefaultWorkerNum, Partitions: 1, CreatedMs: now, UpdatedMs: now})
+	_, err = s.topics.CreateTopic(ctx, registry.Topic{Name: name, WorkerNum: s.opts.DefaultWorkerNum, Partitions: max(1, s.opts.DefaultPartitions), CreatedMs: now, UpdatedMs: now})
 	if err != nil && !errors.Is(err, registry.ErrTopicExists) {
 		return fmt.Errorf("%w: creating topic %q: %v", message.ErrUnavailable, name, err)
 	}

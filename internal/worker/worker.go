@@ -272,6 +272,14 @@ func (w *Worker) unschedule(id string) {
 	}
 }
 
+// Load is how busy the callers are, 0..1 (messages being delivered over
+// the concurrency), reported to the centers' weighted balancing.
+func (w *Worker) Load() float64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return float64(len(w.inflight)) / float64(w.opts.Concurrency)
+}
+
 // Held is the number of messages in the wheel.
 func (w *Worker) Held() int {
 	w.mu.Lock()
