@@ -48,8 +48,8 @@ func newService(name, listen string, h http.Handler, timeout time.Duration, log 
 	ctx, cancel := context.WithCancel(context.Background())
 	return &service{
 		name: name, log: log, timeout: timeout, ln: ln,
-		srv:  &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second},
-		ctx:  ctx, cancel: cancel, errc: make(chan error, 4),
+		srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second},
+		ctx: ctx, cancel: cancel, errc: make(chan error, 4),
 	}, nil
 }
 

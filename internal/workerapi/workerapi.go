@@ -103,4 +103,3 @@ func decode(c *gin.Context, v any, limit int64) error {
 	}
 	return message.DecodeStrict(body, v)
 }
-

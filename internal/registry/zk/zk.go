@@ -1,0 +1,363 @@
+// Package zk is sorakaQ's ZooKeeper registry for the distributed mode
+// (receive, center, worker and admin on many hosts). It keeps, under one
+// root (default /sorakaq):
+//
+//	instances/<role>/<node_id>  EPHEMERAL   live services (Instance JSON)
+//	topics/<name>               PERSISTENT  topic settings (registry.Topic JSON)
+//	locks/<name>                EPHEMERAL   one-holder locks (e.g. failover-<worker>)
+//	offline/<node_id>           PERSISTENT  markers set by admin to take a worker offline
+//
+// Registry implements registry.Topics with a watch-refreshed cache of the
+// topics, registers this process's instance (re-created after a session
+// expiry), watches instances and offline markers, and offers TryLock.
+// Every operation retries briefly on connection loss (bounded by its context
+// and by the session timeout) and wraps errors with the operation name, e.g.
+// "zk.CreateTopic t1: ...". docs/zookeeper.md describes the layout.
+package zk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"go.uber.org/zap"
+)
+
+// ErrClosed is returned by operations on a closed Registry.
+var ErrClosed = errors.New("zookeeper registry closed")
+
+// Options configure Connect.
+type Options struct {
+	// Root is the znode under which everything lives; default "/sorakaq".
+	Root string
+	// SessionTimeout is the ZooKeeper session timeout; default 10s. Ephemeral
+	// nodes of a crashed process disappear this long after it stopped
+	// answering. It also bounds the wait for the first session in Connect
+	// and the retries of one operation on connection loss.
+	SessionTimeout time.Duration
+	// Logger receives the registry's and the ZooKeeper client's logs.
+	Logger *zap.Logger
+}
+
+// Registry is a connection to ZooKeeper plus the state sorakaQ keeps there.
+// It is safe for concurrent use.
+type Registry struct {
+	conn *zk.Conn
+	root string
+	opts Options
+	log  *zap.Logger
+	acl  []zk.ACL
+
+	mu        sync.Mutex
+	closed    bool
+	connected bool
+	downSince time.Time
+	gen       chan struct{}     // closed and replaced whenever a session is (re)established
+	locks     map[string]uint64 // held lock name -> token of its TryLock
+	lockSeq   uint64
+
+	sessCh    chan struct{} // a session was established (see keeper)
+	sessionID atomic.Int64  // last session seen by keeper
+
+	instMu sync.Mutex // serialises Register/UpdateInstance/Deregister/re-create
+	self   *Instance  // registered instance, re-created after a session expiry
+
+	tmu    sync.RWMutex
+	topics map[string]cachedTopic
+
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+// Connect opens a session with the ZooKeeper servers (host:port), waits up
+// to opts.SessionTimeout for it, creates the base znodes and loads the
+// topic cache.
+func Connect(servers []string, opts Options) (*Registry, error) {
+	if opts.Root == "" {
+		opts.Root = "/sorakaq"
+	}
+	opts.Root = strings.TrimSuffix(opts.Root, "/")
+	if !strings.HasPrefix(opts.Root, "/") || opts.Root == "" {
+		return nil, fmt.Errorf("zk.Connect: root %q must start with / and not be /", opts.Root)
+	}
+	if opts.SessionTimeout <= 0 {
+		opts.SessionTimeout = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	r := &Registry{
+		root:      opts.Root,
+		opts:      opts,
+		log:       opts.Logger.Named("registry.zk"),
+		acl:       zk.WorldACL(zk.PermAll),
+		gen:       make(chan struct{}),
+		locks:     map[string]uint64{},
+		sessCh:    make(chan struct{}, 1),
+		topics:    map[string]cachedTopic{},
+		done:      make(chan struct{}),
+		downSince: time.Now(),
+	}
+	conn, _, err := zk.Connect(servers, opts.SessionTimeout,
+		zk.WithLogger(zapLogger{opts.Logger.Named("zk.client").Sugar()}),
+		zk.WithEventCallback(r.onEvent))
+	if err != nil {
+		return nil, fmt.Errorf("zk.Connect %v: %w", servers, err)
+	}
+	r.conn = conn
+
+	ctx, cancel := context.WithTimeout(context.Background(), opts.SessionTimeout)
+	defer cancel()
+	if err := r.waitConnected(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("zk.Connect %v: no session within %s: %w", servers, opts.SessionTimeout, err)
+	}
+	r.sessionID.Store(conn.SessionID())
+	for _, p := range []string{r.instancesRoot(), r.topicsRoot(), r.locksRoot(), r.offlineRoot()} {
+		if err := r.ensurePath(ctx, p); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("zk.Connect: create %s: %w", p, err)
+		}
+	}
+	ready := make(chan struct{})
+	r.wg.Add(2)
+	go r.keeper()
+	go r.watchTopics(ready)
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		r.Close()
+		return nil, fmt.Errorf("zk.Connect: load topics: %w", ctx.Err())
+	}
+	r.log.Info("zookeeper registry connected", zap.Strings("servers", servers),
+		zap.String("root", r.root), zap.String("session", fmt.Sprintf("0x%x", conn.SessionID())))
+	return r, nil
+}
+
+// Close ends the session: this process's ephemeral nodes (instance, locks)
+// are deleted by ZooKeeper at once. Watch channels are closed.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	r.mu.Unlock()
+	close(r.done)
+	r.wg.Wait()
+	r.conn.Close()
+}
+
+// Healthy returns nil while the session is connected, otherwise an error
+// saying since when it is not (for /readyz).
+func (r *Registry) Healthy() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.connected && !r.closed {
+		return nil
+	}
+	msg := fmt.Sprintf("zookeeper: disconnected since %s (%s)",
+		r.downSince.Format(time.RFC3339), time.Since(r.downSince).Round(time.Millisecond))
+	if r.closed {
+		msg += ": registry closed"
+	}
+	return errors.New(msg)
+}
+
+// onEvent is the client's event callback: it must not block.
+func (r *Registry) onEvent(ev zk.Event) {
+	if ev.Type != zk.EventSession {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch ev.State {
+	case zk.StateHasSession:
+		r.connected = true
+		r.downSince = time.Time{}
+		close(r.gen)
+		r.gen = make(chan struct{})
+		select {
+		case r.sessCh <- struct{}{}:
+		default:
+		}
+	case zk.StateConnected, zk.StateConnecting:
+		// TCP connection only: not usable until StateHasSession.
+		if r.connected {
+			r.connected = false
+			r.downSince = time.Now()
+		}
+	default: // disconnected, expired, auth failed
+		if r.connected || r.downSince.IsZero() {
+			r.connected = false
+			r.downSince = time.Now()
+		}
+		if ev.State == zk.StateExpired {
+			r.log.Warn("zookeeper session expired; a new session is being established")
+		}
+	}
+}
+
+// connGen returns a channel closed at the next session establishment.
+func (r *Registry) connGen() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gen
+}
+
+func (r *Registry) isConnected() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.connected
+}
+
+func (r *Registry) waitConnected(ctx context.Context) error {
+	for {
+		gen := r.connGen()
+		if r.isConnected() {
+			return nil
+		}
+		select {
+		case <-gen:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.done:
+			return ErrClosed
+		}
+	}
+}
+
+// keeper notices new sessions: after an expiry the instance node is
+// re-created and held locks are forgotten (ZooKeeper deleted them).
+func (r *Registry) keeper() {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-r.sessCh:
+		}
+		sid := r.conn.SessionID()
+		old := r.sessionID.Swap(sid)
+		if old == 0 || old == sid {
+			continue
+		}
+		r.log.Warn("zookeeper session replaced after expiry",
+			zap.String("old", fmt.Sprintf("0x%x", old)), zap.String("new", fmt.Sprintf("0x%x", sid)))
+		r.mu.Lock()
+		for name := range r.locks {
+			r.log.Error("lock lost with the expired session", zap.String("lock", name))
+		}
+		r.locks = map[string]uint64{}
+		r.mu.Unlock()
+		r.recreateInstance()
+	}
+}
+
+// do runs f until it succeeds or fails with an error other than connection
+// loss, ctx ends, the Registry closes, or the session timeout has passed
+// since the first attempt. f runs in its own goroutine so that ctx bounds
+// the wait even when the server does not answer; on ctx's end f's results
+// are abandoned (f must only write variables the caller then ignores).
+func (r *Registry) do(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(r.opts.SessionTimeout)
+	wait := 50 * time.Millisecond
+	for {
+		select {
+		case <-r.done:
+			return ErrClosed
+		default:
+		}
+		gen := r.connGen()
+		errc := make(chan error, 1)
+		go func() { errc <- f() }()
+		var err error
+		select {
+		case err = <-errc:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.done:
+			return ErrClosed
+		}
+		if err == nil || !retryable(err) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (after %v)", ctx.Err(), err)
+		case <-r.done:
+			return ErrClosed
+		case <-gen:
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, time.Second)
+	}
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrNoServer) ||
+		errors.Is(err, zk.ErrSessionExpired) || errors.Is(err, zk.ErrSessionMoved)
+}
+
+// ensurePath creates p and its parents as persistent znodes.
+func (r *Registry) ensurePath(ctx context.Context, p string) error {
+	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	cur := ""
+	for _, part := range parts {
+		cur += "/" + part
+		err := r.do(ctx, func() error {
+			_, err := r.conn.Create(cur, nil, zk.FlagPersistent, r.acl)
+			return err
+		})
+		if err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Registry) instancesRoot() string { return r.root + "/instances" }
+func (r *Registry) topicsRoot() string    { return r.root + "/topics" }
+func (r *Registry) locksRoot() string     { return r.root + "/locks" }
+func (r *Registry) offlineRoot() string   { return r.root + "/offline" }
+
+// validName checks a single path component.
+func validName(kind, s string) error {
+	if s == "" || s == "." || s == ".." || strings.ContainsAny(s, "/\x00") || path.Clean(s) != s {
+		return fmt.Errorf("invalid %s %q", kind, s)
+	}
+	return nil
+}
+
+// track starts a background goroutine that Close waits for; false when closed.
+func (r *Registry) track() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.wg.Add(1)
+	return true
+}
+
+// zapLogger adapts zap to the client's Printf logger.
+type zapLogger struct{ s *zap.SugaredLogger }
+
+func (l zapLogger) Printf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if strings.Contains(msg, "failed") || strings.Contains(msg, "error") {
+		l.s.Warn(msg)
+		return
+	}
+	l.s.Info(msg)
+}
