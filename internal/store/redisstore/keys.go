@@ -28,6 +28,10 @@ func (k keys) due(owner string) string {
 	return k.tag + ":due:" + owner
 }
 
+// owners is the set of workers that have (or had) a schedule; Owners
+// prunes the ones whose schedule is empty.
+func (k keys) owners() string { return k.tag + ":owners" }
+
 // topicAll lists every message of a topic; topicState those in one state.
 func (k keys) topicAll(topic string) string { return k.tag + ":t:" + topic + ":all" }
 

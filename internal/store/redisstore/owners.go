@@ -2,48 +2,51 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
-	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Owners lists the workers that have a schedule key (pending messages), so
-// a center can find the schedules of workers that are gone. It scans key
-// names (on every master of a Cluster; the hash tag puts them all on one).
+// Owners lists the workers whose schedule holds pending messages, so a
+// center can find the schedules of workers that are gone. The set of
+// owners is kept by writeIndexes; an owner whose schedule is empty is
+// pruned here, under WATCH so a concurrent addition is not lost.
 func (s *Store) Owners(ctx context.Context) ([]string, error) {
-	prefix := s.keys.due("x")
-	prefix = prefix[:len(prefix)-1] // "{tag}:due:"
-	seen := map[string]bool{}
-	scan := func(ctx context.Context, c redis.Cmdable) error {
-		var cursor uint64
-		for {
-			keys, next, err := c.Scan(ctx, cursor, prefix+"*", 500).Result()
-			if err != nil {
-				return err
-			}
-			for _, k := range keys {
-				seen[strings.TrimPrefix(k, prefix)] = true
-			}
-			if next == 0 {
-				return nil
-			}
-			cursor = next
-		}
+	release, err := s.guard()
+	if err != nil {
+		return nil, err
 	}
-	var err error
-	if cc, ok := s.c.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-	} else {
-		err = scan(ctx, s.c)
-	}
+	defer release()
+	var all []string
+	all, err = s.c.SMembers(ctx, s.keys.owners()).Result()
 	if err != nil {
 		return nil, fmt.Errorf("redisstore.Owners: %w", err)
 	}
-	out := make([]string, 0, len(seen))
-	for o := range seen {
-		out = append(out, o)
+	var out []string
+	for _, o := range all {
+		n, err := s.c.ZCard(ctx, s.keys.due(o)).Result()
+		if err != nil {
+			return nil, fmt.Errorf("redisstore.Owners %s: %w", o, err)
+		}
+		if n > 0 {
+			out = append(out, o)
+			continue
+		}
+		err = s.c.Watch(ctx, func(tx *redis.Tx) error {
+			if n, err := tx.ZCard(ctx, s.keys.due(o)).Result(); err != nil || n > 0 {
+				return err
+			}
+			_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.SRem(ctx, s.keys.owners(), o)
+				return nil
+			})
+			return err
+		}, s.keys.due(o))
+		if err != nil && !errors.Is(err, redis.TxFailedErr) {
+			return nil, fmt.Errorf("redisstore.Owners prune %s: %w", o, err)
+		}
 	}
 	sort.Strings(out)
 	return out, nil

@@ -1,0 +1,726 @@
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/store"
+)
+
+// These tests need a real Redis: SORAKAQ_TEST_REDIS=host:port (see
+// docs/infra.md: scripts/infra.sh start-one redis, then
+// eval "$(scripts/infra.sh env)"). Each test uses its own key prefix and
+// deletes its keys at the end, so tests run in parallel.
+
+// testClient returns a client and a fresh prefix; the prefix's keys are
+// deleted and the client closed when the test ends.
+func testClient(tb testing.TB) (redis.UniversalClient, string) {
+	tb.Helper()
+	addr := os.Getenv("SORAKAQ_TEST_REDIS")
+	if addr == "" {
+		tb.Skip("SORAKAQ_TEST_REDIS is not set: start Redis with scripts/infra.sh start-one redis and eval \"$(scripts/infra.sh env)\" (docs/infra.md)")
+	}
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	ctx := context.Background()
+	if err := c.Ping(ctx).Err(); err != nil {
+		c.Close()
+		tb.Fatalf("Redis at %s (SORAKAQ_TEST_REDIS) does not answer: %v", addr, err)
+	}
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	prefix := "t-" + hex.EncodeToString(b)
+	tb.Cleanup(func() {
+		var cursor uint64
+		for {
+			ks, next, err := c.Scan(ctx, cursor, "{"+prefix+"}:*", 1000).Result()
+			if err != nil {
+				tb.Errorf("cleanup scan: %v", err)
+				break
+			}
+			if len(ks) > 0 {
+				c.Del(ctx, ks...)
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
+		}
+		c.Close()
+	})
+	return c, prefix
+}
+
+func open(tb testing.TB, owner string) *Store {
+	tb.Helper()
+	c, prefix := testClient(tb)
+	s := New(c, Options{Prefix: prefix, Owner: owner})
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+func msg(topic string, due int64) *message.Message {
+	return &message.Message{ID: message.NewID(), Topic: topic, DueMs: due, State: message.StateDelayed, Version: 1,
+		Callback: message.Callback{RequestType: "POST", URL: "http://127.0.0.1/"}}
+}
+
+func due(t *testing.T, s *Store, until int64) []store.Entry {
+	t.Helper()
+	es, err := s.Due(context.Background(), store.Entry{}, until, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return es
+}
+
+func TestCreateGetDueAndCountsSeenByANewStore(t *testing.T) {
+	t.Parallel()
+	c, prefix := testClient(t)
+	s := New(c, Options{Prefix: prefix})
+	ctx := context.Background()
+	a, b, cm := msg("t1", 3000), msg("t1", 1000), msg("t2", 2000)
+	if err := s.Create(ctx, a, b, cm); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = New(c, Options{Prefix: prefix}) // another process, same data
+	got, err := s.Get(ctx, a.ID)
+	if err != nil || got.DueMs != 3000 || got.Topic != "t1" || got.Callback.URL != "http://127.0.0.1/" {
+		t.Fatalf("get: %+v %v", got, err)
+	}
+	es, err := s.Due(ctx, store.Entry{}, 2500, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 2 || es[0].ID != b.ID || es[1].ID != cm.ID || es[0].Version != 1 || es[0].DueMs != 1000 {
+		t.Fatalf("due order wrong: %+v", es)
+	}
+	cnt, err := s.Counts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cnt["t1"][message.StateDelayed] != 2 || cnt["t2"][message.StateDelayed] != 1 || len(cnt) != 2 {
+		t.Fatalf("counts: %v", cnt)
+	}
+	if _, err := s.Get(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("want ErrNotFound, got %v", err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// the keys are under one hash tag
+	if n, _ := c.Exists(ctx, "{"+prefix+"}:m:"+a.ID, "{"+prefix+"}:unowned", "{"+prefix+"}:counts").Result(); n != 3 {
+		t.Fatalf("key layout: %d of 3 keys found", n)
+	}
+}
+
+func TestCreateDuplicateWritesNothing(t *testing.T) {
+	t.Parallel()
+	s := open(t, "")
+	ctx := context.Background()
+	a := msg("t", 100)
+	if err := s.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	b := msg("t", 50)
+	dup := a.Clone()
+	dup.DueMs, dup.State = 10, message.StateRetrying
+	err := s.Create(ctx, b, dup)
+	if !errors.Is(err, store.ErrExists) {
+		t.Fatalf("want ErrExists, got %v", err)
+	}
+	// nor within one call
+	c := msg("t", 60)
+	if err := s.Create(ctx, c, c); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("want ErrExists for an id given twice, got %v", err)
+	}
+	for _, id := range []string{b.ID, c.ID} {
+		if _, err := s.Get(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("message %s of a failed Create was written: %v", id, err)
+		}
+	}
+	got, _ := s.Get(ctx, a.ID)
+	if got.State != message.StateDelayed || got.DueMs != 100 {
+		t.Fatalf("existing message changed: %+v", got)
+	}
+	if es := due(t, s, 1000); len(es) != 1 || es[0].ID != a.ID {
+		t.Fatalf("schedule: %+v", es)
+	}
+	cnt, _ := s.Counts(ctx)
+	if fmt.Sprint(cnt) != "map[t:map[delayed:1]]" {
+		t.Fatalf("counts: %v", cnt)
+	}
+	if l, _, _ := s.List(ctx, store.ListQuery{Topic: "t"}); len(l) != 1 {
+		t.Fatalf("listed: %d", len(l))
+	}
+}
+
+func TestDueCursorResumesWithinSameMillisecond(t *testing.T) {
+	t.Parallel()
+	s := open(t, "")
+	ctx := context.Background()
+	var all []*message.Message
+	for i := 0; i < 7; i++ {
+		all = append(all, msg("t", 500)) // all due at the same ms
+	}
+	if err := s.Create(ctx, all...); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var order []string
+	cur := store.Entry{DueMs: 0}
+	for {
+		es, err := s.Due(ctx, cur, 1000, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			if seen[e.ID] {
+				t.Fatalf("entry %s returned twice", e.ID)
+			}
+			seen[e.ID] = true
+			order = append(order, e.ID)
+		}
+		if len(es) < 3 {
+			break
+		}
+		cur = es[len(es)-1]
+	}
+	if len(seen) != 7 {
+		t.Fatalf("saw %d of 7", len(seen))
+	}
+	if !sort.StringsAreSorted(order) {
+		t.Fatalf("same-ms entries not in id order: %v", order)
+	}
+}
+
+// TestDueOrderAndBounds pages with every limit through entries whose ids are
+// prefixes of each other, several per millisecond, and checks (due, id)
+// order, the exclusive upper bound, the inclusive start of an empty-ID
+// cursor and the versions.
+func TestDueOrderAndBounds(t *testing.T) {
+	t.Parallel()
+	s := open(t, "")
+	ctx := context.Background()
+	var want []store.Entry
+	ids := []string{"a", "a0", "a-", "ab", "b", "aa", "a~"}
+	ver := uint64(1)
+	for _, d := range []int64{7, 300, 300 + 1<<32, 5} {
+		for _, id := range ids {
+			m := msg("t", d)
+			m.ID = fmt.Sprintf("%s%d", id, d)
+			m.Version = ver
+			ver++
+			if err := s.Create(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, store.Entry{ID: m.ID, DueMs: d, Version: m.Version})
+		}
+	}
+	// ids with one prefix of another, at the same ms
+	for _, id := range []string{"x", "x0", "x00", "x\x01", "x!"} {
+		m := msg("t", 9)
+		m.ID = id
+		if err := s.Create(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, store.Entry{ID: id, DueMs: 9, Version: 1})
+	}
+	sort.Slice(want, func(i, j int) bool {
+		if want[i].DueMs != want[j].DueMs {
+			return want[i].DueMs < want[j].DueMs
+		}
+		return want[i].ID < want[j].ID
+	})
+	until := int64(300 + 1<<32) // exclusive: the last group is left out
+	var inRange []store.Entry
+	for _, e := range want {
+		if e.DueMs < until {
+			inRange = append(inRange, e)
+		}
+	}
+	for limit := 1; limit <= len(want)+1; limit++ {
+		var got []store.Entry
+		cur := store.Entry{}
+		for {
+			es, err := s.Due(ctx, cur, until, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, es...)
+			if len(es) < limit {
+				break
+			}
+			cur = es[len(es)-1]
+		}
+		if fmt.Sprint(got) != fmt.Sprint(inRange) {
+			t.Fatalf("limit %d:\n got %v\nwant %v", limit, got, inRange)
+		}
+	}
+	// an empty ID starts at DueMs inclusive; a cursor's version does not matter
+	es, _ := s.Due(ctx, store.Entry{DueMs: 300}, until, 100)
+	if len(es) != len(ids) || es[0].DueMs != 300 {
+		t.Fatalf("from 300 inclusive: %v", es)
+	}
+	es, _ = s.Due(ctx, store.Entry{DueMs: 300, ID: es[0].ID, Version: 999}, until, 100)
+	if len(es) != len(ids)-1 {
+		t.Fatalf("strictly after the cursor: %v", es)
+	}
+	if es, _ := s.Due(ctx, store.Entry{DueMs: 300}, 300, 100); len(es) != 0 {
+		t.Fatalf("until == from: %v", es)
+	}
+	if es, _ := s.Due(ctx, store.Entry{}, until, 0); len(es) != 0 {
+		t.Fatalf("limit 0: %v", es)
+	}
+}
+
+func TestUpdateMovesIndexesAndCounters(t *testing.T) {
+	t.Parallel()
+	s := open(t, "")
+	ctx := context.Background()
+	m := msg("t", 1000)
+	if err := s.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	// reschedule: the old schedule entry must go
+	if _, err := s.Update(ctx, m.ID, store.Sync, func(x *message.Message) error {
+		x.DueMs, x.Version = 5000, 2
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	es := due(t, s, 10_000)
+	if len(es) != 1 || es[0].DueMs != 5000 || es[0].Version != 2 {
+		t.Fatalf("schedule after reschedule: %+v", es)
+	}
+	// a new version at the same due replaces the entry too
+	if _, err := s.Update(ctx, m.ID, store.Sync, func(x *message.Message) error { x.Version = 3; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if es := due(t, s, 10_000); len(es) != 1 || es[0].Version != 3 {
+		t.Fatalf("schedule after new version: %+v", es)
+	}
+	// deliver: leaves the schedule, counters move, listing by state moves
+	got, err := s.Update(ctx, m.ID, store.Lazy, func(x *message.Message) error {
+		x.State, x.DoneMs = message.StateDelivered, 7000
+		return nil
+	})
+	if err != nil || got.State != message.StateDelivered {
+		t.Fatal(got, err)
+	}
+	if es := due(t, s, 10_000); len(es) != 0 {
+		t.Fatalf("delivered message still scheduled: %+v", es)
+	}
+	cnt, _ := s.Counts(ctx)
+	if cnt["t"][message.StateDelayed] != 0 || cnt["t"][message.StateDelivered] != 1 || len(cnt["t"]) != 1 {
+		t.Fatalf("counts: %v", cnt)
+	}
+	l, _, err := s.List(ctx, store.ListQuery{Topic: "t", State: message.StateDelivered})
+	if err != nil || len(l) != 1 {
+		t.Fatalf("list delivered: %v %v", l, err)
+	}
+	l, _, _ = s.List(ctx, store.ListQuery{Topic: "t", State: message.StateDelayed})
+	if len(l) != 0 {
+		t.Fatalf("still listed as delayed: %v", l)
+	}
+	// a failing fn writes nothing, and its error comes back unchanged
+	boom := errors.New("boom")
+	if _, err := s.Update(ctx, m.ID, store.Sync, func(x *message.Message) error { x.State = message.StateDead; return boom }); err != boom {
+		t.Fatalf("want boom unchanged, got %v", err)
+	}
+	got, _ = s.Get(ctx, m.ID)
+	if got.State != message.StateDelivered {
+		t.Fatalf("failed update changed state to %s", got.State)
+	}
+	if _, err := s.Update(ctx, "nope", store.Sync, func(*message.Message) error { return nil }); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("update of a missing message: %v", err)
+	}
+	// purge: only finished before the cut
+	if n, err := s.Purge(ctx, 6000, 10); err != nil || n != 0 {
+		t.Fatalf("purge before done: %d %v", n, err)
+	}
+	if n, err := s.Purge(ctx, 8000, 10); err != nil || n != 1 {
+		t.Fatalf("purge: %d %v", n, err)
+	}
+	if _, err := s.Get(ctx, m.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("purged message still there: %v", err)
+	}
+	cnt, _ = s.Counts(ctx)
+	if len(cnt["t"]) != 0 {
+		t.Fatalf("counts after purge: %v", cnt)
+	}
+	if l, _, _ := s.List(ctx, store.ListQuery{Topic: "t"}); len(l) != 0 {
+		t.Fatalf("purged message still listed")
+	}
+	if n, _ := s.c.ZCard(ctx, s.keys.done()).Result(); n != 0 {
+		t.Fatalf("purge index keeps %d entries", n)
+	}
+}
+
+func TestOwnerChangeMovesScheduleEntry(t *testing.T) {
+	t.Parallel()
+	c, prefix := testClient(t)
+	unowned := New(c, Options{Prefix: prefix})
+	w1 := New(c, Options{Prefix: prefix, Owner: "w1"})
+	w2 := unowned.WithOwner("w2")
+	ctx := context.Background()
+	m := msg("t", 100)
+	if err := unowned.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if len(due(t, unowned, 1000)) != 1 || len(due(t, w1, 1000)) != 0 || len(due(t, w2, 1000)) != 0 {
+		t.Fatal("a new unowned message must be on the unowned schedule only")
+	}
+	// taken by w1
+	if _, err := w1.Update(ctx, m.ID, store.Sync, func(x *message.Message) error { x.Owner = "w1"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(due(t, unowned, 1000)) != 0 || len(due(t, w2, 1000)) != 0 {
+		t.Fatal("entry left behind on another schedule")
+	}
+	if es := due(t, w1, 1000); len(es) != 1 || es[0].ID != m.ID || es[0].DueMs != 100 {
+		t.Fatalf("w1 schedule: %+v", es)
+	}
+	if es := unowned.WithOwner("w1").WithOwner("w1"); len(due(t, es, 1000)) != 1 {
+		t.Fatal("view of w1 does not see its schedule")
+	}
+	// moved to w2 with a new due time and version in the same change
+	if _, err := w2.Update(ctx, m.ID, store.Sync, func(x *message.Message) error {
+		x.Owner, x.DueMs, x.Version = "w2", 200, 2
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(due(t, w1, 1000)) != 0 || len(due(t, unowned, 1000)) != 0 {
+		t.Fatal("entry left behind after the move")
+	}
+	if es := due(t, w2, 1000); len(es) != 1 || es[0].DueMs != 200 || es[0].Version != 2 {
+		t.Fatalf("w2 schedule: %+v", es)
+	}
+	// a message created already owned goes straight to its owner's schedule
+	o := msg("t", 300)
+	o.Owner = "w1"
+	if err := unowned.Create(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if es := due(t, w1, 1000); len(es) != 1 || es[0].ID != o.ID {
+		t.Fatalf("w1 schedule: %+v", es)
+	}
+	// finishing removes it from the owner's schedule
+	if _, err := w2.Update(ctx, m.ID, store.Sync, func(x *message.Message) error {
+		x.State, x.DoneMs = message.StateCancelled, 5
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(due(t, w2, 1000)) != 0 {
+		t.Fatal("cancelled message still on w2's schedule")
+	}
+}
+
+func TestReplaceWritesOutcome(t *testing.T) {
+	t.Parallel()
+	s := open(t, "w")
+	ctx := context.Background()
+	m := msg("t", 100)
+	m.Owner = "w"
+	if err := s.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	sent, err := s.Update(ctx, m.ID, store.Lazy, func(x *message.Message) error {
+		x.State = message.StateDelivering
+		x.Attempts++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if es := due(t, s, 1000); len(es) != 1 {
+		t.Fatalf("delivering must stay scheduled: %+v", es)
+	}
+	out := sent.Clone()
+	out.State, out.DoneMs = message.StateRetrying, 0
+	out.DueMs, out.Version = 600, 2
+	if err := s.Replace(ctx, sent, out, store.Lazy); err != nil {
+		t.Fatal(err)
+	}
+	if es := due(t, s, 1000); len(es) != 1 || es[0].DueMs != 600 || es[0].Version != 2 {
+		t.Fatalf("schedule after retry: %+v", es)
+	}
+	done := out.Clone()
+	done.State, done.DoneMs = message.StateDelivered, 700
+	if err := s.Replace(ctx, out, done, store.Lazy); err != nil {
+		t.Fatal(err)
+	}
+	if es := due(t, s, 1000); len(es) != 0 {
+		t.Fatalf("delivered still scheduled: %+v", es)
+	}
+	cnt, _ := s.Counts(ctx)
+	if fmt.Sprint(cnt) != "map[t:map[delivered:1]]" {
+		t.Fatalf("counts: %v", cnt)
+	}
+	got, _ := s.Get(ctx, m.ID)
+	if got.State != message.StateDelivered || got.Attempts != 1 || got.Owner != "w" {
+		t.Fatalf("stored: %+v", got)
+	}
+}
+
+func TestDeadIsNotPurgedAndDeleteAsksFn(t *testing.T) {
+	t.Parallel()
+	s := open(t, "")
+	ctx := context.Background()
+	m := msg("t", 1)
+	m.State, m.DoneMs = message.StateDead, 5
+	if err := s.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Purge(ctx, 1<<60, 10); n != 0 {
+		t.Fatalf("dead message purged")
+	}
+	veto := errors.New("no")
+	if err := s.Delete(ctx, m.ID, func(*message.Message) error { return veto }); err != veto {
+		t.Fatalf("veto not returned unchanged: %v", err)
+	}
+	if _, err := s.Get(ctx, m.ID); err != nil {
+		t.Fatalf("vetoed delete deleted: %v", err)
+	}
+	if err := s.Delete(ctx, m.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, m.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted message still there")
+	}
+	l, _, _ := s.List(ctx, store.ListQuery{Topic: "t"})
+	if len(l) != 0 {
+		t.Fatalf("deleted message still listed")
+	}
+	if cnt, _ := s.Counts(ctx); len(cnt) != 0 {
+		t.Fatalf("counts after delete: %v", cnt)
+	}
+	if err := s.Delete(ctx, m.ID, nil); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("delete of a missing message: %v", err)
+	}
+}
+
+func TestListPaging(t *testing.T) {
+	t.Parallel()
+	s := open(t, "")
+	ctx := context.Background()
+	var ids []string
+	for i := 0; i < 7; i++ {
+		m := msg("p", int64(i))
+		if i%2 == 1 {
+			m.State, m.DoneMs = message.StateCancelled, 1
+		}
+		if err := s.Create(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	if err := s.Create(ctx, msg("other", 1)); err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	var got []string
+	after := ""
+	for {
+		l, next, err := s.List(ctx, store.ListQuery{Topic: "p", After: after, Limit: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, len(l))
+		for _, m := range l {
+			got = append(got, m.ID)
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	if fmt.Sprint(sizes) != "[3 3 1]" {
+		t.Fatalf("pages %v", sizes)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(ids) {
+		t.Fatalf("order: %v, want %v", got, ids)
+	}
+	// a page exactly full with nothing after has no next
+	l, next, _ := s.List(ctx, store.ListQuery{Topic: "p", State: message.StateCancelled, Limit: 3})
+	if len(l) != 3 || next != "" {
+		t.Fatalf("cancelled page: %d next %q", len(l), next)
+	}
+	l, next, _ = s.List(ctx, store.ListQuery{Topic: "p", State: message.StateDelayed, Limit: 3})
+	if len(l) != 3 || next != l[2].ID {
+		t.Fatalf("delayed page: %d next %q", len(l), next)
+	}
+	if l, _, _ := s.List(ctx, store.ListQuery{Topic: "p", State: message.StateDelayed, After: next}); len(l) != 1 {
+		t.Fatalf("delayed page 2: %d", len(l))
+	}
+}
+
+func TestConcurrentUpdatesAreSerialised(t *testing.T) {
+	t.Parallel()
+	s := open(t, "")
+	ctx := context.Background()
+	m := msg("t", 1)
+	if err := s.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Update(ctx, m.ID, store.Lazy, func(x *message.Message) error {
+				x.Attempts++
+				x.Version++
+				return nil
+			}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, _ := s.Get(ctx, m.ID)
+	if got.Attempts != 50 {
+		t.Fatalf("lost updates: attempts %d", got.Attempts)
+	}
+	// one schedule entry, the last version
+	if es := due(t, s, 10); len(es) != 1 || es[0].Version != 51 {
+		t.Fatalf("schedule: %+v", es)
+	}
+}
+
+func TestClosedStoreSaysSo(t *testing.T) {
+	t.Parallel()
+	s := open(t, "")
+	ctx := context.Background()
+	view := s.WithOwner("w")
+	view2 := s.WithOwner("w2")
+	if err := view2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := view2.Ping(ctx); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("closed view: %v", err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("closing a view closed the store: %v", err)
+	}
+	s.Close()
+	s.Close()
+	if err := s.Create(ctx, msg("t", 1)); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("want ErrClosed, got %v", err)
+	}
+	if _, err := s.Due(ctx, store.Entry{}, 10, 10); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("want ErrClosed, got %v", err)
+	}
+	if _, err := view.Get(ctx, "x"); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("view of a closed store: %v", err)
+	}
+	if err := s.c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("Close closed the shared client: %v", err)
+	}
+}
+
+func TestKeysAndMembers(t *testing.T) {
+	k := newKeys("sorakaq")
+	if k.msg("abc") != "{sorakaq}:m:abc" || k.due("") != "{sorakaq}:unowned" || k.due("n1") != "{sorakaq}:due:n1" ||
+		k.topicAll("t") != "{sorakaq}:t:t:all" || k.topicState("t", message.StateDead) != "{sorakaq}:t:t:s:dead" {
+		t.Fatal("key names changed")
+	}
+	ms, id, v, err := parseDueMember(dueMember(1234, "cx9", 42))
+	if err != nil || ms != 1234 || id != "cx9" || v != 42 {
+		t.Fatal(ms, id, v, err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a prefix with a brace must be refused")
+		}
+	}()
+	New(nil, Options{Prefix: "}x"})
+}
+
+func BenchmarkCreate(b *testing.B) {
+	s := open(b, "")
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := s.Create(ctx, msg("bench", 1000)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
+// BenchmarkUpdate updates messages spread over 1024 ids (so a few
+// goroutines sometimes meet on one id and retry), rescheduling each time.
+func BenchmarkUpdate(b *testing.B) {
+	s := open(b, "")
+	ctx := context.Background()
+	const n = 1024
+	ids := make([]string, n)
+	var batch []*message.Message
+	for i := range ids {
+		m := msg("bench", 1000)
+		ids[i] = m.ID
+		batch = append(batch, m)
+	}
+	if err := s.Create(ctx, batch...); err != nil {
+		b.Fatal(err)
+	}
+	var mu sync.Mutex
+	next := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		mu.Lock()
+		i := next * 7919
+		next++
+		mu.Unlock()
+		for pb.Next() {
+			i++
+			if _, err := s.Update(ctx, ids[i%n], store.Sync, func(x *message.Message) error {
+				x.DueMs++
+				x.Version++
+				return nil
+			}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
+func TestOwnersListsSchedulesAndPrunesEmptyOnes(t *testing.T) {
+	s := open(t, "")
+	ctx := context.Background()
+	a := msg("t", 100)
+	a.Owner = "w1"
+	b := msg("t", 200)
+	b.Owner = "w2"
+	if err := s.Create(ctx, a, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Owners(ctx)
+	if err != nil || fmt.Sprint(got) != "[w1 w2]" {
+		t.Fatalf("owners %v %v", got, err)
+	}
+	if _, err := s.Update(ctx, b.ID, store.Sync, func(m *message.Message) error { m.State = message.StateCancelled; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.Owners(ctx)
+	if err != nil || fmt.Sprint(got) != "[w1]" {
+		t.Fatalf("owners after w2's schedule emptied: %v %v", got, err)
+	}
+}
