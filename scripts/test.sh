@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what the tests need, then vet, gofmt,
-# go test -race over every package (unit + end-to-end against the real
-# binary), and short benchmark smoke runs. Used by `make test` and CI.
+# The whole test suite: installs what the tests need (Debian's redis-server
+# and zookeeper, Kafka's jars from Maven Central: scripts/infra.sh), starts
+# real Redis, ZooKeeper and Kafka on loopback test ports, then vet, gofmt,
+# go test -race over every package (unit, end-to-end against the real
+# binary, integration against the real servers), and short benchmark smoke
+# runs. Used by `make test` and CI. Servers it started are stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== go $(go version | awk '{print $3}')"
 go mod download
+
+echo "== real Redis, ZooKeeper and Kafka (scripts/infra.sh)"
+started_infra=0
+if ! scripts/infra.sh status 2>/dev/null | grep -q 'kafka.*running' || ! scripts/infra.sh status 2>/dev/null | grep -q 'redis.*running' || ! scripts/infra.sh status 2>/dev/null | grep -q 'zk.*running'; then
+  started_infra=1
+fi
+scripts/infra.sh up
+if [ "$started_infra" = 1 ]; then trap 'scripts/infra.sh down >/dev/null 2>&1 || true' EXIT; fi
+eval "$(scripts/infra.sh env)"
+export SORAKAQ_TEST_REDIS SORAKAQ_TEST_ZK SORAKAQ_TEST_KAFKA
 
 echo "== vet and gofmt"
 go vet ./...

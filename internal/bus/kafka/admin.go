@@ -25,6 +25,7 @@ func NewAdmin(opts Options) (*Admin, error) {
 	}
 	cfg := opts.baseConfig()
 	cfg.Admin.Timeout = 10 * time.Second
+	cfg.Metadata.Full = true // the admin client needs the controller from full metadata
 	ca, err := sarama.NewClusterAdmin(opts.Brokers, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new admin: %w", err)

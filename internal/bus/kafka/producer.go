@@ -41,9 +41,11 @@ func NewProducer(opts Options) (*Producer, error) {
 	cfg.Producer.RequiredAcks = sarama.WaitForAll
 	// The broker waits at most this long for the in-sync replicas.
 	cfg.Producer.Timeout = opts.ProduceTimeout
-	// Not idempotent: it needs one in-flight request per broker (slower) and
-	// an InitProducerId round trip at start (NewProducer would then need a
-	// live broker). Publish blocks until acknowledged, so a caller's own
+	// Not idempotent, although it works with Kafka 4.1 (checked with sarama
+	// 1.61.1): sarama does the InitProducerId round trip in the constructor,
+	// so NewProducer would fail while Kafka is down (the receive service
+	// could not start and answer 503), and it needs one in-flight request
+	// per broker. Publish blocks until acknowledged, so a caller's own
 	// records are ordered anyway; duplicates from a retry are absorbed by the
 	// consumer side, which is idempotent by message id.
 	cfg.Producer.Idempotent = false
