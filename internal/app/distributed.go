@@ -179,7 +179,7 @@ func (r *receiveRole) Main() error {
 	go func() { r.errc <- r.srv.Serve() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := r.d.register(ctx, "receive", r.nodeID, r.srv.Addr()); err != nil {
+	if err := r.d.register(ctx, "receive", r.nodeID, advertised("", r.srv.Addr())); err != nil {
 		return fmt.Errorf("receive: register: %w", err)
 	}
 	r.log.Info("sorakaQ receive started", zap.String("addr", r.srv.Addr()))
@@ -229,7 +229,8 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 		dirCancel()
 		return nil, err
 	}
-	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kafkaOptions(cfg, log), Group: cfg.Kafka.Group},
+	// A topic created by a submit is consumed within RefreshInterval.
+	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kafkaOptions(cfg, log), Group: cfg.Kafka.Group, RefreshInterval: 2 * time.Second},
 		func(ctx context.Context, batch []kafka.Record) error {
 			values := make([][]byte, len(batch))
 			for i, r := range batch {
@@ -415,7 +416,7 @@ func (r *adminRole) Main() error {
 	go func() { r.errc <- r.srv.Serve() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := r.d.register(ctx, "admin", r.nodeID, r.srv.Addr()); err != nil {
+	if err := r.d.register(ctx, "admin", r.nodeID, advertised("", r.srv.Addr())); err != nil {
 		return fmt.Errorf("admin: register: %w", err)
 	}
 	r.log.Info("sorakaQ admin started", zap.String("addr", r.srv.Addr()))

@@ -359,5 +359,5 @@ func (l zapLogger) Printf(format string, args ...any) {
 		l.s.Warn(msg)
 		return
 	}
-	l.s.Info(msg)
+	l.s.Debug(msg) // connects and re-auths are routine; the registry logs what matters
 }
