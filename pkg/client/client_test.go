@@ -1,0 +1,99 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sorakaq/sorakaq/internal/app"
+	"github.com/sorakaq/sorakaq/internal/config"
+	"github.com/sorakaq/sorakaq/pkg/client"
+)
+
+// startServer runs a real all-in-one in this process on loopback ports.
+func startServer(t *testing.T) string {
+	t.Helper()
+	t.Setenv("SORAKAQ_DATA_DIR", t.TempDir())
+	t.Setenv("SORAKAQ_RECEIVE_LISTEN", "127.0.0.1:0")
+	t.Setenv("SORAKAQ_ADMIN_LISTEN", "127.0.0.1:0")
+	cfg, err := config.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.NewAllInOne(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Main(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Exit() })
+	return "http://" + a.ReceiveAddr()
+}
+
+func TestClientAgainstARealServer(t *testing.T) {
+	var calls atomic.Int32
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
+	defer sink.Close()
+	c := client.New(startServer(t))
+	ctx := context.Background()
+	cb := client.Callback{Method: "POST", URL: sink.URL, Params: `{"id":1}`}
+
+	s, err := c.Submit(ctx, client.Message{Topic: "orders", Delay: 5 * time.Second, Callback: cb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.SetDelay(ctx, "orders", s.ID, 200*time.Millisecond)
+	if err != nil || st.DueMs >= s.DueMs {
+		t.Fatalf("set delay: %+v %v", st, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := c.Get(ctx, s.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State == "delivered" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not delivered: %+v", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := c.Cancel(ctx, "orders", s.ID); !errors.Is(err, client.ErrConflict) {
+		t.Fatalf("cancel of a delivered message: want ErrConflict, got %v", err)
+	}
+
+	s2, err := c.Submit(ctx, client.Message{Topic: "orders", Delay: time.Minute, Callback: cb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddTime(ctx, "orders", s2.ID, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Cancel(ctx, "orders", s2.ID); err != nil {
+		t.Fatal(err)
+	}
+	page, err := c.List(ctx, "orders", "cancelled", "", 10)
+	if err != nil || len(page.Messages) != 1 || page.Messages[0].ID != s2.ID {
+		t.Fatalf("list cancelled: %+v %v", page, err)
+	}
+	if _, err := c.Get(ctx, "0123456789abcdefghij"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("want ErrNotFound, got %v", err)
+	}
+	_, err = c.Submit(ctx, client.Message{Topic: "orders", Delay: 8 * 24 * time.Hour, Callback: cb})
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Field != "delay_time" || !errors.Is(err, client.ErrBadRequest) {
+		t.Fatalf("want a 400 on delay_time, got %v", err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("callbacks: %d, want 1", n)
+	}
+}
