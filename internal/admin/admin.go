@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -20,7 +21,9 @@ import (
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/registry"
+	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store"
+	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
 // Counter reports message counts per topic and state.
@@ -47,18 +50,48 @@ type Cluster interface {
 	SetOffline(ctx context.Context, nodeID string, offline bool) error
 }
 
+// Messages is what the console does to messages: the all-in-one's worker
+// or the distributed receive backend (which routes to the owning worker).
+type Messages interface {
+	Cancel(ctx context.Context, topic, id string) (*message.Message, error)
+	ChangeDelay(ctx context.Context, topic, id string, ch worker.DelayChange) (*message.Message, error)
+	Redrive(ctx context.Context, topic, id string) (*message.Message, error)
+	Delete(ctx context.Context, topic, id string) error
+	Get(ctx context.Context, topic, id string) (*message.Message, error)
+	List(ctx context.Context, q store.ListQuery) ([]*message.Message, string, error)
+}
+
+// StatsReader reads the per-minute figures.
+type StatsReader interface {
+	Stats(ctx context.Context, fromMs, toMs int64) ([]stats.Minute, error)
+}
+
+// Deps are what the admin service works on.
+type Deps struct {
+	Topics   registry.Topics
+	Counter  Counter
+	Cluster  Cluster
+	Messages Messages
+	Stats    StatsReader
+	Metrics  *metrics.Metrics
+	Ready    func() error
+	Web      fs.FS // the console's files (nil: API only)
+}
+
 // Options configure the admin service.
 type Options struct {
 	Listen            string
 	DefaultPartitions int  // partitions of a topic added without them
 	Pprof             bool // serve /debug/pprof/ (profiling; off by default)
+	Auth              AuthOptions
 	MaxBodyBytes      int64
 	MaxWorkerNum      int
 }
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
-	return Options{Listen: ":9087", DefaultPartitions: 1, MaxBodyBytes: 64 << 10, MaxWorkerNum: 1024}
+	return Options{Listen: ":9087", DefaultPartitions: 1, MaxBodyBytes: 64 << 10, MaxWorkerNum: 1024,
+		Auth: AuthOptions{Username: "admin", Password: DefaultPassword, SessionTTL: 12 * time.Hour}}
 }
 
 // Server is the admin HTTP service.
@@ -67,32 +100,57 @@ type Server struct {
 	topics  registry.Topics
 	counter Counter
 	cluster Cluster
+	msgs    Messages
+	stats   StatsReader
+	auth    *auth
 	log     *zap.Logger
 	ln      net.Listener
 	srv     *http.Server
 }
 
-// New opens the listener and builds the routes.
-func New(opts Options, topics registry.Topics, counter Counter, cluster Cluster, m *metrics.Metrics, ready func() error, log *zap.Logger) (*Server, error) {
+// New opens the listener and builds the routes: the console and login
+// are public, every other /sorakaq/ route needs a session (or the API
+// token) and, for changes, the session's CSRF token.
+func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
+	au, err := newAuth(opts.Auth, log)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen %s: %w", opts.Listen, err)
 	}
-	s := &Server{opts: opts, topics: topics, counter: counter, cluster: cluster, log: log, ln: ln}
-	e := httpapi.NewEngine(log, m, ready)
+	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, auth: au, log: log, ln: ln}
+	e := httpapi.NewEngine(log, d.Metrics, d.Ready)
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(log, h) }
-	if opts.Pprof {
-		e.GET("/debug/pprof/*name", gin.WrapF(pprofHandler))
+	e.POST("/sorakaq/auth/login", w(func(c *gin.Context) (any, error) { return au.login(c, opts.MaxBodyBytes) }))
+	if d.Web != nil {
+		serveConsole(e, d.Web)
 	}
-	g := e.Group("/sorakaq/topic")
+	api := e.Group("/sorakaq", au.guard(log))
+	if opts.Pprof {
+		e.GET("/debug/pprof/*name", au.guard(log), gin.WrapF(pprofHandler))
+	}
+	api.POST("/auth/logout", w(au.logout))
+	api.GET("/auth/me", w(func(c *gin.Context) (any, error) {
+		if s, ok := c.Get("session"); ok {
+			return au.me(s.(*session)), nil
+		}
+		return Me{Username: "api-token", DefaultPassword: au.isDefault}, nil
+	}))
+	g := api.Group("/topic")
 	g.POST("/add", w(s.addTopic))
 	g.POST("/update", w(s.updateTopic))
 	g.GET("/list", w(s.listTopics))
 	g.GET("/get", w(s.getTopic))
-	ig := e.Group("/sorakaq/instance")
+	ig := api.Group("/instance")
 	ig.GET("/list", w(s.listInstances))
 	ig.POST("/offline", w(s.offline(true)))
 	ig.POST("/online", w(s.offline(false)))
+	s.messageRoutes(api.Group("/admin/msg"), w)
+	mg := api.Group("/monitor")
+	mg.GET("/minutes", w(s.minutes))
+	mg.GET("/workers", w(s.workers))
 	s.srv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	return s, nil
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"sync"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/registry/local"
+	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store/embedded"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
@@ -102,8 +104,13 @@ type AllInOne struct {
 	store   *embedded.Store
 	caller  *callback.Caller
 	worker  *worker.Worker
+	stats   *stats.Recorder
 	receive *receive.Server
 	admin   *admin.Server
+
+	statsCtx  context.Context
+	statsStop context.CancelFunc
+	statsDone chan struct{}
 
 	exitOnce sync.Once
 	errc     chan error
@@ -137,7 +144,10 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 		UserAgent:           cfg.Callback.UserAgent,
 		DialTimeout:         cfg.Callback.DialTimeout,
 	})
-	a.worker = worker.New(WorkerOptions(cfg), st, topics, a.caller, m, log.Named("worker"))
+	a.stats = stats.NewRecorder(cfg.NodeID, st, log.Named("stats"))
+	wopts := WorkerOptions(cfg)
+	wopts.Stats = a.stats
+	a.worker = worker.New(wopts, st, topics, a.caller, m, log.Named("worker"))
 
 	ropts := receive.DefaultOptions()
 	ropts.Listen = cfg.Receive.Listen
@@ -156,8 +166,10 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	aopts := admin.DefaultOptions()
 	aopts.Listen = cfg.Admin.Listen
 	aopts.Pprof = cfg.Admin.Pprof
+	aopts.Auth = AuthOptions(cfg)
 	single := admin.Single{NodeID: cfg.NodeID, Addr: cfg.Receive.Listen, StartedMs: time.Now().UnixMilli(), Held: a.worker.Held}
-	a.admin, err = admin.New(aopts, topics, a.worker, single, m, a.worker.Ready, log.Named("admin"))
+	a.admin, err = admin.New(aopts, admin.Deps{Topics: topics, Counter: a.worker, Cluster: single, Messages: a.worker,
+		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles()}, log.Named("admin"))
 	if err != nil {
 		a.receive.Shutdown(context.Background())
 		st.Close()
@@ -165,6 +177,16 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	}
 	return a, nil
 }
+
+// AuthOptions maps config to the console's login settings.
+func AuthOptions(cfg *config.Config) admin.AuthOptions {
+	return admin.AuthOptions{Username: cfg.Admin.Username, Password: cfg.Admin.Password, PasswordHash: cfg.Admin.PasswordHash,
+		SessionTTL: cfg.Admin.SessionTTL, APIToken: cfg.Admin.APIToken}
+}
+
+// ConsoleFiles are the console's files embedded in the binary (nil if the
+// build has none).
+var ConsoleFiles = func() fs.FS { return nil }
 
 // WorkerOptions maps config to worker options.
 func WorkerOptions(cfg *config.Config) worker.Options {
@@ -191,6 +213,9 @@ func (a *AllInOne) Main() error {
 	if err := a.worker.Start(); err != nil {
 		return err
 	}
+	a.statsCtx, a.statsStop = context.WithCancel(context.Background())
+	a.statsDone = make(chan struct{})
+	go func() { defer close(a.statsDone); a.stats.Run(a.statsCtx, 5*time.Second) }()
 	go func() { a.errc <- a.receive.Serve() }()
 	go func() { a.errc <- a.admin.Serve() }()
 	a.log.Info("sorakaQ all-in-one started",
@@ -218,6 +243,10 @@ func (a *AllInOne) Exit() error {
 			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
 		}
 		a.worker.Stop(ctx)
+		if a.statsStop != nil {
+			a.statsStop() // flushes the last figures
+			<-a.statsDone
+		}
 		a.caller.Close()
 		if err := a.store.Close(); err != nil {
 			errs = append(errs, err)

@@ -23,6 +23,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/registry/zk"
+	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store"
 	"github.com/sorakaq/sorakaq/internal/store/redisstore"
 	"github.com/sorakaq/sorakaq/internal/version"
@@ -149,6 +150,11 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	dir := dist.NewDirectory(dirCtx, d.reg, log)
 	client := workerapi.NewClient(10 * time.Second)
 	backend := dist.NewReceiveBackend(d.store, producer, dir, client, d.ready(producer.Healthy), log)
+	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
+	backend.Stats = rec
+	recCtx, recCancel := context.WithCancel(context.Background())
+	recDone := make(chan struct{})
+	go func() { defer close(recDone); rec.Run(recCtx, 5*time.Second) }()
 	ropts := receiveOptions(cfg)
 	ropts.DefaultPartitions = cfg.Kafka.DefaultPartitions
 	srv, err := receive.New(ropts, backend, topics, d.metrics, log)
@@ -159,7 +165,7 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 		return nil, err
 	}
 	return &receiveRole{srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log,
-		closers: []func(){dirCancel, client.Close, func() { producer.Close() }, func() { kadmin.Close() }}}, nil
+		closers: []func(){func() { recCancel(); <-recDone }, dirCancel, client.Close, func() { producer.Close() }, func() { kadmin.Close() }}}, nil
 }
 
 // receiveRole runs the receive server (which has its own listener) and
@@ -313,6 +319,8 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 	})
 	wopts := WorkerOptions(cfg)
 	wopts.NodeID = cfg.NodeID
+	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
+	wopts.Stats = rec
 	w := worker.New(wopts, st, d.reg, caller, d.metrics, log)
 	e := httpapi.NewEngine(log, d.metrics, d.ready(w.Ready))
 	workerapi.Register(e, w, log)
@@ -336,6 +344,7 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 			return err
 		}
 		s.loop(func(ctx context.Context) { reportLoad(ctx, d.reg, w, cfg.NodeID, addr) })
+		s.loop(func(ctx context.Context) { rec.Run(ctx, 5*time.Second) })
 		s.loop(func(ctx context.Context) { watchOffline(ctx, d, w, cfg, log) })
 		return nil
 	}
@@ -393,12 +402,26 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	aopts.Listen = cfg.Admin.Listen
 	aopts.Pprof = cfg.Admin.Pprof
 	aopts.DefaultPartitions = cfg.Kafka.DefaultPartitions
-	srv, err := admin.New(aopts, topics, d.store, zkCluster{d.reg}, d.metrics, d.ready(), log)
+	aopts.Auth = AuthOptions(cfg)
+	producer, err := kafka.NewProducer(kafkaOptions(cfg, log))
 	if err != nil {
+		kadmin.Close()
+		return nil, fmt.Errorf("kafka producer: %w", err)
+	}
+	dirCtx, dirCancel := context.WithCancel(context.Background())
+	dir := dist.NewDirectory(dirCtx, d.reg, log)
+	client := workerapi.NewClient(10 * time.Second)
+	msgs := dist.NewReceiveBackend(d.store, producer, dir, client, d.ready(), log)
+	srv, err := admin.New(aopts, admin.Deps{Topics: topics, Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
+		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles()}, log)
+	if err != nil {
+		dirCancel()
+		producer.Close()
 		kadmin.Close()
 		return nil, err
 	}
-	return &adminRole{srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log, kadmin: kadmin}, nil
+	return &adminRole{srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log, kadmin: kadmin,
+		closers: []func(){dirCancel, client.Close, func() { producer.Close() }}}, nil
 }
 
 type adminRole struct {
@@ -408,6 +431,7 @@ type adminRole struct {
 	timeout time.Duration
 	log     *zap.Logger
 	kadmin  *kafka.Admin
+	closers []func()
 	errc    chan error
 }
 
@@ -431,6 +455,9 @@ func (r *adminRole) Exit() error {
 	err := r.srv.Shutdown(ctx)
 	_ = r.d.reg.Deregister(ctx)
 	r.kadmin.Close()
+	for _, c := range r.closers {
+		c()
+	}
 	r.d.close()
 	r.log.Info("sorakaQ admin stopped")
 	return err

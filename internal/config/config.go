@@ -87,8 +87,13 @@ type Receive struct {
 }
 
 type Admin struct {
-	Listen string `mapstructure:"listen"`
-	Pprof  bool   `mapstructure:"pprof"`
+	Listen       string        `mapstructure:"listen"`
+	Pprof        bool          `mapstructure:"pprof"`
+	Username     string        `mapstructure:"username"`
+	Password     string        `mapstructure:"password"`
+	PasswordHash string        `mapstructure:"password_hash"`
+	SessionTTL   time.Duration `mapstructure:"session_ttl"`
+	APIToken     string        `mapstructure:"api_token"`
 }
 
 type Worker struct {
@@ -144,6 +149,11 @@ var defaults = map[string]any{
 	"receive.max_list_limit":           500,
 	"admin.listen":                     ":9087",
 	"admin.pprof":                      false,
+	"admin.username":                   "admin",
+	"admin.password":                   "admin",
+	"admin.password_hash":              "",
+	"admin.session_ttl":                "12h",
+	"admin.api_token":                  "",
 	"worker.listen":                    ":9089",
 	"worker.advertise":                 "",
 	"worker.window":                    "60s",

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store"
 	"github.com/sorakaq/sorakaq/internal/worker"
 	"github.com/sorakaq/sorakaq/internal/workerapi"
@@ -45,6 +46,8 @@ type ReceiveBackend struct {
 	ready   func() error
 	log     *zap.Logger
 	timeout time.Duration
+	// Stats counts submits per minute for the console (nil: none).
+	Stats *stats.Recorder
 }
 
 var _ receive.Backend = (*ReceiveBackend)(nil)
@@ -82,6 +85,7 @@ func (b *ReceiveBackend) Submit(ctx context.Context, m *message.Message) error {
 		}
 		return fmt.Errorf("%w: Kafka did not take the message: %v", message.ErrUnavailable, err)
 	}
+	b.Stats.Submitted(m.Topic)
 	return nil
 }
 

@@ -48,6 +48,10 @@ func Status(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.As(err, &fe):
 		return http.StatusBadRequest
+	case errors.Is(err, message.ErrUnauthorized):
+		return http.StatusUnauthorized
+	case errors.Is(err, message.ErrForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, message.ErrNotFound), errors.Is(err, message.ErrTopicNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, message.ErrConflict):

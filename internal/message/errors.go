@@ -11,4 +11,6 @@ var (
 	ErrConflict      = errors.New("conflict")
 	ErrUnavailable   = errors.New("service unavailable")
 	ErrTooMany       = errors.New("too many requests")
+	ErrUnauthorized  = errors.New("unauthorized")
+	ErrForbidden     = errors.New("forbidden")
 )

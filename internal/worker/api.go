@@ -36,6 +36,8 @@ func (w *Worker) Submit(ctx context.Context, m *message.Message) error {
 		return fmt.Errorf("%w: storing the message failed: %v", message.ErrUnavailable, err)
 	}
 	w.metrics.Submitted.WithLabelValues(m.Topic).Inc()
+	w.opts.Stats.Submitted(m.Topic)
+	w.opts.Stats.Held(m.Topic, time.Since(time.UnixMilli(m.ReceivedMs)))
 	w.schedule(m.ID, m.DueMs, m.Version)
 	return nil
 }

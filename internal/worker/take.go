@@ -51,6 +51,7 @@ func (w *Worker) Take(ctx context.Context, from string, msgs []*message.Message)
 		switch {
 		case err == nil:
 			res.Taken = true
+			w.opts.Stats.Held(m.Topic, time.Since(time.UnixMilli(m.ReceivedMs)))
 			w.schedule(m.ID, m.DueMs, m.Version)
 		case errors.As(err, &skip) && skip == "":
 			res.Taken = true

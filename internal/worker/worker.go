@@ -37,6 +37,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/registry"
+	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store"
 	"github.com/sorakaq/sorakaq/pkg/timingwheel"
 )
@@ -45,7 +46,9 @@ import (
 type Options struct {
 	// NodeID names this worker as the owner of the messages it takes
 	// (distributed mode); "" in the all-in-one.
-	NodeID        string
+	NodeID string
+	// Stats counts per-minute figures for the console (nil: none).
+	Stats         *stats.Recorder
 	Window        time.Duration   // the wheel holds messages due within this
 	LoadInterval  time.Duration   // how often the horizon moves
 	LoadBatch     int             // schedule entries read per store scan
@@ -441,6 +444,7 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 		Timeout: time.Duration(m.TTRMs) * time.Millisecond,
 	})
 	w.metrics.CallbackSeconds.WithLabelValues(m.Topic).Observe(res.Duration.Seconds())
+	w.opts.Stats.Fired(m.Topic, res.OK(), res.Duration, lateness)
 	if !res.OK() && ctx.Err() != nil {
 		// Shutting down: the attempt was cut short; it stays "delivering"
 		// in the store and is made again after restart.

@@ -216,6 +216,9 @@ func (s *Server) env() []string {
 		"SORAKAQ_ADMIN_LISTEN="+s.AdminAddr,
 		"SORAKAQ_LOG_LEVEL=warn",
 		"SORAKAQ_WORKER_RETRY_BACKOFF=200ms,400ms",
+		// Scripts reach the admin API with a bearer token (doRaw sends it);
+		// the console's login and sessions are tested in auth_test.go.
+		"SORAKAQ_ADMIN_API_TOKEN="+adminToken,
 		// A -race binary sleeps 1 s at exit by default; a race still makes
 		// it exit 66, which Stop reports.
 		"GORACE=atexit_sleep_ms=50 "+os.Getenv("GORACE"),
@@ -462,6 +465,7 @@ func doRaw(method, u string, body any) (Resp, error) {
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := httpc.Do(req)
 	if err != nil {
 		return Resp{}, fmt.Errorf("%s %s: %w", method, u, err)
@@ -477,6 +481,9 @@ func doRaw(method, u string, body any) (Resp, error) {
 	}
 	return r, nil
 }
+
+// adminToken is the admin API token the test servers are started with.
+const adminToken = "e2e-admin-token"
 
 func postNoFatal(s *Server, path string, body any) (Resp, error) {
 	r, err := doRaw(http.MethodPost, "http://"+s.ReceiveAddr+path, body)

@@ -1,0 +1,154 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/sorakaq/sorakaq/internal/httpapi"
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/store"
+	"github.com/sorakaq/sorakaq/internal/worker"
+)
+
+type msgReq struct {
+	TopicName string `json:"topic_name"`
+	MsgID     string `json:"msg_id"`
+	DelayTime *int64 `json:"delay_time"`
+}
+
+func (s *Server) readMsgReq(c *gin.Context, needID bool) (msgReq, error) {
+	var r msgReq
+	body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
+	if err != nil {
+		return r, err
+	}
+	if err := message.DecodeStrict(body, &r); err != nil {
+		return r, err
+	}
+	if err := message.ValidateTopic("topic_name", r.TopicName); err != nil {
+		return r, err
+	}
+	if needID {
+		if err := message.ValidateID("msg_id", r.MsgID); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.HandlerFunc) {
+	g.GET("/get", w(func(c *gin.Context) (any, error) {
+		id := c.Query("msg_id")
+		if err := message.ValidateID("msg_id", id); err != nil {
+			return nil, err
+		}
+		return s.msgs.Get(c, "", id)
+	}))
+	g.GET("/list", w(func(c *gin.Context) (any, error) {
+		q := store.ListQuery{Topic: c.Query("topic_name"), State: message.State(c.Query("state")), After: c.Query("cursor"), Limit: 50}
+		if err := message.ValidateTopic("topic_name", q.Topic); err != nil {
+			return nil, err
+		}
+		if q.State != "" && !q.State.Valid() {
+			return nil, &message.FieldError{Field: "state", Reason: fmt.Sprintf("must be one of %v", message.States)}
+		}
+		if q.After != "" {
+			if err := message.ValidateID("cursor", q.After); err != nil {
+				return nil, err
+			}
+		}
+		if l := c.Query("limit"); l != "" {
+			n, err := strconv.Atoi(l)
+			if err != nil || n < 1 || n > 500 {
+				return nil, &message.FieldError{Field: "limit", Reason: "must be an integer from 1 to 500"}
+			}
+			q.Limit = n
+		}
+		msgs, next, err := s.msgs.List(c, q)
+		if err != nil {
+			return nil, err
+		}
+		if msgs == nil {
+			msgs = []*message.Message{}
+		}
+		return gin.H{"messages": msgs, "next_cursor": next}, nil
+	}))
+	g.POST("/cancel", w(func(c *gin.Context) (any, error) {
+		r, err := s.readMsgReq(c, true)
+		if err != nil {
+			return nil, err
+		}
+		return s.msgs.Cancel(c, r.TopicName, r.MsgID)
+	}))
+	g.POST("/setDelay", w(func(c *gin.Context) (any, error) {
+		r, err := s.readMsgReq(c, true)
+		if err != nil {
+			return nil, err
+		}
+		if r.DelayTime == nil {
+			return nil, &message.FieldError{Field: "delay_time", Reason: "is required (milliseconds from now)"}
+		}
+		if err := message.ValidateDelay("delay_time", *r.DelayTime); err != nil {
+			return nil, err
+		}
+		return s.msgs.ChangeDelay(c, r.TopicName, r.MsgID, worker.DelayChange{SetMs: r.DelayTime})
+	}))
+	g.POST("/redrive", w(func(c *gin.Context) (any, error) {
+		r, err := s.readMsgReq(c, true)
+		if err != nil {
+			return nil, err
+		}
+		return s.msgs.Redrive(c, r.TopicName, r.MsgID)
+	}))
+	g.POST("/delete", w(func(c *gin.Context) (any, error) {
+		r, err := s.readMsgReq(c, true)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.msgs.Delete(c, r.TopicName, r.MsgID); err != nil {
+			return nil, err
+		}
+		return true, nil
+	}))
+	bulk := func(op func(ctx context.Context, topic, id string) error) httpapi.Handler {
+		return func(c *gin.Context) (any, error) {
+			r, err := s.readMsgReq(c, false)
+			if err != nil {
+				return nil, err
+			}
+			n, err := s.eachDead(c, r.TopicName, op)
+			if err != nil {
+				return gin.H{"done": n}, err
+			}
+			return gin.H{"done": n}, nil
+		}
+	}
+	g.POST("/redriveAll", w(bulk(func(ctx context.Context, t, id string) error { _, err := s.msgs.Redrive(ctx, t, id); return err })))
+	g.POST("/deleteAll", w(bulk(s.msgs.Delete)))
+}
+
+// eachDead applies op to every dead message of a topic. Each one is its
+// own change: a failure stops the run and says how many were done.
+func (s *Server) eachDead(ctx context.Context, topic string, op func(ctx context.Context, topic, id string) error) (int, error) {
+	done := 0
+	for {
+		// Always read the first page: the ones handled leave the dead state.
+		msgs, _, err := s.msgs.List(ctx, store.ListQuery{Topic: topic, State: message.StateDead, Limit: 200})
+		if err != nil {
+			return done, err
+		}
+		if len(msgs) == 0 {
+			return done, nil
+		}
+		for _, m := range msgs {
+			if err := op(ctx, topic, m.ID); err != nil && !errors.Is(err, message.ErrNotFound) && !errors.Is(err, message.ErrConflict) {
+				return done, fmt.Errorf("after %d messages: %w", done, err)
+			}
+			done++
+		}
+	}
+}

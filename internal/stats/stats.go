@@ -1,0 +1,272 @@
+// Package stats keeps the per-minute figures the console draws (messages
+// submitted and fired, failures, average flow and callback time, lateness
+// percentiles) per topic and per process. Each process counts in memory
+// and writes its running minutes to the store every few seconds, keyed by
+// (minute, node, topic), so writes are idempotent, processes never
+// overwrite each other, and a restart keeps the day's curves.
+package stats
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// LatencyBuckets are the upper bounds (ms) of the lateness histogram;
+// the last bucket is everything above. Percentiles read from it are the
+// bucket's upper bound (mergeable across processes, exact enough to see).
+var LatencyBuckets = []float64{1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000}
+
+// Minute is one process's figures for one topic in one minute.
+type Minute struct {
+	Minute        int64   `json:"minute"` // unix ms of the minute's start
+	Node          string  `json:"node"`
+	Topic         string  `json:"topic"`
+	Submitted     int64   `json:"submitted"`
+	Fired         int64   `json:"fired"`
+	Failed        int64   `json:"failed"`
+	FlowN         int64   `json:"flow_n"`
+	FlowSumMs     float64 `json:"flow_sum_ms"`
+	CallbackN     int64   `json:"callback_n"`
+	CallbackSumMs float64 `json:"callback_sum_ms"`
+	Lateness      []int64 `json:"lateness"` // counts per LatencyBuckets (+1 overflow)
+}
+
+// Sink stores minutes; Put overwrites by (minute, node, topic).
+type Sink interface {
+	PutStats(ctx context.Context, ms []Minute) error
+	Stats(ctx context.Context, fromMs, toMs int64) ([]Minute, error)
+}
+
+// Recorder counts in memory and flushes to a Sink.
+type Recorder struct {
+	node string
+	sink Sink
+	log  *zap.Logger
+
+	mu    sync.Mutex
+	cur   map[key]*Minute
+	dirty map[key]bool
+}
+
+type key struct {
+	minute int64
+	topic  string
+}
+
+// NewRecorder makes a recorder for this process (node).
+func NewRecorder(node string, sink Sink, log *zap.Logger) *Recorder {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Recorder{node: node, sink: sink, log: log, cur: map[key]*Minute{}, dirty: map[key]bool{}}
+}
+
+func (r *Recorder) at(t time.Time, topic string) *Minute {
+	m := t.UnixMilli() / 60_000 * 60_000
+	k := key{m, topic}
+	x, ok := r.cur[k]
+	if !ok {
+		x = &Minute{Minute: m, Node: r.node, Topic: topic, Lateness: make([]int64, len(LatencyBuckets)+1)}
+		r.cur[k] = x
+	}
+	r.dirty[k] = true
+	return x
+}
+
+// Submitted counts an accepted message.
+func (r *Recorder) Submitted(topic string) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.at(time.Now(), topic).Submitted++
+	r.mu.Unlock()
+}
+
+// Held records a message's flow time: from receipt to held by a worker.
+func (r *Recorder) Held(topic string, flow time.Duration) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	x := r.at(time.Now(), topic)
+	x.FlowN++
+	x.FlowSumMs += float64(flow.Microseconds()) / 1000
+	r.mu.Unlock()
+}
+
+// Fired records one callback attempt.
+func (r *Recorder) Fired(topic string, ok bool, took, lateness time.Duration) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	x := r.at(time.Now(), topic)
+	x.Fired++
+	if !ok {
+		x.Failed++
+	}
+	x.CallbackN++
+	x.CallbackSumMs += float64(took.Microseconds()) / 1000
+	ms := float64(lateness.Microseconds()) / 1000
+	i := sort.SearchFloat64s(LatencyBuckets, ms)
+	x.Lateness[i]++
+	r.mu.Unlock()
+}
+
+// Flush writes the minutes changed since the last flush and forgets
+// minutes older than the current and the previous one.
+func (r *Recorder) Flush(ctx context.Context) error {
+	if r == nil || r.sink == nil {
+		return nil
+	}
+	r.mu.Lock()
+	out := make([]Minute, 0, len(r.dirty))
+	for k := range r.dirty {
+		x := *r.cur[k]
+		x.Lateness = append([]int64(nil), x.Lateness...)
+		out = append(out, x)
+	}
+	r.dirty = map[key]bool{}
+	keep := time.Now().UnixMilli()/60_000*60_000 - 60_000
+	for k := range r.cur {
+		if k.minute < keep {
+			delete(r.cur, k)
+		}
+	}
+	r.mu.Unlock()
+	if len(out) == 0 {
+		return nil
+	}
+	if err := r.sink.PutStats(ctx, out); err != nil {
+		// put them back as dirty so the next flush retries
+		r.mu.Lock()
+		for _, x := range out {
+			k := key{x.Minute, x.Topic}
+			if _, ok := r.cur[k]; ok {
+				r.dirty[k] = true
+			}
+		}
+		r.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// Run flushes every interval until ctx ends, then once more.
+func (r *Recorder) Run(ctx context.Context, every time.Duration) {
+	if r == nil {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = r.Flush(fctx)
+			cancel()
+			return
+		case <-t.C:
+			if err := r.Flush(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("writing per-minute stats failed; will retry", zap.Error(err))
+			}
+		}
+	}
+}
+
+// Point is one minute of the console's curves (all nodes merged).
+type Point struct {
+	Minute        int64   `json:"minute"`
+	Submitted     int64   `json:"submitted"`
+	Fired         int64   `json:"fired"`
+	Failed        int64   `json:"failed"`
+	AvgFlowMs     float64 `json:"avg_flow_ms"`
+	AvgCallbackMs float64 `json:"avg_callback_ms"`
+	LatenessP50Ms float64 `json:"lateness_p50_ms"`
+	LatenessP99Ms float64 `json:"lateness_p99_ms"`
+}
+
+// Merge sums minutes across nodes (and topics unless topic is set) into
+// points in time order.
+func Merge(ms []Minute, topic string) []Point {
+	by := map[int64]*Minute{}
+	for _, m := range ms {
+		if topic != "" && m.Topic != topic {
+			continue
+		}
+		a, ok := by[m.Minute]
+		if !ok {
+			a = &Minute{Minute: m.Minute, Lateness: make([]int64, len(LatencyBuckets)+1)}
+			by[m.Minute] = a
+		}
+		a.Submitted += m.Submitted
+		a.Fired += m.Fired
+		a.Failed += m.Failed
+		a.FlowN += m.FlowN
+		a.FlowSumMs += m.FlowSumMs
+		a.CallbackN += m.CallbackN
+		a.CallbackSumMs += m.CallbackSumMs
+		for i := range a.Lateness {
+			if i < len(m.Lateness) {
+				a.Lateness[i] += m.Lateness[i]
+			}
+		}
+	}
+	out := make([]Point, 0, len(by))
+	for _, a := range by {
+		p := Point{Minute: a.Minute, Submitted: a.Submitted, Fired: a.Fired, Failed: a.Failed,
+			LatenessP50Ms: percentile(a.Lateness, 0.50), LatenessP99Ms: percentile(a.Lateness, 0.99)}
+		if a.FlowN > 0 {
+			p.AvgFlowMs = a.FlowSumMs / float64(a.FlowN)
+		}
+		if a.CallbackN > 0 {
+			p.AvgCallbackMs = a.CallbackSumMs / float64(a.CallbackN)
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Minute < out[j].Minute })
+	return out
+}
+
+// percentile reads a bucket's upper bound; the overflow bucket reads as
+// twice the last bound.
+func percentile(h []int64, q float64) float64 {
+	var n int64
+	for _, c := range h {
+		n += c
+	}
+	if n == 0 {
+		return 0
+	}
+	need := int64(float64(n)*q + 0.5)
+	if need < 1 {
+		need = 1
+	}
+	var seen int64
+	for i, c := range h {
+		seen += c
+		if seen >= need {
+			if i < len(LatencyBuckets) {
+				return LatencyBuckets[i]
+			}
+			return LatencyBuckets[len(LatencyBuckets)-1] * 2
+		}
+	}
+	return 0
+}
+
+// FireRates is callbacks per second per node over the last full minute.
+func FireRates(ms []Minute, lastMinute int64) map[string]float64 {
+	out := map[string]float64{}
+	for _, m := range ms {
+		if m.Minute == lastMinute {
+			out[m.Node] += float64(m.Fired) / 60
+		}
+	}
+	return out
+}
