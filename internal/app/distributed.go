@@ -159,6 +159,7 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	ropts.DefaultPartitions = cfg.Kafka.DefaultPartitions
 	srv, err := receive.New(ropts, backend, topics, d.metrics, log)
 	if err != nil {
+		recCancel()
 		dirCancel()
 		producer.Close()
 		kadmin.Close()
