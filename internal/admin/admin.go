@@ -84,6 +84,7 @@ type Options struct {
 	DefaultPartitions int  // partitions of a topic added without them
 	Pprof             bool // serve /debug/pprof/ (profiling; off by default)
 	Auth              AuthOptions
+	TLSCert, TLSKey   string // PEM files: serve HTTPS
 	MaxBodyBytes      int64
 	MaxWorkerNum      int
 }
@@ -112,6 +113,7 @@ type Server struct {
 // are public, every other /sorakaq/ route needs a session (or the API
 // token) and, for changes, the session's CSRF token.
 func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
+	opts.Auth.SecureCookie = opts.Auth.SecureCookie || opts.TLSCert != ""
 	au, err := newAuth(opts.Auth, log)
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
@@ -160,7 +162,13 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve serves until Shutdown.
 func (s *Server) Serve() error {
-	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	var err error
+	if s.opts.TLSCert != "" {
+		err = s.srv.ServeTLS(s.ln, s.opts.TLSCert, s.opts.TLSKey)
+	} else {
+		err = s.srv.Serve(s.ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("admin: serve: %w", err)
 	}
 	return nil

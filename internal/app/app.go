@@ -18,7 +18,6 @@ import (
 	"github.com/sorakaq/sorakaq/internal/admin"
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/config"
-	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/registry/local"
@@ -149,15 +148,7 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	wopts.Stats = a.stats
 	a.worker = worker.New(wopts, st, topics, a.caller, m, log.Named("worker"))
 
-	ropts := receive.DefaultOptions()
-	ropts.Listen = cfg.Receive.Listen
-	ropts.MaxBodyBytes = cfg.Receive.MaxBodyBytes
-	ropts.AutoCreateTopics = cfg.Receive.AutoCreateTopics
-	ropts.MaxListLimit = cfg.Receive.MaxListLimit
-	ropts.Limits = message.Limits{
-		MinTTRMs: cfg.Receive.MinTTRMs, MaxTTRMs: cfg.Receive.MaxTTRMs, DefaultTTRMs: cfg.Receive.DefaultTTRMs,
-		MaxParamsBytes: cfg.Receive.MaxParamsBytes, MaxURLBytes: cfg.Receive.MaxURLBytes,
-	}
+	ropts := receiveOptions(cfg)
 	a.receive, err = receive.New(ropts, a.worker, topics, m, log.Named("receive"))
 	if err != nil {
 		st.Close()
@@ -167,6 +158,7 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	aopts.Listen = cfg.Admin.Listen
 	aopts.Pprof = cfg.Admin.Pprof
 	aopts.Auth = AuthOptions(cfg)
+	aopts.TLSCert, aopts.TLSKey = cfg.Admin.TLSCert, cfg.Admin.TLSKey
 	single := admin.Single{NodeID: cfg.NodeID, Addr: cfg.Receive.Listen, StartedMs: time.Now().UnixMilli(), Held: a.worker.Held}
 	a.admin, err = admin.New(aopts, admin.Deps{Topics: topics, Counter: a.worker, Cluster: single, Messages: a.worker,
 		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles()}, log.Named("admin"))

@@ -218,6 +218,10 @@ func receiveOptions(cfg *config.Config) receive.Options {
 		MinTTRMs: cfg.Receive.MinTTRMs, MaxTTRMs: cfg.Receive.MaxTTRMs, DefaultTTRMs: cfg.Receive.DefaultTTRMs,
 		MaxParamsBytes: cfg.Receive.MaxParamsBytes, MaxURLBytes: cfg.Receive.MaxURLBytes,
 	}
+	ropts.Access = receive.Access{Tokens: cfg.Receive.Tokens, TopicTokens: cfg.Receive.TopicTokens}
+	ropts.RateLimits = receive.Limits{PerClient: cfg.Receive.RateLimit.PerClient, PerTopic: cfg.Receive.RateLimit.PerTopic,
+		Burst: cfg.Receive.RateLimit.Burst, MaxPendingPerTopic: cfg.Receive.MaxPendingPerTopic}
+	ropts.TLSCert, ropts.TLSKey = cfg.Receive.TLSCert, cfg.Receive.TLSKey
 	return ropts
 }
 
@@ -404,6 +408,7 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	aopts.Pprof = cfg.Admin.Pprof
 	aopts.DefaultPartitions = cfg.Kafka.DefaultPartitions
 	aopts.Auth = AuthOptions(cfg)
+	aopts.TLSCert, aopts.TLSKey = cfg.Admin.TLSCert, cfg.Admin.TLSKey
 	producer, err := kafka.NewProducer(kafkaOptions(cfg, log))
 	if err != nil {
 		kadmin.Close()

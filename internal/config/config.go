@@ -75,15 +75,28 @@ type Log struct {
 }
 
 type Receive struct {
-	Listen           string `mapstructure:"listen"`
-	MaxBodyBytes     int64  `mapstructure:"max_body_bytes"`
-	MaxParamsBytes   int    `mapstructure:"max_params_bytes"`
-	MaxURLBytes      int    `mapstructure:"max_url_bytes"`
-	DefaultTTRMs     int64  `mapstructure:"default_ttr_ms"`
-	MinTTRMs         int64  `mapstructure:"min_ttr_ms"`
-	MaxTTRMs         int64  `mapstructure:"max_ttr_ms"`
-	AutoCreateTopics bool   `mapstructure:"auto_create_topics"`
-	MaxListLimit     int    `mapstructure:"max_list_limit"`
+	Listen             string              `mapstructure:"listen"`
+	MaxBodyBytes       int64               `mapstructure:"max_body_bytes"`
+	MaxParamsBytes     int                 `mapstructure:"max_params_bytes"`
+	MaxURLBytes        int                 `mapstructure:"max_url_bytes"`
+	DefaultTTRMs       int64               `mapstructure:"default_ttr_ms"`
+	MinTTRMs           int64               `mapstructure:"min_ttr_ms"`
+	MaxTTRMs           int64               `mapstructure:"max_ttr_ms"`
+	AutoCreateTopics   bool                `mapstructure:"auto_create_topics"`
+	MaxListLimit       int                 `mapstructure:"max_list_limit"`
+	Tokens             []string            `mapstructure:"tokens"`
+	TopicTokens        map[string][]string `mapstructure:"topic_tokens"`
+	RateLimit          RateLimit           `mapstructure:"rate_limit"`
+	MaxPendingPerTopic int64               `mapstructure:"max_pending_per_topic"`
+	TLSCert            string              `mapstructure:"tls_cert"`
+	TLSKey             string              `mapstructure:"tls_key"`
+}
+
+// RateLimit bounds request rates (0 = unlimited).
+type RateLimit struct {
+	PerClient float64 `mapstructure:"per_client"`
+	PerTopic  float64 `mapstructure:"per_topic"`
+	Burst     int     `mapstructure:"burst"`
 }
 
 type Admin struct {
@@ -94,6 +107,8 @@ type Admin struct {
 	PasswordHash string        `mapstructure:"password_hash"`
 	SessionTTL   time.Duration `mapstructure:"session_ttl"`
 	APIToken     string        `mapstructure:"api_token"`
+	TLSCert      string        `mapstructure:"tls_cert"`
+	TLSKey       string        `mapstructure:"tls_key"`
 }
 
 type Worker struct {
@@ -147,6 +162,14 @@ var defaults = map[string]any{
 	"receive.max_ttr_ms":               60000,
 	"receive.auto_create_topics":       true,
 	"receive.max_list_limit":           500,
+	"receive.tokens":                   []string{},
+	"receive.topic_tokens":             map[string][]string{},
+	"receive.rate_limit.per_client":    0,
+	"receive.rate_limit.per_topic":     0,
+	"receive.rate_limit.burst":         0,
+	"receive.max_pending_per_topic":    0,
+	"receive.tls_cert":                 "",
+	"receive.tls_key":                  "",
 	"admin.listen":                     ":9087",
 	"admin.pprof":                      false,
 	"admin.username":                   "admin",
@@ -154,6 +177,8 @@ var defaults = map[string]any{
 	"admin.password_hash":              "",
 	"admin.session_ttl":                "12h",
 	"admin.api_token":                  "",
+	"admin.tls_cert":                   "",
+	"admin.tls_key":                    "",
 	"worker.listen":                    ":9089",
 	"worker.advertise":                 "",
 	"worker.window":                    "60s",
@@ -275,6 +300,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Receive.MaxBodyBytes < 1024 {
 		bad("receive.max_body_bytes", "must be at least 1024")
+	}
+	if (c.Receive.TLSCert == "") != (c.Receive.TLSKey == "") {
+		bad("receive.tls_cert/tls_key", "must be set together")
+	}
+	if (c.Admin.TLSCert == "") != (c.Admin.TLSKey == "") {
+		bad("admin.tls_cert/tls_key", "must be set together")
+	}
+	if c.Receive.RateLimit.PerClient < 0 || c.Receive.RateLimit.PerTopic < 0 || c.Receive.MaxPendingPerTopic < 0 {
+		bad("receive.rate_limit/max_pending_per_topic", "must not be negative")
 	}
 	if c.Worker.Window < time.Second {
 		bad("worker.window", "must be at least 1s")

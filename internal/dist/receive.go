@@ -157,6 +157,11 @@ func (b *ReceiveBackend) Get(ctx context.Context, topic, id string) (*message.Me
 	return b.local.Get(ctx, topic, id)
 }
 
+// Counts are the per topic and state counters of the shared store.
+func (b *ReceiveBackend) Counts(ctx context.Context) (store.Counts, error) {
+	return b.local.Counts(ctx)
+}
+
 // List pages through a topic's messages in the shared store.
 func (b *ReceiveBackend) List(ctx context.Context, q store.ListQuery) ([]*message.Message, string, error) {
 	return b.local.List(ctx, q)

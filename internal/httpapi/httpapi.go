@@ -95,6 +95,13 @@ func Fail(c *gin.Context, log *zap.Logger, err error) {
 		// Never show internals; the log has them.
 		log.Error("internal error", zap.String("path", c.FullPath()), zap.Error(err))
 		env.EM = "internal error; see the server log"
+	case st == http.StatusTooManyRequests:
+		secs := 1
+		var ra interface{ RetryAfterSecs() int }
+		if errors.As(err, &ra) {
+			secs = ra.RetryAfterSecs()
+		}
+		c.Header("Retry-After", strconv.Itoa(secs))
 	case st == http.StatusServiceUnavailable:
 		log.Warn("unavailable", zap.String("path", c.FullPath()), zap.Error(err))
 		c.Header("Retry-After", "1")

@@ -33,6 +33,7 @@ type Backend interface {
 	Delete(ctx context.Context, topic, id string) error
 	Get(ctx context.Context, topic, id string) (*message.Message, error)
 	List(ctx context.Context, q store.ListQuery) ([]*message.Message, string, error)
+	Counts(ctx context.Context) (store.Counts, error)
 	Ready() error
 }
 
@@ -45,6 +46,10 @@ type Options struct {
 	DefaultWorkerNum  int
 	DefaultPartitions int
 	MaxListLimit      int
+	Access            Access
+	RateLimits        Limits
+	// TLSCert and TLSKey (PEM files) make the listener serve HTTPS.
+	TLSCert, TLSKey string
 }
 
 // DefaultOptions are the documented defaults.
@@ -61,6 +66,10 @@ type Server struct {
 	ln      net.Listener
 	srv     *http.Server
 	engine  *gin.Engine
+
+	clientLimit *limiter
+	topicLimit  *limiter
+	pending     *pendingCache
 }
 
 // New opens the listener (so tests can bind :0 and read Addr) and builds
@@ -70,7 +79,10 @@ func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, lo
 	if err != nil {
 		return nil, fmt.Errorf("receive: listen %s: %w", opts.Listen, err)
 	}
-	s := &Server{opts: opts, backend: b, topics: topics, log: log, ln: ln}
+	s := &Server{opts: opts, backend: b, topics: topics, log: log, ln: ln,
+		clientLimit: newLimiter(opts.RateLimits.PerClient, opts.RateLimits.Burst),
+		topicLimit:  newLimiter(opts.RateLimits.PerTopic, opts.RateLimits.Burst),
+		pending:     &pendingCache{counter: b.Counts}}
 	e := httpapi.NewEngine(log, m, b.Ready)
 	s.Routes(e.Group("/sorakaq/msg"))
 	s.engine = e
@@ -83,7 +95,13 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve serves until Shutdown; it returns nil after a clean shutdown.
 func (s *Server) Serve() error {
-	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	var err error
+	if s.opts.TLSCert != "" {
+		err = s.srv.ServeTLS(s.ln, s.opts.TLSCert, s.opts.TLSKey)
+	} else {
+		err = s.srv.Serve(s.ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("receive: serve: %w", err)
 	}
 	return nil
@@ -95,6 +113,7 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx
 // Routes adds the message API to a router group (also used by tests).
 func (s *Server) Routes(g *gin.RouterGroup) {
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(s.log, h) }
+	g.Use(s.limitClients)
 	g.POST("/submit", w(s.submit))
 	g.POST("/cancel", w(s.cancel))
 	g.POST("/addTime", w(s.addTime))
@@ -120,12 +139,28 @@ func (s *Server) submit(c *gin.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.authorize(c, m.Topic); err != nil {
+		return nil, err
+	}
+	if ok, wait := s.topicLimit.allow(m.Topic); !ok {
+		return nil, tooMany(fmt.Sprintf("topic %q is over its submit rate (receive.rate_limit.per_topic)", m.Topic), wait)
+	}
+	if max := s.opts.RateLimits.MaxPendingPerTopic; max > 0 {
+		n, err := s.pending.pending(c, m.Topic)
+		if err != nil {
+			return nil, fmt.Errorf("%w: counting pending messages: %v", message.ErrUnavailable, err)
+		}
+		if n >= max {
+			return nil, &RetryAfter{Secs: 5, Err: fmt.Errorf("%w: topic %q holds %d pending messages, the limit is %d (receive.max_pending_per_topic); retry once some have fired", message.ErrTooMany, m.Topic, n, max)}
+		}
+	}
 	if err := s.ensureTopic(c, m.Topic); err != nil {
 		return nil, err
 	}
 	if err := s.backend.Submit(c, m); err != nil {
 		return nil, err
 	}
+	s.pending.added(m.Topic)
 	return SubmitResult{MsgID: m.ID, DueAt: m.DueMs}, nil
 }
 
@@ -161,7 +196,10 @@ func (r msgRef) validate() error {
 	return message.ValidateID("msg_id", r.MsgID)
 }
 
-func (s *Server) decode(c *gin.Context, v interface{ validate() error }) error {
+func (s *Server) decode(c *gin.Context, v interface {
+	validate() error
+	topic() string
+}) error {
 	body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
 	if err != nil {
 		return err
@@ -169,7 +207,21 @@ func (s *Server) decode(c *gin.Context, v interface{ validate() error }) error {
 	if err := message.DecodeStrict(body, v); err != nil {
 		return err
 	}
-	return v.validate()
+	if err := v.validate(); err != nil {
+		return err
+	}
+	return s.authorize(c, v.topic())
+}
+
+func (r msgRef) topic() string { return r.TopicName }
+
+// limitClients applies the per-client rate limit to every call.
+func (s *Server) limitClients(c *gin.Context) {
+	if ok, wait := s.clientLimit.allow(clientKey(c)); !ok {
+		httpapi.Fail(c, s.log, tooMany("this client is over its request rate (receive.rate_limit.per_client)", wait))
+		return
+	}
+	c.Next()
 }
 
 func (s *Server) cancel(c *gin.Context) (any, error) {
@@ -280,7 +332,20 @@ func (s *Server) get(c *gin.Context) (any, error) {
 			return nil, err
 		}
 	}
-	return s.backend.Get(c, topic, id)
+	if err := s.authorize(c, topic); err != nil {
+		return nil, err
+	}
+	m, err := s.backend.Get(c, topic, id)
+	if err != nil {
+		return nil, err
+	}
+	if topic == "" {
+		// a topic token may only read its own topics' messages
+		if err := s.authorize(c, m.Topic); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
 }
 
 // ListResult is a page of messages.
@@ -292,6 +357,9 @@ type ListResult struct {
 func (s *Server) list(c *gin.Context) (any, error) {
 	q := store.ListQuery{Topic: c.Query("topic_name"), State: message.State(c.Query("state")), After: c.Query("cursor"), Limit: 50}
 	if err := message.ValidateTopic("topic_name", q.Topic); err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, q.Topic); err != nil {
 		return nil, err
 	}
 	if q.State != "" && !q.State.Valid() {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -128,6 +129,7 @@ type Server struct {
 	AdminAddr   string
 	extraEnv    []string
 	stderr      *syncBuffer
+	receiveTLS  bool // receive serves HTTPS (readiness is checked over TLS)
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -158,14 +160,34 @@ func StartServer(t *testing.T, extraEnv ...string) *Server {
 	return s
 }
 
+// StartServerTLS starts a server whose receive port serves HTTPS.
+func StartServerTLS(t *testing.T, cert, key string) *Server {
+	t.Helper()
+	s, err := newServerOpts(t.TempDir(), []string{"SORAKAQ_RECEIVE_TLS_CERT=" + cert, "SORAKAQ_RECEIVE_TLS_KEY=" + key}, true)
+	if err != nil {
+		t.Fatalf("starting sorakaq: %v", err)
+	}
+	t.Cleanup(func() {
+		s.kill()
+		if t.Failed() {
+			t.Logf("--- sorakaq stderr (%s) ---\n%s", s.DataDir, s.Stderr())
+		}
+	})
+	return s
+}
+
 func newServer(dataDir string, extraEnv []string) (*Server, error) {
+	return newServerOpts(dataDir, extraEnv, false)
+}
+
+func newServerOpts(dataDir string, extraEnv []string, receiveTLS bool) (*Server, error) {
 	var last error
 	for try := 0; try < 3; try++ {
 		ports, err := freePorts(2)
 		if err != nil {
 			return nil, err
 		}
-		s := &Server{DataDir: dataDir, ReceiveAddr: ports[0], AdminAddr: ports[1], extraEnv: extraEnv, stderr: &syncBuffer{}}
+		s := &Server{DataDir: dataDir, ReceiveAddr: ports[0], AdminAddr: ports[1], extraEnv: extraEnv, stderr: &syncBuffer{}, receiveTLS: receiveTLS}
 		if last = s.start(); last == nil {
 			return s, nil
 		}
@@ -258,7 +280,11 @@ func (s *Server) start() error {
 				return fmt.Errorf("sorakaq exited before it was ready: %v", s.exitErr())
 			default:
 			}
-			resp, err := httpc.Get("http://" + addr + "/readyz")
+			client, scheme := httpc, "http://"
+			if s.receiveTLS && addr == s.ReceiveAddr {
+				client, scheme = tlsClient, "https://"
+			}
+			resp, err := client.Get(scheme + addr + "/readyz")
 			if err == nil {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
@@ -481,6 +507,9 @@ func doRaw(method, u string, body any) (Resp, error) {
 	}
 	return r, nil
 }
+
+// tlsClient accepts the test's self-signed certificate.
+var tlsClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 
 // adminToken is the admin API token the test servers are started with.
 const adminToken = "e2e-admin-token"
