@@ -375,6 +375,27 @@ func (w *Worker) purgeLoop(ctx context.Context) {
 	}
 }
 
+// replaceRetrying writes an outcome, retrying for a while when the store
+// is briefly unavailable (a Redis failover, a full disk being cleaned), so
+// an outage does not turn into duplicate callbacks.
+func (w *Worker) replaceRetrying(ctx context.Context, old, m *message.Message) error {
+	var err error
+	for i := 0; i < 30; i++ {
+		if err = w.store.Replace(ctx, old, m, store.Lazy); err == nil || errors.Is(err, store.ErrClosed) {
+			return err
+		}
+		if i == 0 {
+			w.log.Warn("store unavailable while recording an outcome; retrying", zap.String("msg_id", m.ID), zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
+	return err
+}
+
 // errStale marks a fire or change that no longer applies.
 var errStale = errors.New("stale")
 
@@ -491,9 +512,16 @@ func (w *Worker) record(ctx context.Context, r ref, sent *message.Message, res c
 			m.Version++
 		}
 	}
-	if err := w.store.Replace(ctx, sent, m, store.Lazy); err != nil {
+	if err := w.replaceRetrying(ctx, sent, m); err != nil {
+		// The store kept the message "delivering" at this version: fire it
+		// again later (a duplicate callback, never a lost one).
 		w.metrics.StoreErrors.WithLabelValues("record").Inc()
 		w.log.Error("recording callback outcome failed; the message will be called again", zap.String("msg_id", r.id), zap.Error(err))
+		if ctx.Err() == nil {
+			w.mu.Lock()
+			w.scheduleLocked(r.id, time.Now().Add(time.Second).UnixMilli(), r.version, true)
+			w.mu.Unlock()
+		}
 		return
 	}
 	if dead {
