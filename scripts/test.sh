@@ -21,6 +21,15 @@ if [ "$started_infra" = 1 ]; then trap 'scripts/infra.sh down >/dev/null 2>&1 ||
 eval "$(scripts/infra.sh env)"
 export SORAKAQ_TEST_REDIS SORAKAQ_TEST_ZK SORAKAQ_TEST_KAFKA
 
+echo "== browser for the console tests (Debian's chromium)"
+if [ ! -x /usr/bin/chromium ]; then
+  (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }) \
+    || echo "warning: could not install chromium; the browser tests will be skipped"
+fi
+
+echo "== console assets: web/dist is what a fresh build of web/src gives"
+sh web/check-dist.sh
+
 echo "== vet and gofmt"
 go vet ./...
 unformatted=$(gofmt -l $(git ls-files '*.go'))

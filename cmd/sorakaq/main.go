@@ -17,6 +17,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/app"
 	"github.com/sorakaq/sorakaq/internal/config"
 	"github.com/sorakaq/sorakaq/internal/version"
+	"github.com/sorakaq/sorakaq/web"
 )
 
 const usage = `usage: sorakaq [--config FILE] <command>
@@ -43,6 +44,7 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
+	app.ConsoleFiles = web.Assets
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

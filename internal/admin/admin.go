@@ -193,11 +193,12 @@ func pprofHandler(w http.ResponseWriter, r *http.Request) {
 }
 
 type topicReq struct {
-	Business       string  `json:"business"`
-	TopicName      string  `json:"topic_name"`
-	WorkerNum      *int    `json:"worker_num"`
-	Partitions     *int    `json:"partitions"`
-	RetryBackoffMs []int64 `json:"retry_backoff_ms"`
+	Business       string   `json:"business"`
+	TopicName      string   `json:"topic_name"`
+	WorkerNum      *int     `json:"worker_num"`
+	Partitions     *int     `json:"partitions"`
+	RetryBackoffMs []int64  `json:"retry_backoff_ms"`
+	Workers        []string `json:"workers"`
 }
 
 func (s *Server) decode(c *gin.Context, r *topicReq) error {
@@ -222,6 +223,14 @@ func (s *Server) decode(c *gin.Context, r *topicReq) error {
 	}
 	if len(r.RetryBackoffMs) > 32 {
 		return &message.FieldError{Field: "retry_backoff_ms", Reason: "has more than 32 retries"}
+	}
+	if len(r.Workers) > 256 {
+		return &message.FieldError{Field: "workers", Reason: "maps more than 256 workers"}
+	}
+	for _, id := range r.Workers {
+		if id == "" || len(id) > 128 || strings.ContainsAny(id, "/ ") {
+			return &message.FieldError{Field: "workers", Reason: "each must be a worker node id (1-128 characters, no '/' or spaces)"}
+		}
 	}
 	for _, ms := range r.RetryBackoffMs {
 		if ms < 1 || ms > message.MaxDelayMs {
@@ -271,6 +280,9 @@ func (s *Server) updateTopic(c *gin.Context) (any, error) {
 		}
 		if r.RetryBackoffMs != nil {
 			t.RetryBackoffMs = r.RetryBackoffMs
+		}
+		if r.Workers != nil {
+			t.Workers = r.Workers
 		}
 		t.UpdatedMs = time.Now().UnixMilli()
 		return nil

@@ -32,8 +32,9 @@ func serveConsole(e *gin.Engine, files fs.FS) {
 	e.GET("/login", page("login.html"))
 	static := http.FileServer(http.FS(files))
 	e.GET("/static/*path", func(c *gin.Context) {
-		if strings.Contains(c.Param("path"), "..") {
-			c.Status(http.StatusBadRequest)
+		p := c.Param("path")
+		if strings.Contains(p, "..") || strings.HasSuffix(p, "/") {
+			c.Status(http.StatusNotFound) // no directory listings
 			return
 		}
 		c.Header("Cache-Control", "public, max-age=300")

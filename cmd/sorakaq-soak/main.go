@@ -1,0 +1,179 @@
+// Command sorakaq-soak is the soak and chaos checker of sorakaQ. It submits
+// a known set of messages at a steady rate to a running server, each with a
+// plan chosen up front from a seeded RNG:
+//
+//	plain     (~60%) must be delivered
+//	cancel    (~15%) cancelled shortly after submit: answer 200 -> must never
+//	          fire; 409 -> it was already being delivered -> must be delivered
+//	setdelay  (~15%) delay changed shortly after submit: must be delivered,
+//	          not before the new due time
+//	fail      (~10%) its callback always answers 500: must end dead
+//
+// Every callback lands on its own sink (id, attempt, arrival, X-Sorakaq-Due-At).
+// Every API call is retried on connection errors, 429 and 5xx until it gets a
+// definite answer (bounded by -deadline). When everything has settled (or
+// -grace after the last due time) it reads each message's state with
+// GET /sorakaq/msg/get and reports: a table, and with -json a JSON object.
+//
+// Exit status: 0 when nothing was lost, no cancel was violated and no
+// callback came early; 1 otherwise; 2 on bad flags or a setup failure.
+//
+//	go run ./cmd/sorakaq-soak -url http://127.0.0.1:9088 -n 2000 -rate 100 -seed 1
+//
+// Standard library only. scripts/soak.sh runs it while killing the server
+// (all-in-one) or the roles and Redis/ZooKeeper/Kafka (distributed); see
+// docs/reliability.md.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the parsed command line.
+type Config struct {
+	URL        string        `json:"url"`
+	N          int           `json:"n"`
+	Rate       float64       `json:"rate"`
+	MinDelay   time.Duration `json:"-"`
+	MaxDelay   time.Duration `json:"-"`
+	MinDelayMs int64         `json:"min_delay_ms"`
+	MaxDelayMs int64         `json:"max_delay_ms"`
+	Seed       int64         `json:"seed"`
+	Grace      time.Duration `json:"-"`
+	GraceS     float64       `json:"grace_s"`
+	Deadline   time.Duration `json:"-"`
+	DeadlineS  float64       `json:"deadline_s"`
+	Settle     time.Duration `json:"-"`
+	Timeout    time.Duration `json:"-"`
+	C          int           `json:"concurrency"`
+	Topic      string        `json:"topic"`
+	TTRMs      int64         `json:"ttr_ms"`
+	Attempts   int           `json:"fail_attempts"` // attempts a failing callback gets before dead
+	SinkAddr   string        `json:"sink_addr"`
+	JSON       bool          `json:"-"`
+	JSONOut    string        `json:"-"`
+	Detail     string        `json:"-"`
+	Quiet      bool          `json:"-"`
+	PctCancel  int           `json:"pct_cancel"`
+	PctDelay   int           `json:"pct_setdelay"`
+	PctFail    int           `json:"pct_fail"`
+}
+
+var errHelp = errors.New("help")
+
+const usageText = `sorakaq-soak: submits a known set of messages with a plan each (plain,
+cancel, setDelay, failing callback), records every callback on its own sink,
+and at the end checks each message against its plan: lost, cancel violated,
+early, duplicates, unknown ids. Exit 1 on loss, violated cancel or early
+callback. Run it under chaos with scripts/soak.sh (docs/reliability.md).
+
+Flags:
+`
+
+func parseFlags(args []string, out io.Writer) (*Config, error) {
+	c := &Config{}
+	fs := flag.NewFlagSet("sorakaq-soak", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() { fmt.Fprint(out, usageText); fs.PrintDefaults() }
+	fs.StringVar(&c.URL, "url", "http://127.0.0.1:9088", "base URL of the receive service")
+	fs.IntVar(&c.N, "n", 2000, "messages to submit")
+	fs.Float64Var(&c.Rate, "rate", 100, "submits per second")
+	fs.DurationVar(&c.MinDelay, "min-delay", time.Second, "shortest delay (submit and setDelay)")
+	fs.DurationVar(&c.MaxDelay, "max-delay", 30*time.Second, "longest delay (submit and setDelay)")
+	fs.Int64Var(&c.Seed, "seed", 1, "seed of the plan")
+	fs.DurationVar(&c.Grace, "grace", 60*time.Second, "wait at most this long after the last due time for callbacks, retries and recovery")
+	fs.DurationVar(&c.Settle, "settle", 3*time.Second, "once every expectation is met, wait this long more (late duplicates) before the final check")
+	fs.DurationVar(&c.Deadline, "deadline", 120*time.Second, "give up retrying one API call after this long (its outcome is then unknown)")
+	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "per-request timeout")
+	fs.IntVar(&c.C, "c", 64, "concurrent submitters")
+	fs.StringVar(&c.Topic, "topic", "", "topic_name (default soak-<seed>-<unix time>)")
+	fs.Int64Var(&c.TTRMs, "ttr", 2000, "ttr in ms")
+	fs.IntVar(&c.Attempts, "fail-attempts", 3, "attempts a failing callback gets before dead (1 + len(worker.retry_backoff)); used only to know when to stop waiting")
+	fs.StringVar(&c.SinkAddr, "sink-addr", "127.0.0.1:0", "listen address of the callback sink")
+	fs.BoolVar(&c.JSON, "json", false, "print the JSON report on stdout (table on stderr)")
+	fs.StringVar(&c.JSONOut, "json-out", "", "also write the JSON report to this file")
+	fs.StringVar(&c.Detail, "detail", "", "write one line per message (plan, answers, callbacks, final state) as JSON lines to this file")
+	fs.BoolVar(&c.Quiet, "q", false, "no progress lines on stderr")
+	fs.IntVar(&c.PctCancel, "pct-cancel", 15, "percent of messages cancelled after submit")
+	fs.IntVar(&c.PctDelay, "pct-setdelay", 15, "percent of messages given a new delay after submit")
+	fs.IntVar(&c.PctFail, "pct-fail", 10, "percent of messages whose callback always fails")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, errHelp
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	c.URL = strings.TrimRight(c.URL, "/")
+	switch {
+	case c.N < 1:
+		return nil, errors.New("-n must be >= 1")
+	case c.Rate <= 0:
+		return nil, errors.New("-rate must be > 0")
+	case c.MinDelay < 100*time.Millisecond || c.MaxDelay < c.MinDelay:
+		return nil, errors.New("need 100ms <= -min-delay <= -max-delay")
+	case c.C < 1:
+		return nil, errors.New("-c must be >= 1")
+	case c.PctCancel < 0 || c.PctDelay < 0 || c.PctFail < 0 || c.PctCancel+c.PctDelay+c.PctFail > 100:
+		return nil, errors.New("-pct-* must be >= 0 and sum to at most 100")
+	case c.Attempts < 1:
+		return nil, errors.New("-fail-attempts must be >= 1")
+	}
+	if c.Topic == "" {
+		c.Topic = fmt.Sprintf("soak-%d-%d", c.Seed, time.Now().Unix())
+	}
+	c.MinDelayMs, c.MaxDelayMs = c.MinDelay.Milliseconds(), c.MaxDelay.Milliseconds()
+	c.GraceS, c.DeadlineS = c.Grace.Seconds(), c.Deadline.Seconds()
+	return c, nil
+}
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		if err == errHelp {
+			return 0
+		}
+		fmt.Fprintln(stderr, "sorakaq-soak:", err)
+		return 2
+	}
+	rep, err := soak(cfg, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "sorakaq-soak:", err)
+		return 2
+	}
+	if cfg.JSONOut != "" {
+		f, err := os.Create(cfg.JSONOut)
+		if err == nil {
+			err = rep.WriteJSON(f)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "sorakaq-soak:", err)
+		}
+	}
+	if cfg.JSON {
+		rep.WriteTable(stderr)
+		if err := rep.WriteJSON(stdout); err != nil {
+			fmt.Fprintln(stderr, "sorakaq-soak:", err)
+			return 2
+		}
+	} else {
+		rep.WriteTable(stdout)
+	}
+	if rep.Failed() {
+		return 1
+	}
+	return 0
+}

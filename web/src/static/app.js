@@ -1,0 +1,114 @@
+// app.js: the console's entry. /login shows the login form; / is the
+// console, with pages on hash routes (#/instances, #/topics, #/messages,
+// #/monitor). Everything but the login form needs a session.
+import * as api from "./api.js";
+import { clear, clearAlerts, errText, h, showError } from "./ui.js";
+import * as instances from "./pages/instances.js";
+import * as topics from "./pages/topics.js";
+import * as messages from "./pages/messages.js";
+import * as monitor from "./pages/monitor.js";
+
+const pages = { instances, topics, messages, monitor };
+const main = document.getElementById("main");
+let cleanup = null;
+
+// A safe "next" target: only one of our own hash routes.
+function safeNext(next) {
+  return typeof next === "string" && /^#\/[A-Za-z0-9/?=&%._~-]*$/.test(next) ? next : "#/instances";
+}
+
+function toLogin() {
+  location.replace(`/login?next=${encodeURIComponent(location.hash || "#/instances")}`);
+}
+
+// "#/messages?id=x" → ["messages", URLSearchParams]
+function parseHash() {
+  const m = /^#\/([a-z]*)(?:\?(.*))?$/.exec(location.hash);
+  return m ? [m[1], new URLSearchParams(m[2] || "")] : ["", new URLSearchParams()];
+}
+
+function route() {
+  const [name, params] = parseHash();
+  if (!pages[name]) {
+    location.replace("#/instances");
+    return;
+  }
+  if (cleanup) {
+    try { cleanup(); } catch (e) { console.error(e); }
+    cleanup = null;
+  }
+  clearAlerts();
+  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === name);
+  document.title = `${document.querySelector(`#nav a[data-page=${name}]`).textContent} · sorakaQ`;
+  clear(main);
+  const page = h("section", { id: `page-${name}` });
+  main.append(page);
+  cleanup = pages[name].render(page, params) || null;
+}
+
+function renderLogin() {
+  document.title = "Log in · sorakaQ";
+  const next = safeNext(new URLSearchParams(location.search).get("next"));
+  const err = h("div.alert.error#login-error", { role: "alert", hidden: true });
+  const user = h("input#username", { name: "username", autocomplete: "username", required: true, value: "admin" });
+  const pass = h("input#password", { name: "password", type: "password", autocomplete: "current-password", required: true });
+  const btn = h("button#login-submit", { type: "submit" }, "Log in");
+  const form = h("form.login#login-form",
+    h("h1", "sorakaQ"),
+    h("p", "Operators' console"),
+    h("label", "Username", user),
+    h("label", "Password", pass),
+    err,
+    btn);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    err.hidden = true;
+    btn.disabled = true;
+    try {
+      await api.login(user.value, pass.value);
+      location.replace(`/${next}`);
+    } catch (e) {
+      err.textContent = errText(e);
+      err.hidden = false;
+      pass.select();
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  clear(main, h("div.login-wrap", form));
+  (user.value ? pass : user).focus();
+}
+
+async function start() {
+  api.setLoginRequiredHandler(toLogin);
+  if (location.pathname === "/login") {
+    renderLogin();
+    return;
+  }
+  let who;
+  try {
+    who = await api.me();
+  } catch (e) {
+    if (e.status === 401) {
+      toLogin();
+      return;
+    }
+    showError(`Cannot load the session: ${errText(e)}`);
+    return;
+  }
+  document.getElementById("topbar").hidden = false;
+  document.getElementById("whoami").textContent = who.username;
+  document.getElementById("default-password").hidden = !who.default_password;
+  document.getElementById("logout").addEventListener("click", async () => {
+    try {
+      await api.logout();
+    } catch (e) {
+      // gone already: the login page is where we go anyway
+    }
+    location.replace("/login");
+  });
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+start();

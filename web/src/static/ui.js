@@ -1,0 +1,164 @@
+// ui.js: DOM building (text only: every value goes in as a text node or
+// an attribute, never as HTML), alerts, dialogs and formatting.
+
+// h("tag.class#id", {attr: v, onclick: fn, text: "..."}, ...children)
+export function h(spec, props, ...children) {
+  const m = /^([a-z0-9]+)?((?:[.#][\w-]+)*)$/i.exec(spec);
+  const el = document.createElement(m[1] || "div");
+  for (const part of m[2].match(/[.#][\w-]+/g) || []) {
+    if (part[0] === ".") el.classList.add(part.slice(1));
+    else el.id = part.slice(1);
+  }
+  if (props && (typeof props !== "object" || props instanceof Node || Array.isArray(props))) {
+    children.unshift(props);
+    props = null;
+  }
+  for (const [k, v] of Object.entries(props || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "text") el.textContent = String(v);
+    else if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else if (k === "value") el.value = v;
+    else if (k === "checked" || k === "disabled" || k === "selected") el[k] = Boolean(v);
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children.flat(Infinity)) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+}
+
+export function clear(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
+// table(columns, rows): columns are {title, cls?, cell(row) → node|string}.
+export function table(columns, rows, emptyText = "Nothing here.") {
+  const head = h("tr", columns.map((c) => h("th", { class: c.cls }, c.title)));
+  const body = rows.length
+    ? rows.map((r) => h("tr", columns.map((c) => h("td", { class: c.cls }, c.cell(r)))))
+    : [h("tr", h("td.empty", { colspan: columns.length }, emptyText))];
+  return h("div.table-wrap", h("table", h("thead", head), h("tbody", body)));
+}
+
+export function badge(text, cls) {
+  return h("span.badge", { class: `badge ${cls || ""}` }, text);
+}
+
+export const stateBadge = (s) => badge(s, `state-${s}`);
+
+// ---- alerts ---------------------------------------------------------------
+
+function alertBox(kind, text) {
+  const box = document.getElementById("alerts");
+  for (const a of box.querySelectorAll(".alert")) {
+    if (a.dataset.text === text) a.remove();
+  }
+  const el = h("div.alert", { class: `alert ${kind}`, role: kind === "error" ? "alert" : "status", dataset: { text } },
+    h("span.text", text),
+    h("button", { type: "button", title: "Dismiss", "aria-label": "Dismiss", onclick: () => el.remove() }, "×"));
+  box.append(el);
+  if (kind === "ok") setTimeout(() => el.remove(), 6000);
+  return el;
+}
+
+export const showError = (text) => alertBox("error", text);
+export const showOk = (text) => alertBox("ok", text);
+export const clearAlerts = () => document.getElementById("alerts").replaceChildren();
+
+// errText is the server's em for an ApiError, else the error's message.
+export const errText = (e) => (e && e.message) || String(e);
+
+// ---- dialogs --------------------------------------------------------------
+
+// dialog({title, text, body, ok, danger, collect}) shows the modal dialog;
+// resolves to collect() (or true) on OK, null on cancel.
+export function dialog({ title, text = "", body = null, ok = "OK", danger = false, collect = () => true }) {
+  const dlg = document.getElementById("dialog");
+  const okBtn = document.getElementById("dialog-ok");
+  const cancelBtn = document.getElementById("dialog-cancel");
+  document.getElementById("dialog-title").textContent = title;
+  const p = document.getElementById("dialog-text");
+  p.textContent = text;
+  p.hidden = !text;
+  clear(document.getElementById("dialog-body"), body);
+  okBtn.textContent = ok;
+  okBtn.className = danger ? "danger" : "";
+  dlg.returnValue = "";
+  return new Promise((resolve) => {
+    const onCancel = () => dlg.close("cancel");
+    cancelBtn.addEventListener("click", onCancel);
+    dlg.addEventListener("close", () => {
+      cancelBtn.removeEventListener("click", onCancel);
+      resolve(dlg.returnValue === "ok" ? collect() : null);
+    }, { once: true });
+    okBtn.value = "ok";
+    dlg.showModal();
+    const first = dlg.querySelector("#dialog-body input");
+    (first || okBtn).focus();
+  });
+}
+
+export const confirmDialog = (title, text, ok = "OK", danger = true) => dialog({ title, text, ok, danger });
+
+// ---- formatting -----------------------------------------------------------
+
+const pad = (n, w = 2) => String(n).padStart(w, "0");
+
+// Local time "YYYY-MM-DD HH:MM:SS.mmm".
+export function fmtTime(ms) {
+  if (!ms) return "—";
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+}
+
+// "2 d 3 h", "4 min 5 s", "850 ms".
+export function fmtDuration(ms) {
+  ms = Math.max(0, Math.round(ms));
+  if (ms < 1000) return `${ms} ms`;
+  const s = Math.floor(ms / 1000);
+  const units = [["d", 86400], ["h", 3600], ["min", 60], ["s", 1]];
+  const out = [];
+  let rest = s;
+  for (const [u, n] of units) {
+    if (rest >= n || (out.length === 0 && u === "s")) {
+      out.push(`${Math.floor(rest / n)} ${u}`);
+      rest %= n;
+    }
+    if (out.length === 2) break;
+  }
+  return out.join(" ");
+}
+
+// "in 5 s", "3 min ago".
+export function fmtRelative(ms, now = Date.now()) {
+  if (!ms) return "";
+  const d = ms - now;
+  if (Math.abs(d) < 1000) return "now";
+  return d > 0 ? `in ${fmtDuration(d)}` : `${fmtDuration(-d)} ago`;
+}
+
+// The due time as local time plus relative.
+export const fmtDue = (ms) => (ms ? `${fmtTime(ms)} (${fmtRelative(ms)})` : "—");
+
+export function fmtNum(x, digits = 1) {
+  if (x === undefined || x === null) return "—";
+  return Number.isInteger(x) ? String(x) : x.toFixed(digits);
+}
+
+// "1000, 10000" → [1000, 10000]; "" → []; throws on anything else.
+export function parseMsList(s) {
+  const parts = s.split(/[\s,]+/).filter(Boolean);
+  return parts.map((p) => {
+    if (!/^\d+$/.test(p)) throw new Error(`retry_backoff_ms: "${p}" is not a whole number of milliseconds`);
+    return Number(p);
+  });
+}
