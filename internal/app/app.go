@@ -137,12 +137,7 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 		return nil, err
 	}
 	m := metrics.New()
-	a.caller = callback.New(callback.Options{
-		MaxIdleConnsPerHost: cfg.Callback.MaxIdleConnsPerHost,
-		MaxResponseBytes:    cfg.Callback.MaxResponseBytes,
-		UserAgent:           cfg.Callback.UserAgent,
-		DialTimeout:         cfg.Callback.DialTimeout,
-	})
+	a.caller = callback.New(cfg.CallbackOptions())
 	a.stats = stats.NewRecorder(cfg.NodeID, st, log.Named("stats"))
 	wopts := WorkerOptions(cfg)
 	wopts.Stats = a.stats

@@ -318,10 +318,7 @@ func failoverLoop(ctx context.Context, c *center.Center, dir *dist.Directory, st
 func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("worker").With(zap.String("node_id", cfg.NodeID))
 	st := d.store.WithOwner(cfg.NodeID)
-	caller := callback.New(callback.Options{
-		MaxIdleConnsPerHost: cfg.Callback.MaxIdleConnsPerHost, MaxResponseBytes: cfg.Callback.MaxResponseBytes,
-		UserAgent: cfg.Callback.UserAgent, DialTimeout: cfg.Callback.DialTimeout,
-	})
+	caller := callback.New(cfg.CallbackOptions())
 	wopts := WorkerOptions(cfg)
 	wopts.NodeID = cfg.NodeID
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))

@@ -2,8 +2,27 @@
 // a worker uses a Caller to call the business system back and learn whether
 // the message was handled.
 //
-// Why it looks the way it does:
+// sorakaQ calls URLs chosen by its users, so the Caller is built to be safe
+// to expose:
 //
+//   - Destinations are checked against Options.Deny and Options.Allow (host
+//     names, "*.domain" suffixes, IP addresses, CIDRs). By default only
+//     link-local and cloud metadata addresses (169.254.0.0/16 incl.
+//     169.254.169.254, fe80::/10, 100.100.100.200, fd00:ec2::254) and
+//     0.0.0.0/8 and :: are denied; loopback and private networks are allowed,
+//     since sorakaQ usually calls internal services. The URL host is checked
+//     before anything is resolved, every redirect target likewise, and the
+//     IP address actually dialled is checked after DNS resolution in the
+//     dialer's Control hook, right before connect: a name resolving (or
+//     rebound) to a denied address is refused without a packet sent to it.
+//     Deny wins over Allow. A refused call fails at once with a *DeniedError
+//     ("callback: address 169.254.169.254 is denied by callback.deny
+//     (169.254.0.0/16)"), which IsPermanent reports as not worth retrying.
+//   - At most Options.MaxConnsPerHost calls (default 64) are in flight to one
+//     host:port at a time; further calls to that host wait for a slot, at
+//     most Options.HostQueueTimeout (default 30s), and that wait does not
+//     count toward the message's ttr (Request.Timeout). So a slow receiver
+//     holds at most that many workers, and calls to other hosts go on.
 //   - One shared http.Transport per Caller, with an idle pool sized to the
 //     number of goroutines that call Do (Options.MaxIdleConnsPerHost, default
 //     256). Go's default of 2 idle connections per host means that under a
@@ -11,20 +30,28 @@
 //     dialled for the next call: p99 latency explodes and the host runs out of
 //     ephemeral ports (TIME_WAIT). With a pool as large as the worker pool every
 //     worker keeps its own warm keep-alive connection.
-//   - The answer is read through an io.LimitReader (Options.MaxResponseBytes)
-//     and always drained up to that cap before the body is closed. A body
-//     closed before EOF makes net/http throw the connection away, so not
-//     draining silently turns keep-alive off. An answer larger than the cap is
-//     not read further (a misbehaving endpoint cannot make us read megabytes);
-//     that one connection is then closed instead of reused.
+//   - The answer is read up to Options.MaxResponseBytes (+1 byte, to see
+//     whether it ends there) and the body then closed. An answer that fits is
+//     read to its end, so its connection is kept alive for the next call. A
+//     larger answer is not read any further (a misbehaving endpoint cannot
+//     make us read megabytes): net/http closes that connection instead of
+//     draining it, and the cut answer is judged on its first MaxResponseBytes
+//     bytes.
 //   - HTTP/1.1 only, no proxy taken from the environment (callbacks go where
 //     the user said), no transparent gzip (so the cap counts bytes on the
 //     wire and draining really reaches the end of the body).
-//   - Redirects: the net/http default policy is kept but capped at 3
-//     redirects instead of 10; the 4th redirect fails the call.
+//   - Redirects: at most 3 are followed, the 4th fails the call. Each target
+//     passes the same allow/deny checks. A POST callback follows only 307
+//     and 308 redirects, which keep the method and body; a 301, 302 or 303
+//     answer to a POST (which net/http would follow as a GET without the
+//     body) fails the call ("callback: POST answered 302 redirect; not
+//     followed (use 307/308)"). On a redirect to another host:port the
+//     Authorization, Proxy-Authorization, Cookie and Referer headers are not
+//     sent.
 //
-// Retries, back-off and concurrency limits are not this package's job: Do
-// makes exactly one attempt and reports its outcome in a Result.
+// Retries and back-off are not this package's job: Do makes exactly one
+// attempt and reports its outcome in a Result; IsPermanent tells the caller
+// which failures no retry can fix.
 package callback
 
 import (
@@ -49,6 +76,8 @@ const (
 	DefaultMaxResponseBytes    = 64 << 10
 	DefaultUserAgent           = "sorakaQ-callback/1"
 	DefaultDialTimeout         = 2 * time.Second
+	DefaultMaxConnsPerHost     = 64
+	DefaultHostQueueTimeout    = 30 * time.Second
 	// DefaultTimeout is used when Request.Timeout is not positive, so that a
 	// message without a ttr cannot block a worker forever.
 	DefaultTimeout = 60 * time.Second
@@ -60,9 +89,59 @@ const (
 // its default.
 type Options struct {
 	MaxIdleConnsPerHost int           // default 256 (size the idle pool to the callers: Go's default of 2 makes p99 explode)
-	MaxResponseBytes    int64         // bytes of answer read (and drained) at most, default 64 KiB
+	MaxResponseBytes    int64         // bytes of answer read at most, default 64 KiB; a larger answer is cut and its connection closed
 	UserAgent           string        // default "sorakaQ-callback/1"
 	DialTimeout         time.Duration // default 2s
+
+	// Allow, when not empty, is the list of the only destinations called:
+	// a URL (or redirect) host is admitted if its name matches a name entry,
+	// or else if the IP address dialled for it matches an IP/CIDR entry.
+	// Entries are as for Deny. Default: empty (every destination not denied).
+	Allow []string
+	// Deny lists destinations never called, whatever Allow says. Each entry
+	// is a host name ("api.example.com", exact, case-insensitive), a
+	// "*.example.com" suffix (matches any name ending in ".example.com", not
+	// "example.com" itself), an IP address ("10.1.2.3", "::1") or a CIDR
+	// ("10.0.0.0/8", "fd00::/8"). Name entries are matched against the URL's
+	// host before it is resolved; IP and CIDR entries against an IP-literal
+	// URL host and against every address actually dialled (after DNS, so
+	// rebinding to a denied address is caught). IPv4-mapped IPv6 addresses
+	// are matched as IPv4.
+	//
+	// nil means DefaultDeny(): "169.254.0.0/16", "fe80::/10",
+	// "100.100.100.200/32", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"
+	// (link-local, cloud metadata, "this host"); loopback and private ranges
+	// are allowed. A non-nil list replaces the default (an empty non-nil
+	// list denies nothing): use append(DefaultDeny(), ...) to extend it.
+	//
+	// An invalid Allow or Deny entry makes every call fail (fail closed)
+	// with an error naming it; use Validate to catch it at start-up.
+	Deny []string
+	// MaxConnsPerHost is the most calls in flight to one host:port at a
+	// time; further calls to it wait for a slot (first come, first served).
+	// Default 64; negative means no limit.
+	MaxConnsPerHost int
+	// HostQueueTimeout bounds the wait for a per-host slot; when it expires
+	// the call fails with "callback: too many calls in flight to host H
+	// (limit N)" (errors.Is ErrHostBusy; not permanent). The wait does not
+	// count toward Request.Timeout (the ttr starts once a slot is held),
+	// except after a redirect to another host, where the call is already
+	// under way. Default 30s.
+	HostQueueTimeout time.Duration
+}
+
+// Validate reports the first invalid Allow or Deny entry, or a nil error.
+// New accepts invalid Options too, but then every call fails.
+func (o Options) Validate() error {
+	deny := o.Deny
+	if deny == nil {
+		deny = defaultDeny[:]
+	}
+	if _, err := parseRules("callback.deny", deny); err != nil {
+		return err
+	}
+	_, err := parseRules("callback.allow", o.Allow)
+	return err
 }
 
 // Request is one callback attempt.
@@ -88,7 +167,8 @@ type Request struct {
 // Result is the outcome of one attempt.
 type Result struct {
 	StatusCode int           // 0 if no answer
-	Duration   time.Duration // from request start to answer read
+	Duration   time.Duration // from request start (once a per-host slot is held) to answer read
+	Wait       time.Duration // time spent waiting for a per-host slot (see Options.MaxConnsPerHost)
 	Err        error         // nil means success
 }
 
@@ -100,6 +180,9 @@ func (r Result) OK() bool { return r.Err == nil }
 type Caller struct {
 	transport *http.Transport
 	client    *http.Client
+	dialer    *net.Dialer
+	policy    *policy
+	limiter   *hostLimiter // nil: no per-host limit
 	maxBody   int64
 	userAgent string
 	bufs      sync.Pool // *bytes.Buffer
@@ -119,12 +202,26 @@ func New(opts Options) *Caller {
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = DefaultDialTimeout
 	}
-	dialer := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
+	if opts.MaxConnsPerHost == 0 {
+		opts.MaxConnsPerHost = DefaultMaxConnsPerHost
+	}
+	if opts.HostQueueTimeout <= 0 {
+		opts.HostQueueTimeout = DefaultHostQueueTimeout
+	}
+	c := &Caller{
+		dialer:    &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
+		policy:    newPolicy(opts.Allow, opts.Deny),
+		maxBody:   opts.MaxResponseBytes,
+		userAgent: opts.UserAgent,
+	}
+	if opts.MaxConnsPerHost > 0 {
+		c.limiter = newHostLimiter(opts.MaxConnsPerHost, opts.HostQueueTimeout)
+	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	t := &http.Transport{
-		Proxy:               nil, // never from the environment
-		DialContext:         dialer.DialContext,
+	c.transport = &http.Transport{
+		Proxy:               nil,           // never from the environment
+		DialContext:         c.dialContext, // allow/deny checks on the dialled address
 		MaxIdleConns:        opts.MaxIdleConnsPerHost,
 		MaxIdleConnsPerHost: opts.MaxIdleConnsPerHost,
 		IdleConnTimeout:     90 * time.Second,
@@ -133,26 +230,50 @@ func New(opts Options) *Caller {
 		ForceAttemptHTTP2:   false,
 		Protocols:           &protocols,
 	}
-	c := &Caller{
-		transport: t,
-		client: &http.Client{
-			Transport:     t,
-			CheckRedirect: checkRedirect,
-		},
-		maxBody:   opts.MaxResponseBytes,
-		userAgent: opts.UserAgent,
-	}
+	c.client = &http.Client{Transport: c.transport, CheckRedirect: c.checkRedirect}
 	c.bufs.New = func() any { return new(bytes.Buffer) }
 	return c
 }
 
 var errTooManyRedirects = fmt.Errorf("stopped after %d redirects", MaxRedirects)
 
-// checkRedirect is net/http's default redirect policy with the limit lowered
-// from 10 to MaxRedirects.
-func checkRedirect(_ *http.Request, via []*http.Request) error {
+// crossHostHeaders are not sent to a redirect target on another host:port
+// than the callback URL's.
+var crossHostHeaders = [...]string{"Authorization", "Proxy-Authorization", "Cookie", "Cookie2", "Www-Authenticate", "Referer"}
+
+// checkRedirect is the redirect policy: net/http's default with the limit
+// lowered from 10 to MaxRedirects, POST callbacks following only 307/308,
+// every target passing the allow/deny checks, credentials and Referer not
+// sent across hosts, and the per-host slot moved to the target's host.
+func (c *Caller) checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) > MaxRedirects {
 		return errTooManyRedirects
+	}
+	if via[0].Method == http.MethodPost && req.Response != nil {
+		// net/http turns a POST redirected by 301/302/303 into a GET without
+		// the body; refuse rather than silently drop the callback's body.
+		if sc := req.Response.StatusCode; sc != http.StatusTemporaryRedirect && sc != http.StatusPermanentRedirect {
+			return fmt.Errorf("POST answered %d redirect; not followed (use 307/308)", sc)
+		}
+	}
+	if _, err := c.policy.checkHost(req.URL.Hostname()); err != nil {
+		return err
+	}
+	key := hostKey(req.URL)
+	if key != hostKey(via[0].URL) {
+		for _, h := range crossHostHeaders {
+			delete(req.Header, h)
+		}
+	}
+	if st, _ := req.Context().Value(callStateKey{}).(*callState); st != nil && st.held != key {
+		if st.held != "" {
+			c.limiter.release(st.held)
+			st.held = ""
+		}
+		if err := c.limiter.acquire(req.Context(), key); err != nil {
+			return err
+		}
+		st.held = key
 	}
 	return nil
 }
@@ -178,10 +299,60 @@ func (e *timeoutError) Is(target error) bool { return target == context.Deadline
 
 var errResultFalse = errors.New(`callback: answer said "result": false`)
 
+// ErrInvalidRequest matches (errors.Is) the error of a Request that can never
+// be called: a bad URL (unparsable, scheme not http/https, no host) or a
+// method other than GET and POST. It is permanent (IsPermanent).
+var ErrInvalidRequest = errors.New("callback: invalid request")
+
+// invalidError wraps the error of an invalid Request, keeping its text.
+type invalidError struct{ error }
+
+func (e invalidError) Unwrap() error        { return e.error }
+func (e invalidError) Is(target error) bool { return target == ErrInvalidRequest }
+
+// IsPermanent reports whether err (a Result.Err) is a failure that no retry
+// can fix: the destination is refused by the allow/deny lists (ErrDenied,
+// including a redirect to, or a DNS answer with, a denied address), or the
+// Request itself is invalid (ErrInvalidRequest: bad URL, bad method).
+// Timeouts, connection errors, error statuses, "result": false, refused
+// redirects and ErrHostBusy are not permanent. IsPermanent(nil) is false.
+func IsPermanent(err error) bool {
+	return err != nil && (errors.Is(err, ErrDenied) || errors.Is(err, ErrInvalidRequest))
+}
+
 // Do makes one callback attempt. It never panics on bad input and always
 // returns; cancelling ctx (shutdown) makes it return promptly with an error.
+// A refused destination or invalid Request fails before any network access.
 func (c *Caller) Do(ctx context.Context, req Request) Result {
 	start := time.Now()
+	u, method, err := parseTarget(req)
+	if err == nil {
+		_, err = c.policy.checkHost(u.Hostname())
+	}
+	if err != nil {
+		return Result{Duration: time.Since(start), Err: err}
+	}
+
+	var wait time.Duration
+	if c.limiter != nil {
+		// Wait for a slot with the caller's context only: the ttr starts
+		// once the call can actually be made.
+		key := hostKey(u)
+		err := c.limiter.acquire(ctx, key)
+		wait = time.Since(start)
+		if err != nil {
+			return Result{Wait: wait, Err: err}
+		}
+		st := &callState{held: key}
+		defer func() {
+			if st.held != "" {
+				c.limiter.release(st.held)
+			}
+		}()
+		ctx = context.WithValue(ctx, callStateKey{}, st)
+		start = time.Now()
+	}
+
 	timeout := req.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -189,14 +360,14 @@ func (c *Caller) Do(ctx context.Context, req Request) Result {
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errTTR)
 	defer cancel()
 
-	hreq, err := c.build(ctx, req)
+	hreq, err := c.build(ctx, req, u, method)
 	if err != nil {
-		return Result{Duration: time.Since(start), Err: err}
+		return Result{Duration: time.Since(start), Wait: wait, Err: err}
 	}
 
 	resp, err := c.client.Do(hreq)
 	if err != nil {
-		res := Result{Err: c.wrap(ctx, err, timeout)}
+		res := Result{Wait: wait, Err: c.wrap(ctx, err, timeout)}
 		if resp != nil { // only when CheckRedirect failed; body already closed
 			res.StatusCode = resp.StatusCode
 		}
@@ -204,14 +375,20 @@ func (c *Caller) Do(ctx context.Context, req Request) Result {
 		return res
 	}
 
-	res := Result{StatusCode: resp.StatusCode}
+	res := Result{StatusCode: resp.StatusCode, Wait: wait}
 	ok2xx := resp.StatusCode >= 200 && resp.StatusCode < 300
 	buf := c.bufs.Get().(*bytes.Buffer)
 	buf.Reset()
-	// Read (and so drain) up to the cap, then close.
-	_, rerr := buf.ReadFrom(io.LimitReader(resp.Body, c.maxBody))
+	// Read up to the cap plus one byte, then close. An answer within the cap
+	// is read to its end (EOF seen), so the connection goes back to the
+	// pool; a longer one is cut there and Close makes net/http drop the
+	// connection rather than read (drain) the rest of it.
+	_, rerr := buf.ReadFrom(io.LimitReader(resp.Body, c.maxBody+1))
 	resp.Body.Close()
 	res.Duration = time.Since(start)
+	if int64(buf.Len()) > c.maxBody {
+		buf.Truncate(int(c.maxBody)) // judged on the first MaxResponseBytes
+	}
 
 	switch {
 	case rerr != nil:
@@ -227,17 +404,34 @@ func (c *Caller) Do(ctx context.Context, req Request) Result {
 	return res
 }
 
+// ctxError is the error of a call whose context (the caller's, or the ttr)
+// is done; never nil.
+func ctxError(ctx context.Context) error {
+	cause := context.Cause(ctx)
+	if cause == errTTR {
+		return errTTR // wrap turns it into a *timeoutError
+	}
+	if errors.Is(cause, context.Canceled) {
+		return fmt.Errorf("callback: canceled: %w", cause)
+	}
+	return fmt.Errorf("callback: caller context done: %w", cause)
+}
+
 // wrap turns a transport error into an operator-friendly one.
 func (c *Caller) wrap(ctx context.Context, err error, timeout time.Duration) error {
+	var de *DeniedError
+	if errors.As(err, &de) {
+		return de // from the dialer or a redirect: its text says it all
+	}
 	if ctx.Err() != nil {
-		cause := context.Cause(ctx)
-		if cause == errTTR {
+		if context.Cause(ctx) == errTTR {
 			return &timeoutError{timeout: timeout}
 		}
-		if errors.Is(cause, context.Canceled) {
-			return fmt.Errorf("callback: canceled: %w", cause)
-		}
-		return fmt.Errorf("callback: caller context done: %w", cause)
+		return ctxError(ctx)
+	}
+	var be *hostBusyError
+	if errors.As(err, &be) {
+		return be // redirect to a busy host
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -246,40 +440,48 @@ func (c *Caller) wrap(ctx context.Context, err error, timeout time.Duration) err
 	return fmt.Errorf("callback: %w", err)
 }
 
-// build makes the *http.Request for req.
-func (c *Caller) build(ctx context.Context, req Request) (*http.Request, error) {
+// parseTarget validates req's URL and method.
+func parseTarget(req Request) (*url.URL, string, error) {
 	u, err := url.Parse(req.URL)
 	if err != nil {
-		return nil, fmt.Errorf("callback: bad url: %w", err)
+		return nil, "", invalidError{fmt.Errorf("callback: bad url: %w", err)}
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("callback: bad url %q: scheme must be http or https", req.URL)
+		return nil, "", invalidError{fmt.Errorf("callback: bad url %q: scheme must be http or https", req.URL)}
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("callback: bad url %q: no host", req.URL)
+		return nil, "", invalidError{fmt.Errorf("callback: bad url %q: no host", req.URL)}
 	}
+	switch m := strings.ToUpper(req.Method); m {
+	case http.MethodGet, http.MethodPost:
+		return u, m, nil
+	}
+	return nil, "", invalidError{fmt.Errorf("callback: unsupported method %q (want GET or POST)", req.Method)}
+}
 
+// build makes the *http.Request for req, whose URL and method parseTarget
+// returned.
+func (c *Caller) build(ctx context.Context, req Request, u *url.URL, method string) (*http.Request, error) {
 	var (
 		hreq        *http.Request
 		contentType string
+		err         error
 	)
-	switch strings.ToUpper(req.Method) {
+	switch method {
 	case http.MethodGet:
 		if err := addQuery(u, req.Params); err != nil {
 			return nil, err
 		}
 		hreq, err = http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	case http.MethodPost:
+	default: // POST
 		contentType = "text/plain; charset=utf-8"
 		if json.Valid([]byte(req.Params)) {
 			contentType = "application/json"
 		}
 		hreq, err = http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(req.Params))
-	default:
-		return nil, fmt.Errorf("callback: unsupported method %q (want GET or POST)", req.Method)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("callback: %w", err)
+		return nil, invalidError{fmt.Errorf("callback: %w", err)}
 	}
 	h := hreq.Header
 	if contentType != "" {

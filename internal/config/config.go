@@ -14,6 +14,8 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"github.com/sorakaq/sorakaq/internal/callback"
 )
 
 // Config is the whole configuration; docs/config.md lists every key.
@@ -130,6 +132,10 @@ type Callback struct {
 	MaxResponseBytes    int64         `mapstructure:"max_response_bytes"`
 	UserAgent           string        `mapstructure:"user_agent"`
 	DialTimeout         time.Duration `mapstructure:"dial_timeout"`
+	Allow               []string      `mapstructure:"allow"`
+	Deny                []string      `mapstructure:"deny"`
+	MaxConnsPerHost     int           `mapstructure:"max_conns_per_host"`
+	HostQueueTimeout    time.Duration `mapstructure:"host_queue_timeout"`
 }
 
 type Store struct {
@@ -194,6 +200,10 @@ var defaults = map[string]any{
 	"callback.max_response_bytes":      64 << 10,
 	"callback.user_agent":              "sorakaQ-callback/1",
 	"callback.dial_timeout":            "2s",
+	"callback.allow":                   []string{},
+	"callback.deny":                    []string{"169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"},
+	"callback.max_conns_per_host":      64,
+	"callback.host_queue_timeout":      "30s",
 	"store.embedded.cache_mb":          32,
 	"store.embedded.memtable_mb":       16,
 	"shutdown.timeout":                 "30s",
@@ -277,6 +287,16 @@ func splitStringToSlice(f, t reflect.Type, data any) (any, error) {
 	return parts, nil
 }
 
+// CallbackOptions maps the callback keys to the caller's options.
+func (c *Config) CallbackOptions() callback.Options {
+	return callback.Options{
+		MaxIdleConnsPerHost: c.Callback.MaxIdleConnsPerHost, MaxResponseBytes: c.Callback.MaxResponseBytes,
+		UserAgent: c.Callback.UserAgent, DialTimeout: c.Callback.DialTimeout,
+		Allow: c.Callback.Allow, Deny: append([]string{}, c.Callback.Deny...),
+		MaxConnsPerHost: c.Callback.MaxConnsPerHost, HostQueueTimeout: c.Callback.HostQueueTimeout,
+	}
+}
+
 // Validate checks values that would break the service.
 func (c *Config) Validate() error {
 	var errs []error
@@ -346,6 +366,9 @@ func (c *Config) Validate() error {
 		if strings.Contains(c.Redis.Prefix, "{") || strings.Contains(c.Redis.Prefix, "}") {
 			bad("redis.prefix", "must not contain braces (it becomes the Cluster hash tag)")
 		}
+	}
+	if err := c.CallbackOptions().Validate(); err != nil {
+		bad("callback.allow/deny", err.Error())
 	}
 	if c.Shutdown.Timeout <= 0 {
 		bad("shutdown.timeout", "must be positive")

@@ -501,7 +501,13 @@ func (w *Worker) record(ctx context.Context, r ref, sent *message.Message, res c
 	} else {
 		m.LastError = res.Err.Error()
 		m.AddEvent(nowMs, message.EventFailed, m.LastError)
-		if retry := m.Attempts - 1; retry >= len(backoff) {
+		if callback.IsPermanent(res.Err) {
+			// a denied destination or an invalid request never gets better
+			m.State = message.StateDead
+			m.DoneMs = nowMs
+			m.AddEvent(nowMs, message.EventDead, "permanent failure: not retried")
+			dead = true
+		} else if retry := m.Attempts - 1; retry >= len(backoff) {
 			m.State = message.StateDead
 			m.DoneMs = nowMs
 			m.AddEvent(nowMs, message.EventDead, fmt.Sprintf("gave up after %d attempts", m.Attempts))

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -271,4 +272,24 @@ func TestRetriesThenDeadThenRedrive(t *testing.T) {
 		got, _ := h.st.Get(ctx, m.ID)
 		return got.State == message.StateDelivered
 	})
+}
+
+// A callback to a denied destination (cloud metadata) is dead at once: no
+// retries, the reason in last_error.
+func TestDeniedCallbackIsDeadAtOnce(t *testing.T) {
+	h := newHarness(t, t.TempDir(), Options{Backoff: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}})
+	now := time.Now().UnixMilli()
+	m := &message.Message{ID: message.NewID(), Topic: "t", TTRMs: 1000, ReceivedMs: now, DueMs: now, State: message.StateDelayed, Version: 1,
+		Callback: message.Callback{RequestType: "GET", URL: "http://169.254.169.254/latest/meta-data/"}}
+	if err := h.w.Submit(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	var got *message.Message
+	waitFor(t, 5*time.Second, "dead", func() bool {
+		got, _ = h.st.Get(context.Background(), m.ID)
+		return got != nil && got.State == message.StateDead
+	})
+	if got.Attempts != 1 || !strings.Contains(got.LastError, "denied") {
+		t.Fatalf("attempts %d last error %q", got.Attempts, got.LastError)
+	}
 }

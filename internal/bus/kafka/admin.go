@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -14,23 +15,36 @@ import (
 // protocol (KRaft-safe; no ZooKeeper).
 type Admin struct {
 	opts Options
-	ca   sarama.ClusterAdmin
+	mu   sync.Mutex
+	ca   sarama.ClusterAdmin // connected on first use, again after a failure to connect
 }
 
-// NewAdmin connects to the cluster (it needs a reachable broker).
+// NewAdmin makes an admin client. It connects on first use, so a service
+// starts (and reports unready) while Kafka is down instead of exiting.
 func NewAdmin(opts Options) (*Admin, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	cfg := opts.baseConfig()
+	return &Admin{opts: opts}, nil
+}
+
+// admin returns the connected cluster admin, connecting if needed.
+func (a *Admin) admin() (sarama.ClusterAdmin, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ca != nil {
+		return a.ca, nil
+	}
+	cfg := a.opts.baseConfig()
 	cfg.Admin.Timeout = 10 * time.Second
 	cfg.Metadata.Full = true // the admin client needs the controller from full metadata
-	ca, err := sarama.NewClusterAdmin(opts.Brokers, cfg)
+	ca, err := sarama.NewClusterAdmin(a.opts.Brokers, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: new admin: %w", err)
+		return nil, fmt.Errorf("kafka: connecting the admin client: %w", err)
 	}
-	return &Admin{opts: opts, ca: ca}, nil
+	a.ca = ca
+	return ca, nil
 }
 
 // call runs f, giving up (while f goes on in the background) when ctx is done:
@@ -58,7 +72,11 @@ func call[T any](ctx context.Context, f func() (T, error)) (T, error) {
 }
 
 func (a *Admin) partitions(ctx context.Context, kt string) (int, bool, error) {
-	md, err := call(ctx, func() ([]*sarama.TopicMetadata, error) { return a.ca.DescribeTopics([]string{kt}) })
+	ca, err := a.admin()
+	if err != nil {
+		return 0, false, err
+	}
+	md, err := call(ctx, func() ([]*sarama.TopicMetadata, error) { return ca.DescribeTopics([]string{kt}) })
 	if err != nil {
 		return 0, false, err
 	}
@@ -90,6 +108,10 @@ func (a *Admin) EnsureTopic(ctx context.Context, topic string, partitions int, r
 	if partitions < 1 || replication < 1 {
 		return fmt.Errorf("kafka: ensure topic %q: partitions (%d) and replication (%d) must be >= 1", kt, partitions, replication)
 	}
+	ca, err := a.admin()
+	if err != nil {
+		return fmt.Errorf("kafka: ensure topic %q: %w", kt, err)
+	}
 	// Two rounds cover losing a race with another creator or grower.
 	for attempt := 0; ; attempt++ {
 		n, exists, err := a.partitions(ctx, kt)
@@ -99,7 +121,7 @@ func (a *Admin) EnsureTopic(ctx context.Context, topic string, partitions int, r
 		switch {
 		case !exists:
 			_, err = call(ctx, func() (struct{}, error) {
-				return struct{}{}, a.ca.CreateTopic(kt, &sarama.TopicDetail{NumPartitions: int32(partitions), ReplicationFactor: replication}, false)
+				return struct{}{}, ca.CreateTopic(kt, &sarama.TopicDetail{NumPartitions: int32(partitions), ReplicationFactor: replication}, false)
 			})
 			if err == nil {
 				a.opts.Logger.Info("kafka topic created", zap.String("topic", kt), zap.Int("partitions", partitions), zap.Int16("replication", replication))
@@ -110,7 +132,7 @@ func (a *Admin) EnsureTopic(ctx context.Context, topic string, partitions int, r
 			}
 		case n < partitions:
 			_, err = call(ctx, func() (struct{}, error) {
-				return struct{}{}, a.ca.CreatePartitions(kt, int32(partitions), nil, false)
+				return struct{}{}, ca.CreatePartitions(kt, int32(partitions), nil, false)
 			})
 			if err == nil {
 				a.opts.Logger.Info("kafka topic partitions added", zap.String("topic", kt), zap.Int("from", n), zap.Int("to", partitions))
@@ -128,7 +150,11 @@ func (a *Admin) EnsureTopic(ctx context.Context, topic string, partitions int, r
 // Topics returns sorakaQ topic name (prefix removed) -> partition count, for
 // the Kafka topics that carry TopicPrefix.
 func (a *Admin) Topics(ctx context.Context) (map[string]int, error) {
-	all, err := call(ctx, a.ca.ListTopics)
+	ca, err := a.admin()
+	if err != nil {
+		return nil, fmt.Errorf("kafka: list topics: %w", err)
+	}
+	all, err := call(ctx, ca.ListTopics)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: list topics: %w", err)
 	}
@@ -143,9 +169,20 @@ func (a *Admin) Topics(ctx context.Context) (map[string]int, error) {
 
 // deleteTopic removes the Kafka topic for topic (used by tests).
 func (a *Admin) deleteTopic(ctx context.Context, topic string) error {
-	_, err := call(ctx, func() (struct{}, error) { return struct{}{}, a.ca.DeleteTopic(a.opts.kafkaTopic(topic)) })
+	ca, err := a.admin()
+	if err != nil {
+		return err
+	}
+	_, err = call(ctx, func() (struct{}, error) { return struct{}{}, ca.DeleteTopic(a.opts.kafkaTopic(topic)) })
 	return err
 }
 
-// Close closes the connection.
-func (a *Admin) Close() error { return a.ca.Close() }
+// Close closes the connection, if any.
+func (a *Admin) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ca == nil {
+		return nil
+	}
+	return a.ca.Close()
+}

@@ -151,8 +151,8 @@ func (r *Registry) Close() {
 	r.closed = true
 	r.mu.Unlock()
 	close(r.done)
+	r.conn.Close() // fails calls in flight at once, so the loops below end
 	r.wg.Wait()
-	r.conn.Close()
 }
 
 // Healthy returns nil while the session is connected, otherwise an error
@@ -276,14 +276,20 @@ func (r *Registry) do(ctx context.Context, f func() error) error {
 		default:
 		}
 		gen := r.connGen()
+		// f runs to its end even when ctx ends or the registry closes: its
+		// closure writes the caller's variables, so returning before it is
+		// done would race with the caller. A ZooKeeper call is bounded by
+		// the connection (closing the registry fails it at once).
 		errc := make(chan error, 1)
 		go func() { errc <- f() }()
 		var err error
 		select {
 		case err = <-errc:
 		case <-ctx.Done():
+			<-errc
 			return ctx.Err()
 		case <-r.done:
+			<-errc
 			return ErrClosed
 		}
 		if err == nil || !retryable(err) {

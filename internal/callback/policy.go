@@ -1,0 +1,298 @@
+package callback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+)
+
+// defaultDeny is the deny list used when Options.Deny is nil: link-local
+// addresses and the cloud metadata endpoints (AWS/GCP/Azure/OpenStack
+// 169.254.169.254 is inside 169.254.0.0/16; AWS IPv6 fd00:ec2::254; Alibaba
+// 100.100.100.200) plus the "this host" addresses 0.0.0.0/8 and ::, which
+// Linux connects to the local machine.
+var defaultDeny = [...]string{
+	"169.254.0.0/16",
+	"fe80::/10",
+	"100.100.100.200/32",
+	"fd00:ec2::254/128",
+	"0.0.0.0/8",
+	"::/128",
+}
+
+// DefaultDeny returns (a copy of) the deny list used when Options.Deny is
+// nil. To add to it rather than replace it:
+//
+//	Deny: append(callback.DefaultDeny(), "10.0.0.0/8")
+func DefaultDeny() []string { return append([]string(nil), defaultDeny[:]...) }
+
+// ErrDenied matches (errors.Is) every *DeniedError.
+var ErrDenied = errors.New("callback: destination denied")
+
+// DeniedError is the error of a call whose destination (the URL's host, a
+// redirect target, or the IP address actually dialled) is refused by
+// Options.Deny or not admitted by Options.Allow. It is permanent (IsPermanent):
+// calling again will not help.
+type DeniedError struct {
+	Host   string // the host name or IP address refused
+	IsAddr bool   // Host is an IP address (else a host name)
+	// Rule is the Deny entry that matched, as written in the configuration;
+	// "" when refused because Allow is set and nothing in it matched.
+	Rule string
+}
+
+func (e *DeniedError) Error() string {
+	kind := "host"
+	if e.IsAddr {
+		kind = "address"
+	}
+	if e.Rule == "" {
+		return "callback: " + kind + " " + e.Host + " is denied: not in callback.allow"
+	}
+	return "callback: " + kind + " " + e.Host + " is denied by callback.deny (" + e.Rule + ")"
+}
+
+// Is makes errors.Is(err, ErrDenied) true.
+func (e *DeniedError) Is(target error) bool { return target == ErrDenied }
+
+// ruleSet is a parsed allow or deny list.
+type ruleSet struct {
+	prefixes []prefixRule      // IPs (as /32 or /128) and CIDRs
+	exact    map[string]string // host name -> entry as written
+	suffixes []suffixRule      // "*.example.com"
+}
+
+type prefixRule struct {
+	p    netip.Prefix
+	text string
+}
+
+type suffixRule struct {
+	suffix string // ".example.com"
+	text   string
+}
+
+func (r *ruleSet) empty() bool {
+	return len(r.prefixes) == 0 && len(r.exact) == 0 && len(r.suffixes) == 0
+}
+
+// parseRules parses an Allow or Deny list; name is the config key used in
+// error texts.
+func parseRules(name string, list []string) (ruleSet, error) {
+	var rs ruleSet
+	for _, raw := range list {
+		e := strings.ToLower(strings.TrimSpace(raw))
+		text := strings.TrimSpace(raw)
+		bad := func(why string) (ruleSet, error) {
+			return ruleSet{}, fmt.Errorf("callback: bad %s entry %q: %s", name, raw, why)
+		}
+		switch {
+		case e == "":
+			return bad("empty")
+		case strings.Contains(e, "/"):
+			p, err := netip.ParsePrefix(e)
+			if err != nil {
+				return bad("not a CIDR")
+			}
+			rs.prefixes = append(rs.prefixes, prefixRule{normPrefix(p), text})
+			continue
+		}
+		if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(e, "["), "]")); err == nil {
+			a = a.WithZone("").Unmap()
+			rs.prefixes = append(rs.prefixes, prefixRule{netip.PrefixFrom(a, a.BitLen()), text})
+			continue
+		}
+		e = strings.TrimSuffix(e, ".")
+		wild := strings.HasPrefix(e, "*.")
+		host := strings.TrimPrefix(e, "*.")
+		if !validHostName(host) {
+			return bad(`not a host name, "*.domain", IP address or CIDR`)
+		}
+		if wild {
+			rs.suffixes = append(rs.suffixes, suffixRule{"." + host, text})
+			continue
+		}
+		if rs.exact == nil {
+			rs.exact = make(map[string]string)
+		}
+		if _, dup := rs.exact[host]; !dup {
+			rs.exact[host] = text
+		}
+	}
+	return rs, nil
+}
+
+// normPrefix masks p and turns an IPv4-mapped IPv6 prefix
+// (::ffff:a.b.c.d/96+n) into the IPv4 prefix a.b.c.d/n, since addresses are
+// unmapped before matching.
+func normPrefix(p netip.Prefix) netip.Prefix {
+	a := p.Addr().WithZone("")
+	if a.Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked()
+	}
+	return netip.PrefixFrom(a, p.Bits()).Masked()
+}
+
+// validHostName accepts what may appear as a host name in a rule: labels of
+// letters (any script), digits, '-' and '_', separated by single dots.
+func validHostName(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" {
+			return false
+		}
+		for _, r := range label {
+			if r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r > 0x7f {
+				continue
+			}
+			return false
+		}
+	}
+	return true
+}
+
+func (r *ruleSet) matchName(host string) (string, bool) {
+	if t, ok := r.exact[host]; ok {
+		return t, true
+	}
+	for _, s := range r.suffixes {
+		if len(host) > len(s.suffix) && strings.HasSuffix(host, s.suffix) {
+			return s.text, true
+		}
+	}
+	return "", false
+}
+
+func (r *ruleSet) matchAddr(a netip.Addr) (string, bool) {
+	for _, p := range r.prefixes {
+		if p.p.Contains(a) {
+			return p.text, true
+		}
+	}
+	return "", false
+}
+
+// policy is a Caller's allow/deny configuration.
+type policy struct {
+	allow, deny ruleSet
+	// err is set when Allow or Deny has an invalid entry: every call then
+	// fails with it (fail closed) until the configuration is fixed.
+	err error
+}
+
+func newPolicy(allow, deny []string) *policy {
+	if deny == nil {
+		deny = defaultDeny[:]
+	}
+	p := &policy{}
+	var err error
+	if p.deny, err = parseRules("callback.deny", deny); err != nil {
+		return &policy{err: err}
+	}
+	if p.allow, err = parseRules("callback.allow", allow); err != nil {
+		return &policy{err: err}
+	}
+	return p
+}
+
+// normHost lowercases a URL host name and drops a trailing dot.
+func normHost(h string) string {
+	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
+// checkHost checks a URL host (name or IP literal, no port, no brackets)
+// before anything is resolved or dialled. It returns an error if the host is
+// refused whatever it resolves to; nameAllowed reports that the host name
+// itself matched an Allow entry, so its addresses need only pass Deny.
+// A nil error with nameAllowed false for a host name means "decided on the
+// addresses it resolves to" (see checkAddr).
+func (p *policy) checkHost(host string) (nameAllowed bool, err error) {
+	if p.err != nil {
+		return false, p.err
+	}
+	host = normHost(host)
+	if a, err := netip.ParseAddr(host); err == nil {
+		return false, p.checkAddr(a, false)
+	}
+	if rule, ok := p.deny.matchName(host); ok {
+		return false, &DeniedError{Host: host, Rule: rule}
+	}
+	if p.allow.empty() {
+		return false, nil
+	}
+	if _, ok := p.allow.matchName(host); ok {
+		return true, nil
+	}
+	// No name rule admits it. Unless an Allow CIDR/IP might admit the address
+	// it resolves to, refuse now, without a DNS query. Non-ASCII names are
+	// left to the dial-time check, which sees their punycode form.
+	if len(p.allow.prefixes) == 0 && isASCII(host) {
+		return false, &DeniedError{Host: host}
+	}
+	return false, nil
+}
+
+// checkAddr checks an IP address: the URL's host when it is an IP literal,
+// else each address actually dialled. Deny always wins; Allow, when set,
+// must admit the address unless the host name was already admitted.
+func (p *policy) checkAddr(a netip.Addr, nameAllowed bool) error {
+	if p.err != nil {
+		return p.err
+	}
+	a = a.WithZone("").Unmap()
+	if rule, ok := p.deny.matchAddr(a); ok {
+		return &DeniedError{Host: a.String(), IsAddr: true, Rule: rule}
+	}
+	if nameAllowed || p.allow.empty() {
+		return nil
+	}
+	if _, ok := p.allow.matchAddr(a); ok {
+		return nil
+	}
+	return &DeniedError{Host: a.String(), IsAddr: true}
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] > 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// dialContext is the Transport's DialContext: it checks the host name of
+// addr (host:port, not yet resolved) and then, through the dialer's
+// ControlContext hook, every IP address actually connected to, after DNS
+// resolution and before the connect(2). A name that resolves (or is
+// rebound) to a denied address is therefore refused without any packet
+// sent to that address.
+func (c *Caller) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	nameAllowed, err := c.policy.checkHost(host)
+	if err != nil {
+		return nil, err
+	}
+	d := *c.dialer
+	d.ControlContext = func(_ context.Context, _, address string, _ syscall.RawConn) error {
+		h, _, err := net.SplitHostPort(address)
+		if err != nil {
+			return fmt.Errorf("callback: cannot check dialled address %q: %w", address, err)
+		}
+		a, err := netip.ParseAddr(h)
+		if err != nil {
+			return fmt.Errorf("callback: cannot check dialled address %q: %w", address, err)
+		}
+		return c.policy.checkAddr(a, nameAllowed)
+	}
+	return d.DialContext(ctx, network, addr)
+}

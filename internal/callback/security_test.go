@@ -1,0 +1,751 @@
+package callback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countDials makes c count the connections its transport dials.
+func countDials(c *Caller) *atomic.Int32 {
+	var n atomic.Int32
+	orig := c.transport.DialContext
+	c.transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		n.Add(1)
+		return orig(ctx, network, addr)
+	}
+	return &n
+}
+
+func wantDenied(t *testing.T, r Result, status int, text string) {
+	t.Helper()
+	if r.OK() {
+		t.Fatalf("want %q, got success (status %d)", text, r.StatusCode)
+	}
+	if r.Err.Error() != text {
+		t.Errorf("err = %q, want %q", r.Err, text)
+	}
+	if r.StatusCode != status {
+		t.Errorf("status = %d, want %d", r.StatusCode, status)
+	}
+	if !errors.Is(r.Err, ErrDenied) || !IsPermanent(r.Err) {
+		t.Errorf("err %v: Is(ErrDenied) %v, IsPermanent %v", r.Err, errors.Is(r.Err, ErrDenied), IsPermanent(r.Err))
+	}
+	var de *DeniedError
+	if !errors.As(r.Err, &de) {
+		t.Errorf("err %v is no *DeniedError", r.Err)
+	}
+}
+
+func lookupsLocalhost(t *testing.T) {
+	t.Helper()
+	if addrs, err := net.LookupHost("localhost"); err != nil || len(addrs) == 0 {
+		t.Skipf("localhost does not resolve: %v", err)
+	}
+}
+
+func TestDenyDefaultMetadata(t *testing.T) {
+	c := newCaller(t, Options{})
+	dials := countDials(c)
+	for _, tc := range []struct{ url, text string }{
+		{"http://169.254.169.254/latest/meta-data/", "callback: address 169.254.169.254 is denied by callback.deny (169.254.0.0/16)"},
+		{"http://169.254.169.254:8080/", "callback: address 169.254.169.254 is denied by callback.deny (169.254.0.0/16)"},
+		{"http://[::ffff:169.254.169.254]/", "callback: address 169.254.169.254 is denied by callback.deny (169.254.0.0/16)"},
+		{"http://100.100.100.200/latest/meta-data/", "callback: address 100.100.100.200 is denied by callback.deny (100.100.100.200/32)"},
+		{"http://[fd00:ec2::254]/latest/meta-data/", "callback: address fd00:ec2::254 is denied by callback.deny (fd00:ec2::254/128)"},
+		{"http://[fe80::1%25eth0]:80/", "callback: address fe80::1 is denied by callback.deny (fe80::/10)"},
+		{"http://0.0.0.0:80/", "callback: address 0.0.0.0 is denied by callback.deny (0.0.0.0/8)"},
+		{"https://[::]/", "callback: address :: is denied by callback.deny (::/128)"},
+	} {
+		for _, m := range []string{"GET", "POST"} {
+			start := time.Now()
+			r := c.Do(context.Background(), req(m, tc.url, `{"a":1}`))
+			if el := time.Since(start); el > time.Second {
+				t.Errorf("%s %s took %v", m, tc.url, el)
+			}
+			wantDenied(t, r, 0, tc.text)
+		}
+	}
+	if n := dials.Load(); n != 0 {
+		t.Errorf("%d dials for denied destinations, want none", n)
+	}
+}
+
+func TestDenyCIDRContainingServer(t *testing.T) {
+	srv, s := recorder(t, 200, "ok")
+	c := newCaller(t, Options{Deny: []string{"127.0.0.0/8"}})
+	dials := countDials(c)
+	r := c.Do(context.Background(), req("POST", srv.URL+"/cb", "{}"))
+	wantDenied(t, r, 0, "callback: address 127.0.0.1 is denied by callback.deny (127.0.0.0/8)")
+	if dials.Load() != 0 || s.get().method != "" {
+		t.Errorf("dials %d, server saw %q", dials.Load(), s.get().method)
+	}
+	// Deny replaces the default list: the metadata address is now allowed
+	// by this Caller (only checked here, not called).
+	if _, err := c.policy.checkHost("169.254.169.254"); err != nil {
+		t.Errorf("169.254.169.254 with Deny set: %v", err)
+	}
+	// An empty (non-nil) Deny denies nothing.
+	c2 := newCaller(t, Options{Deny: []string{}})
+	if _, err := c2.policy.checkHost("169.254.169.254"); err != nil {
+		t.Errorf("169.254.169.254 with empty Deny: %v", err)
+	}
+	// Extending the default.
+	c3 := newCaller(t, Options{Deny: append(DefaultDeny(), "127.0.0.1")})
+	wantDenied(t, c3.Do(context.Background(), req("GET", srv.URL, "")), 0,
+		"callback: address 127.0.0.1 is denied by callback.deny (127.0.0.1)")
+	wantDenied(t, c3.Do(context.Background(), req("GET", "http://169.254.169.254/", "")), 0,
+		"callback: address 169.254.169.254 is denied by callback.deny (169.254.0.0/16)")
+}
+
+// A host name resolving to a denied address is refused at dial time, in the
+// dialer's Control hook: this is what catches DNS rebinding.
+func TestDenyResolvedAddress(t *testing.T) {
+	lookupsLocalhost(t)
+	srv, s := recorder(t, 200, "ok")
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	c := newCaller(t, Options{Deny: []string{"127.0.0.0/8", "::1"}})
+	dials := countDials(c)
+	r := c.Do(context.Background(), req("GET", "http://localhost:"+port+"/cb", ""))
+	if r.OK() || !IsPermanent(r.Err) || !errors.Is(r.Err, ErrDenied) {
+		t.Fatalf("want a denied error, got status %d err %v", r.StatusCode, r.Err)
+	}
+	if e := r.Err.Error(); e != "callback: address 127.0.0.1 is denied by callback.deny (127.0.0.0/8)" &&
+		e != "callback: address ::1 is denied by callback.deny (::1)" {
+		t.Errorf("err = %q", e)
+	}
+	if dials.Load() != 1 || s.get().method != "" {
+		t.Errorf("dials %d (want 1, refused inside), server saw %q", dials.Load(), s.get().method)
+	}
+	// The same Caller still calls what is not denied.
+	srv2, _ := recorder(t, 200, "ok")
+	c2 := newCaller(t, Options{Deny: []string{"10.0.0.0/8"}})
+	_, port2, _ := net.SplitHostPort(srv2.Listener.Addr().String())
+	wantOK(t, c2.Do(context.Background(), req("GET", "http://localhost:"+port2+"/", "")), 200)
+}
+
+func TestAllowList(t *testing.T) {
+	srv, s := recorder(t, 200, "ok")
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+
+	// Only another host (and a name rule) allowed: the test server is refused.
+	c := newCaller(t, Options{Allow: []string{"10.9.8.7", "*.example.com"}})
+	dials := countDials(c)
+	wantDenied(t, c.Do(context.Background(), req("GET", srv.URL, "")), 0,
+		"callback: address 127.0.0.1 is denied: not in callback.allow")
+	// A name not allowed is refused before DNS when Allow has no IP rules.
+	c2 := newCaller(t, Options{Allow: []string{"*.example.com"}})
+	dials2 := countDials(c2)
+	wantDenied(t, c2.Do(context.Background(), req("GET", "http://localhost:"+port+"/", "")), 0,
+		"callback: host localhost is denied: not in callback.allow")
+	if dials.Load()+dials2.Load() != 0 || s.get().method != "" {
+		t.Errorf("dials %d+%d, server saw %q", dials.Load(), dials2.Load(), s.get().method)
+	}
+
+	// Allowed by IP, by CIDR, by name.
+	for _, allow := range [][]string{{"127.0.0.1"}, {"10.0.0.0/8", "127.0.0.0/8"}} {
+		c := newCaller(t, Options{Allow: allow})
+		wantOK(t, c.Do(context.Background(), req("GET", srv.URL, "")), 200)
+	}
+	lookupsLocalhost(t)
+	c3 := newCaller(t, Options{Allow: []string{"LocalHost."}})
+	wantOK(t, c3.Do(context.Background(), req("GET", "http://localhost:"+port+"/", "")), 200)
+	// A name rule does not admit the IP literal.
+	wantDenied(t, c3.Do(context.Background(), req("GET", srv.URL, "")), 0,
+		"callback: address 127.0.0.1 is denied: not in callback.allow")
+	// A name not listed but resolving to an allowed address is allowed.
+	c4 := newCaller(t, Options{Allow: []string{"127.0.0.1", "::1"}})
+	wantOK(t, c4.Do(context.Background(), req("GET", "http://localhost:"+port+"/", "")), 200)
+
+	// Deny wins over Allow, for addresses and names.
+	c5 := newCaller(t, Options{Allow: []string{"127.0.0.0/8", "localhost"}, Deny: []string{"127.0.0.1", "::1/128"}})
+	wantDenied(t, c5.Do(context.Background(), req("GET", srv.URL, "")), 0,
+		"callback: address 127.0.0.1 is denied by callback.deny (127.0.0.1)")
+	r := c5.Do(context.Background(), req("GET", "http://localhost:"+port+"/", ""))
+	if r.OK() || !errors.Is(r.Err, ErrDenied) || !strings.Contains(r.Err.Error(), "is denied by callback.deny") {
+		t.Errorf("localhost allowed by name but resolving to denied address: %v", r.Err)
+	}
+	c6 := newCaller(t, Options{Allow: []string{"*.example.com"}, Deny: []string{"bad.example.com"}})
+	wantDenied(t, c6.Do(context.Background(), req("GET", "http://BAD.example.com./", "")), 0,
+		"callback: host bad.example.com is denied by callback.deny (bad.example.com)")
+}
+
+func TestDenyNameRuleBeforeDNS(t *testing.T) {
+	var lookups atomic.Int32
+	c := newCaller(t, Options{Deny: []string{"*.Example.com"}})
+	dials := countDials(c)
+	c.dialer.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+		lookups.Add(1)
+		return nil, errors.New("no DNS in this test")
+	}}
+	for _, u := range []string{"http://a.example.com/cb", "https://x.a.EXAMPLE.com:8443/cb?x=1"} {
+		start := time.Now()
+		r := c.Do(context.Background(), req("POST", u, "{}"))
+		if el := time.Since(start); el > time.Second {
+			t.Errorf("took %v", el)
+		}
+		host, _ := url.Parse(u)
+		wantDenied(t, r, 0, "callback: host "+strings.ToLower(host.Hostname())+" is denied by callback.deny (*.Example.com)")
+	}
+	if dials.Load() != 0 || lookups.Load() != 0 {
+		t.Errorf("dials %d, DNS lookups %d: want none", dials.Load(), lookups.Load())
+	}
+	// "*.example.com" does not match example.com itself.
+	if _, err := c.policy.checkHost("example.com"); err != nil {
+		t.Errorf("example.com: %v", err)
+	}
+}
+
+func TestRedirectToDeniedAddress(t *testing.T) {
+	// Target: a server on 127.0.0.2 (all of 127/8 is loopback on Linux).
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("cannot listen on 127.0.0.2: %v", err)
+	}
+	var targetHits atomic.Int32
+	target := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		targetHits.Add(1)
+	}))
+	target.Listener.Close()
+	target.Listener = ln
+	target.Start()
+	defer target.Close()
+
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, r.URL.Query().Get("to"), http.StatusTemporaryRedirect)
+	}))
+	defer origin.Close()
+
+	c := newCaller(t, Options{Deny: append(DefaultDeny(), "127.0.0.2/32")})
+	dials := countDials(c)
+	for _, tc := range []struct{ to, text string }{
+		{target.URL + "/cb", "callback: address 127.0.0.2 is denied by callback.deny (127.0.0.2/32)"},
+		{"http://169.254.169.254/latest/meta-data/iam/", "callback: address 169.254.169.254 is denied by callback.deny (169.254.0.0/16)"},
+	} {
+		for _, m := range []string{"GET", "POST"} {
+			r := c.Do(context.Background(), req(m, origin.URL+"/?to="+url.QueryEscape(tc.to), "{}"))
+			wantDenied(t, r, 307, tc.text)
+		}
+	}
+	if targetHits.Load() != 0 || dials.Load() != 1 {
+		t.Errorf("target hit %d times, %d dials (want 0 and 1: the origin's kept-alive connection)", targetHits.Load(), dials.Load())
+	}
+	// Without the rule the same redirect is followed.
+	c2 := newCaller(t, Options{})
+	wantOK(t, c2.Do(context.Background(), req("GET", origin.URL+"/?to="+url.QueryEscape(target.URL+"/cb"), "")), 200)
+	if targetHits.Load() != 1 {
+		t.Errorf("target hit %d times", targetHits.Load())
+	}
+}
+
+func TestPostRedirects(t *testing.T) {
+	var final atomic.Value
+	final.Store("")
+	mux := http.NewServeMux()
+	mux.HandleFunc("/final", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		final.Store(r.Method + " " + r.Header.Get("Content-Type") + " " + string(b))
+	})
+	mux.HandleFunc("/r/{code}", func(w http.ResponseWriter, r *http.Request) {
+		var code int
+		fmt.Sscanf(r.PathValue("code"), "%d", &code)
+		http.Redirect(w, r, "/final", code)
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	c := newCaller(t, Options{})
+
+	for _, code := range []int{301, 302, 303} {
+		final.Store("")
+		r := c.Do(context.Background(), req("POST", fmt.Sprintf("%s/r/%d", srv.URL, code), `{"order":1}`))
+		want := fmt.Sprintf("callback: POST answered %d redirect; not followed (use 307/308)", code)
+		wantErr(t, r, code, want)
+		if r.Err.Error() != want || IsPermanent(r.Err) {
+			t.Errorf("err = %q (permanent %v)", r.Err, IsPermanent(r.Err))
+		}
+		if got := final.Load(); got != "" {
+			t.Errorf("%d: final reached: %q", code, got)
+		}
+		// GET still follows them.
+		wantOK(t, c.Do(context.Background(), req("GET", fmt.Sprintf("%s/r/%d", srv.URL, code), "")), 200)
+		if got := final.Load(); got != "GET  " {
+			t.Errorf("GET %d: final saw %q", code, got)
+		}
+	}
+	for _, code := range []int{307, 308} {
+		final.Store("")
+		wantOK(t, c.Do(context.Background(), req("POST", fmt.Sprintf("%s/r/%d", srv.URL, code), `{"order":1}`)), 200)
+		if got := final.Load(); got != `POST application/json {"order":1}` {
+			t.Errorf("%d: final saw %q", code, got)
+		}
+	}
+}
+
+func TestRedirectStripsCredentials(t *testing.T) {
+	type saw struct{ auth, cookie, referer string }
+	var mu sync.Mutex
+	seenBy := map[string]saw{}
+	record := func(name string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			seenBy[name] = saw{r.Header.Get("Authorization"), r.Header.Get("Cookie"), r.Header.Get("Referer")}
+			mu.Unlock()
+			if to := r.URL.Query().Get("to"); to != "" {
+				http.Redirect(w, r, to, http.StatusTemporaryRedirect)
+			}
+		}
+	}
+	other := httptest.NewServer(record("other"))
+	defer other.Close()
+	origin := httptest.NewServer(record("origin"))
+	defer origin.Close()
+
+	c := newCaller(t, Options{})
+	u, _ := url.Parse(origin.URL)
+	u.User = url.UserPassword("user", "secret")
+	u.RawQuery = "to=" + url.QueryEscape(other.URL+"/final")
+	wantOK(t, c.Do(context.Background(), req("POST", u.String(), "{}")), 200)
+	mu.Lock()
+	if seenBy["origin"].auth == "" {
+		t.Errorf("origin got no Authorization: %+v", seenBy)
+	}
+	if s := seenBy["other"]; s != (saw{}) {
+		t.Errorf("cross-host redirect target got %+v", s)
+	}
+	mu.Unlock()
+
+	// Headers set on the first request (as net/http copies them to each
+	// redirect): dropped for another host:port, kept for the same one.
+	first, _ := http.NewRequest("GET", "http://a.test:8080/x?token=1", nil)
+	for _, tc := range []struct {
+		to   string
+		kept bool
+	}{
+		{"http://a.test:8080/y", true},
+		{"http://A.test:8080/y", true},
+		{"http://a.test:8081/y", false},
+		{"http://b.a.test:8080/y", false}, // net/http would keep them for a subdomain
+		{"http://other.test/y", false},
+	} {
+		next, _ := http.NewRequest("GET", tc.to, nil)
+		next.Header.Set("Authorization", "Bearer t")
+		next.Header.Set("Proxy-Authorization", "Basic x")
+		next.Header.Set("Cookie", "s=1")
+		next.Header.Set("Referer", first.URL.String())
+		next.Header.Set("X-Sorakaq-Msg-Id", "m")
+		if err := c.checkRedirect(next, []*http.Request{first}); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range []string{"Authorization", "Proxy-Authorization", "Cookie", "Referer"} {
+			if got := next.Header.Get(h) != ""; got != tc.kept {
+				t.Errorf("%s: %s kept = %v, want %v", tc.to, h, got, tc.kept)
+			}
+		}
+		if next.Header.Get("X-Sorakaq-Msg-Id") != "m" {
+			t.Errorf("%s: X-Sorakaq-Msg-Id dropped", tc.to)
+		}
+	}
+}
+
+// A 100 MB answer streamed by the receiver: only the cap is read, the
+// connection is dropped, the call returns at once and allocates little.
+func TestHugeAnswerCapped(t *testing.T) {
+	const total = 100 << 20
+	var written atomic.Int64
+	done := make(chan struct{}, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() { done <- struct{}{} }()
+		w.WriteHeader(200)
+		chunk := []byte(`{"result":false,"pad":"` + strings.Repeat("x", 32<<10))
+		for written.Load() < total {
+			n, err := w.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	c := newCaller(t, Options{MaxResponseBytes: 64 << 10})
+	dials := countDials(c)
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	for i := 0; i < 2; i++ {
+		wantOK(t, c.Do(context.Background(), req("GET", srv.URL, "")), 200) // cut JSON: success by the rules
+	}
+	el := time.Since(start)
+	runtime.ReadMemStats(&after)
+	if el > 3*time.Second {
+		t.Errorf("two 100 MB answers took %v", el)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+		t.Errorf("allocated %d MB for two capped answers", alloc>>20)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("server still writing: the connection was not dropped")
+		}
+	}
+	if w := written.Load(); w >= 2*total/4 {
+		t.Errorf("server wrote %d MB: the answer was drained", w>>20)
+	}
+	if dials.Load() != 2 {
+		t.Errorf("%d dials, want 2 (a cut answer's connection is not reused)", dials.Load())
+	}
+
+	// An answer of exactly the cap is read to its end: connection reused.
+	srv2, _ := recorder(t, 200, strings.Repeat("y", 1024))
+	c2 := newCaller(t, Options{MaxResponseBytes: 1024})
+	dials2 := countDials(c2)
+	for i := 0; i < 3; i++ {
+		wantOK(t, c2.Do(context.Background(), req("GET", srv2.URL, "")), 200)
+	}
+	if dials2.Load() != 1 {
+		t.Errorf("%d dials for answers of exactly the cap, want 1", dials2.Load())
+	}
+	// The cut answer is judged on its first MaxResponseBytes bytes.
+	srv3, _ := recorder(t, 200, `{"result":false}`+strings.Repeat(" ", 100))
+	c3 := newCaller(t, Options{MaxResponseBytes: 16})
+	wantErr(t, c3.Do(context.Background(), req("GET", srv3.URL, "")), 200, `answer said "result": false`)
+}
+
+// A slow receiver saturated with MaxConnsPerHost calls holds only that many;
+// further calls to it queue, and calls to another host go through at once.
+func TestPerHostLimitFairness(t *testing.T) {
+	const limit = 4
+	var inflight, peak atomic.Int32
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inflight.Add(1)
+		defer inflight.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		select { // a slow handler: "sleeps" until the test is done with it
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	defer slow.Close()
+	fast, _ := recorder(t, 200, "ok")
+	c := newCaller(t, Options{MaxConnsPerHost: limit})
+
+	var wg sync.WaitGroup
+	results := make(chan Result, 3*limit)
+	for i := 0; i < 3*limit; i++ {
+		wg.Go(func() {
+			r := req("POST", slow.URL, "{}")
+			r.Timeout = 15 * time.Second
+			results <- c.Do(context.Background(), r)
+		})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for inflight.Load() < limit && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // give extra calls a chance to (wrongly) get through
+	if n := inflight.Load(); n != limit {
+		t.Fatalf("%d calls in flight to the slow host, want %d", n, limit)
+	}
+
+	start := time.Now()
+	var fwg sync.WaitGroup
+	for i := 0; i < 3*limit; i++ {
+		fwg.Go(func() {
+			r := c.Do(context.Background(), req("GET", fast.URL, ""))
+			if !r.OK() || r.Wait > 100*time.Millisecond {
+				t.Errorf("fast host: err %v, waited %v", r.Err, r.Wait)
+			}
+		})
+	}
+	fwg.Wait()
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("calls to the fast host took %v while the slow one was saturated", el)
+	}
+	if n := c.limiter.inUse(); n != 1 {
+		t.Errorf("limiter tracks %d hosts, want 1 (the slow one)", n)
+	}
+
+	close(release)
+	wg.Wait()
+	close(results)
+	waited := 0
+	for r := range results {
+		if !r.OK() {
+			t.Errorf("slow host call: %v", r.Err)
+		}
+		if r.Wait > 50*time.Millisecond {
+			waited++
+		}
+	}
+	if waited < 2*limit {
+		t.Errorf("%d calls waited for a slot, want %d", waited, 2*limit)
+	}
+	if p := peak.Load(); p != limit {
+		t.Errorf("peak %d calls in flight to the slow host, want %d", p, limit)
+	}
+	if n := c.limiter.inUse(); n != 0 {
+		t.Errorf("limiter still tracks %d hosts when idle", n)
+	}
+}
+
+func TestHostQueueTimeout(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	defer srv.Close()
+	c := newCaller(t, Options{MaxConnsPerHost: 1, HostQueueTimeout: 200 * time.Millisecond})
+	first := make(chan Result)
+	go func() { first <- c.Do(context.Background(), req("GET", srv.URL, "")) }()
+	for calls.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	start := time.Now()
+	r := c.Do(context.Background(), req("GET", srv.URL, ""))
+	el := time.Since(start)
+	host := srv.Listener.Addr().String()
+	wantErr(t, r, 0, "too many calls in flight to host "+host+" (limit 1)")
+	if r.Err.Error() != "callback: too many calls in flight to host "+host+" (limit 1)" {
+		t.Errorf("err = %q", r.Err)
+	}
+	if !errors.Is(r.Err, ErrHostBusy) || IsPermanent(r.Err) {
+		t.Errorf("err %v: Is(ErrHostBusy) %v, IsPermanent %v", r.Err, errors.Is(r.Err, ErrHostBusy), IsPermanent(r.Err))
+	}
+	if el < 180*time.Millisecond || el > 2*time.Second || r.Wait < 180*time.Millisecond {
+		t.Errorf("gave up after %v (Wait %v), want about 200ms", el, r.Wait)
+	}
+	if calls.Load() != 1 {
+		t.Errorf("server got %d calls", calls.Load())
+	}
+
+	// Cancelling the caller's context ends the wait too.
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	c2 := newCaller(t, Options{MaxConnsPerHost: 1})
+	c2.limiter = c.limiter // share the busy slot
+	r = c2.Do(ctx, req("GET", srv.URL, ""))
+	wantErr(t, r, 0, "canceled")
+	if !errors.Is(r.Err, context.Canceled) {
+		t.Errorf("err %v is not context.Canceled", r.Err)
+	}
+
+	close(release)
+	wantOK(t, <-first, 200)
+	if n := c.limiter.inUse(); n != 0 {
+		t.Errorf("limiter still tracks %d hosts", n)
+	}
+}
+
+// Waiting for a slot does not eat the ttr.
+func TestHostQueueWaitNotTTR(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		d, _ := time.ParseDuration(r.URL.Query().Get("sleep"))
+		time.Sleep(d)
+	}))
+	defer srv.Close()
+	c := newCaller(t, Options{MaxConnsPerHost: 1})
+	first := make(chan Result)
+	go func() { first <- c.Do(context.Background(), req("GET", srv.URL+"/?sleep=500ms", "")) }()
+	for hits.Load() == 0 { // the first call holds the only slot
+		time.Sleep(2 * time.Millisecond)
+	}
+	rq := req("GET", srv.URL+"/?sleep=150ms", "")
+	rq.Timeout = 300 * time.Millisecond // less than wait + call
+	r := c.Do(context.Background(), rq)
+	wantOK(t, r, 200)
+	if r.Wait < 300*time.Millisecond || r.Duration >= 300*time.Millisecond || hits.Load() != 2 {
+		t.Errorf("Wait %v, Duration %v", r.Wait, r.Duration)
+	}
+	wantOK(t, <-first, 200)
+}
+
+// The slot follows a redirect to another host:port.
+func TestPerHostLimitRedirect(t *testing.T) {
+	target, _ := recorder(t, 200, "ok")
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+"/final", http.StatusTemporaryRedirect)
+	}))
+	defer origin.Close()
+	c := newCaller(t, Options{MaxConnsPerHost: 1, HostQueueTimeout: 300 * time.Millisecond})
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Go(func() { wantOK(t, c.Do(context.Background(), req("POST", origin.URL, "{}")), 200) })
+	}
+	wg.Wait()
+	if n := c.limiter.inUse(); n != 0 {
+		t.Errorf("limiter still tracks %d hosts", n)
+	}
+
+	// The target's slot is busy: the redirect waits, then fails.
+	if err := c.limiter.acquire(context.Background(), hostKey(mustURL(t, target.URL))); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Do(context.Background(), req("POST", origin.URL, "{}"))
+	wantErr(t, r, 307, "too many calls in flight to host "+target.Listener.Addr().String()+" (limit 1)")
+	// Same, with a ttr shorter than HostQueueTimeout: a timeout.
+	rq := req("POST", origin.URL, "{}")
+	rq.Timeout = 100 * time.Millisecond
+	r = c.Do(context.Background(), rq)
+	wantErr(t, r, 307, "timeout after 100ms")
+	c.limiter.release(hostKey(mustURL(t, target.URL)))
+	wantOK(t, c.Do(context.Background(), req("POST", origin.URL, "{}")), 200)
+	if n := c.limiter.inUse(); n != 0 {
+		t.Errorf("limiter still tracks %d hosts", n)
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func TestIsPermanent(t *testing.T) {
+	srv500, _ := recorder(t, 500, "")
+	srvFalse, _ := recorder(t, 200, `{"result":false}`)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(2 * time.Second):
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := "http://" + ln.Addr().String() + "/"
+	ln.Close()
+
+	c := newCaller(t, Options{})
+	cDeny := newCaller(t, Options{Deny: []string{"127.0.0.1"}})
+	for _, tc := range []struct {
+		name      string
+		c         *Caller
+		req       Request
+		permanent bool
+	}{
+		{"denied metadata", c, req("GET", "http://169.254.169.254/", ""), true},
+		{"denied by rule", cDeny, req("GET", srv500.URL, ""), true},
+		{"bad method", c, req("PUT", srv500.URL, ""), true},
+		{"bad scheme", c, req("GET", "ftp://x/", ""), true},
+		{"unparsable url", c, req("GET", "://nope", ""), true},
+		{"no host", c, req("POST", "http:///x", ""), true},
+		{"status 500", c, req("GET", srv500.URL, ""), false},
+		{"result false", c, req("GET", srvFalse.URL, ""), false},
+		{"connection refused", c, req("GET", closed, ""), false},
+		{"timeout", c, Request{Method: "GET", URL: slow.URL, Timeout: 100 * time.Millisecond}, false},
+	} {
+		r := tc.c.Do(context.Background(), tc.req)
+		if r.OK() {
+			t.Errorf("%s: success", tc.name)
+			continue
+		}
+		if got := IsPermanent(r.Err); got != tc.permanent {
+			t.Errorf("%s: IsPermanent(%q) = %v, want %v", tc.name, r.Err, got, tc.permanent)
+		}
+	}
+	if IsPermanent(nil) || IsPermanent(errors.New("x")) || IsPermanent(context.Canceled) {
+		t.Error("IsPermanent true for nil or a plain error")
+	}
+	if !IsPermanent(fmt.Errorf("wrapped: %w", &DeniedError{Host: "h"})) {
+		t.Error("IsPermanent false for a wrapped DeniedError")
+	}
+}
+
+func TestRulesValidation(t *testing.T) {
+	for _, o := range []Options{
+		{},
+		{Deny: []string{}},
+		{Allow: []string{" api.example.com ", "*.svc.cluster.local", "10.0.0.0/8", "fd00::/8", "::1", "[::1]", "bücher.example", "host_1.internal."}},
+		{Deny: []string{"::ffff:169.254.0.0/112", "1.2.3.4/32"}},
+	} {
+		if err := o.Validate(); err != nil {
+			t.Errorf("%+v: %v", o, err)
+		}
+	}
+	for _, tc := range []struct {
+		o   Options
+		sub string
+	}{
+		{Options{Deny: []string{"10.0.0.0/33"}}, `bad callback.deny entry "10.0.0.0/33": not a CIDR`},
+		{Options{Deny: []string{""}}, `bad callback.deny entry "": empty`},
+		{Options{Allow: []string{"a..b"}}, `bad callback.allow entry "a..b"`},
+		{Options{Allow: []string{"*.*.x"}}, `bad callback.allow entry "*.*.x"`},
+		{Options{Allow: []string{"host:80"}}, `bad callback.allow entry "host:80"`},
+		{Options{Allow: []string{"http://x/"}}, `bad callback.allow entry "http://x/"`},
+	} {
+		err := tc.o.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.sub) {
+			t.Errorf("%+v: err %v, want %q", tc.o, err, tc.sub)
+			continue
+		}
+		// New accepts it but fails every call, without calling anything,
+		// and not as a permanent error (the fix is in the configuration).
+		srv, s := recorder(t, 200, "ok")
+		r := newCaller(t, tc.o).Do(context.Background(), req("GET", srv.URL, ""))
+		if r.OK() || r.Err.Error() != err.Error() || IsPermanent(r.Err) || s.get().method != "" {
+			t.Errorf("%+v: call gave %v (permanent %v)", tc.o, r.Err, IsPermanent(r.Err))
+		}
+	}
+	// IPv4-mapped CIDRs match the IPv4 addresses.
+	p := newPolicy(nil, []string{"::ffff:169.254.0.0/112"})
+	if _, err := p.checkHost("169.254.1.2"); err == nil {
+		t.Error("::ffff:169.254.0.0/112 does not deny 169.254.1.2")
+	}
+}
+
+func TestSecurityDefaults(t *testing.T) {
+	c := New(Options{})
+	defer c.Close()
+	if c.limiter == nil || c.limiter.limit != 64 || c.limiter.timeout != 30*time.Second {
+		t.Errorf("per-host limit defaults not applied: %+v", c.limiter)
+	}
+	if got := DefaultDeny(); strings.Join(got, " ") != "169.254.0.0/16 fe80::/10 100.100.100.200/32 fd00:ec2::254/128 0.0.0.0/8 ::/128" {
+		t.Errorf("DefaultDeny() = %q", got)
+	}
+	DefaultDeny()[0] = "changed" // a copy
+	if DefaultDeny()[0] != "169.254.0.0/16" {
+		t.Error("DefaultDeny returns the shared list")
+	}
+	if c2 := New(Options{MaxConnsPerHost: -1}); c2.limiter != nil {
+		t.Error("MaxConnsPerHost -1 should disable the limit")
+	}
+	if c3 := New(Options{MaxConnsPerHost: 5, HostQueueTimeout: time.Second}); c3.limiter.limit != 5 || c3.limiter.timeout != time.Second {
+		t.Error("per-host options not applied")
+	}
+	// Loopback and private networks are allowed by default.
+	for _, h := range []string{"127.0.0.1", "::1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "fd12::1", "localhost", "internal.svc"} {
+		if _, err := c.policy.checkHost(h); err != nil {
+			t.Errorf("%s denied by default: %v", h, err)
+		}
+	}
+}
