@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"reflect"
 	"regexp"
+	"sort"
 	"strings"
 )
 
@@ -95,6 +97,13 @@ func DecodeStrict(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if strings.HasPrefix(err.Error(), "json: unknown field ") {
+			// Go's error has the bare, escaped name: find the key and its
+			// path in the body itself.
+			if path, ok := unknownKey(body, reflect.TypeOf(v), ""); ok {
+				return &FieldError{path, "is not a known field"}
+			}
+		}
 		return jsonFieldError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -119,6 +128,9 @@ func jsonFieldError(err error) error {
 		return &FieldError{"body", "malformed JSON: unexpected end"}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		if name == "" {
+			name = `""`
+		}
 		return &FieldError{name, "is not a known field"}
 	default:
 		return &FieldError{"body", "malformed JSON: " + err.Error()}
@@ -161,7 +173,7 @@ type CallbackFields struct {
 func ParseSubmit(body []byte, lim Limits, nowMs int64) (*Message, error) {
 	var r SubmitRequest
 	if err := DecodeStrict(body, &r); err != nil {
-		return nil, nestedUnknownField(body, err)
+		return nil, err
 	}
 	if err := ValidateTopic("topic_name", r.TopicName); err != nil {
 		return nil, err
@@ -218,21 +230,73 @@ func asciiUpper(s string) string {
 	return string(b)
 }
 
-// nestedUnknownField names an unknown field inside "callback" by its path
-// (Go's decoder reports only the bare name). Only runs on the error path.
-func nestedUnknownField(body []byte, err error) error {
-	var fe *FieldError
-	if !errors.As(err, &fe) || fe.Reason != "is not a known field" {
-		return err
+// unknownKey finds the first key (in sorted order, depth first) of a JSON
+// object that is no field of type t, following struct-typed fields, and
+// returns its path ("callback.foo"; an empty key reads `""`). Keys are
+// matched as encoding/json matches them (exactly, else case-insensitively).
+func unknownKey(raw []byte, t reflect.Type, prefix string) (string, bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
 	}
-	var top map[string]json.RawMessage
-	if json.Unmarshal(body, &top) != nil {
-		return err
+	if t.Kind() != reflect.Struct {
+		return "", false
 	}
-	if _, atTop := top[fe.Field]; atTop {
-		return err
+	var obj map[string]json.RawMessage
+	if json.NewDecoder(bytes.NewReader(raw)).Decode(&obj) != nil { // the first value only
+		return "", false
 	}
-	return &FieldError{"callback." + fe.Field, fe.Reason}
+	fields := map[string]reflect.Type{}
+	collectFields(t, fields)
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		canon := k
+		ft, ok := fields[k]
+		if !ok {
+			for name, typ := range fields {
+				if strings.EqualFold(name, k) {
+					canon, ft, ok = name, typ, true
+					break
+				}
+			}
+		}
+		if !ok {
+			if k == "" {
+				k = `""`
+			}
+			return prefix + k, true
+		}
+		if p, found := unknownKey(obj[k], ft, prefix+canon+"."); found {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// collectFields maps the JSON names of t's fields (with embedded structs'
+// fields promoted) to their types.
+func collectFields(t reflect.Type, into map[string]reflect.Type) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			collectFields(f.Type, into)
+			continue
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		into[name] = f.Type
+	}
 }
 
 func validateCallback(c CallbackFields, lim Limits) (Callback, error) {

@@ -117,3 +117,20 @@ func TestUnknownFieldInsideCallbackIsNamedByPath(t *testing.T) {
 		t.Fatalf("want field callback.foo, got %v", err)
 	}
 }
+
+func TestUnknownFieldsAreNamedByTheirRealPath(t *testing.T) {
+	cb := `"callback":{"request_type":"GET","url":"http://h/"`
+	for body, want := range map[string]string{
+		`{"":"x","topic_name":"t","delay_time":1,` + cb + `}}`:             `""`,
+		`{"a\"b":1,"topic_name":"t","delay_time":1,` + cb + `}}`:           `a"b`,
+		`{"topic_name":"t","delay_time":1,` + cb + `,"topic_name":1}}`:     "callback.topic_name",
+		`{"topic_name":"t","delay_time":1,"ttr":5,` + cb + `,"ttr":1}}`:    "callback.ttr",
+		`{"topic_name":"t","delay_time":1,` + cb + `,"x":{"y":1}},"zz":1}`: "callback.x",
+	} {
+		_, err := ParseSubmit([]byte(body), DefaultLimits(), 0)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != want || fe.Reason != "is not a known field" {
+			t.Errorf("%s: got %v, want field %s", body, err, want)
+		}
+	}
+}
