@@ -38,6 +38,9 @@ if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; 
 echo "== tests (race detector)"
 go test -race -count=1 -timeout 20m ./...
 
+echo "== fuzzing, short (scripts/fuzz.sh; seeds also ran as tests above)"
+scripts/fuzz.sh 10
+
 echo "== benchmarks compile and run once"
 go test -run '^$' -bench . -benchtime 1x ./pkg/... >/dev/null
 echo "== all tests passed"
