@@ -35,8 +35,11 @@ go vet ./...
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
 
-echo "== tests (race detector)"
-go test -race -count=1 -timeout 20m ./...
+echo "== unit and package tests (race detector)"
+go test -race -count=1 -timeout 15m $(go list ./... | grep -v /test/)
+
+echo "== end-to-end, browser and integration tests against real processes (race detector, one package at a time)"
+go test -race -count=1 -p 1 -timeout 20m ./test/...
 
 echo "== fuzzing, short (scripts/fuzz.sh; seeds also ran as tests above)"
 scripts/fuzz.sh 10
