@@ -34,6 +34,9 @@ type Config struct {
 	WaitS    float64       `json:"wait_s,omitempty"`
 	Grace    time.Duration `json:"-"`
 	Samples  string        `json:"-"`
+
+	// submit/latency: after the run, query this many messages for flow time
+	FlowSamples int `json:"flow_samples,omitempty"`
 }
 
 const usageText = `sorakaq-load: load and precision tool for a running sorakaQ server.
@@ -73,6 +76,7 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.DurationVar(&c.Lead, "lead", 30*time.Second, "fire: the due window starts this long after start (all submits must finish before)")
 	fs.DurationVar(&c.Wait, "wait", 30*time.Second, "fire: how long to wait for callbacks after the last due time")
 	fs.DurationVar(&c.Grace, "grace", time.Second, "fire: extra wait after the last callback, to catch duplicates")
+	fs.IntVar(&c.FlowSamples, "flow-samples", 0, "submit/latency: after the run, query this many of the submitted messages and report flow time (received -> held by a worker)")
 	fs.StringVar(&c.Samples, "samples", "", "fire: write every callback as CSV (arrival order: msg_id,attempt,due_at_ms,lateness_ms) to this file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

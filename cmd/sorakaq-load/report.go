@@ -18,6 +18,7 @@ type Report struct {
 	Config  *Config        `json:"config"`
 	Submit  *SubmitSection `json:"submit"`
 	Fire    *FireStats     `json:"fire,omitempty"`
+	Flow    *FlowSection   `json:"flow,omitempty"`
 }
 
 // SubmitSection is the client side of a run.
@@ -93,6 +94,12 @@ func (r *Report) WriteTable(w io.Writer) {
 			fmt.Fprintf(w, "  latency ms  (successful submits)\n")
 			writeSummary(w, "    ", s.LatencyMs)
 		}
+	}
+	if f := r.Flow; f != nil {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "flow (received -> held by a worker)")
+		fmt.Fprintf(w, "  sampled     %d (with a held event %d, not held yet %d, query errors %d)\n", f.Sampled, f.Held, f.Unheld, f.Problems)
+		writeSummary(w, "    ", f.FlowMs)
 	}
 	if f := r.Fire; f != nil {
 		fmt.Fprintln(w)

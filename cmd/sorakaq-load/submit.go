@@ -246,7 +246,7 @@ func runSubmit(cfg *Config, progress io.Writer) (*Report, error) {
 	// The callback of these messages is never meant to be called during the
 	// run (the delay is long); it points at a closed port on loopback.
 	body := newSubmitBody(cfg.Topic, cfg.TTRMs, "http://127.0.0.1:9/sorakaq-load")
-	spec := loadSpec{URL: cfg.URL, C: cfg.C, N: cfg.N, D: cfg.D, Timeout: cfg.Timeout,
+	spec := loadSpec{URL: cfg.URL, C: cfg.C, N: cfg.N, D: cfg.D, Timeout: cfg.Timeout, KeepAcks: cfg.FlowSamples > 0,
 		Body: func(buf []byte, _ int) []byte { return body.append(buf, cfg.DelayMs) }}
 	if err := probe(cfg, body.append(nil, cfg.DelayMs)); err != nil {
 		return nil, err
@@ -257,6 +257,9 @@ func runSubmit(cfg *Config, progress io.Writer) (*Report, error) {
 	if res.OK == 0 {
 		rep.WriteTable(progress)
 		return nil, errors.New("no submit succeeded")
+	}
+	if cfg.FlowSamples > 0 {
+		rep.Flow = measureFlow(cfg, res.Acks, cfg.FlowSamples, 2*time.Second)
 	}
 	return rep, nil
 }

@@ -69,6 +69,8 @@ const (
 	EventFailed    = "attempt_failed"
 	EventDead      = "dead"
 	EventRedriven  = "redriven"
+	EventHeld      = "held"  // taken by a worker (distributed mode)
+	EventMoved     = "moved" // moved to another worker (failover, offline)
 )
 
 // MaxHistory bounds the history kept per message so a message that is

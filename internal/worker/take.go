@@ -42,7 +42,9 @@ func (w *Worker) Take(ctx context.Context, from string, msgs []*message.Message)
 				return errSkip("held by worker " + m.Owner)
 			}
 			if m.Owner != "" {
-				m.AddEvent(now, "moved", fmt.Sprintf("from worker %s to %s", m.Owner, w.opts.NodeID))
+				m.AddEvent(now, message.EventMoved, fmt.Sprintf("from worker %s to %s", m.Owner, w.opts.NodeID))
+			} else {
+				m.AddEvent(now, message.EventHeld, "by worker "+w.opts.NodeID)
 			}
 			m.Owner = w.opts.NodeID
 			return nil
