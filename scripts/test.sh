@@ -12,10 +12,12 @@ echo "== go $(go version | awk '{print $3}')"
 go mod download
 
 echo "== real Redis, ZooKeeper and Kafka (scripts/infra.sh)"
+# Stop at the end only the servers this run started (a developer's stay up):
+# probe the ports rather than trust a status line.
 started_infra=0
-if ! scripts/infra.sh status 2>/dev/null | grep -q 'kafka.*running' || ! scripts/infra.sh status 2>/dev/null | grep -q 'redis.*running' || ! scripts/infra.sh status 2>/dev/null | grep -q 'zk.*running'; then
-  started_infra=1
-fi
+for port in "${SORAKAQ_REDIS_PORT:-16379}" "${SORAKAQ_ZK_PORT:-12181}" "${SORAKAQ_KAFKA_PORT:-19092}"; do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || started_infra=1
+done
 scripts/infra.sh up
 if [ "$started_infra" = 1 ]; then trap 'scripts/infra.sh down >/dev/null 2>&1 || true' EXIT; fi
 eval "$(scripts/infra.sh env)"
@@ -43,6 +45,9 @@ go test -race -count=1 -p 1 -timeout 20m ./test/...
 
 echo "== fuzzing, short (scripts/fuzz.sh; seeds also ran as tests above)"
 scripts/fuzz.sh 10
+
+echo "== contract fuzzing of the HTTP API against docs/openapi.yaml (schemathesis, short)"
+scripts/contract.sh 30
 
 echo "== benchmarks compile and run once"
 go test -run '^$' -bench . -benchtime 1x ./pkg/... >/dev/null

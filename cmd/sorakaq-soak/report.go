@@ -50,7 +50,7 @@ type Report struct {
 	Config   *Config         `json:"config"`
 	ElapsedS float64         `json:"elapsed_s"`
 	Counts   Counts          `json:"counts"`
-	Lateness Summary         `json:"first_delivery_lateness_ms"` // first successful callback - due, expected-delivered messages
+	Lateness Summary         `json:"first_delivery_lateness_ms"` // first successful callback: arrival - X-Sorakaq-Due-At
 	MaxEarly int64           `json:"max_early_ms,omitempty"`
 	API      APISection      `json:"api"`
 	Problems []*msg          `json:"problems,omitempty"` // lost, violated, early, mismatched (at most 200)
@@ -188,7 +188,9 @@ func analyse(cfg *Config, plan []*msg, cbs map[string][]callback, total int, a *
 			switch {
 			case okCB >= 0:
 				c.Delivered++
-				late = append(late, float64(got[okCB].Arrived-max(m.Earliest, m.AckDue)))
+				if cb := got[okCB]; cb.DueAt > 0 {
+					late = append(late, float64(cb.Arrived-cb.DueAt))
+				}
 				if m.State != "delivered" {
 					c.StateMismatch++
 					verdict = append(verdict, "state_mismatch")

@@ -246,7 +246,7 @@ func (s *Server) addTopic(c *gin.Context) (any, error) {
 		return nil, err
 	}
 	now := time.Now().UnixMilli()
-	t := registry.Topic{Name: r.TopicName, Business: r.Business, WorkerNum: 1, Partitions: max(1, s.opts.DefaultPartitions), RetryBackoffMs: r.RetryBackoffMs, CreatedMs: now, UpdatedMs: now}
+	t := registry.Topic{Name: r.TopicName, Business: r.Business, WorkerNum: 1, Partitions: max(1, s.opts.DefaultPartitions), RetryBackoffMs: r.RetryBackoffMs, Workers: r.Workers, CreatedMs: now, UpdatedMs: now}
 	if r.WorkerNum != nil {
 		t.WorkerNum = *r.WorkerNum
 	}
@@ -294,7 +294,7 @@ func (s *Server) updateTopic(c *gin.Context) (any, error) {
 // (the registry could not be written) as 503 with its cause.
 func unavailable(err error) error {
 	switch {
-	case err == nil, errors.Is(err, message.ErrTopicNotFound), errors.Is(err, message.ErrConflict), message.IsFieldError(err):
+	case err == nil, errors.Is(err, message.ErrTopicNotFound), errors.Is(err, message.ErrNotFound), errors.Is(err, message.ErrConflict), message.IsFieldError(err):
 		return err
 	}
 	return fmt.Errorf("%w: %v", message.ErrUnavailable, err)

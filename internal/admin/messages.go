@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -20,6 +21,8 @@ type msgReq struct {
 	DelayTime *int64 `json:"delay_time"`
 }
 
+// readMsgReq reads a message request; fields the route does not use are
+// refused (a delay on a cancel, an id on a bulk call) rather than ignored.
 func (s *Server) readMsgReq(c *gin.Context, needID bool) (msgReq, error) {
 	var r msgReq
 	body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
@@ -28,6 +31,12 @@ func (s *Server) readMsgReq(c *gin.Context, needID bool) (msgReq, error) {
 	}
 	if err := message.DecodeStrict(body, &r); err != nil {
 		return r, err
+	}
+	if r.DelayTime != nil && !strings.HasSuffix(c.FullPath(), "/setDelay") {
+		return r, &message.FieldError{Field: "delay_time", Reason: "is not a field of this call"}
+	}
+	if !needID && r.MsgID != "" {
+		return r, &message.FieldError{Field: "msg_id", Reason: "is not a field of this call (it acts on every dead message of the topic)"}
 	}
 	if err := message.ValidateTopic("topic_name", r.TopicName); err != nil {
 		return r, err

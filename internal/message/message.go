@@ -69,8 +69,9 @@ const (
 	EventFailed    = "attempt_failed"
 	EventDead      = "dead"
 	EventRedriven  = "redriven"
-	EventHeld      = "held"  // taken by a worker (distributed mode)
-	EventMoved     = "moved" // moved to another worker (failover, offline)
+	EventHeld      = "held"    // taken by a worker (distributed mode)
+	EventMoved     = "moved"   // moved to another worker (failover, offline)
+	EventRestart   = "restart" // overdue at a start: may have been called before the crash
 )
 
 // MaxHistory bounds the history kept per message so a message that is

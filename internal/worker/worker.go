@@ -177,6 +177,11 @@ func (w *Worker) Start() error {
 		callCancel()
 		return fmt.Errorf("worker.Start: first load: %w", err)
 	}
+	if err := w.markOverdue(runCtx); err != nil {
+		runCancel()
+		callCancel()
+		return fmt.Errorf("worker.Start: %w", err)
+	}
 	goRun(&w.runWG, func() { w.wheel.Run(runCtx, w.onFire) })
 	goRun(&w.runWG, func() { w.loadLoop(runCtx) })
 	goRun(&w.runWG, func() { w.purgeLoop(runCtx) })
@@ -394,6 +399,50 @@ func (w *Worker) replaceRetrying(ctx context.Context, old, m *message.Message) e
 		}
 	}
 	return err
+}
+
+// markOverdue runs at start, before anything is served: every message
+// already due may have been in the middle of its callback when the last
+// run died (the "delivering" mark is written lazily, off the firing path),
+// so it is marked delivering, durably, before a cancel or delay change can
+// be answered for it. They fire right away; a cancel meanwhile is told the
+// truth: too late, being delivered.
+func (w *Worker) markOverdue(ctx context.Context) error {
+	now := time.Now().UnixMilli()
+	w.mu.Lock()
+	var due []ref
+	for _, t := range w.timers {
+		if t.ExpireAt() <= now {
+			due = append(due, t.Value())
+		}
+	}
+	w.mu.Unlock()
+	last := ""
+	for _, r := range due {
+		_, err := w.store.Update(ctx, r.id, store.Lazy, func(m *message.Message) error {
+			if m.Version != r.version || !m.State.Pending() || m.Owner != w.opts.NodeID || m.State == message.StateDelivering {
+				return errStale
+			}
+			m.State = message.StateDelivering
+			m.AddEvent(now, message.EventRestart, "was due before this start: delivering at once")
+			return nil
+		})
+		if err == nil {
+			last = r.id
+		} else if !errors.Is(err, errStale) && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("marking overdue message %s: %w", r.id, err)
+		}
+	}
+	if last != "" {
+		// one synced write makes every earlier lazy one durable too
+		if _, err := w.store.Update(ctx, last, store.Sync, func(*message.Message) error { return nil }); err != nil {
+			return fmt.Errorf("syncing the overdue marks: %w", err)
+		}
+	}
+	if len(due) > 0 {
+		w.log.Info("messages due before this start are being delivered at once", zap.Int("messages", len(due)))
+	}
+	return nil
 }
 
 // errStale marks a fire or change that no longer applies.

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -291,5 +292,42 @@ func TestDeniedCallbackIsDeadAtOnce(t *testing.T) {
 	})
 	if got.Attempts != 1 || !strings.Contains(got.LastError, "denied") {
 		t.Fatalf("attempts %d last error %q", got.Attempts, got.LastError)
+	}
+}
+
+// At start, messages already due are marked delivering before anything is
+// served: one may have been called just before a crash, so a cancel must
+// be told it is too late. Messages not yet due stay delayed.
+func TestOverdueAtStartAreMarkedDelivering(t *testing.T) {
+	st, err := embedded.Open(embedded.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now().UnixMilli()
+	mk := func(due int64) *message.Message {
+		return &message.Message{ID: message.NewID(), Topic: "t", TTRMs: 1000, DueMs: due, State: message.StateDelayed, Version: 1,
+			Callback: message.Callback{RequestType: "GET", URL: "http://127.0.0.1:9/"}}
+	}
+	over, later := mk(now-500), mk(now+60_000)
+	if err := st.Create(context.Background(), over, later); err != nil {
+		t.Fatal(err)
+	}
+	w := New(Options{}, st, nil, callback.New(callback.Options{}), nil, nil)
+	ctx := context.Background()
+	if err := w.load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.markOverdue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := st.Get(ctx, over.ID); m.State != message.StateDelivering {
+		t.Fatalf("overdue message is %s, want delivering", m.State)
+	}
+	if _, err := w.Cancel(ctx, "t", over.ID); !errors.Is(err, message.ErrConflict) {
+		t.Fatalf("cancel of an overdue message at start: want conflict, got %v", err)
+	}
+	if m, _ := st.Get(ctx, later.ID); m.State != message.StateDelayed {
+		t.Fatalf("future message is %s, want delayed", m.State)
 	}
 }
