@@ -12,6 +12,13 @@
 #   scripts/bench.sh                  everything
 #   BENCH_MODES="submit latency" scripts/bench.sh
 #   BENCH_OUT=/some/dir scripts/bench.sh   keep the JSON reports and logs there
+#   BENCH_TARGET=distributed scripts/bench.sh
+#       the distributed mode instead: receive, center, worker and admin as four
+#       processes over the servers of scripts/infra.sh (run `scripts/infra.sh up`
+#       first), each run with its own ZooKeeper root, Redis prefix and Kafka topics
+# Modes: submit wrk fire latency (default), flow (submit latency at 10 clients
+# and the flow time received -> held by a worker, same run), ab (the original's
+# ab table, scripts/ab-table.sh).
 #
 # The client, the callback sink and the server share the machine: figures
 # are for "everything on one host", see the machine line of each report.
@@ -19,6 +26,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODES=${BENCH_MODES:-"submit wrk fire latency"}
+TARGET=${BENCH_TARGET:-allinone}
+SERVER_PIDS=()
 WORK=$(mktemp -d /tmp/sorakaq-bench.XXXXXX)
 OUT=${BENCH_OUT:-$WORK/out}
 mkdir -p "$OUT"
@@ -45,6 +54,7 @@ echo "== building into $WORK/bin"
 (cd "$ROOT" && go build -o "$WORK/bin/sorakaq" ./cmd/sorakaq && go build -o "$WORK/bin/sorakaq-load" ./cmd/sorakaq-load)
 
 start_server() {
+	if [[ $TARGET == distributed ]]; then start_distributed; return; fi
 	rm -rf "$WORK/data"
 	SORAKAQ_DATA_DIR="$WORK/data" SORAKAQ_RECEIVE_LISTEN="127.0.0.1:$RECV_PORT" \
 		SORAKAQ_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" SORAKAQ_LOG_LEVEL=warn \
@@ -59,7 +69,37 @@ start_server() {
 	exit 1
 }
 
+start_distributed() {
+	[[ -n ${SORAKAQ_TEST_REDIS:-} ]] || eval "$("$ROOT/scripts/infra.sh" env)"
+	local run=$RANDOM$RANDOM
+	local center_port worker_port
+	center_port=$(free_port $((ADMIN_PORT + 1)))
+	worker_port=$(free_port $((center_port + 1)))
+	local env=(SORAKAQ_MODE=distributed SORAKAQ_DATA_DIR="$WORK/data" SORAKAQ_LOG_LEVEL=warn
+		SORAKAQ_REDIS_ADDRS="$SORAKAQ_TEST_REDIS" SORAKAQ_ZOOKEEPER_SERVERS="$SORAKAQ_TEST_ZK" SORAKAQ_KAFKA_BROKERS="$SORAKAQ_TEST_KAFKA"
+		SORAKAQ_ZOOKEEPER_ROOT="/sqbench-$run" SORAKAQ_REDIS_PREFIX="bench$run" SORAKAQ_KAFKA_TOPIC_PREFIX="bench${run}_"
+		SORAKAQ_KAFKA_GROUP="bench$run" SORAKAQ_KAFKA_DEFAULT_PARTITIONS=8 SORAKAQ_ADMIN_API_TOKEN=bench
+		SORAKAQ_RECEIVE_LISTEN="127.0.0.1:$RECV_PORT" SORAKAQ_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT"
+		SORAKAQ_CENTER_LISTEN="127.0.0.1:$center_port" SORAKAQ_WORKER_LISTEN="127.0.0.1:$worker_port" SORAKAQ_NODE_ID=w1)
+	for role in worker center receive admin; do
+		env "${env[@]}" "$WORK/bin/sorakaq" "$role" >>"$OUT/server-$role.log" 2>&1 &
+		SERVER_PIDS+=($!)
+	done
+	for _ in $(seq 1 300); do
+		curl -fsS "$URL/readyz" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	for t in sorakaq-load delay_test; do
+		curl -fsS -H 'Authorization: Bearer bench' "http://127.0.0.1:$ADMIN_PORT/sorakaq/topic/add" \
+			-d "{\"topic_name\":\"$t\",\"partitions\":8}" >/dev/null
+	done
+	sleep 4 # the centers' consumer group picks the new topics up (refresh 2 s) and joins
+}
+
 stop_server() {
+	for p in "${SERVER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${SERVER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	SERVER_PIDS=()
 	if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
 		kill -TERM "$SERVER_PID"
 		for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
@@ -84,6 +124,14 @@ for m in $MODES; do
 	submit) load submit -mode submit -c 100 -d 20s ;;
 	fire) load fire -mode fire -n 100000 -rate 5000 -lead 30s -wait 60s ;;
 	latency) load latency -mode latency -c 10 -n 20000 ;;
+	flow) load flow -mode latency -c 10 -n 10000 -flow-samples 1000 ;;
+	ab)
+		echo
+		echo "== ab: scripts/ab-table.sh $URL (the original's pairs)"
+		start_server
+		"$ROOT/scripts/ab-table.sh" "$URL" | tee "$OUT/ab.txt"
+		stop_server
+		;;
 	wrk)
 		if ! command -v wrk >/dev/null; then
 			echo "== wrk not installed, skipped"
@@ -106,7 +154,7 @@ LUA
 done
 echo
 echo "== reports (JSON) in $OUT"
-if [[ -s $OUT/server.log ]]; then
+if [[ -s $OUT/server.log || $TARGET == distributed ]]; then
 	echo "== server log (warn and above), last lines:"
-	tail -n 20 "$OUT/server.log"
+	tail -n 20 "$OUT"/server*.log
 fi

@@ -74,6 +74,9 @@ func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 	rc := redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
 		Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB,
+		// A submit holds a connection for its WATCH/MULTI round trips: size
+		// the pool to the requests in flight (go-redis defaults to 10 per CPU).
+		PoolSize: cfg.Redis.PoolSize,
 	})
 	reg, err := zk.Connect(cfg.ZooKeeper.Servers, zk.Options{Root: cfg.ZooKeeper.Root, SessionTimeout: cfg.ZooKeeper.SessionTimeout, Logger: log.Named("zk")})
 	if err != nil {

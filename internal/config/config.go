@@ -52,6 +52,7 @@ type Redis struct {
 	Password   string   `mapstructure:"password"`
 	DB         int      `mapstructure:"db"`
 	Prefix     string   `mapstructure:"prefix"`
+	PoolSize   int      `mapstructure:"pool_size"`
 }
 
 // ZooKeeper holds instances, topics and locks (distributed mode).
@@ -216,6 +217,7 @@ var defaults = map[string]any{
 	"redis.password":                   "",
 	"redis.db":                         0,
 	"redis.prefix":                     "sorakaq",
+	"redis.pool_size":                  128,
 	"zookeeper.servers":                []string{"127.0.0.1:2181"},
 	"zookeeper.root":                   "/sorakaq",
 	"zookeeper.session_timeout":        "10s",
