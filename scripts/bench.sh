@@ -72,6 +72,7 @@ start_server() {
 start_distributed() {
 	[[ -n ${SORAKAQ_TEST_REDIS:-} ]] || eval "$("$ROOT/scripts/infra.sh" env)"
 	local run=$RANDOM$RANDOM
+	BENCH_RUN=$run
 	local center_port worker_port
 	center_port=$(free_port $((ADMIN_PORT + 1)))
 	worker_port=$(free_port $((center_port + 1)))
@@ -100,6 +101,11 @@ stop_server() {
 	for p in "${SERVER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	for p in "${SERVER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 	SERVER_PIDS=()
+	if [[ -n ${BENCH_RUN:-} ]]; then # leave the shared Redis as it was
+		local rport=${SORAKAQ_TEST_REDIS##*:}
+		redis-cli -p "$rport" --scan --pattern "{bench$BENCH_RUN}:*" | xargs -r -n 1000 redis-cli -p "$rport" DEL >/dev/null || true
+		BENCH_RUN=""
+	fi
 	if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
 		kill -TERM "$SERVER_PID"
 		for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done

@@ -164,7 +164,7 @@ start_redis() {
   redis-server --port "$REDIS_PORT" --bind "$HOST" --dir "$d" \
     --appendonly yes --appendfsync everysec --save "" \
     --daemonize yes --pidfile "$(pidfile_of redis)" --logfile "$(logfile_of redis)" \
-    --maxmemory 512mb --maxmemory-policy noeviction 9>&-
+    --maxmemory "${SORAKAQ_REDIS_MAXMEMORY:-2gb}" --maxmemory-policy noeviction 9>&-
 }
 
 start_zk() {
