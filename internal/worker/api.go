@@ -64,6 +64,22 @@ func checkTopic(m *message.Message, topic string) error {
 	return nil
 }
 
+// checkChangeable says whether a message may still be cancelled or
+// rescheduled: pending, not in the middle of its callback here, and held
+// here (else the caller routes to the holder).
+func (w *Worker) checkChangeable(m *message.Message) error {
+	if m.State != message.StateDelayed && m.State != message.StateRetrying {
+		return tooLate(m)
+	}
+	if w.delivering(m.ID) {
+		c := *m
+		c.State = message.StateDelivering
+		c.Attempts++
+		return tooLate(&c)
+	}
+	return nil
+}
+
 // errAlreadyCancelled lets Cancel answer a repeated cancel as done.
 var errAlreadyCancelled = errors.New("already cancelled")
 
@@ -72,6 +88,9 @@ var errAlreadyCancelled = errors.New("already cancelled")
 // conflict, said as such.
 func (w *Worker) Cancel(ctx context.Context, topic, id string) (*message.Message, error) {
 	nowMs := time.Now().UnixMilli()
+	l := w.lockID(id)
+	l.Lock()
+	defer l.Unlock()
 	m, err := w.store.Update(ctx, id, store.Sync, func(m *message.Message) error {
 		if err := checkTopic(m, topic); err != nil {
 			return err
@@ -79,8 +98,8 @@ func (w *Worker) Cancel(ctx context.Context, topic, id string) (*message.Message
 		if m.State == message.StateCancelled {
 			return errAlreadyCancelled
 		}
-		if m.State != message.StateDelayed && m.State != message.StateRetrying {
-			return tooLate(m)
+		if err := w.checkChangeable(m); err != nil {
+			return err
 		}
 		if m.Owner != w.opts.NodeID {
 			return &NotOwnerError{Owner: m.Owner}
@@ -116,12 +135,15 @@ type DelayChange struct {
 // within 7 days from now.
 func (w *Worker) ChangeDelay(ctx context.Context, topic, id string, ch DelayChange) (*message.Message, error) {
 	now := time.Now().UnixMilli()
+	l := w.lockID(id)
+	l.Lock()
+	defer l.Unlock()
 	m, err := w.store.Update(ctx, id, store.Sync, func(m *message.Message) error {
 		if err := checkTopic(m, topic); err != nil {
 			return err
 		}
-		if m.State != message.StateDelayed && m.State != message.StateRetrying {
-			return tooLate(m)
+		if err := w.checkChangeable(m); err != nil {
+			return err
 		}
 		if m.Owner != w.opts.NodeID {
 			return &NotOwnerError{Owner: m.Owner}
@@ -185,12 +207,15 @@ func (w *Worker) Redrive(ctx context.Context, topic, id string) (*message.Messag
 
 // Delete removes a finished message (delivered, dead or cancelled).
 func (w *Worker) Delete(ctx context.Context, topic, id string) error {
+	l := w.lockID(id)
+	l.Lock()
+	defer l.Unlock()
 	err := w.store.Delete(ctx, id, func(m *message.Message) error {
 		if err := checkTopic(m, topic); err != nil {
 			return err
 		}
 		switch {
-		case m.State == message.StateDelivering:
+		case m.State == message.StateDelivering, m.State.Pending() && w.delivering(m.ID):
 			return fmt.Errorf("%w: message %s is being delivered; delete it once it is delivered or dead", message.ErrConflict, m.ID)
 		case !m.State.Final():
 			return fmt.Errorf("%w: message %s is %s; cancel it before deleting", message.ErrConflict, m.ID, m.State)
@@ -204,7 +229,8 @@ func (w *Worker) Delete(ctx context.Context, topic, id string) error {
 	return nil
 }
 
-// Get returns one message.
+// Get returns one message; one in the middle of its callback here reads
+// as delivering (that mark lives in memory, see beginDelivery).
 func (w *Worker) Get(ctx context.Context, topic, id string) (*message.Message, error) {
 	m, err := w.store.Get(ctx, id)
 	if err != nil {
@@ -212,6 +238,9 @@ func (w *Worker) Get(ctx context.Context, topic, id string) (*message.Message, e
 	}
 	if err := checkTopic(m, topic); err != nil {
 		return nil, err
+	}
+	if m.State.Pending() && m.Owner == w.opts.NodeID && w.delivering(id) {
+		m.State = message.StateDelivering
 	}
 	return m, nil
 }

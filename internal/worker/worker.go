@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,6 +128,7 @@ type Worker struct {
 	mu       sync.Mutex
 	timers   map[string]*timingwheel.Timer[ref] // message id -> its timer in the wheel
 	inflight map[string]struct{}                // ids being delivered by this process
+	idLocks  [256]sync.Mutex                    // per message (striped): deliveries vs changes
 	horizon  int64                              // pending messages due before this (ms) are in the wheel
 	cursor   store.Entry                        // where the loader's next scan starts
 
@@ -466,65 +468,91 @@ func (w *Worker) callLoop(ctx context.Context) {
 
 // deliver makes one callback attempt for a fired timer and records the outcome.
 func (w *Worker) deliver(ctx context.Context, r ref) {
-	// One delivery of a message at a time in this process: a message found
-	// "delivering" is re-sent only when that was left by an earlier run.
-	w.mu.Lock()
-	if _, busy := w.inflight[r.id]; busy {
-		w.mu.Unlock()
-		return
-	}
-	w.inflight[r.id] = struct{}{}
-	w.mu.Unlock()
-	defer func() {
-		w.mu.Lock()
-		delete(w.inflight, r.id)
-		w.mu.Unlock()
-	}()
 	start := time.Now()
-	nowMs := start.UnixMilli()
-	m, err := w.store.Update(ctx, r.id, store.Lazy, func(m *message.Message) error {
-		if m.Version != r.version || !m.State.Pending() || m.Owner != w.opts.NodeID {
-			return errStale // changed, finished, or moved to another worker
-		}
-		m.State = message.StateDelivering
-		m.Attempts++
-		m.AddEvent(nowMs, message.EventAttempt, fmt.Sprintf("attempt %d", m.Attempts))
-		return nil
-	})
-	if errors.Is(err, errStale) || errors.Is(err, store.ErrNotFound) {
+	stored, ok := w.beginDelivery(ctx, r)
+	if !ok {
 		return
 	}
-	if err != nil {
-		// The message stays pending in the store; try again shortly.
-		w.metrics.StoreErrors.WithLabelValues("deliver").Inc()
-		w.log.Error("marking message as delivering failed; retrying in 1s", zap.String("msg_id", r.id), zap.Error(err))
-		if ctx.Err() == nil {
-			w.mu.Lock()
-			w.scheduleLocked(r.id, nowMs+1000, r.version, true)
-			w.mu.Unlock()
-		}
-		return
-	}
-	lateness := start.Sub(time.UnixMilli(m.DueMs))
+	defer w.endDelivery(r.id)
+	attempt := stored.Attempts + 1
+	lateness := start.Sub(time.UnixMilli(stored.DueMs))
 	w.metrics.LatenessSeconds.Observe(lateness.Seconds())
 
 	res := w.caller.Do(ctx, callback.Request{
-		MsgID: m.ID, Topic: m.Topic, Attempt: m.Attempts, DueAtMs: m.DueMs,
-		Method: m.Callback.RequestType, URL: m.Callback.URL, Params: m.Callback.Params,
-		Timeout: time.Duration(m.TTRMs) * time.Millisecond,
+		MsgID: stored.ID, Topic: stored.Topic, Attempt: attempt, DueAtMs: stored.DueMs,
+		Method: stored.Callback.RequestType, URL: stored.Callback.URL, Params: stored.Callback.Params,
+		Timeout: time.Duration(stored.TTRMs) * time.Millisecond,
 	})
-	w.metrics.CallbackSeconds.WithLabelValues(m.Topic).Observe(res.Duration.Seconds())
-	w.opts.Stats.Fired(m.Topic, res.OK(), res.Duration, lateness)
+	w.metrics.CallbackSeconds.WithLabelValues(stored.Topic).Observe(res.Duration.Seconds())
+	w.opts.Stats.Fired(stored.Topic, res.OK(), res.Duration, lateness)
 	if !res.OK() && ctx.Err() != nil {
-		// Shutting down: the attempt was cut short; it stays "delivering"
-		// in the store and is made again after restart.
+		// Shutting down: the attempt was cut short; it is made again after
+		// restart (it is overdue then, so marked delivering at once).
 		return
 	}
-	w.record(ctx, r, m, res)
+	w.record(ctx, r, stored, attempt, start, res)
+}
+
+// beginDelivery checks that the timer still stands (same version, pending,
+// held here) and marks the message as being delivered, in memory: the
+// mark is not written to the store, which keeps a write off the firing
+// path. It is truthful all the same, because every change of a message
+// this worker holds goes through this worker (receive routes to the owner)
+// and takes the same per-message lock: a cancel either comes first (and
+// the timer is stale here) or sees the mark and is told "being delivered".
+// After a crash the marks are gone: markOverdue writes them at start.
+func (w *Worker) beginDelivery(ctx context.Context, r ref) (*message.Message, bool) {
+	l := w.lockID(r.id)
+	l.Lock()
+	defer l.Unlock()
+	w.mu.Lock()
+	if _, busy := w.inflight[r.id]; busy {
+		w.mu.Unlock()
+		return nil, false
+	}
+	w.inflight[r.id] = struct{}{}
+	w.mu.Unlock()
+	m, err := w.store.Get(ctx, r.id)
+	if err == nil && m.Version == r.version && m.State.Pending() && m.Owner == w.opts.NodeID {
+		return m, true
+	}
+	w.endDelivery(r.id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		// The message stays pending in the store; try again shortly.
+		w.metrics.StoreErrors.WithLabelValues("deliver").Inc()
+		w.log.Error("reading a due message failed; retrying in 1s", zap.String("msg_id", r.id), zap.Error(err))
+		if ctx.Err() == nil {
+			w.mu.Lock()
+			w.scheduleLocked(r.id, time.Now().Add(time.Second).UnixMilli(), r.version, true)
+			w.mu.Unlock()
+		}
+	}
+	return nil, false // changed, finished, gone, or moved to another worker
+}
+
+func (w *Worker) endDelivery(id string) {
+	w.mu.Lock()
+	delete(w.inflight, id)
+	w.mu.Unlock()
+}
+
+// delivering reports whether a message is being delivered by this worker.
+func (w *Worker) delivering(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.inflight[id]
+	return ok
+}
+
+// lockID serialises the changes of one message made by this worker.
+func (w *Worker) lockID(id string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return &w.idLocks[h.Sum32()%uint32(len(w.idLocks))]
 }
 
 // record stores the outcome of an attempt and schedules a retry if due.
-func (w *Worker) record(ctx context.Context, r ref, sent *message.Message, res callback.Result) {
+func (w *Worker) record(ctx context.Context, r ref, sent *message.Message, attempt int, start time.Time, res callback.Result) {
 	backoff := w.opts.Backoff
 	if w.topics != nil {
 		if t, err := w.topics.GetTopic(ctx, sent.Topic); err == nil {
@@ -539,8 +567,11 @@ func (w *Worker) record(ctx context.Context, r ref, sent *message.Message, res c
 	nowMs := time.Now().UnixMilli()
 	// While a message is delivering nothing but this worker may change it
 	// (cancel, delay changes, delete and redrive all refuse), so the outcome
-	// is written over the message as sent without reading it again.
+	// is written over the message as read without reading it again.
 	m := sent.Clone()
+	m.State = message.StateDelivering
+	m.Attempts = attempt
+	m.AddEvent(start.UnixMilli(), message.EventAttempt, fmt.Sprintf("attempt %d", attempt))
 	dead := false
 	if res.OK() {
 		m.State = message.StateDelivered
