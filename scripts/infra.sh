@@ -163,6 +163,7 @@ start_redis() {
   local d; d=$(dir_of redis)
   redis-server --port "$REDIS_PORT" --bind "$HOST" --dir "$d" \
     --appendonly yes --appendfsync everysec --save "" \
+    --auto-aof-rewrite-min-size 512mb \
     --daemonize yes --pidfile "$(pidfile_of redis)" --logfile "$(logfile_of redis)" \
     --maxmemory "${SORAKAQ_REDIS_MAXMEMORY:-2gb}" --maxmemory-policy noeviction 9>&-
 }
