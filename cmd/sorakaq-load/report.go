@@ -8,17 +8,19 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/machine"
 )
 
 // Report is everything one run measured.
 type Report struct {
-	Tool    string         `json:"tool"`
-	Time    string         `json:"time"`
-	Machine Machine        `json:"machine"`
-	Config  *Config        `json:"config"`
-	Submit  *SubmitSection `json:"submit"`
-	Fire    *FireStats     `json:"fire,omitempty"`
-	Flow    *FlowSection   `json:"flow,omitempty"`
+	Tool    string          `json:"tool"`
+	Time    string          `json:"time"`
+	Machine machine.Machine `json:"machine"`
+	Config  *Config         `json:"config"`
+	Submit  *SubmitSection  `json:"submit"`
+	Fire    *FireStats      `json:"fire,omitempty"`
+	Flow    *FlowSection    `json:"flow,omitempty"`
 }
 
 // SubmitSection is the client side of a run.
@@ -34,7 +36,7 @@ type SubmitSection struct {
 }
 
 func newReport(cfg *Config) *Report {
-	return &Report{Tool: "sorakaq-load", Time: time.Now().UTC().Format(time.RFC3339), Machine: machineInfo(), Config: cfg}
+	return &Report{Tool: "sorakaq-load", Time: time.Now().UTC().Format(time.RFC3339), Machine: machine.Info(), Config: cfg}
 }
 
 func submitSection(r *loadResult) *SubmitSection {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/machine"
 )
 
 func seq(n int) []float64 {
@@ -188,7 +190,7 @@ func TestFlagDefaultsPerMode(t *testing.T) {
 }
 
 func TestCPUModel(t *testing.T) {
-	if cpuModel("/nonexistent/cpuinfo") != "" {
+	if machine.CPUModel("/nonexistent/cpuinfo") != "" {
 		t.Fatal("want empty")
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/machine"
 )
 
 // Counts is the verdict over every message.
@@ -46,7 +48,7 @@ type Counts struct {
 type Report struct {
 	Tool     string          `json:"tool"`
 	Time     string          `json:"time"`
-	Machine  Machine         `json:"machine"`
+	Machine  machine.Machine `json:"machine"`
 	Config   *Config         `json:"config"`
 	ElapsedS float64         `json:"elapsed_s"`
 	Counts   Counts          `json:"counts"`
@@ -105,7 +107,7 @@ func summarize(v []float64) Summary {
 }
 
 func analyse(cfg *Config, plan []*msg, cbs map[string][]callback, total int, a *api, start time.Time) *Report {
-	r := &Report{Tool: "sorakaq-soak", Time: start.UTC().Format(time.RFC3339), Machine: machineInfo(), Config: cfg,
+	r := &Report{Tool: "sorakaq-soak", Time: start.UTC().Format(time.RFC3339), Machine: machine.Info(), Config: cfg,
 		ElapsedS: time.Since(start).Seconds()}
 	c := &r.Counts
 	c.Planned, c.CancelAnswers, c.SetDelayAnswers, c.FinalStates = map[string]int{}, map[string]int{}, map[string]int{}, map[string]int{}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"strings"
@@ -105,8 +104,7 @@ type Server struct {
 	stats   StatsReader
 	auth    *auth
 	log     *zap.Logger
-	ln      net.Listener
-	srv     *http.Server
+	*httpapi.Server
 }
 
 // New opens the listener and builds the routes: the console and login
@@ -118,11 +116,7 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	ln, err := net.Listen("tcp", opts.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("admin: listen %s: %w", opts.Listen, err)
-	}
-	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, auth: au, log: log, ln: ln}
+	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, auth: au, log: log}
 	e := httpapi.NewEngine(log, d.Metrics, d.Ready)
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(log, h) }
 	e.POST("/sorakaq/auth/login", w(func(c *gin.Context) (any, error) { return au.login(c, opts.MaxBodyBytes) }))
@@ -153,29 +147,13 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	mg := api.Group("/monitor")
 	mg.GET("/minutes", w(s.minutes))
 	mg.GET("/workers", w(s.workers))
-	s.srv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	hs, err := httpapi.Listen("admin", opts.Listen, e, opts.TLSCert, opts.TLSKey)
+	if err != nil {
+		return nil, err
+	}
+	s.Server = hs
 	return s, nil
 }
-
-// Addr is the address the server listens on.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
-
-// Serve serves until Shutdown.
-func (s *Server) Serve() error {
-	var err error
-	if s.opts.TLSCert != "" {
-		err = s.srv.ServeTLS(s.ln, s.opts.TLSCert, s.opts.TLSKey)
-	} else {
-		err = s.srv.Serve(s.ln)
-	}
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("admin: serve: %w", err)
-	}
-	return nil
-}
-
-// Shutdown stops accepting and waits for requests in progress.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
 
 func pprofHandler(w http.ResponseWriter, r *http.Request) {
 	switch strings.TrimPrefix(r.URL.Path, "/debug/pprof/") {

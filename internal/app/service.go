@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"go.uber.org/zap"
 )
 
@@ -27,8 +27,7 @@ type service struct {
 	name    string
 	log     *zap.Logger
 	timeout time.Duration
-	ln      net.Listener
-	srv     *http.Server
+	http    *httpapi.Server
 
 	start func(ctx context.Context) error // after the listener serves
 	stops []func(ctx context.Context) error
@@ -41,20 +40,16 @@ type service struct {
 }
 
 func newService(name, listen string, h http.Handler, timeout time.Duration, log *zap.Logger) (*service, error) {
-	ln, err := net.Listen("tcp", listen)
+	hs, err := httpapi.Listen(name, listen, h, "", "")
 	if err != nil {
-		return nil, fmt.Errorf("%s: listen %s: %w", name, listen, err)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &service{
-		name: name, log: log, timeout: timeout, ln: ln,
-		srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second},
-		ctx: ctx, cancel: cancel, errc: make(chan error, 4),
-	}, nil
+	return &service{name: name, log: log, timeout: timeout, http: hs, ctx: ctx, cancel: cancel, errc: make(chan error, 4)}, nil
 }
 
 // Addr is the bound address.
-func (s *service) Addr() string { return s.ln.Addr().String() }
+func (s *service) Addr() string { return s.http.Addr() }
 
 // loop runs f in the background until Exit.
 func (s *service) loop(f func(ctx context.Context)) {
@@ -67,8 +62,8 @@ func (s *service) onStop(f func(ctx context.Context) error) { s.stops = append(s
 
 func (s *service) Main() error {
 	go func() {
-		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.errc <- fmt.Errorf("%s: serve: %w", s.name, err)
+		if err := s.http.Serve(); err != nil {
+			s.errc <- err
 		}
 	}()
 	if s.start != nil {
@@ -88,7 +83,7 @@ func (s *service) Exit() error {
 	s.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 		defer cancel()
-		if err := s.srv.Shutdown(ctx); err != nil {
+		if err := s.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("%s: http shutdown: %w", s.name, err))
 		}
 		s.cancel()

@@ -8,8 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -63,9 +61,7 @@ type Server struct {
 	backend Backend
 	topics  registry.Topics
 	log     *zap.Logger
-	ln      net.Listener
-	srv     *http.Server
-	engine  *gin.Engine
+	*httpapi.Server
 
 	clientLimit *limiter
 	topicLimit  *limiter
@@ -75,40 +71,19 @@ type Server struct {
 // New opens the listener (so tests can bind :0 and read Addr) and builds
 // the routes.
 func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, log *zap.Logger) (*Server, error) {
-	ln, err := net.Listen("tcp", opts.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("receive: listen %s: %w", opts.Listen, err)
-	}
-	s := &Server{opts: opts, backend: b, topics: topics, log: log, ln: ln,
+	s := &Server{opts: opts, backend: b, topics: topics, log: log,
 		clientLimit: newLimiter(opts.RateLimits.PerClient, opts.RateLimits.Burst),
 		topicLimit:  newLimiter(opts.RateLimits.PerTopic, opts.RateLimits.Burst),
 		pending:     &pendingCache{counter: b.Counts}}
 	e := httpapi.NewEngine(log, m, b.Ready)
 	s.Routes(e.Group("/sorakaq/msg"))
-	s.engine = e
-	s.srv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	hs, err := httpapi.Listen("receive", opts.Listen, e, opts.TLSCert, opts.TLSKey)
+	if err != nil {
+		return nil, err
+	}
+	s.Server = hs
 	return s, nil
 }
-
-// Addr is the address the server listens on.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
-
-// Serve serves until Shutdown; it returns nil after a clean shutdown.
-func (s *Server) Serve() error {
-	var err error
-	if s.opts.TLSCert != "" {
-		err = s.srv.ServeTLS(s.ln, s.opts.TLSCert, s.opts.TLSKey)
-	} else {
-		err = s.srv.Serve(s.ln)
-	}
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("receive: serve: %w", err)
-	}
-	return nil
-}
-
-// Shutdown stops accepting and waits for requests in progress.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
 
 // Routes adds the message API to a router group (also used by tests).
 func (s *Server) Routes(g *gin.RouterGroup) {

@@ -1,4 +1,6 @@
-package main
+// Package machine says where a benchmark or soak figure was measured
+// (CPU model, cores, Go version), for the load and soak tools' reports.
+package machine
 
 import (
 	"bufio"
@@ -18,9 +20,10 @@ type Machine struct {
 	Hostname   string `json:"hostname,omitempty"`
 }
 
-func machineInfo() Machine {
+// Info describes this machine.
+func Info() Machine {
 	m := Machine{
-		CPUModel:   cpuModel("/proc/cpuinfo"),
+		CPUModel:   CPUModel("/proc/cpuinfo"),
 		NumCPU:     runtime.NumCPU(),
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
 		OS:         runtime.GOOS,
@@ -31,9 +34,9 @@ func machineInfo() Machine {
 	return m
 }
 
-// cpuModel returns the first "model name" of a cpuinfo file, "" if there is
+// CPUModel returns the first "model name" of a cpuinfo file, "" if there is
 // none or the file cannot be read.
-func cpuModel(path string) string {
+func CPUModel(path string) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return ""
