@@ -69,6 +69,10 @@ func (b *ReceiveBackend) Ready() error { return b.ready() }
 func (b *ReceiveBackend) Submit(ctx context.Context, m *message.Message) error {
 	m.Owner = ""
 	if err := b.store.Create(ctx, m); err != nil {
+		var dup *store.DuplicateError
+		if errors.As(err, &dup) {
+			return err
+		}
 		return fmt.Errorf("%w: storing the message in Redis failed: %v", message.ErrUnavailable, err)
 	}
 	v, err := json.Marshal(m)

@@ -96,8 +96,11 @@ type Message struct {
 	Version uint64 `json:"version"`
 	// Owner is the worker (node id) holding the message; "" until one
 	// takes it (distributed mode) and always "" in the all-in-one.
-	Owner     string  `json:"worker,omitempty"`
-	LastError string  `json:"last_error,omitempty"`
+	Owner     string `json:"worker,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+	// IdemKey is the submit's Idempotency-Key: a second submit to the same
+	// topic with the same key gets this message back instead of a new one.
+	IdemKey   string  `json:"idempotency_key,omitempty"`
 	UpdatedMs int64   `json:"updated_at"`
 	DoneMs    int64   `json:"done_at,omitempty"`
 	History   []Event `json:"history,omitempty"`

@@ -76,6 +76,20 @@ func ValidateID(field, id string) error {
 	return nil
 }
 
+// ValidateIdemKey checks an idempotency key: 1-128 printable ASCII
+// characters.
+func ValidateIdemKey(field, k string) error {
+	if len(k) == 0 || len(k) > 128 {
+		return &FieldError{field, "must be 1-128 characters"}
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return &FieldError{field, "must be printable ASCII without spaces"}
+		}
+	}
+	return nil
+}
+
 // ValidateDelay checks a delay in ms: 0..7 days. Below 100 ms is accepted
 // and means "call back at once".
 func ValidateDelay(field string, ms int64) error {

@@ -114,6 +114,12 @@ func (s *Server) submit(c *gin.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if k := c.GetHeader("Idempotency-Key"); k != "" {
+		if err := message.ValidateIdemKey("Idempotency-Key", k); err != nil {
+			return nil, err
+		}
+		m.IdemKey = k
+	}
 	if err := s.authorize(c, m.Topic); err != nil {
 		return nil, err
 	}
@@ -133,7 +139,18 @@ func (s *Server) submit(c *gin.Context) (any, error) {
 		return nil, err
 	}
 	if err := s.backend.Submit(c, m); err != nil {
-		return nil, err
+		var dup *store.DuplicateError
+		if !errors.As(err, &dup) {
+			return nil, err
+		}
+		// The same submit again (a retry after a lost answer): answer with
+		// the message it created the first time.
+		first, gerr := s.backend.Get(c, m.Topic, dup.ID)
+		if gerr != nil {
+			return nil, gerr
+		}
+		c.Header("Idempotent-Replayed", "true")
+		return SubmitResult{MsgID: first.ID, DueAt: first.DueMs}, nil
 	}
 	s.pending.added(m.Topic)
 	return SubmitResult{MsgID: m.ID, DueAt: m.DueMs}, nil

@@ -18,6 +18,16 @@ var (
 	ErrClosed   = errors.New("store closed")
 )
 
+// DuplicateError is Create's answer to a message whose idempotency key
+// (per topic) is already taken: ID is the message that has it. It is
+// ErrExists for errors.Is.
+type DuplicateError struct{ ID string }
+
+func (e *DuplicateError) Error() string { return "idempotency key already used by message " + e.ID }
+
+// Is makes errors.Is(err, ErrExists) true.
+func (e *DuplicateError) Is(target error) bool { return target == ErrExists }
+
 // Durability says whether a write must be on disk before it returns.
 // Acknowledged changes (submit, cancel, new delay) are Sync; bookkeeping
 // that a crash may repeat safely (marking a message as being delivered)
@@ -50,7 +60,9 @@ type Counts map[string]map[message.State]int64
 
 // Store keeps messages durably with their indexes consistent.
 type Store interface {
-	// Create stores new messages atomically; durable when it returns.
+	// Create stores new messages atomically; durable when it returns. A
+	// message whose IdemKey is already taken in its topic is not stored:
+	// the answer is a *DuplicateError naming the message that has it.
 	Create(ctx context.Context, msgs ...*message.Message) error
 	// Get returns a copy of the message, or ErrNotFound.
 	Get(ctx context.Context, id string) (*message.Message, error)

@@ -32,6 +32,10 @@ func (w *Worker) Submit(ctx context.Context, m *message.Message) error {
 	}
 	m.Owner = w.opts.NodeID
 	if err := w.store.Create(ctx, m); err != nil {
+		var dup *store.DuplicateError
+		if errors.As(err, &dup) {
+			return err
+		}
 		w.metrics.StoreErrors.WithLabelValues("create").Inc()
 		return fmt.Errorf("%w: storing the message failed: %v", message.ErrUnavailable, err)
 	}

@@ -31,6 +31,10 @@ type Message struct {
 	Delay    time.Duration // 0..7 days; under 100 ms means at once
 	TTR      time.Duration // callback timeout; 0 = the server's default
 	Callback Callback
+	// IdempotencyKey, when set, makes retrying Submit safe: the server
+	// answers a second submit with the same key (per topic) with the
+	// message the first one created.
+	IdempotencyKey string
 }
 
 // Callback says how sorakaQ calls back.
@@ -143,6 +147,10 @@ type envelope struct {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body any, out any) error {
+	return c.doHeaders(ctx, method, path, nil, body, out)
+}
+
+func (c *Client) doHeaders(ctx context.Context, method, path string, headers map[string]string, body any, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -157,6 +165,9 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -214,8 +225,12 @@ func (c *Client) Submit(ctx context.Context, m Message) (Submitted, error) {
 		r.TTR = &ttr
 	}
 	r.Callback.Method, r.Callback.URL, r.Callback.Params = m.Callback.Method, m.Callback.URL, m.Callback.Params
+	var h map[string]string
+	if m.IdempotencyKey != "" {
+		h = map[string]string{"Idempotency-Key": m.IdempotencyKey}
+	}
 	var out Submitted
-	err := c.do(ctx, http.MethodPost, "/sorakaq/msg/submit", r, &out)
+	err := c.doHeaders(ctx, http.MethodPost, "/sorakaq/msg/submit", h, r, &out)
 	return out, err
 }
 

@@ -71,9 +71,13 @@ func TestClientAgainstARealServer(t *testing.T) {
 		t.Fatalf("cancel of a delivered message: want ErrConflict, got %v", err)
 	}
 
-	s2, err := c.Submit(ctx, client.Message{Topic: "orders", Delay: time.Minute, Callback: cb})
+	s2, err := c.Submit(ctx, client.Message{Topic: "orders", Delay: time.Minute, Callback: cb, IdempotencyKey: "order-7"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	again, err := c.Submit(ctx, client.Message{Topic: "orders", Delay: time.Minute, Callback: cb, IdempotencyKey: "order-7"})
+	if err != nil || again.ID != s2.ID {
+		t.Fatalf("retried submit with the same key: %+v %v, want %s", again, err, s2.ID)
 	}
 	if err := c.AddTime(ctx, "orders", s2.ID, time.Second); err != nil {
 		t.Fatal(err)

@@ -129,3 +129,50 @@ func TestTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotentSubmit: a submit repeated with the same Idempotency-Key
+// (a client retrying after a lost answer) gets the first message back and
+// creates nothing; another key or topic is a new message.
+func TestIdempotentSubmit(t *testing.T) {
+	t.Parallel()
+	srv := Shared(t)
+	base := "http://" + srv.ReceiveAddr
+	post := func(topic, key string) (int, string, http.Header) {
+		b, _ := json.Marshal(map[string]any{"topic_name": topic, "delay_time": 600000,
+			"callback": map[string]any{"request_type": "POST", "url": "http://127.0.0.1:9/cb"}})
+		req, _ := http.NewRequest("POST", base+"/sorakaq/msg/submit", bytes.NewReader(b))
+		if key != "" {
+			req.Header.Set("Idempotency-Key", key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var env struct {
+			Result struct {
+				MsgID string `json:"msgId"`
+			} `json:"result"`
+		}
+		json.NewDecoder(resp.Body).Decode(&env)
+		return resp.StatusCode, env.Result.MsgID, resp.Header
+	}
+	st1, id1, _ := post("idem", "order-42")
+	st2, id2, h2 := post("idem", "order-42")
+	if st1 != 200 || st2 != 200 || id1 == "" || id1 != id2 || h2.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("repeat: %d %s / %d %s replayed=%q", st1, id1, st2, id2, h2.Get("Idempotent-Replayed"))
+	}
+	if _, id3, _ := post("idem", "order-43"); id3 == id1 {
+		t.Fatal("another key gave the same message")
+	}
+	if _, id4, _ := post("idem-other", "order-42"); id4 == id1 {
+		t.Fatal("another topic gave the same message")
+	}
+	if st, _, _ := post("idem", "has space"); st != 400 {
+		t.Fatalf("bad key: %d, want 400", st)
+	}
+	page := srv.List(t, url.Values{"topic_name": {"idem"}})
+	if len(page.Messages) != 2 {
+		t.Fatalf("topic idem holds %d messages, want 2", len(page.Messages))
+	}
+}

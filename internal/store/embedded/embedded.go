@@ -13,6 +13,7 @@
 //	a/<topic>\x00<id>                    listing by topic, every state
 //	p/<done ms, 8 bytes BE><id>          purge order of delivered/cancelled
 //	c/<topic>\x00<state>                 counter (int64, merged)
+//	i/<topic>\x00<idempotency key>        -> message id (while the message is kept)
 //
 // Every change of a message rewrites its indexes in the same batch, derived
 // from the old and new message by one function (writeIndexes), so the
@@ -47,10 +48,11 @@ type Options struct {
 
 // Store is a Pebble-backed store.Store.
 type Store struct {
-	db    *pebble.DB
-	cache interface{ Unref() }
-	locks [256]sync.Mutex // striped per message id, for Update/Delete
-	log   *zap.Logger
+	db     *pebble.DB
+	cache  interface{ Unref() }
+	locks  [256]sync.Mutex // striped per message id, for Update/Delete
+	idemMu sync.Mutex      // submits with an idempotency key
+	log    *zap.Logger
 
 	mu     sync.RWMutex
 	closed bool
@@ -132,6 +134,29 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 		return err
 	}
 	defer release()
+	keyed := false
+	for _, m := range msgs {
+		keyed = keyed || m.IdemKey != ""
+	}
+	if keyed {
+		// keyed submits are checked and written one at a time
+		s.idemMu.Lock()
+		defer s.idemMu.Unlock()
+		for _, m := range msgs {
+			if m.IdemKey == "" {
+				continue
+			}
+			v, closer, err := s.db.Get(idemKey(m.Topic, m.IdemKey))
+			if err == nil {
+				id := string(v)
+				closer.Close()
+				return &store.DuplicateError{ID: id}
+			}
+			if !errors.Is(err, pebble.ErrNotFound) {
+				return fmt.Errorf("embedded.Create %s: %w", m.ID, err)
+			}
+		}
+	}
 	b := s.db.NewBatch()
 	defer b.Close()
 	for _, m := range msgs {
@@ -471,6 +496,9 @@ func writeIndexes(b *pebble.Batch, old, m *message.Message) error {
 		if purgeable(old) && (m == nil || !purgeable(m) || m.DoneMs != old.DoneMs) {
 			do(b.Delete(purgeKey(old.DoneMs, old.ID), nil))
 		}
+		if m == nil && old.IdemKey != "" {
+			do(b.Delete(idemKey(old.Topic, old.IdemKey), nil))
+		}
 	}
 	if m != nil {
 		if m.State.Pending() {
@@ -484,6 +512,9 @@ func writeIndexes(b *pebble.Batch, old, m *message.Message) error {
 		}
 		if old == nil {
 			do(b.Set(topicAllKey(m.Topic, m.ID), nil, nil))
+			if m.IdemKey != "" {
+				do(b.Set(idemKey(m.Topic, m.IdemKey), []byte(m.ID), nil))
+			}
 		}
 		if purgeable(m) {
 			do(b.Set(purgeKey(m.DoneMs, m.ID), nil, nil))

@@ -241,3 +241,35 @@ func TestClosedStoreSaysSo(t *testing.T) {
 		t.Fatalf("want ErrClosed, got %v", err)
 	}
 }
+
+func TestIdempotencyKeyPerTopic(t *testing.T) {
+	s := open(t, t.TempDir())
+	ctx := context.Background()
+	a := msg("t", 100)
+	a.IdemKey = "order-42"
+	if err := s.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	b := msg("t", 200)
+	b.IdemKey = "order-42"
+	err := s.Create(ctx, b)
+	var dup *store.DuplicateError
+	if !errors.As(err, &dup) || dup.ID != a.ID || !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second create with the same key: %v", err)
+	}
+	if _, err := s.Get(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatal("the duplicate was stored")
+	}
+	c := msg("other", 300)
+	c.IdemKey = "order-42" // another topic: its own key space
+	if err := s.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	// once the message is gone, the key may be used again
+	if err := s.Delete(ctx, a.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, b); err != nil {
+		t.Fatalf("key free again after delete: %v", err)
+	}
+}

@@ -46,6 +46,12 @@ func topicAllPrefix(topic string) []byte {
 
 func topicAllKey(topic, id string) []byte { return append(topicAllPrefix(topic), id...) }
 
+func idemKey(topic, key string) []byte {
+	k := append([]byte("i/"), topic...)
+	k = append(k, 0)
+	return append(k, key...)
+}
+
 func counterKey(topic string, st message.State) []byte {
 	k := append([]byte("c/"), topic...)
 	k = append(k, 0)

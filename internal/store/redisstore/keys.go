@@ -32,6 +32,9 @@ func (k keys) due(owner string) string {
 // prunes the ones whose schedule is empty.
 func (k keys) owners() string { return k.tag + ":owners" }
 
+// idem maps a topic's idempotency key to the message that used it.
+func (k keys) idem(topic, key string) string { return k.tag + ":i:" + topic + ":" + key }
+
 // topicAll lists every message of a topic; topicState those in one state.
 func (k keys) topicAll(topic string) string { return k.tag + ":t:" + topic + ":all" }
 

@@ -234,6 +234,12 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 			return fmt.Errorf("redisstore.Create %s: %w", m.ID, err)
 		}
 	}
+	watch := append([]string(nil), ks...)
+	for _, m := range msgs {
+		if m.IdemKey != "" {
+			watch = append(watch, s.keys.idem(m.Topic, m.IdemKey))
+		}
+	}
 	err = retry(ctx, func() error {
 		return s.c.Watch(ctx, func(tx *redis.Tx) error {
 			n, err := tx.Exists(ctx, ks...).Result()
@@ -243,6 +249,18 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 			if n > 0 {
 				return passErr{s.existsErr(ctx, tx, msgs, ks)}
 			}
+			for _, m := range msgs {
+				if m.IdemKey == "" {
+					continue
+				}
+				id, err := tx.Get(ctx, s.keys.idem(m.Topic, m.IdemKey)).Result()
+				if err == nil {
+					return passErr{&store.DuplicateError{ID: id}}
+				}
+				if !errors.Is(err, redis.Nil) {
+					return err
+				}
+			}
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				for i, m := range msgs {
 					p.Set(ctx, ks[i], vals[i], 0)
@@ -251,7 +269,7 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 				return nil
 			})
 			return err
-		}, ks...)
+		}, watch...)
 	})
 	return finish(err, "Create")
 }
@@ -625,6 +643,9 @@ func (s *Store) writeIndexes(ctx context.Context, p redis.Pipeliner, old, m *mes
 		if purgeable(old) && (m == nil || !purgeable(m)) {
 			p.ZRem(ctx, k.done(), old.ID)
 		}
+		if m == nil && old.IdemKey != "" {
+			p.Del(ctx, k.idem(old.Topic, old.IdemKey))
+		}
 	}
 	if m != nil {
 		topicNew := old == nil || m.Topic != old.Topic
@@ -640,6 +661,9 @@ func (s *Store) writeIndexes(ctx context.Context, p redis.Pipeliner, old, m *mes
 		}
 		if topicNew {
 			p.ZAdd(ctx, k.topicAll(m.Topic), redis.Z{Member: m.ID})
+		}
+		if old == nil && m.IdemKey != "" {
+			p.Set(ctx, k.idem(m.Topic, m.IdemKey), m.ID, 0)
 		}
 		if purgeable(m) {
 			p.ZAdd(ctx, k.done(), redis.Z{Score: float64(m.DoneMs), Member: m.ID})

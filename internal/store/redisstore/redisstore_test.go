@@ -724,3 +724,29 @@ func TestOwnersListsSchedulesAndPrunesEmptyOnes(t *testing.T) {
 		t.Fatalf("owners after w2's schedule emptied: %v %v", got, err)
 	}
 }
+
+func TestIdempotencyKeyPerTopic(t *testing.T) {
+	s := open(t, "")
+	ctx := context.Background()
+	a := msg("t", 100)
+	a.IdemKey = "order-42"
+	if err := s.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	b := msg("t", 200)
+	b.IdemKey = "order-42"
+	err := s.Create(ctx, b)
+	var dup *store.DuplicateError
+	if !errors.As(err, &dup) || dup.ID != a.ID {
+		t.Fatalf("second create with the same key: %v", err)
+	}
+	if _, err := s.Get(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatal("the duplicate was stored")
+	}
+	if err := s.Delete(ctx, a.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, b); err != nil {
+		t.Fatalf("key free again after delete: %v", err)
+	}
+}
