@@ -64,22 +64,32 @@ func (a *api) post(path string, body any) answer {
 	if err != nil {
 		panic(err)
 	}
-	return a.call(http.MethodPost, path, b)
+	return a.call(http.MethodPost, path, b, "")
 }
 
 // get sends GET path?query until a definite answer or the deadline.
 func (a *api) get(path string, q url.Values) answer {
-	return a.call(http.MethodGet, path+"?"+q.Encode(), nil)
+	return a.call(http.MethodGet, path+"?"+q.Encode(), nil, "")
 }
 
-func (a *api) call(method, path string, body []byte) answer {
+// postKeyed posts with an Idempotency-Key, so a retry after a lost answer
+// cannot create a second message.
+func (a *api) postKeyed(path string, body any, key string) answer {
+	b, err := json.Marshal(body)
+	if err != nil {
+		panic(err)
+	}
+	return a.call(http.MethodPost, path, b, key)
+}
+
+func (a *api) call(method, path string, body []byte, key string) answer {
 	ans := answer{First: time.Now()}
 	stop := ans.First.Add(a.deadline)
 	wait := 100 * time.Millisecond
 	for {
 		ans.Tries++
 		a.requests.Add(1)
-		status, env, kind, err := a.once(method, path, body)
+		status, env, kind, err := a.once(method, path, body, key)
 		if err == nil && definite(status) {
 			ans.Status, ans.EM, ans.Result = status, env.EM, env.Result
 			return ans
@@ -107,7 +117,7 @@ type envelope struct {
 
 // once sends one request. A non-nil error is transient (connection,
 // timeout, unreadable answer); kind names it for the report.
-func (a *api) once(method, path string, body []byte) (int, envelope, string, error) {
+func (a *api) once(method, path string, body []byte, key string) (int, envelope, string, error) {
 	var env envelope
 	var rd io.Reader
 	if body != nil {
@@ -119,6 +129,9 @@ func (a *api) once(method, path string, body []byte) (int, envelope, string, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
 	}
 	resp, err := a.hc.Do(req)
 	if err != nil {

@@ -253,10 +253,10 @@ func soak(cfg *Config, logw io.Writer) (*Report, error) {
 
 func submit(cfg *Config, a *api, sk *sink, m *msg, actions *sync.WaitGroup) {
 	u := sk.url(m.Kind == kFail) + "?i=" + strconv.Itoa(m.I)
-	ans := a.post("/sorakaq/msg/submit", submitBody{
+	ans := a.postKeyed("/sorakaq/msg/submit", submitBody{
 		Topic: cfg.Topic, Delay: m.DelayMs, TTR: cfg.TTRMs,
 		Callback: callbackBody{Method: "POST", URL: u, Params: fmt.Sprintf(`{"soak":%d}`, m.I)},
-	})
+	}, "soak-"+strconv.Itoa(m.I))
 	m.SubmitStatus, m.SubmitTries = ans.Status, ans.Tries
 	if ans.Status != 200 {
 		m.SubmitErr = ans.LastErr
