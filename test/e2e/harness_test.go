@@ -298,6 +298,14 @@ func (s *Server) start() error {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	// A free port can be taken by another test's process between the pick
+	// and our bind, and that one answers /readyz: make sure ours is alive
+	// after its bind would have failed.
+	select {
+	case <-exited:
+		return fmt.Errorf("sorakaq exited after /readyz answered (port taken by another process?): %v", s.exitErr())
+	case <-time.After(200 * time.Millisecond):
+	}
 	s.mu.Lock()
 	s.ReadyAt = time.Now()
 	s.mu.Unlock()

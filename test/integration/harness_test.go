@@ -459,7 +459,15 @@ func (p *Proc) start() error {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				// A free port can be taken by another test's process between
+				// the pick and our bind, and that process answers /readyz:
+				// make sure ours is still alive after its bind would have failed.
+				select {
+				case <-exited:
+					return fmt.Errorf("%s exited after /readyz answered (port taken by another process?): %v", p.Name, p.exitErr())
+				case <-time.After(300 * time.Millisecond):
+					return nil
+				}
 			}
 			err = fmt.Errorf("HTTP %d %s", resp.StatusCode, body)
 		}
