@@ -39,6 +39,7 @@ type InstanceInfo struct {
 	Held      int64   `json:"held"`
 	Load      float64 `json:"load"`
 	Offline   bool    `json:"offline"`
+	FireRate  float64 `json:"fire_rate"` // callbacks per second over the last full minute
 }
 
 // Cluster lists instances and takes workers offline.
@@ -328,6 +329,13 @@ func (s *Server) listInstances(c *gin.Context) (any, error) {
 	out, err := s.cluster.Instances(c)
 	if err != nil {
 		return nil, unavailable(err)
+	}
+	last := time.Now().UnixMilli()/60_000*60_000 - 60_000
+	if ms, err := s.stats.Stats(c, last, last+60_000); err == nil {
+		rates := stats.FireRates(ms, last)
+		for i := range out {
+			out[i].FireRate = rates[out[i].NodeID]
+		}
 	}
 	return out, nil
 }

@@ -40,6 +40,7 @@ export function render(page) {
       { title: "Up", cell: (i) => h("span", { title: `started ${fmtTime(i.started_at)}` }, i.started_at ? fmtDuration(now - i.started_at) : "—") },
       { title: "Held", cls: "num", cell: (i) => String(i.held) },
       { title: "Load", cls: "num", cell: (i) => fmtNum(i.load, 2) },
+      { title: "Callbacks/s", cls: "num", cell: (i) => (i.role === "worker" || i.role === "all" ? fmtNum(i.fire_rate || 0, 1) : "—") },
       { title: "Status", cell: (i) => (i.offline ? badge("offline", "offline") : badge("online", "online")) },
       {
         title: "",
