@@ -156,9 +156,25 @@ func (b *ReceiveBackend) Delete(ctx context.Context, topic, id string) error {
 	return b.local.Delete(ctx, topic, id)
 }
 
-// Get reads a message from the shared store.
+// Get reads a message from the shared store. A pending message held by a
+// worker is read through that worker, which knows whether its callback is
+// in progress ("delivering" is kept in the worker's memory); if the
+// worker cannot be asked, the stored message is the answer.
 func (b *ReceiveBackend) Get(ctx context.Context, topic, id string) (*message.Message, error) {
-	return b.local.Get(ctx, topic, id)
+	m, err := b.local.Get(ctx, topic, id)
+	if err != nil || !m.State.Pending() || m.State == message.StateDelivering || m.Owner == "" {
+		return m, err
+	}
+	addr, alive, lerr := b.loc.Addr(ctx, m.Owner)
+	if lerr != nil || !alive {
+		return m, nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if held, err := b.client.Get(rctx, addr, topic, id); err == nil {
+		return held, nil
+	}
+	return m, nil
 }
 
 // Counts are the per topic and state counters of the shared store.

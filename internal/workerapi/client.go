@@ -125,6 +125,16 @@ func (c *Client) ChangeDelay(ctx context.Context, addr, topic, id string, ch wor
 	return &m, nil
 }
 
+// Get reads a message through the worker that holds it, which knows
+// whether its callback is in progress.
+func (c *Client) Get(ctx context.Context, addr, topic, id string) (*message.Message, error) {
+	var m message.Message
+	if err := c.call(ctx, addr, PathGet, ControlRequest{Topic: topic, ID: id}, &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
 // Redrive asks the worker at addr to take and re-drive a dead message.
 func (c *Client) Redrive(ctx context.Context, addr, topic, id string) (*message.Message, error) {
 	var m message.Message

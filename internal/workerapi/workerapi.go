@@ -25,6 +25,7 @@ const (
 	PathCancel      = "/internal/cancel"
 	PathChangeDelay = "/internal/changeDelay"
 	PathRedrive     = "/internal/redrive"
+	PathGet         = "/internal/get"
 )
 
 // TakeRequest hands messages over to a worker.
@@ -86,6 +87,13 @@ func Register(e *gin.Engine, w *worker.Worker, log *zap.Logger) {
 			return nil, err
 		}
 		return w.ChangeDelay(c, r.Topic, r.ID, worker.DelayChange{AddMs: r.AddMs, SetMs: r.SetMs})
+	}))
+	e.POST(PathGet, wrap(func(c *gin.Context) (any, error) {
+		var r ControlRequest
+		if err := decode(c, &r, 1<<16); err != nil {
+			return nil, err
+		}
+		return w.Get(c, r.Topic, r.ID)
 	}))
 	e.POST(PathRedrive, wrap(func(c *gin.Context) (any, error) {
 		var r ControlRequest

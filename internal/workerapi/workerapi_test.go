@@ -3,8 +3,10 @@ package workerapi
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,5 +81,60 @@ func TestTakeAndControlOverHTTP(t *testing.T) {
 	}
 	if _, err := c.Redrive(ctx, addr, "t", mine.ID); !errors.Is(err, message.ErrConflict) {
 		t.Fatalf("redrive of a cancelled message: want conflict, got %v", err)
+	}
+}
+
+// A message whose callback is in progress reads as delivering through the
+// worker that holds it (the mark lives in its memory).
+func TestGetThroughTheHolderShowsDelivering(t *testing.T) {
+	release := make(chan struct{})
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	defer sink.Close()
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock()
+	st, err := embedded.Open(embedded.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	calls := callback.New(callback.Options{})
+	defer calls.Close()
+	w := worker.New(worker.Options{NodeID: "w1"}, st, nil, calls, nil, nil)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop(context.Background())
+	defer unblock() // before Stop: let the hanging callback end
+	e := httpapi.NewEngine(zap.NewNop(), metrics.New(), w.Ready)
+	Register(e, w, zap.NewNop())
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	c := NewClient(5 * time.Second)
+	defer c.Close()
+	ctx := context.Background()
+	now := time.Now().UnixMilli()
+	m := &message.Message{ID: message.NewID(), Topic: "t", TTRMs: 10_000, ReceivedMs: now, DueMs: now, State: message.StateDelayed, Version: 1,
+		Callback: message.Callback{RequestType: "GET", URL: sink.URL}}
+	if _, err := c.Take(ctx, addr, "", []*message.Message{m}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := c.Get(ctx, addr, "t", m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State == message.StateDelivering {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state %s, want delivering while the callback hangs", got.State)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if stored, _ := st.Get(ctx, m.ID); stored.State != message.StateDelayed {
+		t.Fatalf("stored state %s: the mark is meant to stay in memory", stored.State)
 	}
 }
