@@ -55,6 +55,12 @@ type ListQuery struct {
 	Limit int
 }
 
+// Result is one message's outcome in UpdateMany.
+type Result struct {
+	Msg *message.Message
+	Err error
+}
+
 // Counts is the number of messages per topic and state.
 type Counts map[string]map[message.State]int64
 
@@ -70,6 +76,11 @@ type Store interface {
 	// same id runs in between) and stores the result. If fn returns an error
 	// nothing is written and that error is returned.
 	Update(ctx context.Context, id string, d Durability, fn func(*message.Message) error) (*message.Message, error)
+	// UpdateMany is Update for many messages in one go (one transaction
+	// where the backend allows): each result holds the updated message or
+	// that message's error (ErrNotFound, or what fn returned, in which case
+	// nothing was written for it). The error is for the whole call.
+	UpdateMany(ctx context.Context, ids []string, d Durability, fn func(*message.Message) error) ([]Result, error)
 	// Replace writes m over old without reading first; the caller must
 	// know old is what is stored (a message it alone may change).
 	Replace(ctx context.Context, old, m *message.Message, d Durability) error

@@ -28,27 +28,36 @@ func (w *Worker) Take(ctx context.Context, from string, msgs []*message.Message)
 	if w.stopped.Load() {
 		return nil, fmt.Errorf("%w: worker %s is shutting down", message.ErrUnavailable, w.opts.NodeID)
 	}
-	out := make([]TakeResult, 0, len(msgs))
 	now := time.Now().UnixMilli()
-	for _, in := range msgs {
+	ids := make([]string, len(msgs))
+	for i, in := range msgs {
+		ids[i] = in.ID
+	}
+	// One store round for the whole batch (Redis: WATCH/MGET/MULTI).
+	results, err := w.store.UpdateMany(ctx, ids, store.Sync, func(m *message.Message) error {
+		switch {
+		case !m.State.Pending():
+			return errSkip("message is " + string(m.State))
+		case m.Owner == w.opts.NodeID:
+			return errSkip("") // already mine
+		case m.Owner != "" && m.Owner != from:
+			return errSkip("held by worker " + m.Owner)
+		}
+		if m.Owner != "" {
+			m.AddEvent(now, message.EventMoved, fmt.Sprintf("from worker %s to %s", m.Owner, w.opts.NodeID))
+		} else {
+			m.AddEvent(now, message.EventHeld, "by worker "+w.opts.NodeID)
+		}
+		m.Owner = w.opts.NodeID
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker.Take: %w", err)
+	}
+	out := make([]TakeResult, 0, len(msgs))
+	for i, in := range msgs {
 		res := TakeResult{ID: in.ID}
-		m, err := w.store.Update(ctx, in.ID, store.Sync, func(m *message.Message) error {
-			switch {
-			case !m.State.Pending():
-				return errSkip("message is " + string(m.State))
-			case m.Owner == w.opts.NodeID:
-				return errSkip("") // already mine
-			case m.Owner != "" && m.Owner != from:
-				return errSkip("held by worker " + m.Owner)
-			}
-			if m.Owner != "" {
-				m.AddEvent(now, message.EventMoved, fmt.Sprintf("from worker %s to %s", m.Owner, w.opts.NodeID))
-			} else {
-				m.AddEvent(now, message.EventHeld, "by worker "+w.opts.NodeID)
-			}
-			m.Owner = w.opts.NodeID
-			return nil
-		})
+		m, err := results[i].Msg, results[i].Err
 		var skip skipError
 		switch {
 		case err == nil:
@@ -63,6 +72,8 @@ func (w *Worker) Take(ctx context.Context, from string, msgs []*message.Message)
 		case errors.As(err, &skip):
 			res.Skip = string(skip)
 		case errors.Is(err, store.ErrNotFound):
+			// lost by the store (e.g. a Redis failover): stored again from the
+			// copy handed over
 			c := in.Clone()
 			c.Owner = w.opts.NodeID
 			if cerr := w.store.Create(ctx, c); cerr != nil && !errors.Is(cerr, store.ErrExists) {

@@ -245,6 +245,20 @@ func (s *Store) Update(ctx context.Context, id string, d store.Durability, fn fu
 	return m, nil
 }
 
+// UpdateMany updates each message in turn (local writes are cheap; each
+// is atomic on its own).
+func (s *Store) UpdateMany(ctx context.Context, ids []string, d store.Durability, fn func(*message.Message) error) ([]store.Result, error) {
+	out := make([]store.Result, len(ids))
+	for i, id := range ids {
+		m, err := s.Update(ctx, id, d, fn)
+		if errors.Is(err, store.ErrClosed) {
+			return nil, err
+		}
+		out[i] = store.Result{Msg: m, Err: err}
+	}
+	return out, nil
+}
+
 // Replace writes m over old without reading it first. The caller must know
 // old is the stored message (the worker does for a message it is
 // delivering: nothing else may change a message in that state).

@@ -750,3 +750,32 @@ func TestIdempotencyKeyPerTopic(t *testing.T) {
 		t.Fatalf("key free again after delete: %v", err)
 	}
 }
+
+func TestUpdateManyPerMessageResults(t *testing.T) {
+	s := open(t, "")
+	ctx := context.Background()
+	a, b := msg("t", 100), msg("t", 200)
+	if err := s.Create(ctx, a, b); err != nil {
+		t.Fatal(err)
+	}
+	veto := errors.New("veto")
+	res, err := s.UpdateMany(ctx, []string{a.ID, "missing", b.ID}, store.Sync, func(m *message.Message) error {
+		if m.ID == b.ID {
+			return veto
+		}
+		m.Owner = "w1"
+		return nil
+	})
+	if err != nil || len(res) != 3 {
+		t.Fatalf("%v %v", res, err)
+	}
+	if res[0].Err != nil || res[0].Msg.Owner != "w1" || !errors.Is(res[1].Err, store.ErrNotFound) || !errors.Is(res[2].Err, veto) {
+		t.Fatalf("results %+v", res)
+	}
+	if es := due(t, s.WithOwner("w1"), 1000); len(es) != 1 || es[0].ID != a.ID {
+		t.Fatalf("a not moved to w1's schedule: %+v", es)
+	}
+	if got, _ := s.Get(ctx, b.ID); got.Owner != "" {
+		t.Fatal("vetoed message was written")
+	}
+}
