@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -504,8 +502,3 @@ func (c zkCluster) SetOffline(ctx context.Context, nodeID string, offline bool) 
 	}
 	return c.reg.SetOffline(ctx, nodeID, offline)
 }
-
-var (
-	_ = gin.New
-	_ = strings.TrimSpace
-)
