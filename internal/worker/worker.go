@@ -15,12 +15,14 @@
 // Each timer carries the message version it was made for; a timer whose
 // version is no longer the message's is stale and does nothing when it
 // fires. Cancel and new delay take effect at once in the store and the
-// wheel, not by a look-up at fire time.
+// wheel, not by a look-up at fire time. Whether a callback is in progress
+// is kept in memory under a per-message lock that changes take too (see
+// beginDelivery), so firing costs one read, not a write, before the call.
 //
 // Shutdown order: stop the loader and the wheel (no new fires), let the
 // callers finish the calls in flight (bounded by their ttr and the shutdown
-// timeout), then the owner closes the store. Messages queued but not started stay pending in the
-// store and fire after restart.
+// timeout), then the owner closes the store. Messages queued but not
+// started stay pending in the store and fire after restart.
 package worker
 
 import (
