@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/sorakaq/sorakaq/internal/testproc"
 )
 
 const (
@@ -189,7 +191,7 @@ func (p *page) screenshot(name string) {
 	if err != nil {
 		p.fail("screenshot "+name, err)
 	}
-	path := filepath.Join(moduleRoot(), "images", "console-"+name+".png")
+	path := filepath.Join(testproc.ModuleRoot(), "images", "console-"+name+".png")
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		p.t.Fatal(err)
 	}

@@ -5,17 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/testproc"
 )
 
 const readyTimeout = 20 * time.Second
@@ -44,123 +42,53 @@ func mainBrowser(m *testing.M) int {
 		binPath = p
 		return m.Run()
 	}
-	dir, err := os.MkdirTemp("", "sorakaq-browser-bin-")
+	bin, err := testproc.Build("sorakaq-browser-bin-", false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "browser:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	binPath = filepath.Join(dir, "sorakaq")
-	build := exec.Command("go", "build", "-o", binPath, "./cmd/sorakaq")
-	build.Dir = moduleRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "browser: go build ./cmd/sorakaq: %v\n%s", err, out)
-		return 1
-	}
+	defer bin.Remove()
+	binPath = bin.Path
 	return m.Run()
-}
-
-// moduleRoot is ../.. from this file.
-func moduleRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
-
-// syncBuffer collects the process output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // server is one `sorakaq all` child process on free loopback ports.
 type server struct {
 	ReceiveURL string
 	AdminURL   string
-	out        *syncBuffer
+	*testproc.Proc
 }
 
 // startServer starts `sorakaq all` with its own data directory; it is
 // killed when the test ends (its output is logged if the test failed).
 func startServer(t *testing.T, extraEnv ...string) *server {
 	t.Helper()
-	ports := freePorts(t, 2)
-	s := &server{ReceiveURL: "http://" + ports[0], AdminURL: "http://" + ports[1], out: &syncBuffer{}}
-	cmd := exec.Command(binPath, "all")
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SORAKAQ_") {
-			env = append(env, kv)
-		}
+	ports, err := testproc.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
 	}
-	cmd.Env = append(env,
+	s := &server{ReceiveURL: "http://" + ports[0], AdminURL: "http://" + ports[1]}
+	env := append(testproc.CleanEnv(),
 		"SORAKAQ_DATA_DIR="+t.TempDir(),
 		"SORAKAQ_RECEIVE_LISTEN="+ports[0],
 		"SORAKAQ_ADMIN_LISTEN="+ports[1],
 		"SORAKAQ_LOG_LEVEL=warn",
 	)
-	cmd.Env = append(cmd.Env, extraEnv...)
-	cmd.Stdout, cmd.Stderr = s.out, s.out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting sorakaq: %v", err)
+	s.Proc = &testproc.Proc{
+		Name: "sorakaq", Bin: binPath, Args: []string{"all"}, Env: append(env, extraEnv...),
+		Ready:        []testproc.Probe{{URL: s.ReceiveURL + "/readyz", Client: httpc}, {URL: s.AdminURL + "/readyz", Client: httpc}},
+		ReadyTimeout: readyTimeout, Poll: 20 * time.Millisecond,
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
+		s.Kill()
 		if t.Failed() {
-			t.Logf("--- sorakaq output ---\n%s", s.out.String())
+			t.Logf("--- sorakaq output ---\n%s", s.Output())
 		}
 	})
-	deadline := time.Now().Add(readyTimeout)
-	for _, u := range []string{s.ReceiveURL, s.AdminURL} {
-		for {
-			select {
-			case <-exited:
-				t.Fatalf("sorakaq exited before it was ready:\n%s", s.out.String())
-			default:
-			}
-			resp, err := httpc.Get(u + "/readyz")
-			if err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("sorakaq not ready on %s within %v (last: %v)\n%s", u, readyTimeout, err, s.out.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+	if err := s.Start(); err != nil {
+		t.Fatalf("%v\n%s", err, s.Output())
 	}
 	return s
-}
-
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		out = append(out, l.Addr().String())
-	}
-	return out
 }
 
 // envelope is every JSON answer of sorakaQ.

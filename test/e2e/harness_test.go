@@ -8,13 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
@@ -22,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/testproc"
 )
 
 // Time bounds. The machine running these tests is shared and noisy, so a
@@ -45,34 +44,20 @@ func TestMain(m *testing.M) { os.Exit(mainE2E(m)) }
 
 func mainE2E(m *testing.M) int {
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "sorakaq-e2e-bin-")
+	bin, err := testproc.Build("sorakaq-e2e-bin-", raceEnabled && os.Getenv("SORAKAQ_E2E_NORACE") == "")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	binPath = filepath.Join(dir, "sorakaq")
-	args := []string{"build"}
-	if raceEnabled && os.Getenv("SORAKAQ_E2E_NORACE") == "" {
-		args = append(args, "-race")
-	}
-	args = append(args, "-o", binPath, "./cmd/sorakaq")
-	build := exec.Command("go", args...)
-	build.Dir = moduleRoot()
-	start := time.Now()
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go %s: %v\n%s", strings.Join(args, " "), err, out)
-		return 1
-	}
+	defer bin.Remove()
+	binPath = bin.Path
 	if testing.Verbose() {
-		fmt.Printf("e2e: go %s (in %s) took %v\n", strings.Join(args, " "), build.Dir, time.Since(start).Round(time.Millisecond))
+		fmt.Printf("e2e: %s (in %s) took %v\n", bin.Cmd, bin.Dir, bin.Took.Round(time.Millisecond))
 	}
 	// The tests mostly wait for time to pass; -parallel defaults to
 	// GOMAXPROCS, which on small machines serialises them needlessly.
-	explicit := false
-	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
-	if !explicit && runtime.GOMAXPROCS(0) < 8 {
-		flag.Set("test.parallel", "8")
+	if runtime.GOMAXPROCS(0) < 8 {
+		testproc.DefaultParallel(8)
 	}
 	runStart := time.Now()
 	code := m.Run()
@@ -80,12 +65,12 @@ func mainE2E(m *testing.M) int {
 		fmt.Printf("e2e: tests took %v\n", time.Since(runStart).Round(time.Millisecond))
 	}
 	if sharedSrv != nil {
-		if err := sharedSrv.stop(syscall.SIGTERM); err != nil {
+		if err := sharedSrv.StopWith(syscall.SIGTERM); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: shared server: %v\n--- shared server stderr ---\n%s\n", err, sharedSrv.Stderr())
 			code = 1
-		} else if code != 0 || sharedSrv.raced() {
+		} else if code != 0 || sharedSrv.Raced() {
 			fmt.Fprintf(os.Stderr, "--- shared server stderr ---\n%s\n", sharedSrv.Stderr())
-			if sharedSrv.raced() {
+			if sharedSrv.Raced() {
 				code = 1
 			}
 		}
@@ -94,49 +79,17 @@ func mainE2E(m *testing.M) int {
 	return code
 }
 
-// moduleRoot is ../.. from this file.
-func moduleRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
-
 // ---------------------------------------------------------------------------
 // The process under test.
 
-// syncBuffer is a bytes.Buffer safe for the exec copier and readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Server is one `sorakaq all` child process (and its restarts on the same
-// data directory and ports).
+// data directory and ports): Stop, Kill9, Restart and ReadyAt (when
+// /readyz last answered 200) come from testproc.Proc.
 type Server struct {
 	DataDir     string
 	ReceiveAddr string
 	AdminAddr   string
-	extraEnv    []string
-	stderr      *syncBuffer
-	receiveTLS  bool // receive serves HTTPS (readiness is checked over TLS)
-
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error
-	runs    int
-	ReadyAt time.Time // when /readyz last answered 200
+	*testproc.Proc
 }
 
 // StartServer starts a fresh process with its own data directory and ports;
@@ -149,8 +102,8 @@ func StartServer(t *testing.T, extraEnv ...string) *Server {
 		t.Fatalf("starting sorakaq: %v", err)
 	}
 	t.Cleanup(func() {
-		s.kill()
-		if s.raced() {
+		s.Kill()
+		if s.Raced() {
 			t.Errorf("the sorakaq process reported a data race")
 		}
 		if t.Failed() {
@@ -168,7 +121,7 @@ func StartServerTLS(t *testing.T, cert, key string) *Server {
 		t.Fatalf("starting sorakaq: %v", err)
 	}
 	t.Cleanup(func() {
-		s.kill()
+		s.Kill()
 		if t.Failed() {
 			t.Logf("--- sorakaq stderr (%s) ---\n%s", s.DataDir, s.Stderr())
 		}
@@ -180,59 +133,36 @@ func newServer(dataDir string, extraEnv []string) (*Server, error) {
 	return newServerOpts(dataDir, extraEnv, false)
 }
 
+// newServerOpts starts the server, on other ports if one was taken;
+// with receiveTLS its receive port serves HTTPS (readiness is checked
+// over TLS).
 func newServerOpts(dataDir string, extraEnv []string, receiveTLS bool) (*Server, error) {
-	var last error
-	for try := 0; try < 3; try++ {
-		ports, err := freePorts(2)
-		if err != nil {
-			return nil, err
+	var s *Server
+	p, err := testproc.StartOnFreePorts(2, func(ports []string) *testproc.Proc {
+		s = &Server{DataDir: dataDir, ReceiveAddr: ports[0], AdminAddr: ports[1]}
+		receive := testproc.Probe{URL: "http://" + s.ReceiveAddr + "/readyz", Client: httpc}
+		if receiveTLS {
+			receive = testproc.Probe{URL: "https://" + s.ReceiveAddr + "/readyz", Client: tlsClient}
 		}
-		s := &Server{DataDir: dataDir, ReceiveAddr: ports[0], AdminAddr: ports[1], extraEnv: extraEnv, stderr: &syncBuffer{}, receiveTLS: receiveTLS}
-		if last = s.start(); last == nil {
-			return s, nil
+		s.Proc = &testproc.Proc{
+			Name: "sorakaq", Bin: binPath, Args: []string{"all"}, Env: s.env(extraEnv),
+			Ready:        []testproc.Probe{receive, {URL: "http://" + s.AdminAddr + "/readyz", Client: httpc}},
+			ReadyTimeout: readyTimeout, Poll: 20 * time.Millisecond, AliveAfter: 200 * time.Millisecond,
+			StopTimeout: stopTimeout,
 		}
-		s.kill()
-		if !strings.Contains(s.Stderr(), "address already in use") {
-			return nil, fmt.Errorf("%w\n--- stderr ---\n%s", last, s.Stderr())
+		return s.Proc
+	})
+	if err != nil {
+		if p != nil && !p.PortTaken() {
+			err = fmt.Errorf("%w\n--- stderr ---\n%s", err, p.Output())
 		}
+		return nil, err
 	}
-	return nil, last
+	return s, nil
 }
 
-// freePorts returns n distinct free loopback addresses.
-func freePorts(n int) ([]string, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	var out []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
-}
-
-// cleanEnv is the environment without SORAKAQ_* (the parent's settings
-// must not leak into the process under test).
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SORAKAQ_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-func (s *Server) env() []string {
-	env := append(cleanEnv(),
+func (s *Server) env(extraEnv []string) []string {
+	env := append(testproc.CleanEnv(),
 		"SORAKAQ_DATA_DIR="+s.DataDir,
 		"SORAKAQ_RECEIVE_LISTEN="+s.ReceiveAddr,
 		"SORAKAQ_ADMIN_LISTEN="+s.AdminAddr,
@@ -241,167 +171,13 @@ func (s *Server) env() []string {
 		// Scripts reach the admin API with a bearer token (doRaw sends it);
 		// the console's login and sessions are tested in auth_test.go.
 		"SORAKAQ_ADMIN_API_TOKEN="+adminToken,
-		// A -race binary sleeps 1 s at exit by default; a race still makes
-		// it exit 66, which Stop reports.
-		"GORACE=atexit_sleep_ms=50 "+os.Getenv("GORACE"),
+		testproc.Gorace(),
 	)
-	return append(env, s.extraEnv...)
-}
-
-// start runs the binary and waits for /readyz on both ports.
-func (s *Server) start() error {
-	s.mu.Lock()
-	s.runs++
-	fmt.Fprintf(s.stderr, "=== run %d started %s ===\n", s.runs, time.Now().Format("15:04:05.000"))
-	cmd := exec.Command(binPath, "all")
-	cmd.Env = s.env()
-	cmd.Stdout = s.stderr
-	cmd.Stderr = s.stderr
-	if err := cmd.Start(); err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	exited := make(chan struct{})
-	s.cmd, s.exited, s.waitErr = cmd, exited, nil
-	s.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		s.mu.Lock()
-		s.waitErr = err
-		s.mu.Unlock()
-		close(exited)
-	}()
-
-	deadline := time.Now().Add(readyTimeout)
-	for _, addr := range []string{s.ReceiveAddr, s.AdminAddr} {
-		for {
-			select {
-			case <-exited:
-				return fmt.Errorf("sorakaq exited before it was ready: %v", s.exitErr())
-			default:
-			}
-			client, scheme := httpc, "http://"
-			if s.receiveTLS && addr == s.ReceiveAddr {
-				client, scheme = tlsClient, "https://"
-			}
-			resp, err := client.Get(scheme + addr + "/readyz")
-			if err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("sorakaq not ready on %s within %v (last: %v)", addr, readyTimeout, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	// A free port can be taken by another test's process between the pick
-	// and our bind, and that one answers /readyz: make sure ours is alive
-	// after its bind would have failed.
-	select {
-	case <-exited:
-		return fmt.Errorf("sorakaq exited after /readyz answered (port taken by another process?): %v", s.exitErr())
-	case <-time.After(200 * time.Millisecond):
-	}
-	s.mu.Lock()
-	s.ReadyAt = time.Now()
-	s.mu.Unlock()
-	return nil
-}
-
-func (s *Server) exitErr() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.waitErr
-}
-
-// stop sends sig and waits for the exit; for SIGTERM it requires exit
-// code 0.
-func (s *Server) stop(sig syscall.Signal) error {
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
-	select {
-	case <-exited:
-		return fmt.Errorf("sorakaq had already exited: %v", s.exitErr())
-	default:
-	}
-	if err := cmd.Process.Signal(sig); err != nil {
-		return err
-	}
-	select {
-	case <-exited:
-	case <-time.After(stopTimeout):
-		// Ask for a goroutine dump (SIGQUIT) to show where it hangs.
-		cmd.Process.Signal(syscall.SIGQUIT)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		return fmt.Errorf("sorakaq did not exit within %v of %v (goroutine dump in its stderr)", stopTimeout, sig)
-	}
-	fmt.Fprintf(s.stderr, "=== stopped by %v %s: %v ===\n", sig, time.Now().Format("15:04:05.000"), s.exitErr())
-	if sig == syscall.SIGKILL {
-		return nil
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 0 {
-		return fmt.Errorf("sorakaq exited with code %d after %v, want 0", code, sig)
-	}
-	return nil
-}
-
-// kill kills the process if it runs (cleanup; errors ignored).
-func (s *Server) kill() {
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-exited:
-	default:
-		cmd.Process.Kill()
-		<-exited
-	}
-}
-
-// Stop sends SIGTERM and asserts a clean exit (code 0) in time.
-func (s *Server) Stop(t *testing.T) {
-	t.Helper()
-	if err := s.stop(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// Kill9 kills the process with SIGKILL and waits until it is gone.
-func (s *Server) Kill9(t *testing.T) {
-	t.Helper()
-	if err := s.stop(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// Restart starts the process again on the same data directory and ports.
-func (s *Server) Restart(t *testing.T) {
-	t.Helper()
-	if err := s.start(); err != nil {
-		t.Fatalf("restarting sorakaq: %v", err)
-	}
+	return append(env, extraEnv...)
 }
 
 // Stderr is everything the process (all its runs) wrote.
-func (s *Server) Stderr() string { return s.stderr.String() }
-
-func (s *Server) raced() bool { return strings.Contains(s.Stderr(), "WARNING: DATA RACE") }
+func (s *Server) Stderr() string { return s.Output() }
 
 var (
 	sharedOnce sync.Once

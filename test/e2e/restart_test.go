@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/testproc"
 )
 
 // submitMany submits n messages from 16 goroutines; delay(i) gives the
@@ -319,7 +321,7 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"all"}, []string{"SORAKAQ_WORKER_RETRY_BACKOFF=1s,-1s"}, 2},
 	} {
 		cmd := exec.Command(binPath, c.args...)
-		cmd.Env = append(cleanEnv(), "SORAKAQ_DATA_DIR="+t.TempDir(), "SORAKAQ_RECEIVE_LISTEN=127.0.0.1:0", "SORAKAQ_ADMIN_LISTEN=127.0.0.1:0")
+		cmd.Env = append(testproc.CleanEnv(), "SORAKAQ_DATA_DIR="+t.TempDir(), "SORAKAQ_RECEIVE_LISTEN=127.0.0.1:0", "SORAKAQ_ADMIN_LISTEN=127.0.0.1:0")
 		cmd.Env = append(cmd.Env, c.env...)
 		out, _ := cmd.CombinedOutput()
 		if got := cmd.ProcessState.ExitCode(); got != c.code {

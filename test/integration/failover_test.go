@@ -259,7 +259,7 @@ func TestKillCenterUnderLoad(t *testing.T) {
 		defer wg.Done()
 		time.Sleep(1500 * time.Millisecond)
 		killedAt = time.Now()
-		if err := c1.stop(syscall.SIGKILL); err != nil {
+		if err := c1.StopWith(syscall.SIGKILL); err != nil {
 			t.Errorf("killing center 1: %v", err)
 		}
 	}()

@@ -10,15 +10,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -29,6 +26,8 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/go-zookeeper/zk"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sorakaq/sorakaq/internal/testproc"
 )
 
 // Time bounds. The machine is shared and small (2 cores, -race binaries),
@@ -67,41 +66,20 @@ func mainIT(m *testing.M) int {
 		binPath = prebuilt
 		return m.Run()
 	}
-	dir, err := os.MkdirTemp("", "sorakaq-it-bin-")
+	bin, err := testproc.Build("sorakaq-it-bin-", raceEnabled && os.Getenv("SORAKAQ_IT_NORACE") == "")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	binPath = filepath.Join(dir, "sorakaq")
-	args := []string{"build"}
-	if raceEnabled && os.Getenv("SORAKAQ_IT_NORACE") == "" {
-		args = append(args, "-race")
-	}
-	args = append(args, "-o", binPath, "./cmd/sorakaq")
-	build := exec.Command("go", args...)
-	build.Dir = moduleRoot()
-	start := time.Now()
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "integration: go %s: %v\n%s", strings.Join(args, " "), err, out)
-		return 1
-	}
+	defer bin.Remove()
+	binPath = bin.Path
 	if testing.Verbose() {
-		fmt.Printf("integration: go %s took %v\n", strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
+		fmt.Printf("integration: %s took %v\n", bin.Cmd, bin.Took.Round(time.Millisecond))
 	}
 	// The tests mostly wait; the process budget (maxProcs) is what limits
 	// the load, not -parallel.
-	explicit := false
-	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
-	if !explicit {
-		flag.Set("test.parallel", "8")
-	}
+	testproc.DefaultParallel(8)
 	return m.Run()
-}
-
-func moduleRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
 func needInfra(t *testing.T) {
@@ -148,45 +126,6 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// syncBuffer is a bytes.Buffer safe for the exec copier and readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// cleanEnv is the environment without SORAKAQ_* (the parent's settings
-// must not leak into the processes under test).
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SORAKAQ_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
 // ---------------------------------------------------------------------------
 // The cluster.
 
@@ -227,7 +166,7 @@ func NewCluster(t *testing.T, nprocs int, extraEnv ...string) *Cluster {
 		procs := append([]*Proc(nil), c.procs...)
 		c.mu.Unlock()
 		for _, p := range procs {
-			if p.raced() {
+			if p.Raced() {
 				t.Errorf("%s reported a data race", p.Name)
 				failed = true
 			}
@@ -257,13 +196,13 @@ func (c *Cluster) stopAll() {
 	c.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range procs {
-		if !p.running() {
+		if !p.Running() {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.stop(syscall.SIGTERM); err != nil {
+			if err := p.StopWith(syscall.SIGTERM); err != nil {
 				c.t.Errorf("stopping %s at the end: %v", p.Name, err)
 			}
 		}()
@@ -342,33 +281,37 @@ func (c *Cluster) Start(role, nodeID string, extraEnv ...string) *Proc {
 	if nodeID == "" {
 		nodeID = fmt.Sprintf("%s-%d", role, n)
 	}
-	var last error
-	for try := 0; try < 3; try++ {
-		addr, err := freePort()
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		p := &Proc{Role: role, Name: role + " " + nodeID, NodeID: nodeID, Addr: addr, out: &syncBuffer{}}
-		p.env = c.env(p, extraEnv)
-		c.mu.Lock()
-		c.procs = append(c.procs, p)
-		c.mu.Unlock()
-		if last = p.start(); last == nil {
-			switch {
-			case role == "receive" && c.Receive == nil:
-				c.Receive = p
-			case role == "admin" && c.Admin == nil:
-				c.Admin = p
-			}
-			return p
-		}
-		p.kill()
-		if !strings.Contains(p.Output(), "address already in use") {
-			break
-		}
+	var p *Proc
+	_, err := testproc.StartOnFreePorts(1, func(ports []string) *testproc.Proc {
+		p = c.newProc(role, nodeID, role+" "+nodeID, ports[0], extraEnv)
+		return p.Proc
+	})
+	if err != nil {
+		c.t.Fatalf("starting %s %s: %v", role, nodeID, err)
 	}
-	c.t.Fatalf("starting %s %s: %v", role, nodeID, last)
-	return nil
+	switch {
+	case role == "receive" && c.Receive == nil:
+		c.Receive = p
+	case role == "admin" && c.Admin == nil:
+		c.Admin = p
+	}
+	return p
+}
+
+// newProc makes (without starting it) a process of the cluster for role
+// listening on addr, and registers it for the cleanup.
+func (c *Cluster) newProc(role, nodeID, name, addr string, extraEnv []string) *Proc {
+	p := &Proc{Role: role, NodeID: nodeID, Addr: addr}
+	p.Proc = &testproc.Proc{
+		Name: name, Bin: binPath, Args: []string{role}, Env: c.env(p, extraEnv),
+		Ready:        []testproc.Probe{{URL: p.URL() + "/readyz", Client: httpc}},
+		ReadyTimeout: readyTimeout, Poll: 50 * time.Millisecond, AliveAfter: 300 * time.Millisecond,
+		StopTimeout: stopTimeout,
+	}
+	c.mu.Lock()
+	c.procs = append(c.procs, p)
+	c.mu.Unlock()
+	return p
 }
 
 func (c *Cluster) env(p *Proc, extra []string) []string {
@@ -378,7 +321,7 @@ func (c *Cluster) env(p *Proc, extra []string) []string {
 		}
 		return "127.0.0.1:0"
 	}
-	env := append(cleanEnv(),
+	env := append(testproc.CleanEnv(),
 		"SORAKAQ_MODE=distributed",
 		"SORAKAQ_NODE_ID="+p.NodeID,
 		"SORAKAQ_DATA_DIR="+filepath.Join(c.DataDir, p.NodeID),
@@ -400,188 +343,21 @@ func (c *Cluster) env(p *Proc, extra []string) []string {
 		"SORAKAQ_SHUTDOWN_TIMEOUT=10s",
 		// The admin API asks for a login unless called with this token.
 		"SORAKAQ_ADMIN_API_TOKEN="+c.Token,
-		// A -race binary sleeps 1 s at exit by default; a race still makes
-		// it exit 66, which stop reports.
-		"GORACE=atexit_sleep_ms=50 "+os.Getenv("GORACE"),
+		testproc.Gorace(),
 	)
 	env = append(env, c.extraEnv...)
 	return append(env, extra...)
 }
 
-// Proc is one sorakaQ process (and its restarts with the same env).
+// Proc is one sorakaQ process (and its restarts with the same env): Name,
+// Stop, Kill9, Restart and Output come from testproc.Proc.
 type Proc struct {
-	Role, Name, NodeID, Addr string
-	env                      []string
-	out                      *syncBuffer
-
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error
-	runs    int
+	Role, NodeID, Addr string
+	*testproc.Proc
 }
 
 // URL is the process's base URL.
 func (p *Proc) URL() string { return "http://" + p.Addr }
-
-func (p *Proc) start() error {
-	p.mu.Lock()
-	p.runs++
-	fmt.Fprintf(p.out, "=== run %d started %s ===\n", p.runs, time.Now().Format("15:04:05.000"))
-	cmd := exec.Command(binPath, p.Role)
-	cmd.Env = p.env
-	cmd.Stdout = p.out
-	cmd.Stderr = p.out
-	if err := cmd.Start(); err != nil {
-		p.mu.Unlock()
-		return err
-	}
-	exited := make(chan struct{})
-	p.cmd, p.exited, p.waitErr = cmd, exited, nil
-	p.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		p.mu.Lock()
-		p.waitErr = err
-		p.mu.Unlock()
-		close(exited)
-	}()
-	deadline := time.Now().Add(readyTimeout)
-	var last error
-	for {
-		select {
-		case <-exited:
-			return fmt.Errorf("%s exited before it was ready: %v", p.Name, p.exitErr())
-		default:
-		}
-		resp, err := httpc.Get(p.URL() + "/readyz")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				// A free port can be taken by another test's process between
-				// the pick and our bind, and that process answers /readyz:
-				// make sure ours is still alive after its bind would have failed.
-				select {
-				case <-exited:
-					return fmt.Errorf("%s exited after /readyz answered (port taken by another process?): %v", p.Name, p.exitErr())
-				case <-time.After(300 * time.Millisecond):
-					return nil
-				}
-			}
-			err = fmt.Errorf("HTTP %d %s", resp.StatusCode, body)
-		}
-		last = err
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready on %s within %v (last: %v)", p.Name, p.Addr, readyTimeout, last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (p *Proc) exitErr() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.waitErr
-}
-
-func (p *Proc) running() bool {
-	p.mu.Lock()
-	exited := p.exited
-	p.mu.Unlock()
-	if exited == nil {
-		return false
-	}
-	select {
-	case <-exited:
-		return false
-	default:
-		return true
-	}
-}
-
-// stop sends sig and waits for the exit; for SIGTERM it requires exit 0.
-func (p *Proc) stop(sig syscall.Signal) error {
-	p.mu.Lock()
-	cmd, exited := p.cmd, p.exited
-	p.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
-	select {
-	case <-exited:
-		return fmt.Errorf("%s had already exited: %v", p.Name, p.exitErr())
-	default:
-	}
-	if err := cmd.Process.Signal(sig); err != nil {
-		return err
-	}
-	select {
-	case <-exited:
-	case <-time.After(stopTimeout):
-		cmd.Process.Signal(syscall.SIGQUIT) // goroutine dump into the output
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		return fmt.Errorf("%s did not exit within %v of %v (goroutine dump in its output)", p.Name, stopTimeout, sig)
-	}
-	fmt.Fprintf(p.out, "=== stopped by %v %s: %v ===\n", sig, time.Now().Format("15:04:05.000"), p.exitErr())
-	if sig == syscall.SIGKILL {
-		return nil
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 0 {
-		return fmt.Errorf("%s exited with code %d after %v, want 0", p.Name, code, sig)
-	}
-	return nil
-}
-
-// kill kills the process if it runs (errors ignored).
-func (p *Proc) kill() {
-	p.mu.Lock()
-	cmd, exited := p.cmd, p.exited
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-exited:
-	default:
-		cmd.Process.Kill()
-		<-exited
-	}
-}
-
-// Kill9 kills the process with SIGKILL and waits until it is gone.
-func (p *Proc) Kill9(t *testing.T) {
-	t.Helper()
-	if err := p.stop(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// Stop sends SIGTERM and requires a clean exit (code 0) in time.
-func (p *Proc) Stop(t *testing.T) {
-	t.Helper()
-	if err := p.stop(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// Restart starts the process again with the same env and address.
-func (p *Proc) Restart(t *testing.T) {
-	t.Helper()
-	if err := p.start(); err != nil {
-		t.Fatalf("restarting %s: %v", p.Name, err)
-	}
-}
-
-// Output is everything the process (all its runs) wrote.
-func (p *Proc) Output() string { return p.out.String() }
-
-func (p *Proc) raced() bool { return strings.Contains(p.Output(), "WARNING: DATA RACE") }
 
 // ---------------------------------------------------------------------------
 // The HTTP API.

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/testproc"
 )
 
 // TestKafkaDownGives503: a receive whose Kafka is unreachable (nothing
@@ -21,19 +23,15 @@ func TestKafkaDownGives503(t *testing.T) {
 	c := NewCluster(t, 1, "SORAKAQ_KAFKA_BROKERS=127.0.0.1:1", "SORAKAQ_KAFKA_PRODUCE_TIMEOUT=1s")
 	sink := NewSink(t)
 
-	addr, err := freePort()
+	addr, err := testproc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proc{Role: "receive", Name: "receive (no kafka)", NodeID: "receive-nokafka", Addr: addr, out: &syncBuffer{}}
-	p.env = c.env(p, nil)
-	c.mu.Lock()
-	c.procs = append(c.procs, p)
-	c.mu.Unlock()
+	p := c.newProc("receive", "receive-nokafka", "receive (no kafka)", addr, nil)
 	started := time.Now()
-	if err := p.start(); err != nil {
-		p.kill()
-		if p.running() {
+	if err := p.Start(); err != nil {
+		p.Kill()
+		if p.Running() {
 			t.Fatalf("receive with Kafka down neither got ready nor exited: %v", err)
 		}
 		took := time.Since(started)
