@@ -63,30 +63,39 @@ type server struct {
 // killed when the test ends (its output is logged if the test failed).
 func startServer(t *testing.T, extraEnv ...string) *server {
 	t.Helper()
-	ports, err := testproc.FreePorts(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{ReceiveURL: "http://" + ports[0], AdminURL: "http://" + ports[1]}
-	env := append(testproc.CleanEnv(),
-		"SORAKAQ_DATA_DIR="+t.TempDir(),
-		"SORAKAQ_RECEIVE_LISTEN="+ports[0],
-		"SORAKAQ_ADMIN_LISTEN="+ports[1],
-		"SORAKAQ_LOG_LEVEL=warn",
-	)
-	s.Proc = &testproc.Proc{
-		Name: "sorakaq", Bin: binPath, Args: []string{"all"}, Env: append(env, extraEnv...),
-		Ready:        []testproc.Probe{{URL: s.ReceiveURL + "/readyz", Client: httpc}, {URL: s.AdminURL + "/readyz", Client: httpc}},
-		ReadyTimeout: readyTimeout, Poll: 20 * time.Millisecond,
-	}
-	t.Cleanup(func() {
-		s.Kill()
-		if t.Failed() {
-			t.Logf("--- sorakaq output ---\n%s", s.Output())
+	dataDir := t.TempDir()
+	s := &server{}
+	p, err := testproc.StartOnFreePorts(2, func(ports []string) *testproc.Proc {
+		s.ReceiveURL, s.AdminURL = "http://"+ports[0], "http://"+ports[1]
+		env := append(testproc.CleanEnv(),
+			"SORAKAQ_DATA_DIR="+dataDir,
+			"SORAKAQ_RECEIVE_LISTEN="+ports[0],
+			"SORAKAQ_ADMIN_LISTEN="+ports[1],
+			"SORAKAQ_LOG_LEVEL=warn",
+		)
+		return &testproc.Proc{
+			Name: "sorakaq", Bin: binPath, Args: []string{"all"}, Env: append(env, extraEnv...),
+			Ready:        []testproc.Probe{{URL: s.ReceiveURL + "/readyz", Client: httpc}, {URL: s.AdminURL + "/readyz", Client: httpc}},
+			ReadyTimeout: readyTimeout, Poll: 20 * time.Millisecond,
+			// a free port can be taken by another process before we bind it
+			AliveAfter: 200 * time.Millisecond,
 		}
 	})
-	if err := s.Start(); err != nil {
-		t.Fatalf("%v\n%s", err, s.Output())
+	if p != nil {
+		s.Proc = p
+		t.Cleanup(func() {
+			p.Kill()
+			if t.Failed() {
+				t.Logf("--- sorakaq output ---\n%s", p.Output())
+			}
+		})
+	}
+	if err != nil {
+		out := ""
+		if p != nil {
+			out = p.Output()
+		}
+		t.Fatalf("%v\n%s", err, out)
 	}
 	return s
 }
