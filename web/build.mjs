@@ -1,28 +1,20 @@
-// build.mjs copies the console (src/) and Apache ECharts into dist/.
+// build.mjs vendors Apache ECharts into the console: it copies
+// node_modules/echarts/dist/echarts.min.js (and its licence) into
+// src/static/vendor/, the only files of the console that are not written
+// by hand. src/ is embedded as it is (web.go), so there is no other build
+// output to keep in step.
 //
-//   node build.mjs [outdir]    (outdir defaults to dist, relative to this file)
+//   node build.mjs [outdir]    (outdir defaults to src/static/vendor)
 //
-// The output depends only on src/ and the echarts version pinned in
-// package-lock.json: files are copied byte for byte, with no timestamps or
-// content hashes, so a rebuild gives an identical tree (check-dist.sh).
-import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+// The result depends only on the echarts version pinned in
+// package-lock.json: files are copied byte for byte (check-vendor.sh).
+import { cpSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const out = resolve(here, process.argv[2] ?? "dist");
-const src = join(here, "src");
+const out = resolve(here, process.argv[2] ?? join("src", "static", "vendor"));
 const echarts = join(here, "node_modules", "echarts");
-
-function copyTree(from, to) {
-  mkdirSync(to, { recursive: true });
-  for (const name of readdirSync(from).sort()) {
-    const f = join(from, name);
-    const t = join(to, name);
-    if (statSync(f).isDirectory()) copyTree(f, t);
-    else writeFileSync(t, readFileSync(f));
-  }
-}
 
 let pkg;
 try {
@@ -37,8 +29,7 @@ if (pkg.version !== want) {
   process.exit(1);
 }
 
-rmSync(out, { recursive: true, force: true });
-copyTree(src, out);
-cpSync(join(echarts, "dist", "echarts.min.js"), join(out, "static", "echarts.min.js"));
-cpSync(join(echarts, "LICENSE"), join(out, "static", "echarts.LICENSE.txt"));
+mkdirSync(out, { recursive: true });
+cpSync(join(echarts, "dist", "echarts.min.js"), join(out, "echarts.min.js"));
+cpSync(join(echarts, "LICENSE"), join(out, "echarts.LICENSE.txt"));
 console.log(`build.mjs: wrote ${out} (echarts ${pkg.version})`);

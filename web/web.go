@@ -1,14 +1,14 @@
 // Package web is the operators' console of sorakaQ: plain HTML, CSS and
-// JavaScript modules from src/, copied into dist/ by build.mjs (with
-// Apache ECharts from node_modules) and embedded here, so that `go build`
-// alone gives a working console. dist/ is committed; check-dist.sh checks
-// that it is what `npm ci && node build.mjs` makes.
+// JavaScript modules in src/, embedded as they are, so that `go build`
+// alone gives a working console. The one file not written by hand is
+// Apache ECharts, vendored from npm into src/static/vendor/ by build.mjs
+// (pinned in package-lock.json; check-vendor.sh checks the copy).
 //
 // The admin service serves Assets() at the root:
 //
 //	GET /            index.html
 //	GET /login       index.html (the page shows the login form on /login)
-//	GET /static/...  the files under dist/static/
+//	GET /static/...  the files under src/static/
 package web
 
 import (
@@ -16,17 +16,16 @@ import (
 	"io/fs"
 )
 
-// FS holds dist/ as built by build.mjs.
+// FS holds src/.
 //
-//go:embed dist
+//go:embed src
 var FS embed.FS
 
-// Assets is the built console with dist/ as its root: index.html and
-// static/... .
+// Assets is the console with src/ as its root: index.html and static/... .
 func Assets() fs.FS {
-	sub, err := fs.Sub(FS, "dist")
+	sub, err := fs.Sub(FS, "src")
 	if err != nil {
-		panic("web: " + err.Error()) // cannot happen: dist is embedded
+		panic("web: " + err.Error()) // cannot happen: src is embedded
 	}
 	return sub
 }

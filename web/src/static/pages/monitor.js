@@ -1,6 +1,6 @@
 // Monitoring: today's per-minute curves (all topics or one) and the
 // messages each worker holds, refreshed every 5 s. Charts: Apache ECharts
-// (window.echarts, from /static/echarts.min.js).
+// (window.echarts, from /static/vendor/echarts.min.js).
 import { get } from "../api.js";
 import { errText, fmtTime, h } from "../ui.js";
 
@@ -38,7 +38,7 @@ export function render(page, params) {
     h("div.page-head", h("h2", "Monitoring"), h("span.spacer"), h("label", "Topic", topicSel), status),
     h("p.muted", "Today (UTC, from 00:00), one point per minute with activity. Times are shown in local time."));
   if (!echarts) {
-    page.append(h("div.alert.error", { role: "alert" }, h("span.text", "ECharts did not load (/static/echarts.min.js).")));
+    page.append(h("div.alert.error", { role: "alert" }, h("span.text", "ECharts did not load (/static/vendor/echarts.min.js).")));
     return null;
   }
   const box = (id) => {
