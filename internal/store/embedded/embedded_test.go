@@ -3,12 +3,11 @@ package embedded
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sync"
 	"testing"
 
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/store"
+	"github.com/sorakaq/sorakaq/internal/store/storetest"
 )
 
 func open(t *testing.T, dir string) *Store {
@@ -56,39 +55,6 @@ func TestCreateGetDueAndCountsSurviveReopen(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("want ErrNotFound, got %v", err)
-	}
-}
-
-func TestDueCursorResumesWithinSameMillisecond(t *testing.T) {
-	s := open(t, t.TempDir())
-	ctx := context.Background()
-	var all []*message.Message
-	for i := 0; i < 7; i++ {
-		all = append(all, msg("t", 500)) // all due at the same ms
-	}
-	if err := s.Create(ctx, all...); err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	cur := store.Entry{DueMs: 0}
-	for {
-		es, err := s.Due(ctx, cur, 1000, 3)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range es {
-			if seen[e.ID] {
-				t.Fatalf("entry %s returned twice", e.ID)
-			}
-			seen[e.ID] = true
-		}
-		if len(es) < 3 {
-			break
-		}
-		cur = es[len(es)-1]
-	}
-	if len(seen) != 7 {
-		t.Fatalf("saw %d of 7", len(seen))
 	}
 }
 
@@ -157,119 +123,7 @@ func TestUpdateMovesIndexesAndCounters(t *testing.T) {
 	}
 }
 
-func TestDeadIsNotPurgedAndDeleteAsksFn(t *testing.T) {
-	s := open(t, t.TempDir())
-	ctx := context.Background()
-	m := msg("t", 1)
-	m.State, m.DoneMs = message.StateDead, 5
-	if err := s.Create(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := s.Purge(ctx, 1<<60, 10); n != 0 {
-		t.Fatalf("dead message purged")
-	}
-	veto := errors.New("no")
-	if err := s.Delete(ctx, m.ID, func(*message.Message) error { return veto }); !errors.Is(err, veto) {
-		t.Fatalf("veto ignored: %v", err)
-	}
-	if err := s.Delete(ctx, m.ID, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Get(ctx, m.ID); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("deleted message still there")
-	}
-	l, _, _ := s.List(ctx, store.ListQuery{Topic: "t"})
-	if len(l) != 0 {
-		t.Fatalf("deleted message still listed")
-	}
-}
-
-func TestListPaging(t *testing.T) {
-	s := open(t, t.TempDir())
-	ctx := context.Background()
-	for i := 0; i < 7; i++ {
-		if err := s.Create(ctx, msg("p", int64(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var sizes []int
-	after := ""
-	for {
-		l, next, err := s.List(ctx, store.ListQuery{Topic: "p", After: after, Limit: 3})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sizes = append(sizes, len(l))
-		if next == "" {
-			break
-		}
-		after = next
-	}
-	if fmt.Sprint(sizes) != "[3 3 1]" {
-		t.Fatalf("pages %v", sizes)
-	}
-}
-
-func TestConcurrentUpdatesAreSerialised(t *testing.T) {
-	s := open(t, t.TempDir())
-	ctx := context.Background()
-	m := msg("t", 1)
-	if err := s.Create(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := s.Update(ctx, m.ID, store.Lazy, func(x *message.Message) error { x.Attempts++; return nil }); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	got, _ := s.Get(ctx, m.ID)
-	if got.Attempts != 50 {
-		t.Fatalf("lost updates: attempts %d", got.Attempts)
-	}
-}
-
-func TestClosedStoreSaysSo(t *testing.T) {
-	s := open(t, t.TempDir())
-	s.Close()
-	if err := s.Create(context.Background(), msg("t", 1)); !errors.Is(err, store.ErrClosed) {
-		t.Fatalf("want ErrClosed, got %v", err)
-	}
-}
-
-func TestIdempotencyKeyPerTopic(t *testing.T) {
-	s := open(t, t.TempDir())
-	ctx := context.Background()
-	a := msg("t", 100)
-	a.IdemKey = "order-42"
-	if err := s.Create(ctx, a); err != nil {
-		t.Fatal(err)
-	}
-	b := msg("t", 200)
-	b.IdemKey = "order-42"
-	err := s.Create(ctx, b)
-	var dup *store.DuplicateError
-	if !errors.As(err, &dup) || dup.ID != a.ID || !errors.Is(err, store.ErrExists) {
-		t.Fatalf("second create with the same key: %v", err)
-	}
-	if _, err := s.Get(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
-		t.Fatal("the duplicate was stored")
-	}
-	c := msg("other", 300)
-	c.IdemKey = "order-42" // another topic: its own key space
-	if err := s.Create(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	// once the message is gone, the key may be used again
-	if err := s.Delete(ctx, a.ID, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Create(ctx, b); err != nil {
-		t.Fatalf("key free again after delete: %v", err)
-	}
+// TestStoreSuite runs the behaviour every store must have.
+func TestStoreSuite(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t, t.TempDir()) })
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/store"
+	"github.com/sorakaq/sorakaq/internal/store/storetest"
 )
 
 // These tests need a real Redis: SORAKAQ_TEST_REDIS=host:port (see
@@ -160,45 +161,6 @@ func TestCreateDuplicateWritesNothing(t *testing.T) {
 	}
 	if l, _, _ := s.List(ctx, store.ListQuery{Topic: "t"}); len(l) != 1 {
 		t.Fatalf("listed: %d", len(l))
-	}
-}
-
-func TestDueCursorResumesWithinSameMillisecond(t *testing.T) {
-	t.Parallel()
-	s := open(t, "")
-	ctx := context.Background()
-	var all []*message.Message
-	for i := 0; i < 7; i++ {
-		all = append(all, msg("t", 500)) // all due at the same ms
-	}
-	if err := s.Create(ctx, all...); err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	var order []string
-	cur := store.Entry{DueMs: 0}
-	for {
-		es, err := s.Due(ctx, cur, 1000, 3)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range es {
-			if seen[e.ID] {
-				t.Fatalf("entry %s returned twice", e.ID)
-			}
-			seen[e.ID] = true
-			order = append(order, e.ID)
-		}
-		if len(es) < 3 {
-			break
-		}
-		cur = es[len(es)-1]
-	}
-	if len(seen) != 7 {
-		t.Fatalf("saw %d of 7", len(seen))
-	}
-	if !sort.StringsAreSorted(order) {
-		t.Fatalf("same-ms entries not in id order: %v", order)
 	}
 }
 
@@ -473,131 +435,6 @@ func TestReplaceWritesOutcome(t *testing.T) {
 	}
 }
 
-func TestDeadIsNotPurgedAndDeleteAsksFn(t *testing.T) {
-	t.Parallel()
-	s := open(t, "")
-	ctx := context.Background()
-	m := msg("t", 1)
-	m.State, m.DoneMs = message.StateDead, 5
-	if err := s.Create(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := s.Purge(ctx, 1<<60, 10); n != 0 {
-		t.Fatalf("dead message purged")
-	}
-	veto := errors.New("no")
-	if err := s.Delete(ctx, m.ID, func(*message.Message) error { return veto }); err != veto {
-		t.Fatalf("veto not returned unchanged: %v", err)
-	}
-	if _, err := s.Get(ctx, m.ID); err != nil {
-		t.Fatalf("vetoed delete deleted: %v", err)
-	}
-	if err := s.Delete(ctx, m.ID, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Get(ctx, m.ID); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("deleted message still there")
-	}
-	l, _, _ := s.List(ctx, store.ListQuery{Topic: "t"})
-	if len(l) != 0 {
-		t.Fatalf("deleted message still listed")
-	}
-	if cnt, _ := s.Counts(ctx); len(cnt) != 0 {
-		t.Fatalf("counts after delete: %v", cnt)
-	}
-	if err := s.Delete(ctx, m.ID, nil); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("delete of a missing message: %v", err)
-	}
-}
-
-func TestListPaging(t *testing.T) {
-	t.Parallel()
-	s := open(t, "")
-	ctx := context.Background()
-	var ids []string
-	for i := 0; i < 7; i++ {
-		m := msg("p", int64(i))
-		if i%2 == 1 {
-			m.State, m.DoneMs = message.StateCancelled, 1
-		}
-		if err := s.Create(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, m.ID)
-	}
-	if err := s.Create(ctx, msg("other", 1)); err != nil {
-		t.Fatal(err)
-	}
-	var sizes []int
-	var got []string
-	after := ""
-	for {
-		l, next, err := s.List(ctx, store.ListQuery{Topic: "p", After: after, Limit: 3})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sizes = append(sizes, len(l))
-		for _, m := range l {
-			got = append(got, m.ID)
-		}
-		if next == "" {
-			break
-		}
-		after = next
-	}
-	if fmt.Sprint(sizes) != "[3 3 1]" {
-		t.Fatalf("pages %v", sizes)
-	}
-	if fmt.Sprint(got) != fmt.Sprint(ids) {
-		t.Fatalf("order: %v, want %v", got, ids)
-	}
-	// a page exactly full with nothing after has no next
-	l, next, _ := s.List(ctx, store.ListQuery{Topic: "p", State: message.StateCancelled, Limit: 3})
-	if len(l) != 3 || next != "" {
-		t.Fatalf("cancelled page: %d next %q", len(l), next)
-	}
-	l, next, _ = s.List(ctx, store.ListQuery{Topic: "p", State: message.StateDelayed, Limit: 3})
-	if len(l) != 3 || next != l[2].ID {
-		t.Fatalf("delayed page: %d next %q", len(l), next)
-	}
-	if l, _, _ := s.List(ctx, store.ListQuery{Topic: "p", State: message.StateDelayed, After: next}); len(l) != 1 {
-		t.Fatalf("delayed page 2: %d", len(l))
-	}
-}
-
-func TestConcurrentUpdatesAreSerialised(t *testing.T) {
-	t.Parallel()
-	s := open(t, "")
-	ctx := context.Background()
-	m := msg("t", 1)
-	if err := s.Create(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := s.Update(ctx, m.ID, store.Lazy, func(x *message.Message) error {
-				x.Attempts++
-				x.Version++
-				return nil
-			}); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	got, _ := s.Get(ctx, m.ID)
-	if got.Attempts != 50 {
-		t.Fatalf("lost updates: attempts %d", got.Attempts)
-	}
-	// one schedule entry, the last version
-	if es := due(t, s, 10); len(es) != 1 || es[0].Version != 51 {
-		t.Fatalf("schedule: %+v", es)
-	}
-}
-
 func TestClosedStoreSaysSo(t *testing.T) {
 	t.Parallel()
 	s := open(t, "")
@@ -725,57 +562,7 @@ func TestOwnersListsSchedulesAndPrunesEmptyOnes(t *testing.T) {
 	}
 }
 
-func TestIdempotencyKeyPerTopic(t *testing.T) {
-	s := open(t, "")
-	ctx := context.Background()
-	a := msg("t", 100)
-	a.IdemKey = "order-42"
-	if err := s.Create(ctx, a); err != nil {
-		t.Fatal(err)
-	}
-	b := msg("t", 200)
-	b.IdemKey = "order-42"
-	err := s.Create(ctx, b)
-	var dup *store.DuplicateError
-	if !errors.As(err, &dup) || dup.ID != a.ID {
-		t.Fatalf("second create with the same key: %v", err)
-	}
-	if _, err := s.Get(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
-		t.Fatal("the duplicate was stored")
-	}
-	if err := s.Delete(ctx, a.ID, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Create(ctx, b); err != nil {
-		t.Fatalf("key free again after delete: %v", err)
-	}
-}
-
-func TestUpdateManyPerMessageResults(t *testing.T) {
-	s := open(t, "")
-	ctx := context.Background()
-	a, b := msg("t", 100), msg("t", 200)
-	if err := s.Create(ctx, a, b); err != nil {
-		t.Fatal(err)
-	}
-	veto := errors.New("veto")
-	res, err := s.UpdateMany(ctx, []string{a.ID, "missing", b.ID}, store.Sync, func(m *message.Message) error {
-		if m.ID == b.ID {
-			return veto
-		}
-		m.Owner = "w1"
-		return nil
-	})
-	if err != nil || len(res) != 3 {
-		t.Fatalf("%v %v", res, err)
-	}
-	if res[0].Err != nil || res[0].Msg.Owner != "w1" || !errors.Is(res[1].Err, store.ErrNotFound) || !errors.Is(res[2].Err, veto) {
-		t.Fatalf("results %+v", res)
-	}
-	if es := due(t, s.WithOwner("w1"), 1000); len(es) != 1 || es[0].ID != a.ID {
-		t.Fatalf("a not moved to w1's schedule: %+v", es)
-	}
-	if got, _ := s.Get(ctx, b.ID); got.Owner != "" {
-		t.Fatal("vetoed message was written")
-	}
+// TestStoreSuite runs the behaviour every store must have, on a real Redis.
+func TestStoreSuite(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t, "") })
 }

@@ -1,0 +1,235 @@
+// Package storetest is the behaviour every store.Store must have, as one
+// suite that each implementation runs against itself (embedded over a temp
+// directory, redisstore over a real Redis), so the two cannot drift apart.
+// Each store package keeps, beside it, the tests of what is its own.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/store"
+)
+
+// Msg is a delayed message of topic, due at due ms, not held by a worker.
+func Msg(topic string, due int64) *message.Message {
+	return &message.Message{ID: message.NewID(), Topic: topic, DueMs: due, State: message.StateDelayed, Version: 1,
+		Callback: message.Callback{RequestType: "POST", URL: "http://127.0.0.1/"}}
+}
+
+// Run runs the suite; open returns a fresh, empty store (closed by the
+// caller's cleanup).
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		f    func(*testing.T, store.Store)
+	}{
+		{"DueCursorResumesWithinSameMillisecond", dueCursorSameMs},
+		{"DeadIsNotPurgedAndDeleteAsksFn", deadNotPurged},
+		{"ListPaging", listPaging},
+		{"ConcurrentUpdatesAreSerialised", concurrentUpdates},
+		{"IdempotencyKeyPerTopic", idempotencyKey},
+		{"UpdateManyPerMessageResults", updateMany},
+		{"ReplaceMovesIndexes", replace},
+		{"ClosedStoreSaysSo", closed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.f(t, open(t)) })
+	}
+}
+
+func dueCursorSameMs(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	var all []*message.Message
+	for i := 0; i < 7; i++ {
+		all = append(all, Msg("t", 500)) // all due at the same ms
+	}
+	if err := s.Create(ctx, all...); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	cur := store.Entry{DueMs: 0}
+	for {
+		es, err := s.Due(ctx, cur, 1000, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			if seen[e.ID] {
+				t.Fatalf("entry %s returned twice", e.ID)
+			}
+			seen[e.ID] = true
+		}
+		if len(es) < 3 {
+			break
+		}
+		cur = es[len(es)-1]
+	}
+	if len(seen) != 7 {
+		t.Fatalf("saw %d of 7", len(seen))
+	}
+}
+
+func deadNotPurged(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	m := Msg("t", 1)
+	m.State, m.DoneMs = message.StateDead, 5
+	if err := s.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Purge(ctx, 1<<60, 10); n != 0 {
+		t.Fatalf("dead message purged")
+	}
+	veto := errors.New("no")
+	if err := s.Delete(ctx, m.ID, func(*message.Message) error { return veto }); !errors.Is(err, veto) {
+		t.Fatalf("veto ignored: %v", err)
+	}
+	if err := s.Delete(ctx, m.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, m.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted message still there")
+	}
+	if l, _, _ := s.List(ctx, store.ListQuery{Topic: "t"}); len(l) != 0 {
+		t.Fatalf("deleted message still listed")
+	}
+}
+
+func listPaging(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for i := 0; i < 7; i++ {
+		if err := s.Create(ctx, Msg("p", int64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sizes []int
+	after := ""
+	for {
+		l, next, err := s.List(ctx, store.ListQuery{Topic: "p", After: after, Limit: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, len(l))
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	if fmt.Sprint(sizes) != "[3 3 1]" {
+		t.Fatalf("pages %v", sizes)
+	}
+}
+
+func concurrentUpdates(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	m := Msg("t", 1)
+	if err := s.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Update(ctx, m.ID, store.Lazy, func(x *message.Message) error { x.Attempts++; return nil }); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got, _ := s.Get(ctx, m.ID); got.Attempts != 50 {
+		t.Fatalf("lost updates: attempts %d", got.Attempts)
+	}
+}
+
+func idempotencyKey(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := Msg("t", 100)
+	a.IdemKey = "order-42"
+	if err := s.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	b := Msg("t", 200)
+	b.IdemKey = "order-42"
+	err := s.Create(ctx, b)
+	var dup *store.DuplicateError
+	if !errors.As(err, &dup) || dup.ID != a.ID || !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second create with the same key: %v", err)
+	}
+	if _, err := s.Get(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatal("the duplicate was stored")
+	}
+	c := Msg("other", 300)
+	c.IdemKey = "order-42" // another topic: its own key space
+	if err := s.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, a.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, b); err != nil {
+		t.Fatalf("key free again after delete: %v", err)
+	}
+}
+
+func updateMany(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a, b := Msg("t", 100), Msg("t", 200)
+	if err := s.Create(ctx, a, b); err != nil {
+		t.Fatal(err)
+	}
+	veto := errors.New("veto")
+	res, err := s.UpdateMany(ctx, []string{a.ID, "0123456789abcdefghij", b.ID}, store.Sync, func(m *message.Message) error {
+		if m.ID == b.ID {
+			return veto
+		}
+		m.Attempts = 7
+		return nil
+	})
+	if err != nil || len(res) != 3 {
+		t.Fatalf("%v %v", res, err)
+	}
+	if res[0].Err != nil || res[0].Msg.Attempts != 7 || !errors.Is(res[1].Err, store.ErrNotFound) || !errors.Is(res[2].Err, veto) {
+		t.Fatalf("results %+v", res)
+	}
+	if got, _ := s.Get(ctx, a.ID); got.Attempts != 7 {
+		t.Fatal("update of a not written")
+	}
+	if got, _ := s.Get(ctx, b.ID); got.Attempts != 0 {
+		t.Fatal("vetoed message was written")
+	}
+}
+
+func replace(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	old := Msg("t", 100)
+	if err := s.Create(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	m := old.Clone()
+	m.State, m.DoneMs = message.StateDelivered, 150
+	if err := s.Replace(ctx, old, m, store.Lazy); err != nil {
+		t.Fatal(err)
+	}
+	if es, _ := s.Due(ctx, store.Entry{}, 1<<40, 10); len(es) != 0 {
+		t.Fatalf("delivered message still scheduled: %+v", es)
+	}
+	c, _ := s.Counts(ctx)
+	if c["t"][message.StateDelayed] != 0 || c["t"][message.StateDelivered] != 1 {
+		t.Fatalf("counts %v", c)
+	}
+	if l, _, _ := s.List(ctx, store.ListQuery{Topic: "t", State: message.StateDelivered}); len(l) != 1 {
+		t.Fatalf("not listed as delivered: %v", l)
+	}
+}
+
+func closed(t *testing.T, s store.Store) {
+	s.Close()
+	if err := s.Create(context.Background(), Msg("t", 1)); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("want ErrClosed, got %v", err)
+	}
+}
