@@ -114,8 +114,8 @@ func DecodeStrict(body []byte, v any) error {
 		if strings.HasPrefix(err.Error(), "json: unknown field ") {
 			// Go's error has the bare, escaped name: find the key and its
 			// path in the body itself.
-			if path, ok := unknownKey(body, reflect.TypeOf(v), ""); ok {
-				return &FieldError{path, "is not a known field"}
+			if fe := unknownKey(body, reflect.TypeOf(v), ""); fe != nil {
+				return fe
 			}
 		}
 		return jsonFieldError(err)
@@ -143,7 +143,7 @@ func jsonFieldError(err error) error {
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 		if name == "" {
-			name = `""`
+			return &FieldError{"body", "has a key with an empty name"}
 		}
 		return &FieldError{name, "is not a known field"}
 	default:
@@ -246,18 +246,20 @@ func asciiUpper(s string) string {
 
 // unknownKey finds the first key (in sorted order, depth first) of a JSON
 // object that is no field of type t, following struct-typed fields, and
-// returns its path ("callback.foo"; an empty key reads `""`). Keys are
-// matched as encoding/json matches them (exactly, else case-insensitively).
-func unknownKey(raw []byte, t reflect.Type, prefix string) (string, bool) {
+// names it by its path ("callback.foo"); an empty key is named by the
+// object holding it ("body" or "callback": "has a key with an empty name").
+// Keys are matched as encoding/json matches them (exactly, else
+// case-insensitively). nil when there is no such key.
+func unknownKey(raw []byte, t reflect.Type, prefix string) *FieldError {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	if t.Kind() != reflect.Struct {
-		return "", false
+		return nil
 	}
 	var obj map[string]json.RawMessage
 	if json.NewDecoder(bytes.NewReader(raw)).Decode(&obj) != nil { // the first value only
-		return "", false
+		return nil
 	}
 	fields := map[string]reflect.Type{}
 	collectFields(t, fields)
@@ -279,15 +281,19 @@ func unknownKey(raw []byte, t reflect.Type, prefix string) (string, bool) {
 		}
 		if !ok {
 			if k == "" {
-				k = `""`
+				holder := strings.TrimSuffix(prefix, ".")
+				if holder == "" {
+					holder = "body"
+				}
+				return &FieldError{holder, "has a key with an empty name"}
 			}
-			return prefix + k, true
+			return &FieldError{prefix + k, "is not a known field"}
 		}
-		if p, found := unknownKey(obj[k], ft, prefix+canon+"."); found {
-			return p, true
+		if fe := unknownKey(obj[k], ft, prefix+canon+"."); fe != nil {
+			return fe
 		}
 	}
-	return "", false
+	return nil
 }
 
 // collectFields maps the JSON names of t's fields (with embedded structs'

@@ -121,7 +121,6 @@ func TestUnknownFieldInsideCallbackIsNamedByPath(t *testing.T) {
 func TestUnknownFieldsAreNamedByTheirRealPath(t *testing.T) {
 	cb := `"callback":{"request_type":"GET","url":"http://h/"`
 	for body, want := range map[string]string{
-		`{"":"x","topic_name":"t","delay_time":1,` + cb + `}}`:             `""`,
 		`{"a\"b":1,"topic_name":"t","delay_time":1,` + cb + `}}`:           `a"b`,
 		`{"topic_name":"t","delay_time":1,` + cb + `,"topic_name":1}}`:     "callback.topic_name",
 		`{"topic_name":"t","delay_time":1,"ttr":5,` + cb + `,"ttr":1}}`:    "callback.ttr",
@@ -130,6 +129,18 @@ func TestUnknownFieldsAreNamedByTheirRealPath(t *testing.T) {
 		_, err := ParseSubmit([]byte(body), DefaultLimits(), 0)
 		var fe *FieldError
 		if !errors.As(err, &fe) || fe.Field != want || fe.Reason != "is not a known field" {
+			t.Errorf("%s: got %v, want field %s", body, err, want)
+		}
+	}
+	// an empty key is named by the object that holds it
+	for body, want := range map[string]string{
+		`{"":"x","topic_name":"t","delay_time":1,` + cb + `}}`:     "body",
+		`{"topic_name":"t","delay_time":1,` + cb + `,"":1}}`:       "callback",
+		`{"\"\"":"x","topic_name":"t","delay_time":1,` + cb + `}}`: `""`, // a key made of two quotes
+	} {
+		_, err := ParseSubmit([]byte(body), DefaultLimits(), 0)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != want {
 			t.Errorf("%s: got %v, want field %s", body, err, want)
 		}
 	}
