@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -21,10 +20,6 @@ var fuzzTopicRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // fuzzTightLimits makes the size checks reachable with small inputs.
 var fuzzTightLimits = Limits{MinTTRMs: 50, MaxTTRMs: 5000, DefaultTTRMs: 50, MaxParamsBytes: 8, MaxURLBytes: 32}
-
-// fuzzStrict turns off the allowances for known, reported defects (none
-// left in this package). Run with SORAKAQ_FUZZ_STRICT=1 to see them fail.
-var fuzzStrict = os.Getenv("SORAKAQ_FUZZ_STRICT") != ""
 
 // checkFieldError fails unless err is a *FieldError (possibly wrapped) that
 // names a field and gives a reason.
