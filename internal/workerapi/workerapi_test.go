@@ -19,26 +19,33 @@ import (
 	"go.uber.org/zap"
 )
 
-// The client turns the worker's answers back into the same error kinds,
-// including "held by another worker" (421), over real HTTP.
-func TestTakeAndControlOverHTTP(t *testing.T) {
+// startWorker runs a worker "w1" over an embedded store behind its internal
+// API on a test server; everything stops when the test ends.
+func startWorker(t *testing.T) (*embedded.Store, string) {
+	t.Helper()
 	st, err := embedded.Open(embedded.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	calls := callback.New(callback.Options{})
-	defer calls.Close()
+	t.Cleanup(calls.Close)
 	w := worker.New(worker.Options{NodeID: "w1"}, st, nil, calls, nil, nil)
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer w.Stop(context.Background())
+	t.Cleanup(func() { w.Stop(context.Background()) })
 	e := httpapi.NewEngine(zap.NewNop(), metrics.New(), w.Ready)
 	Register(e, w, zap.NewNop())
 	srv := httptest.NewServer(e)
-	defer srv.Close()
-	addr := strings.TrimPrefix(srv.URL, "http://")
+	t.Cleanup(srv.Close)
+	return st, strings.TrimPrefix(srv.URL, "http://")
+}
+
+// The client turns the worker's answers back into the same error kinds,
+// including "held by another worker" (421), over real HTTP.
+func TestTakeAndControlOverHTTP(t *testing.T) {
+	st, addr := startWorker(t)
 	c := NewClient(5 * time.Second)
 	defer c.Close()
 	ctx := context.Background()
@@ -93,24 +100,7 @@ func TestGetThroughTheHolderShowsDelivering(t *testing.T) {
 	var once sync.Once
 	unblock := func() { once.Do(func() { close(release) }) }
 	defer unblock()
-	st, err := embedded.Open(embedded.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	calls := callback.New(callback.Options{})
-	defer calls.Close()
-	w := worker.New(worker.Options{NodeID: "w1"}, st, nil, calls, nil, nil)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop(context.Background())
-	defer unblock() // before Stop: let the hanging callback end
-	e := httpapi.NewEngine(zap.NewNop(), metrics.New(), w.Ready)
-	Register(e, w, zap.NewNop())
-	srv := httptest.NewServer(e)
-	defer srv.Close()
-	addr := strings.TrimPrefix(srv.URL, "http://")
+	st, addr := startWorker(t)
 	c := NewClient(5 * time.Second)
 	defer c.Close()
 	ctx := context.Background()
