@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -97,9 +96,7 @@ func TestGetThroughTheHolderShowsDelivering(t *testing.T) {
 	release := make(chan struct{})
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
 	defer sink.Close()
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	defer unblock()
+	defer close(release) // before the worker stops (cleanups run after defers): ends the hanging callback
 	st, addr := startWorker(t)
 	c := NewClient(5 * time.Second)
 	defer c.Close()
