@@ -1,0 +1,95 @@
+package slots
+
+import (
+	"testing"
+	"time"
+)
+
+func TestNewIDLandsInItsSlot(t *testing.T) {
+	for s := 0; s < 300; s += 37 {
+		id := NewID(s%256, 256)
+		if Of(id, 256) != s%256 {
+			t.Fatalf("NewID(%d) = %s in slot %d", s%256, id, Of(id, 256))
+		}
+	}
+	if Of("anything", 1) != 0 {
+		t.Fatal("one slot: everything is slot 0")
+	}
+}
+
+func TestOfSpreads(t *testing.T) {
+	n := map[int]int{}
+	for i := 0; i < 25600; i++ {
+		n[Of(NewID(i%256, 256)+"x", 256)]++
+	}
+	for s := 0; s < 256; s++ {
+		if n[s] < 40 || n[s] > 180 {
+			t.Fatalf("slot %d got %d of 25600 ids (expected about 100)", s, n[s])
+		}
+	}
+}
+
+func w(node string, sess int64) Candidate { return Candidate{Holder: Holder{node, sess}, Weight: 1} }
+
+func counts(m *Map) map[Holder]int {
+	c := map[Holder]int{}
+	for _, l := range m.Slots {
+		c[l.Holder]++
+	}
+	return c
+}
+
+func TestPlanSingleWorkerRestartGetsEverythingBackUnderNewEpoch(t *testing.T) {
+	p := &Planner{Count: 16, Strategy: "round_robin", Grace: time.Hour}
+	now := time.Unix(1000, 0)
+	m := p.Plan(nil, []Candidate{w("w1", 1)}, now)
+	if m == nil || counts(m)[Holder{"w1", 1}] != 16 {
+		t.Fatalf("first plan: %+v", m)
+	}
+	// w1 dies: nobody else, nothing moves
+	if n := p.Plan(m, nil, now.Add(time.Second)); n != nil {
+		t.Fatalf("no live worker: the map must stay, got %+v", n)
+	}
+	// w1 is back with a new session: every slot at once, new epoch, prev = old session
+	n := p.Plan(m, []Candidate{w("w1", 2)}, now.Add(20*time.Second))
+	if n == nil {
+		t.Fatal("restarted worker got nothing")
+	}
+	for s, l := range n.Slots {
+		if l.Holder != (Holder{"w1", 2}) || l.Epoch <= m.Slots[s].Epoch || l.Prev != (Holder{"w1", 1}) {
+			t.Fatalf("slot %d: %+v (was %+v)", s, l, m.Slots[s])
+		}
+	}
+}
+
+func TestPlanJoinBalancesAndDeathMovesAfterGrace(t *testing.T) {
+	for _, strategy := range []string{"random", "round_robin", "weighted"} {
+		p := &Planner{Count: 256, Strategy: strategy, Grace: 5 * time.Second}
+		now := time.Unix(1000, 0)
+		m := p.Plan(nil, []Candidate{w("w1", 1)}, now)
+		m2 := p.Plan(m, []Candidate{w("w1", 1), w("w2", 7)}, now)
+		c := counts(m2)
+		if c[Holder{"w1", 1}] < 100 || c[Holder{"w2", 7}] < 100 {
+			t.Fatalf("%s: a joining worker gets a fair share: %v", strategy, c)
+		}
+		for s, l := range m2.Slots {
+			if l.Holder != m.Slots[s].Holder && (l.Epoch <= m.Slots[s].Epoch || l.Prev != m.Slots[s].Holder) {
+				t.Fatalf("%s: moved slot %d without a new epoch and prev: %+v", strategy, s, l)
+			}
+			if l.Holder == m.Slots[s].Holder && l.Epoch != m.Slots[s].Epoch {
+				t.Fatalf("%s: a kept slot changed epoch", strategy)
+			}
+		}
+		if again := p.Plan(m2, []Candidate{w("w1", 1), w("w2", 7)}, now); again != nil {
+			t.Fatalf("%s: a balanced map must not change", strategy)
+		}
+		// w2 dies: within the grace nothing moves, after it w1 gets all
+		if n := p.Plan(m2, []Candidate{w("w1", 1)}, now.Add(time.Second)); n != nil {
+			t.Fatalf("%s: moved within the grace", strategy)
+		}
+		m3 := p.Plan(m2, []Candidate{w("w1", 1)}, now.Add(7*time.Second))
+		if m3 == nil || counts(m3)[Holder{"w1", 1}] != 256 {
+			t.Fatalf("%s: after the grace the survivor holds everything: %v", strategy, m3)
+		}
+	}
+}
