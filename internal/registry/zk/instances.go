@@ -24,6 +24,12 @@ type Instance struct {
 	// Held is the number of messages a worker holds; Load its load figure.
 	Held int64   `json:"held"`
 	Load float64 `json:"load"`
+	// Session is the ZooKeeper session that owns the node (its
+	// Stat.EphemeralOwner), filled by Instances and WatchInstances, never
+	// stored. A worker restarted with the same node id comes back with a
+	// new session: a center compares it with the session it assigned slots
+	// to, so it does not mistake the new process for the old one.
+	Session int64 `json:"-"`
 }
 
 func (r *Registry) instancePath(role, id string) string {
@@ -64,6 +70,7 @@ func (r *Registry) createInstance(ctx context.Context, inst Instance) error {
 		return err
 	}
 	waited := false
+	var waitStart, lastLog time.Time
 	for {
 		err := r.do(ctx, func() error {
 			_, err := r.conn.Create(p, data, zk.FlagEphemeral, r.acl)
@@ -106,15 +113,50 @@ func (r *Registry) createInstance(ctx context.Context, inst Instance) error {
 				return err
 			})
 		}
+		// Another session holds our node id: a restart faster than the
+		// session timeout (the old session will expire), or the same node
+		// id started twice (it will not, as long as the other process
+		// lives). Waiting is the safe answer in both cases: never two
+		// live instances with one id. Say so every ~10 s, so that an
+		// operator sees a duplicate rather than a silent hang.
 		if !waited {
-			r.log.Warn("instance node exists from another session; waiting for it to expire",
-				zap.String("path", p), zap.String("owner", fmt.Sprintf("0x%x", st.EphemeralOwner)))
-			waited = true
+			waited, waitStart = true, time.Now()
 		}
+		if err := r.waitNodeGone(ctx, ch, inst.NodeID, p, st.EphemeralOwner, waitStart, &lastLog); err != nil {
+			return err
+		}
+	}
+}
+
+// holderLogEvery is how often a waiting Register repeats its warning.
+var holderLogEvery = 10 * time.Second
+
+// waitNodeGone waits for the exists watch ch on the instance node p (held
+// by session owner) to fire. The watch also fires on the holder's data
+// updates, so the warning is repeated only when holderLogEvery has passed
+// since *lastLog (kept by the caller across its checks).
+func (r *Registry) waitNodeGone(ctx context.Context, ch <-chan zk.Event, id, p string, owner int64, since time.Time, lastLog *time.Time) error {
+	logIt := func() {
+		*lastLog = time.Now()
+		r.log.Warn(fmt.Sprintf("another process holds node id %s (session %s); waiting until it is gone", id, sessionHex(owner)),
+			zap.String("node_id", id), zap.String("path", p), zap.String("owner_session", sessionHex(owner)),
+			zap.String("our_session", sessionHex(r.conn.SessionID())), zap.Duration("waited", time.Since(since).Round(time.Second)))
+	}
+	if time.Since(*lastLog) >= holderLogEvery {
+		logIt()
+	}
+	tick := time.NewTicker(holderLogEvery)
+	defer tick.Stop()
+	for {
 		select {
-		case <-ch:
+		case <-ch: // deleted or changed, or the watch ended (expiry, close): check again
+			return nil
+		case <-tick.C:
+			if time.Since(*lastLog) >= holderLogEvery-time.Second {
+				logIt()
+			}
 		case <-ctx.Done():
-			return fmt.Errorf("node exists (owner session 0x%x): %w", st.EphemeralOwner, ctx.Err())
+			return fmt.Errorf("node exists (owner session %s): %w", sessionHex(owner), ctx.Err())
 		case <-r.done:
 			return ErrClosed
 		}
@@ -263,10 +305,13 @@ func (r *Registry) loadInstances(w *watchSet, role string, watch bool) ([]Instan
 			return nil, err
 		}
 		for _, id := range ids {
-			var data []byte
+			var (
+				data []byte
+				st   *zk.Stat
+			)
 			err := r.do(w.ctx, func() error {
 				var e error
-				data, _, e = r.conn.Get(r.instancePath(ro, id))
+				data, st, e = r.conn.Get(r.instancePath(ro, id))
 				return e
 			})
 			if errors.Is(err, zk.ErrNoNode) {
@@ -280,6 +325,7 @@ func (r *Registry) loadInstances(w *watchSet, role string, watch bool) ([]Instan
 				r.log.Warn("bad instance node", zap.String("role", ro), zap.String("node_id", id), zap.Error(err))
 				continue
 			}
+			inst.Session = st.EphemeralOwner
 			out = append(out, inst)
 		}
 	}
@@ -295,7 +341,11 @@ func (r *Registry) loadInstances(w *watchSet, role string, watch bool) ([]Instan
 // WatchInstances sends the instances of role ("" = all roles) at once, then
 // again after every change of the set of instances (children watches,
 // re-armed every time) and after every reconnect. Data changes alone
-// (UpdateInstance) are not sent: call Instances for fresh Held/Load. While
+// (UpdateInstance) are not sent: call Instances for fresh Held/Load, right
+// before a decision that uses them (one children read plus one get per
+// instance): the figures matter only when slots are assigned, and a data
+// watch per worker in every center would wake every center on every
+// worker's periodic update for nothing. While
 // ZooKeeper is unreachable it keeps trying. The channel closes when ctx ends
 // or the Registry is closed.
 func (r *Registry) WatchInstances(ctx context.Context, role string) <-chan []Instance {

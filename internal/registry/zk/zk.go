@@ -6,10 +6,16 @@
 //	topics/<name>               PERSISTENT  topic settings (registry.Topic JSON)
 //	locks/<name>                EPHEMERAL   one-holder locks (e.g. failover-<worker>)
 //	offline/<node_id>           PERSISTENT  markers set by admin to take a worker offline
+//	leader                      EPHEMERAL   the leader center (Campaign)
+//	leader-epoch                PERSISTENT  its Stat.Version is the leader epoch
+//	slots                       PERSISTENT  the slot map (opaque bytes, WriteSlotMap)
 //
 // Registry implements registry.Topics with a watch-refreshed cache of the
 // topics, registers this process's instance (re-created after a session
-// expiry), watches instances and offline markers, and offers TryLock.
+// expiry), watches instances and offline markers, and offers TryLock. For
+// the owned-slot design it elects a leader center with a fencing epoch,
+// keeps the slot map under that epoch, and tells a holder whether its
+// session is in good standing (the jeopardy rule, see InGoodStanding).
 // Every operation retries briefly on connection loss (bounded by its context
 // and by the session timeout) and wraps errors with the operation name, e.g.
 // "zk.CreateTopic t1: ...". docs/zookeeper.md describes the layout.
@@ -62,8 +68,17 @@ type Registry struct {
 	locks     map[string]uint64 // held lock name -> token of its TryLock
 	lockSeq   uint64
 
-	sessCh    chan struct{} // a session was established (see keeper)
-	sessionID atomic.Int64  // last session seen by keeper
+	sessCh    chan struct{}              // a session was established (see keeper)
+	sessionID atomic.Int64               // last session seen by keeper
+	subs      map[chan struct{}]struct{} // SessionChanges subscribers (under mu)
+
+	// Standing (see InGoodStanding): the start time (monotonic) of the last
+	// heartbeat that succeeded, and the session it succeeded on. Under mu.
+	goodStart       time.Time
+	goodSession     int64
+	negotiated      atomic.Int64 // session timeout the server granted (ns), 0 = unknown
+	recreating      atomic.Bool  // a recreateInstance goroutine is running
+	recreatePending atomic.Bool  // a session expiry since it started
 
 	instMu sync.Mutex // serialises Register/UpdateInstance/Deregister/re-create
 	self   *Instance  // registered instance, re-created after a session expiry
@@ -100,12 +115,13 @@ func Connect(servers []string, opts Options) (*Registry, error) {
 		gen:       make(chan struct{}),
 		locks:     map[string]uint64{},
 		sessCh:    make(chan struct{}, 1),
+		subs:      map[chan struct{}]struct{}{},
 		topics:    map[string]cachedTopic{},
 		done:      make(chan struct{}),
 		downSince: time.Now(),
 	}
 	conn, _, err := zk.Connect(servers, opts.SessionTimeout,
-		zk.WithLogger(zapLogger{opts.Logger.Named("zk.client").Sugar()}),
+		zk.WithLogger(zapLogger{s: opts.Logger.Named("zk.client").Sugar(), negotiated: &r.negotiated}),
 		zk.WithEventCallback(r.onEvent))
 	if err != nil {
 		return nil, fmt.Errorf("zk.Connect %v: %w", servers, err)
@@ -126,8 +142,9 @@ func Connect(servers []string, opts Options) (*Registry, error) {
 		}
 	}
 	ready := make(chan struct{})
-	r.wg.Add(2)
+	r.wg.Add(3)
 	go r.keeper()
+	go r.heartbeat()
 	go r.watchTopics(ready)
 	select {
 	case <-ready:
@@ -149,6 +166,10 @@ func (r *Registry) Close() {
 		return
 	}
 	r.closed = true
+	for ch := range r.subs {
+		close(ch)
+	}
+	r.subs = nil
 	r.mu.Unlock()
 	close(r.done)
 	r.conn.Close() // fails calls in flight at once, so the loops below end
@@ -201,6 +222,9 @@ func (r *Registry) onEvent(ev zk.Event) {
 		}
 		if ev.State == zk.StateExpired {
 			r.log.Warn("zookeeper session expired; a new session is being established")
+			// Tell holders at once, not only when the next session exists:
+			// their leases ended with this session.
+			r.notifySessionLocked()
 		}
 	}
 }
@@ -256,8 +280,28 @@ func (r *Registry) keeper() {
 			r.log.Error("lock lost with the expired session", zap.String("lock", name))
 		}
 		r.locks = map[string]uint64{}
+		r.notifySessionLocked()
 		r.mu.Unlock()
-		r.recreateInstance()
+		// In its own goroutine: it may wait for ever (another live process
+		// holds our node id), and keeper must go on noticing sessions.
+		r.recreatePending.Store(true)
+		if r.recreating.CompareAndSwap(false, true) {
+			if !r.track() {
+				return
+			}
+			go func() {
+				defer r.wg.Done()
+				for {
+					r.recreatePending.Store(false)
+					r.recreateInstance()
+					r.recreating.Store(false)
+					// Another expiry while it ran: go again (for the newest session).
+					if !r.recreatePending.Load() || !r.recreating.CompareAndSwap(false, true) {
+						return
+					}
+				}
+			}()
+		}
 	}
 }
 
@@ -356,10 +400,20 @@ func (r *Registry) track() bool {
 	return true
 }
 
-// zapLogger adapts zap to the client's Printf logger.
-type zapLogger struct{ s *zap.SugaredLogger }
+// zapLogger adapts zap to the client's Printf logger. It also picks the
+// session timeout the server granted out of the client's "authenticated"
+// line (the client does not expose it otherwise), for InGoodStanding.
+type zapLogger struct {
+	s          *zap.SugaredLogger
+	negotiated *atomic.Int64
+}
 
 func (l zapLogger) Printf(format string, args ...any) {
+	if format == "authenticated: id=%d, timeout=%d" && len(args) == 2 && l.negotiated != nil {
+		if ms, ok := args[1].(int32); ok && ms > 0 {
+			l.negotiated.Store(int64(time.Duration(ms) * time.Millisecond))
+		}
+	}
 	msg := fmt.Sprintf(format, args...)
 	if strings.Contains(msg, "failed") || strings.Contains(msg, "error") {
 		l.s.Warn(msg)
