@@ -89,6 +89,13 @@ func (r *Registry) Campaign(ctx context.Context) (*Leadership, error) {
 			if errors.Is(err, ErrClosed) || ctx.Err() != nil {
 				return nil, fmt.Errorf("zk.Campaign: %w", err)
 			}
+			if errors.Is(err, zk.ErrNoNode) { // leader-epoch (or the root) deleted by hand
+				r.log.Error("zk.Campaign: " + ep + " is missing; re-creating it (epochs restart: never delete it)")
+				if err := r.ensurePath(ctx, ep); err != nil {
+					return nil, fmt.Errorf("zk.Campaign: %w", err)
+				}
+				continue
+			}
 			r.log.Warn("zk.Campaign: create leader node failed; retrying", zap.Error(err))
 			select {
 			case <-time.After(time.Second):

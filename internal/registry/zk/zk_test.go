@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"strings"
@@ -507,6 +506,44 @@ type proxy struct {
 	mu     sync.Mutex
 	down   bool
 	conns  []net.Conn
+	paused chan struct{} // non-nil while paused: closed on resume
+}
+
+// setPaused stops (true) or resumes forwarding bytes without closing the
+// connections: the client sees a server that does not answer.
+func (p *proxy) setPaused(paused bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case paused && p.paused == nil:
+		p.paused = make(chan struct{})
+	case !paused && p.paused != nil:
+		close(p.paused)
+		p.paused = nil
+	}
+}
+
+// pump copies src to dst, holding the bytes while the proxy is paused.
+func (p *proxy) pump(dst, src net.Conn) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			gate := p.paused
+			p.mu.Unlock()
+			if gate != nil {
+				<-gate
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -515,7 +552,7 @@ func newProxy(t *testing.T, target string) *proxy {
 		t.Fatal(err)
 	}
 	p := &proxy{l: l, target: target}
-	t.Cleanup(func() { l.Close(); p.setDown(true) })
+	t.Cleanup(func() { l.Close(); p.setPaused(false); p.setDown(true) })
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -536,8 +573,8 @@ func newProxy(t *testing.T, target string) *proxy {
 			}
 			p.conns = append(p.conns, c, s)
 			p.mu.Unlock()
-			go func() { _, _ = io.Copy(s, c); s.Close() }()
-			go func() { _, _ = io.Copy(c, s); c.Close() }()
+			go p.pump(s, c)
+			go p.pump(c, s)
 		}
 	}()
 	return p
@@ -577,6 +614,14 @@ func TestSessionExpiry(t *testing.T) {
 	defer unlock()
 	watch := r.WatchInstances(ctx, "worker")
 	waitList(t, watch, 5*time.Second, "w9 registered", func(l []Instance) bool { return ids(l) == "worker/w9" })
+	oldSID := viaProxy.SessionID()
+	if l, _ := r.Instances(ctx, "worker"); len(l) != 1 || l[0].Session != oldSID || oldSID == 0 {
+		t.Fatalf("Instance.Session = %+v, want 0x%x", l, oldSID)
+	}
+	changes := viaProxy.SessionChanges()
+	if err := viaProxy.waitStanding(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	p.setDown(true)
 	deadline := time.Now().Add(5 * time.Second)
@@ -594,6 +639,22 @@ func TestSessionExpiry(t *testing.T) {
 	waitList(t, watch, 15*time.Second, "w9 re-created", func(l []Instance) bool { return ids(l) == "worker/w9" })
 	if err := viaProxy.Healthy(); err != nil {
 		t.Fatalf("Healthy after reconnect: %v", err)
+	}
+	select {
+	case <-changes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("SessionChanges not notified after the expiry")
+	}
+	newSID := viaProxy.SessionID()
+	if newSID == 0 || newSID == oldSID {
+		t.Fatalf("SessionID after expiry = 0x%x (old 0x%x)", newSID, oldSID)
+	}
+	if l, _ := r.Instances(ctx, "worker"); len(l) != 1 || l[0].Session != newSID {
+		t.Fatalf("re-created instance's Session = %+v, want 0x%x", l, newSID)
+	}
+	// Standing comes back, on the new session only.
+	if err := viaProxy.waitStanding(ctx); err != nil {
+		t.Fatalf("standing after the new session: %v", err)
 	}
 	// The lock went with the old session: another registry can take it.
 	if _, ok, err := r.TryLock(ctx, "failover-w8"); err != nil || !ok {
