@@ -97,7 +97,7 @@ marker_of() {
 live_pid() {
   local f=$1 pid
   [[ -s "$f" ]] || return 1
-  pid=$(tr -dc '0-9' <"$f")
+  pid=$({ tr -dc '0-9' <"$f"; } 2>/dev/null)  # the server may delete it meanwhile
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2" || return 1
   echo "$pid"
@@ -264,9 +264,13 @@ start_redis_cluster() {
 }
 
 stop_redis_cluster() {
-  local p pid
-  for p in "${REDIS_PORTS[@]}"; do
-    if pid=$(node_pid "$p"); then stop_pid "redis cluster node $p" "$pid"; else log "redis cluster node $p already stopped"; fi
+  local p pid i pids=()
+  for p in "${REDIS_PORTS[@]}"; do pids+=("$(node_pid "$p" || true)"); done
+  # SIGTERM to every node first, so they shut down side by side
+  for pid in "${pids[@]}"; do [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true; done
+  for i in "${!REDIS_PORTS[@]}"; do
+    p=${REDIS_PORTS[$i]} pid=${pids[$i]}
+    if [[ -n "$pid" ]]; then stop_pid "redis cluster node $p" "$pid"; else log "redis cluster node $p already stopped"; fi
     rm -f "$(node_pidfile "$p")"
   done
 }
