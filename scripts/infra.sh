@@ -232,7 +232,12 @@ wait_nodes() {
 # start_redis_cluster: start the nodes that are not running, create the cluster on first start
 # (a restart finds it in each node's nodes.conf), wait until every node says cluster_state:ok.
 start_redis_cluster() {
-  local p t0=$SECONDS assigned known fresh=0 formed=0
+  local p t0=$SECONDS assigned known fresh=0 formed=0 f had=()
+  # a cluster created before must have been created with these very ports
+  for f in "$CLUSTER_DIR"/*/nodes.conf; do [[ -e "$f" ]] && had+=("$(basename "$(dirname "$f")")"); done
+  if ((${#had[@]})) && [[ "$(printf '%s\n' "${had[@]}" | sort -n | tr '\n' ' ')" != "$(printf '%s\n' "${REDIS_PORTS[@]}" | sort -n | tr '\n' ' ')" ]]; then
+    die "the Redis Cluster under $CLUSTER_DIR was created on ports ${had[*]}, not ${REDIS_PORTS[*]}: use the SORAKAQ_REDIS_CLUSTER / SORAKAQ_REDIS_PORT it was created with, or wipe it (rm -rf $CLUSTER_DIR once its nodes are stopped)"
+  fi
   for p in "${REDIS_PORTS[@]}"; do
     mkdir -p "$(node_dir "$p")"
     node_pid "$p" >/dev/null && continue
@@ -256,7 +261,7 @@ start_redis_cluster() {
       || { cat "$CLUSTER_DIR/create.log" >&2; die "redis-cli --cluster create failed"; }
     log "Redis Cluster created: $REDIS_CLUSTER masters, 16384 slots ($CLUSTER_DIR/create.log)"
   elif ((formed != REDIS_CLUSTER)); then
-    die "the Redis Cluster under $CLUSTER_DIR is neither new nor a formed $REDIS_CLUSTER-master cluster (another size or a broken earlier create); SORAKAQ_REDIS_CLUSTER=$REDIS_CLUSTER scripts/infra.sh down --wipe, then up"
+    die "the Redis Cluster under $CLUSTER_DIR is neither new nor a formed $REDIS_CLUSTER-master cluster (a broken earlier create?): SORAKAQ_REDIS_CLUSTER=$REDIS_CLUSTER scripts/infra.sh down --wipe, then up"
   fi
   wait_nodes node_ok "cluster_state:ok"
   local pids=() ; for p in "${REDIS_PORTS[@]}"; do pids+=("$(node_pid "$p")"); done
