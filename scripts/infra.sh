@@ -9,6 +9,8 @@
 #   scripts/infra.sh env                export lines for the tests (eval "$(scripts/infra.sh env)")
 #   scripts/infra.sh topics ARGS...     Kafka's TopicCommand against the local broker
 #                                       (e.g. topics --create --topic t --partitions 4)
+#   SORAKAQ_REDIS_CLUSTER=3 scripts/infra.sh up|down|status|env|stop-one redis|start-one redis
+#                                       the same with a 3-master Redis Cluster instead of one Redis
 #
 # See docs/infra.md. Settings (environment):
 #   SORAKAQ_INFRA_DIR    state: data, logs, pid files   (default /tmp/sorakaq-infra)
@@ -16,6 +18,8 @@
 #   SORAKAQ_REDIS_PORT (16379)  SORAKAQ_ZK_PORT (12181)
 #   SORAKAQ_KAFKA_PORT (19092)  SORAKAQ_KAFKA_CONTROLLER_PORT (19093)
 #   SORAKAQ_INFRA_WAIT   seconds to wait for each server to answer (default 90)
+#   SORAKAQ_REDIS_CLUSTER  N >= 3: a Redis Cluster of N masters on SORAKAQ_REDIS_PORT .. +N-1
+#                        (cluster bus on each port + 10000) instead of the single Redis
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,6 +33,12 @@ WAIT_SECS=${SORAKAQ_INFRA_WAIT:-90}
 HOST=127.0.0.1
 KAFKA_POM="$SCRIPT_DIR/kafka/pom.xml"
 SERVERS=(redis zk kafka)
+# Redis Cluster mode: REDIS_CLUSTER masters on consecutive ports from REDIS_PORT.
+REDIS_CLUSTER=${SORAKAQ_REDIS_CLUSTER:-}
+[[ "$REDIS_CLUSTER" == 0 ]] && REDIS_CLUSTER=""
+REDIS_PORTS=("$REDIS_PORT")
+CLUSTER_DIR="$STATE_DIR/redis-cluster"
+CLUSTER_NODE_TIMEOUT=5000
 
 log() { printf 'infra: %s\n' "$*"; }
 die() { printf 'infra: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -37,6 +47,21 @@ for p in "$REDIS_PORT" "$ZK_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
   case "$p" in 6379|2181|9092|9093) die "refusing default port $p: pick another";; esac
   [[ "$p" =~ ^[0-9]+$ ]] || die "bad port '$p'"
 done
+if [[ -n "$REDIS_CLUSTER" ]]; then
+  [[ "$REDIS_CLUSTER" =~ ^[0-9]+$ && "$REDIS_CLUSTER" -ge 3 ]] \
+    || die "SORAKAQ_REDIS_CLUSTER must be a number of masters >= 3 (redis-cli --cluster create needs 3), got '$REDIS_CLUSTER'"
+  REDIS_PORTS=()
+  for ((i = 0; i < REDIS_CLUSTER; i++)); do REDIS_PORTS+=($((REDIS_PORT + i))); done
+  for p in "${REDIS_PORTS[@]}"; do
+    ((p + 10000 <= 65535)) || die "Redis Cluster node $p: its bus port $((p + 10000)) is above 65535; lower SORAKAQ_REDIS_PORT"
+    for q in "$p" "$((p + 10000))"; do
+      case "$q" in 6379|2181|9092|9093) die "refusing default port $q (Redis Cluster node $p): pick another SORAKAQ_REDIS_PORT";; esac
+      case "$q" in "$ZK_PORT"|"$KAFKA_PORT"|"$KAFKA_CONTROLLER_PORT")
+        die "Redis Cluster node $p: port $q is also the ZooKeeper or Kafka port";;
+      esac
+    done
+  done
+fi
 
 # ---------------------------------------------------------------- helpers
 
@@ -68,16 +93,18 @@ marker_of() {
   esac
 }
 
-# pid_of NAME: prints the pid when the pid file names a live process of that server.
-pid_of() {
-  local f pid
-  f=$(pidfile_of "$1")
+# live_pid FILE MARKER: prints the pid when FILE names a live process whose command line has MARKER.
+live_pid() {
+  local f=$1 pid
   [[ -s "$f" ]] || return 1
-  pid=$(tr -dc '0-9' <"$f")
+  pid=$({ tr -dc '0-9' <"$f"; } 2>/dev/null)  # the server may delete it meanwhile
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$(marker_of "$1")" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2" || return 1
   echo "$pid"
 }
+
+# pid_of NAME: prints the pid when the pid file names a live process of that server.
+pid_of() { live_pid "$(pidfile_of "$1")" "$(marker_of "$1")"; }
 
 # answers NAME: true when the server answers its health check.
 answers() {
@@ -159,13 +186,113 @@ spawn() {
   for _ in $(seq 50); do [[ -s "$(pidfile_of "$name")" ]] && return 0; sleep 0.1; done
 }
 
-start_redis() {
-  local d; d=$(dir_of redis)
-  redis-server --port "$REDIS_PORT" --bind "$HOST" --dir "$d" \
+# redis_server PORT DIR PIDFILE LOGFILE EXTRA...: one daemonized redis-server with the test rig's
+# persistence (AOF everysec, no RDB, noeviction); the cluster nodes add cluster-enabled.
+redis_server() {
+  local port=$1 d=$2 pidf=$3 logf=$4; shift 4
+  redis-server --port "$port" --bind "$HOST" --dir "$d" \
     --appendonly yes --appendfsync everysec --save "" \
     --auto-aof-rewrite-min-size 512mb \
-    --daemonize yes --pidfile "$(pidfile_of redis)" --logfile "$(logfile_of redis)" \
-    --maxmemory "${SORAKAQ_REDIS_MAXMEMORY:-2gb}" --maxmemory-policy noeviction 9>&-
+    --daemonize yes --pidfile "$pidf" --logfile "$logf" \
+    --maxmemory "${SORAKAQ_REDIS_MAXMEMORY:-2gb}" --maxmemory-policy noeviction "$@" 9>&-
+}
+
+start_redis() { redis_server "$REDIS_PORT" "$(dir_of redis)" "$(pidfile_of redis)" "$(logfile_of redis)"; }
+
+# ---------------------------------------------------------------- Redis Cluster mode
+
+node_dir() { echo "$CLUSTER_DIR/$1"; }
+node_pidfile() { echo "$CLUSTER_DIR/$1/redis.pid"; }
+node_log() { echo "$CLUSTER_DIR/$1/redis.log"; }
+node_pid() { live_pid "$(node_pidfile "$1")" redis-server; }
+node_ping() { [[ "$(redis-cli -h "$HOST" -p "$1" ping 2>/dev/null)" == PONG ]]; }
+# node_info PORT FIELD: one field of CLUSTER INFO as that node sees it.
+node_info() { redis-cli -h "$HOST" -p "$1" cluster info 2>/dev/null | tr -d '\r' | sed -n "s/^$2://p"; }
+node_ok() { [[ "$(node_info "$1" cluster_state)" == ok ]]; }
+cluster_addrs() { local p out=(); for p in "${REDIS_PORTS[@]}"; do out+=("$HOST:$p"); done; (IFS=,; echo "${out[*]}"); }
+
+node_fail() {
+  echo "infra: ERROR: Redis Cluster node $1 $2; last lines of $(node_log "$1"):" >&2
+  tail -n 30 "$(node_log "$1")" >&2 || true
+  exit 1
+}
+
+# wait_nodes CHECK WHAT: until CHECK PORT holds for every node (or one exits / the wait ends).
+wait_nodes() {
+  local check=$1 what=$2 p deadline=$((SECONDS + WAIT_SECS))
+  for p in "${REDIS_PORTS[@]}"; do
+    until "$check" "$p"; do
+      node_pid "$p" >/dev/null || node_fail "$p" "exited while starting"
+      ((SECONDS < deadline)) || node_fail "$p" "is not $what within ${WAIT_SECS}s (cluster info: $(node_info "$p" cluster_state))"
+      sleep 0.2
+    done
+  done
+}
+
+# start_redis_cluster: start the nodes that are not running, create the cluster on first start
+# (a restart finds it in each node's nodes.conf), wait until every node says cluster_state:ok.
+start_redis_cluster() {
+  local p t0=$SECONDS assigned known fresh=0 formed=0 f had=()
+  # a cluster created before must have been created with these very ports
+  for f in "$CLUSTER_DIR"/*/nodes.conf; do [[ -e "$f" ]] && had+=("$(basename "$(dirname "$f")")"); done
+  if ((${#had[@]})) && [[ "$(printf '%s\n' "${had[@]}" | sort -n | tr '\n' ' ')" != "$(printf '%s\n' "${REDIS_PORTS[@]}" | sort -n | tr '\n' ' ')" ]]; then
+    die "the Redis Cluster under $CLUSTER_DIR was created on ports ${had[*]}, not ${REDIS_PORTS[*]}: use the SORAKAQ_REDIS_CLUSTER / SORAKAQ_REDIS_PORT it was created with, or wipe it (rm -rf $CLUSTER_DIR once its nodes are stopped)"
+  fi
+  for p in "${REDIS_PORTS[@]}"; do
+    mkdir -p "$(node_dir "$p")"
+    node_pid "$p" >/dev/null && continue
+    rm -f "$(node_pidfile "$p")"
+    port_open "$p" && die "port $p for Redis Cluster node $p is taken by another process"
+    port_open $((p + 10000)) && die "cluster bus port $((p + 10000)) for Redis Cluster node $p is taken by another process"
+    redis_server "$p" "$(node_dir "$p")" "$(node_pidfile "$p")" "$(node_log "$p")" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout "$CLUSTER_NODE_TIMEOUT"
+  done
+  wait_nodes node_ping "answering PING"
+  for p in "${REDIS_PORTS[@]}"; do
+    assigned=$(node_info "$p" cluster_slots_assigned); known=$(node_info "$p" cluster_known_nodes)
+    if [[ "$assigned" == 0 && "$known" == 1 ]]; then fresh=$((fresh + 1))
+    elif [[ "$assigned" == 16384 && "$known" == "$REDIS_CLUSTER" ]]; then formed=$((formed + 1))
+    fi
+  done
+  if ((fresh == REDIS_CLUSTER)); then
+    # shellcheck disable=SC2046  # one argument per address
+    redis-cli --cluster create $(cluster_addrs | tr , ' ') --cluster-replicas 0 --cluster-yes \
+      >"$CLUSTER_DIR/create.log" 2>&1 9>&- \
+      || { cat "$CLUSTER_DIR/create.log" >&2; die "redis-cli --cluster create failed"; }
+    log "Redis Cluster created: $REDIS_CLUSTER masters, 16384 slots ($CLUSTER_DIR/create.log)"
+  elif ((formed != REDIS_CLUSTER)); then
+    die "the Redis Cluster under $CLUSTER_DIR is neither new nor a formed $REDIS_CLUSTER-master cluster (a broken earlier create?): SORAKAQ_REDIS_CLUSTER=$REDIS_CLUSTER scripts/infra.sh down --wipe, then up"
+  fi
+  wait_nodes node_ok "cluster_state:ok"
+  local pids=() ; for p in "${REDIS_PORTS[@]}"; do pids+=("$(node_pid "$p")"); done
+  log "redis cluster up (masters $(cluster_addrs), pids ${pids[*]}, cluster_state:ok, $((SECONDS - t0))s)"
+}
+
+stop_redis_cluster() {
+  local p pid i pids=()
+  for p in "${REDIS_PORTS[@]}"; do pids+=("$(node_pid "$p" || true)"); done
+  # SIGTERM to every node first, so they shut down side by side
+  for pid in "${pids[@]}"; do [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true; done
+  for i in "${!REDIS_PORTS[@]}"; do
+    p=${REDIS_PORTS[$i]} pid=${pids[$i]}
+    if [[ -n "$pid" ]]; then stop_pid "redis cluster node $p" "$pid"; else log "redis cluster node $p already stopped"; fi
+    rm -f "$(node_pidfile "$p")"
+  done
+}
+
+status_redis_cluster() {
+  local p pid state
+  for p in "${REDIS_PORTS[@]}"; do
+    if pid=$(node_pid "$p"); then
+      if ! node_ping "$p"; then state=not-answering
+      elif node_ok "$p"; then state=running
+      else state=cluster-not-ok
+      fi
+    else
+      pid=-; state=stopped
+    fi
+    printf '%-6s %-13s port %-6s pid %s (cluster master)\n' redis "$state" "$p" "$pid"
+  done
 }
 
 start_zk() {
@@ -307,6 +434,7 @@ wait_ready() {
 # start_one NAME: start (if not running) and wait until it answers.
 start_one() {
   local name=$1 pid t0=$SECONDS
+  if [[ "$name" == redis && -n "$REDIS_CLUSTER" ]]; then start_redis_cluster; return; fi
   mkdir -p "$(dir_of "$name")"
   if pid=$(pid_of "$name"); then
     wait_ready "$name"
@@ -323,13 +451,9 @@ start_one() {
 
 # ---------------------------------------------------------------- stop
 
-stop_one() {
-  local name=$1 pid
-  if ! pid=$(pid_of "$name"); then
-    rm -f "$(pidfile_of "$name")"
-    log "$name already stopped"
-    return 0
-  fi
+# stop_pid LABEL PID: SIGTERM, wait up to 30 s, then SIGKILL.
+stop_pid() {
+  local name=$1 pid=$2
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 300); do   # 30 s
     kill -0 "$pid" 2>/dev/null || break
@@ -340,8 +464,19 @@ stop_one() {
     kill -KILL "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
-  rm -f "$(pidfile_of "$name")"
   log "$name stopped"
+}
+
+stop_one() {
+  local name=$1 pid
+  if [[ "$name" == redis && -n "$REDIS_CLUSTER" ]]; then stop_redis_cluster; return; fi
+  if ! pid=$(pid_of "$name"); then
+    rm -f "$(pidfile_of "$name")"
+    log "$name already stopped"
+    return 0
+  fi
+  stop_pid "$name" "$pid"
+  rm -f "$(pidfile_of "$name")"
 }
 
 # ---------------------------------------------------------------- commands
@@ -368,7 +503,11 @@ cmd_down() {
   lock
   for n in kafka zk redis; do stop_one "$n"; done
   if ((wipe)); then
-    rm -rf "$STATE_DIR/redis" "$STATE_DIR/zk" "$STATE_DIR/kafka" "$STATE_DIR/apt.err"
+    if [[ -n "$REDIS_CLUSTER" ]]; then
+      rm -rf "$CLUSTER_DIR" "$STATE_DIR/zk" "$STATE_DIR/kafka" "$STATE_DIR/apt.err"
+    else
+      rm -rf "$STATE_DIR/redis" "$STATE_DIR/zk" "$STATE_DIR/kafka" "$STATE_DIR/apt.err"
+    fi
     log "wiped data under $STATE_DIR"
   fi
 }
@@ -376,6 +515,7 @@ cmd_down() {
 cmd_status() {
   local n pid state
   for n in "${SERVERS[@]}"; do
+    if [[ "$n" == redis && -n "$REDIS_CLUSTER" ]]; then status_redis_cluster; continue; fi
     if pid=$(pid_of "$n"); then
       if answers "$n"; then state=running; else state=not-answering; fi
     else
@@ -389,10 +529,15 @@ cmd_env() {
   echo "export SORAKAQ_TEST_REDIS=$HOST:$REDIS_PORT"
   echo "export SORAKAQ_TEST_ZK=$HOST:$ZK_PORT"
   echo "export SORAKAQ_TEST_KAFKA=$HOST:$KAFKA_PORT"
+  if [[ -n "$REDIS_CLUSTER" ]]; then
+    # the masters: what config's redis.addrs takes (several addresses = a Cluster client)
+    echo "export SORAKAQ_REDIS_ADDRS=$(cluster_addrs)"
+    echo "export SORAKAQ_TEST_REDIS_CLUSTER=$(cluster_addrs)"
+  fi
 }
 
 usage() {
-  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
