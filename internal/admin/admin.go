@@ -17,12 +17,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/httpapi"
+	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/registry"
 	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store"
-	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
 // Counter reports message counts per topic and state.
@@ -54,7 +54,7 @@ type Cluster interface {
 // or the distributed receive backend (which routes to the owning worker).
 type Messages interface {
 	Cancel(ctx context.Context, topic, id string) (*message.Message, error)
-	ChangeDelay(ctx context.Context, topic, id string, ch worker.DelayChange) (*message.Message, error)
+	ChangeDelay(ctx context.Context, topic, id string, ch lifecycle.DelayChange) (*message.Message, error)
 	Redrive(ctx context.Context, topic, id string) (*message.Message, error)
 	Delete(ctx context.Context, topic, id string) error
 	Get(ctx context.Context, topic, id string) (*message.Message, error)

@@ -10,9 +10,9 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/sorakaq/sorakaq/internal/httpapi"
+	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/store"
-	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
 type msgReq struct {
@@ -104,7 +104,7 @@ func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.H
 		if err := message.ValidateDelay("delay_time", *r.DelayTime); err != nil {
 			return nil, err
 		}
-		return s.msgs.ChangeDelay(c, r.TopicName, r.MsgID, worker.DelayChange{SetMs: r.DelayTime})
+		return s.msgs.ChangeDelay(c, r.TopicName, r.MsgID, lifecycle.DelayChange{SetMs: r.DelayTime})
 	}))
 	g.POST("/redrive", w(func(c *gin.Context) (any, error) {
 		r, err := s.readMsgReq(c, true)

@@ -187,6 +187,7 @@ func WorkerOptions(cfg *config.Config) worker.Options {
 		Backoff:       cfg.Worker.RetryBackoff,
 		Retention:     cfg.Worker.Retention,
 		PurgeInterval: cfg.Worker.PurgeInterval,
+		SweepInterval: cfg.Worker.SweepInterval,
 	}
 }
 

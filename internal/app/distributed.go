@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -21,8 +22,8 @@ import (
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/registry/zk"
+	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/stats"
-	"github.com/sorakaq/sorakaq/internal/store"
 	"github.com/sorakaq/sorakaq/internal/store/redisstore"
 	"github.com/sorakaq/sorakaq/internal/version"
 	"github.com/sorakaq/sorakaq/internal/worker"
@@ -76,15 +77,40 @@ func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 		// the pool to the requests in flight (go-redis defaults to 10 per CPU).
 		PoolSize: cfg.Redis.PoolSize,
 	})
+	st := redisstore.New(rc, redisstore.Options{Prefix: cfg.Redis.Prefix, Slots: cfg.Cluster.Slots})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := waitLayout(ctx, st, log); err != nil {
+		rc.Close()
+		return nil, err
+	}
 	reg, err := zk.Connect(cfg.ZooKeeper.Servers, zk.Options{Root: cfg.ZooKeeper.Root, SessionTimeout: cfg.ZooKeeper.SessionTimeout, Logger: log.Named("zk")})
 	if err != nil {
 		rc.Close()
 		return nil, fmt.Errorf("zookeeper %v: %w", cfg.ZooKeeper.Servers, err)
 	}
-	return &deps{
-		log: log, metrics: metrics.New(), rc: rc, reg: reg,
-		store: redisstore.New(rc, redisstore.Options{Prefix: cfg.Redis.Prefix}),
-	}, nil
+	if cfg.Cluster.Secret == "" {
+		log.Warn("cluster.secret is empty: the workers' internal API is open to anyone who can reach it; set SORAKAQ_CLUSTER_SECRET on every process")
+	}
+	return &deps{log: log, metrics: metrics.New(), rc: rc, reg: reg, store: st}, nil
+}
+
+// waitLayout checks the Redis data set's layout, waiting while Redis does
+// not answer yet (a deployment starting all at once); a data set in
+// another layout is an error at once.
+func waitLayout(ctx context.Context, st *redisstore.Store, log *zap.Logger) error {
+	for {
+		err := st.CheckLayout(ctx)
+		if err == nil || errors.Is(err, redisstore.ErrOldLayout) || !errors.Is(err, context.DeadlineExceeded) && st.Ping(ctx) == nil {
+			return err
+		}
+		log.Warn("Redis does not answer yet; waiting", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("redis: %w", err)
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func (d *deps) close() {
@@ -135,39 +161,55 @@ func kafkaOptions(cfg *config.Config, log *zap.Logger) kafka.Options {
 	return kafka.Options{Brokers: cfg.Kafka.Brokers, TopicPrefix: cfg.Kafka.TopicPrefix, ClientID: "sorakaq-" + cfg.NodeID, ProduceTimeout: cfg.Kafka.ProduceTimeout, Logger: log.Named("kafka")}
 }
 
+// ensureNoticeTopic creates the Kafka topic of notices (retrying in the
+// background while Kafka is down: until then notices fail and the
+// holders' sweeps deliver).
+func ensureNoticeTopic(ctx context.Context, cfg *config.Config, log *zap.Logger) {
+	kadmin, err := kafka.NewAdmin(kafkaOptions(cfg, log))
+	if err != nil {
+		log.Error("kafka admin", zap.Error(err))
+		return
+	}
+	defer kadmin.Close()
+	for ctx.Err() == nil {
+		err := kadmin.EnsureTopic(ctx, dist.NoticeTopic, cfg.Kafka.DefaultPartitions, int16(cfg.Kafka.Replication))
+		if err == nil {
+			return
+		}
+		log.Warn("creating the Kafka topic of notices failed; will retry", zap.Error(err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
 func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("receive")
 	producer, err := kafka.NewProducer(kafkaOptions(cfg, log))
 	if err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
-	kadmin, err := kafka.NewAdmin(kafkaOptions(cfg, log))
-	if err != nil {
-		producer.Close()
-		return nil, fmt.Errorf("kafka admin: %w", err)
-	}
-	topics := &dist.Topics{Topics: d.reg, Kafka: kadmin, Replication: int16(cfg.Kafka.Replication)}
-	dirCtx, dirCancel := context.WithCancel(context.Background())
-	dir := dist.NewDirectory(dirCtx, d.reg, log)
-	client := workerapi.NewClient(10 * time.Second)
-	backend := dist.NewReceiveBackend(d.store, producer, dir, client, d.ready(producer.Healthy), log)
+	bg, bgCancel := context.WithCancel(context.Background())
+	go ensureNoticeTopic(bg, cfg, log)
+	cluster := dist.NewCluster(bg, d.reg, log)
+	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
+	backend := dist.NewReceiveBackend(d.store, producer, cluster, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	backend.Stats = rec
-	recCtx, recCancel := context.WithCancel(context.Background())
 	recDone := make(chan struct{})
-	go func() { defer close(recDone); rec.Run(recCtx, 5*time.Second) }()
+	go func() { defer close(recDone); rec.Run(bg, 5*time.Second) }()
+	go skewLoop(bg, d, log)
 	ropts := receiveOptions(cfg)
 	ropts.DefaultPartitions = cfg.Kafka.DefaultPartitions
-	srv, err := receive.New(ropts, backend, topics, d.metrics, log)
+	srv, err := receive.New(ropts, backend, d.reg, d.metrics, log)
 	if err != nil {
-		recCancel()
-		dirCancel()
+		bgCancel()
 		producer.Close()
-		kadmin.Close()
 		return nil, err
 	}
 	return &receiveRole{srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log,
-		closers: []func(){func() { recCancel(); <-recDone }, dirCancel, client.Close, func() { producer.Close() }, func() { kadmin.Close() }}}, nil
+		closers: []func(){func() { bgCancel(); <-recDone }, client.Close, func() { producer.Close() }}}, nil
 }
 
 // receiveRole runs the receive server (which has its own listener) and
@@ -226,55 +268,63 @@ func receiveOptions(cfg *config.Config) receive.Options {
 	return ropts
 }
 
-// schedules gives the center a view of any owner's schedule.
-type schedules struct{ st *redisstore.Store }
+// router is the center's view of slot holders.
+type router struct {
+	cluster *dist.Cluster
+	st      *redisstore.Store
+}
 
-func (s schedules) Schedule(owner string) store.Store { return s.st.WithOwner(owner) }
+func (r router) HolderAddr(slot int) (string, bool) {
+	_, addr, live := r.cluster.HolderOf(slot)
+	return addr, live
+}
+
+func (r router) SlotOf(id string) int { return r.st.SlotOf(id) }
 
 func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("center")
-	dirCtx, dirCancel := context.WithCancel(context.Background())
-	dir := dist.NewDirectory(dirCtx, d.reg, log)
-	client := workerapi.NewClient(30 * time.Second)
-	c, err := center.New(center.Options{Strategy: cfg.Center.Strategy, SweepAfter: cfg.Center.SweepAfter}, dir, client, schedules{d.store}, d.reg, d.metrics, log)
-	if err != nil {
-		dirCancel()
-		return nil, err
-	}
-	// A topic created by a submit is consumed within RefreshInterval.
-	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kafkaOptions(cfg, log), Group: cfg.Kafka.Group, RefreshInterval: 2 * time.Second},
+	bg, bgCancel := context.WithCancel(context.Background())
+	cluster := dist.NewCluster(bg, d.reg, log)
+	client := workerapi.NewClient(30*time.Second, cfg.Cluster.Secret)
+	c := center.New(center.Options{}, router{cluster, d.store}, client, d.metrics, log)
+	leader := &dist.Leader{Reg: d.reg, Cluster: cluster, Log: log.Named("leader"),
+		Planner: &slots.Planner{Count: cfg.Cluster.Slots, Strategy: cfg.Center.Strategy, Grace: cfg.Center.Grace}}
+	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kafkaOptions(cfg, log), Group: cfg.Kafka.Group,
+		Topics: []string{dist.NoticeTopic}, RefreshInterval: 2 * time.Second},
 		func(ctx context.Context, batch []kafka.Record) error {
+			keys := make([]string, len(batch))
 			values := make([][]byte, len(batch))
 			for i, r := range batch {
-				values[i] = r.Value
+				keys[i], values[i] = r.Key, r.Value
 			}
-			return c.HandleValues(ctx, values)
+			return c.HandleValues(ctx, keys, values)
 		})
 	if err != nil {
-		dirCancel()
+		bgCancel()
 		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
 	e := httpapi.NewEngine(log, d.metrics, d.ready(consumer.Healthy))
 	s, err := newService("center", cfg.Center.Listen, e, cfg.Shutdown.Timeout, log)
 	if err != nil {
-		dirCancel()
+		bgCancel()
 		return nil, err
 	}
 	s.start = func(ctx context.Context) error {
 		if err := d.register(ctx, "center", cfg.NodeID, advertised("", s.Addr())); err != nil {
 			return err
 		}
+		s.loop(func(ctx context.Context) { ensureNoticeTopic(ctx, cfg, log) })
 		s.loop(func(ctx context.Context) {
 			if err := consumer.Run(ctx); err != nil {
 				s.errc <- fmt.Errorf("center: consumer: %w", err)
 			}
 		})
-		s.loop(c.SweepLoop)
-		s.loop(func(ctx context.Context) { failoverLoop(ctx, c, dir, d.store, log) })
+		s.loop(leader.Run)
+		s.loop(func(ctx context.Context) { skewLoop(ctx, d, log) })
 		return nil
 	}
 	s.onStop(func(ctx context.Context) error {
-		dirCancel()
+		bgCancel()
 		client.Close()
 		_ = d.reg.Deregister(ctx)
 		d.close()
@@ -283,77 +333,56 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 	return s, nil
 }
 
-// failoverLoop re-dispatches the messages of workers that are gone: when
-// the worker list changes, and every 30 s for any schedule whose owner is
-// not alive (a center that was down when a worker died catches up).
-func failoverLoop(ctx context.Context, c *center.Center, dir *dist.Directory, st *redisstore.Store, log *zap.Logger) {
-	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
-	check := func() {
-		owners, err := st.Owners(ctx)
-		if err != nil {
-			log.Warn("listing schedules failed; will retry", zap.Error(err))
-			return
-		}
-		for _, o := range owners {
-			if o == "" {
-				continue
-			}
-			if err := c.Failover(ctx, o); err != nil && ctx.Err() == nil {
-				log.Warn("failover failed; will retry", zap.String("worker", o), zap.Error(err))
-			}
-		}
-	}
-	check()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-dir.Changes():
-		case <-t.C:
-		}
-		check()
-	}
-}
-
 func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("worker").With(zap.String("node_id", cfg.NodeID))
-	st := d.store.WithOwner(cfg.NodeID)
+	bg, bgCancel := context.WithCancel(context.Background())
+	cluster := dist.NewCluster(bg, d.reg, log)
+	holder := &dist.Holder{Node: cfg.NodeID, Cluster: cluster, Session: d.reg, Store: d.store, Metrics: d.metrics,
+		Log: log.Named("slots"), ReleaseWait: time.Duration(cfg.Receive.MaxTTRMs)*time.Millisecond + 5*time.Second}
 	caller := callback.New(cfg.CallbackOptions())
 	wopts := WorkerOptions(cfg)
 	wopts.NodeID = cfg.NodeID
+	wopts.Slotted = true
+	wopts.Standing = d.reg.InGoodStanding
+	wopts.OnFenced = holder.Forget
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	wopts.Stats = rec
-	w := worker.New(wopts, st, d.reg, caller, d.metrics, log)
-	e := httpapi.NewEngine(log, d.metrics, d.ready(w.Ready))
-	workerapi.Register(e, w, log)
+	w := worker.New(wopts, d.store.WithLeaseCheck(holder.Check), d.reg, caller, d.metrics, log)
+	holder.Worker = w
+	e := httpapi.NewEngine(log, d.metrics, d.ready(w.Ready, func() error {
+		if !d.reg.InGoodStanding() {
+			return fmt.Errorf("%w: out of touch with ZooKeeper: starting no callbacks", message.ErrUnavailable)
+		}
+		return nil
+	}))
+	workerapi.Register(e, w, cfg.Cluster.Secret, log)
 	s, err := newService("worker", cfg.Worker.Listen, e, cfg.Shutdown.Timeout, log)
 	if err != nil {
+		bgCancel()
 		return nil, err
 	}
 	addr := advertised(cfg.Worker.Advertise, s.Addr())
 	s.start = func(ctx context.Context) error {
-		rctx, cancel := context.WithTimeout(ctx, 2*cfg.ZooKeeper.SessionTimeout+30*time.Second)
-		defer cancel()
-		if err := d.register(rctx, "worker", cfg.NodeID, addr); err != nil {
-			return err
-		}
-		// A center may still be moving this worker's messages from before
-		// a restart: wait for it before loading what is left.
-		if err := d.reg.WaitUnlocked(rctx, "failover-"+cfg.NodeID); err != nil {
+		// Register waits while another process holds this node id (the
+		// same id started twice): it gets no slots meanwhile.
+		if err := d.register(ctx, "worker", cfg.NodeID, addr); err != nil {
 			return err
 		}
 		if err := w.Start(); err != nil {
 			return err
 		}
+		s.loop(holder.Run)
 		s.loop(func(ctx context.Context) { reportLoad(ctx, d.reg, w, cfg.NodeID, addr) })
 		s.loop(func(ctx context.Context) { rec.Run(ctx, 5*time.Second) })
-		s.loop(func(ctx context.Context) { watchOffline(ctx, d, w, cfg, log) })
+		s.loop(func(ctx context.Context) { skewLoop(ctx, d, log) })
 		return nil
 	}
 	s.onStop(func(ctx context.Context) error {
+		// The holder lets every slot go (after the worker's calls in
+		// flight) when the loops end, which Exit did before this step.
 		w.Stop(ctx)
 		caller.Close()
+		bgCancel()
 		_ = d.reg.Deregister(ctx)
 		d.close()
 		return nil
@@ -377,55 +406,50 @@ func reportLoad(ctx context.Context, reg *zk.Registry, w *worker.Worker, nodeID,
 	}
 }
 
-// watchOffline takes this worker offline when the admin says so: it stops
-// firing and leaves the registry, so a center moves its messages to the
-// others. It takes messages again only after a restart.
-func watchOffline(ctx context.Context, d *deps, w *worker.Worker, cfg *config.Config, log *zap.Logger) {
-	for off := range d.reg.WatchOffline(ctx, cfg.NodeID) {
-		if !off {
-			continue
+// skewLoop measures this process's clock against the Redis server's every
+// 30 s (metric sorakaq_clock_skew_seconds) and warns when it is off by more
+// than 50 ms: due times are wall-clock times compared across hosts.
+func skewLoop(ctx context.Context, d *deps, log *zap.Logger) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		start := time.Now()
+		if rt, err := d.rc.Time(ctx).Result(); err == nil {
+			end := time.Now()
+			skew := start.Add(end.Sub(start) / 2).Sub(rt)
+			d.metrics.ClockSkew.Set(skew.Seconds())
+			if skew > 50*time.Millisecond || skew < -50*time.Millisecond {
+				log.Warn("this host's clock differs from the Redis server's: due times are wall-clock times; run NTP (chrony) with slewing", zap.Duration("skew", skew))
+			}
 		}
-		log.Warn("taken offline by the admin: stopping and handing my messages over")
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown.Timeout)
-		w.Stop(sctx)
-		_ = d.reg.Deregister(sctx)
-		cancel()
-		return
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 
 func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("admin")
-	kadmin, err := kafka.NewAdmin(kafkaOptions(cfg, log))
-	if err != nil {
-		return nil, fmt.Errorf("kafka admin: %w", err)
-	}
-	topics := &dist.Topics{Topics: d.reg, Kafka: kadmin, Replication: int16(cfg.Kafka.Replication)}
 	aopts := admin.DefaultOptions()
 	aopts.Listen = cfg.Admin.Listen
 	aopts.Pprof = cfg.Admin.Pprof
 	aopts.DefaultPartitions = cfg.Kafka.DefaultPartitions
 	aopts.Auth = AuthOptions(cfg)
 	aopts.TLSCert, aopts.TLSKey = cfg.Admin.TLSCert, cfg.Admin.TLSKey
-	producer, err := kafka.NewProducer(kafkaOptions(cfg, log))
-	if err != nil {
-		kadmin.Close()
-		return nil, fmt.Errorf("kafka producer: %w", err)
-	}
-	dirCtx, dirCancel := context.WithCancel(context.Background())
-	dir := dist.NewDirectory(dirCtx, d.reg, log)
-	client := workerapi.NewClient(10 * time.Second)
-	msgs := dist.NewReceiveBackend(d.store, producer, dir, client, d.ready(), log)
-	srv, err := admin.New(aopts, admin.Deps{Topics: topics, Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
+	bg, bgCancel := context.WithCancel(context.Background())
+	cluster := dist.NewCluster(bg, d.reg, log)
+	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
+	msgs := dist.NewReceiveBackend(d.store, nil, cluster, client, d.ready(), d.metrics, log)
+	srv, err := admin.New(aopts, admin.Deps{Topics: d.reg, Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
 		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles()}, log)
 	if err != nil {
-		dirCancel()
-		producer.Close()
-		kadmin.Close()
+		bgCancel()
 		return nil, err
 	}
-	return &adminRole{srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log, kadmin: kadmin,
-		closers: []func(){dirCancel, client.Close, func() { producer.Close() }}}, nil
+	return &adminRole{srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log,
+		closers: []func(){bgCancel, client.Close}}, nil
 }
 
 type adminRole struct {
@@ -434,7 +458,6 @@ type adminRole struct {
 	nodeID  string
 	timeout time.Duration
 	log     *zap.Logger
-	kadmin  *kafka.Admin
 	closers []func()
 	errc    chan error
 }
@@ -458,7 +481,6 @@ func (r *adminRole) Exit() error {
 	defer cancel()
 	err := r.srv.Shutdown(ctx)
 	_ = r.d.reg.Deregister(ctx)
-	r.kadmin.Close()
 	for _, c := range r.closers {
 		c()
 	}

@@ -1,89 +1,60 @@
-// Package center dispatches messages in the distributed mode: it consumes
-// what receive put on Kafka, picks a worker for each message (random,
-// round-robin or weighted), hands it over and lets the consumer commit the
-// offset only once the worker durably took it (at-least-once: a center
-// crash makes another center hand the same messages over again, which Take
-// ignores). It also re-dispatches the messages of a worker that died or
-// went offline, under a ZooKeeper lock so exactly one center does it, and
-// sweeps messages that were stored but never handed over.
+// Package center routes notices in the distributed mode: it consumes the
+// notices receive put on Kafka (one per stored message, keyed by slot)
+// and passes each to the live holder of its slot, which schedules the
+// message at once; the consumer commits the offset only after that.
+//
+// A notice is only a hint for punctuality: the message is in Redis before
+// its notice exists, and a slot's holder loads its schedule when it takes
+// the slot and sweeps its overdue entries. So a notice for a slot without
+// a live holder is dropped (the next holder loads the message), and one
+// the holder does not take after a few tries (the slot moving) is dropped
+// too, loudly: nothing is ever re-created from a notice.
 package center
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"math"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
-	"github.com/sorakaq/sorakaq/internal/store"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
-// Directory knows the live workers.
-type Directory interface {
-	// Workers returns the live workers that may take the topic's messages.
-	Workers(ctx context.Context, topic string) ([]Candidate, error)
-	// Alive reports whether a worker is registered.
-	Alive(ctx context.Context, nodeID string) (bool, error)
+// Router finds the live holder of a slot.
+type Router interface {
+	// HolderAddr is the address of slot's holder, if it is live.
+	HolderAddr(slot int) (addr string, live bool)
+	// SlotOf is the slot of a message id.
+	SlotOf(id string) int
 }
 
-// Taker hands messages over to a worker.
-type Taker interface {
-	Take(ctx context.Context, addr, from string, msgs []*message.Message) ([]worker.TakeResult, error)
-}
-
-// Schedules reads an owner's schedule (a worker's, or "" for messages not
-// handed over yet) and the messages in it.
-type Schedules interface {
-	Schedule(owner string) store.Store
-}
-
-// Locker gives exclusive locks across centers.
-type Locker interface {
-	TryLock(ctx context.Context, name string) (unlock func(), ok bool, err error)
+// Notifier passes notices to a worker.
+type Notifier interface {
+	Notify(ctx context.Context, addr string, notices []worker.Notice) ([]worker.NoticeResult, error)
 }
 
 // Options tune a center.
 type Options struct {
-	Strategy string
-	// SweepAfter: a message stored but not handed over this long after its
-	// due time (a lost hand-off) is handed over by the sweeper.
-	SweepAfter    time.Duration
-	SweepInterval time.Duration
-	Batch         int // messages per hand-over call in re-dispatch
+	// Tries bounds the hand-overs of one notice to a holder that answers
+	// "not mine" or cannot be reached (the slot is moving); default 10.
+	Tries int
 }
 
-// Center dispatches messages.
+// Center routes notices.
 type Center struct {
 	opts    Options
-	dir     Directory
-	taker   Taker
-	sched   Schedules
-	locker  Locker
-	bal     Balancer
+	router  Router
+	notify  Notifier
 	log     *zap.Logger
 	metrics *metrics.Metrics
 }
 
 // New makes a center.
-func New(opts Options, dir Directory, taker Taker, sched Schedules, locker Locker, m *metrics.Metrics, log *zap.Logger) (*Center, error) {
-	bal, err := NewBalancer(opts.Strategy)
-	if err != nil {
-		return nil, err
-	}
-	if opts.SweepAfter <= 0 {
-		opts.SweepAfter = 30 * time.Second
-	}
-	if opts.SweepInterval <= 0 {
-		opts.SweepInterval = 10 * time.Second
-	}
-	if opts.Batch <= 0 {
-		opts.Batch = 500
+func New(opts Options, router Router, n Notifier, m *metrics.Metrics, log *zap.Logger) *Center {
+	if opts.Tries <= 0 {
+		opts.Tries = 10
 	}
 	if log == nil {
 		log = zap.NewNop()
@@ -91,174 +62,64 @@ func New(opts Options, dir Directory, taker Taker, sched Schedules, locker Locke
 	if m == nil {
 		m = metrics.New()
 	}
-	return &Center{opts: opts, dir: dir, taker: taker, sched: sched, locker: locker, bal: bal, log: log, metrics: m}, nil
+	return &Center{opts: opts, router: router, notify: n, log: log, metrics: m}
 }
 
-// HandleValues is the consumer's handler: each value is a message (JSON)
-// as receive produced it. It returns nil only when every message was
-// taken by a worker (or needs nothing: cancelled meanwhile).
-func (c *Center) HandleValues(ctx context.Context, values [][]byte) error {
-	msgs := make([]*message.Message, 0, len(values))
-	for _, v := range values {
-		var m message.Message
-		if err := json.Unmarshal(v, &m); err != nil || m.ID == "" {
-			// A record that is not a message can never be handed over;
+// HandleValues is the consumer's handler: each value is a notice (JSON)
+// as receive produced it. It returns nil once every notice was taken by
+// its slot's holder or may be left to the holders' own loading; an error
+// only when ctx ended (the batch is then consumed again).
+func (c *Center) HandleValues(ctx context.Context, keys []string, values [][]byte) error {
+	pending := make([]worker.Notice, 0, len(values))
+	for i, v := range values {
+		var n worker.Notice
+		if err := json.Unmarshal(v, &n); err != nil || n.ID == "" {
+			// A record that is not a notice can never be passed on;
 			// skipping it (loudly) is the only way not to block the partition.
-			c.log.Error("skipping a Kafka record that is not a sorakaQ message", zap.Error(err), zap.Int("bytes", len(v)))
+			c.log.Error("skipping a Kafka record that is not a sorakaQ notice", zap.Error(err), zap.Int("bytes", len(v)), zap.String("key", keys[i]))
 			continue
 		}
-		msgs = append(msgs, &m)
+		pending = append(pending, n)
 	}
-	return c.dispatch(ctx, "", msgs)
-}
-
-// dispatch hands msgs over to live workers, replacing owner from. A worker
-// that fails is left out and its messages go to the others; it returns an
-// error only when some messages could not be placed at all.
-func (c *Center) dispatch(ctx context.Context, from string, msgs []*message.Message) error {
-	excluded := map[string]bool{}
-	for len(msgs) > 0 {
-		groups := map[string][]*message.Message{}
-		addrs := map[string]string{}
-		cands := map[string][]Candidate{}
-		for _, m := range msgs {
-			cs, ok := cands[m.Topic]
-			if !ok {
-				all, err := c.dir.Workers(ctx, m.Topic)
-				if err != nil {
-					return fmt.Errorf("center: workers for topic %q: %w", m.Topic, err)
-				}
-				for _, x := range all {
-					if !excluded[x.NodeID] && x.NodeID != from {
-						cs = append(cs, x)
-					}
-				}
-				cands[m.Topic] = cs
+	for try := 0; len(pending) > 0; try++ {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(min(try, 10)) * 50 * time.Millisecond):
 			}
-			if len(cs) == 0 {
-				return fmt.Errorf("%w: no live worker can take topic %q", message.ErrUnavailable, m.Topic)
-			}
-			p := c.bal.Pick(m.Topic, cs)
-			groups[p.NodeID] = append(groups[p.NodeID], m)
-			addrs[p.NodeID] = p.Addr
 		}
-		var retry []*message.Message
-		for id, g := range groups {
-			if _, err := c.taker.Take(ctx, addrs[id], from, g); err != nil {
+		if try == c.opts.Tries {
+			c.metrics.StoreErrors.WithLabelValues("notice_dropped").Add(float64(len(pending)))
+			c.log.Warn("notices not taken by their slots' holders after several tries; the holders will find the messages by their sweep",
+				zap.Int("notices", len(pending)), zap.String("first", pending[0].ID))
+			return nil
+		}
+		groups := map[string][]worker.Notice{}
+		for _, n := range pending {
+			addr, live := c.router.HolderAddr(c.router.SlotOf(n.ID))
+			if !live {
+				continue // no holder: the next one loads the message from Redis
+			}
+			groups[addr] = append(groups[addr], n)
+		}
+		pending = pending[:0]
+		for addr, ns := range groups {
+			res, err := c.notify.Notify(ctx, addr, ns)
+			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				c.log.Warn("worker did not take messages; trying others", zap.String("worker", id), zap.Int("messages", len(g)), zap.Error(err))
-				excluded[id] = true
-				retry = append(retry, g...)
-			}
-		}
-		msgs = retry
-	}
-	return nil
-}
-
-// Failover re-dispatches the messages of a worker that is gone, unless
-// another center is doing it or the worker came back. Messages keep their
-// due time (receive time + delay), so the ones already due fire at once.
-func (c *Center) Failover(ctx context.Context, dead string) error {
-	if dead == "" {
-		return nil
-	}
-	unlock, ok, err := c.locker.TryLock(ctx, "failover-"+dead)
-	if err != nil {
-		return fmt.Errorf("center.Failover %s: lock: %w", dead, err)
-	}
-	if !ok {
-		return nil // another center has it
-	}
-	defer unlock()
-	if alive, err := c.dir.Alive(ctx, dead); err != nil {
-		return fmt.Errorf("center.Failover %s: %w", dead, err)
-	} else if alive {
-		return nil
-	}
-	n, err := c.drain(ctx, dead, math.MaxInt64)
-	if n > 0 || err != nil {
-		c.log.Info("re-dispatched the messages of a worker that is gone", zap.String("worker", dead), zap.Int("messages", n), zap.Error(err))
-	}
-	return err
-}
-
-// drain hands over every message in owner's schedule due before untilMs.
-func (c *Center) drain(ctx context.Context, owner string, untilMs int64) (int, error) {
-	st := c.sched.Schedule(owner)
-	cursor := store.Entry{}
-	moved := 0
-	for {
-		entries, err := st.Due(ctx, cursor, untilMs, c.opts.Batch)
-		if err != nil {
-			return moved, fmt.Errorf("reading schedule of %q: %w", owner, err)
-		}
-		if len(entries) == 0 {
-			return moved, nil
-		}
-		msgs := make([]*message.Message, 0, len(entries))
-		for _, e := range entries {
-			m, err := st.Get(ctx, e.ID)
-			if errors.Is(err, store.ErrNotFound) {
+				c.log.Debug("passing notices failed; trying again", zap.String("worker", addr), zap.Error(err))
+				pending = append(pending, ns...) // ambiguous: the same holder again (Notify is idempotent)
 				continue
 			}
-			if err != nil {
-				return moved, err
-			}
-			if m.Owner == owner && m.State.Pending() {
-				msgs = append(msgs, m)
-			}
-		}
-		for {
-			err := c.dispatch(ctx, owner, msgs)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return moved, ctx.Err()
-			}
-			c.log.Warn("re-dispatch waiting for a worker", zap.String("from", owner), zap.Error(err))
-			select {
-			case <-ctx.Done():
-				return moved, ctx.Err()
-			case <-time.After(time.Second):
+			for i, r := range res {
+				if !r.Taken && i < len(ns) {
+					pending = append(pending, ns[i])
+				}
 			}
 		}
-		moved += len(msgs)
-		cursor = entries[len(entries)-1]
 	}
-}
-
-// Sweep hands over messages that were stored but never handed over (their
-// Kafka record was lost) once they are SweepAfter past due. One center at
-// a time does it.
-func (c *Center) Sweep(ctx context.Context) error {
-	unlock, ok, err := c.locker.TryLock(ctx, "sweep")
-	if err != nil || !ok {
-		return err
-	}
-	defer unlock()
-	n, err := c.drain(ctx, "", time.Now().Add(-c.opts.SweepAfter).UnixMilli())
-	if n > 0 {
-		c.log.Warn("handed over messages whose hand-off was lost", zap.Int("messages", n))
-	}
-	return err
-}
-
-// SweepLoop runs Sweep every SweepInterval until ctx ends.
-func (c *Center) SweepLoop(ctx context.Context) {
-	t := time.NewTicker(c.opts.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if err := c.Sweep(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("sweep failed; will retry", zap.Error(err))
-		}
-	}
+	return nil
 }

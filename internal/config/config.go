@@ -31,6 +31,7 @@ type Config struct {
 	Store     Store     `mapstructure:"store"`
 	Shutdown  Shutdown  `mapstructure:"shutdown"`
 	Center    Center    `mapstructure:"center"`
+	Cluster   Cluster   `mapstructure:"cluster"`
 	Redis     Redis     `mapstructure:"redis"`
 	ZooKeeper ZooKeeper `mapstructure:"zookeeper"`
 	Kafka     Kafka     `mapstructure:"kafka"`
@@ -38,9 +39,17 @@ type Config struct {
 
 // Center configures the dispatcher (distributed mode).
 type Center struct {
-	Listen     string        `mapstructure:"listen"`
-	Strategy   string        `mapstructure:"strategy"`
-	SweepAfter time.Duration `mapstructure:"sweep_after"`
+	Listen   string        `mapstructure:"listen"`
+	Strategy string        `mapstructure:"strategy"`
+	Grace    time.Duration `mapstructure:"grace"`
+}
+
+// Cluster holds what every process of a distributed deployment shares.
+type Cluster struct {
+	// Secret signs the internal worker API (HMAC); "" leaves it open.
+	Secret string `mapstructure:"secret"`
+	// Slots is the slot count, fixed when the Redis data set is created.
+	Slots int `mapstructure:"slots"`
 }
 
 // Redis is the shared message store of the distributed mode: one address
@@ -126,6 +135,7 @@ type Worker struct {
 	RetryBackoff  []time.Duration `mapstructure:"retry_backoff"`
 	Retention     time.Duration   `mapstructure:"retention"`
 	PurgeInterval time.Duration   `mapstructure:"purge_interval"`
+	SweepInterval time.Duration   `mapstructure:"sweep_interval"`
 }
 
 type Callback struct {
@@ -210,7 +220,10 @@ var defaults = map[string]any{
 	"shutdown.timeout":                 "30s",
 	"center.listen":                    ":9086",
 	"center.strategy":                  "round_robin",
-	"center.sweep_after":               "30s",
+	"center.grace":                     "3s",
+	"cluster.secret":                   "",
+	"cluster.slots":                    256,
+	"worker.sweep_interval":            "2s",
 	"redis.addrs":                      []string{"127.0.0.1:6379"},
 	"redis.master_name":                "",
 	"redis.username":                   "",
@@ -361,6 +374,9 @@ func (c *Config) Validate() error {
 		}
 		if len(c.Kafka.Brokers) == 0 {
 			bad("kafka.brokers", "must name at least one broker")
+		}
+		if c.Cluster.Slots < 1 || c.Cluster.Slots > 16384 {
+			bad("cluster.slots", "must be between 1 and 16384")
 		}
 		if c.Kafka.DefaultPartitions < 1 || c.Kafka.Replication < 1 {
 			bad("kafka.default_partitions/replication", "must be at least 1")

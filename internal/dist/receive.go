@@ -1,7 +1,3 @@
-// Package dist wires the distributed mode from the shared parts: the
-// receive backend (Redis + Kafka + routing to the owning worker), the
-// worker directory the centers pick from (ZooKeeper), and topics that live
-// in ZooKeeper with their Kafka topic beside them.
 package dist
 
 import (
@@ -9,43 +5,54 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store"
+	"github.com/sorakaq/sorakaq/internal/store/redisstore"
 	"github.com/sorakaq/sorakaq/internal/worker"
 	"github.com/sorakaq/sorakaq/internal/workerapi"
 )
 
-// Publisher puts a message on the hand-off to the centers (Kafka).
+// NoticeTopic is the one Kafka topic (under kafka.topic_prefix) that
+// carries notices of stored messages from receive to the centers, keyed by
+// slot: a fixed topic, so a new sorakaQ topic needs no Kafka topic and no
+// consumer rebalance, and its first message is on time.
+const NoticeTopic = "_notices"
+
+// Publisher puts a notice on Kafka.
 type Publisher interface {
 	Publish(ctx context.Context, topic, key string, value []byte) error
 }
 
-// Locator finds a worker's address by node id.
-type Locator interface {
-	Addr(ctx context.Context, nodeID string) (addr string, alive bool, err error)
-}
-
-// ReceiveBackend is receive's Backend in the distributed mode. A submit is
-// stored in Redis (so it can be found, cancelled or changed at once) and
-// then published to Kafka; it is answered only when Kafka acknowledged it.
-// Changes to a message not handed over yet are made in Redis directly (the
-// worker that takes it sees them); changes to a held message go to the
-// worker that holds it, which updates its wheel.
+// ReceiveBackend is receive's (and admin's) Backend in the distributed
+// mode. A submit is answered once Redis has it (the durable copy); a
+// notice then goes through Kafka to the center, which passes it to the
+// holder of the message's slot so it fires on time. A lost notice (Kafka
+// down, a crash in between) delays a message by the holders' sweep
+// interval at most, never loses it: the holder finds it in its slot's
+// schedule. Changes go to the live holder of the message's slot (which
+// knows whether a callback is in progress); when the slot has no live
+// holder they are made in Redis directly by the same rules, fenced on the
+// slot's lease, except for messages already due, whose last holder may be
+// calling them back: those are answered 503 until a holder takes the slot.
 type ReceiveBackend struct {
-	store   store.Store
-	local   *worker.Worker // not started: applies changes to unheld messages with the same rules as a worker
+	store   *redisstore.Store
+	checked *redisstore.Store // lease check: refuses when the slot has a live holder
 	pub     Publisher
-	loc     Locator
+	cluster *Cluster
 	client  *workerapi.Client
 	ready   func() error
+	metrics *metrics.Metrics
 	log     *zap.Logger
-	timeout time.Duration
 	// Stats counts submits per minute for the console (nil: none).
 	Stats *stats.Recorder
 }
@@ -53,125 +60,185 @@ type ReceiveBackend struct {
 var _ receive.Backend = (*ReceiveBackend)(nil)
 
 // NewReceiveBackend builds the backend over the shared store.
-func NewReceiveBackend(st store.Store, pub Publisher, loc Locator, client *workerapi.Client, ready func() error, log *zap.Logger) *ReceiveBackend {
-	return &ReceiveBackend{
-		store: st, pub: pub, loc: loc, client: client, ready: ready, log: log,
-		local:   worker.New(worker.Options{NodeID: ""}, st, nil, nil, nil, log),
-		timeout: 5 * time.Second,
-	}
+func NewReceiveBackend(st *redisstore.Store, pub Publisher, cluster *Cluster, client *workerapi.Client, ready func() error, m *metrics.Metrics, log *zap.Logger) *ReceiveBackend {
+	b := &ReceiveBackend{store: st, pub: pub, cluster: cluster, client: client, ready: ready, metrics: m, log: log}
+	b.checked = st.WithLeaseCheck(func(slot int, lease string) error {
+		if h := parseHolder(redisstore.ParseLease(lease).Holder); !h.IsZero() && !redisstore.ParseLease(lease).Released {
+			if _, live := cluster.LiveHolder(h); live {
+				return &worker.NotOwnerError{Slot: slot, Owner: h.Node}
+			}
+		}
+		return nil
+	})
+	return b
 }
 
 // Ready says whether Redis, Kafka and ZooKeeper are usable.
 func (b *ReceiveBackend) Ready() error { return b.ready() }
 
-// Submit stores then publishes; a failed publish removes the stored copy
-// and answers 503, so a refused submit leaves nothing behind.
+// Submit stores the message (its id chosen in its idempotency key's slot
+// when it has one), answers, and sends the notice on.
 func (b *ReceiveBackend) Submit(ctx context.Context, m *message.Message) error {
-	m.Owner = ""
+	if m.IdemKey != "" {
+		m.ID = slots.NewID(slots.OfKey(m.Topic, m.IdemKey, b.store.Slots()), b.store.Slots())
+	}
 	if err := b.store.Create(ctx, m); err != nil {
 		var dup *store.DuplicateError
 		if errors.As(err, &dup) {
 			return err
 		}
-		return fmt.Errorf("%w: storing the message in Redis failed: %v", message.ErrUnavailable, err)
-	}
-	v, err := json.Marshal(m)
-	if err == nil {
-		err = b.pub.Publish(ctx, m.Topic, m.ID, v)
-	}
-	if err != nil {
-		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if derr := b.store.Delete(dctx, m.ID, nil); derr != nil {
-			// Left behind, it is handed over by a center's sweep later: the
-			// caller was told 503 and may submit again (at-least-once).
-			b.log.Error("submit failed and its stored copy could not be removed", zap.String("msg_id", m.ID), zap.Error(derr))
-		}
-		return fmt.Errorf("%w: Kafka did not take the message: %v", message.ErrUnavailable, err)
+		b.metrics.StoreErrors.WithLabelValues("create").Inc()
+		return fmt.Errorf("%w: storing the message in Redis failed (if the answer to the write was lost it may still be delivered: submit with an Idempotency-Key to retry safely): %w", message.ErrUnavailable, err)
 	}
 	b.Stats.Submitted(m.Topic)
+	b.metrics.Submitted.WithLabelValues(m.Topic).Inc()
+	b.notify(m)
 	return nil
 }
 
-// route runs op on this process for a message no worker holds, or on the
-// worker that holds it, following a move at most a few times.
-func (b *ReceiveBackend) route(ctx context.Context, local func() (*message.Message, error), remote func(addr string) (*message.Message, error)) (*message.Message, error) {
-	m, err := local()
-	for i := 0; i < 3; i++ {
+// notify publishes a message's notice in the background: the message is
+// durable already, and a lost notice only delays it (see the type doc).
+func (b *ReceiveBackend) notify(m *message.Message) {
+	v, err := json.Marshal(worker.NoticeOf(m))
+	if err != nil {
+		return
+	}
+	key := strconv.Itoa(b.store.SlotOf(m.ID))
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.pub.Publish(ctx, NoticeTopic, key, v); err != nil {
+			b.metrics.StoreErrors.WithLabelValues("notice").Inc()
+			b.log.Warn("notice not published; the slot's holder finds the message by its sweep", zap.String("msg_id", m.ID), zap.Error(err))
+		}
+	}()
+}
+
+// route runs remote on the live holder of id's slot, following moves a
+// few times, or direct (in Redis) when the slot has no live holder.
+func (b *ReceiveBackend) route(ctx context.Context, id string, remote func(addr string) (*message.Message, error), direct func() (*message.Message, error)) (*message.Message, error) {
+	slot := b.store.SlotOf(id)
+	var err error
+	for try := 0; try < 8; try++ {
+		if try > 0 {
+			sleep(ctx, time.Duration(try)*50*time.Millisecond)
+		}
+		_, addr, live := b.cluster.HolderOf(slot)
+		var m *message.Message
+		if live {
+			m, err = remote(addr)
+		} else {
+			m, err = direct()
+		}
 		var no *worker.NotOwnerError
 		if !errors.As(err, &no) {
 			return m, err
 		}
-		if no.Owner == "" {
-			m, err = local()
-			continue
+	}
+	return nil, fmt.Errorf("%w: the message's slot is moving between workers; try again: %w", message.ErrUnavailable, err)
+}
+
+// directChange applies a lifecycle rule in Redis to a message whose slot
+// has no live holder.
+func (b *ReceiveBackend) directChange(ctx context.Context, topic, id string, rule func(m *message.Message, nowMs int64) error) (*message.Message, error) {
+	now := time.Now().UnixMilli()
+	m, err := b.checked.Update(ctx, id, store.Sync, func(m *message.Message) error {
+		if err := lifecycle.CheckTopic(m, topic); err != nil {
+			return err
 		}
-		addr, alive, lerr := b.loc.Addr(ctx, no.Owner)
-		if lerr != nil {
-			return nil, fmt.Errorf("%w: looking up worker %s: %v", message.ErrUnavailable, no.Owner, lerr)
+		if m.State.Pending() && m.State != message.StateDelivering && m.DueMs <= now+dueMargin.Milliseconds() {
+			return fmt.Errorf("%w: message %s is due and its slot has no live worker right now: it may be being delivered; try again in a few seconds", message.ErrUnavailable, m.ID)
 		}
-		if !alive {
-			return nil, fmt.Errorf("%w: worker %s holding the message is down; its messages are being moved, try again in a few seconds", message.ErrUnavailable, no.Owner)
-		}
-		m, err = remote(addr)
+		return rule(m, now)
+	})
+	if errors.Is(err, lifecycle.ErrAlreadyCancelled) {
+		return b.store.Get(ctx, id)
+	}
+	return m, b.apiErr(err)
+}
+
+// dueMargin: a message due this soon may already be in its callback at a
+// holder whose clock runs a little ahead.
+const dueMargin = 500 * time.Millisecond
+
+func (b *ReceiveBackend) apiErr(err error) error {
+	switch {
+	case err == nil, errors.Is(err, message.ErrNotFound), errors.Is(err, message.ErrConflict), errors.Is(err, message.ErrUnavailable), message.IsFieldError(err):
+		return err
 	}
 	var no *worker.NotOwnerError
 	if errors.As(err, &no) {
-		return nil, fmt.Errorf("%w: the message is moving between workers; try again", message.ErrUnavailable)
+		return err
 	}
-	return m, err
+	b.metrics.StoreErrors.WithLabelValues("api").Inc()
+	return fmt.Errorf("%w: %w", message.ErrUnavailable, err)
 }
 
 // Cancel cancels wherever the message is.
 func (b *ReceiveBackend) Cancel(ctx context.Context, topic, id string) (*message.Message, error) {
-	return b.route(ctx,
-		func() (*message.Message, error) { return b.local.Cancel(ctx, topic, id) },
-		func(addr string) (*message.Message, error) { return b.client.Cancel(ctx, addr, topic, id) })
+	return b.route(ctx, id,
+		func(addr string) (*message.Message, error) { return b.client.Cancel(ctx, addr, topic, id) },
+		func() (*message.Message, error) { return b.directChange(ctx, topic, id, lifecycle.Cancel) })
 }
 
 // ChangeDelay moves the due time wherever the message is.
-func (b *ReceiveBackend) ChangeDelay(ctx context.Context, topic, id string, ch worker.DelayChange) (*message.Message, error) {
-	return b.route(ctx,
-		func() (*message.Message, error) { return b.local.ChangeDelay(ctx, topic, id, ch) },
-		func(addr string) (*message.Message, error) { return b.client.ChangeDelay(ctx, addr, topic, id, ch) })
+func (b *ReceiveBackend) ChangeDelay(ctx context.Context, topic, id string, ch lifecycle.DelayChange) (*message.Message, error) {
+	return b.route(ctx, id,
+		func(addr string) (*message.Message, error) { return b.client.ChangeDelay(ctx, addr, topic, id, ch) },
+		func() (*message.Message, error) {
+			return b.directChange(ctx, topic, id, func(m *message.Message, now int64) error { return lifecycle.ChangeDelay(m, ch, now) })
+		})
 }
 
-// Redrive makes a dead message pending again, not held by any worker, and
-// publishes it so a center hands it over (a center's sweep does it if the
-// publish fails).
+// Redrive makes a dead message pending again, due now.
 func (b *ReceiveBackend) Redrive(ctx context.Context, topic, id string) (*message.Message, error) {
-	m, err := b.local.Redrive(ctx, topic, id)
+	return b.route(ctx, id,
+		func(addr string) (*message.Message, error) { return b.client.Redrive(ctx, addr, topic, id) },
+		func() (*message.Message, error) {
+			now := time.Now().UnixMilli()
+			m, err := b.checked.Update(ctx, id, store.Sync, func(m *message.Message) error {
+				if err := lifecycle.CheckTopic(m, topic); err != nil {
+					return err
+				}
+				return lifecycle.Redrive(m, now)
+			})
+			return m, b.apiErr(err)
+		})
+}
+
+// Delete removes a finished message (final states only, so no holder is
+// involved).
+func (b *ReceiveBackend) Delete(ctx context.Context, topic, id string) error {
+	err := b.store.Delete(ctx, id, func(m *message.Message) error {
+		if err := lifecycle.CheckTopic(m, topic); err != nil {
+			return err
+		}
+		return lifecycle.Deletable(m, false)
+	})
+	return b.apiErr(err)
+}
+
+// Get reads a message from Redis. A pending one whose slot has a live
+// holder is read through it, which knows whether its callback is in
+// progress ("delivering" is kept in the holder's memory); if the holder
+// cannot be asked, the stored message is the answer.
+func (b *ReceiveBackend) Get(ctx context.Context, topic, id string) (*message.Message, error) {
+	m, err := b.store.Get(ctx, id)
 	if err != nil {
+		return nil, b.apiErr(err)
+	}
+	if err := lifecycle.CheckTopic(m, topic); err != nil {
 		return nil, err
 	}
-	v, _ := json.Marshal(m)
-	if perr := b.pub.Publish(ctx, m.Topic, m.ID, v); perr != nil {
-		b.log.Warn("re-driven message not published; a center's sweep will hand it over", zap.String("msg_id", id), zap.Error(perr))
-	}
-	return m, nil
-}
-
-// Delete removes a finished message.
-func (b *ReceiveBackend) Delete(ctx context.Context, topic, id string) error {
-	return b.local.Delete(ctx, topic, id)
-}
-
-// Get reads a message from the shared store. A pending message held by a
-// worker is read through that worker, which knows whether its callback is
-// in progress ("delivering" is kept in the worker's memory); if the
-// worker cannot be asked, the stored message is the answer.
-func (b *ReceiveBackend) Get(ctx context.Context, topic, id string) (*message.Message, error) {
-	m, err := b.local.Get(ctx, topic, id)
-	if err != nil || !m.State.Pending() || m.State == message.StateDelivering || m.Owner == "" {
-		return m, err
-	}
-	addr, alive, lerr := b.loc.Addr(ctx, m.Owner)
-	if lerr != nil || !alive {
+	l, addr, live := b.cluster.HolderOf(b.store.SlotOf(id))
+	m.Owner = l.Holder.Node
+	if !m.State.Pending() || m.State == message.StateDelivering || !live {
 		return m, nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if held, err := b.client.Get(rctx, addr, topic, id); err == nil {
+		held.Owner = l.Holder.Node
 		return held, nil
 	}
 	return m, nil
@@ -179,10 +246,12 @@ func (b *ReceiveBackend) Get(ctx context.Context, topic, id string) (*message.Me
 
 // Counts are the per topic and state counters of the shared store.
 func (b *ReceiveBackend) Counts(ctx context.Context) (store.Counts, error) {
-	return b.local.Counts(ctx)
+	c, err := b.store.Counts(ctx)
+	return c, b.apiErr(err)
 }
 
 // List pages through a topic's messages in the shared store.
 func (b *ReceiveBackend) List(ctx context.Context, q store.ListQuery) ([]*message.Message, string, error) {
-	return b.local.List(ctx, q)
+	msgs, next, err := b.store.List(ctx, q)
+	return msgs, next, b.apiErr(err)
 }

@@ -26,6 +26,10 @@ type Metrics struct {
 	WheelHorizonMs  prometheus.Gauge         // messages due before this are in the wheel
 	FireQueue       prometheus.Gauge         // fired timers waiting for a caller
 	StoreErrors     *prometheus.CounterVec   // store operations that failed, by op
+	Swept           prometheus.Counter       // overdue messages the sweep found unscheduled
+	SlotsHeld       prometheus.Gauge         // slots this worker holds (distributed mode)
+	ClockSkew       prometheus.Gauge         // this process's clock minus the store's (seconds)
+	FlowSeconds     prometheus.Histogram     // received by receive -> in its holder's wheel (distributed)
 }
 
 // New makes and registers the collectors on a fresh registry (with the Go
@@ -72,6 +76,19 @@ func New() *Metrics {
 		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "sorakaq", Name: "store_errors_total", Help: "Store operations that failed, by operation.",
 		}, []string{"op"}),
+		Swept: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sorakaq", Name: "swept_total", Help: "Overdue messages found unscheduled by the sweep and fired then (lost notifications, ambiguous writes).",
+		}),
+		SlotsHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "sorakaq", Name: "slots_held", Help: "Slots this worker holds (distributed mode).",
+		}),
+		ClockSkew: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "sorakaq", Name: "clock_skew_seconds", Help: "This process's wall clock minus the Redis server's (distributed mode).",
+		}),
+		FlowSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "sorakaq", Name: "flow_seconds", Help: "Distributed mode: from receipt by receive to the notice reaching the slot's holder (on the holder's clock).",
+			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 5},
+		}),
 	}
 	f(m.Requests)
 	f(m.RequestSeconds)
@@ -84,6 +101,10 @@ func New() *Metrics {
 	f(m.WheelHorizonMs)
 	f(m.FireQueue)
 	f(m.StoreErrors)
+	f(m.Swept)
+	f(m.SlotsHeld)
+	f(m.ClockSkew)
+	f(m.FlowSeconds)
 	return m
 }
 

@@ -15,18 +15,18 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/httpapi"
+	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/registry"
 	"github.com/sorakaq/sorakaq/internal/store"
-	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
 // Backend is where accepted requests go.
 type Backend interface {
 	Submit(ctx context.Context, m *message.Message) error
 	Cancel(ctx context.Context, topic, id string) (*message.Message, error)
-	ChangeDelay(ctx context.Context, topic, id string, ch worker.DelayChange) (*message.Message, error)
+	ChangeDelay(ctx context.Context, topic, id string, ch lifecycle.DelayChange) (*message.Message, error)
 	Redrive(ctx context.Context, topic, id string) (*message.Message, error)
 	Delete(ctx context.Context, topic, id string) error
 	Get(ctx context.Context, topic, id string) (*message.Message, error)
@@ -250,7 +250,7 @@ func (s *Server) addTime(c *gin.Context) (any, error) {
 	if err := s.decode(c, &r); err != nil {
 		return nil, err
 	}
-	if _, err := s.backend.ChangeDelay(c, r.TopicName, r.MsgID, worker.DelayChange{AddMs: r.AddTime}); err != nil {
+	if _, err := s.backend.ChangeDelay(c, r.TopicName, r.MsgID, lifecycle.DelayChange{AddMs: r.AddTime}); err != nil {
 		return nil, err
 	}
 	return true, nil
@@ -283,7 +283,7 @@ func (s *Server) setDelay(c *gin.Context) (any, error) {
 	if err := s.decode(c, &r); err != nil {
 		return nil, err
 	}
-	m, err := s.backend.ChangeDelay(c, r.TopicName, r.MsgID, worker.DelayChange{SetMs: r.DelayTime})
+	m, err := s.backend.ChangeDelay(c, r.TopicName, r.MsgID, lifecycle.DelayChange{SetMs: r.DelayTime})
 	if err != nil {
 		return nil, err
 	}

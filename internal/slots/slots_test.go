@@ -3,6 +3,8 @@ package slots
 import (
 	"testing"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/message"
 )
 
 func TestNewIDLandsInItsSlot(t *testing.T) {
@@ -20,7 +22,7 @@ func TestNewIDLandsInItsSlot(t *testing.T) {
 func TestOfSpreads(t *testing.T) {
 	n := map[int]int{}
 	for i := 0; i < 25600; i++ {
-		n[Of(NewID(i%256, 256)+"x", 256)]++
+		n[Of(message.NewID(), 256)]++
 	}
 	for s := 0; s < 256; s++ {
 		if n[s] < 40 || n[s] > 180 {

@@ -7,6 +7,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/sorakaq/sorakaq/internal/message"
 )
@@ -16,7 +17,16 @@ var (
 	ErrNotFound = message.ErrNotFound
 	ErrExists   = errors.New("message already exists")
 	ErrClosed   = errors.New("store closed")
+	// ErrChanged is Replace's answer when the stored message is no
+	// longer the one the caller read: someone else changed it since.
+	ErrChanged = errors.New("message changed since it was read")
 )
+
+// ErrFenced says a write (or a read before a callback) was refused
+// because this process no longer holds the message's slot: a newer holder
+// has taken it (distributed mode). It is "unavailable" for anyone who
+// does not handle it: the request may be routed to the new holder.
+var ErrFenced = fmt.Errorf("%w: this worker no longer holds the message's slot", message.ErrUnavailable)
 
 // DuplicateError is Create's answer to a message whose idempotency key
 // (per topic) is already taken: ID is the message that has it. It is
@@ -99,4 +109,14 @@ type Store interface {
 	// beforeMs, at most limit; it returns how many went.
 	Purge(ctx context.Context, beforeMs int64, limit int) (int, error)
 	Close() error
+}
+
+// Slotted is a store whose schedule is divided in slots (the distributed
+// mode's Redis store): a worker reads and purges only the slots it holds.
+// A store that is not Slotted has one slot, 0, read with Due and Purge.
+type Slotted interface {
+	Slots() int
+	SlotOf(id string) int
+	DueIn(ctx context.Context, slot int, after Entry, untilMs int64, limit int) ([]Entry, error)
+	PurgeIn(ctx context.Context, slot int, beforeMs int64, limit int) (int, error)
 }

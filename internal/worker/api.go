@@ -6,38 +6,45 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/store"
 )
 
-// NotOwnerError says a message is held by another worker (or by none yet);
-// the distributed receive routes the request there. It is "unavailable"
-// for anyone who does not handle it.
-type NotOwnerError struct{ Owner string }
+// NotOwnerError says this worker does not hold the message's slot (or is
+// still taking it over); the distributed receive routes the request to
+// the slot's holder. It is "unavailable" for anyone who does not handle it.
+type NotOwnerError struct {
+	Slot int
+	// Owner is the holder this worker knows of ("" when it knows none).
+	Owner string
+}
 
 func (e *NotOwnerError) Error() string {
 	if e.Owner == "" {
-		return "message is not held by any worker yet"
+		return fmt.Sprintf("this worker does not hold slot %d (yet)", e.Slot)
 	}
-	return "message is held by worker " + e.Owner
+	return fmt.Sprintf("slot %d is held by worker %s", e.Slot, e.Owner)
 }
 
 // Unwrap makes a NotOwnerError that leaks to an answer a 503.
 func (e *NotOwnerError) Unwrap() error { return message.ErrUnavailable }
 
-// Submit stores a new message (durably) and schedules it.
+// DelayChange is a change of a pending message's due time (see lifecycle).
+type DelayChange = lifecycle.DelayChange
+
+// Submit stores a new message (durably) and schedules it (all-in-one).
 func (w *Worker) Submit(ctx context.Context, m *message.Message) error {
 	if w.stopped.Load() {
 		return fmt.Errorf("%w: shutting down", message.ErrUnavailable)
 	}
-	m.Owner = w.opts.NodeID
 	if err := w.store.Create(ctx, m); err != nil {
 		var dup *store.DuplicateError
 		if errors.As(err, &dup) {
 			return err
 		}
 		w.metrics.StoreErrors.WithLabelValues("create").Inc()
-		return fmt.Errorf("%w: storing the message failed: %v", message.ErrUnavailable, err)
+		return fmt.Errorf("%w: storing the message failed: %w", message.ErrUnavailable, err)
 	}
 	w.metrics.Submitted.WithLabelValues(m.Topic).Inc()
 	w.opts.Stats.Submitted(m.Topic)
@@ -46,138 +53,62 @@ func (w *Worker) Submit(ctx context.Context, m *message.Message) error {
 	return nil
 }
 
-// tooLate explains why a message can no longer be changed.
-func tooLate(m *message.Message) error {
-	switch m.State {
-	case message.StateDelivering:
-		return fmt.Errorf("%w: message %s is being delivered (attempt %d)", message.ErrConflict, m.ID, m.Attempts)
-	case message.StateDelivered:
-		return fmt.Errorf("%w: message %s was already delivered", message.ErrConflict, m.ID)
-	case message.StateDead:
-		return fmt.Errorf("%w: message %s is dead (all %d attempts failed); re-drive or delete it", message.ErrConflict, m.ID, m.Attempts)
-	case message.StateCancelled:
-		return fmt.Errorf("%w: message %s was cancelled", message.ErrConflict, m.ID)
-	}
-	return fmt.Errorf("%w: message %s is %s", message.ErrConflict, m.ID, m.State)
-}
-
-func checkTopic(m *message.Message, topic string) error {
-	if topic != "" && m.Topic != topic {
-		return fmt.Errorf("%w: no message %s in topic %q", message.ErrNotFound, m.ID, topic)
+// mine refuses a change of a message whose slot this worker does not
+// hold, or not yet: its overdue messages must be marked first.
+func (w *Worker) mine(id string) error {
+	if slot := w.slotOf(id); !w.slotReady(slot) {
+		return &NotOwnerError{Slot: slot}
 	}
 	return nil
 }
 
-// checkChangeable says whether a message may still be cancelled or
-// rescheduled: pending, not in the middle of its callback here, and held
-// here (else the caller routes to the holder).
-func (w *Worker) checkChangeable(m *message.Message) error {
-	if m.State != message.StateDelayed && m.State != message.StateRetrying {
-		return tooLate(m)
+// change applies a lifecycle rule to a message under its per-message lock,
+// refusing it while a callback of it is in progress here.
+func (w *Worker) change(ctx context.Context, topic, id string, rule func(m *message.Message) error) (*message.Message, error) {
+	if err := w.mine(id); err != nil {
+		return nil, err
 	}
-	if w.delivering(m.ID) {
-		c := *m
-		c.State = message.StateDelivering
-		c.Attempts++
-		return tooLate(&c)
-	}
-	return nil
+	l := w.lockID(id)
+	l.Lock()
+	defer l.Unlock()
+	return w.store.Update(ctx, id, store.Sync, func(m *message.Message) error {
+		if err := lifecycle.CheckTopic(m, topic); err != nil {
+			return err
+		}
+		if m.State.Pending() && m.State != message.StateDelivering && w.delivering(m.ID) {
+			return lifecycle.Delivering(m)
+		}
+		return rule(m)
+	})
 }
-
-// errAlreadyCancelled lets Cancel answer a repeated cancel as done.
-var errAlreadyCancelled = errors.New("already cancelled")
 
 // Cancel stops a pending message for good. Cancelling a cancelled message
 // succeeds again (idempotent); a message being or already delivered is a
 // conflict, said as such.
 func (w *Worker) Cancel(ctx context.Context, topic, id string) (*message.Message, error) {
-	nowMs := time.Now().UnixMilli()
-	l := w.lockID(id)
-	l.Lock()
-	defer l.Unlock()
-	m, err := w.store.Update(ctx, id, store.Sync, func(m *message.Message) error {
-		if err := checkTopic(m, topic); err != nil {
-			return err
-		}
-		if m.State == message.StateCancelled {
-			return errAlreadyCancelled
-		}
-		if err := w.checkChangeable(m); err != nil {
-			return err
-		}
-		if m.Owner != w.opts.NodeID {
-			return &NotOwnerError{Owner: m.Owner}
-		}
-		m.State = message.StateCancelled
-		m.DoneMs = nowMs
-		m.Version++
-		m.AddEvent(nowMs, message.EventCancelled, "")
-		return nil
-	})
-	if errors.Is(err, errAlreadyCancelled) {
+	now := time.Now().UnixMilli()
+	m, err := w.change(ctx, topic, id, func(m *message.Message) error { return lifecycle.Cancel(m, now) })
+	if errors.Is(err, lifecycle.ErrAlreadyCancelled) {
 		m, err := w.store.Get(ctx, id)
 		if err != nil {
-			return nil, w.apiErr(err)
+			return nil, w.apiErr(id, err)
 		}
 		return m, nil
 	}
 	if err != nil {
-		return nil, w.apiErr(err)
+		return nil, w.apiErr(id, err)
 	}
 	w.unschedule(id)
 	return m, nil
-}
-
-// DelayChange is a change of a pending message's due time: either add
-// AddMs to the current due time, or set it to now + SetMs.
-type DelayChange struct {
-	AddMs *int64
-	SetMs *int64
 }
 
 // ChangeDelay moves a pending message's due time. The new due time must be
 // within 7 days from now.
 func (w *Worker) ChangeDelay(ctx context.Context, topic, id string, ch DelayChange) (*message.Message, error) {
 	now := time.Now().UnixMilli()
-	l := w.lockID(id)
-	l.Lock()
-	defer l.Unlock()
-	m, err := w.store.Update(ctx, id, store.Sync, func(m *message.Message) error {
-		if err := checkTopic(m, topic); err != nil {
-			return err
-		}
-		if err := w.checkChangeable(m); err != nil {
-			return err
-		}
-		if m.Owner != w.opts.NodeID {
-			return &NotOwnerError{Owner: m.Owner}
-		}
-		var due int64
-		var detail string
-		switch {
-		case ch.AddMs != nil:
-			base := max(m.DueMs, now)
-			due = base + *ch.AddMs
-			detail = fmt.Sprintf("added %d ms", *ch.AddMs)
-			if due-now > message.MaxDelayMs {
-				return &message.FieldError{Field: "add_time", Reason: fmt.Sprintf("would put the message %d ms ahead; at most %d ms (7 days) is allowed", due-now, message.MaxDelayMs)}
-			}
-		case ch.SetMs != nil:
-			due = now + *ch.SetMs
-			if *ch.SetMs < message.MinDelayMs {
-				due = now
-			}
-			detail = fmt.Sprintf("delay set to %d ms from now", *ch.SetMs)
-		default:
-			return &message.FieldError{Field: "delay_time", Reason: "is required"}
-		}
-		m.DueMs = due
-		m.Version++
-		m.AddEvent(now, message.EventDelay, detail)
-		return nil
-	})
+	m, err := w.change(ctx, topic, id, func(m *message.Message) error { return lifecycle.ChangeDelay(m, ch, now) })
 	if err != nil {
-		return nil, w.apiErr(err)
+		return nil, w.apiErr(id, err)
 	}
 	w.schedule(m.ID, m.DueMs, m.Version)
 	return m, nil
@@ -186,24 +117,9 @@ func (w *Worker) ChangeDelay(ctx context.Context, topic, id string, ch DelayChan
 // Redrive gives a dead message a fresh set of attempts, due now.
 func (w *Worker) Redrive(ctx context.Context, topic, id string) (*message.Message, error) {
 	now := time.Now().UnixMilli()
-	m, err := w.store.Update(ctx, id, store.Sync, func(m *message.Message) error {
-		if err := checkTopic(m, topic); err != nil {
-			return err
-		}
-		if m.State != message.StateDead {
-			return fmt.Errorf("%w: only dead messages can be re-driven; message %s is %s", message.ErrConflict, m.ID, m.State)
-		}
-		m.State = message.StateDelayed
-		m.Owner = w.opts.NodeID
-		m.Attempts = 0
-		m.DueMs = now
-		m.DoneMs = 0
-		m.Version++
-		m.AddEvent(now, message.EventRedriven, "")
-		return nil
-	})
+	m, err := w.change(ctx, topic, id, func(m *message.Message) error { return lifecycle.Redrive(m, now) })
 	if err != nil {
-		return nil, w.apiErr(err)
+		return nil, w.apiErr(id, err)
 	}
 	w.schedule(m.ID, m.DueMs, m.Version)
 	return m, nil
@@ -211,23 +127,20 @@ func (w *Worker) Redrive(ctx context.Context, topic, id string) (*message.Messag
 
 // Delete removes a finished message (delivered, dead or cancelled).
 func (w *Worker) Delete(ctx context.Context, topic, id string) error {
+	if err := w.mine(id); err != nil {
+		return err
+	}
 	l := w.lockID(id)
 	l.Lock()
 	defer l.Unlock()
 	err := w.store.Delete(ctx, id, func(m *message.Message) error {
-		if err := checkTopic(m, topic); err != nil {
+		if err := lifecycle.CheckTopic(m, topic); err != nil {
 			return err
 		}
-		switch {
-		case m.State == message.StateDelivering, m.State.Pending() && w.delivering(m.ID):
-			return fmt.Errorf("%w: message %s is being delivered; delete it once it is delivered or dead", message.ErrConflict, m.ID)
-		case !m.State.Final():
-			return fmt.Errorf("%w: message %s is %s; cancel it before deleting", message.ErrConflict, m.ID, m.State)
-		}
-		return nil
+		return lifecycle.Deletable(m, w.delivering(m.ID))
 	})
 	if err != nil {
-		return w.apiErr(err)
+		return w.apiErr(id, err)
 	}
 	w.unschedule(id)
 	return nil
@@ -238,12 +151,12 @@ func (w *Worker) Delete(ctx context.Context, topic, id string) error {
 func (w *Worker) Get(ctx context.Context, topic, id string) (*message.Message, error) {
 	m, err := w.store.Get(ctx, id)
 	if err != nil {
-		return nil, w.apiErr(err)
+		return nil, w.apiErr(id, err)
 	}
-	if err := checkTopic(m, topic); err != nil {
+	if err := lifecycle.CheckTopic(m, topic); err != nil {
 		return nil, err
 	}
-	if m.State.Pending() && m.Owner == w.opts.NodeID && w.delivering(id) {
+	if m.State.Pending() && w.delivering(id) {
 		m.State = message.StateDelivering
 	}
 	return m, nil
@@ -253,7 +166,7 @@ func (w *Worker) Get(ctx context.Context, topic, id string) (*message.Message, e
 func (w *Worker) List(ctx context.Context, q store.ListQuery) ([]*message.Message, string, error) {
 	msgs, next, err := w.store.List(ctx, q)
 	if err != nil {
-		return nil, "", w.apiErr(err)
+		return nil, "", w.apiErr("", err)
 	}
 	return msgs, next, nil
 }
@@ -262,14 +175,15 @@ func (w *Worker) List(ctx context.Context, q store.ListQuery) ([]*message.Messag
 func (w *Worker) Counts(ctx context.Context) (store.Counts, error) {
 	c, err := w.store.Counts(ctx)
 	if err != nil {
-		return nil, w.apiErr(err)
+		return nil, w.apiErr("", err)
 	}
 	return c, nil
 }
 
 // apiErr keeps errors users can act on and turns store failures into
-// "unavailable", with the cause.
-func (w *Worker) apiErr(err error) error {
+// "unavailable", with the cause; a fenced write becomes "not the holder"
+// (and the slot is let go), so receive routes to the new holder.
+func (w *Worker) apiErr(id string, err error) error {
 	switch {
 	case errors.Is(err, message.ErrNotFound), errors.Is(err, message.ErrConflict), message.IsFieldError(err):
 		return err
@@ -278,6 +192,9 @@ func (w *Worker) apiErr(err error) error {
 	if errors.As(err, &no) {
 		return err
 	}
+	if id != "" && w.fenced(id, err) {
+		return &NotOwnerError{Slot: w.slotOf(id)}
+	}
 	w.metrics.StoreErrors.WithLabelValues("api").Inc()
-	return fmt.Errorf("%w: %v", message.ErrUnavailable, err)
+	return fmt.Errorf("%w: %w", message.ErrUnavailable, err)
 }

@@ -19,6 +19,16 @@
 // is kept in memory under a per-message lock that changes take too (see
 // beginDelivery), so firing costs one read, not a write, before the call.
 //
+// Slots. In the distributed mode the messages are divided in slots and a
+// worker schedules and fires only the slots it holds (HoldSlot, DropSlot):
+// each slot has its own horizon and loader cursor, every store write of a
+// message is fenced on its slot's lease (the store refuses a deposed
+// holder), and no callback starts while the process is out of good
+// standing with ZooKeeper (Options.Standing), so a worker that was paused
+// or cut off longer than its session cannot call back a message its
+// successor already answered for. The all-in-one holds its one slot from
+// Start.
+//
 // Shutdown order: stop the loader and the wheel (no new fires), let the
 // callers finish the calls in flight (bounded by their ttr and the shutdown
 // timeout), then the owner closes the store. Messages queued but not
@@ -37,6 +47,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/callback"
+	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/registry"
@@ -47,9 +58,22 @@ import (
 
 // Options tune a worker. Zero values take the defaults of DefaultOptions.
 type Options struct {
-	// NodeID names this worker as the owner of the messages it takes
-	// (distributed mode); "" in the all-in-one.
+	// NodeID names this worker in logs (distributed mode); "" in the
+	// all-in-one.
 	NodeID string
+	// Slotted makes the worker hold only the slots given to HoldSlot (the
+	// distributed mode); false: the store's one slot, held from Start.
+	Slotted bool
+	// Standing says whether callbacks may start now (the ZooKeeper
+	// session is known good); nil: always.
+	Standing func() bool
+	// OnFenced is told when the store refused a write for a slot this
+	// worker thought it held (a newer holder took it); nil: nothing.
+	OnFenced func(slot int)
+	// SweepInterval is how often each held slot's overdue entries are
+	// checked against the wheel (a lost notification, an ambiguous write):
+	// anything overdue and not scheduled is fired then.
+	SweepInterval time.Duration
 	// Stats counts per-minute figures for the console (nil: none).
 	Stats         *stats.Recorder
 	Window        time.Duration   // the wheel holds messages due within this
@@ -75,6 +99,7 @@ func DefaultOptions() Options {
 		Backoff:       []time.Duration{time.Second, 10 * time.Second, 60 * time.Second, 300 * time.Second, 3000 * time.Second},
 		Retention:     72 * time.Hour,
 		PurgeInterval: time.Minute,
+		SweepInterval: 2 * time.Second,
 	}
 }
 
@@ -107,6 +132,9 @@ func (o *Options) fill() {
 	if o.PurgeInterval <= 0 {
 		o.PurgeInterval = d.PurgeInterval
 	}
+	if o.SweepInterval <= 0 {
+		o.SweepInterval = d.SweepInterval
+	}
 }
 
 // ref is what the wheel holds: just enough to find the message again.
@@ -127,12 +155,14 @@ type Worker struct {
 	wheel *timingwheel.Wheel[ref]
 	fireQ chan ref
 
+	slotted store.Slotted // nil: one slot (0), read with Due/Purge
+	nslots  int
+
 	mu       sync.Mutex
 	timers   map[string]*timingwheel.Timer[ref] // message id -> its timer in the wheel
 	inflight map[string]struct{}                // ids being delivered by this process
 	idLocks  [256]sync.Mutex                    // per message (striped): deliveries vs changes
-	horizon  int64                              // pending messages due before this (ms) are in the wheel
-	cursor   store.Entry                        // where the loader's next scan starts
+	slots    map[int]*slotState                 // the slots held (or being taken over)
 
 	runCtx     context.Context // wheel, loader, purger
 	runCancel  context.CancelFunc
@@ -142,6 +172,16 @@ type Worker struct {
 	callWG     sync.WaitGroup
 	stopped    atomic.Bool
 	loadErr    atomic.Value // last loader error (string), "" when fine
+}
+
+// slotState is a held slot's schedule window: its pending messages due
+// at or before horizon are in the wheel; the loader's next scan of the
+// slot starts after cursor. ready is false while the slot is being taken
+// over (loaded, overdue ones marked): changes are not answered before.
+type slotState struct {
+	horizon int64
+	cursor  store.Entry
+	ready   bool
 }
 
 // New makes a worker over a store; Start runs it.
@@ -164,7 +204,12 @@ func New(opts Options, st store.Store, topics registry.Topics, caller *callback.
 		fireQ:    make(chan ref, opts.FireQueue),
 		timers:   map[string]*timingwheel.Timer[ref]{},
 		inflight: map[string]struct{}{},
+		slots:    map[int]*slotState{},
 		quit:     make(chan struct{}),
+		nslots:   1,
+	}
+	if sl, ok := st.(store.Slotted); ok && opts.Slotted {
+		w.slotted, w.nslots = sl, sl.Slots()
 	}
 	w.loadErr.Store("")
 	return w
@@ -176,19 +221,19 @@ func (w *Worker) Start() error {
 	runCtx, runCancel := context.WithCancel(context.Background())
 	callCtx, callCancel := context.WithCancel(context.Background())
 	w.runCtx, w.runCancel, w.callCancel = runCtx, runCancel, callCancel
-	if err := w.load(runCtx); err != nil {
-		runCancel()
-		callCancel()
-		return fmt.Errorf("worker.Start: first load: %w", err)
-	}
-	if err := w.markOverdue(runCtx); err != nil {
-		runCancel()
-		callCancel()
-		return fmt.Errorf("worker.Start: %w", err)
+	if w.slotted == nil {
+		if err := w.HoldSlot(runCtx, 0); err != nil {
+			runCancel()
+			callCancel()
+			return fmt.Errorf("worker.Start: %w", err)
+		}
 	}
 	goRun(&w.runWG, func() { w.wheel.Run(runCtx, w.onFire) })
 	goRun(&w.runWG, func() { w.loadLoop(runCtx) })
 	goRun(&w.runWG, func() { w.purgeLoop(runCtx) })
+	if w.slotted != nil {
+		goRun(&w.runWG, func() { w.sweepLoop(runCtx) })
+	}
 	for i := 0; i < w.opts.Concurrency; i++ {
 		goRun(&w.callWG, func() { w.callLoop(callCtx) })
 	}
@@ -249,8 +294,17 @@ func (w *Worker) onFire(t *timingwheel.Timer[ref]) {
 	w.metrics.FireQueue.Set(float64(len(w.fireQ)))
 }
 
-// schedule puts a message's timer in the wheel if it is due before the
-// horizon; otherwise the loader will. It replaces an older version's timer.
+// slotOf is the slot of a message id (0 with one slot).
+func (w *Worker) slotOf(id string) int {
+	if w.slotted == nil {
+		return 0
+	}
+	return w.slotted.SlotOf(id)
+}
+
+// schedule puts a message's timer in the wheel if its slot is held and it
+// is due at or before the slot's horizon; otherwise the loader will (or
+// the slot's next holder). It replaces an older version's timer.
 func (w *Worker) schedule(id string, dueMs int64, version uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -258,7 +312,10 @@ func (w *Worker) schedule(id string, dueMs int64, version uint64) {
 }
 
 // scheduleLocked adds a timer; force skips the horizon test (the loader
-// adds what it scanned).
+// adds what it scanned). Due times equal to the horizon are added by the
+// writer: after a full batch the horizon is the last entry's due time and
+// the cursor that entry, so a write at that millisecond with a smaller id
+// would be missed by both otherwise.
 func (w *Worker) scheduleLocked(id string, dueMs int64, version uint64, force bool) {
 	if cur, ok := w.timers[id]; ok {
 		if cur.Value().version >= version {
@@ -267,7 +324,8 @@ func (w *Worker) scheduleLocked(id string, dueMs int64, version uint64, force bo
 		cur.Stop()
 		delete(w.timers, id)
 	}
-	if !force && dueMs >= w.horizon {
+	st := w.slots[w.slotOf(id)]
+	if st == nil || (!force && dueMs > st.horizon) {
 		return
 	}
 	w.timers[id] = w.wheel.Add(dueMs, ref{id: id, version: version})
@@ -299,6 +357,90 @@ func (w *Worker) Held() int {
 	return len(w.timers)
 }
 
+// HeldSlots lists the slots held (ready or being taken over).
+func (w *Worker) HeldSlots() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]int, 0, len(w.slots))
+	for s := range w.slots {
+		out = append(out, s)
+	}
+	return out
+}
+
+// slotReady reports whether changes of messages in slot are answered here.
+func (w *Worker) slotReady(slot int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := w.slots[slot]
+	return st != nil && st.ready
+}
+
+// HoldSlot takes a slot over: it loads the slot's schedule up to now +
+// Window, marks every message already due as being delivered (its last
+// holder may have been calling it back: a cancel is then told "too late",
+// never 200), and only then answers changes for it. The caller holds the
+// slot's lease in the store (distributed mode) before calling.
+func (w *Worker) HoldSlot(ctx context.Context, slot int) error {
+	w.mu.Lock()
+	if _, ok := w.slots[slot]; ok {
+		w.mu.Unlock()
+		return nil
+	}
+	w.slots[slot] = &slotState{}
+	w.mu.Unlock()
+	if err := w.loadSlot(ctx, slot); err != nil {
+		w.DropSlot(context.Background(), slot)
+		return fmt.Errorf("worker: taking slot %d: %w", slot, err)
+	}
+	if err := w.markOverdue(ctx, slot); err != nil {
+		w.DropSlot(context.Background(), slot)
+		return fmt.Errorf("worker: taking slot %d: %w", slot, err)
+	}
+	w.mu.Lock()
+	if st := w.slots[slot]; st != nil {
+		st.ready = true
+	}
+	w.mu.Unlock()
+	return nil
+}
+
+// DropSlot lets a slot go: no more timers, loads or changes for it here;
+// it waits (until ctx ends) for the callbacks of the slot in flight, so
+// that the next holder, told by the lease release, does not call them
+// again.
+func (w *Worker) DropSlot(ctx context.Context, slot int) {
+	w.mu.Lock()
+	delete(w.slots, slot)
+	for id, t := range w.timers {
+		if w.slotOf(id) == slot {
+			t.Stop()
+			delete(w.timers, id)
+		}
+	}
+	w.metrics.WheelTimers.Set(float64(len(w.timers)))
+	w.mu.Unlock()
+	for {
+		w.mu.Lock()
+		busy := false
+		for id := range w.inflight {
+			if w.slotOf(id) == slot {
+				busy = true
+				break
+			}
+		}
+		w.mu.Unlock()
+		if !busy {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 func (w *Worker) loadLoop(ctx context.Context) {
 	t := time.NewTicker(w.opts.LoadInterval)
 	defer t.Stop()
@@ -308,54 +450,124 @@ func (w *Worker) loadLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := w.load(ctx); err != nil && ctx.Err() == nil {
-			w.loadErr.Store(err.Error())
+		var failed error
+		for _, slot := range w.HeldSlots() {
+			if err := w.loadSlot(ctx, slot); err != nil && ctx.Err() == nil {
+				failed = err
+			}
+		}
+		if failed != nil {
+			w.loadErr.Store(failed.Error())
 			w.metrics.StoreErrors.WithLabelValues("load").Inc()
-			w.log.Error("loading due messages failed; will retry", zap.Error(err))
+			w.log.Error("loading due messages failed; will retry", zap.Error(failed))
 			continue
 		}
 		w.loadErr.Store("")
 	}
 }
 
-// load moves the horizon to now+Window, adding the messages it passes.
-func (w *Worker) load(ctx context.Context) error {
+func (w *Worker) due(ctx context.Context, slot int, after store.Entry, until int64, limit int) ([]store.Entry, error) {
+	if w.slotted != nil {
+		return w.slotted.DueIn(ctx, slot, after, until, limit)
+	}
+	return w.store.Due(ctx, after, until, limit)
+}
+
+// loadSlot moves a slot's horizon to now+Window, adding the messages it
+// passes. The horizon moves before the scan, so a change racing with the
+// scan is added by its writer, by the scan, or by both (one timer per id
+// and version).
+func (w *Worker) loadSlot(ctx context.Context, slot int) error {
 	target := time.Now().Add(w.opts.Window).UnixMilli()
 	for {
 		w.mu.Lock()
-		if w.horizon >= target || len(w.timers) >= w.opts.MaxInWheel {
+		st := w.slots[slot]
+		if st == nil || st.horizon >= target || len(w.timers) >= w.opts.MaxInWheel {
 			w.mu.Unlock()
 			return nil
 		}
-		from := w.cursor
-		w.horizon = target // from now on, changes below target add themselves
+		from := st.cursor
+		st.horizon = target // from now on, changes up to target add themselves
 		w.mu.Unlock()
 
-		entries, err := w.store.Due(ctx, from, target, w.opts.LoadBatch)
+		entries, err := w.due(ctx, slot, from, target, w.opts.LoadBatch)
 		if err != nil {
 			w.mu.Lock()
-			if w.horizon == target {
-				w.horizon = from.DueMs // not loaded: fall back
+			if st.horizon == target {
+				st.horizon = from.DueMs // not loaded: fall back
 			}
 			w.mu.Unlock()
-			return fmt.Errorf("worker.load: %w", err)
+			return fmt.Errorf("worker.load slot %d: %w", slot, err)
 		}
 		w.mu.Lock()
+		if w.slots[slot] != st {
+			w.mu.Unlock()
+			return nil // dropped meanwhile
+		}
 		for _, e := range entries {
 			w.scheduleLocked(e.ID, e.DueMs, e.Version, true)
 		}
 		full := len(entries) == w.opts.LoadBatch
 		if full {
 			last := entries[len(entries)-1]
-			w.cursor = last
-			w.horizon = last.DueMs // due == last.DueMs may have more after the cursor
+			st.cursor = last
+			st.horizon = last.DueMs // due == last.DueMs may have more after the cursor
 		} else {
-			w.cursor = store.Entry{DueMs: target}
+			st.cursor = store.Entry{DueMs: target}
 		}
-		w.metrics.WheelHorizonMs.Set(float64(w.horizon))
+		w.metrics.WheelHorizonMs.Set(float64(st.horizon))
 		w.mu.Unlock()
 		if !full {
 			return nil
+		}
+	}
+}
+
+// sweepLoop is the safety net of the distributed mode: every
+// SweepInterval it reads each held slot's entries overdue by more than a
+// second and fires those the wheel does not hold (a notification lost
+// with a crashed receive or center, a write whose answer was lost). The
+// wheel keeps one timer per id and version, so a sweep never fires a
+// message twice by itself.
+func (w *Worker) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(w.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		until := time.Now().Add(-time.Second).UnixMilli()
+		for _, slot := range w.HeldSlots() {
+			entries, err := w.due(ctx, slot, store.Entry{}, until, 1000)
+			if err != nil {
+				if ctx.Err() == nil {
+					w.metrics.StoreErrors.WithLabelValues("sweep").Inc()
+					w.log.Warn("sweeping overdue messages failed; will retry", zap.Int("slot", slot), zap.Error(err))
+				}
+				continue
+			}
+			n := 0
+			w.mu.Lock()
+			for _, e := range entries {
+				if _, busy := w.inflight[e.ID]; busy {
+					continue
+				}
+				if cur, ok := w.timers[e.ID]; ok && cur.Value().version >= e.Version {
+					continue
+				}
+				if w.slots[slot] == nil {
+					break
+				}
+				w.scheduleLocked(e.ID, e.DueMs, e.Version, true)
+				n++
+			}
+			w.mu.Unlock()
+			if n > 0 {
+				w.metrics.Swept.Add(float64(n))
+				w.log.Info("overdue messages found by the sweep, firing now", zap.Int("slot", slot), zap.Int("messages", n))
+			}
 		}
 	}
 }
@@ -370,27 +582,53 @@ func (w *Worker) purgeLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		before := time.Now().Add(-w.opts.Retention).UnixMilli()
-		for ctx.Err() == nil {
-			n, err := w.store.Purge(ctx, before, 1000)
-			if err != nil {
-				w.metrics.StoreErrors.WithLabelValues("purge").Inc()
-				w.log.Warn("purging old messages failed; will retry", zap.Error(err))
-				break
-			}
-			if n < 1000 {
-				break
+		for _, slot := range w.HeldSlots() {
+			for ctx.Err() == nil {
+				var n int
+				var err error
+				if w.slotted != nil {
+					n, err = w.slotted.PurgeIn(ctx, slot, before, 1000)
+				} else {
+					n, err = w.store.Purge(ctx, before, 1000)
+				}
+				if err != nil {
+					w.metrics.StoreErrors.WithLabelValues("purge").Inc()
+					w.log.Warn("purging old messages failed; will retry", zap.Error(err))
+					break
+				}
+				if n < 1000 {
+					break
+				}
 			}
 		}
 	}
 }
 
+// fenced reports whether err is the store's refusal of a deposed holder,
+// and lets the slot go if so.
+func (w *Worker) fenced(id string, err error) bool {
+	if !errors.Is(err, store.ErrFenced) {
+		return false
+	}
+	slot := w.slotOf(id)
+	w.log.Warn("the store refused a write: another worker holds this slot now; letting it go", zap.Int("slot", slot), zap.String("msg_id", id))
+	w.metrics.StoreErrors.WithLabelValues("fenced").Inc()
+	go w.DropSlot(context.Background(), slot)
+	if w.opts.OnFenced != nil {
+		w.opts.OnFenced(slot)
+	}
+	return true
+}
+
 // replaceRetrying writes an outcome, retrying for a while when the store
 // is briefly unavailable (a Redis failover, a full disk being cleaned), so
-// an outage does not turn into duplicate callbacks.
+// an outage does not turn into duplicate callbacks. A refusal (the
+// message changed, the slot moved) is final.
 func (w *Worker) replaceRetrying(ctx context.Context, old, m *message.Message) error {
 	var err error
 	for i := 0; i < 30; i++ {
-		if err = w.store.Replace(ctx, old, m, store.Lazy); err == nil || errors.Is(err, store.ErrClosed) {
+		err = w.store.Replace(ctx, old, m, store.Lazy)
+		if err == nil || errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrChanged) || errors.Is(err, store.ErrFenced) {
 			return err
 		}
 		if i == 0 {
@@ -405,18 +643,19 @@ func (w *Worker) replaceRetrying(ctx context.Context, old, m *message.Message) e
 	return err
 }
 
-// markOverdue runs at start, before anything is served: every message
-// already due may have been in the middle of its callback when the last
-// run died (the "delivering" mark is written lazily, off the firing path),
-// so it is marked delivering, durably, before a cancel or delay change can
-// be answered for it. They fire right away; a cancel meanwhile is told the
+// markOverdue runs when a slot is taken (at start in the all-in-one),
+// before anything is answered for it: every message already due may have
+// been in the middle of its callback when the last holder died or was cut
+// off (the "delivering" mark is kept in memory, off the firing path), so
+// it is marked delivering, durably, before a cancel or delay change can be
+// answered for it. They fire right away; a cancel meanwhile is told the
 // truth: too late, being delivered.
-func (w *Worker) markOverdue(ctx context.Context) error {
+func (w *Worker) markOverdue(ctx context.Context, slot int) error {
 	now := time.Now().UnixMilli()
 	w.mu.Lock()
 	var due []ref
 	for _, t := range w.timers {
-		if t.ExpireAt() <= now {
+		if t.ExpireAt() <= now && w.slotOf(t.Value().id) == slot {
 			due = append(due, t.Value())
 		}
 	}
@@ -424,11 +663,9 @@ func (w *Worker) markOverdue(ctx context.Context) error {
 	last := ""
 	for _, r := range due {
 		_, err := w.store.Update(ctx, r.id, store.Lazy, func(m *message.Message) error {
-			if m.Version != r.version || !m.State.Pending() || m.Owner != w.opts.NodeID || m.State == message.StateDelivering {
+			if !lifecycle.MarkOverdue(m, r.version, now, "was due before this worker took it: delivering at once") {
 				return errStale
 			}
-			m.State = message.StateDelivering
-			m.AddEvent(now, message.EventRestart, "was due before this start: delivering at once")
 			return nil
 		})
 		if err == nil {
@@ -444,7 +681,7 @@ func (w *Worker) markOverdue(ctx context.Context) error {
 		}
 	}
 	if len(due) > 0 {
-		w.log.Info("messages due before this start are being delivered at once", zap.Int("messages", len(due)))
+		w.log.Info("messages already due when taken are being delivered at once", zap.Int("slot", slot), zap.Int("messages", len(due)))
 	}
 	return nil
 }
@@ -495,14 +732,21 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 	w.record(ctx, r, stored, attempt, start, res)
 }
 
+// standing is whether callbacks may start now.
+func (w *Worker) standing() bool { return w.opts.Standing == nil || w.opts.Standing() }
+
 // beginDelivery checks that the timer still stands (same version, pending,
-// held here) and marks the message as being delivered, in memory: the
-// mark is not written to the store, which keeps a write off the firing
-// path. It is truthful all the same, because every change of a message
-// this worker holds goes through this worker (receive routes to the owner)
-// and takes the same per-message lock: a cancel either comes first (and
-// the timer is stale here) or sees the mark and is told "being delivered".
-// After a crash the marks are gone: markOverdue writes them at start.
+// its slot held here, the process in good standing) and marks the message
+// as being delivered, in memory: the mark is not written to the store,
+// which keeps a write off the firing path. It is truthful all the same,
+// because every change of a message in a slot this worker holds goes
+// through this worker (receive routes to the holder) and takes the same
+// per-message lock: a cancel either comes first (and the timer is stale
+// here) or sees the mark and is told "being delivered". The read is fenced
+// on the slot's lease, so a worker whose slot was taken over (its session
+// ended while it was paused) reads nothing and calls nothing. After a
+// crash the marks are gone: markOverdue writes them when the slot is
+// taken again.
 func (w *Worker) beginDelivery(ctx context.Context, r ref) (*message.Message, bool) {
 	l := w.lockID(r.id)
 	l.Lock()
@@ -512,14 +756,38 @@ func (w *Worker) beginDelivery(ctx context.Context, r ref) (*message.Message, bo
 		w.mu.Unlock()
 		return nil, false
 	}
+	if w.slots[w.slotOf(r.id)] == nil {
+		w.mu.Unlock()
+		return nil, false // the slot went to another worker
+	}
 	w.inflight[r.id] = struct{}{}
 	w.mu.Unlock()
+	if !w.standing() {
+		// Out of touch with ZooKeeper: our lease may be gone. Start
+		// nothing; if the session recovers, fire shortly.
+		w.endDelivery(r.id)
+		w.metrics.StoreErrors.WithLabelValues("standing").Inc()
+		if ctx.Err() == nil {
+			w.mu.Lock()
+			w.scheduleLocked(r.id, time.Now().Add(200*time.Millisecond).UnixMilli(), r.version, true)
+			w.mu.Unlock()
+		}
+		return nil, false
+	}
 	m, err := w.store.Get(ctx, r.id)
-	if err == nil && m.Version == r.version && m.State.Pending() && m.Owner == w.opts.NodeID {
+	if err == nil && m.Version == r.version && m.State.Pending() && w.standing() {
 		return m, true
 	}
 	w.endDelivery(r.id)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrNotFound):
+		// Nothing may delete a pending message (delete needs a final state),
+		// so a pending timer whose message is gone means the store lost it.
+		w.metrics.StoreErrors.WithLabelValues("missing").Inc()
+		w.log.Error("a scheduled message is missing from the store (was the store's data lost?); not called", zap.String("msg_id", r.id))
+	case w.fenced(r.id, err):
+	default:
 		// The message stays pending in the store; try again shortly.
 		w.metrics.StoreErrors.WithLabelValues("deliver").Inc()
 		w.log.Error("reading a due message failed; retrying in 1s", zap.String("msg_id", r.id), zap.Error(err))
@@ -529,7 +797,7 @@ func (w *Worker) beginDelivery(ctx context.Context, r ref) (*message.Message, bo
 			w.mu.Unlock()
 		}
 	}
-	return nil, false // changed, finished, gone, or moved to another worker
+	return nil, false // changed, finished, gone, or its slot moved
 }
 
 func (w *Worker) endDelivery(id string) {
@@ -566,41 +834,20 @@ func (w *Worker) record(ctx context.Context, r ref, sent *message.Message, attem
 		outcome = "failed"
 	}
 	w.metrics.Fired.WithLabelValues(sent.Topic, outcome).Inc()
-	nowMs := time.Now().UnixMilli()
 	// While a message is delivering nothing but this worker may change it
-	// (cancel, delay changes, delete and redrive all refuse), so the outcome
-	// is written over the message as read without reading it again.
+	// (cancel, delay changes, delete and redrive all refuse); the outcome
+	// is written over the message as read, as a compare-and-set, so a
+	// worker whose slot was taken over meanwhile overwrites nothing.
 	m := sent.Clone()
-	m.State = message.StateDelivering
-	m.Attempts = attempt
-	m.AddEvent(start.UnixMilli(), message.EventAttempt, fmt.Sprintf("attempt %d", attempt))
-	dead := false
-	if res.OK() {
-		m.State = message.StateDelivered
-		m.DoneMs = nowMs
-		m.LastError = ""
-		m.AddEvent(nowMs, message.EventDelivered, fmt.Sprintf("status %d in %d ms", res.StatusCode, res.Duration.Milliseconds()))
-	} else {
-		m.LastError = res.Err.Error()
-		m.AddEvent(nowMs, message.EventFailed, m.LastError)
-		if callback.IsPermanent(res.Err) {
-			// a denied destination or an invalid request never gets better
-			m.State = message.StateDead
-			m.DoneMs = nowMs
-			m.AddEvent(nowMs, message.EventDead, "permanent failure: not retried")
-			dead = true
-		} else if retry := m.Attempts - 1; retry >= len(backoff) {
-			m.State = message.StateDead
-			m.DoneMs = nowMs
-			m.AddEvent(nowMs, message.EventDead, fmt.Sprintf("gave up after %d attempts", m.Attempts))
-			dead = true
-		} else {
-			m.State = message.StateRetrying
-			m.DueMs = nowMs + backoff[retry].Milliseconds()
-			m.Version++
-		}
-	}
+	dead := lifecycle.Record(m, lifecycle.Outcome{
+		Attempt: attempt, Start: start, End: time.Now(), OK: res.OK(), StatusCode: res.StatusCode,
+		Duration: res.Duration, Err: res.Err, Permanent: res.Err != nil && callback.IsPermanent(res.Err),
+	}, backoff)
 	if err := w.replaceRetrying(ctx, sent, m); err != nil {
+		if errors.Is(err, store.ErrChanged) || w.fenced(r.id, err) {
+			w.log.Warn("the outcome was not recorded: the message changed or its slot moved since the callback started", zap.String("msg_id", r.id), zap.Error(err))
+			return
+		}
 		// The store kept the message "delivering" at this version: fire it
 		// again later (a duplicate callback, never a lost one).
 		w.metrics.StoreErrors.WithLabelValues("record").Inc()

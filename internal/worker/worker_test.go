@@ -315,10 +315,7 @@ func TestOverdueAtStartAreMarkedDelivering(t *testing.T) {
 	}
 	w := New(Options{}, st, nil, callback.New(callback.Options{}), nil, nil)
 	ctx := context.Background()
-	if err := w.load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.markOverdue(ctx); err != nil {
+	if err := w.HoldSlot(ctx, 0); err != nil { // what Start does first
 		t.Fatal(err)
 	}
 	if m, _ := st.Get(ctx, over.ID); m.State != message.StateDelivering {

@@ -16,17 +16,19 @@ import (
 // Client calls workers' internal APIs. One Client serves every worker
 // (addresses come from the registry) over one keep-alive pool.
 type Client struct {
-	hc *http.Client
+	hc     *http.Client
+	secret []byte
 }
 
-// NewClient makes a client; timeout bounds each call.
-func NewClient(timeout time.Duration) *Client {
+// NewClient makes a client that signs its requests with secret ("" signs
+// nothing); timeout bounds each call.
+func NewClient(timeout time.Duration, secret string) *Client {
 	tr := &http.Transport{
 		MaxIdleConns:        256,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &Client{hc: &http.Client{Transport: tr, Timeout: timeout}}
+	return &Client{hc: &http.Client{Transport: tr, Timeout: timeout}, secret: []byte(secret)}
 }
 
 // Close drops idle connections.
@@ -50,6 +52,9 @@ func (c *Client) call(ctx context.Context, addr, path string, req, out any) erro
 		return fmt.Errorf("workerapi %s: %w", path, err)
 	}
 	hr.Header.Set("Content-Type", "application/json")
+	if len(c.secret) > 0 {
+		hr.Header.Set(HeaderAuth, sign(c.secret, time.Now().UnixMilli(), http.MethodPost, path, body))
+	}
 	resp, err := c.hc.Do(hr)
 	if err != nil {
 		return fmt.Errorf("%w: worker %s unreachable: %v", message.ErrUnavailable, addr, err)
@@ -74,7 +79,9 @@ func (c *Client) call(ctx context.Context, addr, path string, req, out any) erro
 	case http.StatusMisdirectedRequest:
 		var no NotOwnerResult
 		_ = json.Unmarshal(env.Result, &no)
-		return &worker.NotOwnerError{Owner: no.Owner}
+		return &worker.NotOwnerError{Slot: no.Slot, Owner: no.Owner}
+	case http.StatusUnauthorized:
+		return fmt.Errorf("%w: worker %s refused this process: %s", message.ErrUnavailable, addr, env.EM)
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
 		var fe struct{ Field, Reason string }
 		_ = json.Unmarshal(env.Result, &fe)
@@ -100,10 +107,10 @@ func trimKind(em string, kind error) string {
 	return em
 }
 
-// Take hands messages over to the worker at addr.
-func (c *Client) Take(ctx context.Context, addr, from string, msgs []*message.Message) ([]worker.TakeResult, error) {
-	var out []worker.TakeResult
-	err := c.call(ctx, addr, PathTake, TakeRequest{From: from, Messages: msgs}, &out)
+// Notify passes notices to the worker at addr.
+func (c *Client) Notify(ctx context.Context, addr string, notices []worker.Notice) ([]worker.NoticeResult, error) {
+	var out []worker.NoticeResult
+	err := c.call(ctx, addr, PathNotify, NotifyRequest{Notices: notices}, &out)
 	return out, err
 }
 

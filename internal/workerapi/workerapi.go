@@ -1,15 +1,22 @@
 // Package workerapi is the worker's internal HTTP API in the distributed
-// mode and its client: centers hand messages over with take, and receive
-// routes cancel and delay changes to the worker that holds the message, so
-// the worker that owns a message is the only one that schedules it.
-// Answers use the common envelope; a message held elsewhere answers 421
-// (Misdirected Request) with the owner, which the client turns back into
-// a *worker.NotOwnerError for the caller to follow.
+// mode and its client: centers pass notices of new messages to the holder
+// of their slot, and receive routes cancel and delay changes to that
+// holder, so the worker holding a slot is the only one that schedules its
+// messages. Answers use the common envelope; a message whose slot the
+// worker does not hold answers 421 (Misdirected Request), which the client
+// turns back into a *worker.NotOwnerError for the caller to follow.
+//
+// Every request is signed with the cluster secret (auth.go) when one is
+// configured; bodies are decoded leniently (unknown fields are ignored),
+// so a newer center or receive can talk to an older worker during a
+// rolling upgrade.
 package workerapi
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
@@ -21,17 +28,16 @@ import (
 
 // Paths of the internal API.
 const (
-	PathTake        = "/internal/take"
+	PathNotify      = "/internal/notify"
 	PathCancel      = "/internal/cancel"
 	PathChangeDelay = "/internal/changeDelay"
 	PathRedrive     = "/internal/redrive"
 	PathGet         = "/internal/get"
 )
 
-// TakeRequest hands messages over to a worker.
-type TakeRequest struct {
-	From     string             `json:"from"` // previous owner allowed to be replaced ("" for new messages)
-	Messages []*message.Message `json:"messages"`
+// NotifyRequest passes notices of stored messages to a slot's holder.
+type NotifyRequest struct {
+	Notices []worker.Notice `json:"notices"`
 }
 
 // ControlRequest names a message and, for delay changes, the change.
@@ -44,20 +50,34 @@ type ControlRequest struct {
 
 // NotOwnerResult is the result of a 421 answer.
 type NotOwnerResult struct {
-	Owner string `json:"owner"`
+	Slot  int    `json:"slot"`
+	Owner string `json:"owner,omitempty"`
 }
 
-// MaxTakeBytes bounds a take request (a batch of messages).
-const MaxTakeBytes = 64 << 20
+// MaxNotifyBytes bounds a notify request (a batch of notices).
+const MaxNotifyBytes = 16 << 20
 
-// Register adds the internal routes for w to e.
-func Register(e *gin.Engine, w *worker.Worker, log *zap.Logger) {
-	wrap := func(h httpapi.Handler) gin.HandlerFunc {
+// Register adds the internal routes for w to e. With a non-empty secret
+// every request must carry a valid signature (HeaderAuth); without one
+// (a single trusted host) the API is open, and the caller logs that.
+func Register(e *gin.Engine, w *worker.Worker, secret string, log *zap.Logger) {
+	wrap := func(limit int64, h func(c *gin.Context, body []byte) (any, error)) gin.HandlerFunc {
 		return func(c *gin.Context) {
-			res, err := h(c)
+			body, err := httpapi.ReadBody(c, limit)
+			if err != nil {
+				httpapi.Fail(c, log, err)
+				return
+			}
+			if secret != "" {
+				if err := verify([]byte(secret), c.Request, body, time.Now()); err != nil {
+					c.AbortWithStatusJSON(http.StatusUnauthorized, httpapi.Envelope{EC: http.StatusUnauthorized, EM: err.Error()})
+					return
+				}
+			}
+			res, err := h(c, body)
 			var no *worker.NotOwnerError
 			if errors.As(err, &no) {
-				c.AbortWithStatusJSON(http.StatusMisdirectedRequest, httpapi.Envelope{EC: http.StatusMisdirectedRequest, EM: err.Error(), Result: NotOwnerResult{Owner: no.Owner}})
+				c.AbortWithStatusJSON(http.StatusMisdirectedRequest, httpapi.Envelope{EC: http.StatusMisdirectedRequest, EM: err.Error(), Result: NotOwnerResult{Slot: no.Slot, Owner: no.Owner}})
 				return
 			}
 			if err != nil {
@@ -67,47 +87,35 @@ func Register(e *gin.Engine, w *worker.Worker, log *zap.Logger) {
 			c.JSON(http.StatusOK, httpapi.Envelope{EC: 200, EM: "success", Result: res})
 		}
 	}
-	e.POST(PathTake, wrap(func(c *gin.Context) (any, error) {
-		var r TakeRequest
-		if err := decode(c, &r, MaxTakeBytes); err != nil {
+	control := func(f func(c *gin.Context, r ControlRequest) (any, error)) gin.HandlerFunc {
+		return wrap(1<<16, func(c *gin.Context, body []byte) (any, error) {
+			var r ControlRequest
+			if err := decode(body, &r); err != nil {
+				return nil, err
+			}
+			return f(c, r)
+		})
+	}
+	e.POST(PathNotify, wrap(MaxNotifyBytes, func(c *gin.Context, body []byte) (any, error) {
+		var r NotifyRequest
+		if err := decode(body, &r); err != nil {
 			return nil, err
 		}
-		return w.Take(c, r.From, r.Messages)
+		return w.Notify(r.Notices)
 	}))
-	e.POST(PathCancel, wrap(func(c *gin.Context) (any, error) {
-		var r ControlRequest
-		if err := decode(c, &r, 1<<16); err != nil {
-			return nil, err
-		}
-		return w.Cancel(c, r.Topic, r.ID)
-	}))
-	e.POST(PathChangeDelay, wrap(func(c *gin.Context) (any, error) {
-		var r ControlRequest
-		if err := decode(c, &r, 1<<16); err != nil {
-			return nil, err
-		}
+	e.POST(PathCancel, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Cancel(c, r.Topic, r.ID) }))
+	e.POST(PathChangeDelay, control(func(c *gin.Context, r ControlRequest) (any, error) {
 		return w.ChangeDelay(c, r.Topic, r.ID, worker.DelayChange{AddMs: r.AddMs, SetMs: r.SetMs})
 	}))
-	e.POST(PathGet, wrap(func(c *gin.Context) (any, error) {
-		var r ControlRequest
-		if err := decode(c, &r, 1<<16); err != nil {
-			return nil, err
-		}
-		return w.Get(c, r.Topic, r.ID)
-	}))
-	e.POST(PathRedrive, wrap(func(c *gin.Context) (any, error) {
-		var r ControlRequest
-		if err := decode(c, &r, 1<<16); err != nil {
-			return nil, err
-		}
-		return w.Redrive(c, r.Topic, r.ID)
-	}))
+	e.POST(PathGet, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Get(c, r.Topic, r.ID) }))
+	e.POST(PathRedrive, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Redrive(c, r.Topic, r.ID) }))
 }
 
-func decode(c *gin.Context, v any, limit int64) error {
-	body, err := httpapi.ReadBody(c, limit)
-	if err != nil {
-		return err
+// decode reads an internal request leniently: unknown fields are ignored
+// (a newer peer may send more), malformed JSON is a field error.
+func decode(body []byte, v any) error {
+	if err := json.Unmarshal(body, v); err != nil {
+		return &message.FieldError{Field: "body", Reason: "is not valid JSON for this request: " + err.Error()}
 	}
-	return message.DecodeStrict(body, v)
+	return nil
 }

@@ -26,6 +26,7 @@ type Record struct {
 type ConsumerOptions struct {
 	Options
 	Group           string        // default "sorakaq-center"
+	Topics          []string      // sorakaQ-level topics to read; none: every topic with the prefix
 	RefreshInterval time.Duration // how often the topic list is re-read; default 10s
 	BatchSize       int           // default 500
 	BatchWait       time.Duration // how long a batch waits to fill after its first record; default 5ms
@@ -136,9 +137,13 @@ func (c *Consumer) listTopics() ([]string, error) {
 	}
 	var out []string
 	for _, kt := range all {
-		if _, ok := c.opts.sorakaqTopic(kt); ok {
-			out = append(out, kt)
+		if _, ok := c.opts.sorakaqTopic(kt); !ok {
+			continue
 		}
+		if len(c.opts.Topics) > 0 && !slices.Contains(c.opts.Topics, kt[len(c.opts.TopicPrefix):]) {
+			continue
+		}
+		out = append(out, kt)
 	}
 	slices.Sort(out)
 	return out, nil

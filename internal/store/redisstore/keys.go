@@ -6,47 +6,69 @@ import (
 	"strings"
 
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/slots"
 )
 
 // All key names, schedule members and counter fields are built here.
 
-// keys builds key names under one hash tag, "{<prefix>}", so that every key
-// of a store hashes to the same Redis Cluster slot.
-type keys struct{ tag string }
+// keys builds key names. Each slot has its own hash tag, "{<prefix>:<slot>}",
+// so that all keys of one slot (its messages, schedule, lease, listings,
+// counters, purge index, idempotency keys) hash to one Redis Cluster slot
+// and every change of a message stays one MULTI/EXEC, while different
+// slots spread over the Cluster's masters. Keys of the whole data set
+// (layout marker, stats) have the tag "{<prefix>}" or one of their own.
+type keys struct {
+	prefix string
+	n      int // slot count
+}
 
-func newKeys(prefix string) keys { return keys{tag: "{" + prefix + "}"} }
+func newKeys(prefix string, n int) keys { return keys{prefix: prefix, n: n} }
+
+func (k keys) tag(slot int) string { return "{" + k.prefix + ":" + strconv.Itoa(slot) + "}" }
+
+// slot is the slot of a message id.
+func (k keys) slot(id string) int { return slots.Of(id, k.n) }
 
 // msg holds the message JSON.
-func (k keys) msg(id string) string { return k.tag + ":m:" + id }
+func (k keys) msg(id string) string { return k.tag(k.slot(id)) + ":m:" + id }
 
-// due is the schedule of an owner's pending messages; the messages no
-// worker holds yet have their own fixed name.
-func (k keys) due(owner string) string {
-	if owner == "" {
-		return k.tag + ":unowned"
-	}
-	return k.tag + ":due:" + owner
+// due is the schedule of a slot's pending messages.
+func (k keys) due(slot int) string { return k.tag(slot) + ":due" }
+
+// lease is the slot's fencing token: "<epoch>|<node>|<session>", with
+// "|released" appended once its holder has let it go.
+func (k keys) lease(slot int) string { return k.tag(slot) + ":lease" }
+
+// idem maps a topic's idempotency key to the message that used it; it is
+// in the key's slot, where the message's id is chosen to be too.
+func (k keys) idem(topic, key string) string {
+	return k.tag(slots.OfKey(topic, key, k.n)) + ":i:" + topic + ":" + key
 }
 
-// owners is the set of workers that have (or had) a schedule; Owners
-// prunes the ones whose schedule is empty.
-func (k keys) owners() string { return k.tag + ":owners" }
-
-// idem maps a topic's idempotency key to the message that used it.
-func (k keys) idem(topic, key string) string { return k.tag + ":i:" + topic + ":" + key }
-
-// topicAll lists every message of a topic; topicState those in one state.
-func (k keys) topicAll(topic string) string { return k.tag + ":t:" + topic + ":all" }
-
-func (k keys) topicState(topic string, st message.State) string {
-	return k.tag + ":t:" + topic + ":s:" + string(st)
+// topicAll lists a slot's messages of a topic, every state; topicState
+// those in one state (score 0, member id).
+func (k keys) topicAll(slot int, topic string) string {
+	return k.tag(slot) + ":t:" + topic + ":all"
 }
 
-// counts is the hash of counters, field = countField(topic, state).
-func (k keys) counts() string { return k.tag + ":counts" }
+func (k keys) topicState(slot int, topic string, st message.State) string {
+	return k.tag(slot) + ":t:" + topic + ":s:" + string(st)
+}
 
-// done orders delivered and cancelled messages by DoneMs, for Purge.
-func (k keys) done() string { return k.tag + ":done" }
+// counts is a slot's hash of counters, field = countField(topic, state).
+func (k keys) counts(slot int) string { return k.tag(slot) + ":counts" }
+
+// done orders a slot's delivered and cancelled messages by DoneMs (Purge).
+func (k keys) done(slot int) string { return k.tag(slot) + ":done" }
+
+// layout records the slot count the data set was created with.
+func (k keys) layout() string { return "{" + k.prefix + "}:layout" }
+
+// oldLayout names keys of the single-tag layout of earlier versions.
+func (k keys) oldLayout() []string {
+	t := "{" + k.prefix + "}"
+	return []string{t + ":counts", t + ":unowned", t + ":owners", t + ":done"}
+}
 
 func countField(topic string, st message.State) string { return topic + "\x00" + string(st) }
 

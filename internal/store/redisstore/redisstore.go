@@ -1,49 +1,50 @@
 // Package redisstore is the Store of the distributed mode: messages and
-// their indexes in Redis, shared by the center and the workers. It works
+// their indexes in Redis, shared by receive, the workers and admin. It works
 // with a single server, with Sentinel and with Cluster (any
 // redis.UniversalClient).
 //
-// Key layout (<p> is Options.Prefix, "sorakaq" by default):
+// The data set is divided in slots (package slots): a message's slot is a
+// hash of its id, and every key of a slot carries the slot's hash tag
+// "{<p>:<slot>}" (<p> is Options.Prefix, "sorakaq" by default):
 //
-//	{<p>}:m:<id>                 string  the message (encoding/json of message.Message)
-//	{<p>}:due:<owner>            zset    schedule of the pending messages (delayed, retrying,
-//	                                     delivering) held by worker <owner>
-//	{<p>}:unowned                zset    the same for pending messages no worker holds yet
-//	{<p>}:t:<topic>:all          zset    listing of a topic, every state (score 0, member id)
-//	{<p>}:t:<topic>:s:<state>    zset    listing of a topic in one state (score 0, member id)
-//	{<p>}:counts                 hash    counters, field "<topic>\x00<state>" -> count
-//	{<p>}:done                   zset    delivered and cancelled messages, score DoneMs (Purge)
+//	{<p>:<s>}:m:<id>                 string  the message (encoding/json of message.Message)
+//	{<p>:<s>}:due                    zset    schedule of the slot's pending messages
+//	{<p>:<s>}:lease                  string  fencing token of the slot's holder (see below)
+//	{<p>:<s>}:t:<topic>:all          zset    listing of the slot's messages of a topic (score 0)
+//	{<p>:<s>}:t:<topic>:s:<state>    zset    the same in one state
+//	{<p>:<s>}:counts                 hash    counters, field "<topic>\x00<state>" -> count
+//	{<p>:<s>}:done                   zset    delivered and cancelled messages, score DoneMs (Purge)
+//	{<p>:<s>}:i:<topic>:<key>        string  idempotency key -> message id (the key's slot, where
+//	                                         a keyed message's id is chosen to land)
+//	{<p>}:layout                     string  "slots=<n>": the slot count the data set was made with
+//
+// Every change of a message (the message, its schedule entry, listings,
+// counters, purge entry) is one MULTI/EXEC on one slot, guarded by WATCH
+// where it depends on what is stored, on Cluster as on a single server, so
+// indexes never drift from the messages; and different slots land on
+// different Cluster masters, so adding masters adds capacity. Listings and
+// counts read every slot (a pipeline per call): fine for the admin API.
 //
 // Schedule members are "<due ms as 16 hex digits><id>\x00<version>", all
 // with score 0, so the set sorts by (due, id) lexicographically: Due reads
 // one page with a single ZRANGE BYLEX ... LIMIT whose lower bound is the
 // cursor itself (exact even when many entries share a millisecond), and gets
-// each entry's version without a second read. Listings use the same idea
-// with the id alone (ids are time-ordered xids, so id order is submit order).
+// each entry's version without a second read.
 //
-// Why one hash tag: every key carries the same hash tag "{<p>}", so on a
-// Redis Cluster all of them live in one slot. That is what lets every
-// change of a message (the message, its schedule entry in the right owner's
-// schedule, its listings, its counters, its purge entry) be one MULTI/EXEC,
-// guarded by WATCH where the change depends on what is stored, on Cluster as
-// on a single server; indexes therefore never drift from the messages. The
-// price: the data set is not sharded, one primary (and its replicas) holds
-// it all. Cluster or Sentinel are used here for high availability, not to
-// scale writes out; several independent deployments (prefixes) do land on
-// different slots.
-//
-// Every change of a message rewrites its index entries in the same
-// transaction, derived from the old and new message by one function
-// (writeIndexes), including the owner: when Owner changes, the schedule
-// entry moves from the old owner's schedule to the new owner's.
+// Fencing. A slot's lease key holds the token of the worker that holds the
+// slot ("<epoch>|<node>|<session>"). A view made with WithLeaseCheck reads
+// the lease in the same WATCHed transaction as the message and lets the
+// check refuse: a worker's view refuses unless the lease is exactly its own
+// token, so once a new holder has written a higher epoch, every write (and
+// every read before a callback) of the deposed holder fails with
+// store.ErrFenced. AcquireLease and ReleaseLease move the token.
 //
 // Durability: Redis has no per-write fsync, so store.Sync means
 // "acknowledged by the Redis server" and store.Lazy means the same. With
-// appendonly yes and appendfsync everysec (see docs/infra.md) a crash of the
-// server's host may lose up to about one second of acknowledged writes, and
-// a failover may lose writes not yet replicated. appendfsync always closes
-// the first gap at a throughput cost; a WAIT <replicas> <timeout> after Sync
-// writes would close the second and is a possible extension.
+// appendonly yes and appendfsync everysec (see docs/infra.md) a kill of the
+// Redis process loses nothing (the AOF is written before the reply) and a
+// crash of its host may lose about one second of acknowledged writes; a
+// failover may lose writes not yet replicated (docs/scaling.md).
 package redisstore
 
 import (
@@ -53,6 +54,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -60,27 +62,33 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/store"
 )
 
-// Options name the data set and the owner whose schedule Due reads.
+// Options name the data set.
 type Options struct {
-	// Prefix is the hash tag of every key, default "sorakaq". It must not
+	// Prefix starts every key's hash tag, default "sorakaq". It must not
 	// contain '{' or '}'.
 	Prefix string
-	// Owner is the worker (node id) whose schedule Due reads; "" reads the
-	// schedule of messages no worker holds yet.
-	Owner string
+	// Slots is the slot count (slots.DefaultCount when 0); fixed when the
+	// data set is created (CheckLayout).
+	Slots int
 }
+
+// LeaseCheck decides whether a write (or a read before a callback) of a
+// message in slot may go ahead, given the slot's stored lease token (""
+// when none); its error is returned unchanged.
+type LeaseCheck func(slot int, lease string) error
 
 // Store is a Redis-backed store.Store. It does not own the client: Close
 // marks the store closed and leaves the client to whoever made it.
 type Store struct {
 	c     redis.UniversalClient
 	keys  keys
-	owner string
-	life  *life // this store's (or view's) closed flag
-	root  *life // the store a view was made from; nil for a store from New
+	check LeaseCheck // nil: no lease is read
+	life  *life      // this store's (or view's) closed flag
+	root  *life      // the store a view was made from; nil for a store from New
 }
 
 type life struct {
@@ -88,7 +96,10 @@ type life struct {
 	closed bool
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store   = (*Store)(nil)
+	_ store.Slotted = (*Store)(nil)
+)
 
 // maxTries bounds the optimistic retries of a write whose watched keys
 // changed under it.
@@ -100,26 +111,32 @@ func New(client redis.UniversalClient, opts Options) *Store {
 	if opts.Prefix == "" {
 		opts.Prefix = "sorakaq"
 	}
+	if opts.Slots <= 0 {
+		opts.Slots = slots.DefaultCount
+	}
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		panic(fmt.Sprintf("redisstore.New: prefix %q must not contain '{' or '}'", opts.Prefix))
 	}
-	return &Store{c: client, keys: newKeys(opts.Prefix), owner: opts.Owner, life: &life{}}
+	return &Store{c: client, keys: newKeys(opts.Prefix, opts.Slots), life: &life{}}
 }
 
-// WithOwner returns a view of the same data whose Due reads owner's
-// schedule (a center re-dispatching a dead worker's messages). Every other
-// method behaves as on s. Closing s closes its views; closing a view closes
-// only the view.
-func (s *Store) WithOwner(owner string) *Store {
+// WithLeaseCheck returns a view of the same data whose Get, Update,
+// UpdateMany, Replace and Delete read the message's slot lease in the same
+// transaction and go ahead only if check allows. Closing s closes its
+// views; closing a view closes only the view.
+func (s *Store) WithLeaseCheck(check LeaseCheck) *Store {
 	root := s.root
 	if root == nil {
 		root = s.life
 	}
-	return &Store{c: s.c, keys: s.keys, owner: owner, life: &life{}, root: root}
+	return &Store{c: s.c, keys: s.keys, check: check, life: &life{}, root: root}
 }
 
-// Owner is the owner whose schedule Due reads.
-func (s *Store) Owner() string { return s.owner }
+// Slots is the slot count.
+func (s *Store) Slots() int { return s.keys.n }
+
+// SlotOf is the slot of a message id.
+func (s *Store) SlotOf(id string) int { return s.keys.slot(id) }
 
 // Ping checks that Redis answers (readiness).
 func (s *Store) Ping(ctx context.Context) error {
@@ -210,25 +227,47 @@ func decode(raw []byte) (*message.Message, error) {
 	return &m, nil
 }
 
-// Create stores new messages in one transaction; if any id is already
-// stored (or given twice) it writes nothing and returns store.ErrExists.
+// Create stores new messages; if any id is already stored (or given
+// twice) or an idempotency key is taken, it writes nothing of that slot's
+// messages. Messages of one slot are written in one transaction; a call
+// with messages of several slots makes one transaction per slot (a keyed
+// message must be in its key's slot: see slots.NewID).
 func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 	release, err := s.guard()
 	if err != nil {
 		return err
 	}
 	defer release()
-	if len(msgs) == 0 {
-		return nil
-	}
-	ks := make([]string, len(msgs))
-	vals := make([][]byte, len(msgs))
 	seen := make(map[string]bool, len(msgs))
-	for i, m := range msgs {
+	bySlot := map[int][]*message.Message{}
+	var order []int
+	for _, m := range msgs {
 		if seen[m.ID] {
 			return fmt.Errorf("redisstore.Create %s: given twice: %w", m.ID, store.ErrExists)
 		}
 		seen[m.ID] = true
+		sl := s.keys.slot(m.ID)
+		if m.IdemKey != "" && slots.OfKey(m.Topic, m.IdemKey, s.keys.n) != sl {
+			return fmt.Errorf("redisstore.Create %s: a message with an idempotency key must have an id in the key's slot (slots.NewID)", m.ID)
+		}
+		if bySlot[sl] == nil {
+			order = append(order, sl)
+		}
+		bySlot[sl] = append(bySlot[sl], m)
+	}
+	for _, sl := range order {
+		if err := s.createInSlot(ctx, bySlot[sl]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) createInSlot(ctx context.Context, msgs []*message.Message) error {
+	ks := make([]string, len(msgs))
+	vals := make([][]byte, len(msgs))
+	var err error
+	for i, m := range msgs {
 		ks[i] = s.keys.msg(m.ID)
 		if vals[i], err = json.Marshal(m); err != nil {
 			return fmt.Errorf("redisstore.Create %s: %w", m.ID, err)
@@ -284,34 +323,70 @@ func (s *Store) existsErr(ctx context.Context, tx *redis.Tx, msgs []*message.Mes
 	return fmt.Errorf("redisstore.Create: %w", store.ErrExists)
 }
 
-// Get returns a copy of the stored message, or store.ErrNotFound.
+// readChecked reads a message and, in a view with a lease check, its
+// slot's lease with it (one MGET: same slot) and applies the check.
+func (s *Store) readChecked(ctx context.Context, c redis.Cmdable, id string) (*message.Message, error) {
+	key := s.keys.msg(id)
+	var raw any
+	if s.check != nil {
+		sl := s.keys.slot(id)
+		vals, err := c.MGet(ctx, key, s.keys.lease(sl)).Result()
+		if err != nil {
+			return nil, err
+		}
+		lease, _ := vals[1].(string)
+		if err := s.check(sl, lease); err != nil {
+			return nil, passErr{err}
+		}
+		raw = vals[0]
+	} else {
+		v, err := c.Get(ctx, key).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		if err == nil {
+			raw = v
+		}
+	}
+	str, ok := raw.(string)
+	if !ok {
+		return nil, passErr{store.ErrNotFound}
+	}
+	return decode([]byte(str))
+}
+
+// watched are the keys a change of id WATCHes: the message, and its
+// slot's lease in a view with a lease check.
+func (s *Store) watched(id string) []string {
+	if s.check != nil {
+		return []string{s.keys.msg(id), s.keys.lease(s.keys.slot(id))}
+	}
+	return []string{s.keys.msg(id)}
+}
+
+// Get returns a copy of the stored message, or store.ErrNotFound; in a
+// view with a lease check, the check's error when it refuses.
 func (s *Store) Get(ctx context.Context, id string) (*message.Message, error) {
 	release, err := s.guard()
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	raw, err := s.c.Get(ctx, s.keys.msg(id)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, store.ErrNotFound
-	}
+	m, err := s.readChecked(ctx, s.c, id)
 	if err != nil {
-		return nil, fmt.Errorf("redisstore.Get %s: %w", id, err)
-	}
-	m, err := decode(raw)
-	if err != nil {
-		return nil, fmt.Errorf("redisstore.Get %s: %w", id, err)
+		return nil, finish(err, "Get "+id)
 	}
 	return m, nil
 }
 
 // Update applies fn to the message and writes the result with its index
-// changes, optimistically: the message key is WATCHed from the read to the
-// MULTI/EXEC, and the whole read-fn-write is repeated (bounded) when another
-// write got in between, so no two Updates of one message interleave. fn may
-// therefore run more than once, each time on a fresh copy; it must only
-// change the message it is given. If fn fails nothing is written and its
-// error is returned unchanged. d is not used: see the package doc.
+// changes, optimistically: the message key (and the lease, in a checked
+// view) is WATCHed from the read to the MULTI/EXEC, and the whole
+// read-fn-write is repeated (bounded) when another write got in between, so
+// no two Updates of one message interleave. fn may therefore run more than
+// once, each time on a fresh copy; it must only change the message it is
+// given. If fn fails nothing is written and its error is returned
+// unchanged. d is not used: see the package doc.
 func (s *Store) Update(ctx context.Context, id string, d store.Durability, fn func(*message.Message) error) (*message.Message, error) {
 	release, err := s.guard()
 	if err != nil {
@@ -322,14 +397,7 @@ func (s *Store) Update(ctx context.Context, id string, d store.Durability, fn fu
 	var out *message.Message
 	err = retry(ctx, func() error {
 		return s.c.Watch(ctx, func(tx *redis.Tx) error {
-			raw, err := tx.Get(ctx, key).Bytes()
-			if errors.Is(err, redis.Nil) {
-				return passErr{store.ErrNotFound}
-			}
-			if err != nil {
-				return err
-			}
-			old, err := decode(raw)
+			old, err := s.readChecked(ctx, tx, id)
 			if err != nil {
 				return err
 			}
@@ -350,7 +418,7 @@ func (s *Store) Update(ctx context.Context, id string, d store.Durability, fn fu
 			}
 			out = m
 			return nil
-		}, key)
+		}, s.watched(id)...)
 	})
 	if err != nil {
 		return nil, finish(err, "Update "+id)
@@ -358,29 +426,63 @@ func (s *Store) Update(ctx context.Context, id string, d store.Durability, fn fu
 	return out, nil
 }
 
-// UpdateMany updates many messages in one WATCH/MGET/MULTI round: three
-// round trips for a whole batch (a center's hand-over) instead of three
-// per message. fn's error for one message is that message's result; the
-// others are still written.
+// UpdateMany is Update for many messages: one WATCH/MGET/MULTI round per
+// slot among the ids. fn's error for one message is that message's result;
+// the others are still written.
 func (s *Store) UpdateMany(ctx context.Context, ids []string, d store.Durability, fn func(*message.Message) error) ([]store.Result, error) {
+	out := make([]store.Result, len(ids))
+	bySlot := map[int][]int{}
+	var order []int
+	for i, id := range ids {
+		sl := s.keys.slot(id)
+		if bySlot[sl] == nil {
+			order = append(order, sl)
+		}
+		bySlot[sl] = append(bySlot[sl], i)
+	}
+	for _, sl := range order {
+		idx := bySlot[sl]
+		sub := make([]string, len(idx))
+		for j, i := range idx {
+			sub[j] = ids[i]
+		}
+		res, err := s.updateInSlot(ctx, sl, sub, fn)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range idx {
+			out[i] = res[j]
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) updateInSlot(ctx context.Context, sl int, ids []string, fn func(*message.Message) error) ([]store.Result, error) {
 	release, err := s.guard()
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	if len(ids) == 0 {
-		return nil, nil
-	}
 	keys := make([]string, len(ids))
 	for i, id := range ids {
 		keys[i] = s.keys.msg(id)
 	}
+	read := keys
+	if s.check != nil {
+		read = append(append([]string(nil), keys...), s.keys.lease(sl))
+	}
 	var out []store.Result
 	err = retry(ctx, func() error {
 		return s.c.Watch(ctx, func(tx *redis.Tx) error {
-			vals, err := tx.MGet(ctx, keys...).Result()
+			vals, err := tx.MGet(ctx, read...).Result()
 			if err != nil {
 				return err
+			}
+			if s.check != nil {
+				lease, _ := vals[len(keys)].(string)
+				if err := s.check(sl, lease); err != nil {
+					return passErr{err}
+				}
 			}
 			res := make([]store.Result, len(ids))
 			type change struct {
@@ -389,8 +491,8 @@ func (s *Store) UpdateMany(ctx context.Context, ids []string, d store.Durability
 				key    string
 			}
 			var changes []change
-			for i, raw := range vals {
-				str, ok := raw.(string)
+			for i := range ids {
+				str, ok := vals[i].(string)
 				if !ok {
 					res[i].Err = store.ErrNotFound
 					continue
@@ -424,7 +526,7 @@ func (s *Store) UpdateMany(ctx context.Context, ids []string, d store.Durability
 			}
 			out = res
 			return nil
-		}, keys...)
+		}, read...)
 	})
 	if err != nil {
 		return nil, finish(err, "UpdateMany")
@@ -432,8 +534,11 @@ func (s *Store) UpdateMany(ctx context.Context, ids []string, d store.Durability
 	return out, nil
 }
 
-// Replace writes m over old in one MULTI/EXEC without reading first. The
-// caller must know old is the stored message.
+// Replace writes m over old if the stored message is still old (same
+// version, state and last update): a compare-and-set, so a writer that
+// was replaced (its slot moved, the message cancelled meanwhile) gets
+// store.ErrChanged and overwrites nothing; in a checked view the lease is
+// checked too.
 func (s *Store) Replace(ctx context.Context, old, m *message.Message, d store.Durability) error {
 	release, err := s.guard()
 	if err != nil {
@@ -444,14 +549,24 @@ func (s *Store) Replace(ctx context.Context, old, m *message.Message, d store.Du
 	if err != nil {
 		return fmt.Errorf("redisstore.Replace %s: %w", m.ID, err)
 	}
-	if _, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, s.keys.msg(m.ID), v, 0)
-		s.writeIndexes(ctx, p, old, m)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("redisstore.Replace %s: %w", m.ID, err)
-	}
-	return nil
+	err = retry(ctx, func() error {
+		return s.c.Watch(ctx, func(tx *redis.Tx) error {
+			cur, err := s.readChecked(ctx, tx, m.ID)
+			if err != nil {
+				return err
+			}
+			if cur.Version != old.Version || cur.State != old.State || cur.UpdatedMs != old.UpdatedMs || cur.Attempts != old.Attempts {
+				return passErr{fmt.Errorf("redisstore.Replace %s: %w", m.ID, store.ErrChanged)}
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, s.keys.msg(m.ID), v, 0)
+				s.writeIndexes(ctx, p, cur, m)
+				return nil
+			})
+			return err
+		}, s.watched(m.ID)...)
+	})
+	return finish(err, "Replace "+m.ID)
 }
 
 // Delete removes the message and its index entries if fn (given a copy of
@@ -465,14 +580,7 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*message.Message)
 	key := s.keys.msg(id)
 	err = retry(ctx, func() error {
 		return s.c.Watch(ctx, func(tx *redis.Tx) error {
-			raw, err := tx.Get(ctx, key).Bytes()
-			if errors.Is(err, redis.Nil) {
-				return passErr{store.ErrNotFound}
-			}
-			if err != nil {
-				return err
-			}
-			old, err := decode(raw)
+			old, err := s.readChecked(ctx, tx, id)
 			if err != nil {
 				return err
 			}
@@ -487,14 +595,51 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*message.Message)
 				return nil
 			})
 			return err
-		}, key)
+		}, s.watched(id)...)
 	})
 	return finish(err, "Delete "+id)
 }
 
-// Due returns entries of this store's owner's schedule strictly after the
-// cursor (from after.DueMs inclusive when after.ID is "") and due before
-// untilMs, in (due, id) order, at most limit: one ZRANGE BYLEX.
+// DueIn returns entries of one slot's schedule strictly after the cursor
+// (from after.DueMs inclusive when after.ID is "") and due before untilMs,
+// in (due, id) order, at most limit: one ZRANGE BYLEX.
+func (s *Store) DueIn(ctx context.Context, slot int, after store.Entry, untilMs int64, limit int) ([]store.Entry, error) {
+	release, err := s.guard()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if after.DueMs < 0 {
+		after.DueMs = 0
+	}
+	if limit <= 0 || untilMs <= after.DueMs {
+		return nil, nil
+	}
+	members, err := s.c.ZRangeArgs(ctx, dueRange(s.keys.due(slot), after, untilMs, limit)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore.Due slot %d: %w", slot, err)
+	}
+	return parseEntries(members)
+}
+
+func dueRange(key string, after store.Entry, untilMs int64, limit int) redis.ZRangeArgs {
+	return redis.ZRangeArgs{Key: key, Start: dueLower(after.DueMs, after.ID), Stop: dueUpper(untilMs), ByLex: true, Count: int64(limit)}
+}
+
+func parseEntries(members []string) ([]store.Entry, error) {
+	out := make([]store.Entry, 0, len(members))
+	for _, mb := range members {
+		due, id, ver, err := parseDueMember(mb)
+		if err != nil {
+			return out, fmt.Errorf("redisstore.Due: %w", err)
+		}
+		out = append(out, store.Entry{ID: id, DueMs: due, Version: ver})
+	}
+	return out, nil
+}
+
+// Due is DueIn over every slot, merged in (due, id) order (one pipeline):
+// for tools and tests; workers read their own slots with DueIn.
 func (s *Store) Due(ctx context.Context, after store.Entry, untilMs int64, limit int) ([]store.Entry, error) {
 	release, err := s.guard()
 	if err != nil {
@@ -507,29 +652,37 @@ func (s *Store) Due(ctx context.Context, after store.Entry, untilMs int64, limit
 	if limit <= 0 || untilMs <= after.DueMs {
 		return nil, nil
 	}
-	members, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key:   s.keys.due(s.owner),
-		Start: dueLower(after.DueMs, after.ID),
-		Stop:  dueUpper(untilMs),
-		ByLex: true,
-		Count: int64(limit),
-	}).Result()
-	if err != nil {
+	cmds := make([]*redis.StringSliceCmd, s.keys.n)
+	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for sl := range cmds {
+			cmds[sl] = p.ZRangeArgs(ctx, dueRange(s.keys.due(sl), after, untilMs, limit))
+		}
+		return nil
+	}); err != nil {
 		return nil, fmt.Errorf("redisstore.Due: %w", err)
 	}
-	out := make([]store.Entry, 0, len(members))
-	for _, mb := range members {
-		due, id, ver, err := parseDueMember(mb)
+	var all []store.Entry
+	for _, c := range cmds {
+		es, err := parseEntries(c.Val())
 		if err != nil {
-			return out, fmt.Errorf("redisstore.Due: %w", err)
+			return nil, err
 		}
-		out = append(out, store.Entry{ID: id, DueMs: due, Version: ver})
+		all = append(all, es...)
 	}
-	return out, nil
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].DueMs != all[j].DueMs {
+			return all[i].DueMs < all[j].DueMs
+		}
+		return all[i].ID < all[j].ID
+	})
+	if len(all) > limit {
+		all = all[:limit]
+	}
+	return all, nil
 }
 
-// List pages through one topic's messages in id order; next is the last id
-// of a full page when more follow, else "".
+// List pages through one topic's messages in id order, over every slot;
+// next is the last id of a full page when more follow, else "".
 func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*message.Message, string, error) {
 	release, err := s.guard()
 	if err != nil {
@@ -539,89 +692,136 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*message.Message
 	if q.Limit <= 0 {
 		q.Limit = 50
 	}
-	key := s.keys.topicAll(q.Topic)
-	if q.State != "" {
-		key = s.keys.topicState(q.Topic, q.State)
-	}
 	start := "-"
 	if q.After != "" {
 		start = "(" + q.After
 	}
-	var out []*message.Message
 	for {
 		// one more id than needed tells whether a next page exists
-		count := int64(q.Limit - len(out) + 1)
-		ids, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, Start: start, Stop: "+", ByLex: true, Count: count}).Result()
-		if err != nil {
+		count := int64(q.Limit + 1)
+		cmds := make([]*redis.StringSliceCmd, s.keys.n)
+		if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for sl := range cmds {
+				key := s.keys.topicAll(sl, q.Topic)
+				if q.State != "" {
+					key = s.keys.topicState(sl, q.Topic, q.State)
+				}
+				cmds[sl] = p.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, Start: start, Stop: "+", ByLex: true, Count: count})
+			}
+			return nil
+		}); err != nil {
 			return nil, "", fmt.Errorf("redisstore.List: %w", err)
+		}
+		var ids []string
+		for _, c := range cmds {
+			ids = append(ids, c.Val()...)
 		}
 		if len(ids) == 0 {
-			return out, "", nil
+			return nil, "", nil
 		}
-		mks := make([]string, len(ids))
-		for i, id := range ids {
-			mks[i] = s.keys.msg(id)
+		sort.Strings(ids)
+		more := len(ids) > q.Limit
+		if more {
+			ids = ids[:q.Limit]
 		}
-		vals, err := s.c.MGet(ctx, mks...).Result()
-		if err != nil {
+		gets := make([]*redis.StringCmd, len(ids))
+		if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, id := range ids {
+				gets[i] = p.Get(ctx, s.keys.msg(id))
+			}
+			return nil
+		}); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, "", fmt.Errorf("redisstore.List: %w", err)
 		}
-		for i, v := range vals {
-			if len(out) == q.Limit {
-				return out, out[len(out)-1].ID, nil
-			}
-			raw, ok := v.(string)
-			if !ok {
+		out := make([]*message.Message, 0, len(ids))
+		for i, g := range gets {
+			raw, err := g.Bytes()
+			if errors.Is(err, redis.Nil) {
 				continue // deleted since the range was read
 			}
-			m, err := decode([]byte(raw))
+			if err != nil {
+				return nil, "", fmt.Errorf("redisstore.List %s: %w", ids[i], err)
+			}
+			m, err := decode(raw)
 			if err != nil {
 				return nil, "", fmt.Errorf("redisstore.List %s: %w", ids[i], err)
 			}
 			out = append(out, m)
 		}
-		if int64(len(ids)) < count {
+		switch {
+		case !more:
 			return out, "", nil
+		case len(out) > 0:
+			return out, ids[len(ids)-1], nil
 		}
-		start = "(" + ids[len(ids)-1]
+		start = "(" + ids[len(ids)-1] // a page of deleted messages: read on
 	}
 }
 
-// Counts reads the counters hash; zero counts are left out.
+// Counts sums the slots' counters (one pipeline); zero counts are left out.
 func (s *Store) Counts(ctx context.Context) (store.Counts, error) {
 	release, err := s.guard()
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	h, err := s.c.HGetAll(ctx, s.keys.counts()).Result()
-	if err != nil {
+	cmds := make([]*redis.MapStringStringCmd, s.keys.n)
+	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for sl := range cmds {
+			cmds[sl] = p.HGetAll(ctx, s.keys.counts(sl))
+		}
+		return nil
+	}); err != nil {
 		return nil, fmt.Errorf("redisstore.Counts: %w", err)
 	}
 	out := store.Counts{}
-	for f, v := range h {
-		topic, st, ok := parseCountField(f)
-		if !ok {
-			continue
+	for _, c := range cmds {
+		for f, v := range c.Val() {
+			topic, st, ok := parseCountField(f)
+			if !ok {
+				continue
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("redisstore.Counts %q: %w", f, err)
+			}
+			if out[topic] == nil {
+				out[topic] = map[message.State]int64{}
+			}
+			out[topic][st] += n
 		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("redisstore.Counts %q: %w", f, err)
+	}
+	for topic, m := range out {
+		for st, n := range m {
+			if n == 0 {
+				delete(m, st)
+			}
 		}
-		if n == 0 {
-			continue
+		if len(m) == 0 {
+			delete(out, topic)
 		}
-		if out[topic] == nil {
-			out[topic] = map[message.State]int64{}
-		}
-		out[topic][st] = n
 	}
 	return out, nil
 }
 
-// Purge deletes delivered and cancelled messages finished before beforeMs,
-// at most limit, in one transaction watching the messages it deletes.
+// Purge is PurgeIn over every slot, at most limit in all.
 func (s *Store) Purge(ctx context.Context, beforeMs int64, limit int) (int, error) {
+	n := 0
+	for sl := 0; sl < s.keys.n && n < limit; sl++ {
+		k, err := s.PurgeIn(ctx, sl, beforeMs, limit-n)
+		if err != nil {
+			return n, err
+		}
+		n += k
+	}
+	return n, nil
+}
+
+// PurgeIn deletes a slot's delivered and cancelled messages finished
+// before beforeMs, at most limit, in one transaction watching the messages
+// it deletes. Entries whose message is gone or no longer purgeable are
+// dropped from the purge index, so drift cannot block purging.
+func (s *Store) PurgeIn(ctx context.Context, slot int, beforeMs int64, limit int) (int, error) {
 	release, err := s.guard()
 	if err != nil {
 		return 0, err
@@ -631,7 +831,7 @@ func (s *Store) Purge(ctx context.Context, beforeMs int64, limit int) (int, erro
 		return 0, nil
 	}
 	ids, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key:     s.keys.done(),
+		Key:     s.keys.done(slot),
 		Start:   "-inf",
 		Stop:    "(" + strconv.FormatInt(beforeMs, 10),
 		ByScore: true,
@@ -667,8 +867,11 @@ func (s *Store) Purge(ctx context.Context, beforeMs int64, limit int) (int, erro
 				if err != nil {
 					return fmt.Errorf("%s: %w", ids[i], err)
 				}
-				if purgeable(m) && m.DoneMs < beforeMs {
+				switch {
+				case purgeable(m) && m.DoneMs < beforeMs:
 					gone = append(gone, m)
+				case !purgeable(m):
+					stale = append(stale, ids[i]) // drift: not finished any more
 				}
 			}
 			if len(gone) == 0 && len(stale) == 0 {
@@ -676,7 +879,7 @@ func (s *Store) Purge(ctx context.Context, beforeMs int64, limit int) (int, erro
 			}
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				if len(stale) > 0 {
-					p.ZRem(ctx, s.keys.done(), stale...)
+					p.ZRem(ctx, s.keys.done(slot), stale...)
 				}
 				for _, m := range gone {
 					p.Del(ctx, s.keys.msg(m.ID))
@@ -698,49 +901,48 @@ func (s *Store) Purge(ctx context.Context, beforeMs int64, limit int) (int, erro
 
 // writeIndexes queues, in the transaction p, the index changes that take a
 // message from old to m (either may be nil for create/delete): schedule
-// entry (in the owner's schedule), listings, counters and purge entry.
+// entry, listings, counters and purge entry, all in the message's slot.
 func (s *Store) writeIndexes(ctx context.Context, p redis.Pipeliner, old, m *message.Message) {
 	k := s.keys
 	if old != nil {
+		sl := k.slot(old.ID)
 		topicGone := m == nil || m.Topic != old.Topic
-		if old.State.Pending() && (m == nil || !m.State.Pending() || m.Owner != old.Owner ||
+		if old.State.Pending() && (m == nil || !m.State.Pending() ||
 			m.DueMs != old.DueMs || m.ID != old.ID || m.Version != old.Version) {
-			p.ZRem(ctx, k.due(old.Owner), dueMember(old.DueMs, old.ID, old.Version))
+			p.ZRem(ctx, k.due(sl), dueMember(old.DueMs, old.ID, old.Version))
 		}
 		if topicGone || m.State != old.State {
-			p.ZRem(ctx, k.topicState(old.Topic, old.State), old.ID)
-			p.HIncrBy(ctx, k.counts(), countField(old.Topic, old.State), -1)
+			p.ZRem(ctx, k.topicState(sl, old.Topic, old.State), old.ID)
+			p.HIncrBy(ctx, k.counts(sl), countField(old.Topic, old.State), -1)
 		}
 		if topicGone {
-			p.ZRem(ctx, k.topicAll(old.Topic), old.ID)
+			p.ZRem(ctx, k.topicAll(sl, old.Topic), old.ID)
 		}
 		if purgeable(old) && (m == nil || !purgeable(m)) {
-			p.ZRem(ctx, k.done(), old.ID)
+			p.ZRem(ctx, k.done(sl), old.ID)
 		}
 		if m == nil && old.IdemKey != "" {
 			p.Del(ctx, k.idem(old.Topic, old.IdemKey))
 		}
 	}
 	if m != nil {
+		sl := k.slot(m.ID)
 		topicNew := old == nil || m.Topic != old.Topic
 		if m.State.Pending() {
-			p.ZAdd(ctx, k.due(m.Owner), redis.Z{Member: dueMember(m.DueMs, m.ID, m.Version)})
-			if m.Owner != "" {
-				p.SAdd(ctx, k.owners(), m.Owner)
-			}
+			p.ZAdd(ctx, k.due(sl), redis.Z{Member: dueMember(m.DueMs, m.ID, m.Version)})
 		}
 		if topicNew || m.State != old.State {
-			p.ZAdd(ctx, k.topicState(m.Topic, m.State), redis.Z{Member: m.ID})
-			p.HIncrBy(ctx, k.counts(), countField(m.Topic, m.State), 1)
+			p.ZAdd(ctx, k.topicState(sl, m.Topic, m.State), redis.Z{Member: m.ID})
+			p.HIncrBy(ctx, k.counts(sl), countField(m.Topic, m.State), 1)
 		}
 		if topicNew {
-			p.ZAdd(ctx, k.topicAll(m.Topic), redis.Z{Member: m.ID})
+			p.ZAdd(ctx, k.topicAll(sl, m.Topic), redis.Z{Member: m.ID})
 		}
 		if old == nil && m.IdemKey != "" {
 			p.Set(ctx, k.idem(m.Topic, m.IdemKey), m.ID, 0)
 		}
 		if purgeable(m) {
-			p.ZAdd(ctx, k.done(), redis.Z{Score: float64(m.DoneMs), Member: m.ID})
+			p.ZAdd(ctx, k.done(sl), redis.Z{Score: float64(m.DoneMs), Member: m.ID})
 		}
 	}
 }

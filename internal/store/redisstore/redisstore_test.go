@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/store"
 	"github.com/sorakaq/sorakaq/internal/store/storetest"
 )
@@ -43,7 +45,7 @@ func testClient(tb testing.TB) (redis.UniversalClient, string) {
 	tb.Cleanup(func() {
 		var cursor uint64
 		for {
-			ks, next, err := c.Scan(ctx, cursor, "{"+prefix+"}:*", 1000).Result()
+			ks, next, err := c.Scan(ctx, cursor, "{"+prefix+"*", 1000).Result()
 			if err != nil {
 				tb.Errorf("cleanup scan: %v", err)
 				break
@@ -60,10 +62,10 @@ func testClient(tb testing.TB) (redis.UniversalClient, string) {
 	return c, prefix
 }
 
-func open(tb testing.TB, owner string) *Store {
+func open(tb testing.TB, slots int) *Store {
 	tb.Helper()
 	c, prefix := testClient(tb)
-	s := New(c, Options{Prefix: prefix, Owner: owner})
+	s := New(c, Options{Prefix: prefix, Slots: slots})
 	tb.Cleanup(func() { s.Close() })
 	return s
 }
@@ -117,21 +119,23 @@ func TestCreateGetDueAndCountsSeenByANewStore(t *testing.T) {
 	if err := s.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// the keys are under one hash tag
-	if n, _ := c.Exists(ctx, "{"+prefix+"}:m:"+a.ID, "{"+prefix+"}:unowned", "{"+prefix+"}:counts").Result(); n != 3 {
+	// the keys are under their slot's hash tag
+	tag := fmt.Sprintf("{%s:%d}", prefix, s.SlotOf(a.ID))
+	if n, _ := c.Exists(ctx, tag+":m:"+a.ID, tag+":due", tag+":counts").Result(); n != 3 {
 		t.Fatalf("key layout: %d of 3 keys found", n)
 	}
 }
 
 func TestCreateDuplicateWritesNothing(t *testing.T) {
 	t.Parallel()
-	s := open(t, "")
+	s := open(t, 16)
 	ctx := context.Background()
 	a := msg("t", 100)
 	if err := s.Create(ctx, a); err != nil {
 		t.Fatal(err)
 	}
 	b := msg("t", 50)
+	b.ID = slots.NewID(s.SlotOf(a.ID), s.Slots()) // one slot: one transaction
 	dup := a.Clone()
 	dup.DueMs, dup.State = 10, message.StateRetrying
 	err := s.Create(ctx, b, dup)
@@ -170,7 +174,7 @@ func TestCreateDuplicateWritesNothing(t *testing.T) {
 // cursor and the versions.
 func TestDueOrderAndBounds(t *testing.T) {
 	t.Parallel()
-	s := open(t, "")
+	s := open(t, 16)
 	ctx := context.Background()
 	var want []store.Entry
 	ids := []string{"a", "a0", "a-", "ab", "b", "aa", "a~"}
@@ -248,7 +252,7 @@ func TestDueOrderAndBounds(t *testing.T) {
 // a purge must leave nothing there.
 func TestPurgeEmptiesItsIndex(t *testing.T) {
 	t.Parallel()
-	s := open(t, "")
+	s := open(t, 16)
 	ctx := context.Background()
 	m := msg("t", 1000)
 	m.State, m.DoneMs = message.StateDelivered, 7000
@@ -258,75 +262,160 @@ func TestPurgeEmptiesItsIndex(t *testing.T) {
 	if n, err := s.Purge(ctx, 8000, 10); err != nil || n != 1 {
 		t.Fatalf("purge: %d %v", n, err)
 	}
-	if n, _ := s.c.ZCard(ctx, s.keys.done()).Result(); n != 0 {
+	if n, _ := s.c.ZCard(ctx, s.keys.done(s.SlotOf(m.ID))).Result(); n != 0 {
 		t.Fatalf("purge index keeps %d entries", n)
 	}
 }
 
-func TestOwnerChangeMovesScheduleEntry(t *testing.T) {
+// Every key of a message is in its slot's hash tag; a change keeps the
+// schedule entry in the slot's schedule, read by DueIn.
+func TestSlotScheduleAndKeys(t *testing.T) {
 	t.Parallel()
-	c, prefix := testClient(t)
-	unowned := New(c, Options{Prefix: prefix})
-	w1 := New(c, Options{Prefix: prefix, Owner: "w1"})
-	w2 := unowned.WithOwner("w2")
+	s := open(t, 16)
 	ctx := context.Background()
 	m := msg("t", 100)
-	if err := unowned.Create(ctx, m); err != nil {
+	if err := s.Create(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	if len(due(t, unowned, 1000)) != 1 || len(due(t, w1, 1000)) != 0 || len(due(t, w2, 1000)) != 0 {
-		t.Fatal("a new unowned message must be on the unowned schedule only")
+	sl := s.SlotOf(m.ID)
+	if es, err := s.DueIn(ctx, sl, store.Entry{}, 1000, 10); err != nil || len(es) != 1 || es[0].ID != m.ID {
+		t.Fatalf("slot %d schedule: %+v %v", sl, es, err)
 	}
-	// taken by w1
-	if _, err := w1.Update(ctx, m.ID, store.Sync, func(x *message.Message) error { x.Owner = "w1"; return nil }); err != nil {
+	if es, _ := s.DueIn(ctx, (sl+1)%16, store.Entry{}, 1000, 10); len(es) != 0 {
+		t.Fatalf("entry in another slot's schedule: %+v", es)
+	}
+	if _, err := s.Update(ctx, m.ID, store.Sync, func(x *message.Message) error { x.DueMs, x.Version = 200, 2; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if len(due(t, unowned, 1000)) != 0 || len(due(t, w2, 1000)) != 0 {
-		t.Fatal("entry left behind on another schedule")
+	if es, _ := s.DueIn(ctx, sl, store.Entry{}, 1000, 10); len(es) != 1 || es[0].DueMs != 200 || es[0].Version != 2 {
+		t.Fatalf("after the change: %+v", es)
 	}
-	if es := due(t, w1, 1000); len(es) != 1 || es[0].ID != m.ID || es[0].DueMs != 100 {
-		t.Fatalf("w1 schedule: %+v", es)
+	tag := fmt.Sprintf("{%s:%d}", s.keys.prefix, sl)
+	for _, k := range []string{tag + ":m:" + m.ID, tag + ":due", tag + ":t:t:all", tag + ":counts"} {
+		if n, _ := s.c.Exists(ctx, k).Result(); n != 1 {
+			t.Fatalf("key %s missing", k)
+		}
 	}
-	if es := unowned.WithOwner("w1").WithOwner("w1"); len(due(t, es, 1000)) != 1 {
-		t.Fatal("view of w1 does not see its schedule")
+	// a keyed message must sit in its key's slot
+	k := msg("t", 300)
+	k.IdemKey = "key-1"
+	if err := s.Create(ctx, k); err == nil || !strings.Contains(err.Error(), "key's slot") {
+		t.Fatalf("a keyed message outside its key's slot: %v", err)
 	}
-	// moved to w2 with a new due time and version in the same change
+	k.ID = slots.NewID(slots.OfKey("t", "key-1", 16), 16)
+	if err := s.Create(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	k2 := msg("t", 300)
+	k2.IdemKey, k2.ID = "key-1", slots.NewID(slots.OfKey("t", "key-1", 16), 16)
+	var dup *store.DuplicateError
+	if err := s.Create(ctx, k2); !errors.As(err, &dup) || dup.ID != k.ID {
+		t.Fatalf("second use of a key: %v", err)
+	}
+}
+
+// A view with a lease check refuses every write and the read before a
+// callback once the slot's lease is not its token: a deposed holder
+// overwrites nothing. Leases move only to higher epochs.
+func TestLeaseFencing(t *testing.T) {
+	t.Parallel()
+	s := open(t, 4)
+	ctx := context.Background()
+	m := msg("t", 100)
+	if err := s.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	sl := s.SlotOf(m.ID)
+	view := func(epoch int64, h string) *Store {
+		tok := Token(epoch, h)
+		return s.WithLeaseCheck(func(slot int, lease string) error {
+			if lease != tok {
+				return store.ErrFenced
+			}
+			return nil
+		})
+	}
+	never := func(Lease) bool { return false }
+	if ok, err := s.AcquireLease(ctx, sl, 1, "w1/0x1", never); err != nil || !ok {
+		t.Fatalf("first lease: %v %v", ok, err)
+	}
+	w1 := view(1, "w1/0x1")
+	sent, err := w1.Get(ctx, m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// w2 may not take it while w1 holds it and is "live"
+	if ok, err := s.AcquireLease(ctx, sl, 2, "w2/0x2", never); err != nil || ok {
+		t.Fatalf("took a held lease: %v %v", ok, err)
+	}
+	// w1 is declared gone: w2 takes it at epoch 2
+	if ok, err := s.AcquireLease(ctx, sl, 2, "w2/0x2", func(Lease) bool { return true }); err != nil || !ok {
+		t.Fatalf("take-over: %v %v", ok, err)
+	}
+	w2 := view(2, "w2/0x2")
 	if _, err := w2.Update(ctx, m.ID, store.Sync, func(x *message.Message) error {
-		x.Owner, x.DueMs, x.Version = "w2", 200, 2
+		x.State, x.DoneMs, x.Version = message.StateCancelled, 5, x.Version+1
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if len(due(t, w1, 1000)) != 0 || len(due(t, unowned, 1000)) != 0 {
-		t.Fatal("entry left behind after the move")
+	// the zombie's outcome and reads are refused
+	out := sent.Clone()
+	out.State, out.DoneMs = message.StateDelivered, 6
+	if err := w1.Replace(ctx, sent, out, store.Lazy); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("zombie Replace: %v", err)
 	}
-	if es := due(t, w2, 1000); len(es) != 1 || es[0].DueMs != 200 || es[0].Version != 2 {
-		t.Fatalf("w2 schedule: %+v", es)
+	if _, err := w1.Get(ctx, m.ID); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("zombie Get: %v", err)
 	}
-	// a message created already owned goes straight to its owner's schedule
-	o := msg("t", 300)
-	o.Owner = "w1"
-	if err := unowned.Create(ctx, o); err != nil {
+	if _, err := w1.Update(ctx, m.ID, store.Sync, func(*message.Message) error { return nil }); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("zombie Update: %v", err)
+	}
+	// a stale Replace by the holder itself is refused too (compare-and-set)
+	if err := w2.Replace(ctx, sent, out, store.Lazy); !errors.Is(err, store.ErrChanged) {
+		t.Fatalf("stale Replace: %v", err)
+	}
+	if got, _ := s.Get(ctx, m.ID); got.State != message.StateCancelled {
+		t.Fatalf("state %s, want the new holder's cancel", got.State)
+	}
+	// an older epoch never comes back
+	if _, err := s.AcquireLease(ctx, sl, 1, "w1/0x1", func(Lease) bool { return true }); !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("older epoch: %v", err)
+	}
+	// a release lets the next epoch in without waiting
+	if err := s.ReleaseLease(ctx, sl, 2, "w2/0x2"); err != nil {
 		t.Fatal(err)
 	}
-	if es := due(t, w1, 1000); len(es) != 1 || es[0].ID != o.ID {
-		t.Fatalf("w1 schedule: %+v", es)
+	if ok, err := s.AcquireLease(ctx, sl, 3, "w3/0x3", never); err != nil || !ok {
+		t.Fatalf("after a release: %v %v", ok, err)
 	}
-	// finishing removes it from the owner's schedule
-	if _, err := w2.Update(ctx, m.ID, store.Sync, func(x *message.Message) error {
-		x.State, x.DoneMs = message.StateCancelled, 5
-		return nil
-	}); err != nil {
+}
+
+// CheckLayout records the slot count, refuses another one and refuses a
+// data set in the old single-tag layout.
+func TestCheckLayout(t *testing.T) {
+	t.Parallel()
+	c, prefix := testClient(t)
+	ctx := context.Background()
+	if err := New(c, Options{Prefix: prefix, Slots: 8}).CheckLayout(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if len(due(t, w2, 1000)) != 0 {
-		t.Fatal("cancelled message still on w2's schedule")
+	if err := New(c, Options{Prefix: prefix, Slots: 8}).CheckLayout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := New(c, Options{Prefix: prefix, Slots: 16}).CheckLayout(ctx); err == nil || !strings.Contains(err.Error(), "slots=8") {
+		t.Fatalf("another slot count: %v", err)
+	}
+	old := prefix + "-old"
+	c.HSet(ctx, "{"+old+"}:counts", "t\x00delayed", 3)
+	if err := New(c, Options{Prefix: old}).CheckLayout(ctx); !errors.Is(err, ErrOldLayout) {
+		t.Fatalf("old layout: %v", err)
 	}
 }
 
 func TestReplaceWritesOutcome(t *testing.T) {
 	t.Parallel()
-	s := open(t, "w")
+	s := open(t, 16)
 	ctx := context.Background()
 	m := msg("t", 100)
 	m.Owner = "w"
@@ -373,10 +462,10 @@ func TestReplaceWritesOutcome(t *testing.T) {
 
 func TestClosedStoreSaysSo(t *testing.T) {
 	t.Parallel()
-	s := open(t, "")
+	s := open(t, 16)
 	ctx := context.Background()
-	view := s.WithOwner("w")
-	view2 := s.WithOwner("w2")
+	view := s.WithLeaseCheck(func(int, string) error { return nil })
+	view2 := s.WithLeaseCheck(func(int, string) error { return nil })
 	if err := view2.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -403,14 +492,20 @@ func TestClosedStoreSaysSo(t *testing.T) {
 }
 
 func TestKeysAndMembers(t *testing.T) {
-	k := newKeys("sorakaq")
-	if k.msg("abc") != "{sorakaq}:m:abc" || k.due("") != "{sorakaq}:unowned" || k.due("n1") != "{sorakaq}:due:n1" ||
-		k.topicAll("t") != "{sorakaq}:t:t:all" || k.topicState("t", message.StateDead) != "{sorakaq}:t:t:s:dead" {
+	k := newKeys("sorakaq", 256)
+	sl := k.slot("abc")
+	tag := fmt.Sprintf("{sorakaq:%d}", sl)
+	if k.msg("abc") != tag+":m:abc" || k.due(3) != "{sorakaq:3}:due" || k.lease(3) != "{sorakaq:3}:lease" ||
+		k.topicAll(3, "t") != "{sorakaq:3}:t:t:all" || k.topicState(3, "t", message.StateDead) != "{sorakaq:3}:t:t:s:dead" ||
+		k.layout() != "{sorakaq}:layout" {
 		t.Fatal("key names changed")
 	}
 	ms, id, v, err := parseDueMember(dueMember(1234, "cx9", 42))
 	if err != nil || ms != 1234 || id != "cx9" || v != 42 {
 		t.Fatal(ms, id, v, err)
+	}
+	if l := ParseLease(Token(7, "w1/0x2a") + "|released"); l.Epoch != 7 || l.Holder != "w1/0x2a" || !l.Released {
+		t.Fatalf("lease %+v", l)
 	}
 	defer func() {
 		if recover() == nil {
@@ -421,7 +516,7 @@ func TestKeysAndMembers(t *testing.T) {
 }
 
 func BenchmarkCreate(b *testing.B) {
-	s := open(b, "")
+	s := open(b, 16)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -438,7 +533,7 @@ func BenchmarkCreate(b *testing.B) {
 // BenchmarkUpdate updates messages spread over 1024 ids (so a few
 // goroutines sometimes meet on one id and retry), rescheduling each time.
 func BenchmarkUpdate(b *testing.B) {
-	s := open(b, "")
+	s := open(b, 16)
 	ctx := context.Background()
 	const n = 1024
 	ids := make([]string, n)
@@ -475,30 +570,7 @@ func BenchmarkUpdate(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 }
 
-func TestOwnersListsSchedulesAndPrunesEmptyOnes(t *testing.T) {
-	s := open(t, "")
-	ctx := context.Background()
-	a := msg("t", 100)
-	a.Owner = "w1"
-	b := msg("t", 200)
-	b.Owner = "w2"
-	if err := s.Create(ctx, a, b); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.Owners(ctx)
-	if err != nil || fmt.Sprint(got) != "[w1 w2]" {
-		t.Fatalf("owners %v %v", got, err)
-	}
-	if _, err := s.Update(ctx, b.ID, store.Sync, func(m *message.Message) error { m.State = message.StateCancelled; return nil }); err != nil {
-		t.Fatal(err)
-	}
-	got, err = s.Owners(ctx)
-	if err != nil || fmt.Sprint(got) != "[w1]" {
-		t.Fatalf("owners after w2's schedule emptied: %v %v", got, err)
-	}
-}
-
 // TestStoreSuite runs the behaviour every store must have, on a real Redis.
 func TestStoreSuite(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store { return open(t, "") })
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t, 16) })
 }

@@ -15,7 +15,7 @@ const statsTTL = 8 * 24 * time.Hour
 
 // statsKey is one hash per UTC day; field = minute|node|topic.
 func (k keys) stats(minuteMs int64) string {
-	return k.tag + ":stats:" + time.UnixMilli(minuteMs).UTC().Format("20060102")
+	return "{" + k.prefix + ":stats}:" + time.UnixMilli(minuteMs).UTC().Format("20060102")
 }
 
 // PutStats stores per-minute figures (overwriting the same minute, node

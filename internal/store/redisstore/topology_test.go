@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,14 +71,13 @@ func exercise(t *testing.T, s *Store) {
 	t.Helper()
 	ctx := context.Background()
 	m := msg("topo", 1000)
-	m.Owner = "w1"
 	if err := s.Create(ctx, m); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Update(ctx, m.ID, store.Sync, func(x *message.Message) error { x.DueMs = 2000; x.Version = 2; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	es, err := s.WithOwner("w1").Due(ctx, store.Entry{}, 5000, 10)
+	es, err := s.DueIn(ctx, s.SlotOf(m.ID), store.Entry{}, 5000, 10)
 	if err != nil || len(es) != 1 || es[0].DueMs != 2000 || es[0].Version != 2 {
 		t.Fatalf("due %+v %v", es, err)
 	}
@@ -140,8 +140,35 @@ func TestCluster(t *testing.T) {
 	}
 	s := New(c, Options{Prefix: "cluster"})
 	exercise(t, s)
-	owners, err := s.Owners(context.Background())
-	if err != nil || len(owners) != 1 {
-		t.Fatalf("owners on a cluster: %v %v", owners, err)
+	// the slots spread over the masters: one topic's messages land on all three
+	ctx := context.Background()
+	for i := 0; i < 300; i++ {
+		if err := s.Create(ctx, msg("spread", 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var per []int64
+	var mu sync.Mutex
+	err = c.(*redis.ClusterClient).ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		n, err := m.DBSize(ctx).Result()
+		mu.Lock()
+		per = append(per, n)
+		mu.Unlock()
+		return err
+	})
+	if err != nil || len(per) != 3 {
+		t.Fatalf("masters: %v %v", per, err)
+	}
+	var total int64
+	for _, n := range per {
+		total += n
+	}
+	for _, n := range per {
+		if float64(n) < 0.2*float64(total) {
+			t.Fatalf("keys per master %v: each should hold at least 20%%", per)
+		}
+	}
+	if got, _, err := s.List(ctx, store.ListQuery{Topic: "spread", Limit: 500}); err != nil || len(got) != 300 {
+		t.Fatalf("listing over the cluster: %d %v", len(got), err)
 	}
 }

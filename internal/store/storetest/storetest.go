@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/store"
 )
 
@@ -236,15 +237,23 @@ func concurrentUpdates(t *testing.T, s store.Store) {
 	}
 }
 
+// Keyed gives m the key and, in a store divided in slots, an id in the
+// key's slot (as the distributed receive does).
+func Keyed(s store.Store, m *message.Message, key string) *message.Message {
+	m.IdemKey = key
+	if sl, ok := s.(store.Slotted); ok {
+		m.ID = slots.NewID(slots.OfKey(m.Topic, key, sl.Slots()), sl.Slots())
+	}
+	return m
+}
+
 func idempotencyKey(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	a := Msg("t", 100)
-	a.IdemKey = "order-42"
+	a := Keyed(s, Msg("t", 100), "order-42")
 	if err := s.Create(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	b := Msg("t", 200)
-	b.IdemKey = "order-42"
+	b := Keyed(s, Msg("t", 200), "order-42")
 	err := s.Create(ctx, b)
 	var dup *store.DuplicateError
 	if !errors.As(err, &dup) || dup.ID != a.ID || !errors.Is(err, store.ErrExists) {
@@ -253,8 +262,7 @@ func idempotencyKey(t *testing.T, s store.Store) {
 	if _, err := s.Get(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatal("the duplicate was stored")
 	}
-	c := Msg("other", 300)
-	c.IdemKey = "order-42" // another topic: its own key space
+	c := Keyed(s, Msg("other", 300), "order-42") // another topic: its own key space
 	if err := s.Create(ctx, c); err != nil {
 		t.Fatal(err)
 	}
