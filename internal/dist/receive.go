@@ -253,5 +253,9 @@ func (b *ReceiveBackend) Counts(ctx context.Context) (store.Counts, error) {
 // List pages through a topic's messages in the shared store.
 func (b *ReceiveBackend) List(ctx context.Context, q store.ListQuery) ([]*message.Message, string, error) {
 	msgs, next, err := b.store.List(ctx, q)
+	smap := b.cluster.Map()
+	for _, m := range msgs {
+		m.Owner = smap.Lease(b.store.SlotOf(m.ID)).Holder.Node
+	}
 	return msgs, next, b.apiErr(err)
 }

@@ -327,6 +327,18 @@ func (p *Proc) StopWith(sig syscall.Signal) error {
 	return nil
 }
 
+// Signal sends sig without waiting (SIGSTOP and SIGCONT freeze and thaw
+// the process).
+func (p *Proc) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return fmt.Errorf("%s is not running", p.Name)
+	}
+	return cmd.Process.Signal(sig)
+}
+
 // Kill kills the process if it runs and waits until it is gone (cleanup;
 // errors ignored).
 func (p *Proc) Kill() {

@@ -376,31 +376,38 @@ func (w *Worker) slotReady(slot int) bool {
 	return st != nil && st.ready
 }
 
-// HoldSlot takes a slot over: it loads the slot's schedule up to now +
-// Window, marks every message already due as being delivered (its last
-// holder may have been calling it back: a cancel is then told "too late",
-// never 200), and only then answers changes for it. The caller holds the
-// slot's lease in the store (distributed mode) before calling.
+// HoldSlot takes a slot over: it first marks every message of the slot
+// already due as being delivered, durably (its last holder may have been
+// calling it back: a cancel is then told "too late", never 200), then loads
+// the slot's schedule up to now + Window into the wheel, and only then
+// answers changes for it. Marking before loading keeps the marks out of
+// the way of the callbacks (an outcome is written as a compare-and-set on
+// what the callback read). The caller holds the slot's lease in the store
+// (distributed mode) before calling.
 func (w *Worker) HoldSlot(ctx context.Context, slot int) error {
 	w.mu.Lock()
-	if _, ok := w.slots[slot]; ok {
+	_, held := w.slots[slot]
+	w.mu.Unlock()
+	if held {
+		return nil
+	}
+	if err := w.markOverdue(ctx, slot); err != nil {
+		return fmt.Errorf("worker: taking slot %d: %w", slot, err)
+	}
+	w.mu.Lock()
+	if _, held := w.slots[slot]; held {
 		w.mu.Unlock()
 		return nil
 	}
-	w.slots[slot] = &slotState{}
+	st := &slotState{}
+	w.slots[slot] = st
 	w.mu.Unlock()
 	if err := w.loadSlot(ctx, slot); err != nil {
 		w.DropSlot(context.Background(), slot)
 		return fmt.Errorf("worker: taking slot %d: %w", slot, err)
 	}
-	if err := w.markOverdue(ctx, slot); err != nil {
-		w.DropSlot(context.Background(), slot)
-		return fmt.Errorf("worker: taking slot %d: %w", slot, err)
-	}
 	w.mu.Lock()
-	if st := w.slots[slot]; st != nil {
-		st.ready = true
-	}
+	st.ready = true
 	w.mu.Unlock()
 	return nil
 }
@@ -644,34 +651,38 @@ func (w *Worker) replaceRetrying(ctx context.Context, old, m *message.Message) e
 }
 
 // markOverdue runs when a slot is taken (at start in the all-in-one),
-// before anything is answered for it: every message already due may have
-// been in the middle of its callback when the last holder died or was cut
-// off (the "delivering" mark is kept in memory, off the firing path), so
-// it is marked delivering, durably, before a cancel or delay change can be
-// answered for it. They fire right away; a cancel meanwhile is told the
-// truth: too late, being delivered.
+// before anything is answered or fired for it: every message already due
+// may have been in the middle of its callback when the last holder died or
+// was cut off (the "delivering" mark is kept in memory, off the firing
+// path), so it is marked delivering, durably, before a cancel or delay
+// change can be answered for it. They fire right away; a cancel meanwhile
+// is told the truth: too late, being delivered.
 func (w *Worker) markOverdue(ctx context.Context, slot int) error {
 	now := time.Now().UnixMilli()
-	w.mu.Lock()
-	var due []ref
-	for _, t := range w.timers {
-		if t.ExpireAt() <= now && w.slotOf(t.Value().id) == slot {
-			due = append(due, t.Value())
+	var due []store.Entry
+	for from := (store.Entry{}); ; {
+		es, err := w.due(ctx, slot, from, now+1, w.opts.LoadBatch)
+		if err != nil {
+			return fmt.Errorf("reading overdue messages: %w", err)
 		}
+		due = append(due, es...)
+		if len(es) < w.opts.LoadBatch {
+			break
+		}
+		from = es[len(es)-1]
 	}
-	w.mu.Unlock()
 	last := ""
-	for _, r := range due {
-		_, err := w.store.Update(ctx, r.id, store.Lazy, func(m *message.Message) error {
-			if !lifecycle.MarkOverdue(m, r.version, now, "was due before this worker took it: delivering at once") {
+	for _, e := range due {
+		_, err := w.store.Update(ctx, e.ID, store.Lazy, func(m *message.Message) error {
+			if !lifecycle.MarkOverdue(m, e.Version, now, "was due before this worker took it: delivering at once") {
 				return errStale
 			}
 			return nil
 		})
 		if err == nil {
-			last = r.id
+			last = e.ID
 		} else if !errors.Is(err, errStale) && !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("marking overdue message %s: %w", r.id, err)
+			return fmt.Errorf("marking overdue message %s: %w", e.ID, err)
 		}
 	}
 	if last != "" {

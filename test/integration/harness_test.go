@@ -217,7 +217,7 @@ func (c *Cluster) wipe() {
 	rc := redis.NewClient(&redis.Options{Addr: infra.redis})
 	defer rc.Close()
 	var keys []string
-	iter := rc.Scan(ctx, 0, "{"+c.Prefix+"}:*", 1000).Iterator()
+	iter := rc.Scan(ctx, 0, "{"+c.Prefix+"*", 1000).Iterator()
 	for iter.Next(ctx) {
 		keys = append(keys, iter.Val())
 	}
@@ -593,12 +593,16 @@ type Call struct {
 	DueAt   int64
 }
 
-// Sink records every callback and answers 200 {"result":true}.
+// Sink records every callback and answers 200 {"result":true}; with
+// Slow it answers after that long, and with FailFirst it answers 500 to
+// each message's first FailFirst calls (set both before traffic).
 type Sink struct {
-	srv     *httptest.Server
-	mu      sync.Mutex
-	calls   []Call
-	changed chan struct{}
+	srv       *httptest.Server
+	mu        sync.Mutex
+	calls     []Call
+	changed   chan struct{}
+	Slow      time.Duration
+	FailFirst int
 }
 
 // NewSink starts a sink on 127.0.0.1; it is closed when the test ends.
@@ -620,9 +624,16 @@ func (s *Sink) serve(w http.ResponseWriter, r *http.Request) {
 	fmt.Sscan(r.Header.Get("X-Sorakaq-Due-At"), &c.DueAt)
 	s.mu.Lock()
 	s.calls = append(s.calls, c)
+	n := len(s.callsLocked(c.MsgID))
 	close(s.changed)
 	s.changed = make(chan struct{})
+	slow, failFirst := s.Slow, s.FailFirst
 	s.mu.Unlock()
+	time.Sleep(slow)
+	if n <= failFirst {
+		http.Error(w, "failing on purpose", http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	io.WriteString(w, `{"result":true}`)
 }

@@ -1,0 +1,378 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sorakaq/sorakaq/internal/testproc"
+)
+
+// The faults a cluster really has, on owned slots (docs/scaling.md): each
+// test runs every role as its own process over the real servers.
+
+// TestOnlyWorkerBackAfterSessionTimeout: the default deployment has one
+// worker; it is killed with SIGKILL and started again after longer than
+// the ZooKeeper session timeout (a supervisor with a back-off). Every
+// pending message fires, the overdue ones at once after the restart.
+func TestOnlyWorkerBackAfterSessionTimeout(t *testing.T) {
+	t.Parallel()
+	c := NewCluster(t, 3)
+	sink := NewSink(t)
+	w1 := c.Start("worker", "w1")
+	c.Start("center", "")
+	c.Start("receive", "")
+
+	acked, _ := load(t, c, "solo", sink.URL(), 300, 3000, 9000, 0)
+	if len(acked) < 295 {
+		t.Fatalf("only %d of 300 submits acknowledged", len(acked))
+	}
+	w1.Kill9(t)
+	down := 3*sessionTimeout + time.Second // past the session timeout: its node is gone
+	time.Sleep(down)
+	fired := len(sink.ByID())
+	restart := time.Now()
+	w1.Restart(t)
+	t.Logf("w1 back after %v; %d messages had fired before the kill", down, fired)
+	dups := checkDelivery(t, sink, acked, 9*time.Second+30*time.Second)
+	t.Logf("duplicates: %d", dups)
+	by := sink.ByID()
+	var late []int64
+	for _, s := range acked {
+		calls := by[s.ID]
+		if len(calls) == 0 {
+			continue
+		}
+		first := calls[0]
+		late = append(late, first.AtMs-s.DueAt)
+		// due while w1 was down: at once after the restart (within the
+		// restart's readiness plus a few seconds)
+		if bound := max(s.DueAt, restart.UnixMilli()) + (readyTimeout / 3).Milliseconds(); first.AtMs > bound {
+			t.Errorf("message %s (due %d) fired at %d: %d ms after the restart", s.ID, s.DueAt, first.AtMs, first.AtMs-restart.UnixMilli())
+		}
+	}
+	t.Logf("lateness: %s", lateness(late))
+	for _, m := range c.listAll(t, "solo", "") {
+		if m.State != "delivered" {
+			t.Errorf("message %s is %s at the end, want delivered", m.ID, m.State)
+		}
+	}
+}
+
+// TestFrozenWorkerCannotUndoCancels: two workers; messages fall due while
+// w1 is frozen (SIGSTOP) in the middle of their callbacks (the receiver is
+// slow and fails each message's first call); it stays frozen past the
+// session timeout, so its slots go to w2; meanwhile every other message is
+// cancelled; then w1 is thawed. No callback starts after its message's
+// cancel was answered 200, every cancel answered 200 leaves the message
+// cancelled (the frozen worker's late outcomes are refused by the store),
+// and nothing is lost.
+func TestFrozenWorkerCannotUndoCancels(t *testing.T) {
+	t.Parallel()
+	c := NewCluster(t, 4)
+	sink := NewSink(t)
+	sink.Slow = 1500 * time.Millisecond
+	sink.FailFirst = 1
+	w1 := c.Start("worker", "w1", "SORAKAQ_WORKER_RETRY_BACKOFF=3s,3s,3s")
+	c.Start("worker", "w2", "SORAKAQ_WORKER_RETRY_BACKOFF=3s,3s,3s")
+	c.Start("center", "")
+	c.Start("receive", "")
+
+	acked, _ := load(t, c, "frz", sink.URL(), 300, 2000, 12000, 0)
+	if len(acked) < 295 {
+		t.Fatalf("only %d of 300 submits acknowledged", len(acked))
+	}
+	onW1 := map[string]bool{}
+	for _, m := range c.listAll(t, "frz", "") {
+		onW1[m.ID] = m.Worker == "w1"
+	}
+	// freeze w1 while some of its callbacks are in flight
+	if !sink.waitFor(10*time.Second, func() bool { return len(sink.calls) >= 10 }) {
+		t.Fatal("no callbacks started")
+	}
+	if err := w1.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozenAt := time.Now()
+	thawed := false
+	defer func() {
+		if !thawed {
+			_ = w1.Signal(syscall.SIGCONT)
+		}
+	}()
+	// past the session timeout and the grace: w2 holds every slot
+	deadline := time.Now().Add(sessionTimeout + 20*time.Second)
+	for {
+		all := true
+		for _, m := range c.listAll(t, "frz", "") {
+			all = all && m.Worker == "w2"
+		}
+		if all {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("w2 does not hold every slot %v after w1 froze", time.Since(frozenAt))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// cancel every message of w1's slots (some too late: 409), and the
+	// rest of every other message
+	type answer struct {
+		status int
+		at     int64
+	}
+	answers := map[string]answer{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, s := range acked {
+		if !onW1[s.ID] && i%2 == 0 {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r, err := doRaw(http.MethodPost, c.Receive.URL()+"/sorakaq/msg/cancel", Ref{TopicName: "frz", MsgID: s.ID})
+			if err != nil {
+				t.Errorf("cancel %s: %v", s.ID, err)
+				return
+			}
+			mu.Lock()
+			answers[s.ID] = answer{r.Status, time.Now().UnixMilli()}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, a := range answers {
+		if a.status == http.StatusOK {
+			ok++
+		}
+	}
+	t.Logf("cancels while w1 is frozen: %d answered 200 of %d", ok, len(answers))
+	if ok == 0 {
+		t.Fatal("no cancel answered 200: nothing tested")
+	}
+	// thaw w1 and let it finish what it was doing
+	if err := w1.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	thawed = true
+	time.Sleep(sessionTimeout + 8*time.Second)
+
+	by := sink.ByID()
+	var violations int
+	for id, a := range answers {
+		if a.status != http.StatusOK {
+			continue
+		}
+		for _, cl := range by[id] {
+			if cl.AtMs > a.at {
+				violations++
+				t.Errorf("message %s: callback started at %d, after its cancel was answered 200 at %d", id, cl.AtMs, a.at)
+			}
+		}
+		if m := c.Get(t, id); m.State != "cancelled" {
+			t.Errorf("message %s was cancelled (200) but is %s now: the frozen worker's outcome overwrote it", id, m.State)
+		}
+	}
+	// everything not cancelled is delivered
+	var notCancelled []Submitted
+	for _, s := range acked {
+		if answers[s.ID].status != http.StatusOK {
+			notCancelled = append(notCancelled, s)
+		}
+	}
+	dups := checkDelivery(t, sink, notCancelled, 30*time.Second)
+	t.Logf("violations: %d; duplicates among the others: %d", violations, dups)
+}
+
+// TestSameNodeIDTwice: a second process started with the node id of a
+// live worker gets no slots while the first lives, so nothing fires twice;
+// once the first is killed, the second takes over and delivers.
+func TestSameNodeIDTwice(t *testing.T) {
+	t.Parallel()
+	c := NewCluster(t, 4)
+	sink := NewSink(t)
+	a := c.Start("worker", "w1")
+	b := c.Start("worker", "w1")
+	c.Start("center", "")
+	c.Start("receive", "")
+
+	acked, _ := load(t, c, "twice", sink.URL(), 150, 1000, 3000, 0)
+	if dups := checkDelivery(t, sink, acked, 3*time.Second+onTime+10*time.Second); dups > 0 {
+		t.Errorf("%d duplicate callbacks with the same node id started twice", dups)
+	}
+	if !strings.Contains(b.Output(), "another process holds node id") {
+		t.Errorf("the second w1 did not say it waits for the first:\n%s", tail(b.Output(), 20))
+	}
+	a.Kill9(t)
+	acked2, _ := load(t, c, "twice", sink.URL(), 50, 1000, 3000, 0)
+	dups := checkDelivery(t, sink, acked2, 3*time.Second+sessionTimeout+30*time.Second)
+	t.Logf("after the first w1 was killed: %d duplicates", dups)
+}
+
+// TestNewTopicFiresOnTime: the first messages of a topic that did not
+// exist (created by the submit) fire within the normal lateness: notices
+// travel on one fixed Kafka topic, so a new topic needs no rebalance.
+func TestNewTopicFiresOnTime(t *testing.T) {
+	t.Parallel()
+	c := NewCluster(t, 3)
+	sink := NewSink(t)
+	c.Start("worker", "w1")
+	c.Start("center", "")
+	c.Start("receive", "")
+	// warm up the path once
+	w := c.Submit(t, "warm", 200, sink.URL())
+	sink.WaitCalls(t, w.ID, 1, 10*time.Second)
+	var late []int64
+	for i := 0; i < 5; i++ {
+		topic := fmt.Sprintf("fresh%d", i)
+		s := c.Submit(t, topic, 200, sink.URL())
+		cl := sink.WaitCalls(t, s.ID, 1, 10*time.Second)[0]
+		checkOnTime(t, cl, s.DueAt, 300*time.Millisecond, "first message of new topic "+topic)
+		late = append(late, cl.AtMs-s.DueAt)
+	}
+	t.Logf("lateness of a new topic's first message: %s", lateness(late))
+}
+
+// TestCancelledAndDeletedInKafkaNeverFires: with no center running the
+// notices wait in Kafka; a message cancelled and then deleted meanwhile
+// never fires once a center consumes its notice (nothing is re-created
+// from a notice), and the others fire.
+func TestCancelledAndDeletedInKafkaNeverFires(t *testing.T) {
+	t.Parallel()
+	c := NewCluster(t, 3)
+	sink := NewSink(t)
+	c.Start("worker", "w1")
+	c.Start("receive", "")
+	gone := c.Submit(t, "gone", 3000, sink.URL())
+	kept := c.Submit(t, "gone", 3000, sink.URL())
+	if r := c.Post(t, "/sorakaq/msg/cancel", Ref{TopicName: "gone", MsgID: gone.ID}); r.Status != http.StatusOK {
+		t.Fatalf("cancel: %s", r)
+	}
+	if r := c.Post(t, "/sorakaq/msg/delete", Ref{TopicName: "gone", MsgID: gone.ID}); r.Status != http.StatusOK {
+		t.Fatalf("delete: %s", r)
+	}
+	c.Start("center", "")
+	sink.WaitCalls(t, kept.ID, 1, 3*time.Second+15*time.Second)
+	sink.NoMoreCalls(t, gone.ID, 0, 3*time.Second)
+	r := do(t, http.MethodGet, c.Receive.URL()+"/sorakaq/msg/get?msg_id="+gone.ID, nil)
+	if r.Status != http.StatusNotFound {
+		t.Errorf("the deleted message came back: %s", r)
+	}
+}
+
+// TestKafkaDownStillDelivers: a receive whose Kafka is unreachable still
+// takes submits (the message is durable in Redis when answered), and the
+// holder's sweep delivers them without their notices, late by about the
+// sweep interval at most.
+func TestKafkaDownStillDelivers(t *testing.T) {
+	t.Parallel()
+	c := NewCluster(t, 3, "SORAKAQ_WORKER_SWEEP_INTERVAL=1s")
+	sink := NewSink(t)
+	c.Start("worker", "w1")
+	c.Start("center", "")
+	c.Start("receive", "", "SORAKAQ_KAFKA_BROKERS=127.0.0.1:1", "SORAKAQ_KAFKA_PRODUCE_TIMEOUT=1s")
+	var subs []Submitted
+	for i := 0; i < 20; i++ {
+		subs = append(subs, c.Submit(t, "nokafka", 300+rand.Int64N(700), sink.URL()))
+	}
+	for _, s := range subs {
+		cl := sink.WaitCalls(t, s.ID, 1, 20*time.Second)[0]
+		checkOnTime(t, cl, s.DueAt, 1*time.Second+1*time.Second+onTime, "message submitted with Kafka down "+s.ID)
+	}
+}
+
+// TestRedisKilledUnderLoad: the cluster's own Redis (appendonly yes,
+// appendfsync everysec, as scripts/infra.sh runs it) is killed with
+// SIGKILL in the middle of submits and started again on the same data.
+// A kill of the Redis process loses no acknowledged write (the AOF is
+// written before the reply): every acknowledged message fires; submits
+// during the outage are refused (503), never acknowledged and lost.
+func TestRedisKilledUnderLoad(t *testing.T) {
+	t.Parallel()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is needed (scripts/infra.sh installs it): %v", err)
+	}
+	addr, err := testproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := strings.Cut(addr, ":")
+	dir := t.TempDir()
+	redisProc := &testproc.Proc{Name: "redis", Bin: bin, Args: []string{"--port", port, "--bind", "127.0.0.1", "--dir", dir,
+		"--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction"},
+		Env: os.Environ(), StopTimeout: 10 * time.Second}
+	startRedis := func() {
+		if err := redisProc.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rc := redis.NewClient(&redis.Options{Addr: addr})
+		defer rc.Close()
+		for i := 0; i < 200 && rc.Ping(context.Background()).Err() != nil; i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	startRedis()
+	t.Cleanup(redisProc.Kill)
+
+	c := NewCluster(t, 3, "SORAKAQ_REDIS_ADDRS="+addr)
+	sink := NewSink(t)
+	c.Start("worker", "w1")
+	c.Start("center", "")
+	c.Start("receive", "")
+
+	var acked []Submitted
+	refused := 0
+	var mu sync.Mutex
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 60; i++ {
+					s, r, err := c.trySubmit("rk", 2000+rand.Int64N(4000), sink.URL())
+					mu.Lock()
+					if err == nil && r.Status == http.StatusOK {
+						acked = append(acked, s)
+					} else {
+						refused++
+					}
+					mu.Unlock()
+					time.Sleep(25 * time.Millisecond)
+				}
+			}()
+		}
+		wg.Wait()
+	}()
+	time.Sleep(700 * time.Millisecond)
+	if err := redisProc.StopWith(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	startRedis()
+	<-done
+	t.Logf("%d submits acknowledged, %d refused while Redis was down", len(acked), refused)
+	if refused == 0 {
+		t.Errorf("no submit was refused: the kill happened outside the load")
+	}
+	dups := checkDelivery(t, sink, acked, 6*time.Second+30*time.Second)
+	t.Logf("duplicates: %d", dups)
+}
