@@ -187,7 +187,7 @@ func (f *fakeServer) call(url, id string, due int64) {
 func TestToolExitCode(t *testing.T) {
 	for _, c := range []struct {
 		fault, pattern, want string
-		code             int
+		code                 int
 	}{
 		{"", "batch", "PASS", 0},
 		{"", "overlap", "PASS", 0},
