@@ -113,7 +113,7 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.DurationVar(&c.Window, "window", 0, "fire: the server's worker.window for this run, as a label (the report counts submits beyond it)")
 	fs.BoolVar(&c.Ref, "ref", false, "fire: after the server's run, run the in-memory reference (time.AfterFunc per message) on the same plan and report ratios")
 	fs.IntVar(&c.RefCallers, "ref-callers", 256, "fire -ref: callback goroutines of the reference (sorakaQ's worker.concurrency default)")
-	fs.DurationVar(&c.MaxSchedErr, "max-schedule-error", 20*time.Millisecond, "fire: fail if a server due time is later than the client's send time + delay by more than this")
+	fs.DurationVar(&c.MaxSchedErr, "max-schedule-error", 100*time.Millisecond, "fire: fail if a server due time is later than the client's send time + delay by more than this (each due time must also lie before the answer time + delay + 1 ms)")
 	fs.IntVar(&c.MaxDup, "max-duplicates", 0, "fire: fail above this many duplicate callbacks")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -26,21 +26,26 @@ const minDelayMs = 100
 // server that moved due times later would look punctual against its own
 // due time; against the client's it cannot.
 type FireStats struct {
-	Submitted     int      `json:"submitted"` // acknowledged by the server
-	SubmitErrors  int      `json:"submit_errors"`
-	Callbacks     int      `json:"callbacks_received"`
-	Unique        int      `json:"unique_ids"`
-	Missing       int      `json:"missing"`    // acknowledged, no callback
-	Duplicates    int      `json:"duplicates"` // callbacks beyond the first per id
-	Retries       int      `json:"retries"`    // callbacks with attempt > 1
-	Early         int      `json:"early"`      // attempt 1 arrived before X-Sorakaq-Due-At
-	EarlyClient   int      `json:"early_client_clock"`
-	Unknown       int      `json:"unknown"` // callbacks for ids never acknowledged
-	BadHeaders    int      `json:"bad_headers"`
-	DueMismatch   int      `json:"due_mismatch"`            // attempt-1 Due-At header != due_at in the submit answer
-	Lateness      Summary  `json:"lateness_ms"`             // attempt-1 arrival - X-Sorakaq-Due-At
-	ClientLate    Summary  `json:"lateness_client_ms"`      // attempt-1 arrival - (sent + delay)
-	ScheduleErr   Summary  `json:"schedule_error_ms"`       // server due_at - (sent + delay), per acknowledged submit
+	Submitted    int     `json:"submitted"` // acknowledged by the server
+	SubmitErrors int     `json:"submit_errors"`
+	Callbacks    int     `json:"callbacks_received"`
+	Unique       int     `json:"unique_ids"`
+	Missing      int     `json:"missing"`    // acknowledged, no callback
+	Duplicates   int     `json:"duplicates"` // callbacks beyond the first per id
+	Retries      int     `json:"retries"`    // callbacks with attempt > 1
+	Early        int     `json:"early"`      // attempt 1 arrived before X-Sorakaq-Due-At
+	EarlyClient  int     `json:"early_client_clock"`
+	Unknown      int     `json:"unknown"` // callbacks for ids never acknowledged
+	BadHeaders   int     `json:"bad_headers"`
+	DueMismatch  int     `json:"due_mismatch"`       // attempt-1 Due-At header != due_at in the submit answer
+	Lateness     Summary `json:"lateness_ms"`        // attempt-1 arrival - X-Sorakaq-Due-At
+	ClientLate   Summary `json:"lateness_client_ms"` // attempt-1 arrival - (sent + delay)
+	ScheduleErr  Summary `json:"schedule_error_ms"`  // server due_at - (sent + delay), per acknowledged submit
+	// AfterAnswer counts server due times later than the client's answer
+	// time + delay + 1 ms: the server cannot have read its clock after it
+	// answered, so such a due time was moved (per message, whatever the
+	// round trip; -max-schedule-error is the absolute bound).
+	AfterAnswer   int      `json:"due_after_answer"`
 	LateSubmits   int      `json:"late_submits"`            // delay < 100 ms when built (fired at once)
 	BeyondWindow  int      `json:"beyond_window,omitempty"` // submitted with delay > -window: loaded from the store
 	SubmitsStartS float64  `json:"submits_start_s"`         // after start
@@ -60,6 +65,9 @@ func analyzeFire(acks []ack, recs []cbRecord) FireStats {
 	for _, a := range acks {
 		byID[a.ID] = a
 		sched = append(sched, float64(a.DueAt*1e6-a.clientDueNs())/1e6)
+		if a.AnsNs > 0 && a.DueAt*1e6 > a.AnsNs+a.DelayMs*1e6+1e6 {
+			st.AfterAnswer++
+		}
 	}
 	count := make(map[string]int, len(acks))
 	late := make([]float64, 0, len(recs))
@@ -113,7 +121,7 @@ func (a ack) clientDueNs() int64 { return a.SentNs + a.DelayMs*1e6 }
 
 // Bounds are what a firing run must stay within to pass.
 type Bounds struct {
-	MaxScheduleErrMs float64 // |server due - (sent + delay)|, every submit
+	MaxScheduleErrMs float64 // server due - (sent + delay), every submit
 	MaxDuplicates    int
 }
 
@@ -140,6 +148,7 @@ func (st *FireStats) Failures(b Bounds) []string {
 		add(st.ScheduleErr.Max > b.MaxScheduleErrMs, "schedule error %.3f ms: a server due time later than the client's send time + delay by more than the bound %.3f ms",
 			st.ScheduleErr.Max, b.MaxScheduleErrMs)
 	}
+	add(st.AfterAnswer > 0, "%d server due times later than the client's answer time + delay + 1 ms: moved after the server read its clock", st.AfterAnswer)
 	add(st.LateSubmits > 0, "%d submits left with less than %d ms to their due time (fired at once): the run does not measure what it says; lower -rate or -n, or raise -lead / -ahead",
 		st.LateSubmits, minDelayMs)
 	return f

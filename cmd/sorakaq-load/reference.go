@@ -75,7 +75,7 @@ func refSubmitter(cfg *Config) submitter {
 				case <-quit:
 				}
 			}))
-			res.Acks = append(res.Acks, ack{Idx: i, ID: j.id, DueAt: due, SentNs: now.UnixNano(), DelayMs: d})
+			res.Acks = append(res.Acks, ack{Idx: i, ID: j.id, DueAt: due, SentNs: now.UnixNano(), AnsNs: now.UnixNano(), DelayMs: d})
 			done.Add(1)
 		}
 		res.End = time.Now()

@@ -166,6 +166,7 @@ func writeFire(w io.Writer, title string, f *FireStats) {
 	writeSummary(w, "    ", f.Lateness)
 	fmt.Fprintf(w, "  schedule error ms (server due_at - (send time + delay): ms rounding up + time from sending to the server reading its clock)\n")
 	writeSummary(w, "    ", f.ScheduleErr)
+	fmt.Fprintf(w, "  due after answer %d (server due_at later than the client's answer time + delay + 1 ms; must be 0)\n", f.AfterAnswer)
 	fmt.Fprintf(w, "  waited      %.3f s after start (timed out: %v)\n", f.WaitedS, f.TimedOut)
 	for _, s := range f.Warnings {
 		fmt.Fprintf(w, "  WARNING     %s\n", s)

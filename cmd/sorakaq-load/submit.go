@@ -20,6 +20,7 @@ type ack struct {
 	ID      string
 	DueAt   int64 // due_at answered by the server (unix ms)
 	SentNs  int64 // client's wall clock just before the request was sent (unix ns)
+	AnsNs   int64 // client's wall clock once the answer was read (unix ns)
 	DelayMs int64 // delay_time as the server applies it (0 when below message.MinDelayMs: fired at once)
 }
 
@@ -131,7 +132,8 @@ func runLoad(spec loadSpec) *loadResult {
 				}
 				respBuf, err = readAll(resp.Body, respBuf[:0])
 				resp.Body.Close()
-				lat := float64(time.Since(t0).Nanoseconds()) / 1e6
+				answered := time.Now()
+				lat := float64(answered.Sub(t0).Nanoseconds()) / 1e6
 				spec.progress()
 				if err != nil {
 					o.fail("transport", "reading answer: "+err.Error())
@@ -153,7 +155,7 @@ func runLoad(spec loadSpec) *loadResult {
 					o.ok++
 					o.lat = append(o.lat, lat)
 					if spec.KeepAcks {
-						o.acks = append(o.acks, ack{Idx: i, ID: env.Result.MsgID, DueAt: env.Result.DueAt, SentNs: t0.UnixNano()})
+						o.acks = append(o.acks, ack{Idx: i, ID: env.Result.MsgID, DueAt: env.Result.DueAt, SentNs: t0.UnixNano(), AnsNs: answered.UnixNano()})
 					}
 				}
 			}

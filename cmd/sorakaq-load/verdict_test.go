@@ -16,9 +16,9 @@ import (
 	"github.com/sorakaq/sorakaq/internal/message"
 )
 
-// cleanRun is n messages sent 0.3 ms into a millisecond with a 1 s delay,
-// the server's due time rounded up, every callback 1 ms after it: a run
-// that must pass.
+// cleanRun is n messages sent 0.3 ms into a millisecond with a 1 s delay
+// and answered 2 ms later, the server's due time rounded up, every
+// callback 1 ms after it: a run that must pass.
 func cleanRun(n int) ([]ack, []cbRecord) {
 	const ms = int64(time.Millisecond)
 	var acks []ack
@@ -27,7 +27,7 @@ func cleanRun(n int) ([]ack, []cbRecord) {
 		sent := int64(1_700_000_000_000+i)*ms + 300_000
 		due := message.CeilMs(time.Unix(0, sent)) + 1000
 		id := "m" + strconv.Itoa(i)
-		acks = append(acks, ack{Idx: i, ID: id, DueAt: due, SentNs: sent, DelayMs: 1000})
+		acks = append(acks, ack{Idx: i, ID: id, DueAt: due, SentNs: sent, AnsNs: sent + 2*ms, DelayMs: 1000})
 		recs = append(recs, cbRecord{ID: id, Attempt: 1, DueAt: due, ArrivalNs: due*ms + ms})
 	}
 	return acks, recs
@@ -86,6 +86,14 @@ func TestVerdictFailsEachClass(t *testing.T) {
 			r[6].ArrivalNs += 50 * ms
 			return a, r
 		}, nil, "more than the bound"},
+		{"due time moved past the answer", func(a []ack, r []cbRecord) ([]ack, []cbRecord) {
+			// 3 ms later: within the absolute bound, but after the server
+			// answered, so it cannot be its receipt time + delay
+			a[8].DueAt += 3
+			r[8].DueAt = a[8].DueAt
+			r[8].ArrivalNs += 3 * ms
+			return a, r
+		}, nil, "later than the client's answer time"},
 		{"schedule error below zero", func(a []ack, r []cbRecord) ([]ack, []cbRecord) {
 			a[7].DueAt -= 3
 			r[7].DueAt = a[7].DueAt
