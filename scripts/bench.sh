@@ -21,6 +21,8 @@
 #   scripts/bench.sh                  everything
 #   BENCH_MODES="submit latency" scripts/bench.sh
 #   BENCH_OUT=/some/dir scripts/bench.sh   keep the JSON reports and logs there
+#   BENCH_FIRE_N=20000 BENCH_FIRE_RATE=1000 scripts/bench.sh
+#       the fire modes with fewer messages / a lower rate (default 100000 at 5000/s)
 #   BENCH_TARGET=distributed scripts/bench.sh
 #       the distributed mode instead: receive, center, worker and admin as four
 #       processes over the servers of scripts/infra.sh (run `scripts/infra.sh up`
@@ -35,6 +37,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODES=${BENCH_MODES:-"submit wrk fire latency"}
+FIRE_N=${BENCH_FIRE_N:-100000}
+FIRE_RATE=${BENCH_FIRE_RATE:-5000}
 TARGET=${BENCH_TARGET:-allinone}
 SERVER_PIDS=()
 WORK=$(mktemp -d /tmp/sorakaq-bench.XXXXXX)
@@ -144,11 +148,11 @@ load() { # name args...
 for m in $MODES; do
 	case $m in
 	submit) load submit -mode submit -c 100 -d 20s ;;
-	fire) load fire -mode fire -n 100000 -rate 5000 -lead 30s -wait 60s -ref ;;
-	fire-overlap) load fire-overlap -mode fire -pattern overlap -ahead 1s -n 100000 -rate 5000 -wait 60s -ref ;;
+	fire) load fire -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -wait 60s -ref ;;
+	fire-overlap) load fire-overlap -mode fire -pattern overlap -ahead 1s -n "$FIRE_N" -rate "$FIRE_RATE" -wait 60s -ref ;;
 	fire-loader)
 		SERVER_ENV=(SORAKAQ_WORKER_WINDOW=5s)
-		load fire-loader -mode fire -n 100000 -rate 5000 -lead 30s -window 5s -wait 60s -ref
+		load fire-loader -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -window 5s -wait 60s -ref
 		;;
 	latency) load latency -mode latency -c 10 -n 20000 ;;
 	flow) load flow -mode latency -c 10 -n 10000 -flow-samples 1000 ;;
