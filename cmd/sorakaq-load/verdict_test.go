@@ -160,13 +160,13 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	due := message.CeilMs(time.Now()) + req.DelayTime
 	switch {
 	case f.fault == "due-later":
-		due += 300
+		due += 3000
 	case f.fault == "due-earlier":
-		due -= 50
+		due -= 500
 	}
 	fireAt := time.UnixMilli(due)
 	if f.fault == "early" && i == 3 {
-		fireAt = fireAt.Add(-20 * time.Millisecond)
+		fireAt = fireAt.Add(-500 * time.Millisecond)
 	}
 	if !(f.fault == "drop" && i == 2) {
 		time.AfterFunc(time.Until(fireAt), func() {
@@ -211,8 +211,11 @@ func TestToolExitCode(t *testing.T) {
 			srv := httptest.NewServer(fs)
 			defer srv.Close()
 			var out, errOut bytes.Buffer
-			args := []string{"-mode", "fire", "-url", srv.URL, "-n", "40", "-c", "4", "-rate", "200", "-lead", "400ms",
-				"-pattern", c.pattern, "-ahead", "200ms", "-wait", "2s", "-grace", "300ms", "-max-schedule-error", "200ms"}
+			// Generous times, so that only the fault fails the run on a
+			// loaded machine: 1 s between submit and due, a 1.5 s bound on
+			// the schedule error (the due-later fault moves due by 3 s).
+			args := []string{"-mode", "fire", "-url", srv.URL, "-n", "40", "-c", "4", "-rate", "200", "-lead", "1s",
+				"-pattern", c.pattern, "-ahead", "1s", "-wait", "5s", "-grace", "300ms", "-max-schedule-error", "1500ms"}
 			code := run(args, &out, &errOut)
 			table := out.String()
 			if code != c.code || !strings.Contains(table, c.want) {
@@ -229,8 +232,8 @@ func TestReferenceRunPasses(t *testing.T) {
 	srv := httptest.NewServer(fs)
 	defer srv.Close()
 	var out, errOut bytes.Buffer
-	code := run([]string{"-mode", "fire", "-url", srv.URL, "-n", "40", "-c", "4", "-rate", "200", "-pattern", "overlap", "-ahead", "200ms",
-		"-wait", "2s", "-grace", "100ms", "-max-schedule-error", "200ms", "-ref", "-ref-callers", "4", "-json"}, &out, &errOut)
+	code := run([]string{"-mode", "fire", "-url", srv.URL, "-n", "40", "-c", "4", "-rate", "200", "-pattern", "overlap", "-ahead", "1s",
+		"-wait", "5s", "-grace", "100ms", "-max-schedule-error", "1500ms", "-ref", "-ref-callers", "4", "-json"}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, errOut.String())
 	}
