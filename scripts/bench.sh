@@ -3,7 +3,16 @@
 # builds the server and the load tool, starts an all-in-one server on free
 # test ports with a temporary data dir, runs
 #   submit  -c 100 -d 20s
-#   fire    -n 100000 -rate 5000 -lead 30s
+#   fire    -n 100000 -rate 5000 -lead 30s -ref   (everything submitted first, all in the wheel)
+#   fire-overlap  the same rate, each message submitted 1 s before its due
+#           time, so submits keep arriving while messages fire
+#   fire-loader   the server started with SORAKAQ_WORKER_WINDOW=5s and a 30 s
+#           lead: every message is beyond the wheel's window when submitted and
+#           reaches the wheel through the worker's store-to-wheel loader
+# (each fire mode also runs the load tool's in-memory reference on the same
+# plan and prints sorakaQ's lateness as ratios to it; the load tool exits 1
+# on missing, early or duplicate callbacks or a schedule error out of bounds,
+# and this script then exits 1 after the remaining modes)
 #   latency -c 10 -n 20000
 # (and wrk -t2 -c100 -d20s on submit if wrk is installed, since wrk costs
 # less CPU than Go's client on the same box), prints the results and stops
@@ -12,11 +21,13 @@
 #   scripts/bench.sh                  everything
 #   BENCH_MODES="submit latency" scripts/bench.sh
 #   BENCH_OUT=/some/dir scripts/bench.sh   keep the JSON reports and logs there
+#   BENCH_FIRE_N=20000 BENCH_FIRE_RATE=1000 scripts/bench.sh
+#       the fire modes with fewer messages / a lower rate (default 100000 at 5000/s)
 #   BENCH_TARGET=distributed scripts/bench.sh
 #       the distributed mode instead: receive, center, worker and admin as four
 #       processes over the servers of scripts/infra.sh (run `scripts/infra.sh up`
 #       first), each run with its own ZooKeeper root, Redis prefix and Kafka topics
-# Modes: submit wrk fire latency (default), flow (submit latency at 10 clients
+# Modes: submit wrk fire latency (default), fire-overlap, fire-loader, flow (submit latency at 10 clients
 # and the flow time received -> held by a worker, same run), ab (the original's
 # ab table, scripts/ab-table.sh).
 #
@@ -26,12 +37,16 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODES=${BENCH_MODES:-"submit wrk fire latency"}
+FIRE_N=${BENCH_FIRE_N:-100000}
+FIRE_RATE=${BENCH_FIRE_RATE:-5000}
 TARGET=${BENCH_TARGET:-allinone}
 SERVER_PIDS=()
 WORK=$(mktemp -d /tmp/sorakaq-bench.XXXXXX)
 OUT=${BENCH_OUT:-$WORK/out}
 mkdir -p "$OUT"
 SERVER_PID=""
+SERVER_ENV=() # extra KEY=VALUE for the next server start
+FAILED=()
 
 cleanup() {
 	stop_server
@@ -56,8 +71,8 @@ echo "== building into $WORK/bin"
 start_server() {
 	if [[ $TARGET == distributed ]]; then start_distributed; return; fi
 	rm -rf "$WORK/data"
-	SORAKAQ_DATA_DIR="$WORK/data" SORAKAQ_RECEIVE_LISTEN="127.0.0.1:$RECV_PORT" \
-		SORAKAQ_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" SORAKAQ_LOG_LEVEL=warn \
+	env SORAKAQ_DATA_DIR="$WORK/data" SORAKAQ_RECEIVE_LISTEN="127.0.0.1:$RECV_PORT" \
+		SORAKAQ_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" SORAKAQ_LOG_LEVEL=warn "${SERVER_ENV[@]}" \
 		"$WORK/bin/sorakaq" all >>"$OUT/server.log" 2>&1 &
 	SERVER_PID=$!
 	for _ in $(seq 1 100); do
@@ -81,7 +96,8 @@ start_distributed() {
 		SORAKAQ_ZOOKEEPER_ROOT="/sqbench-$run" SORAKAQ_REDIS_PREFIX="bench$run" SORAKAQ_KAFKA_TOPIC_PREFIX="bench${run}_"
 		SORAKAQ_KAFKA_GROUP="bench$run" SORAKAQ_KAFKA_DEFAULT_PARTITIONS=8 SORAKAQ_ADMIN_API_TOKEN=bench
 		SORAKAQ_RECEIVE_LISTEN="127.0.0.1:$RECV_PORT" SORAKAQ_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT"
-		SORAKAQ_CENTER_LISTEN="127.0.0.1:$center_port" SORAKAQ_WORKER_LISTEN="127.0.0.1:$worker_port" SORAKAQ_NODE_ID=w1)
+		SORAKAQ_CENTER_LISTEN="127.0.0.1:$center_port" SORAKAQ_WORKER_LISTEN="127.0.0.1:$worker_port" SORAKAQ_NODE_ID=w1
+		"${SERVER_ENV[@]}")
 	for role in worker center receive admin; do
 		env "${env[@]}" "$WORK/bin/sorakaq" "$role" >>"$OUT/server-$role.log" 2>&1 &
 		SERVER_PIDS+=($!)
@@ -119,16 +135,25 @@ load() { # name args...
 	local name=$1
 	shift
 	echo
-	echo "== $name: sorakaq-load -url $URL $*"
+	echo "== $name: ${SERVER_ENV[*]} sorakaq-load -url $URL $*"
 	start_server
-	"$WORK/bin/sorakaq-load" -url "$URL" -json "$@" >"$OUT/$name.json"
+	if ! "$WORK/bin/sorakaq-load" -url "$URL" -json "$@" >"$OUT/$name.json"; then
+		echo "== $name FAILED (see the verdict above)"
+		FAILED+=("$name")
+	fi
 	stop_server
+	SERVER_ENV=()
 }
 
 for m in $MODES; do
 	case $m in
 	submit) load submit -mode submit -c 100 -d 20s ;;
-	fire) load fire -mode fire -n 100000 -rate 5000 -lead 30s -wait 60s ;;
+	fire) load fire -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -wait 60s -ref ;;
+	fire-overlap) load fire-overlap -mode fire -pattern overlap -ahead 1s -n "$FIRE_N" -rate "$FIRE_RATE" -wait 60s -ref ;;
+	fire-loader)
+		SERVER_ENV=(SORAKAQ_WORKER_WINDOW=5s)
+		load fire-loader -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -window 5s -wait 60s -ref
+		;;
 	latency) load latency -mode latency -c 10 -n 20000 ;;
 	flow) load flow -mode latency -c 10 -n 10000 -flow-samples 1000 ;;
 	ab)
@@ -160,7 +185,9 @@ LUA
 done
 echo
 echo "== reports (JSON) in $OUT"
+if ((${#FAILED[@]})); then echo "== FAILED: ${FAILED[*]}"; fi
 if [[ -s $OUT/server.log || $TARGET == distributed ]]; then
 	echo "== server log (warn and above), last lines:"
 	tail -n 20 "$OUT"/server*.log
 fi
+if ((${#FAILED[@]})); then exit 1; fi

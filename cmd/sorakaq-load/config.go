@@ -34,6 +34,23 @@ type Config struct {
 	WaitS    float64       `json:"wait_s,omitempty"`
 	Grace    time.Duration `json:"-"`
 	Samples  string        `json:"-"`
+	// Pattern: "batch" (every submit before the first due time) or
+	// "overlap" (each message submitted Ahead before its due time, so
+	// submits keep arriving while messages fire).
+	Pattern string        `json:"pattern,omitempty"`
+	Ahead   time.Duration `json:"-"`
+	AheadS  float64       `json:"ahead_s,omitempty"`
+	// Window is the server's worker.window for this run, as the caller
+	// started it (a label: the tool counts the submits beyond it).
+	Window  time.Duration `json:"-"`
+	WindowS float64       `json:"server_window_s,omitempty"`
+	// Ref also runs the in-memory reference on the same plan.
+	Ref        bool `json:"reference,omitempty"`
+	RefCallers int  `json:"reference_callers,omitempty"`
+	// Verdict bounds.
+	MaxSchedErr   time.Duration `json:"-"`
+	MaxSchedErrMs float64       `json:"max_schedule_error_ms,omitempty"`
+	MaxDup        int           `json:"max_duplicates"`
 
 	// submit/latency: after the run, query this many messages for flow time
 	FlowSamples int `json:"flow_samples,omitempty"`
@@ -47,8 +64,21 @@ Modes:
   -mode latency  submit latency at low concurrency (defaults: -c 10 -n 20000)
   -mode fire     firing precision: starts a callback sink, submits -n messages
                  falling due at -rate/s starting -lead after start, waits for
-                 the callbacks, reports lateness = arrival - X-Sorakaq-Due-At
+                 the callbacks, reports lateness against the server's due time
+                 (arrival - X-Sorakaq-Due-At) and the client's (arrival - (send
+                 time + delay)), and the schedule error between the two
                  (defaults: -c 100 -n 100000 -rate 5000 -lead 30s -wait 30s)
+                 -pattern batch    every submit before the first due time
+                 -pattern overlap  each message sent -ahead before its due
+                                   time: submits keep arriving while firing
+                 -window W         the server's worker.window (label; with
+                                   -lead > W every message is loaded from
+                                   the store by the worker's loader)
+                 -ref              also run the in-memory reference (one
+                                   time.AfterFunc per message) on the same
+                                   plan and print the ratios
+                 Exits 1 if a message is missing, early on either clock,
+                 duplicated, unknown, or the schedule error is out of bounds.
 
 With -json the JSON report goes to stdout and the table to stderr.
 Percentiles are exact (nearest rank over the sorted samples).
@@ -77,7 +107,14 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.DurationVar(&c.Wait, "wait", 30*time.Second, "fire: how long to wait for callbacks after the last due time")
 	fs.DurationVar(&c.Grace, "grace", time.Second, "fire: extra wait after the last callback, to catch duplicates")
 	fs.IntVar(&c.FlowSamples, "flow-samples", 0, "submit/latency: after the run, query this many of the submitted messages and report flow time (received -> held by a worker)")
-	fs.StringVar(&c.Samples, "samples", "", "fire: write every callback as CSV (arrival order: msg_id,attempt,due_at_ms,lateness_ms) to this file")
+	fs.StringVar(&c.Samples, "samples", "", "fire: write every callback as CSV (arrival order: msg_id,attempt,due_at_ms,lateness_ms,client_due_ns,lateness_client_ms) to this file (the reference's to FILE.reference)")
+	fs.StringVar(&c.Pattern, "pattern", "batch", "fire: batch (submit everything first) | overlap (submit each message -ahead before its due time)")
+	fs.DurationVar(&c.Ahead, "ahead", time.Second, "fire -pattern overlap: how long before its due time each message is submitted (>= 100ms)")
+	fs.DurationVar(&c.Window, "window", 0, "fire: the server's worker.window for this run, as a label (the report counts submits beyond it)")
+	fs.BoolVar(&c.Ref, "ref", false, "fire: after the server's run, run the in-memory reference (time.AfterFunc per message) on the same plan and report ratios")
+	fs.IntVar(&c.RefCallers, "ref-callers", 256, "fire -ref: callback goroutines of the reference (sorakaQ's worker.concurrency default)")
+	fs.DurationVar(&c.MaxSchedErr, "max-schedule-error", 100*time.Millisecond, "fire: fail if a server due time is later than the client's send time + delay by more than this (each due time must also lie before the answer time + delay + 1 ms)")
+	fs.IntVar(&c.MaxDup, "max-duplicates", 0, "fire: fail above this many duplicate callbacks")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, errHelp
@@ -119,13 +156,32 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 		if c.Lead <= 0 {
 			return nil, errors.New("-lead must be > 0")
 		}
+		switch c.Pattern {
+		case "batch":
+			c.Ahead = 0
+		case "overlap":
+			if c.Ahead < minDelayMs*time.Millisecond {
+				return nil, errors.New("-ahead must be >= 100ms (shorter delays fire at once)")
+			}
+			leadGiven := false
+			fs.Visit(func(f *flag.Flag) { leadGiven = leadGiven || f.Name == "lead" })
+			if !leadGiven || c.Lead < c.Ahead {
+				c.Lead = c.Ahead // the first message is sent at start
+			}
+		default:
+			return nil, fmt.Errorf("-pattern must be batch or overlap, got %q", c.Pattern)
+		}
+		if c.RefCallers < 1 {
+			return nil, errors.New("-ref-callers must be >= 1")
+		}
 		c.DelayMs = 0
-		c.LeadS, c.WaitS = c.Lead.Seconds(), c.Wait.Seconds()
+		c.LeadS, c.WaitS, c.AheadS, c.WindowS = c.Lead.Seconds(), c.Wait.Seconds(), c.Ahead.Seconds(), c.Window.Seconds()
+		c.MaxSchedErrMs = float64(c.MaxSchedErr) / 1e6
 	default:
 		return nil, fmt.Errorf("-mode must be submit, fire or latency, got %q", c.Mode)
 	}
 	if c.Mode != "fire" {
-		c.SinkAddr, c.Rate = "", 0
+		c.SinkAddr, c.Rate, c.Pattern, c.Ahead, c.Window, c.Ref, c.RefCallers, c.MaxSchedErr = "", 0, "", 0, 0, false, 0, 0
 	}
 	if c.C < 1 || c.N < 0 || c.D < 0 {
 		return nil, errors.New("-c must be >= 1, -n and -d must not be negative")

@@ -5,11 +5,13 @@
 //
 //	go run ./cmd/sorakaq-load -mode submit -c 100 -d 20s
 //	go run ./cmd/sorakaq-load -mode fire -n 100000 -rate 5000 -lead 30s
+//	go run ./cmd/sorakaq-load -mode fire -pattern overlap -ahead 1s -ref
 //	go run ./cmd/sorakaq-load -mode latency -c 10 -n 20000
 package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 )
 
@@ -17,7 +19,10 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr *os.File) int {
+// run exits 2 on bad flags, 1 when the run could not be made or a fire
+// run's verdict failed (missing, early, duplicate or unknown callbacks, a
+// schedule error out of bounds), else 0.
+func run(args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
 		if err == errHelp {
@@ -30,6 +35,9 @@ func run(args []string, stdout, stderr *os.File) int {
 	switch cfg.Mode {
 	case "submit", "latency":
 		rep, err = runSubmit(cfg, stderr)
+		if rep != nil {
+			rep.Verdict.Pass = true
+		}
 	case "fire":
 		rep, err = runFire(cfg, stderr)
 	}
@@ -46,6 +54,9 @@ func run(args []string, stdout, stderr *os.File) int {
 		}
 	} else {
 		rep.WriteTable(stdout)
+	}
+	if cfg.Mode == "fire" && !rep.Verdict.Pass {
+		return 1 // the reasons are in the table's verdict
 	}
 	return 0
 }

@@ -20,7 +20,19 @@ type Report struct {
 	Config  *Config         `json:"config"`
 	Submit  *SubmitSection  `json:"submit"`
 	Fire    *FireStats      `json:"fire,omitempty"`
-	Flow    *FlowSection    `json:"flow,omitempty"`
+	// Reference is the in-memory reference's run on the same plan (-ref),
+	// Ratio the server's client-clock lateness over the reference's.
+	Reference *FireStats   `json:"reference,omitempty"`
+	Ratio     *Ratio       `json:"ratio_to_reference,omitempty"`
+	Flow      *FlowSection `json:"flow,omitempty"`
+	Verdict   Verdict      `json:"verdict"`
+}
+
+// Verdict is whether the run kept every promise (fire mode; the submit
+// modes always pass). The tool exits 1 when it did not.
+type Verdict struct {
+	Pass     bool     `json:"pass"`
+	Failures []string `json:"failures,omitempty"`
 }
 
 // SubmitSection is the client side of a run.
@@ -72,7 +84,14 @@ func (r *Report) WriteTable(w io.Writer) {
 		run += fmt.Sprintf(" d=%s", c.D)
 	}
 	if c.Mode == "fire" {
-		run += fmt.Sprintf(" rate=%g/s lead=%s wait=%s", c.Rate, c.Lead, c.Wait)
+		run += fmt.Sprintf(" rate=%g/s lead=%s wait=%s pattern=%s", c.Rate, c.Lead, c.Wait, c.Pattern)
+		if c.Pattern == "overlap" {
+			run += fmt.Sprintf(" ahead=%s", c.Ahead)
+		}
+		if c.Window > 0 {
+			run += fmt.Sprintf(" server-window=%s", c.Window)
+		}
+		run += fmt.Sprintf(" max-schedule-error=%s max-duplicates=%d", c.MaxSchedErr, c.MaxDup)
 	} else {
 		run += fmt.Sprintf(" delay=%dms", c.DelayMs)
 	}
@@ -103,25 +122,54 @@ func (r *Report) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "  sampled     %d (with a held event %d, not held yet %d, query errors %d)\n", f.Sampled, f.Held, f.Unheld, f.Problems)
 		writeSummary(w, "    ", f.FlowMs)
 	}
-	if f := r.Fire; f != nil {
+	if r.Fire != nil {
+		writeFire(w, "fire (sorakaQ)", r.Fire)
+	}
+	if r.Reference != nil {
+		writeFire(w, "fire (in-memory reference: time.AfterFunc per message, same plan, same process)", r.Reference)
+	}
+	if q := r.Ratio; q != nil {
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "fire")
-		fmt.Fprintf(w, "  submitted   %d acknowledged; submits done %.3f s after start; due window %.3f .. %.3f s\n",
-			f.Submitted, f.SubmitsDoneS, f.FirstDueS, f.LastDueS)
-		fmt.Fprintf(w, "  callbacks   %d received, %d ids\n", f.Callbacks, f.Unique)
-		fmt.Fprintf(w, "  missing     %d\n", f.Missing)
-		fmt.Fprintf(w, "  duplicates  %d   retries(attempt>1) %d   unknown ids %d   bad headers %d   due mismatch %d\n",
-			f.Duplicates, f.Retries, f.Unknown, f.BadHeaders, f.DueMismatch)
-		fmt.Fprintf(w, "  early       %d (callback before due time; must be 0)\n", f.Early)
-		fmt.Fprintf(w, "  late submit %d (delay < 100 ms when sent: fired at once)\n", f.LateSubmits)
-		fmt.Fprintf(w, "  lateness ms (arrival - X-Sorakaq-Due-At)\n")
-		writeSummary(w, "    ", f.Lateness)
-		fmt.Fprintf(w, "  schedule ms (server due_at - intended due: ms rounding + time from building the request to the server reading its clock)\n")
-		fmt.Fprintf(w, "    min %.3f  p50 %.3f  max %.3f\n", f.ScheduleErr.Min, f.ScheduleErr.P50, f.ScheduleErr.Max)
-		fmt.Fprintf(w, "  waited      %.3f s after start (timed out: %v)\n", f.WaitedS, f.TimedOut)
-		for _, s := range f.Warnings {
-			fmt.Fprintf(w, "  WARNING     %s\n", s)
+		fmt.Fprintln(w, "ratio sorakaQ / reference (lateness on the client's clock)")
+		fmt.Fprintf(w, "  p50 %.2fx  p90 %.2fx  p99 %.2fx  p99.9 %.2fx  max %.2fx\n", q.P50, q.P90, q.P99, q.P999, q.Max)
+	}
+	if c.Mode == "fire" {
+		fmt.Fprintln(w)
+		if r.Verdict.Pass {
+			fmt.Fprintln(w, "verdict       PASS")
+		} else {
+			fmt.Fprintln(w, "verdict       FAIL")
+			for _, f := range r.Verdict.Failures {
+				fmt.Fprintf(w, "  FAIL        %s\n", f)
+			}
 		}
+	}
+}
+
+func writeFire(w io.Writer, title string, f *FireStats) {
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, title)
+	fmt.Fprintf(w, "  submitted   %d acknowledged (%d failed); submits %.3f .. %.3f s after start; due window %.3f .. %.3f s\n",
+		f.Submitted, f.SubmitErrors, f.SubmitsStartS, f.SubmitsDoneS, f.FirstDueS, f.LastDueS)
+	if f.BeyondWindow > 0 {
+		fmt.Fprintf(w, "  loader      %d of %d submitted beyond the server's window (held in the store, loaded into the wheel later)\n", f.BeyondWindow, f.Submitted)
+	}
+	fmt.Fprintf(w, "  callbacks   %d received, %d ids\n", f.Callbacks, f.Unique)
+	fmt.Fprintf(w, "  missing     %d\n", f.Missing)
+	fmt.Fprintf(w, "  duplicates  %d   retries(attempt>1) %d   unknown ids %d   bad headers %d   due mismatch %d\n",
+		f.Duplicates, f.Retries, f.Unknown, f.BadHeaders, f.DueMismatch)
+	fmt.Fprintf(w, "  early       %d before X-Sorakaq-Due-At, %d before the client's send time + delay (both must be 0)\n", f.Early, f.EarlyClient)
+	fmt.Fprintf(w, "  late submit %d (delay < 100 ms when sent: fired at once)\n", f.LateSubmits)
+	fmt.Fprintf(w, "  lateness ms, client's clock (arrival - (send time + delay)), first attempts\n")
+	writeSummary(w, "    ", f.ClientLate)
+	fmt.Fprintf(w, "  lateness ms, server's due time (arrival - X-Sorakaq-Due-At), first attempts\n")
+	writeSummary(w, "    ", f.Lateness)
+	fmt.Fprintf(w, "  schedule error ms (server due_at - (send time + delay): ms rounding up + time from sending to the server reading its clock)\n")
+	writeSummary(w, "    ", f.ScheduleErr)
+	fmt.Fprintf(w, "  due after answer %d (server due_at later than the client's answer time + delay + 1 ms; must be 0)\n", f.AfterAnswer)
+	fmt.Fprintf(w, "  waited      %.3f s after start (timed out: %v)\n", f.WaitedS, f.TimedOut)
+	for _, s := range f.Warnings {
+		fmt.Fprintf(w, "  WARNING     %s\n", s)
 	}
 }
 

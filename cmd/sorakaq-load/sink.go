@@ -11,13 +11,15 @@ import (
 	"time"
 )
 
-// cbRecord is one callback the sink received.
+// cbRecord is one callback the sink received. Lateness is computed from
+// ArrivalNs by analyzeFire, against both the server's due time (DueAt) and
+// the client's send time + delay.
 type cbRecord struct {
-	ID      string
-	Attempt int
-	DueAt   int64   // X-Sorakaq-Due-At, unix ms
-	LateMs  float64 // arrival - X-Sorakaq-Due-At, ms
-	BadHdr  bool    // Msg-Id or Due-At missing or unparsable
+	ID        string
+	Attempt   int
+	DueAt     int64 // X-Sorakaq-Due-At, unix ms
+	ArrivalNs int64 // sink's wall clock when the handler started, unix ns
+	BadHdr    bool  // Msg-Id or Due-At missing or unparsable
 }
 
 // sink is the callback receiver of -mode fire. It does the least it can
@@ -72,7 +74,7 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func parseCallback(h http.Header, now time.Time) cbRecord {
-	var rec cbRecord
+	rec := cbRecord{ArrivalNs: now.UnixNano()}
 	if v := h["X-Sorakaq-Msg-Id"]; len(v) > 0 {
 		rec.ID = v[0]
 	}
@@ -89,7 +91,6 @@ func parseCallback(h http.Header, now time.Time) cbRecord {
 		return rec
 	}
 	rec.DueAt = due
-	rec.LateMs = float64(now.UnixNano()-due*int64(time.Millisecond)) / 1e6
 	return rec
 }
 

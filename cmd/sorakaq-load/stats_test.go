@@ -73,25 +73,39 @@ func TestRate(t *testing.T) {
 }
 
 func TestAnalyzeFire(t *testing.T) {
-	acks := []ack{{0, "a", 1000}, {1, "b", 1001}, {2, "c", 1002}, {3, "d", 1003}}
+	const ms = int64(time.Millisecond)
+	// sent at 1000 ms + 0.4 ms with a 100 ms delay: the client's due time
+	// is 1100.4 ms; the server answered due 1101 (rounded up).
+	mk := func(i int, id string) ack {
+		return ack{Idx: i, ID: id, DueAt: 1101 + int64(i), SentNs: (1000+int64(i))*ms + 400_000, DelayMs: 100}
+	}
+	e := mk(4, "e")
+	e.DueAt = 1090 // the server moved it 14.4 ms before the client's due time
+	acks := []ack{mk(0, "a"), mk(1, "b"), mk(2, "c"), mk(3, "d"), e}
 	recs := []cbRecord{
-		{ID: "a", Attempt: 1, DueAt: 1000, LateMs: 1.5},
-		{ID: "b", Attempt: 1, DueAt: 1001, LateMs: -0.25}, // early
-		{ID: "b", Attempt: 2, DueAt: 2001, LateMs: 3},     // duplicate + retry
-		{ID: "c", Attempt: 1, DueAt: 999, LateMs: 2},      // due mismatch
-		{ID: "x", Attempt: 1, DueAt: 5, LateMs: 100},      // unknown: not in lateness
+		{ID: "a", Attempt: 1, DueAt: 1101, ArrivalNs: 1101*ms + 1_500_000}, // 1.5 ms late, 2.1 on the client's clock
+		{ID: "b", Attempt: 1, DueAt: 1102, ArrivalNs: 1102*ms - 250_000},   // early on both clocks
+		{ID: "b", Attempt: 2, DueAt: 2102, ArrivalNs: 2102*ms + 3_000_000}, // duplicate + retry: not a firing sample
+		{ID: "c", Attempt: 1, DueAt: 999, ArrivalNs: 1103*ms + 2_000_000},  // due mismatch
+		{ID: "x", Attempt: 1, DueAt: 5, ArrivalNs: 105 * ms},               // unknown: not in lateness
+		{ID: "e", Attempt: 1, DueAt: 1090, ArrivalNs: 1090*ms + 500_000},   // on time for the server, 13.9 ms early for the client
 		{BadHdr: true},
 	}
-	// intended: i ms after 1000, so schedule errors are 0,0,0,0
-	st := analyzeFire(acks, recs, func(i int) float64 { return 1000 + float64(i) })
-	if st.Submitted != 4 || st.Callbacks != 6 || st.Unique != 4 || st.Missing != 1 || st.Duplicates != 1 ||
-		st.Retries != 1 || st.Early != 1 || st.Unknown != 1 || st.BadHeaders != 1 || st.DueMismatch != 1 {
+	st := analyzeFire(acks, recs)
+	if st.Submitted != 5 || st.Callbacks != 7 || st.Unique != 5 || st.Missing != 1 || st.Duplicates != 1 ||
+		st.Retries != 1 || st.Early != 1 || st.EarlyClient != 1 || st.Unknown != 1 || st.BadHeaders != 1 || st.DueMismatch != 1 {
 		t.Fatalf("counts: %+v", st)
 	}
-	if st.Lateness.Count != 4 || st.Lateness.Min != -0.25 || st.Lateness.Max != 3 || st.Lateness.P50 != 1.5 {
+	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+	// server's due time: a 1.5, b -0.25, c 1105 - 999 = 106 (its header is wrong), e 0.5
+	if st.Lateness.Count != 4 || !near(st.Lateness.Min, -0.25) || !near(st.Lateness.P50, 0.5) || !near(st.Lateness.Max, 106) {
 		t.Fatalf("lateness: %+v", st.Lateness)
 	}
-	if st.ScheduleErr.Min != 0 || st.ScheduleErr.Max != 0 || st.ScheduleErr.Count != 4 {
+	// client's clock: a 2.1, b 0.35, c 1105 - 1102.4 = 2.6, e -13.9
+	if st.ClientLate.Count != 4 || !near(st.ClientLate.Min, -13.9) || !near(st.ClientLate.P50, 0.35) || !near(st.ClientLate.Max, 2.6) {
+		t.Fatalf("client lateness: %+v", st.ClientLate)
+	}
+	if st.ScheduleErr.Count != 5 || !near(st.ScheduleErr.Min, -14.4) || !near(st.ScheduleErr.Max, 0.6) {
 		t.Fatalf("schedule: %+v", st.ScheduleErr)
 	}
 }
@@ -104,7 +118,7 @@ func TestParseCallbackSubMillisecond(t *testing.T) {
 	h.Set("X-Sorakaq-Attempt", "2")
 	h.Set("X-Sorakaq-Due-At", "1700000000000")
 	r := parseCallback(h, now)
-	if r.ID != "m1" || r.Attempt != 2 || r.DueAt != due || r.BadHdr || math.Abs(r.LateMs-2.345678) > 1e-9 {
+	if r.ID != "m1" || r.Attempt != 2 || r.DueAt != due || r.BadHdr || r.ArrivalNs-due*int64(time.Millisecond) != 2345678 {
 		t.Fatalf("%+v", r)
 	}
 	h.Del("X-Sorakaq-Due-At")
@@ -136,7 +150,7 @@ func TestSinkAnswersOK(t *testing.T) {
 		}
 	}
 	recs := s.records()
-	if len(recs) != 2 || s.unique.Load() != 1 || s.total.Load() != 2 || recs[0].LateMs < 0 {
+	if len(recs) != 2 || s.unique.Load() != 1 || s.total.Load() != 2 || recs[0].ArrivalNs < due*int64(time.Millisecond) {
 		t.Fatalf("%+v unique=%d", recs, s.unique.Load())
 	}
 }

@@ -16,9 +16,12 @@ import (
 
 // ack is a submit the server accepted.
 type ack struct {
-	Idx   int
-	ID    string
-	DueAt int64 // due_at answered by the server (unix ms)
+	Idx     int
+	ID      string
+	DueAt   int64 // due_at answered by the server (unix ms)
+	SentNs  int64 // client's wall clock just before the request was sent (unix ns)
+	AnsNs   int64 // client's wall clock once the answer was read (unix ns)
+	DelayMs int64 // delay_time as the server applies it (0 when below message.MinDelayMs: fired at once)
 }
 
 // loadResult is what a submit run measured.
@@ -36,11 +39,14 @@ type loadResult struct {
 type bodyFunc func(buf []byte, i int) []byte
 
 type loadSpec struct {
-	URL      string
-	C, N     int
-	D        time.Duration
-	Timeout  time.Duration
-	Body     bodyFunc
+	URL     string
+	C, N    int
+	D       time.Duration
+	Timeout time.Duration
+	Body    bodyFunc
+	// Pace, if not nil, is called with each request's number before its
+	// body is built (open loop: it sleeps until that request's send time).
+	Pace     func(i int)
 	KeepAcks bool
 	// Progress, if not nil, is incremented after each completed request.
 	Progress *atomic.Int64
@@ -107,6 +113,9 @@ func runLoad(spec loadSpec) *loadResult {
 				if !deadline.IsZero() && !time.Now().Before(deadline) {
 					return
 				}
+				if spec.Pace != nil {
+					spec.Pace(i)
+				}
 				buf = spec.Body(buf[:0], i)
 				req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(buf))
 				if err != nil {
@@ -123,7 +132,8 @@ func runLoad(spec loadSpec) *loadResult {
 				}
 				respBuf, err = readAll(resp.Body, respBuf[:0])
 				resp.Body.Close()
-				lat := float64(time.Since(t0).Nanoseconds()) / 1e6
+				answered := time.Now()
+				lat := float64(answered.Sub(t0).Nanoseconds()) / 1e6
 				spec.progress()
 				if err != nil {
 					o.fail("transport", "reading answer: "+err.Error())
@@ -145,7 +155,7 @@ func runLoad(spec loadSpec) *loadResult {
 					o.ok++
 					o.lat = append(o.lat, lat)
 					if spec.KeepAcks {
-						o.acks = append(o.acks, ack{Idx: i, ID: env.Result.MsgID, DueAt: env.Result.DueAt})
+						o.acks = append(o.acks, ack{Idx: i, ID: env.Result.MsgID, DueAt: env.Result.DueAt, SentNs: t0.UnixNano(), AnsNs: answered.UnixNano()})
 					}
 				}
 			}

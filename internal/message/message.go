@@ -112,6 +112,19 @@ func NewID() string { return xid.New().String() }
 // NowMs is the current unix time in milliseconds.
 func NowMs() int64 { return time.Now().UnixMilli() }
 
+// CeilMs is t in unix milliseconds, rounded up: the receipt time a due
+// time is counted from (due = receipt + delay_time). Truncating would let
+// a message fall due up to 1 ms before the sender's own send time + delay;
+// rounding up means it never does, on any clock that agrees with ours.
+func CeilMs(t time.Time) int64 {
+	ns := t.UnixNano()
+	ms := ns / 1e6
+	if ns%1e6 > 0 {
+		ms++
+	}
+	return ms
+}
+
 // AddEvent appends an event to the history, keeping it bounded.
 func (m *Message) AddEvent(atMs int64, typ, detail string) {
 	m.History = append(m.History, Event{AtMs: atMs, Type: typ, Detail: detail})

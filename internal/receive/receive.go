@@ -110,7 +110,7 @@ func (s *Server) submit(c *gin.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := message.ParseSubmit(body, s.opts.Limits, time.Now().UnixMilli())
+	m, err := message.ParseSubmit(body, s.opts.Limits, message.CeilMs(time.Now()))
 	if err != nil {
 		return nil, err
 	}

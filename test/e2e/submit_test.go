@@ -233,3 +233,29 @@ func TestSubmitValidation(t *testing.T) {
 		t.Errorf("unknown endpoint: %s, want 404", r)
 	}
 }
+
+// TestDueNeverBeforeClientSendPlusDelay: due_at is counted from the
+// receipt time rounded up to the millisecond, so it is never before the
+// client's own send time + delay_time, measured in nanoseconds on the
+// client's clock (the same host, so the same clock). With the receipt time
+// truncated, most of these submits would be due up to 1 ms "early".
+func TestDueNeverBeforeClientSendPlusDelay(t *testing.T) {
+	t.Parallel()
+	srv := Shared(t)
+	const delay = 600_000 // nothing fires during the test
+	req := SubmitReq{TopicName: "e2e-due-ceil", DelayTime: delay, Callback: CBField{RequestType: "POST", URL: "http://127.0.0.1:9/never"}}
+	early := 0
+	worst := 0.0
+	const n = 200
+	for range n {
+		sent := time.Now().UnixNano()
+		s := srv.Submit(t, req)
+		if d := float64(sent+delay*1e6-s.DueAt*1e6) / 1e6; d > 0 {
+			early++
+			worst = max(worst, d)
+		}
+	}
+	if early > 0 {
+		t.Fatalf("%d of %d submits have due_at before the client's send time + delay (worst by %.3f ms)", early, n, worst)
+	}
+}
