@@ -36,7 +36,7 @@ type Leader struct {
 // Run campaigns and leads until ctx ends.
 func (l *Leader) Run(ctx context.Context) {
 	if l.Interval <= 0 {
-		l.Interval = 2 * time.Second
+		l.Interval = time.Second
 	}
 	for ctx.Err() == nil {
 		term, err := l.Reg.Campaign(ctx)

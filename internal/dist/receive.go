@@ -141,7 +141,7 @@ func (b *ReceiveBackend) route(ctx context.Context, id string, remote func(addr 
 // directChange applies a lifecycle rule in Redis to a message whose slot
 // has no live holder.
 func (b *ReceiveBackend) directChange(ctx context.Context, topic, id string, rule func(m *message.Message, nowMs int64) error) (*message.Message, error) {
-	now := time.Now().UnixMilli()
+	now := message.CeilMs(time.Now()) // rounded up: a new delay never ends before the caller's send + delay
 	m, err := b.checked.Update(ctx, id, store.Sync, func(m *message.Message) error {
 		if err := lifecycle.CheckTopic(m, topic); err != nil {
 			return err

@@ -105,7 +105,7 @@ func (w *Worker) Cancel(ctx context.Context, topic, id string) (*message.Message
 // ChangeDelay moves a pending message's due time. The new due time must be
 // within 7 days from now.
 func (w *Worker) ChangeDelay(ctx context.Context, topic, id string, ch DelayChange) (*message.Message, error) {
-	now := time.Now().UnixMilli()
+	now := message.CeilMs(time.Now()) // rounded up: never before the caller's own send + delay
 	m, err := w.change(ctx, topic, id, func(m *message.Message) error { return lifecycle.ChangeDelay(m, ch, now) })
 	if err != nil {
 		return nil, w.apiErr(id, err)

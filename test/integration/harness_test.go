@@ -39,6 +39,7 @@ const (
 	stopTimeout    = 25 * time.Second
 	clientTimeout  = 15 * time.Second
 	sessionTimeout = 4 * time.Second // SORAKAQ_ZOOKEEPER_SESSION_TIMEOUT
+	centerGrace    = 3 * time.Second // center.grace (the default): a vanished worker's slots wait this long
 	// maxProcs bounds the sorakaQ processes running at once across the
 	// parallel tests (the machine has 2 cores).
 	maxProcs = 12
