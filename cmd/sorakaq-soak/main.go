@@ -136,7 +136,7 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.IntVar(&c.PctRace, "pct-race", 40, "percent of the cancels and setDelays sent within a few ms of the due time (the race against the callback)")
 	fs.IntVar(&c.PctOverdue, "pct-overdue", 25, "percent of the setDelays with a delay below 100 ms (due at once)")
 	fs.DurationVar(&c.MaxLate, "max-late", 2*time.Second, "fail when a callback arrives later than this after its due time (server's and client's); raise it for runs with outages")
-	fs.DurationVar(&c.MaxSched, "max-schedule-error", 500*time.Millisecond, "fail when a due_at is later than this after request sent + delay (calls answered at the first try)")
+	fs.DurationVar(&c.MaxSched, "max-schedule-error", time.Second, "fail when a due_at is later than this after request sent + delay (calls answered at the first try)")
 	fs.DurationVar(&c.EarlyTol, "early-tolerance", 0, "a callback this much before request sent + delay (client clock) still passes; 0 = never early")
 	fs.IntVar(&c.MaxDup, "max-dup", 0, "fail above this many duplicate callbacks (same id and attempt, or after a success); raise it for runs that kill the process delivering")
 	fs.IntVar(&c.MaxUnacked, "max-unacked", 0, "fail above this many submits without a definite 200")
