@@ -3,11 +3,14 @@
 // plan chosen up front from a seeded RNG:
 //
 //	plain     (~60%) must be delivered
-//	cancel    (~15%) cancelled shortly after submit: answer 200 -> must never
-//	          fire; 409 -> it was already being delivered -> must be delivered
-//	setdelay  (~15%) delay changed shortly after submit: must be delivered,
-//	          not before the new due time
-//	fail      (~10%) its callback always answers 500: must end dead
+//	cancel    (~15%) cancelled shortly after submit or, for -pct-race of them,
+//	          within a few ms of the due time: answer 200 -> must never fire;
+//	          409 -> it was already being delivered -> must be delivered
+//	setdelay  (~15%) delay changed at the same moments (-pct-overdue of them
+//	          to below 100 ms: due at once): must be delivered, not before
+//	          the new due time
+//	fail      (~10%) its callback always answers 500: must end dead after
+//	          -fail-attempts attempts
 //
 // Every callback lands on its own sink (id, attempt, arrival, X-Sorakaq-Due-At).
 // Every API call is retried on connection errors, 429 and 5xx until it gets a
