@@ -20,6 +20,13 @@ type answer struct {
 	Tries   int             // requests sent
 	LastErr string          // the last transient failure (when Tries > 1 or Status == 0)
 	First   time.Time       // when the first request was sent
+	Last    time.Time       // when the last request was sent
+	Done    time.Time       // when the definite answer was read (or the call gave up)
+}
+
+// call is the answer as the verdict's event log holds it.
+func (a answer) call() Call {
+	return Call{SentUs: a.First.UnixMicro(), LastSentUs: a.Last.UnixMicro(), AnsweredUs: a.Done.UnixMicro(), Status: a.Status, Tries: a.Tries}
 }
 
 // definite reports whether the server gave an answer that retrying would
@@ -83,13 +90,18 @@ func (a *api) postKeyed(path string, body any, key string) answer {
 }
 
 func (a *api) call(method, path string, body []byte, key string) answer {
-	ans := answer{First: time.Now()}
-	stop := ans.First.Add(a.deadline)
+	var ans answer
+	stop := time.Now().Add(a.deadline)
 	wait := 100 * time.Millisecond
 	for {
 		ans.Tries++
 		a.requests.Add(1)
+		ans.Last = time.Now()
+		if ans.Tries == 1 {
+			ans.First = ans.Last
+		}
 		status, env, kind, err := a.once(method, path, body, key)
+		ans.Done = time.Now()
 		if err == nil && definite(status) {
 			ans.Status, ans.EM, ans.Result = status, env.EM, env.Result
 			return ans

@@ -7,42 +7,11 @@ import (
 	"maps"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sorakaq/sorakaq/internal/machine"
 )
-
-// Counts is the verdict over every message.
-type Counts struct {
-	Planned          map[string]int `json:"planned"`        // by plan kind
-	Acknowledged     int            `json:"acknowledged"`   // submit answered 200
-	Unacknowledged   int            `json:"unacknowledged"` // submit never answered (or answered an error)
-	SubmitRetried    int            `json:"submit_retried"` // acknowledged after more than one request
-	ExpectDelivered  int            `json:"expect_delivered"`
-	ExpectCancelled  int            `json:"expect_cancelled"`
-	ExpectDead       int            `json:"expect_dead"`
-	ExpectEither     int            `json:"expect_either"` // cancel without a definite answer
-	Delivered        int            `json:"delivered"`     // expected delivered, >= 1 successful callback
-	CancelledOK      int            `json:"cancelled_ok"`  // state cancelled and no callback
-	DeadOK           int            `json:"dead_ok"`       // state dead
-	Lost             int            `json:"lost"`
-	CancelViolated   int            `json:"cancel_violated"`
-	Early            int            `json:"early"`          // messages with a callback before their due time
-	StateMismatch    int            `json:"state_mismatch"` // callbacks as expected but the final state is not
-	DupCallbacks     int            `json:"dup_callbacks"`  // extra callbacks with the same id and attempt
-	DupMessages      int            `json:"dup_messages"`   // messages with at least one such extra callback
-	AfterSuccess     int            `json:"after_success"`  // callbacks of a later attempt after a successful one
-	UnknownIDs       int            `json:"unknown_ids"`    // callback ids no acknowledged submit returned
-	UnknownCallbacks int            `json:"unknown_callbacks"`
-	UnknownOfAcked   int            `json:"unknown_of_acked"`   // unknown ids whose plan index was acknowledged under another id (a retried submit stored twice)
-	UnknownOfUnacked int            `json:"unknown_of_unacked"` // unknown ids of a submit never acknowledged
-	Callbacks        int            `json:"callbacks"`
-	CancelAnswers    map[string]int `json:"cancel_answers"`
-	SetDelayAnswers  map[string]int `json:"setdelay_answers"`
-	FinalStates      map[string]int `json:"final_states"`
-}
 
 // Report is one soak run.
 type Report struct {
@@ -51,12 +20,9 @@ type Report struct {
 	Machine  machine.Machine `json:"machine"`
 	Config   *Config         `json:"config"`
 	ElapsedS float64         `json:"elapsed_s"`
-	Counts   Counts          `json:"counts"`
-	Lateness Summary         `json:"first_delivery_lateness_ms"` // first successful callback: arrival - X-Sorakaq-Due-At
-	MaxEarly int64           `json:"max_early_ms,omitempty"`
+	Verdict  *Verdict        `json:"verdict"`
 	API      APISection      `json:"api"`
-	Problems []*msg          `json:"problems,omitempty"` // lost, violated, early, mismatched (at most 200)
-	Unknown  []unknownDetail `json:"unknown,omitempty"`  // at most 100
+	Problems []*msg          `json:"problem_messages,omitempty"` // the messages of the verdict's problems (at most 200)
 }
 
 // APISection is the client side: how much retrying the faults caused.
@@ -71,13 +37,6 @@ type outage struct {
 	FromS    float64 `json:"from_s"`
 	ToS      float64 `json:"to_s"`
 	Failures int     `json:"failures"`
-}
-
-type unknownDetail struct {
-	ID        string     `json:"id"`
-	I         int        `json:"i"`
-	AckedAs   string     `json:"acked_as,omitempty"`
-	Callbacks []callback `json:"callbacks"`
 }
 
 // Summary is a distribution in ms (nearest rank).
@@ -106,158 +65,28 @@ func summarize(v []float64) Summary {
 	return Summary{N: len(v), P50: rank(.5), P90: rank(.9), P99: rank(.99), Max: v[len(v)-1], Mean: sum / float64(len(v))}
 }
 
-func analyse(cfg *Config, plan []*msg, cbs map[string][]callback, total int, a *api, start time.Time) *Report {
+func analyse(cfg *Config, plan []*msg, cbs []CallbackEvent, a *api, start time.Time) *Report {
 	r := &Report{Tool: "sorakaq-soak", Time: start.UTC().Format(time.RFC3339), Machine: machine.Info(), Config: cfg,
 		ElapsedS: time.Since(start).Seconds()}
-	c := &r.Counts
-	c.Planned, c.CancelAnswers, c.SetDelayAnswers, c.FinalStates = map[string]int{}, map[string]int{}, map[string]int{}, map[string]int{}
-	c.Callbacks = total
-	acked := map[string]*msg{}
-	var late []float64
+	log := &EventLog{Callbacks: cbs}
 	for _, m := range plan {
-		c.Planned[m.Kind]++
-		if m.ID == "" {
-			c.Unacknowledged++
-			continue
+		log.Messages = append(log.Messages, m.MsgLog)
+	}
+	r.Verdict = Judge(log, cfg.bounds())
+	byID := groupByID(cbs)
+	for _, m := range plan {
+		if m.Submit.ID != "" {
+			m.Callbacks = byID[m.Submit.ID]
+			slices.SortFunc(m.Callbacks, func(x, y CallbackEvent) int { return int(x.ArrivedUs - y.ArrivedUs) })
 		}
-		acked[m.ID] = m
-		c.Acknowledged++
-		if m.SubmitTries > 1 {
-			c.SubmitRetried++
-		}
-		ansKey := strconv.Itoa(m.ActStatus)
-		if m.ActStatus == 0 {
-			ansKey = "none"
-		}
-		switch m.Kind {
-		case kCancel:
-			c.CancelAnswers[ansKey]++
-		case kSetDelay:
-			c.SetDelayAnswers[ansKey]++
-		}
-		c.FinalStates[m.State]++
-		got := cbs[m.ID]
-		slices.SortFunc(got, func(x, y callback) int { return int(x.Arrived - y.Arrived) })
-		m.Callbacks = got
-
-		// Duplicates: the same attempt more than once; later attempts after a success.
-		seen := map[int]int{}
-		okSeen := false
-		dup := false
-		for _, cb := range got {
-			seen[cb.Attempt]++
-			if seen[cb.Attempt] > 1 {
-				c.DupCallbacks++
-				dup = true
-			} else if okSeen {
-				c.AfterSuccess++
-			}
-			if !cb.Fail {
-				okSeen = true
-			}
-		}
-		if dup {
-			c.DupMessages++
-		}
-		// Early: before the due time the callback carries, or (first
-		// attempt) before the due time the answers promised.
-		early := false
-		for _, cb := range got {
-			e := max(cb.DueAt-cb.Arrived, 0)
-			if cb.Attempt <= 1 && m.Earliest > 0 {
-				e = max(e, m.Earliest-cb.Arrived)
-			}
-			if e > 0 {
-				early = true
-				r.MaxEarly = max(r.MaxEarly, e)
-			}
-		}
-		var verdict []string
-		if early {
-			c.Early++
-			verdict = append(verdict, "early")
-		}
-		okCB := -1
-		for k, cb := range got {
-			if !cb.Fail {
-				okCB = k
-				break
-			}
-		}
-		switch m.Expect {
-		case eDelivered:
-			c.ExpectDelivered++
-			switch {
-			case okCB >= 0:
-				c.Delivered++
-				if cb := got[okCB]; cb.DueAt > 0 {
-					late = append(late, float64(cb.Arrived-cb.DueAt))
-				}
-				if m.State != "delivered" {
-					c.StateMismatch++
-					verdict = append(verdict, "state_mismatch")
-				}
-			default:
-				c.Lost++
-				verdict = append(verdict, "lost")
-			}
-		case eCancelled:
-			c.ExpectCancelled++
-			switch {
-			case len(got) > 0:
-				c.CancelViolated++
-				verdict = append(verdict, "cancel_violated")
-			case m.State == "cancelled":
-				c.CancelledOK++
-			default:
-				c.StateMismatch++
-				verdict = append(verdict, "state_mismatch")
-			}
-		case eDead:
-			c.ExpectDead++
-			switch {
-			case m.State == "dead":
-				c.DeadOK++
-			case len(got) == 0:
-				c.Lost++
-				verdict = append(verdict, "lost")
-			default:
-				c.StateMismatch++
-				verdict = append(verdict, "state_mismatch")
-			}
-		case eEither:
-			c.ExpectEither++
-		}
-		if len(verdict) > 0 {
-			m.Verdict = strings.Join(verdict, ",")
-			if len(r.Problems) < 200 {
+	}
+	for _, p := range r.Verdict.Problems {
+		if p.I >= 0 && p.I < len(plan) && len(r.Problems) < 200 {
+			m := plan[p.I]
+			m.Verdict = p.Detail
+			if !slices.Contains(r.Problems, m) {
 				r.Problems = append(r.Problems, m)
 			}
-		}
-	}
-	r.Lateness = summarize(late)
-
-	byIndex := map[int]*msg{}
-	for _, m := range plan {
-		byIndex[m.I] = m
-	}
-	ids := slices.Sorted(maps.Keys(cbs))
-	for _, id := range ids {
-		if _, ok := acked[id]; ok {
-			continue
-		}
-		got := cbs[id]
-		c.UnknownIDs++
-		c.UnknownCallbacks += len(got)
-		u := unknownDetail{ID: id, I: got[0].I, Callbacks: got}
-		if m := byIndex[u.I]; m != nil && m.ID != "" {
-			c.UnknownOfAcked++
-			u.AckedAs = m.ID
-		} else {
-			c.UnknownOfUnacked++
-		}
-		if len(r.Unknown) < 100 {
-			r.Unknown = append(r.Unknown, u)
 		}
 	}
 
@@ -281,11 +110,6 @@ func analyse(cfg *Config, plan []*msg, cbs map[string][]callback, total int, a *
 	return r
 }
 
-// Failed is the exit verdict: loss, a violated cancel or an early callback.
-func (r *Report) Failed() bool {
-	return r.Counts.Lost > 0 || r.Counts.CancelViolated > 0 || r.Counts.Early > 0
-}
-
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -301,7 +125,8 @@ func kv(m map[string]int) string {
 }
 
 func (r *Report) WriteTable(w io.Writer) {
-	c, cfg, m := r.Counts, r.Config, r.Machine
+	v, cfg, m := r.Verdict, r.Config, r.Machine
+	c := v.Counts
 	cpu := m.CPUModel
 	if cpu == "" {
 		cpu = "cpu model unknown"
@@ -310,45 +135,47 @@ func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "machine       %s; %d CPUs; %s/%s; %s\n", cpu, m.NumCPU, m.OS, m.Arch, m.GoVersion)
 	fmt.Fprintf(w, "run           url=%s topic=%s n=%d rate=%g/s delays=%d..%dms seed=%d grace=%gs\n",
 		cfg.URL, cfg.Topic, cfg.N, cfg.Rate, cfg.MinDelayMs, cfg.MaxDelayMs, cfg.Seed, cfg.GraceS)
+	fmt.Fprintf(w, "bounds        max-late %v, max-schedule-error %v, early-tolerance %v, max-dup %d, max-unacked %d, fail-attempts %d\n",
+		cfg.MaxLate, cfg.MaxSched, cfg.EarlyTol, cfg.MaxDup, cfg.MaxUnacked, cfg.Attempts)
 	fmt.Fprintf(w, "plan          %s\n\n", kv(c.Planned))
 	row := func(name string, v int, note string) { fmt.Fprintf(w, "  %-22s %7d  %s\n", name, v, note) }
 	row("acknowledged", c.Acknowledged, fmt.Sprintf("(%d after retries)", c.SubmitRetried))
-	row("unacknowledged", c.Unacknowledged, "submit never answered: not counted as lost")
+	row("unacknowledged", c.Unacknowledged, "submit without a definite 200")
 	row("expected delivered", c.ExpectDelivered, "")
-	row("expected cancelled", c.ExpectCancelled, "")
+	row("expected cancelled", c.ExpectCancelled, "cancel answered 200")
 	row("expected dead", c.ExpectDead, "")
 	row("expected either", c.ExpectEither, "cancel never answered")
 	row("delivered", c.Delivered, ">= 1 successful callback")
 	row("cancelled OK", c.CancelledOK, "state cancelled, no callback")
-	row("dead OK", c.DeadOK, "state dead")
-	row("LOST", c.Lost, "")
-	row("CANCEL VIOLATED", c.CancelViolated, "cancel answered 200, yet called back")
-	row("EARLY", c.Early, fmt.Sprintf("messages called back before due (max %d ms early)", r.MaxEarly))
-	row("state mismatch", c.StateMismatch, "callbacks as expected, final state not")
-	row("duplicates", c.DupCallbacks, fmt.Sprintf("extra callbacks of the same id+attempt (%d messages)", c.DupMessages))
+	row("dead OK", c.DeadOK, fmt.Sprintf("state dead, attempts 1..%d seen", cfg.Attempts))
+	row("duplicates", c.DupCallbacks, "extra callbacks of the same id+attempt")
 	row("after success", c.AfterSuccess, "callbacks of a later attempt after a successful one")
-	row("unknown ids", c.UnknownIDs, fmt.Sprintf("%d callbacks; %d of a retried acknowledged submit, %d of an unacknowledged one", c.UnknownCallbacks, c.UnknownOfAcked, c.UnknownOfUnacked))
+	row("unknown ids", c.UnknownIDs, fmt.Sprintf("%d of them traced to an unacknowledged submit", c.UnknownOfUnack))
 	row("callbacks", c.Callbacks, "")
 	fmt.Fprintf(w, "\n  cancel answers   %s\n", kv(c.CancelAnswers))
 	fmt.Fprintf(w, "  setDelay answers %s\n", kv(c.SetDelayAnswers))
 	fmt.Fprintf(w, "  final states     %s\n", kv(c.FinalStates))
-	l := r.Lateness
-	fmt.Fprintf(w, "  first delivery lateness ms: n %d p50 %.0f p90 %.0f p99 %.0f max %.0f\n", l.N, l.P50, l.P90, l.P99, l.Max)
+	sum := func(name string, l Summary) {
+		fmt.Fprintf(w, "  %-34s n %d p50 %.1f p90 %.1f p99 %.1f max %.1f\n", name, l.N, l.P50, l.P90, l.P99, l.Max)
+	}
+	sum("lateness ms vs X-Sorakaq-Due-At:", v.Late.Server)
+	sum("lateness ms vs sent + delay:", v.Late.Client)
+	sum("schedule error ms (due_at - sent - delay):", v.Late.SchedErr)
+	fmt.Fprintf(w, "  most early: %.3f ms before the server's due, %.3f ms before the client's\n", v.Late.MaxEarlyS, v.Late.MaxEarlyC)
 	fmt.Fprintf(w, "  api: %d requests, %d transient failures (%s)\n", r.API.Requests, r.API.Transient, kv(r.API.Kinds))
 	for _, o := range r.API.Outages {
 		fmt.Fprintf(w, "    failures from %.1f s to %.1f s: %d\n", o.FromS, o.ToS, o.Failures)
 	}
-	for i, p := range r.Problems {
+	for i, p := range v.Problems {
 		if i == 20 {
-			fmt.Fprintf(w, "  ... %d more problems in the JSON report\n", len(r.Problems)-20)
+			fmt.Fprintf(w, "  ... %d more problems in the JSON report\n", len(v.Problems)-20)
 			break
 		}
-		fmt.Fprintf(w, "  problem %s: id %s plan %s expect %s state %s attempts %d callbacks %d cancel/setDelay answer %d\n",
-			p.Verdict, p.ID, p.Kind, p.Expect, p.State, p.Attempts, len(p.Callbacks), p.ActStatus)
+		fmt.Fprintf(w, "  problem i=%d id %s plan %s: %s\n", p.I, p.ID, p.Plan, strings.Join(p.Detail, "; "))
 	}
-	verdict := "PASS"
-	if r.Failed() {
-		verdict = "FAIL"
+	if v.Failed() {
+		fmt.Fprintf(w, "\nverdict       FAIL (%s)\n", v.FailureList())
+		return
 	}
-	fmt.Fprintf(w, "\nverdict       %s (lost %d, cancel violated %d, early %d)\n", verdict, c.Lost, c.CancelViolated, c.Early)
+	fmt.Fprintf(w, "\nverdict       PASS (every check of %d acknowledged messages)\n", c.Acknowledged)
 }

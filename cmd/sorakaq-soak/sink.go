@@ -5,29 +5,19 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 )
-
-// callback is one call the sink received.
-type callback struct {
-	ID      string `json:"id"`
-	Attempt int    `json:"attempt"`
-	DueAt   int64  `json:"due_at"`  // X-Sorakaq-Due-At, unix ms (0 if missing)
-	Arrived int64  `json:"arrived"` // unix ms
-	Fail    bool   `json:"fail"`    // answered 500 (the /fail path)
-	I       int    `json:"i"`       // the plan index (?i= of the callback URL), -1 if missing
-}
 
 // sink records every callback. /ok answers 200, /fail answers 500.
 type sink struct {
 	ln  net.Listener
 	srv *http.Server
 
-	mu   sync.Mutex
-	byID map[string][]callback
-	all  int
+	mu  sync.Mutex
+	all []CallbackEvent
 }
 
 func newSink(addr string) (*sink, error) {
@@ -35,7 +25,7 @@ func newSink(addr string) (*sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &sink{ln: ln, byID: map[string][]callback{}}
+	s := &sink{ln: ln}
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go s.srv.Serve(ln)
 	return s, nil
@@ -49,9 +39,9 @@ func (s *sink) url(fail bool) string {
 }
 
 func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	now := time.Now().UnixMilli()
+	now := time.Now().UnixMicro()
 	io.Copy(io.Discard, r.Body)
-	cb := callback{ID: r.Header.Get("X-Sorakaq-Msg-Id"), Arrived: now, Fail: r.URL.Path == "/fail"}
+	cb := CallbackEvent{ID: r.Header.Get("X-Sorakaq-Msg-Id"), ArrivedUs: now, Fail: r.URL.Path == "/fail"}
 	cb.Attempt, _ = strconv.Atoi(r.Header.Get("X-Sorakaq-Attempt"))
 	if i, err := strconv.Atoi(r.URL.Query().Get("i")); err == nil {
 		cb.I = i
@@ -60,8 +50,7 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cb.DueAt, _ = strconv.ParseInt(r.Header.Get("X-Sorakaq-Due-At"), 10, 64)
 	s.mu.Lock()
-	s.byID[cb.ID] = append(s.byID[cb.ID], cb)
-	s.all++
+	s.all = append(s.all, cb)
 	s.mu.Unlock()
 	if cb.Fail {
 		http.Error(w, "soak: this callback always fails", http.StatusInternalServerError)
@@ -72,14 +61,10 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // snapshot copies what was received so far.
-func (s *sink) snapshot() (map[string][]callback, int) {
+func (s *sink) snapshot() []CallbackEvent {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := make(map[string][]callback, len(s.byID))
-	for k, v := range s.byID {
-		m[k] = append([]callback(nil), v...)
-	}
-	return m, s.all
+	return slices.Clone(s.all)
 }
 
 func (s *sink) close() {

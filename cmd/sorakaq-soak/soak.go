@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Plan kinds.
+// Plan kinds (cancel and setdelay are also ActLog kinds).
 const (
 	kPlain    = "plain"
 	kCancel   = "cancel"
@@ -25,66 +25,67 @@ const (
 	eDelivered = "delivered"
 	eCancelled = "cancelled"
 	eDead      = "dead"
-	eEither    = "either" // the answer that decides never came
+	eEither    = "either" // a cancel whose answer never came: delivered, or cancelled without a callback
 )
 
-// msg is one planned message and what happened to it.
+// msg is one planned message: its plan, and the event log of what happened
+// to it (MsgLog, which the verdict reads).
 type msg struct {
-	I          int    `json:"i"`
-	Kind       string `json:"plan"`
-	DelayMs    int64  `json:"delay_ms"`
-	ActAfterMs int64  `json:"act_after_ms,omitempty"` // cancel / setDelay this long after the submit answer
-	NewDelayMs int64  `json:"new_delay_ms,omitempty"`
+	MsgLog
+	ActAfterMs int64 `json:"act_after_ms,omitempty"` // cancel / setDelay this long after the submit answer
+	Race       bool  `json:"race,omitempty"`         // ... or at request sent + delay + RaceOffMs
+	RaceOffMs  int64 `json:"race_offset_ms,omitempty"`
+	NewDelayMs int64 `json:"new_delay_ms,omitempty"`
 
-	SubmitStatus int    `json:"submit_status"` // 0: no answer within -deadline
-	SubmitTries  int    `json:"submit_tries"`
-	SubmitErr    string `json:"submit_err,omitempty"`
-	ID           string `json:"id,omitempty"`
-	AckDue       int64  `json:"ack_due_at,omitempty"`
-
-	ActStatus int    `json:"act_status,omitempty"`
-	ActTries  int    `json:"act_tries,omitempty"`
-	ActEM     string `json:"act_em,omitempty"`
-	actFirst  time.Time
-
-	Expect   string `json:"expect,omitempty"`
-	Earliest int64  `json:"earliest,omitempty"` // no callback before this (unix ms)
-
-	GetStatus int             `json:"get_status,omitempty"`
-	State     string          `json:"state,omitempty"`
-	Attempts  int             `json:"attempts,omitempty"`
+	SubmitErr string          `json:"submit_err,omitempty"`
+	ActEM     string          `json:"act_em,omitempty"`
 	LastError string          `json:"last_error,omitempty"`
 	History   json.RawMessage `json:"history,omitempty"`
 
-	Callbacks []callback `json:"callbacks,omitempty"`
-	Verdict   string     `json:"verdict,omitempty"`
+	Callbacks []CallbackEvent `json:"callbacks,omitempty"`
+	Verdict   []string        `json:"verdict,omitempty"`
 }
 
+// makePlan draws every message's plan from the seed. A cancel or setDelay
+// is sent either well before the due time (100 ms .. min(delay/2, 1 s) after
+// the submit answer) or, for -pct-race of them, within a few ms of the due
+// time (request sent + delay - 8 ms .. + 3 ms: the race against the
+// callback). -pct-overdue of the setDelays set a delay below 100 ms, which
+// makes the message due at once.
 func makePlan(cfg *Config) []*msg {
 	rng := rand.New(rand.NewSource(cfg.Seed))
 	span := cfg.MaxDelayMs - cfg.MinDelayMs + 1
 	plan := make([]*msg, cfg.N)
 	for i := range plan {
-		m := &msg{I: i, DelayMs: cfg.MinDelayMs + rng.Int63n(span)}
+		m := &msg{MsgLog: MsgLog{I: i, DelayMs: cfg.MinDelayMs + rng.Int63n(span)}}
 		p := rng.Intn(100)
 		switch {
 		case p < cfg.PctCancel:
-			m.Kind = kCancel
+			m.Plan = kCancel
 		case p < cfg.PctCancel+cfg.PctDelay:
-			m.Kind = kSetDelay
+			m.Plan = kSetDelay
 		case p < cfg.PctCancel+cfg.PctDelay+cfg.PctFail:
-			m.Kind = kFail
+			m.Plan = kFail
 		default:
-			m.Kind = kPlain
+			m.Plan = kPlain
 		}
-		// Act well before the due time: between 100 ms and half the delay (at most 1 s).
-		m.ActAfterMs = 100 + rng.Int63n(max(1, min(m.DelayMs/2, 1000)-100+1))
-		m.NewDelayMs = cfg.MinDelayMs + rng.Int63n(span)
-		if m.Kind != kCancel && m.Kind != kSetDelay {
-			m.ActAfterMs, m.NewDelayMs = 0, 0
+		actAfter := 100 + rng.Int63n(max(1, min(m.DelayMs/2, 1000)-100+1))
+		race := rng.Intn(100) < cfg.PctRace
+		raceOff := rng.Int63n(12) - 8
+		newDelay := cfg.MinDelayMs + rng.Int63n(span)
+		if rng.Intn(100) < cfg.PctOverdue {
+			newDelay = rng.Int63n(100) // below 100 ms: at once
 		}
-		if m.Kind == kCancel {
-			m.NewDelayMs = 0
+		switch m.Plan {
+		case kCancel:
+			m.ActAfterMs, m.Race, m.RaceOffMs = actAfter, race, raceOff
+		case kSetDelay:
+			m.ActAfterMs, m.Race, m.RaceOffMs, m.NewDelayMs = actAfter, race, raceOff, newDelay
+		}
+		if m.Race {
+			m.ActAfterMs = 0
+		} else {
+			m.RaceOffMs = 0
 		}
 		plan[i] = m
 	}
@@ -143,7 +144,7 @@ func soak(cfg *Config, logw io.Writer) (*Report, error) {
 			case <-stopProgress:
 				return
 			case <-t.C:
-				_, n := sk.snapshot()
+				n := len(sk.snapshot())
 				logf("requests %d, transient failures %d, callbacks %d", a.requests.Load(), a.transient.Load(), n)
 			}
 		}
@@ -160,12 +161,15 @@ func soak(cfg *Config, logw io.Writer) (*Report, error) {
 	actions.Wait()
 	logf("submits and changes done in %.1f s", time.Since(start).Seconds())
 
-	// Expectations.
+	// The last due time anything can have.
 	var lastDue int64
 	for _, m := range plan {
-		decide(m)
-		if m.ID != "" {
-			lastDue = max(lastDue, m.Earliest, m.AckDue)
+		if m.Submit.ID == "" {
+			continue
+		}
+		lastDue = max(lastDue, m.Submit.DueAt, m.Submit.AnsweredUs/1000+m.DelayMs)
+		if a := m.Act; a != nil && a.Kind == kSetDelay {
+			lastDue = max(lastDue, a.DueAt, a.AnsweredUs/1000+a.NewDelayMs)
 		}
 	}
 
@@ -175,10 +179,10 @@ func soak(cfg *Config, logw io.Writer) (*Report, error) {
 	lastLog := time.Time{}
 	for {
 		now := time.Now()
-		cbs, _ := sk.snapshot()
+		cbs := groupByID(sk.snapshot())
 		pending := 0
 		for _, m := range plan {
-			if m.ID != "" && !met(cfg, m, cbs[m.ID]) {
+			if m.Submit.ID != "" && !met(cfg, m, cbs[m.Submit.ID]) {
 				pending++
 			}
 		}
@@ -213,7 +217,7 @@ func soak(cfg *Config, logw io.Writer) (*Report, error) {
 		go func() {
 			defer wg.Done()
 			for m := range getJobs {
-				ans := a.get("/sorakaq/msg/get", url.Values{"msg_id": {m.ID}, "topic_name": {cfg.Topic}})
+				ans := a.get("/sorakaq/msg/get", url.Values{"msg_id": {m.Submit.ID}, "topic_name": {cfg.Topic}})
 				m.GetStatus = ans.Status
 				if ans.Status == 200 {
 					var st struct {
@@ -224,6 +228,8 @@ func soak(cfg *Config, logw io.Writer) (*Report, error) {
 					}
 					if err := json.Unmarshal(ans.Result, &st); err == nil {
 						m.State, m.Attempts, m.LastError, m.History = st.State, st.Attempts, st.LastError, st.History
+					} else {
+						m.State = fmt.Sprintf("unknown(unreadable answer: %v)", err)
 					}
 				} else if ans.Status == 404 {
 					m.State = "not_found"
@@ -234,15 +240,14 @@ func soak(cfg *Config, logw io.Writer) (*Report, error) {
 		}()
 	}
 	for _, m := range plan {
-		if m.ID != "" {
+		if m.Submit.ID != "" {
 			getJobs <- m
 		}
 	}
 	close(getJobs)
 	wg.Wait()
 	// Late callbacks during the reads count too.
-	cbs, total := sk.snapshot()
-	rep := analyse(cfg, plan, cbs, total, a, start)
+	rep := analyse(cfg, plan, sk.snapshot(), a, start)
 	if cfg.Detail != "" {
 		if err := writeDetail(cfg.Detail, plan); err != nil {
 			fmt.Fprintln(logw, "sorakaq-soak: -detail:", err)
@@ -252,12 +257,12 @@ func soak(cfg *Config, logw io.Writer) (*Report, error) {
 }
 
 func submit(cfg *Config, a *api, sk *sink, m *msg, actions *sync.WaitGroup) {
-	u := sk.url(m.Kind == kFail) + "?i=" + strconv.Itoa(m.I)
+	u := sk.url(m.Plan == kFail) + "?i=" + strconv.Itoa(m.I)
 	ans := a.postKeyed("/sorakaq/msg/submit", submitBody{
 		Topic: cfg.Topic, Delay: m.DelayMs, TTR: cfg.TTRMs,
 		Callback: callbackBody{Method: "POST", URL: u, Params: fmt.Sprintf(`{"soak":%d}`, m.I)},
 	}, "soak-"+strconv.Itoa(m.I))
-	m.SubmitStatus, m.SubmitTries = ans.Status, ans.Tries
+	m.Submit = ans.call()
 	if ans.Status != 200 {
 		m.SubmitErr = ans.LastErr
 		if ans.Status != 0 {
@@ -271,80 +276,59 @@ func submit(cfg *Config, a *api, sk *sink, m *msg, actions *sync.WaitGroup) {
 	}
 	if err := json.Unmarshal(ans.Result, &res); err != nil || res.ID == "" {
 		m.SubmitErr = fmt.Sprintf("submit answer without msgId: %s", ans.Result)
+		m.Submit.Status = -1 // a 200 the tool cannot use: an unexpected answer
 		return
 	}
-	m.ID, m.AckDue = res.ID, res.Due
-	if m.Kind != kCancel && m.Kind != kSetDelay {
+	m.Submit.ID, m.Submit.DueAt = res.ID, res.Due
+	if m.Plan != kCancel && m.Plan != kSetDelay {
 		return
+	}
+	at := ans.Done.Add(time.Duration(m.ActAfterMs) * time.Millisecond)
+	if m.Race {
+		at = ans.First.Add(time.Duration(effDelayMs(m.DelayMs)+m.RaceOffMs) * time.Millisecond)
 	}
 	actions.Add(1)
-	time.AfterFunc(time.Duration(m.ActAfterMs)*time.Millisecond, func() {
+	time.AfterFunc(time.Until(at), func() {
 		defer actions.Done()
+		act := &ActLog{Kind: m.Plan, Race: m.Race}
 		var ans answer
-		if m.Kind == kCancel {
-			ans = a.post("/sorakaq/msg/cancel", map[string]string{"topic_name": cfg.Topic, "msg_id": m.ID})
+		if m.Plan == kCancel {
+			ans = a.post("/sorakaq/msg/cancel", map[string]string{"topic_name": cfg.Topic, "msg_id": m.Submit.ID})
+			act.Call = ans.call()
 		} else {
-			ans = a.post("/sorakaq/msg/setDelay", map[string]any{"topic_name": cfg.Topic, "msg_id": m.ID, "delay_time": m.NewDelayMs})
+			act.NewDelayMs = m.NewDelayMs
+			ans = a.post("/sorakaq/msg/setDelay", map[string]any{"topic_name": cfg.Topic, "msg_id": m.Submit.ID, "delay_time": m.NewDelayMs})
+			act.Call = ans.call()
 			if ans.Status == 200 {
 				var res struct {
 					Due int64 `json:"due_at"`
 				}
-				if json.Unmarshal(ans.Result, &res) == nil && res.Due > 0 {
-					m.Earliest = res.Due
+				if err := json.Unmarshal(ans.Result, &res); err == nil {
+					act.DueAt = res.Due
 				}
 			}
 		}
-		m.ActStatus, m.ActTries, m.ActEM, m.actFirst = ans.Status, ans.Tries, ans.EM, ans.First
+		m.Act = act
+		m.ActEM = ans.EM
 		if ans.Status == 0 {
 			m.ActEM = ans.LastErr
 		}
 	})
 }
 
-// decide sets the expectation from the plan and the answers.
-func decide(m *msg) {
-	if m.ID == "" {
-		return
+// groupByID sorts the callbacks by message id.
+func groupByID(cbs []CallbackEvent) map[string][]CallbackEvent {
+	m := map[string][]CallbackEvent{}
+	for _, cb := range cbs {
+		m[cb.ID] = append(m[cb.ID], cb)
 	}
-	// A change whose first request may have been applied without an
-	// answer could have moved the due time to first+new delay.
-	firstGuess := func() int64 {
-		if m.actFirst.IsZero() {
-			return m.AckDue
-		}
-		return min(m.AckDue, m.actFirst.UnixMilli()+m.NewDelayMs)
-	}
-	switch m.Kind {
-	case kPlain:
-		m.Expect, m.Earliest = eDelivered, m.AckDue
-	case kFail:
-		m.Expect, m.Earliest = eDead, m.AckDue
-	case kCancel:
-		switch m.ActStatus {
-		case 200:
-			m.Expect = eCancelled
-		case 409:
-			m.Expect, m.Earliest = eDelivered, m.AckDue
-		default: // no answer, or an unexpected 4xx: either outcome is possible
-			m.Expect, m.Earliest = eEither, m.AckDue
-		}
-	case kSetDelay:
-		m.Expect = eDelivered
-		switch {
-		case m.ActStatus == 200 && m.Earliest > 0 && m.ActTries == 1:
-			// m.Earliest is the answer's due_at
-		case m.ActStatus == 200 && m.Earliest > 0:
-			m.Earliest = min(m.Earliest, firstGuess())
-		default:
-			m.Earliest = firstGuess()
-		}
-	}
+	return m
 }
 
 // met reports whether the callbacks so far satisfy the expectation (used
-// only to stop waiting early).
-func met(cfg *Config, m *msg, cbs []callback) bool {
-	switch m.Expect {
+// only to stop waiting early; the verdict is Judge's).
+func met(cfg *Config, m *msg, cbs []CallbackEvent) bool {
+	switch expectation(&m.MsgLog) {
 	case eDelivered:
 		for _, c := range cbs {
 			if !c.Fail {
@@ -353,7 +337,11 @@ func met(cfg *Config, m *msg, cbs []callback) bool {
 		}
 		return false
 	case eDead:
-		return len(cbs) >= cfg.Attempts
+		seen := map[int]bool{}
+		for _, c := range cbs {
+			seen[c.Attempt] = true
+		}
+		return len(seen) >= cfg.Attempts
 	}
 	return true
 }
@@ -361,14 +349,17 @@ func met(cfg *Config, m *msg, cbs []callback) bool {
 func writeDetail(path string, plan []*msg) error {
 	f, err := os.Create(path)
 	if err != nil {
-		return err
+		return fmt.Errorf("creating %s: %w", path, err)
 	}
 	enc := json.NewEncoder(f)
 	for _, m := range plan {
 		if err := enc.Encode(m); err != nil {
 			f.Close()
-			return err
+			return fmt.Errorf("writing %s: %w", path, err)
 		}
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("closing %s: %w", path, err)
+	}
+	return nil
 }
