@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -67,12 +68,16 @@ const (
 
 // Store is a Pebble-backed store.Store.
 type Store struct {
-	db     *pebble.DB
-	cache  interface{ Unref() }
-	locks  [256]sync.Mutex // striped per message id, for Update/Delete
-	idemMu sync.Mutex      // submits with an idempotency key
-	log    *zap.Logger
-	unsync unsyncMode // see Options.unsyncForTest
+	db    *pebble.DB
+	cache interface{ Unref() }
+	locks [256]sync.Mutex // striped per message id, for Update/Delete
+	// striped per (topic, idempotency key): a keyed submit holds its
+	// stripes from the check to the commit, so two submits of one key are
+	// serialised while different keys share the commit pipeline's group
+	// commit (one lock for all keyed submits put one fsync each in series)
+	idemLocks [256]sync.Mutex
+	log       *zap.Logger
+	unsync    unsyncMode // see Options.unsyncForTest
 
 	mu     sync.RWMutex
 	closed bool
@@ -169,9 +174,8 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 		keyed = keyed || m.IdemKey != ""
 	}
 	if keyed {
-		// keyed submits are checked and written one at a time
-		s.idemMu.Lock()
-		defer s.idemMu.Unlock()
+		unlock := s.lockIdem(msgs)
+		defer unlock()
 		for _, m := range msgs {
 			if m.IdemKey == "" {
 				continue
@@ -205,6 +209,30 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 		return fmt.Errorf("embedded.Create: %w", err)
 	}
 	return nil
+}
+
+// lockIdem locks the stripes of the messages' (topic, key) pairs, in
+// index order so that two batches cannot deadlock, and returns the unlock.
+func (s *Store) lockIdem(msgs []*message.Message) func() {
+	var idx []uint32
+	for _, m := range msgs {
+		if m.IdemKey == "" {
+			continue
+		}
+		h := fnv.New32a()
+		_, _ = h.Write(idemKey(m.Topic, m.IdemKey))
+		idx = append(idx, h.Sum32()%uint32(len(s.idemLocks)))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		s.idemLocks[i].Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			s.idemLocks[i].Unlock()
+		}
+	}
 }
 
 // Get returns a copy of the stored message.
