@@ -12,6 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/sorakaq/sorakaq/internal/testenv"
 	"github.com/sorakaq/sorakaq/internal/testproc"
 )
 
@@ -209,7 +210,7 @@ func rowHas(sel string, texts ...string) string {
 
 func TestConsole(t *testing.T) {
 	if binPath == "" {
-		t.Skipf("no chromium at %s: the console's browser tests need it (apt-get install chromium)", chromiumPath())
+		testenv.Missing(t, "no chromium at %s: the console's browser tests need it (apt-get install chromium, or set SORAKAQ_CHROMIUM)", chromiumPath())
 	}
 	sk := newSink(t)
 	srv := startServer(t, "SORAKAQ_WORKER_RETRY_BACKOFF=100ms")

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/sorakaq/sorakaq/internal/testenv"
 )
 
 func submitWith(t *testing.T, c *http.Client, base, token, topic string) (int, http.Header) {
@@ -114,7 +116,7 @@ func TestTLS(t *testing.T) {
 	out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
 		"-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert).CombinedOutput()
 	if err != nil {
-		t.Skipf("openssl not usable here: %v %s", err, out)
+		testenv.Missing(t, "openssl makes the test certificate and is not usable here (apt-get install openssl): %v %s", err, out)
 	}
 	srv := StartServerTLS(t, cert, key)
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}

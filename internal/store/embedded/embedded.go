@@ -28,10 +28,12 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/message"
@@ -44,15 +46,38 @@ type Options struct {
 	CacheBytes   int64  // block cache, default 32 MiB
 	MemTableSize uint64 // default 16 MiB
 	Logger       *zap.Logger
+	// FS is the filesystem the database lives on; nil is the real disk.
+	// Tests pass an in-memory one that can lose unsynced writes
+	// (vfs.NewCrashableMem) to check what survives a power cut.
+	FS vfs.FS
+
+	// unsyncForTest drops the fsync from writes that must be synced, so
+	// the power-loss test can show that it sees a missing fsync. Only this
+	// package's tests set it.
+	unsyncForTest unsyncMode
 }
+
+// unsyncMode is which Sync writes skip their fsync (tests only).
+type unsyncMode int
+
+const (
+	syncAsAsked   unsyncMode = iota // the product: Sync writes are synced
+	unsyncAll                       // no write is synced
+	unsyncUpdates                   // Create is synced; Update, Replace and Delete are not
+)
 
 // Store is a Pebble-backed store.Store.
 type Store struct {
-	db     *pebble.DB
-	cache  interface{ Unref() }
-	locks  [256]sync.Mutex // striped per message id, for Update/Delete
-	idemMu sync.Mutex      // submits with an idempotency key
-	log    *zap.Logger
+	db    *pebble.DB
+	cache interface{ Unref() }
+	locks [256]sync.Mutex // striped per message id, for Update/Delete
+	// striped per (topic, idempotency key): a keyed submit holds its
+	// stripes from the check to the commit, so two submits of one key are
+	// serialised while different keys share the commit pipeline's group
+	// commit (one lock for all keyed submits put one fsync each in series)
+	idemLocks [256]sync.Mutex
+	log       *zap.Logger
+	unsync    unsyncMode // see Options.unsyncForTest
 
 	mu     sync.RWMutex
 	closed bool
@@ -81,6 +106,7 @@ func Open(opts Options) (*Store, error) {
 		Merger:             counterMerger,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{opts.Logger.Sugar()},
+		FS:                 opts.FS,
 	}
 	// Every fire reads its message by id: Bloom filters keep that point
 	// read from touching sstables that cannot hold the key (the other
@@ -91,7 +117,7 @@ func Open(opts Options) (*Store, error) {
 		cache.Unref()
 		return nil, fmt.Errorf("embedded.Open %s: %w", opts.Dir, err)
 	}
-	return &Store{db: db, cache: cache, log: opts.Logger}, nil
+	return &Store{db: db, cache: cache, log: opts.Logger, unsync: opts.unsyncForTest}, nil
 }
 
 // Close flushes and closes the database. Safe to call twice.
@@ -120,11 +146,20 @@ func (s *Store) guard() (func(), error) {
 	return s.mu.RUnlock, nil
 }
 
-func writeOpts(d store.Durability) *pebble.WriteOptions {
-	if d == store.Sync {
+// writeOpts is how a change of existing messages is committed.
+func (s *Store) writeOpts(d store.Durability) *pebble.WriteOptions {
+	if d == store.Sync && s.unsync == syncAsAsked {
 		return pebble.Sync
 	}
 	return pebble.NoSync
+}
+
+// createOpts is how new messages are committed: always synced.
+func (s *Store) createOpts() *pebble.WriteOptions {
+	if s.unsync == unsyncAll {
+		return pebble.NoSync
+	}
+	return pebble.Sync
 }
 
 // Create stores new messages in one synced batch.
@@ -139,9 +174,8 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 		keyed = keyed || m.IdemKey != ""
 	}
 	if keyed {
-		// keyed submits are checked and written one at a time
-		s.idemMu.Lock()
-		defer s.idemMu.Unlock()
+		unlock := s.lockIdem(msgs)
+		defer unlock()
 		for _, m := range msgs {
 			if m.IdemKey == "" {
 				continue
@@ -171,10 +205,34 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 			return fmt.Errorf("embedded.Create %s: %w", m.ID, err)
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(s.createOpts()); err != nil {
 		return fmt.Errorf("embedded.Create: %w", err)
 	}
 	return nil
+}
+
+// lockIdem locks the stripes of the messages' (topic, key) pairs, in
+// index order so that two batches cannot deadlock, and returns the unlock.
+func (s *Store) lockIdem(msgs []*message.Message) func() {
+	var idx []uint32
+	for _, m := range msgs {
+		if m.IdemKey == "" {
+			continue
+		}
+		h := fnv.New32a()
+		_, _ = h.Write(idemKey(m.Topic, m.IdemKey))
+		idx = append(idx, h.Sum32()%uint32(len(s.idemLocks)))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		s.idemLocks[i].Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			s.idemLocks[i].Unlock()
+		}
+	}
 }
 
 // Get returns a copy of the stored message.
@@ -239,7 +297,7 @@ func (s *Store) Update(ctx context.Context, id string, d store.Durability, fn fu
 	if err := writeIndexes(b, old, m); err != nil {
 		return nil, fmt.Errorf("embedded.Update %s: %w", id, err)
 	}
-	if err := b.Commit(writeOpts(d)); err != nil {
+	if err := b.Commit(s.writeOpts(d)); err != nil {
 		return nil, fmt.Errorf("embedded.Update %s: %w", id, err)
 	}
 	return m, nil
@@ -283,7 +341,7 @@ func (s *Store) Replace(ctx context.Context, old, m *message.Message, d store.Du
 	if err := writeIndexes(b, old, m); err != nil {
 		return fmt.Errorf("embedded.Replace %s: %w", m.ID, err)
 	}
-	if err := b.Commit(writeOpts(d)); err != nil {
+	if err := b.Commit(s.writeOpts(d)); err != nil {
 		return fmt.Errorf("embedded.Replace %s: %w", m.ID, err)
 	}
 	return nil
@@ -313,7 +371,7 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*message.Message)
 	if err := s.deleteInBatch(b, old); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(s.writeOpts(store.Sync)); err != nil {
 		return fmt.Errorf("embedded.Delete %s: %w", id, err)
 	}
 	return nil
