@@ -21,6 +21,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/redischeck"
 	"github.com/sorakaq/sorakaq/internal/registry/zk"
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/stats"
@@ -67,7 +68,13 @@ type deps struct {
 	rc      redis.UniversalClient
 	store   *redisstore.Store
 	reg     *zk.Registry
+	// durability says what an acknowledged write survives under the Redis
+	// persistence settings found at start (shown by /readyz).
+	durability string
 }
+
+// durabilityNote is for /readyz.
+func (d *deps) durabilityNote() string { return d.durability }
 
 func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 	rc := redis.NewUniversalClient(&redis.UniversalOptions{
@@ -92,7 +99,23 @@ func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 	if cfg.Cluster.Secret == "" {
 		log.Warn("cluster.secret is empty: the workers' internal API is open to anyone who can reach it; set SORAKAQ_CLUSTER_SECRET on every process")
 	}
-	return &deps{log: log, metrics: metrics.New(), rc: rc, reg: reg, store: st}, nil
+	return &deps{log: log, metrics: metrics.New(), rc: rc, reg: reg, store: st, durability: checkPersistence(ctx, rc, log)}, nil
+}
+
+// checkPersistence reads the Redis persistence settings and says what an
+// acknowledged write survives; settings that can lose or corrupt
+// messages are warned about loudly (docs/scaling.md, "Durability").
+func checkPersistence(ctx context.Context, rc redis.UniversalClient, log *zap.Logger) string {
+	rep, err := redischeck.Persistence(ctx, rc)
+	if err != nil {
+		log.Warn("could not read the Redis persistence settings", zap.Error(err))
+		return "unknown: " + err.Error()
+	}
+	for _, w := range rep.Warnings {
+		log.Warn("redis persistence: acknowledged messages are at risk", zap.String("warning", w))
+	}
+	log.Info("redis persistence", zap.String("an acknowledged write survives", rep.Guarantee))
+	return rep.Guarantee
 }
 
 // waitLayout checks the Redis data set's layout, waiting while Redis does
@@ -202,6 +225,7 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	go skewLoop(bg, d, log)
 	ropts := receiveOptions(cfg)
 	ropts.DefaultPartitions = cfg.Kafka.DefaultPartitions
+	ropts.Durability = d.durabilityNote
 	srv, err := receive.New(ropts, backend, d.reg, d.metrics, log)
 	if err != nil {
 		bgCancel()
@@ -303,7 +327,7 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 		bgCancel()
 		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
-	e := httpapi.NewEngine(log, d.metrics, d.ready(consumer.Healthy))
+	e := httpapi.NewEngineWith(log, d.metrics, d.ready(consumer.Healthy), d.durabilityNote)
 	s, err := newService("center", cfg.Center.Listen, e, cfg.Shutdown.Timeout, log)
 	if err != nil {
 		bgCancel()
@@ -349,12 +373,12 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 	wopts.Stats = rec
 	w := worker.New(wopts, d.store.WithLeaseCheck(holder.Check), d.reg, caller, d.metrics, log)
 	holder.Worker = w
-	e := httpapi.NewEngine(log, d.metrics, d.ready(w.Ready, func() error {
+	e := httpapi.NewEngineWith(log, d.metrics, d.ready(w.Ready, func() error {
 		if !d.reg.InGoodStanding() {
 			return fmt.Errorf("%w: out of touch with ZooKeeper: starting no callbacks", message.ErrUnavailable)
 		}
 		return nil
-	}))
+	}), d.durabilityNote)
 	workerapi.Register(e, w, cfg.Cluster.Secret, log)
 	s, err := newService("worker", cfg.Worker.Listen, e, cfg.Shutdown.Timeout, log)
 	if err != nil {
@@ -413,10 +437,7 @@ func skewLoop(ctx context.Context, d *deps, log *zap.Logger) {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	for {
-		start := time.Now()
-		if rt, err := d.rc.Time(ctx).Result(); err == nil {
-			end := time.Now()
-			skew := start.Add(end.Sub(start) / 2).Sub(rt)
+		if skew, err := redischeck.Skew(ctx, d.rc); err == nil {
 			d.metrics.ClockSkew.Set(skew.Seconds())
 			if skew > 50*time.Millisecond || skew < -50*time.Millisecond {
 				log.Warn("this host's clock differs from the Redis server's: due times are wall-clock times; run NTP (chrony) with slewing", zap.Duration("skew", skew))

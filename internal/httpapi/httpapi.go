@@ -126,6 +126,13 @@ func ReadBody(c *gin.Context, limit int64) ([]byte, error) {
 // NewEngine makes a gin engine with recovery, request metrics and the
 // health and metrics endpoints. ready says whether the service can work.
 func NewEngine(log *zap.Logger, m *metrics.Metrics, ready func() error) *gin.Engine {
+	return NewEngineWith(log, m, ready, nil)
+}
+
+// NewEngineWith is NewEngine whose /readyz also says, in "durability",
+// what an acknowledged write survives (the distributed mode's Redis
+// persistence settings, read at start).
+func NewEngineWith(log *zap.Logger, m *metrics.Metrics, ready func() error, durability func() string) *gin.Engine {
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
 	e.ContextWithFallback = true // handlers pass c as a context: let it end with the request
@@ -140,11 +147,15 @@ func NewEngine(log *zap.Logger, m *metrics.Metrics, ready func() error) *gin.Eng
 		c.JSON(http.StatusOK, Envelope{EC: 200, EM: "success", Result: "ok"})
 	})
 	e.GET("/readyz", func(c *gin.Context) {
+		status, env := http.StatusOK, Envelope{EC: 200, EM: "success", Result: "ready"}
 		if err := ready(); err != nil {
-			c.JSON(http.StatusServiceUnavailable, Envelope{EC: 503, EM: err.Error(), Result: "not ready"})
+			status, env = http.StatusServiceUnavailable, Envelope{EC: 503, EM: err.Error(), Result: "not ready"}
+		}
+		if durability == nil {
+			c.JSON(status, env)
 			return
 		}
-		c.JSON(http.StatusOK, Envelope{EC: 200, EM: "success", Result: "ready"})
+		c.JSON(status, gin.H{"ec": env.EC, "em": env.EM, "result": env.Result, "durability": durability()})
 	})
 	e.GET("/metrics", gin.WrapH(m.Handler()))
 	return e

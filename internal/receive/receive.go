@@ -48,6 +48,9 @@ type Options struct {
 	RateLimits        Limits
 	// TLSCert and TLSKey (PEM files) make the listener serve HTTPS.
 	TLSCert, TLSKey string
+	// Durability, if set, says in /readyz what an acknowledged submit
+	// survives (distributed mode: the Redis persistence settings).
+	Durability func() string
 }
 
 // DefaultOptions are the documented defaults.
@@ -75,7 +78,7 @@ func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, lo
 		clientLimit: newLimiter(opts.RateLimits.PerClient, opts.RateLimits.Burst),
 		topicLimit:  newLimiter(opts.RateLimits.PerTopic, opts.RateLimits.Burst),
 		pending:     &pendingCache{counter: b.Counts}}
-	e := httpapi.NewEngine(log, m, b.Ready)
+	e := httpapi.NewEngineWith(log, m, b.Ready, opts.Durability)
 	s.Routes(e.Group("/sorakaq/msg"))
 	hs, err := httpapi.Listen("receive", opts.Listen, e, opts.TLSCert, opts.TLSKey)
 	if err != nil {
