@@ -53,15 +53,22 @@ type ReceiveBackend struct {
 	ready   func() error
 	metrics *metrics.Metrics
 	log     *zap.Logger
+	notices chan struct{} // bounds the notices being published
 	// Stats counts submits per minute for the console (nil: none).
 	Stats *stats.Recorder
 }
+
+// maxNoticesInFlight bounds the notices waiting for Kafka (a Kafka outage
+// must not pile up goroutines); past it a notice is dropped, counted, and
+// the message is found by its holder's sweep.
+const maxNoticesInFlight = 4096
 
 var _ receive.Backend = (*ReceiveBackend)(nil)
 
 // NewReceiveBackend builds the backend over the shared store.
 func NewReceiveBackend(st *redisstore.Store, pub Publisher, cluster *Cluster, client *workerapi.Client, ready func() error, m *metrics.Metrics, log *zap.Logger) *ReceiveBackend {
-	b := &ReceiveBackend{store: st, pub: pub, cluster: cluster, client: client, ready: ready, metrics: m, log: log}
+	b := &ReceiveBackend{store: st, pub: pub, cluster: cluster, client: client, ready: ready, metrics: m, log: log,
+		notices: make(chan struct{}, maxNoticesInFlight)}
 	b.checked = st.WithLeaseCheck(func(slot int, lease string) error {
 		if h := parseHolder(redisstore.ParseLease(lease).Holder); !h.IsZero() && !redisstore.ParseLease(lease).Released {
 			if _, live := cluster.LiveHolder(h); live {
@@ -100,11 +107,18 @@ func (b *ReceiveBackend) Submit(ctx context.Context, m *message.Message) error {
 // durable already, and a lost notice only delays it (see the type doc).
 func (b *ReceiveBackend) notify(m *message.Message) {
 	v, err := json.Marshal(worker.NoticeOf(m))
-	if err != nil {
+	if err != nil || b.pub == nil {
+		return
+	}
+	select {
+	case b.notices <- struct{}{}:
+	default:
+		b.metrics.StoreErrors.WithLabelValues("notice_dropped").Inc()
 		return
 	}
 	key := strconv.Itoa(b.store.SlotOf(m.ID))
 	go func() {
+		defer func() { <-b.notices }()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := b.pub.Publish(ctx, NoticeTopic, key, v); err != nil {

@@ -170,6 +170,7 @@ type Worker struct {
 	quit       chan struct{}      // callers stop taking new work
 	runWG      sync.WaitGroup
 	callWG     sync.WaitGroup
+	started    atomic.Bool
 	stopped    atomic.Bool
 	loadErr    atomic.Value // last loader error (string), "" when fine
 }
@@ -237,6 +238,7 @@ func (w *Worker) Start() error {
 	for i := 0; i < w.opts.Concurrency; i++ {
 		goRun(&w.callWG, func() { w.callLoop(callCtx) })
 	}
+	w.started.Store(true)
 	return nil
 }
 
@@ -272,6 +274,9 @@ func (w *Worker) Stop(ctx context.Context) {
 func (w *Worker) Ready() error {
 	if w.stopped.Load() {
 		return fmt.Errorf("%w: worker stopped", message.ErrUnavailable)
+	}
+	if !w.started.Load() {
+		return fmt.Errorf("%w: worker not started yet (registering: another process may hold this node id)", message.ErrUnavailable)
 	}
 	if e := w.loadErr.Load().(string); e != "" {
 		return fmt.Errorf("%w: worker cannot read its store: %s", message.ErrUnavailable, e)

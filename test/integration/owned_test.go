@@ -207,7 +207,20 @@ func TestSameNodeIDTwice(t *testing.T) {
 	c := NewCluster(t, 4)
 	sink := NewSink(t)
 	a := c.Start("worker", "w1")
-	b := c.Start("worker", "w1")
+	// The second w1 is not ready while it waits for the node id: start it
+	// and wait for its listener (healthz) only.
+	addr, err := testproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.newProc("worker", "w1", "worker w1 (second)", addr, nil)
+	b.Proc.Ready = []testproc.Probe{{URL: b.URL() + "/healthz", Client: httpc}}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := doRaw(http.MethodGet, b.URL()+"/readyz", nil); r.Status != http.StatusServiceUnavailable {
+		t.Errorf("the second w1 says ready while another process holds its node id: %s", r)
+	}
 	c.Start("center", "")
 	c.Start("receive", "")
 
