@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -104,7 +105,7 @@ func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.H
 		if err := message.ValidateDelay("delay_time", *r.DelayTime); err != nil {
 			return nil, err
 		}
-		return s.msgs.ChangeDelay(c, r.TopicName, r.MsgID, lifecycle.DelayChange{SetMs: r.DelayTime})
+		return s.msgs.ChangeDelay(c, r.TopicName, r.MsgID, lifecycle.DelayChange{SetMs: r.DelayTime, AtMs: message.CeilMs(time.Now())})
 	}))
 	g.POST("/redrive", w(func(c *gin.Context) (any, error) {
 		r, err := s.readMsgReq(c, true)

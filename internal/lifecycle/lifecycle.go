@@ -79,10 +79,14 @@ func Cancel(m *message.Message, nowMs int64) error {
 }
 
 // DelayChange is a change of a pending message's due time: either add
-// AddMs to the current due time, or set it to now + SetMs.
+// AddMs to the current due time, or set it to now + SetMs. AtMs is when
+// the change was asked (unix ms, rounded up), the "now" it counts from, so
+// routing and retries inside the cluster never push the new due time
+// past what the caller asked for; 0 means the time it is applied.
 type DelayChange struct {
 	AddMs *int64
 	SetMs *int64
+	AtMs  int64
 }
 
 // ChangeDelay moves a pending message's due time; the new due time must
@@ -90,6 +94,9 @@ type DelayChange struct {
 func ChangeDelay(m *message.Message, ch DelayChange, nowMs int64) error {
 	if err := Changeable(m); err != nil {
 		return err
+	}
+	if ch.AtMs > 0 && ch.AtMs < nowMs {
+		nowMs = ch.AtMs
 	}
 	var due int64
 	var detail string

@@ -249,11 +249,12 @@ func (r *addTimeReq) validate() error {
 }
 
 func (s *Server) addTime(c *gin.Context) (any, error) {
+	asked := message.CeilMs(time.Now())
 	var r addTimeReq
 	if err := s.decode(c, &r); err != nil {
 		return nil, err
 	}
-	if _, err := s.backend.ChangeDelay(c, r.TopicName, r.MsgID, lifecycle.DelayChange{AddMs: r.AddTime}); err != nil {
+	if _, err := s.backend.ChangeDelay(c, r.TopicName, r.MsgID, lifecycle.DelayChange{AddMs: r.AddTime, AtMs: asked}); err != nil {
 		return nil, err
 	}
 	return true, nil
@@ -282,11 +283,12 @@ type ScheduleResult struct {
 }
 
 func (s *Server) setDelay(c *gin.Context) (any, error) {
+	asked := message.CeilMs(time.Now())
 	var r setDelayReq
 	if err := s.decode(c, &r); err != nil {
 		return nil, err
 	}
-	m, err := s.backend.ChangeDelay(c, r.TopicName, r.MsgID, lifecycle.DelayChange{SetMs: r.DelayTime})
+	m, err := s.backend.ChangeDelay(c, r.TopicName, r.MsgID, lifecycle.DelayChange{SetMs: r.DelayTime, AtMs: asked})
 	if err != nil {
 		return nil, err
 	}

@@ -126,7 +126,7 @@ func (c *Client) Cancel(ctx context.Context, addr, topic, id string) (*message.M
 // ChangeDelay asks the owner at addr to move a message's due time.
 func (c *Client) ChangeDelay(ctx context.Context, addr, topic, id string, ch worker.DelayChange) (*message.Message, error) {
 	var m message.Message
-	if err := c.call(ctx, addr, PathChangeDelay, ControlRequest{Topic: topic, ID: id, AddMs: ch.AddMs, SetMs: ch.SetMs}, &m); err != nil {
+	if err := c.call(ctx, addr, PathChangeDelay, ControlRequest{Topic: topic, ID: id, AddMs: ch.AddMs, SetMs: ch.SetMs, AtMs: ch.AtMs}, &m); err != nil {
 		return nil, err
 	}
 	return &m, nil

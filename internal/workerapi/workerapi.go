@@ -46,6 +46,7 @@ type ControlRequest struct {
 	ID    string `json:"msg_id"`
 	AddMs *int64 `json:"add_ms,omitempty"`
 	SetMs *int64 `json:"set_ms,omitempty"`
+	AtMs  int64  `json:"at_ms,omitempty"` // when receive got the change (see lifecycle.DelayChange)
 }
 
 // NotOwnerResult is the result of a 421 answer.
@@ -105,7 +106,7 @@ func Register(e *gin.Engine, w *worker.Worker, secret string, log *zap.Logger) {
 	}))
 	e.POST(PathCancel, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Cancel(c, r.Topic, r.ID) }))
 	e.POST(PathChangeDelay, control(func(c *gin.Context, r ControlRequest) (any, error) {
-		return w.ChangeDelay(c, r.Topic, r.ID, worker.DelayChange{AddMs: r.AddMs, SetMs: r.SetMs})
+		return w.ChangeDelay(c, r.Topic, r.ID, worker.DelayChange{AddMs: r.AddMs, SetMs: r.SetMs, AtMs: r.AtMs})
 	}))
 	e.POST(PathGet, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Get(c, r.Topic, r.ID) }))
 	e.POST(PathRedrive, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Redrive(c, r.Topic, r.ID) }))
