@@ -107,6 +107,7 @@ snap() { # name
 		rcli INFO commandstats
 		rcli INFO stats
 		rcli INFO memory
+		rcli INFO cpu
 		echo "DBKEYS $(rcli --scan --pattern "{$RUN:*" | wc -l)"
 		echo "MSGKEYS $(rcli --scan --pattern "{$RUN:*}:m:*" | wc -l)"
 	} >"$OUT/snap-$1.txt"
@@ -145,7 +146,7 @@ snap mem0
 sleep 2
 snap mem1
 {
-	k=$(rcli --scan --pattern "{$RUN:*}:m:*" | head -n 1)
+	k=$(rcli --scan --pattern "{$RUN:*}:m:*" | sed -n 1p)
 	echo "sample message key: $k"
 	echo "STRLEN $(rcli STRLEN "$k")  MEMORY USAGE $(rcli MEMORY USAGE "$k")"
 	rcli GET "$k"
@@ -180,7 +181,9 @@ def snap(name):
         elif ":" in l:
             k, v = l.split(":", 1)
             try: d["kv"][k] = int(v)
-            except ValueError: pass
+            except ValueError:
+                try: d["kv"][k] = float(v)
+                except ValueError: pass
     return d
 
 def delta(a, b):
@@ -220,7 +223,7 @@ di, ci, kvi, _ = delta("idle0", "idle1")
 w(f"## idle ({di:.1f} s, no messages): commands/s")
 w("| command | per s |"); w("| --- | --- |")
 for k, v in sorted(ci.items(), key=lambda x: -x[1]): w(f"| {k} | {v/di:.1f} |")
-w(f"net in {kvi['total_net_input_bytes']/di:.0f} B/s, out {kvi['total_net_output_bytes']/di:.0f} B/s")
+w(f"Redis CPU {(kvi['used_cpu_user']+kvi['used_cpu_sys'])/di*100:.1f} % of a core; net in {kvi['total_net_input_bytes']/di:.0f} B/s, out {kvi['total_net_output_bytes']/di:.0f} B/s")
 bi = ss_bytes(snap("idle0")["t"], snap("idle1")["t"])
 w("per process (socket bytes/s, to Redis / from Redis): " + ", ".join(f"{r} {s/di:.0f} / {rv/di:.0f}" for r, (s, rv) in sorted(bi.items())))
 w()
@@ -237,6 +240,9 @@ for (a, b, label) in (("life0", "life1", "submit -> delivered"), ("life1", "life
     w(f"| **all** | {sum(c.values())} | {sum(ci.values())/di*d:.0f} | **{tot:.2f}** |")
     nin = (kv['total_net_input_bytes'] - kvi['total_net_input_bytes'] / di * d) / N
     nout = (kv['total_net_output_bytes'] - kvi['total_net_output_bytes'] / di * d) / N
+    cpu = (kv['used_cpu_user'] + kv['used_cpu_sys']) * 1e6
+    cpui = (kvi['used_cpu_user'] + kvi['used_cpu_sys']) * 1e6 / di * d
+    w(f"Redis CPU (used_cpu_user+sys): {cpu/1e3:.0f} ms in {d:.1f} s, idle share {cpui/1e3:.0f} ms: {(cpu-cpui)/N:.0f} us per message")
     w(f"net bytes per message: in (to Redis) {nin:.0f} B, out (from Redis) {nout:.0f} B; used_memory change {kv['used_memory']} B ({kv['used_memory']/N:.0f} B/message); message keys at end {end.get('MSGKEYS')}, keys of the run {end.get('DBKEYS')}")
     sb = ss_bytes(snap(a)["t"], snap(b)["t"])
     w("per process, socket bytes per message (to Redis / from Redis), idle subtracted: " + ", ".join(

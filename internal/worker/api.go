@@ -195,6 +195,13 @@ func (w *Worker) apiErr(id string, err error) error {
 	if id != "" && w.fenced(id, err) {
 		return &NotOwnerError{Slot: w.slotOf(id)}
 	}
+	if id != "" {
+		// The answer may have been lost after the write: schedule what is
+		// stored now, so an applied change is not left to the sweep.
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		w.resync(rctx, id)
+		cancel()
+	}
 	w.metrics.StoreErrors.WithLabelValues("api").Inc()
 	return fmt.Errorf("%w: %w", message.ErrUnavailable, err)
 }

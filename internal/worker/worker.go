@@ -640,6 +640,9 @@ func (w *Worker) replaceRetrying(ctx context.Context, old, m *message.Message) e
 	var err error
 	for i := 0; i < 30; i++ {
 		err = w.store.Replace(ctx, old, m, store.Lazy)
+		if i > 0 && errors.Is(err, store.ErrChanged) && w.landed(ctx, m) {
+			return nil // the first try's answer was lost, but it was written
+		}
 		if err == nil || errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrChanged) || errors.Is(err, store.ErrFenced) {
 			return err
 		}
@@ -653,6 +656,26 @@ func (w *Worker) replaceRetrying(ctx context.Context, old, m *message.Message) e
 		}
 	}
 	return err
+}
+
+// landed reports whether the store holds m as written (an ambiguous write
+// whose answer was lost may have been applied).
+func (w *Worker) landed(ctx context.Context, m *message.Message) bool {
+	cur, err := w.store.Get(ctx, m.ID)
+	return err == nil && cur.Version == m.Version && cur.State == m.State && cur.UpdatedMs == m.UpdatedMs && cur.Attempts == m.Attempts
+}
+
+// resync schedules a message as stored after a change whose answer was
+// lost (a timeout after the write, a failover): the write may have been
+// applied, and a new version nobody scheduled would wait for the sweep.
+func (w *Worker) resync(ctx context.Context, id string) {
+	m, err := w.store.Get(ctx, id)
+	if err != nil {
+		return
+	}
+	if m.State.Pending() {
+		w.schedule(m.ID, m.DueMs, m.Version)
+	}
 }
 
 // markOverdue runs when a slot is taken (at start in the all-in-one),

@@ -1,0 +1,145 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sorakaq/sorakaq/internal/callback"
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/store/redisstore"
+	"github.com/sorakaq/sorakaq/internal/testenv"
+)
+
+// lostReply is a go-redis hook that, while armed, lets a MULTI/EXEC run on
+// the server and then answers the caller with a timeout, as when the
+// reply is lost or comes after go-redis' read timeout: the write happened,
+// the caller cannot know.
+type lostReply struct {
+	armed atomic.Int32 // replies still to lose
+	lost  atomic.Int32
+}
+
+func (h *lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (h *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		exec := false
+		for _, c := range cmds {
+			exec = exec || c.Name() == "exec"
+		}
+		if err == nil && exec && h.armed.Add(-1) >= 0 {
+			h.lost.Add(1)
+			return &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+		}
+		return err
+	}
+}
+
+// TestAmbiguousWritesStrandNothing: on a real Redis, a delay change and a
+// callback outcome whose EXEC ran but whose reply was lost still end with
+// the message scheduled at its stored version and called back: nothing
+// waits for a restart.
+func TestAmbiguousWritesStrandNothing(t *testing.T) {
+	addr := os.Getenv("SORAKAQ_TEST_REDIS")
+	if addr == "" {
+		testenv.Missing(t, "SORAKAQ_TEST_REDIS is not set (scripts/infra.sh up; eval \"$(scripts/infra.sh env)\")")
+	}
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	hook := &lostReply{}
+	rc.AddHook(hook)
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	prefix := "amb-" + hex.EncodeToString(b)
+	defer func() {
+		ctx := context.Background()
+		iter := rc.Scan(ctx, 0, "{"+prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rc.Del(ctx, iter.Val())
+		}
+	}()
+	st := redisstore.New(rc, redisstore.Options{Prefix: prefix, Slots: 4})
+
+	var mu sync.Mutex
+	calls := map[string]int{}
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls[r.Header.Get("X-Sorakaq-Msg-Id")]++
+		n := calls[r.Header.Get("X-Sorakaq-Msg-Id")]
+		mu.Unlock()
+		if n == 1 && r.URL.Query().Get("fail") == "1" {
+			http.Error(w, "first call fails", http.StatusInternalServerError)
+			return
+		}
+	}))
+	defer sink.Close()
+	caller := callback.New(callback.Options{})
+	defer caller.Close()
+	w := New(Options{Slotted: true, SweepInterval: time.Hour, Backoff: []time.Duration{300 * time.Millisecond}}, st, nil, caller, nil, nil)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop(context.Background())
+	ctx := context.Background()
+	for s := 0; s < 4; s++ {
+		if err := w.HoldSlot(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UnixMilli()
+	mk := func(url string) *message.Message {
+		return &message.Message{ID: message.NewID(), Topic: "t", TTRMs: 2000, ReceivedMs: now, DueMs: now + 60_000, State: message.StateDelayed, Version: 1,
+			Callback: message.Callback{RequestType: "GET", URL: url}}
+	}
+	changed, failing := mk(sink.URL+"/?fail=0"), mk(sink.URL+"/?fail=1")
+	failing.DueMs = now + 300
+	for _, m := range []*message.Message{changed, failing} {
+		if err := st.Create(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		w.schedule(m.ID, m.DueMs, m.Version)
+	}
+
+	// 1. a delay change (60 s -> 300 ms) whose reply is lost
+	hook.armed.Store(1)
+	set := int64(300)
+	if _, err := w.ChangeDelay(ctx, "t", changed.ID, DelayChange{SetMs: &set}); err == nil {
+		t.Fatal("the lost reply was not seen as an error")
+	}
+	if got, _ := st.Get(ctx, changed.ID); got.Version != 2 {
+		t.Fatalf("the change was not applied on the server (version %d): the test injects nothing", got.Version)
+	}
+	// 2. the failing message's first outcome (retrying) also loses its reply
+	waitFor(t, 5*time.Second, "the first call of the failing message", func() bool { mu.Lock(); defer mu.Unlock(); return calls[failing.ID] >= 1 })
+	hook.armed.Store(1)
+
+	// both are called back well before the sweep (1 h) could help
+	waitFor(t, 10*time.Second, "both called back", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls[changed.ID] >= 1 && calls[failing.ID] >= 2
+	})
+	waitFor(t, 5*time.Second, "both delivered", func() bool {
+		a, _ := st.Get(ctx, changed.ID)
+		b, _ := st.Get(ctx, failing.ID)
+		return a.State == message.StateDelivered && b.State == message.StateDelivered
+	})
+	if hook.lost.Load() < 2 {
+		t.Fatalf("only %d replies were lost: the outcome write was not made ambiguous", hook.lost.Load())
+	}
+}
