@@ -129,7 +129,7 @@ sleep 30
 snap life2
 
 echo "== 3. attribution: $MON_N messages under MONITOR"
-rcli MONITOR >"$OUT/monitor.txt" &
+redis-cli -p "$RPORT" MONITOR >"$OUT/monitor.txt" &
 MONPID=$!
 sleep 10
 date +%s.%N >"$OUT/mon-t1"

@@ -256,9 +256,70 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 		bySlot[sl] = append(bySlot[sl], m)
 	}
 	for _, sl := range order {
-		if err := s.createInSlot(ctx, bySlot[sl]); err != nil {
+		var err error
+		if ms := bySlot[sl]; len(ms) == 1 {
+			err = s.createOne(ctx, ms[0])
+		} else {
+			err = s.createInSlot(ctx, ms)
+		}
+		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// createScript stores one new message with its index entries in one round
+// trip (the submit path): the existence and idempotency checks and the
+// writes run atomically in Redis. It writes what writeIndexes(nil, m)
+// writes; TestCreateOneMatchesWriteIndexes keeps the two in step.
+//
+//	KEYS: msg, idem (or msg when none), due, topicState, counts, topicAll, done
+//	ARGV: json, id, due member ("" when not pending), count field, idem ("1"/"0"), done score ("" when not finished)
+var createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+if ARGV[5] == '1' then
+  local id = redis.call('GET', KEYS[2])
+  if id then return {'dup', id} end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[3], 0, ARGV[3]) end
+redis.call('ZADD', KEYS[4], 0, ARGV[2])
+redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
+redis.call('ZADD', KEYS[6], 0, ARGV[2])
+if ARGV[5] == '1' then redis.call('SET', KEYS[2], ARGV[2]) end
+if ARGV[6] ~= '' then redis.call('ZADD', KEYS[7], ARGV[6], ARGV[2]) end
+return {'ok'}
+`)
+
+func (s *Store) createOne(ctx context.Context, m *message.Message) error {
+	v, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("redisstore.Create %s: %w", m.ID, err)
+	}
+	k, sl := s.keys, s.keys.slot(m.ID)
+	idem, idemFlag := k.msg(m.ID), "0"
+	if m.IdemKey != "" {
+		idem, idemFlag = k.idem(m.Topic, m.IdemKey), "1"
+	}
+	member, done := "", ""
+	if m.State.Pending() {
+		member = dueMember(m.DueMs, m.ID, m.Version)
+	}
+	if purgeable(m) {
+		done = strconv.FormatInt(m.DoneMs, 10)
+	}
+	res, err := createScript.Run(ctx, s.c,
+		[]string{k.msg(m.ID), idem, k.due(sl), k.topicState(sl, m.Topic, m.State), k.counts(sl), k.topicAll(sl, m.Topic), k.done(sl)},
+		v, m.ID, member, countField(m.Topic, m.State), idemFlag, done).StringSlice()
+	if err != nil {
+		return fmt.Errorf("redisstore.Create %s: %w", m.ID, err)
+	}
+	switch {
+	case len(res) > 0 && res[0] == "exists":
+		return fmt.Errorf("redisstore.Create %s: %w", m.ID, store.ErrExists)
+	case len(res) > 1 && res[0] == "dup":
+		return &store.DuplicateError{ID: res[1]}
 	}
 	return nil
 }

@@ -574,3 +574,71 @@ func BenchmarkUpdate(b *testing.B) {
 func TestStoreSuite(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return open(t, 16) })
 }
+
+// TestCreateOneMatchesWriteIndexes: the one-round-trip Create (a Lua
+// script) writes exactly what the WATCH/MULTI path (writeIndexes) writes,
+// for a pending keyed message and a finished one.
+func TestCreateOneMatchesWriteIndexes(t *testing.T) {
+	t.Parallel()
+	c, prefix := testClient(t)
+	ctx := context.Background()
+	a := New(c, Options{Prefix: prefix + "a", Slots: 1})
+	b := New(c, Options{Prefix: prefix + "b", Slots: 1})
+	t.Cleanup(func() {
+		for _, p := range []string{prefix + "a", prefix + "b"} {
+			iter := c.Scan(ctx, 0, "{"+p+"*", 1000).Iterator()
+			for iter.Next(ctx) {
+				c.Del(ctx, iter.Val())
+			}
+		}
+	})
+	keyed := msg("t", 100)
+	keyed.IdemKey = "k1"
+	done := msg("t", 100)
+	done.State, done.DoneMs = message.StateDelivered, 777
+	for _, m := range []*message.Message{keyed, done} {
+		if err := a.createOne(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.createInSlot(ctx, []*message.Message{m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dump := func(p string) map[string]string {
+		out := map[string]string{}
+		iter := c.Scan(ctx, 0, "{"+p+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			k := iter.Val()
+			var v any
+			switch typ, _ := c.Type(ctx, k).Result(); typ {
+			case "string":
+				v, _ = c.Get(ctx, k).Result()
+			case "zset":
+				v, _ = c.ZRangeWithScores(ctx, k, 0, -1).Result()
+			case "hash":
+				v, _ = c.HGetAll(ctx, k).Result()
+			default:
+				v = typ
+			}
+			out[strings.Replace(k, p, "P", 1)] = fmt.Sprint(v)
+		}
+		return out
+	}
+	da, db := dump(prefix+"a"), dump(prefix+"b")
+	if fmt.Sprint(da) != fmt.Sprint(db) {
+		t.Fatalf("the script and writeIndexes differ:\nscript: %v\nmulti:  %v", da, db)
+	}
+	if len(da) < 7 {
+		t.Fatalf("too few keys written: %v", da)
+	}
+	// and its refusals
+	if err := a.createOne(ctx, keyed); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("again: %v", err)
+	}
+	k2 := msg("t", 5)
+	k2.IdemKey = "k1"
+	var dup *store.DuplicateError
+	if err := a.createOne(ctx, k2); !errors.As(err, &dup) || dup.ID != keyed.ID {
+		t.Fatalf("key taken: %v", err)
+	}
+}
