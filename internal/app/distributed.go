@@ -84,7 +84,8 @@ func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 		// the pool to the requests in flight (go-redis defaults to 10 per CPU).
 		PoolSize: cfg.Redis.PoolSize,
 	})
-	st := redisstore.New(rc, redisstore.Options{Prefix: cfg.Redis.Prefix, Slots: cfg.Cluster.Slots})
+	st := redisstore.New(rc, redisstore.Options{Prefix: cfg.Redis.Prefix, Slots: cfg.Cluster.Slots,
+		WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: cfg.Redis.WaitTimeout})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := waitLayout(ctx, st, log); err != nil {

@@ -62,6 +62,10 @@ type Redis struct {
 	DB         int      `mapstructure:"db"`
 	Prefix     string   `mapstructure:"prefix"`
 	PoolSize   int      `mapstructure:"pool_size"`
+	// WaitReplicas > 0: a submit is acknowledged only once that many
+	// replicas have it (Redis WAIT, at most WaitTimeout).
+	WaitReplicas int           `mapstructure:"wait_replicas"`
+	WaitTimeout  time.Duration `mapstructure:"wait_timeout"`
 }
 
 // ZooKeeper holds instances, topics and locks (distributed mode).
@@ -231,6 +235,8 @@ var defaults = map[string]any{
 	"redis.db":                         0,
 	"redis.prefix":                     "sorakaq",
 	"redis.pool_size":                  128,
+	"redis.wait_replicas":              0,
+	"redis.wait_timeout":               "100ms",
 	"zookeeper.servers":                []string{"127.0.0.1:2181"},
 	"zookeeper.root":                   "/sorakaq",
 	"zookeeper.session_timeout":        "10s",

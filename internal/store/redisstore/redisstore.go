@@ -74,6 +74,13 @@ type Options struct {
 	// Slots is the slot count (slots.DefaultCount when 0); fixed when the
 	// data set is created (CheckLayout).
 	Slots int
+	// WaitReplicas, when above 0, makes Create (a submit's acknowledgement)
+	// wait until that many replicas have the write (Redis WAIT, at most
+	// WaitTimeout): a failover to a replica then keeps every acknowledged
+	// submit. A shortfall is an error: the write happened, its survival of
+	// a failover is not known.
+	WaitReplicas int
+	WaitTimeout  time.Duration
 }
 
 // LeaseCheck decides whether a write (or a read before a callback) of a
@@ -86,6 +93,8 @@ type LeaseCheck func(slot int, lease string) error
 type Store struct {
 	c     redis.UniversalClient
 	keys  keys
+	wait  int
+	waitT time.Duration
 	check LeaseCheck // nil: no lease is read
 	life  *life      // this store's (or view's) closed flag
 	root  *life      // the store a view was made from; nil for a store from New
@@ -117,7 +126,10 @@ func New(client redis.UniversalClient, opts Options) *Store {
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		panic(fmt.Sprintf("redisstore.New: prefix %q must not contain '{' or '}'", opts.Prefix))
 	}
-	return &Store{c: client, keys: newKeys(opts.Prefix, opts.Slots), life: &life{}}
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = 100 * time.Millisecond
+	}
+	return &Store{c: client, keys: newKeys(opts.Prefix, opts.Slots), wait: opts.WaitReplicas, waitT: opts.WaitTimeout, life: &life{}}
 }
 
 // WithLeaseCheck returns a view of the same data whose Get, Update,
@@ -129,7 +141,7 @@ func (s *Store) WithLeaseCheck(check LeaseCheck) *Store {
 	if root == nil {
 		root = s.life
 	}
-	return &Store{c: s.c, keys: s.keys, check: check, life: &life{}, root: root}
+	return &Store{c: s.c, keys: s.keys, wait: s.wait, waitT: s.waitT, check: check, life: &life{}, root: root}
 }
 
 // Slots is the slot count.
@@ -309,9 +321,14 @@ func (s *Store) createOne(ctx context.Context, m *message.Message) error {
 	if purgeable(m) {
 		done = strconv.FormatInt(m.DoneMs, 10)
 	}
-	res, err := createScript.Run(ctx, s.c,
-		[]string{k.msg(m.ID), idem, k.due(sl), k.topicState(sl, m.Topic, m.State), k.counts(sl), k.topicAll(sl, m.Topic), k.done(sl)},
-		v, m.ID, member, countField(m.Topic, m.State), idemFlag, done).StringSlice()
+	keys := []string{k.msg(m.ID), idem, k.due(sl), k.topicState(sl, m.Topic, m.State), k.counts(sl), k.topicAll(sl, m.Topic), k.done(sl)}
+	args := []any{v, m.ID, member, countField(m.Topic, m.State), idemFlag, done}
+	var res []string
+	if s.wait > 0 {
+		res, err = s.createWaiting(ctx, keys, args)
+	} else {
+		res, err = createScript.Run(ctx, s.c, keys, args...).StringSlice()
+	}
 	if err != nil {
 		return fmt.Errorf("redisstore.Create %s: %w", m.ID, err)
 	}
@@ -382,6 +399,39 @@ func (s *Store) existsErr(ctx context.Context, tx *redis.Tx, msgs []*message.Mes
 		}
 	}
 	return fmt.Errorf("redisstore.Create: %w", store.ErrExists)
+}
+
+// ErrNotReplicated says a write was not confirmed by enough replicas in
+// time (Options.WaitReplicas): it is on the primary, its survival of a
+// failover is not known.
+var ErrNotReplicated = errors.New("write not confirmed by the replicas in time")
+
+// createWaiting runs the create script and WAIT on one connection of the
+// key's master (WAIT counts the writes of its own connection).
+func (s *Store) createWaiting(ctx context.Context, keys []string, args []any) ([]string, error) {
+	var c redis.Cmdable = s.c
+	if cc, ok := s.c.(*redis.ClusterClient); ok {
+		node, err := cc.MasterForKey(ctx, keys[0])
+		if err != nil {
+			return nil, err
+		}
+		c = node
+	}
+	p := c.Pipeline()
+	run := createScript.Eval(ctx, p, keys, args...)
+	wait := redis.NewIntCmd(ctx, "wait", s.wait, s.waitT.Milliseconds())
+	_ = p.Process(ctx, wait)
+	if _, err := p.Exec(ctx); err != nil {
+		return nil, err
+	}
+	res, err := run.StringSlice()
+	if err != nil {
+		return nil, err
+	}
+	if len(res) > 0 && res[0] == "ok" && wait.Val() < int64(s.wait) {
+		return nil, fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, wait.Val(), s.wait, s.waitT)
+	}
+	return res, nil
 }
 
 // readChecked reads a message and, in a view with a lease check, its

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -170,5 +171,38 @@ func TestCluster(t *testing.T) {
 	}
 	if got, _, err := s.List(ctx, store.ListQuery{Topic: "spread", Limit: 500}); err != nil || len(got) != 300 {
 		t.Fatalf("listing over the cluster: %d %v", len(got), err)
+	}
+}
+
+// TestWaitReplicas: with WaitReplicas a submit is acknowledged only once a
+// replica has it; with no replica to confirm, Create says so (the write is
+// on the primary, its survival of a failover unknown).
+func TestWaitReplicas(t *testing.T) {
+	pa, pp := freeAddr(t)
+	runRedis(t, pp, "", false)
+	c := redis.NewClient(&redis.Options{Addr: pa})
+	defer c.Close()
+	ctx := context.Background()
+	s := New(c, Options{Prefix: "wait", Slots: 4, WaitReplicas: 1, WaitTimeout: 50 * time.Millisecond})
+	lonely := msg("t", 100)
+	if err := s.Create(ctx, lonely); !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("no replica: want ErrNotReplicated, got %v", err)
+	}
+	_, rp := freeAddr(t)
+	runRedis(t, rp, fmt.Sprintf("replicaof 127.0.0.1 %d", pp), false)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, _ := c.Info(ctx, "replication").Result()
+		if strings.Contains(info, "connected_slaves:1") && strings.Contains(info, "state=online") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica did not come online: %s", info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s = New(c, Options{Prefix: "wait", Slots: 4, WaitReplicas: 1, WaitTimeout: time.Second})
+	if err := s.Create(ctx, msg("t", 100)); err != nil {
+		t.Fatalf("with a replica: %v", err)
 	}
 }
