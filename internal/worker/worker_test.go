@@ -328,3 +328,45 @@ func TestOverdueAtStartAreMarkedDelivering(t *testing.T) {
 		t.Fatalf("future message is %s, want delayed", m.State)
 	}
 }
+
+// After a full scan batch the horizon is the last entry's due time and the
+// loader's cursor that entry; a message stored then at that very
+// millisecond with a smaller id is behind the cursor, so its writer must
+// add it (the loader never will). The review's F7.
+func TestWriteAtAFullBatchBoundaryIsScheduled(t *testing.T) {
+	st, err := embedded.Open(embedded.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	due := time.Now().Add(30 * time.Second).UnixMilli()
+	mk := func(id string) *message.Message {
+		return &message.Message{ID: id, Topic: "t", TTRMs: 1000, DueMs: due, State: message.StateDelayed, Version: 1,
+			Callback: message.Callback{RequestType: "GET", URL: "http://127.0.0.1:9/"}}
+	}
+	if err := st.Create(ctx, mk("id-b"), mk("id-c")); err != nil {
+		t.Fatal(err)
+	}
+	w := New(Options{LoadBatch: 2, MaxInWheel: 2, Window: time.Minute}, st, nil, callback.New(callback.Options{}), nil, nil) // a full wheel keeps the boundary
+	if err := w.HoldSlot(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	horizon, cursor := w.slots[0].horizon, w.slots[0].cursor
+	w.mu.Unlock()
+	if horizon != due || cursor.ID != "id-c" {
+		t.Fatalf("after a full batch: horizon %d cursor %+v, want %d and id-c", horizon, cursor, due)
+	}
+	a := mk("id-a")
+	if err := w.Submit(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	_, ok := w.timers["id-a"]
+	n := len(w.timers)
+	w.mu.Unlock()
+	if !ok || n != 3 {
+		t.Fatalf("the message at the boundary is not in the wheel (%d timers)", n)
+	}
+}
