@@ -433,11 +433,16 @@ func reportLoad(ctx context.Context, reg *zk.Registry, w *worker.Worker, nodeID,
 
 // skewLoop measures this process's clock against the Redis server's every
 // 30 s (metric sorakaq_clock_skew_seconds) and warns when it is off by more
-// than 50 ms: due times are wall-clock times compared across hosts.
+// than 50 ms: due times are wall-clock times compared across hosts. It
+// also checks that Redis still has its data (the layout marker).
 func skewLoop(ctx context.Context, d *deps, log *zap.Logger) {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	for {
+		if err := d.store.VerifyLayout(ctx); errors.Is(err, redisstore.ErrDataLost) {
+			d.metrics.StoreErrors.WithLabelValues("data_lost").Inc()
+			log.Error("Redis lost its data", zap.Error(err))
+		}
 		if skew, err := redischeck.Skew(ctx, d.rc); err == nil {
 			d.metrics.ClockSkew.Set(skew.Seconds())
 			if skew > 50*time.Millisecond || skew < -50*time.Millisecond {

@@ -153,3 +153,22 @@ func (s *Store) CheckLayout(ctx context.Context) error {
 	}
 	return s.CheckLayout(ctx)
 }
+
+// VerifyLayout reports a data set whose layout marker is gone while
+// processes run on it: Redis lost its data (a restart without
+// persistence, a failover to an empty replica, a FLUSHALL). Messages that
+// were pending are gone too; the caller says so loudly rather than let
+// missing messages pass for finished ones.
+func (s *Store) VerifyLayout(ctx context.Context) error {
+	n, err := s.c.Exists(ctx, s.keys.layout()).Result()
+	if err != nil {
+		return fmt.Errorf("redisstore.VerifyLayout: %w", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: the layout marker %s is gone (restart without persistence, failover to an empty replica, FLUSHALL?); pending messages may be lost", ErrDataLost, s.keys.layout())
+	}
+	return nil
+}
+
+// ErrDataLost is VerifyLayout's answer when the data set vanished.
+var ErrDataLost = errors.New("redis lost its data")

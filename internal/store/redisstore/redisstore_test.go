@@ -406,6 +406,13 @@ func TestCheckLayout(t *testing.T) {
 	if err := New(c, Options{Prefix: prefix, Slots: 16}).CheckLayout(ctx); err == nil || !strings.Contains(err.Error(), "slots=8") {
 		t.Fatalf("another slot count: %v", err)
 	}
+	if err := New(c, Options{Prefix: prefix, Slots: 8}).VerifyLayout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Del(ctx, "{"+prefix+"}:layout") // Redis lost its data
+	if err := New(c, Options{Prefix: prefix, Slots: 8}).VerifyLayout(ctx); !errors.Is(err, ErrDataLost) {
+		t.Fatalf("a vanished data set: %v", err)
+	}
 	old := prefix + "-old"
 	c.HSet(ctx, "{"+old+"}:counts", "t\x00delayed", 3)
 	if err := New(c, Options{Prefix: old}).CheckLayout(ctx); !errors.Is(err, ErrOldLayout) {
