@@ -12,7 +12,7 @@
 #   --n N --rate R     messages and submits/s            (allinone 2000 @ 100/s; distributed 3000 @ 20/s)
 #   --min-delay D --max-delay D   delays (Go durations)  (1s .. 30s)
 #   --kills K          allinone: kill -9 this many times (3), every --kill-every MIN-MAX s (8-15)
-#   --workers 1|2      distributed: worker processes (2); the topic's worker_num is the same
+#   --workers 1|2      distributed: worker processes (2); the slots spread the topic over them
 #   --outage kill|stop|both  distributed: Redis, ZooKeeper and Kafka outages by kill -9 (kill), by a
 #                      graceful stop (stop), or each once both ways (both: 9 faults); default both,
 #                      --short: kill (CI: one short run --workers 1 --outage kill, one --workers 2 --outage stop)
