@@ -2,7 +2,6 @@ package dist
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -167,7 +166,7 @@ func (h *Holder) take(ctx context.Context, s int, l slots.Lease, me slots.Holder
 	}
 	h.mu.Unlock()
 	mayTake := func(cur redisstore.Lease) bool {
-		if _, live := h.Cluster.LiveHolder(parseHolder(cur.Holder)); !live {
+		if _, live := h.Cluster.LiveHolder(slots.ParseHolder(cur.Holder)); !live {
 			return true
 		}
 		if time.Since(since) > h.ReleaseWait {
@@ -238,17 +237,4 @@ func (h *Holder) dropAll(expired bool) {
 		}
 		h.release(s)
 	}
-}
-
-// parseHolder reads "<node>/0x<session>" (slots.Holder.String).
-func parseHolder(s string) slots.Holder {
-	var h slots.Holder
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '/' {
-			h.Node = s[:i]
-			_, _ = fmt.Sscanf(s[i+1:], "0x%x", &h.Session)
-			break
-		}
-	}
-	return h
 }

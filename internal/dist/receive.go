@@ -70,7 +70,7 @@ func NewReceiveBackend(st *redisstore.Store, pub Publisher, cluster *Cluster, cl
 	b := &ReceiveBackend{store: st, pub: pub, cluster: cluster, client: client, ready: ready, metrics: m, log: log,
 		notices: make(chan struct{}, maxNoticesInFlight)}
 	b.checked = st.WithLeaseCheck(func(slot int, lease string) error {
-		if h := parseHolder(redisstore.ParseLease(lease).Holder); !h.IsZero() && !redisstore.ParseLease(lease).Released {
+		if h := slots.ParseHolder(redisstore.ParseLease(lease).Holder); !h.IsZero() && !redisstore.ParseLease(lease).Released {
 			if _, live := cluster.LiveHolder(h); live {
 				return &worker.NotOwnerError{Slot: slot, Owner: h.Node}
 			}

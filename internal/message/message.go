@@ -69,9 +69,7 @@ const (
 	EventFailed    = "attempt_failed"
 	EventDead      = "dead"
 	EventRedriven  = "redriven"
-	EventHeld      = "held"    // taken by a worker (distributed mode)
-	EventMoved     = "moved"   // moved to another worker (failover, offline)
-	EventRestart   = "restart" // overdue at a start: may have been called before the crash
+	EventRestart   = "restart" // overdue when its worker (or its slot's new holder) started: may have been called before
 )
 
 // MaxHistory bounds the history kept per message so a message that is

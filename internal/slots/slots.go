@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"strings"
 
 	"github.com/sorakaq/sorakaq/internal/message"
 )
@@ -63,6 +64,20 @@ type Holder struct {
 }
 
 func (h Holder) String() string { return fmt.Sprintf("%s/0x%x", h.Node, h.Session) }
+
+// ParseHolder reads what String wrote (the zero Holder when it cannot).
+func ParseHolder(s string) Holder {
+	i := strings.LastIndexByte(s, '/')
+	if i < 0 {
+		return Holder{}
+	}
+	var h Holder
+	if _, err := fmt.Sscanf(s[i+1:], "0x%x", &h.Session); err != nil {
+		return Holder{}
+	}
+	h.Node = s[:i]
+	return h
+}
 
 // IsZero reports an unassigned slot.
 func (h Holder) IsZero() bool { return h.Node == "" }

@@ -95,3 +95,13 @@ func TestPlanJoinBalancesAndDeathMovesAfterGrace(t *testing.T) {
 		}
 	}
 }
+
+func TestHolderString(t *testing.T) {
+	h := Holder{Node: "w/1", Session: 0x2a}
+	if got := ParseHolder(h.String()); got != h {
+		t.Fatalf("round trip %q -> %+v", h.String(), got)
+	}
+	if !ParseHolder("garbage").IsZero() {
+		t.Fatal("garbage parsed")
+	}
+}
