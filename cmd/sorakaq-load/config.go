@@ -53,7 +53,7 @@ type Config struct {
 	MaxDup        int           `json:"max_duplicates"`
 
 	// submit/latency: after the run, query this many messages for flow time
-	FlowSamples int `json:"flow_samples,omitempty"`
+	FlowMetrics string `json:"flow_metrics,omitempty"`
 }
 
 const usageText = `sorakaq-load: load and precision tool for a running sorakaQ server.
@@ -106,7 +106,7 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.DurationVar(&c.Lead, "lead", 30*time.Second, "fire: the due window starts this long after start (all submits must finish before)")
 	fs.DurationVar(&c.Wait, "wait", 30*time.Second, "fire: how long to wait for callbacks after the last due time")
 	fs.DurationVar(&c.Grace, "grace", time.Second, "fire: extra wait after the last callback, to catch duplicates")
-	fs.IntVar(&c.FlowSamples, "flow-samples", 0, "submit/latency: after the run, query this many of the submitted messages and report flow time (received -> held by a worker)")
+	fs.StringVar(&c.FlowMetrics, "flow-metrics", "", "submit/latency, distributed mode: the workers' /metrics URLs (comma-separated); report the flow time (received by receive -> notice at the slot's holder) of the run's messages from their histogram sorakaq_flow_seconds")
 	fs.StringVar(&c.Samples, "samples", "", "fire: write every callback as CSV (arrival order: msg_id,attempt,due_at_ms,lateness_ms,client_due_ns,lateness_client_ms) to this file (the reference's to FILE.reference)")
 	fs.StringVar(&c.Pattern, "pattern", "batch", "fire: batch (submit everything first) | overlap (submit each message -ahead before its due time)")
 	fs.DurationVar(&c.Ahead, "ahead", time.Second, "fire -pattern overlap: how long before its due time each message is submitted (>= 100ms)")

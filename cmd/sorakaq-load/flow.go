@@ -1,92 +1,109 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
+	"math"
 	"net/http"
+	"sort"
+	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
 )
 
-// FlowSection is the flow time of sampled messages: from receipt by the
-// receive service to being held by a worker (the "held" event in the
-// message's history, distributed mode). In the all-in-one a submit is held
-// when it is answered, so there is no such event and flow time is 0.
+// FlowSection is the flow time of the run's messages: from receipt by the
+// receive service to the notice reaching the holder of the message's slot
+// (distributed mode), read from the workers' histogram
+// sorakaq_flow_seconds before and after the run (-flow-metrics), so every
+// message of the run counts, measured on the worker's clock against the
+// receipt time receive stamped. Quantiles are interpolated within the
+// histogram's buckets (docs: the bucket bounds are 1, 2, 5, 10, 20, 50 ms
+// ...), so they are estimates to the bucket's width.
 type FlowSection struct {
-	Sampled  int     `json:"sampled"`
-	Held     int     `json:"held"` // messages with a "held" event
-	FlowMs   Summary `json:"flow_ms"`
-	Unheld   int     `json:"not_held_yet"`
-	Problems int     `json:"query_errors"`
+	Notices int     `json:"notices"` // notices that reached a holder during the run
+	P50Ms   float64 `json:"p50_ms"`
+	P90Ms   float64 `json:"p90_ms"`
+	P99Ms   float64 `json:"p99_ms"`
+	Sources int     `json:"workers"`
 }
 
-// measureFlow queries up to n acknowledged messages (after waiting for the
-// hand-over to settle) and summarises held - received.
-func measureFlow(cfg *Config, acks []ack, n int, settle time.Duration) *FlowSection {
-	time.Sleep(settle)
-	if n > len(acks) {
-		n = len(acks)
-	}
-	c := newClient(4, cfg.Timeout)
-	out := &FlowSection{Sampled: n}
-	var flows []float64
-	step := 1
-	if n > 0 && len(acks) > n {
-		step = len(acks) / n
-	}
-	for i := 0; i < len(acks) && out.Held+out.Unheld+out.Problems < n; i += step {
-		m, err := getMessage(c, cfg.URL, acks[i].ID)
+// histogram is a cumulative histogram: upper bound (s) -> count.
+type histogram map[float64]float64
+
+// scrapeFlow reads sorakaq_flow_seconds from each worker's /metrics and
+// adds them up.
+func scrapeFlow(urls []string) (histogram, error) {
+	out := histogram{}
+	c := &http.Client{Timeout: 5 * time.Second}
+	for _, u := range urls {
+		resp, err := c.Get(u)
 		if err != nil {
-			out.Problems++
-			continue
+			return nil, fmt.Errorf("flow metrics %s: %w", u, err)
 		}
-		held := int64(-1)
-		for _, e := range m.History {
-			if e.Type == "held" {
-				held = e.At
-				break
+		var p expfmt.TextParser
+		fams, err := p.TextToMetricFamilies(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("flow metrics %s: %w", u, err)
+		}
+		f, ok := fams["sorakaq_flow_seconds"]
+		if !ok {
+			return nil, fmt.Errorf("flow metrics %s: no sorakaq_flow_seconds (is it a distributed worker's /metrics?)", u)
+		}
+		for _, m := range f.GetMetric() {
+			for _, b := range m.GetHistogram().GetBucket() {
+				out[b.GetUpperBound()] += float64(b.GetCumulativeCount())
 			}
+			out[math.Inf(1)] += float64(m.GetHistogram().GetSampleCount())
 		}
-		if held < 0 {
-			if m.Worker == "" {
-				flows = append(flows, 0) // all-in-one: held when answered
-			} else {
-				out.Unheld++
-			}
-			continue
-		}
-		out.Held++
-		flows = append(flows, float64(held-m.ReceivedAt))
 	}
-	out.FlowMs = Summarize(flows)
+	return out, nil
+}
+
+// flowSection summarises after - before.
+func flowSection(before, after histogram, sources int) *FlowSection {
+	var bounds []float64
+	for b := range after {
+		bounds = append(bounds, b)
+	}
+	sort.Float64s(bounds)
+	cum := make([]float64, len(bounds))
+	for i, b := range bounds {
+		cum[i] = after[b] - before[b]
+	}
+	total := 0.0
+	if len(cum) > 0 {
+		total = cum[len(cum)-1]
+	}
+	q := func(p float64) float64 {
+		if total == 0 {
+			return 0
+		}
+		want, lo, prev := p*total, 0.0, 0.0
+		for i, b := range bounds {
+			if cum[i] >= want {
+				if math.IsInf(b, 1) {
+					return lo * 1000 // beyond the last bucket: its bound, a floor
+				}
+				frac := 1.0
+				if cum[i] > prev {
+					frac = (want - prev) / (cum[i] - prev)
+				}
+				return (lo + frac*(b-lo)) * 1000
+			}
+			lo, prev = b, cum[i]
+		}
+		return lo * 1000
+	}
+	return &FlowSection{Notices: int(total), P50Ms: q(0.5), P90Ms: q(0.9), P99Ms: q(0.99), Sources: sources}
+}
+
+func splitURLs(s string) []string {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
 	return out
-}
-
-type msgView struct {
-	ReceivedAt int64  `json:"received_at"`
-	Worker     string `json:"worker"`
-	History    []struct {
-		At   int64  `json:"at"`
-		Type string `json:"type"`
-	} `json:"history"`
-}
-
-func getMessage(c *http.Client, base, id string) (*msgView, error) {
-	resp, err := c.Get(base + "/sorakaq/msg/get?msg_id=" + id)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	var env struct {
-		EC     int     `json:"ec"`
-		Result msgView `json:"result"`
-	}
-	if err := json.Unmarshal(b, &env); err != nil || env.EC != 200 {
-		return nil, fmt.Errorf("get %s: HTTP %d", id, resp.StatusCode)
-	}
-	return &env.Result, nil
 }

@@ -118,9 +118,9 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	if f := r.Flow; f != nil {
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "flow (received -> held by a worker)")
-		fmt.Fprintf(w, "  sampled     %d (with a held event %d, not held yet %d, query errors %d)\n", f.Sampled, f.Held, f.Unheld, f.Problems)
-		writeSummary(w, "    ", f.FlowMs)
+		fmt.Fprintln(w, "flow (received by receive -> notice at the slot's holder; workers' sorakaq_flow_seconds)")
+		fmt.Fprintf(w, "  notices     %d from %d workers\n", f.Notices, f.Sources)
+		fmt.Fprintf(w, "  ms          p50 %.2f  p90 %.2f  p99 %.2f (interpolated within histogram buckets)\n", f.P50Ms, f.P90Ms, f.P99Ms)
 	}
 	if r.Fire != nil {
 		writeFire(w, "fire (sorakaQ)", r.Fire)

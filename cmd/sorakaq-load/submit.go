@@ -256,10 +256,18 @@ func runSubmit(cfg *Config, progress io.Writer) (*Report, error) {
 	// The callback of these messages is never meant to be called during the
 	// run (the delay is long); it points at a closed port on loopback.
 	body := newSubmitBody(cfg.Topic, cfg.TTRMs, "http://127.0.0.1:9/sorakaq-load")
-	spec := loadSpec{URL: cfg.URL, C: cfg.C, N: cfg.N, D: cfg.D, Timeout: cfg.Timeout, KeepAcks: cfg.FlowSamples > 0,
+	spec := loadSpec{URL: cfg.URL, C: cfg.C, N: cfg.N, D: cfg.D, Timeout: cfg.Timeout,
 		Body: func(buf []byte, _ int) []byte { return body.append(buf, cfg.DelayMs) }}
 	if err := probe(cfg, body.append(nil, cfg.DelayMs)); err != nil {
 		return nil, err
+	}
+	flowURLs := splitURLs(cfg.FlowMetrics)
+	var flowBefore histogram
+	if len(flowURLs) > 0 {
+		var err error
+		if flowBefore, err = scrapeFlow(flowURLs); err != nil {
+			return nil, err
+		}
 	}
 	res := runLoad(spec)
 	rep := newReport(cfg)
@@ -268,8 +276,13 @@ func runSubmit(cfg *Config, progress io.Writer) (*Report, error) {
 		rep.WriteTable(progress)
 		return nil, errors.New("no submit succeeded")
 	}
-	if cfg.FlowSamples > 0 {
-		rep.Flow = measureFlow(cfg, res.Acks, cfg.FlowSamples, 2*time.Second)
+	if len(flowURLs) > 0 {
+		time.Sleep(2 * time.Second) // the last notices reach their holders
+		after, err := scrapeFlow(flowURLs)
+		if err != nil {
+			return nil, err
+		}
+		rep.Flow = flowSection(flowBefore, after, len(flowURLs))
 	}
 	return rep, nil
 }
