@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // FlowSection is the flow time of the run's messages: from receipt by the
@@ -40,7 +41,7 @@ func scrapeFlow(urls []string) (histogram, error) {
 		if err != nil {
 			return nil, fmt.Errorf("flow metrics %s: %w", u, err)
 		}
-		var p expfmt.TextParser
+		p := expfmt.NewTextParser(model.UTF8Validation)
 		fams, err := p.TextToMetricFamilies(resp.Body)
 		resp.Body.Close()
 		if err != nil {
@@ -51,10 +52,14 @@ func scrapeFlow(urls []string) (histogram, error) {
 			return nil, fmt.Errorf("flow metrics %s: no sorakaq_flow_seconds (is it a distributed worker's /metrics?)", u)
 		}
 		for _, m := range f.GetMetric() {
+			inf := false
 			for _, b := range m.GetHistogram().GetBucket() {
 				out[b.GetUpperBound()] += float64(b.GetCumulativeCount())
+				inf = inf || math.IsInf(b.GetUpperBound(), 1)
 			}
-			out[math.Inf(1)] += float64(m.GetHistogram().GetSampleCount())
+			if !inf {
+				out[math.Inf(1)] += float64(m.GetHistogram().GetSampleCount())
+			}
 		}
 	}
 	return out, nil
