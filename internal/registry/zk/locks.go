@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-zookeeper/zk"
+	zk "github.com/sorakaq/sorakaq/internal/registry/zk/internal/gozk"
 	"go.uber.org/zap"
 )
 

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/go-zookeeper/zk"
+	zk "github.com/sorakaq/sorakaq/internal/registry/zk/internal/gozk"
 )
 
 var (

@@ -10,7 +10,7 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/go-zookeeper/zk"
+	zk "github.com/sorakaq/sorakaq/internal/registry/zk/internal/gozk"
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/message"

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/go-zookeeper/zk"
+	zk "github.com/sorakaq/sorakaq/internal/registry/zk/internal/gozk"
 	"go.uber.org/zap"
 )
 

@@ -31,8 +31,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-zookeeper/zk"
 	"go.uber.org/zap"
+
+	// go-zookeeper/zk v1.0.4 with its lastZxid data race fixed (see its README.md).
+	zk "github.com/sorakaq/sorakaq/internal/registry/zk/internal/gozk"
 )
 
 // ErrClosed is returned by operations on a closed Registry.

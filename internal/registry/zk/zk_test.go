@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-zookeeper/zk"
+	zk "github.com/sorakaq/sorakaq/internal/registry/zk/internal/gozk"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/sorakaq/sorakaq/internal/message"
