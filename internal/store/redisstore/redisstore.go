@@ -720,10 +720,8 @@ func (s *Store) DueIn(ctx context.Context, slot int, after store.Entry, untilMs 
 		return nil, err
 	}
 	defer release()
-	if after.DueMs < 0 {
-		after.DueMs = 0
-	}
-	if limit <= 0 || untilMs <= after.DueMs {
+	after, ok := dueCursor(after, untilMs, limit)
+	if !ok {
 		return nil, nil
 	}
 	members, err := s.c.ZRangeArgs(ctx, dueRange(s.keys.due(slot), after, untilMs, limit)).Result()
@@ -731,6 +729,12 @@ func (s *Store) DueIn(ctx context.Context, slot int, after store.Entry, untilMs 
 		return nil, fmt.Errorf("redisstore.Due slot %d: %w", slot, err)
 	}
 	return parseEntries(members)
+}
+
+// dueCursor normalises a Due cursor; ok is false when nothing can match.
+func dueCursor(after store.Entry, untilMs int64, limit int) (store.Entry, bool) {
+	after.DueMs = max(after.DueMs, 0)
+	return after, limit > 0 && untilMs > after.DueMs
 }
 
 func dueRange(key string, after store.Entry, untilMs int64, limit int) redis.ZRangeArgs {
@@ -757,10 +761,8 @@ func (s *Store) Due(ctx context.Context, after store.Entry, untilMs int64, limit
 		return nil, err
 	}
 	defer release()
-	if after.DueMs < 0 {
-		after.DueMs = 0
-	}
-	if limit <= 0 || untilMs <= after.DueMs {
+	after, ok := dueCursor(after, untilMs, limit)
+	if !ok {
 		return nil, nil
 	}
 	cmds := make([]*redis.StringSliceCmd, s.keys.n)
