@@ -4,7 +4,6 @@
 //
 //	instances/<role>/<node_id>  EPHEMERAL   live services (Instance JSON)
 //	topics/<name>               PERSISTENT  topic settings (registry.Topic JSON)
-//	locks/<name>                EPHEMERAL   one-holder locks (e.g. failover-<worker>)
 //	offline/<node_id>           PERSISTENT  markers set by admin to take a worker offline
 //	leader                      EPHEMERAL   the leader center (Campaign)
 //	leader-epoch                PERSISTENT  its Stat.Version is the leader epoch
@@ -12,10 +11,11 @@
 //
 // Registry implements registry.Topics with a watch-refreshed cache of the
 // topics, registers this process's instance (re-created after a session
-// expiry), watches instances and offline markers, and offers TryLock. For
-// the owned-slot design it elects a leader center with a fencing epoch,
-// keeps the slot map under that epoch, and tells a holder whether its
-// session is in good standing (the jeopardy rule, see InGoodStanding).
+// expiry), watches instances, and sets and reads the offline markers (the
+// leader center reads them and gives an offline worker no slots). For the
+// owned-slot design it elects a leader center with a fencing epoch, keeps
+// the slot map under that epoch, and tells a holder whether its session is
+// in good standing (the jeopardy rule, see InGoodStanding).
 // Every operation retries briefly on connection loss (bounded by its context
 // and by the session timeout) and wraps errors with the operation name, e.g.
 // "zk.CreateTopic t1: ...". docs/zookeeper.md describes the layout.
@@ -66,9 +66,7 @@ type Registry struct {
 	closed    bool
 	connected bool
 	downSince time.Time
-	gen       chan struct{}     // closed and replaced whenever a session is (re)established
-	locks     map[string]uint64 // held lock name -> token of its TryLock
-	lockSeq   uint64
+	gen       chan struct{} // closed and replaced whenever a session is (re)established
 
 	sessCh    chan struct{}              // a session was established (see keeper)
 	sessionID atomic.Int64               // last session seen by keeper
@@ -115,7 +113,6 @@ func Connect(servers []string, opts Options) (*Registry, error) {
 		log:       opts.Logger.Named("registry.zk"),
 		acl:       zk.WorldACL(zk.PermAll),
 		gen:       make(chan struct{}),
-		locks:     map[string]uint64{},
 		sessCh:    make(chan struct{}, 1),
 		subs:      map[chan struct{}]struct{}{},
 		topics:    map[string]cachedTopic{},
@@ -137,7 +134,7 @@ func Connect(servers []string, opts Options) (*Registry, error) {
 		return nil, fmt.Errorf("zk.Connect %v: no session within %s: %w", servers, opts.SessionTimeout, err)
 	}
 	r.sessionID.Store(conn.SessionID())
-	for _, p := range []string{r.instancesRoot(), r.topicsRoot(), r.locksRoot(), r.offlineRoot()} {
+	for _, p := range []string{r.instancesRoot(), r.topicsRoot(), r.offlineRoot()} {
 		if err := r.ensurePath(ctx, p); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("zk.Connect: create %s: %w", p, err)
@@ -159,8 +156,8 @@ func Connect(servers []string, opts Options) (*Registry, error) {
 	return r, nil
 }
 
-// Close ends the session: this process's ephemeral nodes (instance, locks)
-// are deleted by ZooKeeper at once. Watch channels are closed.
+// Close ends the session: this process's ephemeral nodes (instance,
+// leader) are deleted by ZooKeeper at once. Watch channels are closed.
 func (r *Registry) Close() {
 	r.mu.Lock()
 	if r.closed {
@@ -260,8 +257,8 @@ func (r *Registry) waitConnected(ctx context.Context) error {
 	}
 }
 
-// keeper notices new sessions: after an expiry the instance node is
-// re-created and held locks are forgotten (ZooKeeper deleted them).
+// keeper notices new sessions: after an expiry SessionChanges is notified
+// and the instance node is re-created.
 func (r *Registry) keeper() {
 	defer r.wg.Done()
 	for {
@@ -278,10 +275,6 @@ func (r *Registry) keeper() {
 		r.log.Warn("zookeeper session replaced after expiry",
 			zap.String("old", fmt.Sprintf("0x%x", old)), zap.String("new", fmt.Sprintf("0x%x", sid)))
 		r.mu.Lock()
-		for name := range r.locks {
-			r.log.Error("lock lost with the expired session", zap.String("lock", name))
-		}
-		r.locks = map[string]uint64{}
 		r.notifySessionLocked()
 		r.mu.Unlock()
 		// In its own goroutine: it may wait for ever (another live process
@@ -380,7 +373,6 @@ func (r *Registry) ensurePath(ctx context.Context, p string) error {
 
 func (r *Registry) instancesRoot() string { return r.root + "/instances" }
 func (r *Registry) topicsRoot() string    { return r.root + "/topics" }
-func (r *Registry) locksRoot() string     { return r.root + "/locks" }
 func (r *Registry) offlineRoot() string   { return r.root + "/offline" }
 
 // validName checks a single path component.

@@ -334,133 +334,44 @@ func TestTopics(t *testing.T) {
 	}
 }
 
-func TestLocks(t *testing.T) {
-	srv := servers(t)
-	root := testRoot(t, srv)
-	a, b := open(t, srv, root), open(t, srv, root)
-	ctx := ctxT(t, 60*time.Second)
-	const name = "failover-w1"
-
-	unlockA, ok, err := a.TryLock(ctx, name)
-	if err != nil || !ok {
-		t.Fatalf("a.TryLock = %v, %v", ok, err)
-	}
-	if _, ok, err := b.TryLock(ctx, name); err != nil || ok {
-		t.Fatalf("b.TryLock while a holds it = %v, %v", ok, err)
-	}
-	if _, ok, err := a.TryLock(ctx, name); err != nil || ok {
-		t.Fatalf("second a.TryLock = %v, %v", ok, err)
-	}
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	if err := b.WaitUnlocked(short, name); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("WaitUnlocked while held: %v", err)
-	}
-	cancel()
-
-	waited := make(chan error, 1)
-	go func() { waited <- b.WaitUnlocked(ctx, name) }()
-	unlockA()
-	unlockA() // idempotent
-	select {
-	case err := <-waited:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("WaitUnlocked did not return after unlock")
-	}
-
-	// Many contenders at once: exactly one wins.
-	var wins sync.WaitGroup
-	var mu sync.Mutex
-	winners := 0
-	for _, r := range []*Registry{a, b, a, b} {
-		wins.Add(1)
-		go func() {
-			defer wins.Done()
-			if _, ok, err := r.TryLock(ctx, "race"); err != nil {
-				t.Error(err)
-			} else if ok {
-				mu.Lock()
-				winners++
-				mu.Unlock()
-			}
-		}()
-	}
-	wins.Wait()
-	if winners != 1 {
-		t.Fatalf("%d winners, want 1", winners)
-	}
-
-	if _, ok, err := b.TryLock(ctx, name); err != nil || !ok {
-		t.Fatalf("b.TryLock after unlock = %v, %v", ok, err)
-	}
-	if _, ok, _ := a.TryLock(ctx, name); ok {
-		t.Fatal("a got the lock b holds")
-	}
-	// Close releases b's locks (ephemeral).
-	b.Close()
-	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
-	defer wcancel()
-	if err := a.WaitUnlocked(wctx, name); err != nil {
-		t.Fatalf("WaitUnlocked after holder closed: %v", err)
-	}
-	if _, ok, err := a.TryLock(ctx, name); err != nil || !ok {
-		t.Fatalf("a.TryLock after b closed = %v, %v", ok, err)
-	}
-}
-
 func TestOffline(t *testing.T) {
 	srv := servers(t)
 	root := testRoot(t, srv)
-	admin, worker := open(t, srv, root), open(t, srv, root)
+	admin, leader := open(t, srv, root), open(t, srv, root)
 	ctx := ctxT(t, 60*time.Second)
 
-	watch := worker.WatchOffline(ctx, "w1")
-	expect := func(want bool) {
+	expect := func(id string, want bool) {
 		t.Helper()
-		select {
-		case v := <-watch:
-			if v != want {
-				t.Fatalf("WatchOffline sent %v, want %v", v, want)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("WatchOffline sent nothing, want %v", want)
+		if off, err := leader.IsOffline(ctx, id); err != nil || off != want {
+			t.Fatalf("IsOffline(%s) = %v, %v; want %v", id, off, err, want)
 		}
 	}
-	expect(false)
+	expect("w1", false)
 	if err := admin.SetOffline(ctx, "w1", true); err != nil {
 		t.Fatal(err)
 	}
-	expect(true)
+	expect("w1", true)
 	if err := admin.SetOffline(ctx, "w1", true); err != nil { // idempotent
 		t.Fatal(err)
 	}
-	if off, err := worker.IsOffline(ctx, "w1"); err != nil || !off {
-		t.Fatalf("IsOffline = %v, %v", off, err)
-	}
-	if off, err := worker.IsOffline(ctx, "w2"); err != nil || off {
-		t.Fatalf("IsOffline(w2) = %v, %v", off, err)
-	}
+	expect("w1", true)
+	expect("w2", false)
 	if err := admin.SetOffline(ctx, "w1", false); err != nil {
 		t.Fatal(err)
 	}
-	expect(false)
-	if err := admin.SetOffline(ctx, "w1", false); err != nil {
+	expect("w1", false)
+	if err := admin.SetOffline(ctx, "w1", false); err != nil { // idempotent
 		t.Fatal(err)
 	}
 	if err := admin.SetOffline(ctx, "w1", true); err != nil {
 		t.Fatal(err)
 	}
-	expect(true)
-	worker.Close()
-	select {
-	case _, ok := <-watch:
-		for ok {
-			_, ok = <-watch
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("WatchOffline not closed by Close")
+	expect("w1", true)
+	// The marker is persistent: it outlives the session that set it.
+	admin.Close()
+	expect("w1", true)
+	if err := leader.SetOffline(ctx, "bad/id", true); err == nil {
+		t.Fatal("SetOffline accepted a node id with /")
 	}
 }
 
@@ -607,11 +518,6 @@ func TestSessionExpiry(t *testing.T) {
 	if err := viaProxy.Register(ctx, Instance{NodeID: "w9", Role: "worker", Addr: "x"}); err != nil {
 		t.Fatal(err)
 	}
-	unlock, ok, err := viaProxy.TryLock(ctx, "failover-w8")
-	if err != nil || !ok {
-		t.Fatalf("TryLock = %v, %v", ok, err)
-	}
-	defer unlock()
 	watch := r.WatchInstances(ctx, "worker")
 	waitList(t, watch, 5*time.Second, "w9 registered", func(l []Instance) bool { return ids(l) == "worker/w9" })
 	oldSID := viaProxy.SessionID()
@@ -655,10 +561,6 @@ func TestSessionExpiry(t *testing.T) {
 	// Standing comes back, on the new session only.
 	if err := viaProxy.waitStanding(ctx); err != nil {
 		t.Fatalf("standing after the new session: %v", err)
-	}
-	// The lock went with the old session: another registry can take it.
-	if _, ok, err := r.TryLock(ctx, "failover-w8"); err != nil || !ok {
-		t.Fatalf("TryLock of a lock lost by expiry = %v, %v", ok, err)
 	}
 	// Updates keep working on the new session.
 	if err := viaProxy.UpdateInstance(ctx, Instance{NodeID: "w9", Role: "worker", Addr: "x", Held: 7}); err != nil {
