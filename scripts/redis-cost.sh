@@ -161,7 +161,7 @@ cat "$OUT/memory-sample.txt"
 kill "$SSPID"
 SSPID=""
 
-python3 - "$OUT" "$N" "$MON_N" "$MEM_N" "$RPORT" <<'PY'
+python3 - "$OUT" "$N" "$MON_N" "$MEM_N" "$RPORT" "$RUN" <<'PY'
 import sys, re, collections, os
 out, N, MON_N, MEM_N, rport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 roles = {}
@@ -257,15 +257,21 @@ for l in open(f"{out}/ss.log"):
     if m and pm: port_pid[m.group(1)] = pm.group(1)
 t1 = float(open(f"{out}/mon-t1").read()); t2 = float(open(f"{out}/mon-t2").read())
 t0 = None
+last_role = "other"
+RUN = sys.argv[6]
 idle = collections.Counter(); busy = collections.Counter()
 for l in open(f"{out}/monitor.txt", errors="replace"):
-    m = re.match(r"([\d.]+) \[\d+ 127\.0\.0\.1:(\d+)\] \"([^\"]+)\"(.*)", l)
+    m = re.match(r"([\d.]+) \[\d+ (?:127\.0\.0\.1:(\d+)|(lua))\] \"([^\"]+)\"(.*)", l)
     if not m: continue
     ts = float(m.group(1)); t0 = t0 or ts
-    role = roles.get(port_pid.get(m.group(2), ""), "other")
-    cmd = m.group(3).lower()
-    rest = m.group(4)
-    if role == "other" and f"{{" not in rest: pass
+    cmd = m.group(4).lower()
+    if m.group(3):  # a command run by a Lua script: the caller's, shown right after its EVALSHA
+        role, cmd = last_role, "(lua) " + cmd
+    else:
+        role = roles.get(port_pid.get(m.group(2), ""), "other")
+        last_role = role
+    if role == "other":
+        continue  # a client this script did not start
     key = (role, cmd)
     if ts < t1: idle[key] += 1
     elif ts <= t2: busy[key] += 1
