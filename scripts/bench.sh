@@ -119,7 +119,7 @@ stop_server() {
 	SERVER_PIDS=()
 	if [[ -n ${BENCH_RUN:-} ]]; then # leave the shared Redis as it was
 		local rport=${SORAKAQ_TEST_REDIS##*:}
-		redis-cli -p "$rport" --scan --pattern "{bench$BENCH_RUN}:*" | xargs -r -n 1000 redis-cli -p "$rport" DEL >/dev/null || true
+		redis-cli -p "$rport" --scan --pattern "{bench$BENCH_RUN*" | xargs -r -n 1000 redis-cli -p "$rport" DEL >/dev/null || true
 		BENCH_RUN=""
 	fi
 	if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then

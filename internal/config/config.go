@@ -381,8 +381,8 @@ func (c *Config) Validate() error {
 		if len(c.Kafka.Brokers) == 0 {
 			bad("kafka.brokers", "must name at least one broker")
 		}
-		if c.Cluster.Slots < 1 || c.Cluster.Slots > 16384 {
-			bad("cluster.slots", "must be between 1 and 16384")
+		if c.Cluster.Slots < 1 || c.Cluster.Slots > 4096 {
+			bad("cluster.slots", "must be between 1 and 4096 (the slot map, ~94 B a slot, is one ZooKeeper znode)")
 		}
 		if c.Kafka.DefaultPartitions < 1 || c.Kafka.Replication < 1 {
 			bad("kafka.default_partitions/replication", "must be at least 1")

@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/store/redisstore"
 	"github.com/sorakaq/sorakaq/internal/testenv"
 )
@@ -141,5 +143,66 @@ func TestAmbiguousWritesStrandNothing(t *testing.T) {
 	})
 	if hook.lost.Load() < 2 {
 		t.Fatalf("only %d replies were lost: the outcome write was not made ambiguous", hook.lost.Load())
+	}
+}
+
+// TestSweepLeavesQueuedFiresAlone: messages fired and waiting for a free
+// caller (a slow receiver, one caller) are overdue in the store but not
+// lost; the sweep must not queue them again (that would multiply the work
+// of a backlog).
+func TestSweepLeavesQueuedFiresAlone(t *testing.T) {
+	addr := os.Getenv("SORAKAQ_TEST_REDIS")
+	if addr == "" {
+		testenv.Missing(t, "SORAKAQ_TEST_REDIS is not set (scripts/infra.sh up; eval \"$(scripts/infra.sh env)\")")
+	}
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	prefix := "swq-" + hex.EncodeToString(b)
+	defer func() {
+		ctx := context.Background()
+		iter := rc.Scan(ctx, 0, "{"+prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rc.Del(ctx, iter.Val())
+		}
+	}()
+	st := redisstore.New(rc, redisstore.Options{Prefix: prefix, Slots: 2})
+	release := make(chan struct{})
+	var calls atomic.Int32
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		<-release
+	}))
+	defer sink.Close()
+	caller := callback.New(callback.Options{})
+	defer caller.Close()
+	m := metrics.New()
+	w := New(Options{Slotted: true, Concurrency: 1, SweepInterval: 100 * time.Millisecond}, st, nil, caller, m, nil)
+	ctx := context.Background()
+	now := time.Now().UnixMilli()
+	for i := 0; i < 20; i++ {
+		msg := &message.Message{ID: message.NewID(), Topic: "t", TTRMs: 30_000, ReceivedMs: now, DueMs: now - 2000, State: message.StateDelayed, Version: 1,
+			Callback: message.Callback{RequestType: "GET", URL: sink.URL}}
+		if err := st.Create(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop(context.Background())
+	defer close(release) // before Stop: ends the hanging callback
+	for s := 0; s < 2; s++ {
+		if err := w.HoldSlot(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second) // ten sweeps while 19 wait behind the one caller
+	if calls.Load() != 1 {
+		t.Fatalf("%d calls started with one caller", calls.Load())
+	}
+	if n := testutil.ToFloat64(m.Swept); n != 0 {
+		t.Fatalf("the sweep queued %v fired messages again", n)
 	}
 }

@@ -161,6 +161,7 @@ type Worker struct {
 	mu       sync.Mutex
 	timers   map[string]*timingwheel.Timer[ref] // message id -> its timer in the wheel
 	inflight map[string]struct{}                // ids being delivered by this process
+	queued   map[string]uint64                  // fired ids waiting for a caller -> version
 	idLocks  [256]sync.Mutex                    // per message (striped): deliveries vs changes
 	slots    map[int]*slotState                 // the slots held (or being taken over)
 
@@ -205,6 +206,7 @@ func New(opts Options, st store.Store, topics registry.Topics, caller *callback.
 		fireQ:    make(chan ref, opts.FireQueue),
 		timers:   map[string]*timingwheel.Timer[ref]{},
 		inflight: map[string]struct{}{},
+		queued:   map[string]uint64{},
 		slots:    map[int]*slotState{},
 		quit:     make(chan struct{}),
 		nslots:   1,
@@ -291,6 +293,7 @@ func (w *Worker) onFire(t *timingwheel.Timer[ref]) {
 	if cur, ok := w.timers[r.id]; ok && cur == t {
 		delete(w.timers, r.id)
 	}
+	w.queued[r.id] = max(w.queued[r.id], r.version)
 	w.mu.Unlock()
 	select {
 	case w.fireQ <- r:
@@ -566,6 +569,9 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 				if _, busy := w.inflight[e.ID]; busy {
 					continue
 				}
+				if v, ok := w.queued[e.ID]; ok && v >= e.Version {
+					continue // fired, waiting for a caller
+				}
 				if cur, ok := w.timers[e.ID]; ok && cur.Value().version >= e.Version {
 					continue
 				}
@@ -791,6 +797,9 @@ func (w *Worker) beginDelivery(ctx context.Context, r ref) (*message.Message, bo
 	l.Lock()
 	defer l.Unlock()
 	w.mu.Lock()
+	if v := w.queued[r.id]; v <= r.version {
+		delete(w.queued, r.id)
+	}
 	if _, busy := w.inflight[r.id]; busy {
 		w.mu.Unlock()
 		return nil, false
