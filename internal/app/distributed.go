@@ -76,6 +76,12 @@ type deps struct {
 // durabilityNote is for /readyz.
 func (d *deps) durabilityNote() string { return d.durability }
 
+// watchRedis runs the periodic Redis checks every distributed process
+// makes (clock skew, data loss): see dist.WatchRedis.
+func (d *deps) watchRedis(ctx context.Context, log *zap.Logger) {
+	dist.WatchRedis(ctx, d.rc, d.store, d.metrics, log)
+}
+
 func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 	rc := redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
@@ -223,7 +229,7 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	backend.Stats = rec
 	recDone := make(chan struct{})
 	go func() { defer close(recDone); rec.Run(bg, 5*time.Second) }()
-	go skewLoop(bg, d, log)
+	go d.watchRedis(bg, log)
 	ropts := receiveOptions(cfg)
 	ropts.DefaultPartitions = cfg.Kafka.DefaultPartitions
 	ropts.Durability = d.durabilityNote
@@ -345,7 +351,7 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 			}
 		})
 		s.loop(leader.Run)
-		s.loop(func(ctx context.Context) { skewLoop(ctx, d, log) })
+		s.loop(func(ctx context.Context) { d.watchRedis(ctx, log) })
 		return nil
 	}
 	s.onStop(func(ctx context.Context) error {
@@ -397,9 +403,11 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 			return err
 		}
 		s.loop(holder.Run)
-		s.loop(func(ctx context.Context) { reportLoad(ctx, d.reg, w, cfg.NodeID, addr) })
+		s.loop(func(ctx context.Context) {
+			dist.ReportLoad(ctx, d.reg, w, zk.Instance{NodeID: cfg.NodeID, Role: "worker", Addr: addr, StartedMs: time.Now().UnixMilli(), PID: os.Getpid(), Version: version.Version})
+		})
 		s.loop(func(ctx context.Context) { rec.Run(ctx, 5*time.Second) })
-		s.loop(func(ctx context.Context) { skewLoop(ctx, d, log) })
+		s.loop(func(ctx context.Context) { d.watchRedis(ctx, log) })
 		return nil
 	}
 	s.onStop(func(ctx context.Context) error {
@@ -413,48 +421,6 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 		return nil
 	})
 	return s, nil
-}
-
-// reportLoad publishes the messages held and the load for weighted balancing.
-func reportLoad(ctx context.Context, reg *zk.Registry, w *worker.Worker, nodeID, addr string) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	started := time.Now().UnixMilli()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		_ = reg.UpdateInstance(ctx, zk.Instance{NodeID: nodeID, Role: "worker", Addr: addr, StartedMs: started, PID: os.Getpid(),
-			Version: version.Version, Held: int64(w.Held()), Load: w.Load()})
-	}
-}
-
-// skewLoop measures this process's clock against the Redis server's every
-// 30 s (metric sorakaq_clock_skew_seconds) and warns when it is off by more
-// than 50 ms: due times are wall-clock times compared across hosts. It
-// also checks that Redis still has its data (the layout marker).
-func skewLoop(ctx context.Context, d *deps, log *zap.Logger) {
-	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
-	for {
-		if err := d.store.VerifyLayout(ctx); errors.Is(err, redisstore.ErrDataLost) {
-			d.metrics.StoreErrors.WithLabelValues("data_lost").Inc()
-			log.Error("Redis lost its data", zap.Error(err))
-		}
-		if skew, err := redischeck.Skew(ctx, d.rc); err == nil {
-			d.metrics.ClockSkew.Set(skew.Seconds())
-			if skew > 50*time.Millisecond || skew < -50*time.Millisecond {
-				log.Warn("this host's clock differs from the Redis server's: due times are wall-clock times; run NTP (chrony) with slewing", zap.Duration("skew", skew))
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
