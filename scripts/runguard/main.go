@@ -60,8 +60,26 @@ func run(args []string, grace time.Duration, log io.Writer) (int, error) {
 			_ = cmd.Process.Signal(s)
 		}
 	}()
+	// A subreaper must reap the orphans that exit while the command runs
+	// (a server killed with kill -9 by the command): unreaped, they stay
+	// zombies, and `kill -0` says they are still alive.
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				reapOrphans(cmd.Process.Pid)
+			}
+		}
+	}()
 	code := 0
-	if err := cmd.Wait(); err != nil {
+	err := cmd.Wait()
+	close(done)
+	if err != nil {
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) {
 			return 0, fmt.Errorf("wait %s: %w", args[0], err)
@@ -124,6 +142,31 @@ func descendants(pid int) []int {
 		}
 	}
 	return out
+}
+
+// reapOrphans collects exited children other than except (the command,
+// which cmd.Wait collects): the orphans re-parented to us.
+func reapOrphans(except int) {
+	self := os.Getpid()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil || p == except {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+		if len(f) < 2 || f[0] != "Z" {
+			continue
+		}
+		if pp, _ := strconv.Atoi(f[1]); pp == self {
+			var ws syscall.WaitStatus
+			_, _ = syscall.Wait4(p, &ws, syscall.WNOHANG, nil)
+		}
+	}
 }
 
 // reap collects exited children (orphans re-parented to us among them).

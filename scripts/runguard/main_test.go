@@ -28,6 +28,9 @@ func TestRunGuard(t *testing.T) {
 		{"and keeps the command's own failure code", `setsid sleep 60 >/dev/null 2>&1 & echo $! >"$1"; exit 4`, 4, true, "sleep 60"},
 		{"one that ignores TERM is killed", `setsid sh -c 'trap "" TERM; while :; do sleep 0.1; done' >/dev/null 2>&1 & echo $! >"$1"`, 1, true, "SIGKILL"},
 		{"a child stopped before the end is fine", `sleep 60 & p=$!; kill $p; wait $p; exit 0`, 0, false, "left no process running"},
+		// a daemon killed with kill -9 while the command runs (the soak kills
+		// its Redis) must be seen gone: reaped, not left a zombie
+		{"an orphan killed during the run is reaped at once", `sh -c 'setsid sleep 61 >/dev/null 2>&1 & echo $! >"$1"' sh "$1"; sleep 0.3; p=$(cat "$1"); kill -9 $p; i=0; while kill -0 $p 2>/dev/null; do i=$((i+1)); [ $i -gt 30 ] && exit 3; sleep 0.1; done; exit 0`, 0, false, "left no process running"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pidFile := filepath.Join(t.TempDir(), "pid")
