@@ -318,7 +318,7 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 	cluster := dist.NewCluster(bg, d.reg, log)
 	client := workerapi.NewClient(30*time.Second, cfg.Cluster.Secret)
 	c := center.New(center.Options{}, router{cluster, d.store}, client, d.metrics, log)
-	leader := &dist.Leader{Reg: d.reg, Cluster: cluster, Log: log.Named("leader"),
+	leader := &dist.Leader{Reg: d.reg, Cluster: cluster, Log: log.Named("leader"), EpochFloor: d.store.MaxLeaseEpoch,
 		Planner: &slots.Planner{Count: cfg.Cluster.Slots, Strategy: cfg.Center.Strategy, Grace: cfg.Center.Grace}}
 	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kafkaOptions(cfg, log), Group: cfg.Kafka.Group,
 		Topics: []string{dist.NoticeTopic}, RefreshInterval: 2 * time.Second},
@@ -346,6 +346,10 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 		}
 		s.loop(func(ctx context.Context) { ensureNoticeTopic(ctx, cfg, log) })
 		s.loop(func(ctx context.Context) {
+			// notices are routed by the slot map: load it first
+			if err := cluster.Wait(ctx); err != nil {
+				return
+			}
 			if err := consumer.Run(ctx); err != nil {
 				s.errc <- fmt.Errorf("center: consumer: %w", err)
 			}
@@ -368,14 +372,18 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("worker").With(zap.String("node_id", cfg.NodeID))
 	bg, bgCancel := context.WithCancel(context.Background())
 	cluster := dist.NewCluster(bg, d.reg, log)
+	// The longest a callback can take once it left the wheel: waits for
+	// the receiver's host (again on each cross-host redirect) and the ttr.
+	longest := cfg.Callback.HostQueueTimeout*(1+callback.MaxRedirects) + time.Duration(cfg.Receive.MaxTTRMs)*time.Millisecond + 5*time.Second
 	holder := &dist.Holder{Node: cfg.NodeID, Cluster: cluster, Session: d.reg, Store: d.store, Metrics: d.metrics,
-		Log: log.Named("slots"), ReleaseWait: time.Duration(cfg.Receive.MaxTTRMs)*time.Millisecond + 5*time.Second}
+		Log: log.Named("slots"), ReleaseWait: longest}
+	holder.Init()
 	caller := callback.New(cfg.CallbackOptions())
 	wopts := WorkerOptions(cfg)
 	wopts.NodeID = cfg.NodeID
 	wopts.Slotted = true
 	wopts.Standing = d.reg.InGoodStanding
-	wopts.OnFenced = holder.Forget
+	wopts.OnFenced = holder.Fenced
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	wopts.Stats = rec
 	w := worker.New(wopts, d.store.WithLeaseCheck(holder.Check), d.reg, caller, d.metrics, log)
@@ -402,7 +410,7 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 		if err := w.Start(); err != nil {
 			return err
 		}
-		s.loop(holder.Run)
+		s.loop(func(ctx context.Context) { holder.Run(ctx, cfg.Shutdown.Timeout) })
 		s.loop(func(ctx context.Context) {
 			dist.ReportLoad(ctx, d.reg, w, zk.Instance{NodeID: cfg.NodeID, Role: "worker", Addr: addr, StartedMs: time.Now().UnixMilli(), PID: os.Getpid(), Version: version.Version})
 		})

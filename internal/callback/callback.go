@@ -162,7 +162,17 @@ type Request struct {
 	// Timeout is the message's ttr: the whole request including reading the
 	// answer. Not positive means DefaultTimeout.
 	Timeout time.Duration
+	// MayStart, if set, is asked right before the request is sent, after
+	// any wait for a per-host slot (and before following a redirect to
+	// another host): a worker that lost its slot or its standing with
+	// ZooKeeper while it waited must not call. Its error ends the call
+	// unsent, as ErrNotStarted.
+	MayStart func() error
 }
+
+// ErrNotStarted says a call was not made at all (Request.MayStart refused):
+// not an attempt.
+var ErrNotStarted = errors.New("callback not started")
 
 // Result is the outcome of one attempt.
 type Result struct {
@@ -275,8 +285,16 @@ func (c *Caller) checkRedirect(req *http.Request, via []*http.Request) error {
 		}
 		st.held = key
 	}
+	if may, _ := req.Context().Value(mayStartKey{}).(func() error); may != nil {
+		if err := may(); err != nil {
+			return fmt.Errorf("redirect not followed: %w", err)
+		}
+	}
 	return nil
 }
+
+// mayStartKey carries Request.MayStart to the redirect check.
+type mayStartKey struct{}
 
 // Close closes the idle connections of the pool. Calls still in flight are
 // not interrupted (cancel their contexts for that).
@@ -351,6 +369,12 @@ func (c *Caller) Do(ctx context.Context, req Request) Result {
 		}()
 		ctx = context.WithValue(ctx, callStateKey{}, st)
 		start = time.Now()
+	}
+	if req.MayStart != nil {
+		if err := req.MayStart(); err != nil {
+			return Result{Wait: wait, Err: fmt.Errorf("%w: %w", ErrNotStarted, err)}
+		}
+		ctx = context.WithValue(ctx, mayStartKey{}, req.MayStart)
 	}
 
 	timeout := req.Timeout

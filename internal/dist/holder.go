@@ -46,14 +46,21 @@ type Holder struct {
 	Worker      SlotWorker
 	Metrics     *metrics.Metrics
 	Log         *zap.Logger
-	ReleaseWait time.Duration // longest wait for a live previous holder (max ttr + margin)
+	ReleaseWait time.Duration // longest wait for a live previous holder (the longest a callback can take)
 	Parallel    int           // slots taken over at once
 
 	mu       sync.Mutex
 	tokens   map[int]string // slot -> lease token held
 	epochs   map[int]int64
-	busy     map[int]bool      // a take-over or release in progress
-	waitFrom map[int]time.Time // first try to take a slot still held by a live holder
+	busy     map[int]bool     // a take-over or release in progress
+	lost     map[int]bool     // the store refused our lease: let go
+	waitFrom map[int]waitMark // first try to take a slot whose previous holder is live
+}
+
+// waitMark is when this holder began waiting to take slot s at an epoch.
+type waitMark struct {
+	epoch int64
+	since time.Time
 }
 
 // Check is the lease check of the worker's store view: a write (or a read
@@ -69,11 +76,11 @@ func (h *Holder) Check(slot int, lease string) error {
 	return nil
 }
 
-// Forget drops a slot whose lease the store found taken (OnFenced).
-func (h *Holder) Forget(slot int) {
+// Fenced is told by the worker when the store refused its lease of slot:
+// the next round lets the slot go (serialised with take-overs).
+func (h *Holder) Fenced(slot int) {
 	h.mu.Lock()
-	delete(h.tokens, slot)
-	delete(h.epochs, slot)
+	h.lost[slot] = true
 	h.mu.Unlock()
 }
 
@@ -86,13 +93,21 @@ func (h *Holder) HeldCount() int {
 
 func (h *Holder) me() slots.Holder { return slots.Holder{Node: h.Node, Session: h.Session.SessionID()} }
 
-// Run follows the slot map until ctx ends, then lets every slot go.
-func (h *Holder) Run(ctx context.Context) {
+// Init prepares the holder; call it before the worker uses Check/Fenced.
+func (h *Holder) Init() {
 	h.mu.Lock()
-	h.tokens, h.epochs, h.busy, h.waitFrom = map[int]string{}, map[int]int64{}, map[int]bool{}, map[int]time.Time{}
-	h.mu.Unlock()
+	defer h.mu.Unlock()
+	h.tokens, h.epochs, h.busy, h.lost, h.waitFrom = map[int]string{}, map[int]int64{}, map[int]bool{}, map[int]bool{}, map[int]waitMark{}
 	if h.Parallel <= 0 {
 		h.Parallel = 16
+	}
+}
+
+// Run follows the slot map until ctx ends, then lets every slot go
+// (within stopWait).
+func (h *Holder) Run(ctx context.Context, stopWait time.Duration) {
+	if err := h.Cluster.Wait(ctx); err != nil {
+		return
 	}
 	sem := make(chan struct{}, h.Parallel)
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -104,19 +119,22 @@ func (h *Holder) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
-			h.dropAll(false)
+			h.dropAll(false, stopWait)
 			return
 		case <-h.Cluster.Changes():
 		case <-sess:
 			h.Log.Warn("ZooKeeper session changed: dropping every slot of the old session")
 			wg.Wait()
-			h.dropAll(true)
+			h.dropAll(true, h.ReleaseWait)
 		case <-tick.C:
 		}
 	}
 }
 
-// reconcile starts take-overs and releases so the held slots match the map.
+// reconcile starts releases and take-overs so the held slots match the
+// map. Releases start at once for every slot that went elsewhere (the
+// worker stops firing it immediately and waits for its calls in flight);
+// take-overs run at most Parallel at a time.
 func (h *Holder) reconcile(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup) {
 	m := h.Cluster.Map()
 	if m == nil {
@@ -129,47 +147,61 @@ func (h *Holder) reconcile(ctx context.Context, sem chan struct{}, wg *sync.Wait
 	for s, l := range m.Slots {
 		h.mu.Lock()
 		_, held := h.tokens[s]
-		epoch := h.epochs[s]
-		busy := h.busy[s]
+		epoch, busy, lost := h.epochs[s], h.busy[s], h.lost[s]
 		mine := l.Holder == me
-		if busy || (mine && held && epoch == l.Epoch) || (!mine && !held) {
+		if w, ok := h.waitFrom[s]; ok && (!mine || w.epoch != l.Epoch) {
+			delete(h.waitFrom, s) // the wait was for another assignment
+		}
+		release := held && (!mine || epoch != l.Epoch || lost)
+		take := mine && (!held || release)
+		if busy || (!release && !take) {
 			h.mu.Unlock()
 			continue
 		}
 		h.busy[s] = true
+		delete(h.lost, s)
 		h.mu.Unlock()
 		wg.Add(1)
-		go func(s int, l slots.Lease, mine, held bool) {
+		go func(s int, l slots.Lease) {
 			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
 			defer func() { h.mu.Lock(); delete(h.busy, s); h.mu.Unlock() }()
-			if held {
+			if release {
 				h.release(s)
 			}
-			if mine && ctx.Err() == nil {
-				h.take(ctx, s, l, me)
+			if !take || ctx.Err() != nil {
+				return
 			}
-		}(s, l, mine, held)
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			h.take(ctx, s, l, me)
+		}(s, l)
 	}
 	if h.Metrics != nil {
 		h.Metrics.SlotsHeld.Set(float64(h.HeldCount()))
 	}
 }
 
+// current says whether l is still slot s's lease for this session.
+func (h *Holder) current(s int, l slots.Lease, me slots.Holder) bool {
+	return h.Cluster.Map().Lease(s) == l && h.me() == me
+}
+
 func (h *Holder) take(ctx context.Context, s int, l slots.Lease, me slots.Holder) {
+	if !h.current(s, l, me) {
+		return // the map moved on while this waited for its turn
+	}
 	h.mu.Lock()
-	since, ok := h.waitFrom[s]
-	if !ok {
-		since = time.Now()
-		h.waitFrom[s] = since
+	w, ok := h.waitFrom[s]
+	if !ok || w.epoch != l.Epoch {
+		w = waitMark{epoch: l.Epoch, since: time.Now()}
+		h.waitFrom[s] = w
 	}
 	h.mu.Unlock()
 	mayTake := func(cur redisstore.Lease) bool {
 		if _, live := h.Cluster.LiveHolder(slots.ParseHolder(cur.Holder)); !live {
 			return true
 		}
-		if time.Since(since) > h.ReleaseWait {
+		if time.Since(w.since) > h.ReleaseWait {
 			h.Log.Warn("the previous holder of a slot did not let go in time; taking it (its writes are fenced from now on)",
 				zap.Int("slot", s), zap.String("previous", cur.Holder))
 			return true
@@ -189,15 +221,20 @@ func (h *Holder) take(ctx context.Context, s int, l slots.Lease, me slots.Holder
 	h.tokens[s], h.epochs[s] = token, l.Epoch
 	delete(h.waitFrom, s)
 	h.mu.Unlock()
+	if !h.current(s, l, me) {
+		h.release(s) // moved on while the lease was being taken
+		return
+	}
 	if err := h.Worker.HoldSlot(ctx, s); err != nil {
 		h.Log.Warn("loading a slot failed; will retry", zap.Int("slot", s), zap.Error(err))
-		h.Forget(s)
+		h.release(s)
 		return
 	}
 }
 
 // release lets a slot go: the worker stops firing it and waits for its
-// callbacks in flight, then the lease is marked released.
+// callbacks in flight (at most ReleaseWait), then the lease is marked
+// released so the next holder takes over at once.
 func (h *Holder) release(s int) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.ReleaseWait)
 	defer cancel()
@@ -216,25 +253,33 @@ func (h *Holder) release(s int) {
 	}
 }
 
-// dropAll lets every slot go; with expired set the session they were
-// held in is gone, so nothing is waited for.
-func (h *Holder) dropAll(expired bool) {
+// dropAll lets every slot go at once, waiting at most wait for the calls
+// in flight. With expired set the session they were held in is gone: the
+// tokens are forgotten first, so the outcomes of calls in flight are
+// refused by the store (the slots' next holder calls them again), and no
+// lease is released (it is not ours any more).
+func (h *Holder) dropAll(expired bool, wait time.Duration) {
 	h.mu.Lock()
 	held := make([]int, 0, len(h.tokens))
 	for s := range h.tokens {
 		held = append(held, s)
 	}
-	h.mu.Unlock()
-	for _, s := range held {
-		if expired {
-			// Forget first: the outcomes of callbacks in flight are then
-			// refused by the store (the slot's next holder calls them again).
-			h.Forget(s)
-			ctx, cancel := context.WithTimeout(context.Background(), h.ReleaseWait)
-			h.Worker.DropSlot(ctx, s)
-			cancel()
-			continue
-		}
-		h.release(s)
+	if expired {
+		h.tokens, h.epochs = map[int]string{}, map[int]int64{}
 	}
+	h.waitFrom = map[int]waitMark{}
+	h.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range held {
+		wg.Go(func() {
+			if expired {
+				h.Worker.DropSlot(ctx, s)
+				return
+			}
+			h.release(s)
+		})
+	}
+	wg.Wait()
 }

@@ -31,6 +31,9 @@ type Leader struct {
 	Planner  *slots.Planner
 	Interval time.Duration
 	Log      *zap.Logger
+	// EpochFloor is the highest lease epoch in the store; a new map starts
+	// above it (nil: 0).
+	EpochFloor func(ctx context.Context) (int64, error)
 }
 
 // Run campaigns and leads until ctx ends.
@@ -100,6 +103,17 @@ func (l *Leader) plan(ctx context.Context, term *zk.Leadership) error {
 	if data != nil {
 		if cur, err = slots.Decode(data); err != nil {
 			return err
+		}
+	} else if l.EpochFloor != nil {
+		// No map (a new cluster, or its znode lost): epochs must still
+		// grow past every lease already in Redis.
+		floor, err := l.EpochFloor(ctx)
+		if err != nil {
+			return err
+		}
+		if floor > 0 {
+			l.Log.Warn("no slot map in ZooKeeper but leases in Redis: a new map starts above their epochs", zap.Int64("epoch_floor", floor))
+			cur = &slots.Map{Gen: floor, Slots: make([]slots.Lease, l.Planner.Count)}
 		}
 	}
 	next := l.Planner.Plan(cur, live, time.Now())

@@ -132,6 +132,11 @@ func (b *ReceiveBackend) notify(m *message.Message) {
 // few times, or direct (in Redis) when the slot has no live holder.
 func (b *ReceiveBackend) route(ctx context.Context, id string, remote func(addr string) (*message.Message, error), direct func() (*message.Message, error)) (*message.Message, error) {
 	slot := b.store.SlotOf(id)
+	// Until the view of the workers and the slot map is loaded every slot
+	// would look unheld, and a direct change could race a live holder.
+	if err := b.cluster.Wait(ctx); err != nil {
+		return nil, fmt.Errorf("%w: %w", message.ErrUnavailable, err)
+	}
 	var err error
 	for try := 0; try < 8; try++ {
 		if try > 0 {
@@ -243,6 +248,9 @@ func (b *ReceiveBackend) Get(ctx context.Context, topic, id string) (*message.Me
 	}
 	if err := lifecycle.CheckTopic(m, topic); err != nil {
 		return nil, err
+	}
+	if err := b.cluster.Wait(ctx); err != nil {
+		return m, nil // the stored message is the answer
 	}
 	l, addr, live := b.cluster.HolderOf(b.store.SlotOf(id))
 	m.Owner = l.Holder.Node

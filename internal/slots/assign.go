@@ -162,6 +162,16 @@ func (p *Planner) Plan(cur *Map, live []Candidate, now time.Time) *Map {
 		count[from]--
 		count[to]++
 	}
+	// forget vanished holders that no slot names any more
+	named := map[Holder]bool{}
+	for _, l := range next.Slots {
+		named[l.Holder] = true
+	}
+	for h := range p.gone {
+		if !named[h] {
+			delete(p.gone, h)
+		}
+	}
 	if !changed {
 		return nil
 	}

@@ -415,8 +415,11 @@ func (w *Worker) HoldSlot(ctx context.Context, slot int) error {
 		return fmt.Errorf("worker: taking slot %d: %w", slot, err)
 	}
 	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.slots[slot] != st {
+		return fmt.Errorf("worker: slot %d was let go while it was being taken", slot)
+	}
 	st.ready = true
-	w.mu.Unlock()
 	return nil
 }
 
@@ -467,6 +470,9 @@ func (w *Worker) loadLoop(ctx context.Context) {
 		}
 		var failed error
 		for _, slot := range w.HeldSlots() {
+			if !w.slotReady(slot) {
+				continue // being taken: HoldSlot loads it (one loader per slot)
+			}
 			if err := w.loadSlot(ctx, slot); err != nil && ctx.Err() == nil {
 				failed = err
 			}
@@ -555,38 +561,51 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 		}
 		until := time.Now().Add(-time.Second).UnixMilli()
 		for _, slot := range w.HeldSlots() {
-			entries, err := w.due(ctx, slot, store.Entry{}, until, 1000)
-			if err != nil {
-				if ctx.Err() == nil {
-					w.metrics.StoreErrors.WithLabelValues("sweep").Inc()
-					w.log.Warn("sweeping overdue messages failed; will retry", zap.Int("slot", slot), zap.Error(err))
-				}
+			w.sweepSlot(ctx, slot, until)
+		}
+	}
+}
+
+// sweepSlot fires a slot's entries due before until that nothing has
+// scheduled, reading the slot's overdue entries page by page.
+func (w *Worker) sweepSlot(ctx context.Context, slot int, until int64) {
+	const page = 1000
+	for from := (store.Entry{}); ctx.Err() == nil; {
+		entries, err := w.due(ctx, slot, from, until, page)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.metrics.StoreErrors.WithLabelValues("sweep").Inc()
+				w.log.Warn("sweeping overdue messages failed; will retry", zap.Int("slot", slot), zap.Error(err))
+			}
+			return
+		}
+		n := 0
+		w.mu.Lock()
+		for _, e := range entries {
+			if _, busy := w.inflight[e.ID]; busy {
 				continue
 			}
-			n := 0
-			w.mu.Lock()
-			for _, e := range entries {
-				if _, busy := w.inflight[e.ID]; busy {
-					continue
-				}
-				if v, ok := w.queued[e.ID]; ok && v >= e.Version {
-					continue // fired, waiting for a caller
-				}
-				if cur, ok := w.timers[e.ID]; ok && cur.Value().version >= e.Version {
-					continue
-				}
-				if w.slots[slot] == nil {
-					break
-				}
-				w.scheduleLocked(e.ID, e.DueMs, e.Version, true)
-				n++
+			if v, ok := w.queued[e.ID]; ok && v >= e.Version {
+				continue // fired, waiting for a caller
 			}
-			w.mu.Unlock()
-			if n > 0 {
-				w.metrics.Swept.Add(float64(n))
-				w.log.Info("overdue messages found by the sweep, firing now", zap.Int("slot", slot), zap.Int("messages", n))
+			if cur, ok := w.timers[e.ID]; ok && cur.Value().version >= e.Version {
+				continue
 			}
+			if w.slots[slot] == nil {
+				break
+			}
+			w.scheduleLocked(e.ID, e.DueMs, e.Version, true)
+			n++
 		}
+		w.mu.Unlock()
+		if n > 0 {
+			w.metrics.Swept.Add(float64(n))
+			w.log.Info("overdue messages found by the sweep, firing now", zap.Int("slot", slot), zap.Int("messages", n))
+		}
+		if len(entries) < page {
+			return
+		}
+		from = entries[len(entries)-1]
 	}
 }
 
@@ -629,9 +648,16 @@ func (w *Worker) fenced(id string, err error) bool {
 		return false
 	}
 	slot := w.slotOf(id)
+	w.mu.Lock()
+	held := w.slots[slot] != nil
+	w.mu.Unlock()
+	if !held {
+		return true // not ours anyway: nothing to report
+	}
 	w.log.Warn("the store refused a write: another worker holds this slot now; letting it go", zap.Int("slot", slot), zap.String("msg_id", id))
 	w.metrics.StoreErrors.WithLabelValues("fenced").Inc()
-	go w.DropSlot(context.Background(), slot)
+	// The holder lets the slot go, serialised with its own take-overs (a
+	// take in progress may be what changed the lease).
 	if w.opts.OnFenced != nil {
 		w.opts.OnFenced(slot)
 	}
@@ -762,11 +788,33 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 	lateness := start.Sub(time.UnixMilli(stored.DueMs))
 	w.metrics.LatenessSeconds.Observe(lateness.Seconds())
 
+	slot := w.slotOf(r.id)
 	res := w.caller.Do(ctx, callback.Request{
 		MsgID: stored.ID, Topic: stored.Topic, Attempt: attempt, DueAtMs: stored.DueMs,
 		Method: stored.Callback.RequestType, URL: stored.Callback.URL, Params: stored.Callback.Params,
 		Timeout: time.Duration(stored.TTRMs) * time.Millisecond,
+		// asked again after any wait for the receiver's host: the slot
+		// may have moved, or the session gone, meanwhile
+		MayStart: func() error {
+			w.mu.Lock()
+			held := w.slots[slot] != nil
+			w.mu.Unlock()
+			if !held || !w.standing() {
+				return errStale
+			}
+			return nil
+		},
 	})
+	if errors.Is(res.Err, callback.ErrNotStarted) {
+		// Nothing was sent: no attempt. If the slot is still ours and
+		// standing comes back, fire again shortly.
+		if ctx.Err() == nil {
+			w.mu.Lock()
+			w.scheduleLocked(r.id, time.Now().Add(200*time.Millisecond).UnixMilli(), r.version, true)
+			w.mu.Unlock()
+		}
+		return
+	}
 	w.metrics.CallbackSeconds.WithLabelValues(stored.Topic).Observe(res.Duration.Seconds())
 	w.opts.Stats.Fired(stored.Topic, res.OK(), res.Duration, lateness)
 	if !res.OK() && ctx.Err() != nil {

@@ -172,3 +172,23 @@ func (s *Store) VerifyLayout(ctx context.Context) error {
 
 // ErrDataLost is VerifyLayout's answer when the data set vanished.
 var ErrDataLost = errors.New("redis lost its data")
+
+// MaxLeaseEpoch is the highest epoch any slot's lease carries (0 for a
+// new data set): a slot map made anew (its ZooKeeper node lost) must start
+// above it, or every take-over would be refused as superseded.
+func (s *Store) MaxLeaseEpoch(ctx context.Context) (int64, error) {
+	cmds := make([]*redis.StringCmd, s.keys.n)
+	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for sl := range cmds {
+			cmds[sl] = p.Get(ctx, s.keys.lease(sl))
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("redisstore.MaxLeaseEpoch: %w", err)
+	}
+	var top int64
+	for _, c := range cmds {
+		top = max(top, ParseLease(c.Val()).Epoch)
+	}
+	return top, nil
+}

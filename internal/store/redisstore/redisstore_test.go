@@ -389,6 +389,9 @@ func TestLeaseFencing(t *testing.T) {
 	if ok, err := s.AcquireLease(ctx, sl, 3, "w3/0x3", never); err != nil || !ok {
 		t.Fatalf("after a release: %v %v", ok, err)
 	}
+	if top, err := s.MaxLeaseEpoch(ctx); err != nil || top != 3 {
+		t.Fatalf("highest lease epoch %d %v, want 3", top, err)
+	}
 }
 
 // CheckLayout records the slot count, refuses another one and refuses a
