@@ -26,7 +26,8 @@ func TestRunGuard(t *testing.T) {
 		{"failure passes through", `exit 3`, 3, false, "left no process running"},
 		{"a daemon left running fails the run", `setsid sleep 60 >/dev/null 2>&1 & echo $! >"$1"`, 1, true, "left 1 process(es) running"},
 		{"and keeps the command's own failure code", `setsid sleep 60 >/dev/null 2>&1 & echo $! >"$1"; exit 4`, 4, true, "sleep 60"},
-		{"one that ignores TERM is killed", `setsid sh -c 'trap "" TERM; while :; do sleep 0.1; done' >/dev/null 2>&1 & echo $! >"$1"`, 1, true, "SIGKILL"},
+		// it writes its pid once its trap is set, so TERM cannot come first
+		{"one that ignores TERM is killed", `setsid sh -c 'trap "" TERM; echo $$ >"$0"; while :; do sleep 0.1; done' "$1" >/dev/null 2>&1 & while [ ! -s "$1" ]; do sleep 0.01; done`, 1, true, "SIGKILL"},
 		{"a child stopped before the end is fine", `sleep 60 & p=$!; kill $p; wait $p; exit 0`, 0, false, "left no process running"},
 		// a daemon killed with kill -9 while the command runs (the soak kills
 		// its Redis) must be seen gone: reaped, not left a zombie
