@@ -80,7 +80,9 @@ func (h *Holder) Check(slot int, lease string) error {
 // the next round lets the slot go (serialised with take-overs).
 func (h *Holder) Fenced(slot int) {
 	h.mu.Lock()
-	h.lost[slot] = true
+	if _, held := h.tokens[slot]; held {
+		h.lost[slot] = true
+	}
 	h.mu.Unlock()
 }
 
@@ -220,6 +222,7 @@ func (h *Holder) take(ctx context.Context, s int, l slots.Lease, me slots.Holder
 	h.mu.Lock()
 	h.tokens[s], h.epochs[s] = token, l.Epoch
 	delete(h.waitFrom, s)
+	delete(h.lost, s) // a refusal seen before this take is not about it
 	h.mu.Unlock()
 	if !h.current(s, l, me) {
 		h.release(s) // moved on while the lease was being taken
