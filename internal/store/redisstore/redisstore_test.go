@@ -299,6 +299,9 @@ func TestSlotScheduleAndKeys(t *testing.T) {
 	// a keyed message must sit in its key's slot
 	k := msg("t", 300)
 	k.IdemKey = "key-1"
+	for s.SlotOf(k.ID) == slots.OfKey("t", "key-1", 16) {
+		k.ID = message.NewID() // an id outside the key's slot
+	}
 	if err := s.Create(ctx, k); err == nil || !strings.Contains(err.Error(), "key's slot") {
 		t.Fatalf("a keyed message outside its key's slot: %v", err)
 	}
