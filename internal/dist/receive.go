@@ -69,8 +69,11 @@ var _ receive.Backend = (*ReceiveBackend)(nil)
 func NewReceiveBackend(st *redisstore.Store, pub Publisher, cluster *Cluster, client *workerapi.Client, ready func() error, m *metrics.Metrics, log *zap.Logger) *ReceiveBackend {
 	b := &ReceiveBackend{store: st, pub: pub, cluster: cluster, client: client, ready: ready, metrics: m, log: log,
 		notices: make(chan struct{}, maxNoticesInFlight)}
+	// A direct change goes ahead only while no live worker holds the
+	// slot's lease (a released lease is nobody's).
 	b.checked = st.WithLeaseCheck(func(slot int, lease string) error {
-		if h := slots.ParseHolder(redisstore.ParseLease(lease).Holder); !h.IsZero() && !redisstore.ParseLease(lease).Released {
+		l := redisstore.ParseLease(lease)
+		if h := slots.ParseHolder(l.Holder); !h.IsZero() && !l.Released {
 			if _, live := cluster.LiveHolder(h); live {
 				return &worker.NotOwnerError{Slot: slot, Owner: h.Node}
 			}
