@@ -52,29 +52,37 @@ func (h *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	}
 }
 
-// TestAmbiguousWritesStrandNothing: on a real Redis, a delay change and a
-// callback outcome whose EXEC ran but whose reply was lost still end with
-// the message scheduled at its stored version and called back: nothing
-// waits for a restart.
-func TestAmbiguousWritesStrandNothing(t *testing.T) {
+// testRedis is a client of the test suite's real Redis and a fresh key
+// prefix; the prefix's keys are deleted and the client closed at the end.
+func testRedis(t *testing.T) (*redis.Client, string) {
+	t.Helper()
 	addr := os.Getenv("SORAKAQ_TEST_REDIS")
 	if addr == "" {
 		testenv.Missing(t, "SORAKAQ_TEST_REDIS is not set (scripts/infra.sh up; eval \"$(scripts/infra.sh env)\")")
 	}
 	rc := redis.NewClient(&redis.Options{Addr: addr})
-	defer rc.Close()
-	hook := &lostReply{}
-	rc.AddHook(hook)
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
-	prefix := "amb-" + hex.EncodeToString(b)
-	defer func() {
+	prefix := "wt-" + hex.EncodeToString(b)
+	t.Cleanup(func() {
 		ctx := context.Background()
 		iter := rc.Scan(ctx, 0, "{"+prefix+"*", 1000).Iterator()
 		for iter.Next(ctx) {
 			rc.Del(ctx, iter.Val())
 		}
-	}()
+		rc.Close()
+	})
+	return rc, prefix
+}
+
+// TestAmbiguousWritesStrandNothing: on a real Redis, a delay change and a
+// callback outcome whose EXEC ran but whose reply was lost still end with
+// the message scheduled at its stored version and called back: nothing
+// waits for a restart.
+func TestAmbiguousWritesStrandNothing(t *testing.T) {
+	rc, prefix := testRedis(t)
+	hook := &lostReply{}
+	rc.AddHook(hook)
 	st := redisstore.New(rc, redisstore.Options{Prefix: prefix, Slots: 4})
 
 	var mu sync.Mutex
@@ -151,22 +159,7 @@ func TestAmbiguousWritesStrandNothing(t *testing.T) {
 // lost; the sweep must not queue them again (that would multiply the work
 // of a backlog).
 func TestSweepLeavesQueuedFiresAlone(t *testing.T) {
-	addr := os.Getenv("SORAKAQ_TEST_REDIS")
-	if addr == "" {
-		testenv.Missing(t, "SORAKAQ_TEST_REDIS is not set (scripts/infra.sh up; eval \"$(scripts/infra.sh env)\")")
-	}
-	rc := redis.NewClient(&redis.Options{Addr: addr})
-	defer rc.Close()
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	prefix := "swq-" + hex.EncodeToString(b)
-	defer func() {
-		ctx := context.Background()
-		iter := rc.Scan(ctx, 0, "{"+prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			rc.Del(ctx, iter.Val())
-		}
-	}()
+	rc, prefix := testRedis(t)
 	st := redisstore.New(rc, redisstore.Options{Prefix: prefix, Slots: 2})
 	release := make(chan struct{})
 	var calls atomic.Int32
