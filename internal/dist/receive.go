@@ -90,7 +90,7 @@ func (b *ReceiveBackend) Ready() error { return b.ready() }
 // when it has one), answers, and sends the notice on.
 func (b *ReceiveBackend) Submit(ctx context.Context, m *message.Message) error {
 	if m.IdemKey != "" {
-		m.ID = slots.NewID(slots.OfKey(m.Topic, m.IdemKey, b.store.Slots()), b.store.Slots())
+		m.ID = slots.NewKeyedID(m.Topic, m.IdemKey, b.store.Slots())
 	}
 	if err := b.store.Create(ctx, m); err != nil {
 		var dup *store.DuplicateError

@@ -92,8 +92,9 @@ type Message struct {
 	// Version grows with every schedule change, so a stale timer or index
 	// entry that comes due after a change is recognised and ignored.
 	Version uint64 `json:"version"`
-	// Owner is the worker (node id) holding the message; "" until one
-	// takes it (distributed mode) and always "" in the all-in-one.
+	// Owner is the worker (node id) holding the message's slot, filled in
+	// when the distributed mode reads a message (it is not stored: the
+	// slot map says who holds what); always "" in the all-in-one.
 	Owner     string `json:"worker,omitempty"`
 	LastError string `json:"last_error,omitempty"`
 	// IdemKey is the submit's Idempotency-Key: a second submit to the same

@@ -55,6 +55,11 @@ func NewID(slot, n int) string {
 	}
 }
 
+// NewKeyedID returns a new id for a message with a topic's idempotency
+// key: in the key's slot, so the key's record and the message are written
+// in one transaction.
+func NewKeyedID(topic, key string, n int) string { return NewID(OfKey(topic, key, n), n) }
+
 // Holder names one incarnation of a worker: its node id and the
 // ZooKeeper session it registered with, so a restarted worker (same node
 // id, new session) is told apart from the process it replaced.

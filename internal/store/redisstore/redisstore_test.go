@@ -305,12 +305,12 @@ func TestSlotScheduleAndKeys(t *testing.T) {
 	if err := s.Create(ctx, k); err == nil || !strings.Contains(err.Error(), "key's slot") {
 		t.Fatalf("a keyed message outside its key's slot: %v", err)
 	}
-	k.ID = slots.NewID(slots.OfKey("t", "key-1", 16), 16)
+	k.ID = slots.NewKeyedID("t", "key-1", 16)
 	if err := s.Create(ctx, k); err != nil {
 		t.Fatal(err)
 	}
 	k2 := msg("t", 300)
-	k2.IdemKey, k2.ID = "key-1", slots.NewID(slots.OfKey("t", "key-1", 16), 16)
+	k2.IdemKey, k2.ID = "key-1", slots.NewKeyedID("t", "key-1", 16)
 	var dup *store.DuplicateError
 	if err := s.Create(ctx, k2); !errors.As(err, &dup) || dup.ID != k.ID {
 		t.Fatalf("second use of a key: %v", err)
@@ -595,16 +595,9 @@ func TestCreateOneMatchesWriteIndexes(t *testing.T) {
 	t.Parallel()
 	c, prefix := testClient(t)
 	ctx := context.Background()
+	// both prefixes start with the test's, so testClient's cleanup takes them
 	a := New(c, Options{Prefix: prefix + "a", Slots: 1})
 	b := New(c, Options{Prefix: prefix + "b", Slots: 1})
-	t.Cleanup(func() {
-		for _, p := range []string{prefix + "a", prefix + "b"} {
-			iter := c.Scan(ctx, 0, "{"+p+"*", 1000).Iterator()
-			for iter.Next(ctx) {
-				c.Del(ctx, iter.Val())
-			}
-		}
-	})
 	keyed := msg("t", 100)
 	keyed.IdemKey = "k1"
 	done := msg("t", 100)

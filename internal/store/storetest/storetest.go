@@ -242,7 +242,7 @@ func concurrentUpdates(t *testing.T, s store.Store) {
 func Keyed(s store.Store, m *message.Message, key string) *message.Message {
 	m.IdemKey = key
 	if sl, ok := s.(store.Slotted); ok {
-		m.ID = slots.NewID(slots.OfKey(m.Topic, key, sl.Slots()), sl.Slots())
+		m.ID = slots.NewKeyedID(m.Topic, key, sl.Slots())
 	}
 	return m
 }
