@@ -386,7 +386,7 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 	wopts.OnFenced = holder.Fenced
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	wopts.Stats = rec
-	w := worker.New(wopts, d.store.WithLeaseCheck(holder.Check), d.reg, caller, d.metrics, log)
+	w := worker.New(wopts, d.store.WithLeaseToken(holder.Token), d.reg, caller, d.metrics, log)
 	holder.Worker = w
 	e := httpapi.NewEngineWith(log, d.metrics, d.ready(w.Ready, func() error {
 		if !d.reg.InGoodStanding() {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/slots"
-	"github.com/sorakaq/sorakaq/internal/store"
 	"github.com/sorakaq/sorakaq/internal/store/redisstore"
 )
 
@@ -63,17 +62,15 @@ type waitMark struct {
 	since time.Time
 }
 
-// Check is the lease check of the worker's store view: a write (or a read
-// before a callback) of a message in slot goes ahead only if the lease in
-// Redis is the token this process took.
-func (h *Holder) Check(slot int, lease string) error {
+// Token is the lease token this process took for slot (ok false when it
+// holds no lease of it): the worker's store view (redisstore
+// WithLeaseToken) lets a write, or a read before a callback, of a message
+// in slot go ahead only while the lease in Redis is exactly this token.
+func (h *Holder) Token(slot int) (string, bool) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	tok, ok := h.tokens[slot]
-	h.mu.Unlock()
-	if !ok || tok != lease {
-		return store.ErrFenced
-	}
-	return nil
+	return tok, ok
 }
 
 // Fenced is told by the worker when the store refused its lease of slot:
@@ -95,7 +92,7 @@ func (h *Holder) HeldCount() int {
 
 func (h *Holder) me() slots.Holder { return slots.Holder{Node: h.Node, Session: h.Session.SessionID()} }
 
-// Init prepares the holder; call it before the worker uses Check/Fenced.
+// Init prepares the holder; call it before the worker uses Token/Fenced.
 func (h *Holder) Init() {
 	h.mu.Lock()
 	defer h.mu.Unlock()

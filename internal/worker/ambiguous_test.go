@@ -24,10 +24,10 @@ import (
 	"github.com/sorakaq/sorakaq/internal/testenv"
 )
 
-// lostReply is a go-redis hook that, while armed, lets a MULTI/EXEC run on
-// the server and then answers the caller with a timeout, as when the
-// reply is lost or comes after go-redis' read timeout: the write happened,
-// the caller cannot know.
+// lostReply is a go-redis hook that, while armed, lets a write (a
+// MULTI/EXEC or a Lua script) run on the server and then answers the
+// caller with a timeout, as when the reply is lost or comes after
+// go-redis' read timeout: the write happened, the caller cannot know.
 type lostReply struct {
 	armed atomic.Int32 // replies still to lose
 	lost  atomic.Int32
@@ -35,7 +35,15 @@ type lostReply struct {
 
 func (h *lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return next
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		script := cmd.Name() == "evalsha" || cmd.Name() == "eval"
+		if err == nil && script && h.armed.Add(-1) >= 0 {
+			h.lost.Add(1)
+			return &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+		}
+		return err
+	}
 }
 func (h *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {

@@ -96,8 +96,11 @@ type Store struct {
 	wait  int
 	waitT time.Duration
 	check LeaseCheck // nil: no lease is read
-	life  *life      // this store's (or view's) closed flag
-	root  *life      // the store a view was made from; nil for a store from New
+	// token, in a view from WithLeaseToken, is the token check insists on:
+	// known, the check can run inside a Lua script.
+	token func(slot int) (string, bool)
+	life  *life // this store's (or view's) closed flag
+	root  *life // the store a view was made from; nil for a store from New
 }
 
 type life struct {
@@ -142,6 +145,22 @@ func (s *Store) WithLeaseCheck(check LeaseCheck) *Store {
 		root = s.life
 	}
 	return &Store{c: s.c, keys: s.keys, wait: s.wait, waitT: s.waitT, check: check, life: &life{}, root: root}
+}
+
+// WithLeaseToken returns a view like WithLeaseCheck's whose check is that
+// the slot's stored lease is exactly token(slot) (a holder's own token;
+// ok false when it does not hold the slot: store.ErrFenced). Knowing the
+// expected token lets Replace check it inside one Lua script instead of a
+// WATCHed transaction: the worker's firing path.
+func (s *Store) WithLeaseToken(token func(slot int) (tok string, ok bool)) *Store {
+	v := s.WithLeaseCheck(func(slot int, lease string) error {
+		if tok, ok := token(slot); !ok || tok != lease {
+			return store.ErrFenced
+		}
+		return nil
+	})
+	v.token = token
+	return v
 }
 
 // Slots is the slot count.
@@ -646,10 +665,12 @@ func (s *Store) updateInSlot(ctx context.Context, sl int, ids []string, fn func(
 }
 
 // Replace writes m over old if the stored message is still old (same
-// version, state and last update): a compare-and-set, so a writer that
-// was replaced (its slot moved, the message cancelled meanwhile) gets
-// store.ErrChanged and overwrites nothing; in a checked view the lease is
-// checked too.
+// version, state, due time, attempts and last update): a compare-and-set,
+// so a writer that was replaced (its slot moved, the message cancelled
+// meanwhile) gets store.ErrChanged and overwrites nothing; in a checked
+// view the lease is checked too. It is one round trip (replaceScript),
+// except in a view whose check is a Go function (WithLeaseCheck), where it
+// is a WATCHed transaction.
 func (s *Store) Replace(ctx context.Context, old, m *message.Message, d store.Durability) error {
 	release, err := s.guard()
 	if err != nil {
@@ -660,13 +681,16 @@ func (s *Store) Replace(ctx context.Context, old, m *message.Message, d store.Du
 	if err != nil {
 		return fmt.Errorf("redisstore.Replace %s: %w", m.ID, err)
 	}
+	if s.check == nil || s.token != nil {
+		return s.replaceScripted(ctx, old, m, v)
+	}
 	err = retry(ctx, func() error {
 		return s.c.Watch(ctx, func(tx *redis.Tx) error {
 			cur, err := s.readChecked(ctx, tx, m.ID)
 			if err != nil {
 				return err
 			}
-			if cur.Version != old.Version || cur.State != old.State || cur.UpdatedMs != old.UpdatedMs || cur.Attempts != old.Attempts {
+			if !sameRevision(cur, old) {
 				return passErr{fmt.Errorf("redisstore.Replace %s: %w", m.ID, store.ErrChanged)}
 			}
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -678,6 +702,13 @@ func (s *Store) Replace(ctx context.Context, old, m *message.Message, d store.Du
 		}, s.watched(m.ID)...)
 	})
 	return finish(err, "Replace "+m.ID)
+}
+
+// sameRevision is Replace's compare: every change of a message moves one
+// of these.
+func sameRevision(cur, old *message.Message) bool {
+	return cur.Version == old.Version && cur.State == old.State && cur.UpdatedMs == old.UpdatedMs &&
+		cur.Attempts == old.Attempts && cur.DueMs == old.DueMs
 }
 
 // Delete removes the message and its index entries if fn (given a copy of
@@ -1013,51 +1044,10 @@ func (s *Store) PurgeIn(ctx context.Context, slot int, beforeMs int64, limit int
 }
 
 // writeIndexes queues, in the transaction p, the index changes that take a
-// message from old to m (either may be nil for create/delete): schedule
-// entry, listings, counters and purge entry, all in the message's slot.
+// message from old to m (either may be nil for create/delete): see
+// indexChanges.
 func (s *Store) writeIndexes(ctx context.Context, p redis.Pipeliner, old, m *message.Message) {
-	k := s.keys
-	if old != nil {
-		sl := k.slot(old.ID)
-		topicGone := m == nil || m.Topic != old.Topic
-		if old.State.Pending() && (m == nil || !m.State.Pending() ||
-			m.DueMs != old.DueMs || m.ID != old.ID || m.Version != old.Version) {
-			p.ZRem(ctx, k.due(sl), dueMember(old.DueMs, old.ID, old.Version))
-		}
-		if topicGone || m.State != old.State {
-			p.ZRem(ctx, k.topicState(sl, old.Topic, old.State), old.ID)
-			p.HIncrBy(ctx, k.counts(sl), countField(old.Topic, old.State), -1)
-		}
-		if topicGone {
-			p.ZRem(ctx, k.topicAll(sl, old.Topic), old.ID)
-		}
-		if purgeable(old) && (m == nil || !purgeable(m)) {
-			p.ZRem(ctx, k.done(sl), old.ID)
-		}
-		if m == nil && old.IdemKey != "" {
-			p.Del(ctx, k.idem(old.Topic, old.IdemKey))
-		}
-	}
-	if m != nil {
-		sl := k.slot(m.ID)
-		topicNew := old == nil || m.Topic != old.Topic
-		if m.State.Pending() {
-			p.ZAdd(ctx, k.due(sl), redis.Z{Member: dueMember(m.DueMs, m.ID, m.Version)})
-		}
-		if topicNew || m.State != old.State {
-			p.ZAdd(ctx, k.topicState(sl, m.Topic, m.State), redis.Z{Member: m.ID})
-			p.HIncrBy(ctx, k.counts(sl), countField(m.Topic, m.State), 1)
-		}
-		if topicNew {
-			p.ZAdd(ctx, k.topicAll(sl, m.Topic), redis.Z{Member: m.ID})
-		}
-		if old == nil && m.IdemKey != "" {
-			p.Set(ctx, k.idem(m.Topic, m.IdemKey), m.ID, 0)
-		}
-		if purgeable(m) {
-			p.ZAdd(ctx, k.done(sl), redis.Z{Score: float64(m.DoneMs), Member: m.ID})
-		}
-	}
+	s.indexChanges(pipeOps{ctx, p}, old, m)
 }
 
 func purgeable(m *message.Message) bool {

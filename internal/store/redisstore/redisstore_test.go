@@ -321,6 +321,11 @@ func TestSlotScheduleAndKeys(t *testing.T) {
 // callback once the slot's lease is not its token: a deposed holder
 // overwrites nothing. Leases move only to higher epochs.
 func TestLeaseFencing(t *testing.T) {
+	t.Run("check", func(t *testing.T) { testLeaseFencing(t, false) })
+	t.Run("token", func(t *testing.T) { testLeaseFencing(t, true) })
+}
+
+func testLeaseFencing(t *testing.T, byToken bool) {
 	t.Parallel()
 	s := open(t, 4)
 	ctx := context.Background()
@@ -331,6 +336,9 @@ func TestLeaseFencing(t *testing.T) {
 	sl := s.SlotOf(m.ID)
 	view := func(epoch int64, h string) *Store {
 		tok := Token(epoch, h)
+		if byToken {
+			return s.WithLeaseToken(func(int) (string, bool) { return tok, true })
+		}
 		return s.WithLeaseCheck(func(slot int, lease string) error {
 			if lease != tok {
 				return store.ErrFenced
@@ -610,27 +618,7 @@ func TestCreateOneMatchesWriteIndexes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dump := func(p string) map[string]string {
-		out := map[string]string{}
-		iter := c.Scan(ctx, 0, "{"+p+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			k := iter.Val()
-			var v any
-			switch typ, _ := c.Type(ctx, k).Result(); typ {
-			case "string":
-				v, _ = c.Get(ctx, k).Result()
-			case "zset":
-				v, _ = c.ZRangeWithScores(ctx, k, 0, -1).Result()
-			case "hash":
-				v, _ = c.HGetAll(ctx, k).Result()
-			default:
-				v = typ
-			}
-			out[strings.Replace(k, p, "P", 1)] = fmt.Sprint(v)
-		}
-		return out
-	}
-	da, db := dump(prefix+"a"), dump(prefix+"b")
+	da, db := dumpKeys(ctx, c, prefix+"a"), dumpKeys(ctx, c, prefix+"b")
 	if fmt.Sprint(da) != fmt.Sprint(db) {
 		t.Fatalf("the script and writeIndexes differ:\nscript: %v\nmulti:  %v", da, db)
 	}
@@ -646,5 +634,106 @@ func TestCreateOneMatchesWriteIndexes(t *testing.T) {
 	var dup *store.DuplicateError
 	if err := a.createOne(ctx, k2); !errors.As(err, &dup) || dup.ID != keyed.ID {
 		t.Fatalf("key taken: %v", err)
+	}
+}
+
+// dumpKeys is every key under prefix p with its value, p replaced by "P".
+func dumpKeys(ctx context.Context, c redis.UniversalClient, p string) map[string]string {
+	out := map[string]string{}
+	iter := c.Scan(ctx, 0, "{"+p+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		var v any
+		switch typ, _ := c.Type(ctx, k).Result(); typ {
+		case "string":
+			v, _ = c.Get(ctx, k).Result()
+		case "zset":
+			v, _ = c.ZRangeWithScores(ctx, k, 0, -1).Result()
+		case "hash":
+			v, _ = c.HGetAll(ctx, k).Result()
+		default:
+			v = typ
+		}
+		out[strings.Replace(k, p, "P", 1)] = fmt.Sprint(v)
+	}
+	return out
+}
+
+// TestReplaceScriptMatchesWatched: the one-round-trip Replace (a Lua
+// script, in a plain store and in a WithLeaseToken view) writes exactly
+// what the WATCHed transaction (a WithLeaseCheck view) writes, through a
+// delivery's transitions: pending to retrying, to delivered, and a
+// keyed message to dead.
+func TestReplaceScriptMatchesWatched(t *testing.T) {
+	t.Parallel()
+	c, prefix := testClient(t)
+	ctx := context.Background()
+	tok := Token(1, "w/0x1")
+	own := func(int) (string, bool) { return tok, true }
+	check := func(_ int, lease string) error {
+		if lease != tok {
+			return store.ErrFenced
+		}
+		return nil
+	}
+	// both prefixes start with the test's, so testClient's cleanup takes them
+	base := map[string]*Store{"a": New(c, Options{Prefix: prefix + "a", Slots: 1}), "b": New(c, Options{Prefix: prefix + "b", Slots: 1}), "c": New(c, Options{Prefix: prefix + "c", Slots: 1})}
+	views := map[string]*Store{"a": base["a"].WithLeaseToken(own), "b": base["b"].WithLeaseCheck(check), "c": base["c"]}
+	if views["b"].token != nil || views["a"].token == nil {
+		t.Fatal("the views do not take the paths this test compares")
+	}
+	plain, keyed := msg("t", 100), msg("t", 200)
+	keyed.IdemKey = "k"
+	keyed.ID = slots.NewKeyedID("t", "k", 1)
+	steps := func() []func(*message.Message) {
+		return []func(*message.Message){
+			func(x *message.Message) {
+				x.State, x.Attempts, x.DueMs, x.Version, x.UpdatedMs = message.StateRetrying, 1, 600, x.Version+1, 10
+			},
+			func(x *message.Message) {
+				x.State, x.Attempts, x.DoneMs, x.UpdatedMs = message.StateDelivered, 2, 700, 20
+			},
+		}
+	}
+	for name, s := range base {
+		if _, err := s.AcquireLease(ctx, 0, 1, "w/0x1", func(Lease) bool { return true }); err != nil {
+			t.Fatal(name, err)
+		}
+		for _, m := range []*message.Message{plain, keyed} {
+			if err := s.Create(ctx, m.Clone()); err != nil {
+				t.Fatal(name, err)
+			}
+		}
+	}
+	for name, v := range views {
+		cur := plain.Clone()
+		for _, step := range steps() {
+			next := cur.Clone()
+			step(next)
+			if err := v.Replace(ctx, cur, next, store.Lazy); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			cur = next
+		}
+		dead := keyed.Clone()
+		dead.State, dead.Attempts, dead.DoneMs, dead.UpdatedMs, dead.LastError = message.StateDead, 1, 900, 30, "gone"
+		if err := v.Replace(ctx, keyed, dead, store.Lazy); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		// a stale one is refused and changes nothing
+		if err := v.Replace(ctx, keyed, keyed.Clone(), store.Lazy); !errors.Is(err, store.ErrChanged) {
+			t.Fatalf("%s: stale Replace: %v", name, err)
+		}
+		gone := msg("t", 1)
+		if err := v.Replace(ctx, gone, gone.Clone(), store.Lazy); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("%s: Replace of a missing message: %v", name, err)
+		}
+	}
+	da, db, dc := dumpKeys(ctx, c, prefix+"a"), dumpKeys(ctx, c, prefix+"b"), dumpKeys(ctx, c, prefix+"c")
+	if fmt.Sprint(da) != fmt.Sprint(db) || fmt.Sprint(dc) != fmt.Sprint(db) {
+		t.Fatalf("the script and the transaction differ:\nscript: %v\nwatch:  %v\nplain:  %v", da, db, dc)
+	}
+	if !strings.Contains(fmt.Sprint(da), "delivered") || !strings.Contains(fmt.Sprint(da), "dead") {
+		t.Fatalf("the outcomes are not stored: %v", da)
 	}
 }
