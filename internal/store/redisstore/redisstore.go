@@ -91,7 +91,7 @@ type LeaseCheck func(slot int, lease string) error
 // Store is a Redis-backed store.Store. It does not own the client: Close
 // marks the store closed and leaves the client to whoever made it.
 type Store struct {
-	c     redis.UniversalClient
+	c redis.UniversalClient
 	// ap runs the hot single-command paths (a submit's create script, the
 	// read before a callback, an outcome's replace script) through
 	// go-redis' automatic pipelining: concurrent callers share one write
