@@ -29,7 +29,7 @@
 #       first), each run with its own ZooKeeper root, Redis prefix and Kafka topics
 # Modes: submit wrk fire latency (default), fire-overlap, fire-loader, flow (submit latency at 10 clients
 # and the flow time received -> held by a worker, same run), ab (the original's
-# ab table, scripts/ab-table.sh).
+# ab table, scripts/ab-table.sh), ab-submit (ab -k -c 100 -n 100000 on submit).
 #
 # The client, the callback sink and the server share the machine: figures
 # are for "everything on one host", see the machine line of each report.
@@ -95,6 +95,7 @@ start_distributed() {
 		SORAKAQ_REDIS_ADDRS="$SORAKAQ_TEST_REDIS" SORAKAQ_ZOOKEEPER_SERVERS="$SORAKAQ_TEST_ZK" SORAKAQ_KAFKA_BROKERS="$SORAKAQ_TEST_KAFKA"
 		SORAKAQ_ZOOKEEPER_ROOT="/sqbench-$run" SORAKAQ_REDIS_PREFIX="bench$run" SORAKAQ_KAFKA_TOPIC_PREFIX="bench${run}_"
 		SORAKAQ_KAFKA_GROUP="bench$run" SORAKAQ_KAFKA_DEFAULT_PARTITIONS=8 SORAKAQ_ADMIN_API_TOKEN=bench
+		SORAKAQ_CLUSTER_SECRET="bench-secret-$run"
 		SORAKAQ_RECEIVE_LISTEN="127.0.0.1:$RECV_PORT" SORAKAQ_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT"
 		SORAKAQ_CENTER_LISTEN="127.0.0.1:$center_port" SORAKAQ_WORKER_LISTEN="127.0.0.1:$worker_port" SORAKAQ_NODE_ID=w1
 		"${SERVER_ENV[@]}")
@@ -106,11 +107,12 @@ start_distributed() {
 		curl -fsS "$URL/readyz" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break
 		sleep 0.1
 	done
+	FLOW_METRICS="http://127.0.0.1:$worker_port/metrics"
 	for t in sorakaq-load delay_test; do
 		curl -fsS -H 'Authorization: Bearer bench' "http://127.0.0.1:$ADMIN_PORT/sorakaq/topic/add" \
-			-d "{\"topic_name\":\"$t\",\"partitions\":8}" >/dev/null
+			-d "{\"topic_name\":\"$t\"}" >/dev/null
 	done
-	sleep 4 # the centers' consumer group picks the new topics up (refresh 2 s) and joins
+	sleep 2 # the worker takes its slots
 }
 
 stop_server() {
@@ -137,7 +139,8 @@ load() { # name args...
 	echo
 	echo "== $name: ${SERVER_ENV[*]} sorakaq-load -url $URL $*"
 	start_server
-	if ! "$WORK/bin/sorakaq-load" -url "$URL" -json "$@" >"$OUT/$name.json"; then
+	local args=("${@//@FLOW_METRICS@/${FLOW_METRICS:-}}") # the worker's /metrics, known once it runs
+	if ! "$WORK/bin/sorakaq-load" -url "$URL" -json "${args[@]}" >"$OUT/$name.json"; then
 		echo "== $name FAILED (see the verdict above)"
 		FAILED+=("$name")
 	fi
@@ -155,7 +158,25 @@ for m in $MODES; do
 		load fire-loader -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -window 5s -wait 60s -ref
 		;;
 	latency) load latency -mode latency -c 10 -n 20000 ;;
-	flow) load flow -mode latency -c 10 -n 10000 -flow-samples 1000 ;;
+	flow)
+		if [[ $TARGET == distributed ]]; then
+			load flow -mode latency -c 10 -n 10000 -flow-metrics @FLOW_METRICS@
+		else
+			load flow -mode latency -c 10 -n 10000 -flow-samples 1000
+		fi
+		;;
+	ab-submit)
+		# the issue's headline: ApacheBench, 100 keep-alive clients, a delay
+		# long enough that nothing fires during the run
+		echo
+		echo "== ab-submit: ab -k -c 100 -n 100000 (after a warm-up of 1,000 at -c 10) on $URL/sorakaq/msg/submit"
+		start_server
+		printf '%s' '{"topic_name":"delay_test","delay_time":600000,"ttr":1000,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/cb","params":"{\"id\":111}"}}' >"$WORK/body.json"
+		ab -q -k -c 10 -n 1000 -p "$WORK/body.json" -T application/json "$URL/sorakaq/msg/submit" >/dev/null
+		ab -q -k -c 100 -n 100000 -p "$WORK/body.json" -T application/json "$URL/sorakaq/msg/submit" | tee "$OUT/ab-submit.txt" |
+			grep -E "Complete requests|Failed requests|Non-2xx|Requests per second|  50%|  99%"
+		stop_server
+		;;
 	ab)
 		echo
 		echo "== ab: scripts/ab-table.sh $URL (the original's pairs)"
