@@ -103,10 +103,10 @@ func TestSentinel(t *testing.T) {
 	exercise(t, New(c, Options{Prefix: "sentinel"}))
 }
 
-// TestCluster: with several addresses the store runs on a Redis Cluster;
-// every key carries the same hash tag, so each transaction stays on one
-// slot and works.
-func TestCluster(t *testing.T) {
+// startCluster starts a 3-master Redis Cluster on free ports and returns a
+// cluster client of it; both end with the test.
+func startCluster(t *testing.T) *redis.ClusterClient {
+	t.Helper()
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
 		t.Skip("redis-cli not installed")
@@ -123,22 +123,30 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatalf("creating the cluster: %v\n%s", err, out)
 	}
-	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs})
-	defer c.Close()
-	if _, ok := c.(*redis.ClusterClient); !ok {
-		t.Fatalf("universal client with several addresses is %T, want a cluster client", c)
+	uc := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs})
+	t.Cleanup(func() { uc.Close() })
+	c, ok := uc.(*redis.ClusterClient)
+	if !ok {
+		t.Fatalf("universal client with several addresses is %T, want a cluster client", uc)
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		info, err := c.ClusterInfo(context.Background()).Result()
 		if err == nil && strings.Contains(info, "cluster_state:ok") {
-			break
+			return c
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("cluster not ok: %v %s", err, info)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestCluster: with several addresses the store runs on a Redis Cluster;
+// every key carries the same hash tag, so each transaction stays on one
+// slot and works.
+func TestCluster(t *testing.T) {
+	c := startCluster(t)
 	s := New(c, Options{Prefix: "cluster"})
 	exercise(t, s)
 	// the slots spread over the masters: one topic's messages land on all three
@@ -150,7 +158,7 @@ func TestCluster(t *testing.T) {
 	}
 	var per []int64
 	var mu sync.Mutex
-	err = c.(*redis.ClusterClient).ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
 		n, err := m.DBSize(ctx).Result()
 		mu.Lock()
 		per = append(per, n)
