@@ -28,9 +28,20 @@ type Planner struct {
 	Strategy string
 	Grace    time.Duration
 	Rand     *rand.Rand // nil: a new seeded one
+	// Hold, under the weighted strategy, is how long a slot that moved
+	// stays where it went before a rebalance may move it again (default
+	// WeightedHold): weights come from load figures that move all the
+	// time, and every move costs a hand-over (the new holder loads and
+	// marks the slot's overdue messages). Only a rebalance's moves are
+	// held: orphans and workers coming back move at once.
+	Hold time.Duration
 
-	gone map[Holder]time.Time // holders missing from the live list, since when
+	gone  map[Holder]time.Time // holders missing from the live list, since when
+	moved map[int]time.Time    // when a rebalance last moved each slot
 }
+
+// WeightedHold is the default Planner.Hold.
+const WeightedHold = 30 * time.Second
 
 // ValidStrategy checks a strategy name.
 func ValidStrategy(s string) error {
@@ -49,6 +60,11 @@ func (p *Planner) Plan(cur *Map, live []Candidate, now time.Time) *Map {
 	}
 	if p.gone == nil {
 		p.gone = map[Holder]time.Time{}
+		p.moved = map[int]time.Time{}
+	}
+	hold := p.Hold
+	if hold <= 0 {
+		hold = WeightedHold
 	}
 	next := &Map{Slots: make([]Lease, p.Count)}
 	if cur != nil {
@@ -154,11 +170,15 @@ func (p *Planner) Plan(cur *Map, live []Candidate, now time.Time) *Map {
 		if !isLive[from] || !over(from) {
 			continue
 		}
+		if p.Strategy == "weighted" && now.Sub(p.moved[s]) < hold {
+			continue // moved lately: let the figures settle first
+		}
 		to := fewest()
 		if !under(to) {
 			break
 		}
 		move(s, to)
+		p.moved[s] = now
 		count[from]--
 		count[to]++
 	}

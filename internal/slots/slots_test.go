@@ -105,3 +105,38 @@ func TestHolderString(t *testing.T) {
 		t.Fatal("garbage parsed")
 	}
 }
+
+// TestWeightedRebalanceHoldsMovedSlots: under the weighted strategy a slot
+// that a rebalance moved is not moved again within the hold, however the
+// weights swing; after the hold the map follows the new weights. A joining
+// worker still gets its share at once.
+func TestWeightedRebalanceHoldsMovedSlots(t *testing.T) {
+	p := &Planner{Count: 256, Strategy: "weighted", Grace: 5 * time.Second, Hold: 30 * time.Second}
+	now := time.Unix(1000, 0)
+	a, b := Holder{"w1", 1}, Holder{"w2", 2}
+	m := p.Plan(nil, []Candidate{{a, 1}}, now)
+	m = p.Plan(m, []Candidate{{a, 1}, {b, 1}}, now)
+	if c := counts(m); c[a] < 100 || c[b] < 100 {
+		t.Fatalf("a joining worker gets its share at once: %v", c)
+	}
+	// ten seconds later a is three times lighter than b: a should get more,
+	// but the slots b has are the ones a rebalance just gave it: held
+	swing := []Candidate{{a, 3}, {b, 1}}
+	if n := p.Plan(m, swing, now.Add(10*time.Second)); n != nil {
+		t.Fatalf("slots moved again within the hold: %v -> %v", counts(m), counts(n))
+	}
+	// the hold is what kept them: a planner without one moves them
+	q := &Planner{Count: 256, Strategy: "weighted", Grace: 5 * time.Second, Hold: time.Nanosecond}
+	mq := q.Plan(q.Plan(nil, []Candidate{{a, 1}}, now), []Candidate{{a, 1}, {b, 1}}, now)
+	if q.Plan(mq, swing, now.Add(10*time.Second)) == nil {
+		t.Fatal("without a hold the swing moves nothing: the test shows nothing")
+	}
+	// after the hold the map follows the weights
+	later := p.Plan(m, []Candidate{{a, 3}, {b, 1}}, now.Add(time.Minute))
+	if later == nil {
+		t.Fatal("after the hold nothing moved")
+	}
+	if c := counts(later); c[a] <= 2*c[b] {
+		t.Fatalf("after the hold the lighter worker holds about three times more: %v", c)
+	}
+}
