@@ -180,7 +180,11 @@ func (b *ReceiveBackend) directChange(ctx context.Context, topic, id string, rul
 }
 
 // dueMargin: a message due this soon may already be in its callback at a
-// holder whose clock runs a little ahead.
+// holder whose clock runs a little ahead. The slot's last holder stopped
+// starting callbacks ⅓ of the session timeout before its session ended
+// (the jeopardy rule), so the clocks may differ by this margin plus that
+// third before a direct change can miss a callback in progress
+// (docs/api.md).
 const dueMargin = 500 * time.Millisecond
 
 func (b *ReceiveBackend) apiErr(err error) error {
