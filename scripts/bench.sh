@@ -99,15 +99,28 @@ start_distributed() {
 		SORAKAQ_RECEIVE_LISTEN="127.0.0.1:$RECV_PORT" SORAKAQ_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT"
 		SORAKAQ_CENTER_LISTEN="127.0.0.1:$center_port" SORAKAQ_WORKER_LISTEN="127.0.0.1:$worker_port" SORAKAQ_NODE_ID=w1
 		"${SERVER_ENV[@]}")
+	ROLE_PIDS=()
 	for role in worker center receive admin; do
 		env "${env[@]}" "$WORK/bin/sorakaq" "$role" >>"$OUT/server-$role.log" 2>&1 &
 		SERVER_PIDS+=($!)
+		ROLE_PIDS+=("$role=$!")
 	done
+	FLOW_METRICS="http://127.0.0.1:$worker_port/metrics"
+	if ((${BENCH_WORKERS:-1} > 1)); then # more workers on the same box, slots shared
+		local i wp=$worker_port
+		for i in $(seq 2 "$BENCH_WORKERS"); do
+			wp=$(free_port $((wp + 1)))
+			env "${env[@]}" SORAKAQ_NODE_ID="w$i" SORAKAQ_WORKER_LISTEN="127.0.0.1:$wp" SORAKAQ_DATA_DIR="$WORK/data/w$i" \
+				"$WORK/bin/sorakaq" worker >>"$OUT/server-worker$i.log" 2>&1 &
+			SERVER_PIDS+=($!)
+			ROLE_PIDS+=("worker$i=$!")
+			FLOW_METRICS+=",http://127.0.0.1:$wp/metrics"
+		done
+	fi
 	for _ in $(seq 1 300); do
 		curl -fsS "$URL/readyz" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break
 		sleep 0.1
 	done
-	FLOW_METRICS="http://127.0.0.1:$worker_port/metrics"
 	for t in sorakaq-load delay_test; do
 		curl -fsS -H 'Authorization: Bearer bench' "http://127.0.0.1:$ADMIN_PORT/sorakaq/topic/add" \
 			-d "{\"topic_name\":\"$t\"}" >/dev/null
@@ -133,6 +146,41 @@ stop_server() {
 	SERVER_PID=""
 }
 
+# CPU accounting of a run: every server process, and in the distributed
+# mode the Redis and Kafka servers too (shared ones count other clients').
+cpu_procs() { # "name=pid ..."
+	if [[ $TARGET == distributed ]]; then
+		echo "${ROLE_PIDS[*]}"
+		local r k
+		r=$(pgrep -f "redis-server.*:${SORAKAQ_TEST_REDIS##*:}" | head -1 || true)
+		k=$(pgrep -f "kafka\.Kafka" | head -1 || true)
+		[[ -n $r ]] && echo "redis=$r"
+		[[ -n $k ]] && echo "kafka=$k"
+	else
+		echo "server=$SERVER_PID"
+	fi
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CPU_BEFORE=()
+cpu_start() {
+	CPU_BEFORE=()
+	local e
+	for e in $(cpu_procs); do CPU_BEFORE+=("$e:$(cpu_ticks "${e#*=}")"); done
+	CPU_LOAD0=$(cut -d' ' -f1 /proc/loadavg)
+}
+cpu_report() { # units (messages) of the run
+	local n=$1 e name pid before line="" hz
+	hz=$(getconf CLK_TCK)
+	for e in "${CPU_BEFORE[@]}"; do
+		name=${e%%=*}
+		pid=${e#*=}
+		before=${pid#*:}
+		pid=${pid%%:*}
+		line+=" $name $(((($(cpu_ticks "$pid") - before) * 1000000 / hz) / n))"
+	done
+	echo "== CPU µs per message ($n):$line (load average $CPU_LOAD0 -> $(cut -d' ' -f1 /proc/loadavg))"
+}
+
 load() { # name args...
 	local name=$1
 	shift
@@ -140,10 +188,14 @@ load() { # name args...
 	echo "== $name: ${SERVER_ENV[*]} sorakaq-load -url $URL $*"
 	start_server
 	local args=("${@//@FLOW_METRICS@/${FLOW_METRICS:-}}") # the worker's /metrics, known once it runs
+	cpu_start
 	if ! "$WORK/bin/sorakaq-load" -url "$URL" -json "${args[@]}" >"$OUT/$name.json"; then
 		echo "== $name FAILED (see the verdict above)"
 		FAILED+=("$name")
 	fi
+	local n
+	n=$(grep -o '"acknowledged": *[0-9]*\|"ok": *[0-9]*' "$OUT/$name.json" | head -1 | grep -o '[0-9]*$' || true)
+	[[ -n $n && $n -gt 0 ]] && cpu_report "$n"
 	stop_server
 	SERVER_ENV=()
 }
