@@ -79,6 +79,9 @@ func (c *Center) HandleValues(ctx context.Context, keys []string, values [][]byt
 			c.log.Error("skipping a Kafka record that is not a sorakaQ notice", zap.Error(err), zap.Int("bytes", len(v)), zap.String("key", keys[i]))
 			continue
 		}
+		if n.ReceivedMs > 0 {
+			c.metrics.NoticeLagSeconds.Observe(time.Since(time.UnixMilli(n.ReceivedMs)).Seconds())
+		}
 		pending = append(pending, n)
 	}
 	for try := 0; len(pending) > 0; try++ {
@@ -105,6 +108,7 @@ func (c *Center) HandleValues(ctx context.Context, keys []string, values [][]byt
 		}
 		pending = pending[:0]
 		for addr, ns := range groups {
+			start := time.Now()
 			res, err := c.notify.Notify(ctx, addr, ns)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -114,6 +118,7 @@ func (c *Center) HandleValues(ctx context.Context, keys []string, values [][]byt
 				pending = append(pending, ns...) // ambiguous: the same holder again (Notify is idempotent)
 				continue
 			}
+			c.metrics.NoticeHandoverSeconds.Observe(time.Since(start).Seconds())
 			for i, r := range res {
 				if !r.Taken && i < len(ns) {
 					pending = append(pending, ns[i])

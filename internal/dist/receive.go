@@ -120,6 +120,7 @@ func (b *ReceiveBackend) notify(m *message.Message) {
 		return
 	}
 	key := strconv.Itoa(b.store.SlotOf(m.ID))
+	queued := time.Now()
 	go func() {
 		defer func() { <-b.notices }()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -127,7 +128,10 @@ func (b *ReceiveBackend) notify(m *message.Message) {
 		if err := b.pub.Publish(ctx, NoticeTopic, key, v); err != nil {
 			b.metrics.StoreErrors.WithLabelValues("notice").Inc()
 			b.log.Warn("notice not published; the slot's holder finds the message by its sweep", zap.String("msg_id", m.ID), zap.Error(err))
+			return
 		}
+		b.metrics.NoticePublishSeconds.Observe(time.Since(queued).Seconds())
+		b.metrics.NoticeRecords.Inc()
 	}()
 }
 
