@@ -85,10 +85,14 @@ func (q *noticeQueue) add(n worker.Notice) bool {
 		q.metrics.StoreErrors.WithLabelValues("notice_dropped").Inc()
 		return false
 	}
-	q.queued = append(q.queued, queuedNotice{id: n.ID, json: v, at: time.Now()})
+	now := time.Now()
+	q.queued = append(q.queued, queuedNotice{id: n.ID, json: v, at: now})
 	q.held++
 	q.mu.Unlock()
 	q.ready.Signal()
+	if n.ReceivedMs > 0 {
+		q.metrics.NoticeStoredSeconds.Observe(now.Sub(time.UnixMilli(n.ReceivedMs)).Seconds())
+	}
 	return true
 }
 

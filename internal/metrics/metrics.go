@@ -33,6 +33,7 @@ type Metrics struct {
 
 	// The hops of a notice (distributed mode), so a slow flow time can be
 	// put on one of them.
+	NoticeStoredSeconds   prometheus.Histogram // receive: received -> stored in Redis, its notice queued
 	NoticePublishSeconds  prometheus.Histogram // receive: notice queued -> acknowledged by Kafka
 	NoticeRecords         prometheus.Counter   // receive: Kafka records of notices acknowledged
 	NoticeLagSeconds      prometheus.Histogram // center: received by receive -> consumed by the center
@@ -102,6 +103,10 @@ func New() *Metrics {
 			Namespace: "sorakaq", Name: "flow_seconds", Help: "Distributed mode: from receipt by receive to the notice reaching the slot's holder (on the holder's clock).",
 			Buckets: hopBuckets,
 		}),
+		NoticeStoredSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "sorakaq", Name: "notice_stored_seconds", Help: "Distributed receive: per submit, from its receipt (received_at, whole ms) to stored in Redis and its notice queued for Kafka.",
+			Buckets: hopBuckets,
+		}),
 		NoticePublishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "sorakaq", Name: "notice_publish_seconds", Help: "Distributed receive: per notice, from queued for Kafka to acknowledged by Kafka (failed publishes are not observed).",
 			Buckets: hopBuckets,
@@ -133,6 +138,7 @@ func New() *Metrics {
 	f(m.SlotsHeld)
 	f(m.ClockSkew)
 	f(m.FlowSeconds)
+	f(m.NoticeStoredSeconds)
 	f(m.NoticePublishSeconds)
 	f(m.NoticeRecords)
 	f(m.NoticeLagSeconds)
