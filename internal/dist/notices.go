@@ -23,16 +23,21 @@ const (
 )
 
 // noticePublishers is how many records of notices may wait for Kafka's
-// acknowledgement at once. With one, a notice queued just after a record
-// left would wait for that record's whole round trip before its own could
-// start; with two, the next record leaves while the first is in flight.
-// More would only split the queue into smaller records.
-const noticePublishers = 2
+// acknowledgement at once: one. A second would not arrive sooner: the broker
+// handles one request of a connection at a time (it reads the next only once
+// it answered the current one, acks=all replication included), so a second
+// record in flight waits there instead of here, and only splits the queue
+// into smaller records. Measured on the shared 2-core box (sorakaq-load
+// -mode latency -c 10 -n 3000, alternating runs): one and two were within
+// the runs' noise, flow p50 5.6–18.6 ms with one (8 runs), 5.6–19.1 ms and
+// once 38.5 ms with two (9 runs), the box's load deciding.
+const noticePublishers = 1
 
 // noticeQueue packs the notices of stored messages into Kafka records
-// ([worker.NoticeBatch]) with no waiting on purpose: a publisher that is free
-// takes everything queued (up to the record bounds) at once, so records are
-// as big as the rate makes them: one notice each when submits are rare,
+// ([worker.NoticeBatch]) with no waiting on purpose: when the publisher is
+// free it takes everything queued (up to the record bounds) at once, so a
+// notice waits at most for the record in flight, and records are as big as
+// the rate makes them: one notice each when submits are rare,
 // hundreds under load, which is when Kafka's cost per record counts. The
 // records carry no key: a notice is routed by its message's slot by every
 // center alike, so any partition will do, and unkeyed records spread over
