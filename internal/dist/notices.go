@@ -50,7 +50,7 @@ type noticeQueue struct {
 	pub     Publisher
 	metrics *metrics.Metrics
 	log     *zap.Logger
-	ctx     context.Context // ended by Close when its wait is over: publishes then fail at once
+	ctx     context.Context // ended by close when its wait is over: publishes then fail at once
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
