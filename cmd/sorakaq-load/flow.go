@@ -18,8 +18,9 @@ import (
 // sorakaq_flow_seconds before and after the run (-flow-metrics), so every
 // message of the run counts, measured on the worker's clock against the
 // receipt time receive stamped. Quantiles are interpolated within the
-// histogram's buckets (docs: the bucket bounds are 1, 2, 5, 10, 20, 50 ms
-// ...), so they are estimates to the bucket's width.
+// histogram's buckets (0.5, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30, 50 ms
+// ... since the per-hop histograms; 1, 2, 5, 10, 20, 50 ms ... before), so
+// they are estimates to the bucket's width.
 type FlowSection struct {
 	Notices int     `json:"notices"` // notices that reached a holder during the run
 	P50Ms   float64 `json:"p50_ms"`

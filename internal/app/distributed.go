@@ -240,7 +240,17 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 		return nil, err
 	}
 	return &receiveRole{srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log,
-		closers: []func(){func() { bgCancel(); <-recDone }, client.Close, func() { producer.Close() }}}, nil
+		closers: []func(){func() { bgCancel(); <-recDone }, client.Close, func() {
+			// the notices still queued get one produce timeout
+			wait := cfg.Kafka.ProduceTimeout
+			if wait <= 0 {
+				wait = kafka.DefaultProduceTimeout
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			backend.Close(ctx)
+			producer.Close()
+		}}}, nil
 }
 
 // receiveRole runs the receive server (which has its own listener) and
@@ -321,7 +331,9 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 	leader := &dist.Leader{Reg: d.reg, Cluster: cluster, Log: log.Named("leader"), EpochFloor: d.store.MaxLeaseEpoch,
 		Planner: &slots.Planner{Count: cfg.Cluster.Slots, Strategy: cfg.Center.Strategy, Grace: cfg.Center.Grace}}
 	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kafkaOptions(cfg, log), Group: cfg.Kafka.Group,
-		Topics: []string{dist.NoticeTopic}, RefreshInterval: 2 * time.Second},
+		// A record is a batch of notices already: waiting for more would
+		// only delay them.
+		Topics: []string{dist.NoticeTopic}, RefreshInterval: 2 * time.Second, BatchWait: kafka.NoBatchWait},
 		func(ctx context.Context, batch []kafka.Record) error {
 			keys := make([]string, len(batch))
 			values := make([][]byte, len(batch))

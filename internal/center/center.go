@@ -1,5 +1,5 @@
 // Package center routes notices in the distributed mode: it consumes the
-// notices receive put on Kafka (one per stored message, keyed by slot)
+// notices receive put on Kafka (one per stored message, many to a record)
 // and passes each to the live holder of its slot, which schedules the
 // message at once; the consumer commits the offset only after that.
 //
@@ -14,6 +14,8 @@ package center
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -65,21 +67,34 @@ func New(opts Options, router Router, n Notifier, m *metrics.Metrics, log *zap.L
 	return &Center{opts: opts, router: router, notify: n, log: log, metrics: m}
 }
 
-// HandleValues is the consumer's handler: each value is a notice (JSON)
-// as receive produced it. It returns nil once every notice was taken by
-// its slot's holder or may be left to the holders' own loading; an error
-// only when ctx ended (the batch is then consumed again).
+// HandleValues is the consumer's handler. Each value is a Kafka record as
+// receive produced it: a batch of notices ([worker.NoticeBatch]) or, from
+// receives older than batches (a rolling upgrade), a single notice
+// ([worker.Notice]). It returns nil once every notice was taken by its
+// slot's holder or may be left to the holders' own loading; an error only
+// when ctx ended (the batch is then consumed again).
 func (c *Center) HandleValues(ctx context.Context, keys []string, values [][]byte) error {
-	pending := make([]worker.Notice, 0, len(values))
+	var pending []worker.Notice
+	now := time.Now()
 	for i, v := range values {
-		var n worker.Notice
-		if err := json.Unmarshal(v, &n); err != nil || n.ID == "" {
+		ns, bad, err := decodeRecord(v)
+		if err != nil {
 			// A record that is not a notice can never be passed on;
 			// skipping it (loudly) is the only way not to block the partition.
-			c.log.Error("skipping a Kafka record that is not a sorakaQ notice", zap.Error(err), zap.Int("bytes", len(v)), zap.String("key", keys[i]))
+			c.log.Error("skipping a Kafka record that is neither a sorakaQ notice nor a batch of notices",
+				zap.Error(err), zap.Int("bytes", len(v)), zap.String("key", keys[i]))
 			continue
 		}
-		pending = append(pending, n)
+		if bad > 0 {
+			c.log.Error("skipping the entries without a msg_id of a batch of notices",
+				zap.Int("skipped", bad), zap.Int("notices", len(ns)), zap.String("key", keys[i]))
+		}
+		for _, n := range ns {
+			if n.ReceivedMs > 0 {
+				c.metrics.NoticeLagSeconds.Observe(now.Sub(time.UnixMilli(n.ReceivedMs)).Seconds())
+			}
+		}
+		pending = append(pending, ns...)
 	}
 	for try := 0; len(pending) > 0; try++ {
 		if try > 0 {
@@ -103,23 +118,81 @@ func (c *Center) HandleValues(ctx context.Context, keys []string, values [][]byt
 			}
 			groups[addr] = append(groups[addr], n)
 		}
-		pending = pending[:0]
-		for addr, ns := range groups {
-			res, err := c.notify.Notify(ctx, addr, ns)
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				c.log.Debug("passing notices failed; trying again", zap.String("worker", addr), zap.Error(err))
-				pending = append(pending, ns...) // ambiguous: the same holder again (Notify is idempotent)
-				continue
-			}
-			for i, r := range res {
-				if !r.Taken && i < len(ns) {
-					pending = append(pending, ns[i])
-				}
-			}
+		pending = c.handOver(ctx, groups)
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// decodeRecord reads a Kafka record of notices: a batch or a single
+// notice. A batch's entries without a message id are left out and counted
+// in bad.
+func decodeRecord(v []byte) (ns []worker.Notice, bad int, err error) {
+	var r struct {
+		worker.Notice
+		worker.NoticeBatch
+	}
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, 0, err
+	}
+	switch {
+	case r.Notices != nil && r.ID == "":
+		ns = r.Notices[:0]
+		for _, n := range r.Notices {
+			if n.ID == "" {
+				bad++
+				continue
+			}
+			ns = append(ns, n)
+		}
+		return ns, bad, nil
+	case r.Notices == nil && r.ID != "":
+		return []worker.Notice{r.Notice}, 0, nil
+	}
+	return nil, 0, errors.New("neither msg_id (a notice) nor notices (a batch) alone")
+}
+
+// handOver passes each holder its notices, to all holders at once so that
+// a slow or unreachable worker does not hold up the others' notices, and
+// returns the notices to pass again: those not taken (the slot moved) and
+// those of a failed call (ambiguous: Notify is idempotent).
+func (c *Center) handOver(ctx context.Context, groups map[string][]worker.Notice) []worker.Notice {
+	var (
+		mu    sync.Mutex
+		again []worker.Notice
+		wg    sync.WaitGroup
+	)
+	for addr, ns := range groups {
+		wg.Go(func() {
+			retry := c.handOverTo(ctx, addr, ns)
+			mu.Lock()
+			again = append(again, retry...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return again
+}
+
+// handOverTo passes notices to the worker at addr and returns those to
+// pass again.
+func (c *Center) handOverTo(ctx context.Context, addr string, ns []worker.Notice) []worker.Notice {
+	start := time.Now()
+	res, err := c.notify.Notify(ctx, addr, ns)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Debug("passing notices failed; trying again", zap.String("worker", addr), zap.Int("notices", len(ns)), zap.Error(err))
+		}
+		return ns
+	}
+	c.metrics.NoticeHandoverSeconds.Observe(time.Since(start).Seconds())
+	var again []worker.Notice
+	for i, r := range res {
+		if !r.Taken && i < len(ns) {
+			again = append(again, ns[i])
+		}
+	}
+	return again
 }

@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
@@ -58,7 +62,7 @@ func (n *notifier) Notify(_ context.Context, addr string, ns []worker.Notice) ([
 
 func values(ids ...string) (keys []string, vals [][]byte) {
 	for _, id := range ids {
-		v, _ := json.Marshal(worker.Notice{ID: id, DueMs: 1, Version: 1})
+		v, _ := json.Marshal(worker.Notice{ID: id, DueMs: 1, Version: 1, ReceivedMs: 1})
 		keys = append(keys, id[:1])
 		vals = append(vals, v)
 	}
@@ -116,4 +120,105 @@ func TestHandleValuesFollowsAMove(t *testing.T) {
 	if len(n.got["b"]) != 1 {
 		t.Fatalf("the new holder got %v", n.got["b"])
 	}
+}
+
+// batch is one record of several notices, as receive publishes them.
+func batch(ids ...string) []byte {
+	var b worker.NoticeBatch
+	for _, id := range ids {
+		b.Notices = append(b.Notices, worker.Notice{ID: id, DueMs: 1, Version: 1, ReceivedMs: 1})
+	}
+	v, _ := json.Marshal(b)
+	return v
+}
+
+// A batch record's notices go each to its own slot's holder, one call per
+// holder; single-notice records (older receives, a rolling upgrade) in the
+// same consumer batch are routed alike; a record that is neither, and a
+// batch's entries without an id, are skipped. The hop histograms count
+// every notice consumed and every hand-over answered.
+func TestHandleValuesBatchRecords(t *testing.T) {
+	r := &router{holders: map[int]string{1: "a", 2: "b", 3: "a", 5: "c"}}
+	n := &notifier{got: map[string][]string{}, tries: map[string]int{}}
+	m := metrics.New()
+	c := New(Options{Tries: 3}, r, n, m, nil)
+	keys, vals := values("5old")
+	keys = append(keys, "", "", "", "", "")
+	vals = append(vals,
+		batch("1a", "2b", "3c", "1d", "4e"),
+		[]byte(`{"notices":[{"msg_id":"2f","due_at":1,"version":1,"received_at":1},{"due_at":1}]}`),
+		[]byte(`[{"msg_id":"1x"}]`),
+		[]byte(`{"msg_id":"1y","notices":[{"msg_id":"1z"}]}`),
+		[]byte(`{"notices":null}`))
+	if err := c.HandleValues(context.Background(), keys, vals); err != nil {
+		t.Fatal(err)
+	}
+	for addr, want := range map[string][]string{"a": {"1a", "1d", "3c"}, "b": {"2b", "2f"}, "c": {"5old"}} {
+		got := slices.Sorted(slices.Values(n.got[addr]))
+		if !slices.Equal(got, want) {
+			t.Errorf("holder %s got %v, want %v", addr, got, want)
+		}
+		if n.tries[addr] != 1 {
+			t.Errorf("holder %s was called %d times, want once for the whole batch", addr, n.tries[addr])
+		}
+	}
+	if len(n.got) != 3 {
+		t.Errorf("notices went to %v, want only a, b, c (slot 4 has no live holder; the invalid records name none)", n.got)
+	}
+	// 1 + 5 + 1 notices decoded (4e's slot has no holder, but it was consumed).
+	if cnt := histCount(t, m, "sorakaq_notice_consume_lag_seconds"); cnt != 7 {
+		t.Errorf("consume lag observed %d notices, want 7", cnt)
+	}
+	if cnt := histCount(t, m, "sorakaq_notice_handover_seconds"); cnt != 3 {
+		t.Errorf("hand-over observed %d calls, want 3 (one per holder)", cnt)
+	}
+}
+
+// A holder that does not answer does not hold up the others: the calls to
+// all holders run at once (each call here answers only once both were made).
+func TestHandleValuesHandsOverInParallel(t *testing.T) {
+	r := &router{holders: map[int]string{1: "a", 2: "b"}}
+	n := &notifier{got: map[string][]string{}, tries: map[string]int{}}
+	var called sync.WaitGroup
+	called.Add(2)
+	both := make(chan struct{})
+	go func() { called.Wait(); close(both) }()
+	var alone atomic.Bool
+	n.onTry = func(addr string, try int) {
+		if try > 1 {
+			return
+		}
+		called.Done()
+		select {
+		case <-both:
+		case <-time.After(5 * time.Second):
+			alone.Store(true)
+		}
+	}
+	c := New(Options{}, r, n, nil, nil)
+	if err := c.HandleValues(context.Background(), []string{""}, [][]byte{batch("1x", "2y")}); err != nil {
+		t.Fatal(err)
+	}
+	if alone.Load() {
+		t.Fatal("one holder's call waited for the other's answer: hand-overs are not concurrent")
+	}
+	if len(n.got["a"]) != 1 || len(n.got["b"]) != 1 {
+		t.Fatalf("got %v", n.got)
+	}
+}
+
+// histCount is the number of observations of the histogram name in m.
+func histCount(t *testing.T, m *metrics.Metrics, name string) uint64 {
+	t.Helper()
+	fams, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("no histogram %s", name)
+	return 0
 }

@@ -2,10 +2,8 @@ package dist
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -23,12 +21,13 @@ import (
 )
 
 // NoticeTopic is the one Kafka topic (under kafka.topic_prefix) that
-// carries notices of stored messages from receive to the centers, keyed by
-// slot: a fixed topic, so a new sorakaQ topic needs no Kafka topic and no
-// consumer rebalance, and its first message is on time.
+// carries notices of stored messages from receive to the centers, many to a
+// record ([worker.NoticeBatch], unkeyed: see noticeQueue): a fixed topic, so
+// a new sorakaQ topic needs no Kafka topic and no consumer rebalance, and
+// its first message is on time.
 const NoticeTopic = "_notices"
 
-// Publisher puts a notice on Kafka.
+// Publisher puts a record on Kafka and waits for its acknowledgement.
 type Publisher interface {
 	Publish(ctx context.Context, topic, key string, value []byte) error
 }
@@ -47,28 +46,29 @@ type Publisher interface {
 type ReceiveBackend struct {
 	store   *redisstore.Store
 	checked *redisstore.Store // lease check: refuses when the slot has a live holder
-	pub     Publisher
 	cluster *Cluster
 	client  *workerapi.Client
 	ready   func() error
 	metrics *metrics.Metrics
 	log     *zap.Logger
-	notices chan struct{} // bounds the notices being published
+	notices *noticeQueue // nil without a publisher (admin)
 	// Stats counts submits per minute for the console (nil: none).
 	Stats *stats.Recorder
 }
 
 // maxNoticesInFlight bounds the notices waiting for Kafka (a Kafka outage
-// must not pile up goroutines); past it a notice is dropped, counted, and
-// the message is found by its holder's sweep.
+// must not pile up memory); past it a notice is dropped, counted, and the
+// message is found by its holder's sweep.
 const maxNoticesInFlight = 4096
 
 var _ receive.Backend = (*ReceiveBackend)(nil)
 
 // NewReceiveBackend builds the backend over the shared store.
 func NewReceiveBackend(st *redisstore.Store, pub Publisher, cluster *Cluster, client *workerapi.Client, ready func() error, m *metrics.Metrics, log *zap.Logger) *ReceiveBackend {
-	b := &ReceiveBackend{store: st, pub: pub, cluster: cluster, client: client, ready: ready, metrics: m, log: log,
-		notices: make(chan struct{}, maxNoticesInFlight)}
+	b := &ReceiveBackend{store: st, cluster: cluster, client: client, ready: ready, metrics: m, log: log}
+	if pub != nil {
+		b.notices = newNoticeQueue(pub, m, log)
+	}
 	// A direct change goes ahead only while no live worker holds the
 	// slot's lease (a released lease is nobody's).
 	b.checked = st.WithLeaseCheck(func(slot int, lease string) error {
@@ -106,29 +106,23 @@ func (b *ReceiveBackend) Submit(ctx context.Context, m *message.Message) error {
 	return nil
 }
 
-// notify publishes a message's notice in the background: the message is
+// notify queues a message's notice for Kafka (published in the
+// background, packed with others: see noticeQueue): the message is
 // durable already, and a lost notice only delays it (see the type doc).
 func (b *ReceiveBackend) notify(m *message.Message) {
-	v, err := json.Marshal(worker.NoticeOf(m))
-	if err != nil || b.pub == nil {
-		return
+	if b.notices != nil {
+		b.notices.add(worker.NoticeOf(m))
 	}
-	select {
-	case b.notices <- struct{}{}:
-	default:
-		b.metrics.StoreErrors.WithLabelValues("notice_dropped").Inc()
-		return
+}
+
+// Close publishes the notices still queued, waiting until ctx ends at
+// most (the rest are lost, counted and logged: their messages are found by
+// the sweep). Call it after the last Submit and before closing the
+// publisher.
+func (b *ReceiveBackend) Close(ctx context.Context) {
+	if b.notices != nil {
+		b.notices.close(ctx)
 	}
-	key := strconv.Itoa(b.store.SlotOf(m.ID))
-	go func() {
-		defer func() { <-b.notices }()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := b.pub.Publish(ctx, NoticeTopic, key, v); err != nil {
-			b.metrics.StoreErrors.WithLabelValues("notice").Inc()
-			b.log.Warn("notice not published; the slot's holder finds the message by its sweep", zap.String("msg_id", m.ID), zap.Error(err))
-		}
-	}()
 }
 
 // route runs remote on the live holder of id's slot, following moves a

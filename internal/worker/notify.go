@@ -18,6 +18,14 @@ type Notice struct {
 	ReceivedMs int64  `json:"received_at"`
 }
 
+// NoticeBatch is a Kafka record of notices, {"notices":[...]}, as receive
+// publishes them (several to a record, so Kafka's cost is per batch, not
+// per message). Receives before it published one Notice per record;
+// centers read both.
+type NoticeBatch struct {
+	Notices []Notice `json:"notices"`
+}
+
 // NoticeResult says whether a notice was taken: false when this worker
 // does not hold the message's slot (the center asks the holder instead).
 type NoticeResult struct {

@@ -28,8 +28,9 @@ type ConsumerOptions struct {
 	Group           string        // default "sorakaq-center"
 	Topics          []string      // sorakaQ-level topics to read; none: every topic with the prefix
 	RefreshInterval time.Duration // how often the topic list is re-read; default 10s
-	BatchSize       int           // default 500
-	BatchWait       time.Duration // how long a batch waits to fill after its first record; default 5ms
+	BatchSize       int           // records; default 500
+	BatchBytes      int           // a batch is closed once its values reach this many bytes; default 1 MiB
+	BatchWait       time.Duration // how long a batch waits to fill after its first record; default 5ms; NoBatchWait: not at all
 	InitialOffset   int64         // where a partition without committed offset starts; default sarama.OffsetOldest
 }
 
@@ -57,9 +58,14 @@ const (
 	DefaultGroup           = "sorakaq-center"
 	DefaultRefreshInterval = 10 * time.Second
 	DefaultBatchSize       = 500
+	DefaultBatchBytes      = 1 << 20
 	DefaultBatchWait       = 5 * time.Millisecond
-	maxBackoff             = 5 * time.Second
-	minBackoff             = 100 * time.Millisecond
+	// NoBatchWait as ConsumerOptions.BatchWait makes a batch of the records
+	// that have arrived already, so none waits for others to come: for
+	// records that are batches themselves.
+	NoBatchWait = time.Duration(-1)
+	maxBackoff  = 5 * time.Second
+	minBackoff  = 100 * time.Millisecond
 )
 
 // NewConsumer creates a consumer; it does not contact the broker (Run does).
@@ -81,7 +87,10 @@ func NewConsumer(opts ConsumerOptions, h Handler) (*Consumer, error) {
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = DefaultBatchSize
 	}
-	if opts.BatchWait <= 0 {
+	if opts.BatchBytes <= 0 {
+		opts.BatchBytes = DefaultBatchBytes
+	}
+	if opts.BatchWait == 0 {
 		opts.BatchWait = DefaultBatchWait
 	}
 	if opts.InitialOffset == 0 {
@@ -252,8 +261,10 @@ func (g *groupHandler) Setup(s sarama.ConsumerGroupSession) error {
 
 func (g *groupHandler) Cleanup(s sarama.ConsumerGroupSession) error { return nil }
 
-// ConsumeClaim batches the records of one partition and hands each batch to
-// the handler until it succeeds, marking the offsets only then. The session
+// ConsumeClaim batches the records of one partition (up to BatchSize
+// records or BatchBytes of values, waiting BatchWait at most for more) and
+// hands each batch to the handler until it succeeds, marking the offsets
+// only then. The session
 // context ends on rebalance and shutdown: the running batch is abandoned
 // unmarked and will be redelivered to the partition's next owner.
 func (g *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
@@ -283,22 +294,36 @@ func (g *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.
 		}
 		c.hl.ok()
 		open := true
-		timer.Reset(c.opts.BatchWait)
+		size := len(batch[0].Value)
+		var waited <-chan time.Time // nil with NoBatchWait: take only what has arrived
+		if c.opts.BatchWait > 0 {
+			timer.Reset(c.opts.BatchWait)
+			waited = timer.C
+		}
 	fill:
-		for len(batch) < c.opts.BatchSize {
-			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return nil
-			case <-timer.C:
-				break fill
-			case m, ok := <-msgs:
-				if !ok {
-					open = false
+		for len(batch) < c.opts.BatchSize && size < c.opts.BatchBytes {
+			var m *sarama.ConsumerMessage
+			if waited == nil {
+				select {
+				case m, open = <-msgs:
+				default:
 					break fill
 				}
-				batch = append(batch, toRecord(m))
+			} else {
+				select {
+				case <-ctx.Done():
+					timer.Stop()
+					return nil
+				case <-waited:
+					break fill
+				case m, open = <-msgs:
+				}
 			}
+			if !open {
+				break fill
+			}
+			batch = append(batch, toRecord(m))
+			size += len(m.Value)
 		}
 		timer.Stop()
 

@@ -1,21 +1,22 @@
 // Package kafka is sorakaQ's Kafka hand-off between the receive service and the
 // center services in the distributed mode, built on IBM/sarama.
 //
-// The receive service stores a submitted message in Redis and publishes it with
-// [Producer.Publish], which returns only once every in-sync replica has the
-// record (acks=all), so an accepted message is never only in a process's memory.
-// Center services read the records with [Consumer] in one consumer group, pick
-// a worker and hand each message over; the worker answers only once it has
-// taken the message durably.
+// The receive service stores a submitted message in Redis (its durable copy)
+// and then publishes its notice, packed with the others queued at that moment
+// into one record, with [Producer.Publish], which returns once every in-sync
+// replica has the record (acks=all). Center services read the records with
+// [Consumer] in one consumer group and pass each notice to the holder of its
+// message's slot.
 //
-// Why offsets are marked only after the handler returns nil: the committed
-// offset is the point a new owner of the partition resumes from. Marking a
-// record before its hand-over finished would let a center that crashes between
-// the mark and the hand-over lose that message for good. Marking afterwards
-// makes delivery at-least-once instead: a crash (or a rebalance that revokes
-// the partition mid-batch) makes the next owner read the batch again, which the
-// handler must treat as a harmless redelivery (hand-over is idempotent by
-// message id). No record is lost when a center dies.
+// Offsets are marked only after the handler returns nil: the committed offset
+// is the point a new owner of the partition resumes from. Marking a record
+// before its hand-over finished would let a center that crashes between the
+// mark and the hand-over lose its notices (a notice is only a hint for
+// punctuality, so their messages would wait for the holders' sweep). Marking
+// afterwards makes the hand-over at-least-once instead: a crash (or a rebalance
+// that revokes the partition mid-batch) makes the next owner read the batch
+// again, which the handler must treat as a harmless redelivery (hand-over is
+// idempotent by message id). No record is lost when a center dies.
 //
 // The broker is Apache Kafka 4.x in KRaft mode: topics are managed with the
 // Kafka admin protocol only (sarama's ClusterAdmin), never through ZooKeeper.

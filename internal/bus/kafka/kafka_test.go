@@ -366,6 +366,45 @@ func TestHandlerErrorRedeliversSameBatch(t *testing.T) {
 	}
 }
 
+// A batch is closed once its values reach BatchBytes (so a backlog of big
+// records is handed over in bounded pieces), and with NoBatchWait every
+// record still arrives exactly once.
+func TestBatchBytesAndNoBatchWait(t *testing.T) {
+	opts := testOptions(t)
+	a := newAdmin(t, opts)
+	ensure(t, a, "q", 1)
+	p := newProducer(t, opts)
+	value := make([]byte, 100<<10)
+	for i := range 20 {
+		if err := p.Publish(context.Background(), "q", "", append(fmt.Appendf(nil, "%02d", i), value...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var sizes []int
+	col := newCollector()
+	h := func(ctx context.Context, batch []Record) error {
+		mu.Lock()
+		sizes = append(sizes, len(batch))
+		mu.Unlock()
+		return col.handle(ctx, batch)
+	}
+	runConsumer(t, ConsumerOptions{Options: opts, Group: "g" + randHex(4), BatchBytes: 250 << 10, BatchWait: NoBatchWait}, h)
+	waitFor(t, 60*time.Second, "20 records", func() bool { return col.distinct() >= 20 })
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, n := range sizes {
+		if n > 3 {
+			t.Fatalf("batches of %v records of 100 KiB: want at most 3 (closed at 250 KiB)", sizes)
+		}
+	}
+	if n := len(col.snapshot()); n != 20 {
+		t.Fatalf("handled %d records, want 20", n)
+	}
+	t.Logf("batches: %v", sizes)
+}
+
 func TestCommittedOffsetsSurviveRestart(t *testing.T) {
 	opts := testOptions(t)
 	a := newAdmin(t, opts)

@@ -14,10 +14,11 @@ import (
 // ErrClosed is returned by Publish after Close.
 var ErrClosed = errors.New("kafka: producer closed")
 
-// Producer publishes records with acks=all. Concurrent Publish calls share
-// produce requests: sarama's async producer flushes every millisecond (or
-// every flushMessages records), so many callers waiting at once cost one
-// round trip, not one each.
+// Producer publishes records with acks=all. A record goes out as soon as
+// the broker connection can take it, with no flush timer; records handed
+// over while a request is being built or written still share the next one.
+// Callers that want fewer, bigger records pack them themselves (receive
+// packs its notices: internal/dist).
 type Producer struct {
 	opts Options
 	ap   sarama.AsyncProducer
@@ -27,8 +28,6 @@ type Producer struct {
 	closed bool
 	done   chan struct{} // closed when the result dispatcher has drained ap
 }
-
-const flushMessages = 256
 
 // NewProducer creates a producer. It does not contact the broker, so it
 // succeeds while Kafka is down; Publish then fails until it is back.
@@ -50,9 +49,14 @@ func NewProducer(opts Options) (*Producer, error) {
 	// consumer side, which is idempotent by message id.
 	cfg.Producer.Idempotent = false
 	cfg.Producer.Compression = sarama.CompressionLZ4
-	cfg.Producer.Partitioner = sarama.NewHashPartitioner // same key -> same partition
-	cfg.Producer.Flush.Frequency = time.Millisecond
-	cfg.Producer.Flush.Messages = flushMessages
+	cfg.Producer.Partitioner = sarama.NewHashPartitioner // same key -> same partition; no key: a random one
+	// No flush trigger at all is sarama's "as fast as possible": a record is
+	// sent when the broker producer is free. A flush timer (it was 1 ms)
+	// delays every record by up to its period for batching that the
+	// caller's own packing does better.
+	cfg.Producer.Flush.Frequency = 0
+	cfg.Producer.Flush.Messages = 0
+	cfg.Producer.Flush.Bytes = 0
 	cfg.Producer.Retry.Max = 3
 	cfg.Producer.Retry.Backoff = 100 * time.Millisecond
 	cfg.Producer.Return.Successes = true
