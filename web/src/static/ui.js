@@ -138,6 +138,9 @@ export function fmtDuration(ms) {
   return out.join(" ");
 }
 
+// A histogram bucket bound: "50 ms", "40 s", "1 min 40 s", "7 d".
+export const fmtBound = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : fmtDuration(ms));
+
 // "in 5 s", "3 min ago".
 export function fmtRelative(ms, now = Date.now()) {
   if (!ms) return "";
