@@ -44,7 +44,9 @@ export function clear(el, ...children) {
 export function table(columns, rows, emptyText = "Nothing here.") {
   const head = h("tr", columns.map((c) => h("th", { class: c.cls }, c.title)));
   const body = rows.length
-    ? rows.map((r) => h("tr", columns.map((c) => h("td", { class: c.cls }, c.cell(r)))))
+    // data-label: the column's name, shown before the value when a narrow
+    // screen lays rows out as cards (app.css)
+    ? rows.map((r) => h("tr", columns.map((c) => h("td", { class: c.cls, "data-label": c.title || null }, c.cell(r)))))
     : [h("tr", h("td.empty", { colspan: columns.length }, emptyText))];
   return h("div.table-wrap", h("table", h("thead", head), h("tbody", body)));
 }
