@@ -59,13 +59,21 @@ export const stateBadge = (s) => badge(s, `state-${s}`);
 
 // ---- alerts ---------------------------------------------------------------
 
+// At most MAX_ALERTS stay, newest last, each with the time it came: errors
+// stayed until dismissed, so they piled up and stale ones sat beside later
+// successes. A success also clears the errors shown before it.
+const MAX_ALERTS = 3;
+
 function alertBox(kind, text) {
   const box = document.getElementById("alerts");
   for (const a of box.querySelectorAll(".alert")) {
-    if (a.dataset.text === text) a.remove();
+    if (a.dataset.text === text || (kind === "ok" && a.classList.contains("error"))) a.remove();
   }
+  const all = box.querySelectorAll(".alert");
+  for (let i = 0; i <= all.length - MAX_ALERTS; i++) all[i].remove();
   const el = h("div.alert", { class: `alert ${kind}`, role: kind === "error" ? "alert" : "status", dataset: { text } },
     h("span.text", text),
+    h("span.muted.alert-time", fmtTime(Date.now()).slice(11, 19)),
     h("button", { type: "button", title: "Dismiss", "aria-label": "Dismiss", onclick: () => el.remove() }, "×"));
   box.append(el);
   if (kind === "ok") setTimeout(() => el.remove(), 6000);

@@ -44,7 +44,9 @@ export function render(page) {
       { title: "Status", cell: (i) => (i.offline ? badge("offline", "offline") : badge("online", "online")) },
       {
         title: "",
-        cell: (i) => (i.role === "worker" || i.role === "all"
+        // The all-in-one is the only worker there is: the server always
+        // refuses to take it offline, so it is not offered.
+        cell: (i) => (i.role === "worker"
           ? h("button.small", {
             type: "button",
             class: i.offline ? "small secondary" : "small danger",

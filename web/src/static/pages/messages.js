@@ -55,6 +55,8 @@ export function render(page, params) {
           break;
         }
         case "redrive":
+          // It fires the callback at once: ask, as for every other action.
+          if (!await confirmDialog(`Re-drive message ${m.msg_id}?`, `Its callback (${(m.callback && m.callback.url) || "topic " + m.topic_name}) is called now, with a fresh set of attempts.`, "Re-drive", false)) return;
           await post("/sorakaq/admin/msg/redrive", ref);
           showOk(`Message ${m.msg_id} re-driven: it is due now.`);
           break;
@@ -99,6 +101,7 @@ export function render(page, params) {
     lookup(st.id);
   });
 
+  // lookup shows message id in the detail card (resolves once it is there).
   async function lookup(id) {
     let m;
     try {
@@ -162,9 +165,19 @@ export function render(page, params) {
   async function bulk(kind) {
     const t = st.topic;
     const redrive = kind === "redriveAll";
+    // Say how many: the topic's dead count now (more may die before OK).
+    let n = null;
+    try {
+      const tp = (await get("/sorakaq/topic/list")).find((x) => x.topic_name === t);
+      n = tp && tp.counts ? tp.counts.dead || 0 : null;
+    } catch (e) {
+      // the count is a courtesy: the dialog still asks without it
+    }
+    const what = n === null ? "every dead message" : `${n} dead message${n === 1 ? "" : "s"}`;
     const ok = await confirmDialog(
-      redrive ? `Re-drive every dead message of ${t}?` : `Delete every dead message of ${t}?`,
-      redrive ? "Each gets a fresh set of attempts and is due now." : "They are removed for good.",
+      redrive ? `Re-drive ${what} of ${t}?` : `Delete ${what} of ${t}?`,
+      (redrive ? "Each gets a fresh set of attempts and is due now." : "They are removed for good.")
+        + " Messages that die before you confirm are included.",
       redrive ? "Re-drive all" : "Delete all", !redrive);
     if (!ok) return;
     try {
@@ -203,7 +216,16 @@ export function render(page, params) {
         title: "Id",
         cell: (m) => h("a", {
           href: "#", dataset: { msg: m.msg_id },
-          onclick: (ev) => { ev.preventDefault(); st.id = m.msg_id; idInput.value = m.msg_id; syncHash(); lookup(m.msg_id); detail.scrollIntoView(); },
+          onclick: async (ev) => {
+            ev.preventDefault();
+            st.id = m.msg_id;
+            idInput.value = m.msg_id;
+            syncHash();
+            // Scroll once the card is there: scrolled to while still empty,
+            // it was left above the view.
+            await lookup(m.msg_id);
+            detail.scrollIntoView({ block: "start" });
+          },
         }, h("code", m.msg_id)),
       },
       { title: "State", cell: (m) => stateBadge(m.state) },

@@ -15,7 +15,7 @@ export function render(page) {
   // ---- new topic form
   const f = {
     business: h("input#new-business", { name: "business", maxlength: 128, placeholder: "optional" }),
-    topic: h("input#new-topic-name", { name: "topic_name", required: true, pattern: "[A-Za-z0-9._-]{1,64}", placeholder: "order_timeout" }),
+    topic: h("input#new-topic-name", { name: "topic_name", required: true, pattern: "[A-Za-z0-9._\\-]{1,64}", placeholder: "order_timeout" }),
     workers: h("input#new-worker-num", { name: "worker_num", type: "number", min: 1, value: "1" }),
     parts: h("input#new-partitions", { name: "partitions", type: "number", min: 1, max: 1024, placeholder: "default" }),
     backoff: h("input#new-retry-backoff", { name: "retry_backoff_ms", placeholder: "default, e.g. 1000, 10000, 60000", size: 32 }),
