@@ -2,7 +2,7 @@
 // console, with pages on hash routes (#/instances, #/topics, #/messages,
 // #/monitor). Everything but the login form needs a session.
 import * as api from "./api.js";
-import { clear, clearAlerts, errText, h, showError } from "./ui.js";
+import { clear, clearAlerts, errText, fmtTime, h, showError } from "./ui.js";
 import * as instances from "./pages/instances.js";
 import * as topics from "./pages/topics.js";
 import * as messages from "./pages/messages.js";
@@ -17,8 +17,26 @@ function safeNext(next) {
   return typeof next === "string" && /^#\/[A-Za-z0-9/?=&%._~-]*$/.test(next) ? next : "#/instances";
 }
 
-function toLogin() {
-  location.replace(`/login?next=${encodeURIComponent(location.hash || "#/instances")}`);
+// toLogin goes to the login form, back to this page after; expired says
+// why (a call answered 401 in a page that had a session), so that the
+// operator learns the session ended and what was being saved was not.
+function toLogin(expired = false) {
+  location.replace(`/login?next=${encodeURIComponent(location.hash || "#/instances")}${expired ? "&expired=1" : ""}`);
+}
+
+// SESSION_WARN_MS before the session's fixed end (admin.session_ttl from
+// login; using the console does not extend it) a banner says when it
+// ends; at the end the page goes to the login form, saying why.
+const SESSION_WARN_MS = 2 * 60 * 1000;
+
+function watchSession(expiresAt) {
+  const banner = document.getElementById("session-ending");
+  const again = h("button.small.secondary#session-login", { type: "button", onclick: () => toLogin() }, "Log in again");
+  setTimeout(() => {
+    clear(banner, `Your session ends at ${fmtTime(expiresAt).slice(11, 19)}; log in again to keep working. `, again);
+    banner.hidden = false;
+  }, Math.max(0, expiresAt - SESSION_WARN_MS - Date.now()));
+  setTimeout(() => toLogin(true), Math.max(0, expiresAt - Date.now()));
 }
 
 // "#/messages?id=x" → ["messages", URLSearchParams]
@@ -50,12 +68,16 @@ function renderLogin() {
   document.title = "Log in · sorakaQ";
   const next = safeNext(new URLSearchParams(location.search).get("next"));
   const err = h("div.alert.error#login-error", { role: "alert", hidden: true });
+  const expired = new URLSearchParams(location.search).get("expired") === "1"
+    && h("div.alert.warn#login-expired", { role: "status" },
+      h("span.text", "Your session expired. Log in again; a change being saved when it expired was not saved."));
   const user = h("input#username", { name: "username", autocomplete: "username", required: true, value: "admin" });
   const pass = h("input#password", { name: "password", type: "password", autocomplete: "current-password", required: true });
   const btn = h("button#login-submit", { type: "submit" }, "Log in");
   const form = h("form.login#login-form",
     h("h1", "sorakaQ"),
     h("p", "Operators' console"),
+    expired,
     h("label", "Username", user),
     h("label", "Password", pass),
     err,
@@ -80,7 +102,7 @@ function renderLogin() {
 }
 
 async function start() {
-  api.setLoginRequiredHandler(toLogin);
+  api.setLoginRequiredHandler(() => toLogin(true));
   if (location.pathname === "/login") {
     renderLogin();
     return;
@@ -99,6 +121,7 @@ async function start() {
   document.getElementById("topbar").hidden = false;
   document.getElementById("whoami").textContent = who.username;
   document.getElementById("default-password").hidden = !who.default_password;
+  if (who.expires_at) watchSession(who.expires_at);
   document.getElementById("logout").addEventListener("click", async () => {
     try {
       await api.logout();

@@ -89,9 +89,11 @@ export const errText = (e) => (e && e.message) || String(e);
 
 // ---- dialogs --------------------------------------------------------------
 
-// dialog({title, text, body, ok, danger, collect}) shows the modal dialog;
-// resolves to collect() (or true) on OK, null on cancel.
-export function dialog({ title, text = "", body = null, ok = "OK", danger = false, collect = () => true }) {
+// dialog({title, text, body, ok, danger, collect, check}) shows the modal
+// dialog; resolves to collect() (or true) on OK, null on cancel. check()
+// runs on OK: an error it throws is shown in the dialog, which stays open
+// with what was typed (closing it lost every edit for one bad field).
+export function dialog({ title, text = "", body = null, ok = "OK", danger = false, collect = () => true, check = () => {} }) {
   const dlg = document.getElementById("dialog");
   const okBtn = document.getElementById("dialog-ok");
   const cancelBtn = document.getElementById("dialog-cancel");
@@ -99,15 +101,28 @@ export function dialog({ title, text = "", body = null, ok = "OK", danger = fals
   const p = document.getElementById("dialog-text");
   p.textContent = text;
   p.hidden = !text;
-  clear(document.getElementById("dialog-body"), body);
+  const err = h("div.alert.error#dialog-error", { role: "alert", hidden: true });
+  clear(document.getElementById("dialog-body"), body, err);
   okBtn.textContent = ok;
   okBtn.className = danger ? "danger" : "";
   dlg.returnValue = "";
+  const form = document.getElementById("dialog-form");
   return new Promise((resolve) => {
     const onCancel = () => dlg.close("cancel");
+    const onSubmit = (ev) => {
+      try {
+        check();
+      } catch (e) {
+        ev.preventDefault();
+        err.textContent = errText(e);
+        err.hidden = false;
+      }
+    };
     cancelBtn.addEventListener("click", onCancel);
+    form.addEventListener("submit", onSubmit);
     dlg.addEventListener("close", () => {
       cancelBtn.removeEventListener("click", onCancel);
+      form.removeEventListener("submit", onSubmit);
       resolve(dlg.returnValue === "ok" ? collect() : null);
     }, { once: true });
     okBtn.value = "ok";

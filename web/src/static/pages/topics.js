@@ -81,6 +81,7 @@ export function render(page) {
         boxes.length ? boxes.map((b) => h("label.inline", b, h("code", b.value))) : h("p.muted", "No workers registered.")));
     const out = await dialog({
       title: `Edit topic ${t.topic_name}`, body, ok: "Save",
+      check: () => parseMsList(backoff.value),
       collect: () => ({
         worker_num: Number(wn.value),
         partitions: Number(parts.value),
