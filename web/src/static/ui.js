@@ -87,6 +87,28 @@ export const clearAlerts = () => document.getElementById("alerts").replaceChildr
 // errText is the server's em for an ApiError, else the error's message.
 export const errText = (e) => (e && e.message) || String(e);
 
+// ---- refresh ---------------------------------------------------------------
+
+// refreshEvery calls load every ms while the page shows, skipping while
+// a dialog is open, the tab is hidden, or focus is inside keep (rebuilding
+// it would lose the operator's place); returns the function that stops it.
+// status shows when the page was last refreshed, or why it failed.
+export function refreshEvery(ms, load, status, keep) {
+  const run = async () => {
+    if (document.getElementById("dialog").open || document.hidden || keep.contains(document.activeElement)) return;
+    try {
+      await load(true);
+      status.textContent = `Updated ${fmtTime(Date.now()).slice(11, 19)} · every ${ms / 1000} s`;
+      status.className = "muted";
+    } catch (e) {
+      status.textContent = `Refresh failed: ${errText(e)}`;
+      status.className = "error-text";
+    }
+  };
+  const timer = setInterval(run, ms);
+  return () => clearInterval(timer);
+}
+
 // ---- dialogs --------------------------------------------------------------
 
 // dialog({title, text, body, ok, danger, collect, check}) shows the modal

@@ -1,11 +1,12 @@
 // Instances: the running sorakaQ processes; workers can be taken offline.
 import { get, post } from "../api.js";
-import { badge, clear, confirmDialog, errText, fmtDuration, fmtNum, fmtTime, h, showError, showOk, table } from "../ui.js";
+import { badge, clear, confirmDialog, errText, fmtDuration, fmtNum, fmtTime, h, refreshEvery, showError, showOk, table } from "../ui.js";
 
 export function render(page) {
   const body = h("div.card", h("p.muted", "Loading…"));
   const refresh = h("button.secondary#instances-refresh", { type: "button", onclick: () => load() }, "Refresh");
-  page.append(h("div.page-head", h("h2", "Instances"), h("span.spacer"), refresh), body);
+  const status = h("span.muted#instances-status");
+  page.append(h("div.page-head", h("h2", "Instances"), h("span.spacer"), status, refresh), body);
 
   async function setOffline(inst, off) {
     const verb = off ? "Take offline" : "Bring online";
@@ -23,11 +24,14 @@ export function render(page) {
     load();
   }
 
-  async function load() {
+  // load (re)draws the table; a background refresh's failure goes to the
+  // status line (throws), not to one more alert.
+  async function load(background = false) {
     let list;
     try {
       list = await get("/sorakaq/instance/list");
     } catch (e) {
+      if (background) throw e;
       showError(`Loading the instances: ${errText(e)}`);
       return;
     }
@@ -59,4 +63,5 @@ export function render(page) {
   }
 
   load();
+  return refreshEvery(10000, load, status, body);
 }

@@ -1,6 +1,6 @@
 // Topics: per-state counts, retry policy; add a topic, edit one.
 import { get, post } from "../api.js";
-import { clear, dialog, errText, h, parseMsList, showError, showOk, table } from "../ui.js";
+import { clear, dialog, errText, h, parseMsList, refreshEvery, showError, showOk, table } from "../ui.js";
 
 const STATES = ["delayed", "delivering", "retrying", "delivered", "dead", "cancelled"];
 
@@ -10,7 +10,8 @@ export function render(page) {
   const body = h("div.card", h("p.muted", "Loading…"));
   const formCard = h("div.card#topic-add-card", { hidden: true });
   const newBtn = h("button#topic-new", { type: "button", onclick: () => { formCard.hidden = !formCard.hidden; } }, "New topic");
-  page.append(h("div.page-head", h("h2", "Topics"), h("span.spacer"), newBtn), formCard, body);
+  const status = h("span.muted#topics-status");
+  page.append(h("div.page-head", h("h2", "Topics"), h("span.spacer"), status, newBtn), formCard, body);
 
   // ---- new topic form
   const f = {
@@ -113,11 +114,14 @@ export function render(page) {
     return n ? h("a", { href: `#/messages?topic=${encodeURIComponent(t.topic_name)}&state=${s}` }, String(n)) : "0";
   };
 
-  async function load() {
+  // load (re)draws the table; a background refresh's failure goes to the
+  // status line (throws), not to one more alert.
+  async function load(background = false) {
     let list;
     try {
       list = await get("/sorakaq/topic/list");
     } catch (e) {
+      if (background) throw e;
       showError(`Loading the topics: ${errText(e)}`);
       return;
     }
@@ -138,4 +142,5 @@ export function render(page) {
   }
 
   load();
+  return refreshEvery(10000, load, status, body);
 }
