@@ -137,6 +137,25 @@ export function render(page, params) {
         { title: "Event", cell: (e) => e.type },
         { title: "Detail", cell: (e) => e.detail || "" },
       ], m.history || [], "No events."))));
+    watch(m);
+  }
+
+  // A message not done yet changes by itself: look again once it is due
+  // (at most a minute on, every 5 s while it is being delivered), while the
+  // page shows it; not while a dialog is open or focus is in the card.
+  let again = null;
+  function watch(m) {
+    clearTimeout(again);
+    if (FINAL.includes(m.state)) return;
+    const wait = PENDING.includes(m.state) ? Math.min(Math.max(m.due_at - Date.now() + 1000, 1000), 60000) : 5000;
+    again = setTimeout(function tick() {
+      if (!page.isConnected || st.id !== m.msg_id) return;
+      if (document.getElementById("dialog").open || detail.contains(document.activeElement)) {
+        again = setTimeout(tick, 5000);
+        return;
+      }
+      lookup(m.msg_id);
+    }, wait);
   }
 
   // ---- list by topic and state
@@ -258,4 +277,5 @@ export function render(page, params) {
     if (st.topic) list();
   })();
   if (st.id) lookup(st.id);
+  return () => clearTimeout(again);
 }
