@@ -370,6 +370,12 @@ func TestConsole(t *testing.T) {
 	p.click(fmt.Sprintf(`button[data-action="edit"][data-topic=%q]`, topic))
 	p.wait("the edit dialog", `document.querySelector("#dialog").open && document.querySelector("#edit-worker-num")`)
 	p.set("#edit-worker-num", "2")
+	// A bad back-off keeps the dialog open with the error and the edits.
+	p.set("#edit-retry-backoff", "1s")
+	p.click("#dialog-ok")
+	p.wait("the dialog kept open with the error", `document.querySelector("#dialog").open &&
+		document.querySelector("#dialog-error").textContent.includes("not a whole number") &&
+		document.querySelector("#edit-worker-num").value === "2"`)
 	p.set("#edit-retry-backoff", "100, 100")
 	p.confirm()
 	p.alert("ok", "Topic "+topic+" updated.")
@@ -403,6 +409,13 @@ func TestConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.waitState(t, lateID, "delivered", 15*time.Second)
+
+	// ---- a message's detail follows it: due in 2 s, it turns delivered
+	// on screen without a click.
+	soon := srv.submit(t, topic, 2000, sk.url("ok"))
+	p.route("#/messages?id=" + soon)
+	p.wait("the detail of a message about to fire", `document.querySelector("#msg-state")?.textContent === "delayed"`)
+	p.wait("the detail turning delivered by itself", `document.querySelector("#msg-state")?.textContent === "delivered"`)
 
 	// ---- find a message by id, cancel it from its detail.
 	p.route("#/messages")
@@ -465,7 +478,7 @@ func TestConsole(t *testing.T) {
 	// ---- topics page with the counts.
 	p.route("#/topics")
 	p.wait("the counts", fmt.Sprintf(`[...document.querySelectorAll("#page-topics tbody tr")].some(r =>
-		r.cells[0].textContent === %q && r.cells[6].textContent === "1" && r.cells[9].textContent === "8" && r.cells[11].textContent === "1")`, topic))
+		r.cells[0].textContent === %q && r.cells[6].textContent === "1" && r.cells[9].textContent === "9" && r.cells[11].textContent === "1")`, topic))
 	p.screenshot("topics")
 
 	// ---- instances: the all-in-one is not offered "Take offline" (the
@@ -510,6 +523,11 @@ func TestConsole(t *testing.T) {
 	p.wait("the topics", rowHas("#page-topics", topic))
 	p.click("#topic-new")
 	p.noOverflow("topics with the new-topic form")
+	// The page refreshes itself: a message submitted meanwhile shows up.
+	srv.submit(t, topic, 600_000, sk.url("ok"))
+	p.wait("the topics page to refresh itself", fmt.Sprintf(`[...document.querySelectorAll("#page-topics tbody tr")].some(r =>
+		r.cells[0].textContent === %q && r.cells[6].textContent === "2") &&
+		document.querySelector("#topics-status").textContent.startsWith("Updated")`, topic))
 	p.route("#/messages?topic=" + topic)
 	p.wait("the list", rowHas("#msg-list-body", lateID, "delivered"))
 	p.noOverflow("the message list")
@@ -526,6 +544,24 @@ func TestConsole(t *testing.T) {
 	})()`, lateID))
 	p.noOverflow("a message's detail")
 	p.screenshot("mobile-messages")
+
+	// ---- the session ends while a page is open (here: ended by the API,
+	// as an expiry would): the next call sends the operator to the login
+	// form, which says the session expired, and back after logging in.
+	p.route("#/monitor")
+	p.wait("the monitoring page", `document.querySelector("#chart-time")`)
+	if got := p.eval(`fetch("/sorakaq/auth/logout", {method: "POST", headers: {"Content-Type": "application/json",
+		"X-CSRF-Token": sessionStorage.getItem("sorakaq.csrf")}, body: "{}"}).then(r => String(r.status))`); got != "200" {
+		t.Fatalf("ending the session: %s", got)
+	}
+	p.route("#/topics")
+	p.wait("the login form saying the session expired", `location.pathname === "/login" &&
+		new URLSearchParams(location.search).get("next") === "#/topics" &&
+		document.querySelector("#login-expired")?.textContent.includes("Your session expired")`)
+	p.set("#password", "admin")
+	p.click("#login-submit")
+	p.wait("the topics page after logging in again", `location.pathname === "/" && location.hash === "#/topics" &&
+		document.querySelector("#page-topics table")`)
 
 	// ---- logout: back to the login form, and the session is gone.
 	p.click("#logout")
