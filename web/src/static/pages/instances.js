@@ -54,6 +54,7 @@ export function render(page) {
           ? h("button.small", {
             type: "button",
             class: i.offline ? "small secondary" : "small danger",
+            "aria-label": `${i.offline ? "Bring online" : "Take offline"} ${i.node_id}`,
             dataset: { action: i.offline ? "online" : "offline", node: i.node_id },
             onclick: () => setOffline(i, !i.offline),
           }, i.offline ? "Bring online" : "Take offline")

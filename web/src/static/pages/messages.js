@@ -82,7 +82,7 @@ export function render(page, params) {
 
   function actions(m) {
     const b = (action, label, cls = "small secondary") =>
-      h("button", { type: "button", class: cls, dataset: { action, msg: m.msg_id }, onclick: () => act(m, action) }, label);
+      h("button", { type: "button", class: cls, "aria-label": `${label} message ${m.msg_id}`, dataset: { action, msg: m.msg_id }, onclick: () => act(m, action) }, label);
     return h("div.actions-cell",
       PENDING.includes(m.state) && b("cancel", "Cancel", "small danger"),
       PENDING.includes(m.state) && b("setDelay", "Set delay"),
@@ -91,7 +91,7 @@ export function render(page, params) {
   }
 
   // ---- look up by id
-  const idInput = h("input#msg-id", { name: "msg_id", placeholder: "message id (20 characters)", size: 26, value: st.id, required: true, pattern: "[0-9a-v]{20}" });
+  const idInput = h("input#msg-id", { name: "msg_id", placeholder: "message id (20 characters)", size: 26, value: st.id, required: true, pattern: "\\s*[0-9a-v]{20}\\s*" }); // spaces around a pasted id are trimmed
   const findForm = h("form.row#msg-find-form", h("label", "Message id", idInput), h("button#msg-find", { type: "submit" }, "Find"));
   const detail = h("div#msg-detail");
   findForm.addEventListener("submit", (ev) => {

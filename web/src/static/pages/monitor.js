@@ -26,6 +26,14 @@ function everyMinute(ms, range) {
   return out;
 }
 
+// The browser's zone at t, "UTC+09:00": times are local, and a tooltip
+// without its zone is read as the server's UTC.
+function zone(t) {
+  const off = -new Date(t).getTimezoneOffset();
+  const a = Math.abs(off);
+  return `UTC${off < 0 ? "-" : "+"}${String(Math.floor(a / 60)).padStart(2, "0")}:${String(a % 60).padStart(2, "0")}`;
+}
+
 // ECharts puts tooltip strings in the DOM as HTML: escape what goes in.
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -46,7 +54,7 @@ function tooltip(fmt, cur) {
     formatter: (ps) => {
       if (!ps.length) return "";
       const t = ps[0].value[0];
-      const head = `${esc(fmtTime(t).slice(0, 16))}${t === cur ? " (minute in progress)" : ""}`;
+      const head = `${esc(fmtTime(t).slice(0, 16))} ${zone(t)}${t === cur ? " (minute in progress)" : ""}`;
       return [head, ...ps.map((p) => `${p.marker}${esc(p.seriesName)}: <b>${esc(fmt(p))}</b>`)].join("<br>");
     },
   };
@@ -77,7 +85,7 @@ export function render(page, params) {
   const status = h("span.muted#monitor-status", "Loading…");
   page.append(
     h("div.page-head", h("h2", "Monitoring"), h("span.spacer"), h("label", "Topic", topicSel), status),
-    h("p.muted", "Today (UTC, from 00:00), one point per minute; idle minutes count zero. Times are shown in local time. "
+    h("p.muted", `Today (UTC, from 00:00), one point per minute; idle minutes count zero. Times are shown in local time (${zone(Date.now())}). `
       + "Lateness is read from a histogram: a percentile is the bound of its bucket (\u2264 50 ms)."));
   if (!echarts) {
     page.append(h("div.alert.error", { role: "alert" }, h("span.text", "ECharts did not load (/static/vendor/echarts.min.js).")));

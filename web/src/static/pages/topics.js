@@ -17,7 +17,7 @@ export function render(page) {
   const f = {
     business: h("input#new-business", { name: "business", maxlength: 128, placeholder: "optional" }),
     topic: h("input#new-topic-name", { name: "topic_name", required: true, pattern: "[A-Za-z0-9._\\-]{1,64}", placeholder: "order_timeout" }),
-    workers: h("input#new-worker-num", { name: "worker_num", type: "number", min: 1, value: "1" }),
+    workers: h("input#new-worker-num", { name: "worker_num", type: "number", min: 1, max: 1024, value: "1" }),
     parts: h("input#new-partitions", { name: "partitions", type: "number", min: 1, max: 1024, placeholder: "default" }),
     backoff: h("input#new-retry-backoff", { name: "retry_backoff_ms", placeholder: "default, e.g. 1000, 10000, 60000", size: 32 }),
   };
@@ -50,6 +50,7 @@ export function render(page) {
       const t = await post("/sorakaq/topic/add", req);
       showOk(`Topic ${t.topic_name} created.`);
       addForm.reset();
+      f.workers.value = "1"; // reset() empties it: the value was set as a property
       formCard.hidden = true;
       load();
     } catch (e) {
@@ -69,7 +70,7 @@ export function render(page) {
     const current = t.workers || [];
     for (const w of current) if (!workers.includes(w)) workers.push(w);
     workers.sort();
-    const wn = h("input#edit-worker-num", { type: "number", min: 1, required: true, value: String(t.worker_num) });
+    const wn = h("input#edit-worker-num", { type: "number", min: 1, max: 1024, required: true, value: String(t.worker_num) });
     const parts = h("input#edit-partitions", { type: "number", min: t.partitions, max: 1024, required: true, value: String(t.partitions) });
     const backoff = h("input#edit-retry-backoff", { type: "text", value: (t.retry_backoff_ms || []).join(", "), placeholder: "empty = the server's default" });
     const boxes = workers.map((w) => h("input", { type: "checkbox", value: w, checked: current.includes(w) }));
@@ -111,7 +112,7 @@ export function render(page) {
 
   const countLink = (t, s) => {
     const n = (t.counts && t.counts[s]) || 0;
-    return n ? h("a", { href: `#/messages?topic=${encodeURIComponent(t.topic_name)}&state=${s}` }, String(n)) : "0";
+    return n ? h("a", { href: `#/messages?topic=${encodeURIComponent(t.topic_name)}&state=${s}`, "aria-label": `${n} ${s} messages of ${t.topic_name}` }, String(n)) : "0";
   };
 
   // load (re)draws the table; a background refresh's failure goes to the
@@ -136,7 +137,7 @@ export function render(page) {
       ...STATES.map((s) => ({ title: s, cls: "num", cell: (t) => countLink(t, s) })),
       {
         title: "",
-        cell: (t) => h("button.small.secondary", { type: "button", dataset: { action: "edit", topic: t.topic_name }, onclick: () => edit(t) }, "Edit"),
+        cell: (t) => h("button.small.secondary", { type: "button", "aria-label": `Edit topic ${t.topic_name}`, dataset: { action: "edit", topic: t.topic_name }, onclick: () => edit(t) }, "Edit"),
       },
     ], list, "No topics yet: create one, or submit a message (unknown topics are created on submit)."));
   }
