@@ -297,7 +297,10 @@ func (p *page) lateness(topic string) {
 		const c = echarts.getInstanceByDom(document.querySelector("#chart-lateness"));
 		const i = c.getOption().series[1].data.findIndex(d => d.value[1] === %v);
 		c.dispatchAction({type: "showTip", seriesIndex: 1, dataIndex: i});
-		setTimeout(() => done(String(i >= 0 && document.querySelector("#chart-lateness").innerText.includes(%q))), 300);
+		setTimeout(() => {
+			const text = document.querySelector("#chart-lateness").innerText;
+			done(String(i >= 0 && text.includes(%q) && /UTC[+-]\d\d:\d\d/.test(text)));
+		}, 300);
 	})`, worst.Ms, label))
 	if got := p.eval(`(() => {
 		const o = echarts.getInstanceByDom(document.querySelector("#chart-count")).getOption().series[0];
@@ -366,9 +369,15 @@ func TestConsole(t *testing.T) {
 	p.set("#new-retry-backoff", "100")
 	p.click("#topic-add-submit")
 	p.alert("ok", "Topic "+topic+" created.")
+	if got := p.eval(`document.querySelector("#new-worker-num").value`); got != "1" {
+		t.Errorf("after a create the form's worker num is %q, want its default 1", got)
+	}
 	p.wait("the new topic's row", rowHas("#page-topics", topic, xssBusiness, "100"))
 	if got := p.eval(`String(window.__xss) + document.querySelectorAll("#page-topics img").length`); got != "undefined0" {
 		t.Errorf("the business text was put in the page as markup (window.__xss, imgs = %s)", got)
+	}
+	if got := p.eval(fmt.Sprintf(`String(document.querySelectorAll('button[aria-label="Edit topic %s"]').length)`, topic)); got != "1" {
+		t.Errorf("the topic's Edit button is not named by its topic (%s found)", got)
 	}
 	p.click(fmt.Sprintf(`button[data-action="edit"][data-topic=%q]`, topic))
 	p.wait("the edit dialog", `document.querySelector("#dialog").open && document.querySelector("#edit-worker-num")`)
@@ -423,7 +432,7 @@ func TestConsole(t *testing.T) {
 	// ---- find a message by id, cancel it from its detail.
 	p.route("#/messages")
 	p.wait("the messages page", `document.querySelector("#msg-find-form")`)
-	p.set("#msg-id", pending)
+	p.set("#msg-id", " "+pending+"  ") // pasted with spaces around it
 	p.click("#msg-find")
 	p.wait("the message detail", `document.querySelector("#msg-state")?.textContent === "delayed" &&
 		document.querySelector("#msg-history").textContent.includes("submitted") &&
