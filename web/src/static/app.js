@@ -126,7 +126,12 @@ async function start() {
     try {
       await api.logout();
     } catch (e) {
-      // gone already: the login page is where we go anyway
+      // Unreachable: stay (the login page would not load either, and the
+      // session is not ended). Any answer (401: gone already) is fine.
+      if (e.status === 0) {
+        showError(`Log out: ${errText(e)}`);
+        return;
+      }
     }
     location.replace("/login");
   });

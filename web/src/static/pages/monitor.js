@@ -119,8 +119,9 @@ export function render(page, params) {
         get("/sorakaq/monitor/workers"),
       ]);
     } catch (e) {
-      status.textContent = `Refresh failed: ${errText(e)}`;
+      status.textContent = `Refresh failed: ${errText(e)}; the charts show the last data`;
       status.className = "error-text";
+      grid.classList.add("stale");
       return;
     }
     const ms = (minutes && minutes.minutes) || [];
@@ -167,6 +168,7 @@ export function render(page, params) {
     }, true);
     status.textContent = `Updated ${fmtTime(Date.now()).slice(11, 19)} · every ${REFRESH_MS / 1000} s`;
     status.className = "muted";
+    grid.classList.remove("stale");
   }
 
   get("/sorakaq/topic/list").then((ts) => {
