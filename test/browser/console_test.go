@@ -557,23 +557,29 @@ func TestConsole(t *testing.T) {
 	p.noOverflow("a message's detail")
 	p.screenshot("mobile-messages")
 
-	// ---- the session ends while a page is open (here: ended by the API,
-	// as an expiry would): the next call sends the operator to the login
-	// form, which says the session expired, and back after logging in.
+	// ---- an outage with the monitoring page open: the charts are marked
+	// stale, "Log out" says it cannot reach the server (and stays); the
+	// restart ends the session (sessions are in memory), so the next
+	// refresh sends the operator to a login form that says it expired, and
+	// back to monitoring after logging in.
 	p.route("#/monitor")
-	p.wait("the monitoring page", `document.querySelector("#chart-time")`)
-	if got := p.eval(`fetch("/sorakaq/auth/logout", {method: "POST", headers: {"Content-Type": "application/json",
-		"X-CSRF-Token": sessionStorage.getItem("sorakaq.csrf")}, body: "{}"}).then(r => String(r.status))`); got != "200" {
-		t.Fatalf("ending the session: %s", got)
+	p.wait("the monitoring page", `document.querySelector("#monitor-status").textContent.startsWith("Updated")`)
+	srv.Stop(t)
+	p.wait("the charts marked stale", `document.querySelector("#monitor-status").textContent.startsWith("Refresh failed") &&
+		document.querySelector(".charts.stale")`)
+	p.click("#logout")
+	p.alert("error", "Log out: cannot reach the admin service")
+	if got := p.eval(`location.pathname`); got != "/" {
+		t.Errorf("log out with the server down went to %q", got)
 	}
-	p.route("#/topics")
+	srv.Restart(t)
 	p.wait("the login form saying the session expired", `location.pathname === "/login" &&
-		new URLSearchParams(location.search).get("next") === "#/topics" &&
+		new URLSearchParams(location.search).get("next") === "#/monitor" &&
 		document.querySelector("#login-expired")?.textContent.includes("Your session expired")`)
 	p.set("#password", "admin")
 	p.click("#login-submit")
-	p.wait("the topics page after logging in again", `location.pathname === "/" && location.hash === "#/topics" &&
-		document.querySelector("#page-topics table")`)
+	p.wait("monitoring after logging in again", `location.pathname === "/" && location.hash === "#/monitor" &&
+		document.querySelector("#monitor-status")?.textContent.startsWith("Updated") && !document.querySelector(".charts.stale")`)
 
 	// ---- logout: back to the login form, and the session is gone.
 	p.click("#logout")
