@@ -588,3 +588,27 @@ func TestConsole(t *testing.T) {
 		t.Errorf("after logout /sorakaq/auth/me answers %s, want 401", got)
 	}
 }
+
+// TestConsoleSessionEnding: a session's fixed end is announced by a banner
+// (halfway through a session this short) and, when it comes, the page goes
+// to a login form that says the session expired.
+func TestConsoleSessionEnding(t *testing.T) {
+	if binPath == "" {
+		testenv.Missing(t, "no chromium at %s: the console's browser tests need it (apt-get install chromium, or set SORAKAQ_CHROMIUM)", chromiumPath())
+	}
+	srv := startServer(t, "SORAKAQ_ADMIN_SESSION_TTL=20s")
+	p := newPage(t)
+	p.do("opening the console", chromedp.Navigate(srv.AdminURL+"/#/topics"))
+	p.wait("the login form", `location.pathname === "/login" && document.querySelector("#login-form")`)
+	p.set("#password", "admin")
+	p.click("#login-submit")
+	p.wait("the topics page after login", `location.hash === "#/topics" && document.querySelector("#page-topics table")`)
+	if got := p.eval(`String(document.querySelector("#session-ending").hidden)`); got != "true" {
+		t.Errorf("the session-ending banner shows right after login")
+	}
+	p.wait("the banner saying when the session ends", `!document.querySelector("#session-ending").hidden &&
+		document.querySelector("#session-ending").textContent.includes("Your session ends at")`)
+	p.wait("the login form saying the session expired", `location.pathname === "/login" &&
+		new URLSearchParams(location.search).get("next") === "#/topics" &&
+		document.querySelector("#login-expired")?.textContent.includes("Your session expired")`)
+}

@@ -25,18 +25,39 @@ function toLogin(expired = false) {
 }
 
 // SESSION_WARN_MS before the session's fixed end (admin.session_ttl from
-// login; using the console does not extend it) a banner says when it
-// ends; at the end the page goes to the login form, saying why.
+// login; using the console does not extend it), or halfway through a
+// session shorter than twice that, a banner says when it ends; at the end the page goes to the login form, saying why. Both ask
+// the server first: a login in another tab gives this tab a new session.
 const SESSION_WARN_MS = 2 * 60 * 1000;
 
 function watchSession(expiresAt) {
   const banner = document.getElementById("session-ending");
-  const again = h("button.small.secondary#session-login", { type: "button", onclick: () => toLogin() }, "Log in again");
-  setTimeout(() => {
+  const later = (ms, fn) => setTimeout(fn, Math.max(0, ms - Date.now()));
+  // current calls fn if the session still ends at expiresAt; else watches
+  // the new one, or goes to the login form if there is none.
+  const current = (fn) => async () => {
+    let who;
+    try {
+      who = await api.me();
+    } catch (e) {
+      if (e.status === 401) toLogin(true);
+      else setTimeout(current(fn), 30000); // unreachable: ask again
+      return;
+    }
+    if (who.expires_at === expiresAt) {
+      fn();
+      return;
+    }
+    banner.hidden = true;
+    watchSession(who.expires_at);
+  };
+  const lead = Math.min(SESSION_WARN_MS, (expiresAt - Date.now()) / 2);
+  later(expiresAt - lead, current(() => {
+    const again = h("button.small.secondary#session-login", { type: "button", onclick: () => toLogin() }, "Log in again");
     clear(banner, `Your session ends at ${fmtTime(expiresAt).slice(11, 19)}; log in again to keep working. `, again);
     banner.hidden = false;
-  }, Math.max(0, expiresAt - SESSION_WARN_MS - Date.now()));
-  setTimeout(() => toLogin(true), Math.max(0, expiresAt - Date.now()));
+    later(expiresAt + 1000, current(() => toLogin(true)));
+  }));
 }
 
 // "#/messages?id=x" → ["messages", URLSearchParams]
