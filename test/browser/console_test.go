@@ -218,7 +218,7 @@ func (p *page) screenshot(name string) {
 // chartsFit is JS: every chart is drawn, and every canvas is inside the box
 // of its card (1 px for rounding).
 const chartsFit = `["#chart-time", "#chart-count", "#chart-lateness", "#chart-workers"].every(s => {
-	const c = document.querySelector(s + " canvas"), card = document.querySelector(s).closest(".card");
+	const el = document.querySelector(s), c = el?.querySelector("canvas"), card = el?.closest(".card");
 	if (!c || !card || c.width === 0 || c.height === 0) return false;
 	const r = c.getBoundingClientRect(), b = card.getBoundingClientRect();
 	return r.width > 100 && r.left >= b.left - 1 && r.right <= b.right + 1 && r.top >= b.top - 1 && r.bottom <= b.bottom + 1;
@@ -347,6 +347,9 @@ func TestConsole(t *testing.T) {
 		t.Errorf("login page search = %q, want the page asked for in next", got)
 	}
 	p.screenshot("login")
+	if n := p.eval(`String(performance.getEntriesByType("resource").filter(e => e.name.includes("echarts")).length)`); n != "0" {
+		t.Errorf("the login page loads ECharts (%s requests)", n)
+	}
 	p.set("#username", "admin")
 	p.set("#password", "wrong")
 	p.click("#login-submit")
@@ -507,6 +510,9 @@ func TestConsole(t *testing.T) {
 	// A full load, as an operator opens it (hash navigation too, below).
 	p.do("loading the monitoring page", chromedp.Navigate(srv.AdminURL+"/#/monitor"))
 	p.chartsFit("monitoring, loaded")
+	if got := p.eval(`String(performance.getEntriesByType("resource").filter(e => e.name.includes("echarts")).map(e => e.name))`); !strings.Contains(got, "echarts.min.js?v=") {
+		t.Errorf("monitoring loads ECharts as %q, want its versioned URL", got)
+	}
 	p.waitAsync("today's minutes with fired callbacks and the late one", `fetch("/sorakaq/monitor/minutes?topic_name=`+topic+`")
 		.then(r => r.json()).then(r => String(r.result.minutes.some(m => m.fired > 0) && r.result.minutes.some(m => m.lateness_p99_ms > 5000)))`)
 	// One refresh (every 5 s) after the data is there.
