@@ -6,7 +6,9 @@ export function render(page) {
   const body = h("div.card", h("p.muted", "Loading…"));
   const refresh = h("button.secondary#instances-refresh", { type: "button", onclick: () => load() }, "Refresh");
   const status = h("span.muted#instances-status");
-  page.append(h("div.page-head", h("h2", "Instances"), h("span.spacer"), status, refresh), body);
+  page.append(h("div.page-head", h("h1", "Instances"), h("span.spacer"), status, refresh), body,
+    h("p.muted", "Held: messages in a worker's timer wheel, those due within its window (worker.window, 60 s by default); "
+      + "later ones wait in the store. Load: callbacks in flight over the worker's concurrency, 0 to 1."));
 
   async function setOffline(inst, off) {
     const verb = off ? "Take offline" : "Bring online";

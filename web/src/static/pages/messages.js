@@ -11,6 +11,16 @@ const PENDING = ["delayed", "retrying"];
 const FINAL = ["delivered", "dead", "cancelled"];
 const MAX_DELAY_MS = 604800000;
 
+// prettyJSON indents params that are JSON (most are) and leaves anything
+// else as it was sent.
+function prettyJSON(s) {
+  try {
+    return JSON.stringify(JSON.parse(s), null, 2);
+  } catch {
+    return s;
+  }
+}
+
 export function render(page, params) {
   const st = {
     id: params.get("id") || "",
@@ -26,6 +36,7 @@ export function render(page, params) {
     if (st.id) q.set("id", st.id);
     if (st.topic) q.set("topic", st.topic);
     if (st.state) q.set("state", st.state);
+    if (st.limit !== 20) q.set("limit", String(st.limit));
     const s = q.toString();
     history.replaceState(null, "", `#/messages${s ? `?${s}` : ""}`);
   }
@@ -122,7 +133,7 @@ export function render(page, params) {
       ["Last error", m.last_error ? h("code#msg-last-error", m.last_error) : h("span.muted", "none")],
       ["Worker", m.worker || "—"],
       ["Callback", h("code", `${cb.request_type || ""} ${cb.url || ""}`)],
-      ["Params", cb.params ? h("code", cb.params) : h("span.muted", "none")],
+      ["Params", cb.params ? h("pre.params.mono#msg-params", prettyJSON(cb.params)) : h("span.muted", "none")],
       ["Received", fmtTime(m.received_at)],
       ["Updated", fmtTime(m.updated_at)],
       ["Done", m.done_at ? `${fmtTime(m.done_at)} (${fmtRelative(m.done_at)})` : "—"],
@@ -260,7 +271,7 @@ export function render(page, params) {
   }
 
   page.append(
-    h("div.page-head", h("h2", "Messages")),
+    h("div.page-head", h("h1", "Messages")),
     h("div.card", findForm), detail,
     h("div.card", listForm, deadBar, listBody, pager));
 

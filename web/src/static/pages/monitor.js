@@ -104,7 +104,7 @@ export function render(page, params) {
   const topicSel = h("select#monitor-topic", h("option", { value: "" }, "all topics"));
   const status = h("span.muted#monitor-status", "Loading…");
   page.append(
-    h("div.page-head", h("h2", "Monitoring"), h("span.spacer"), h("label", "Topic", topicSel), status),
+    h("div.page-head", h("h1", "Monitoring"), h("span.spacer"), h("label", "Topic", topicSel), status),
     h("p.muted", `Today (UTC, from 00:00), one point per minute; idle minutes count zero. Times are shown in local time (${zone(Date.now())}). `
       + "Lateness is read from a histogram: a percentile is the bound of its bucket (\u2264 50 ms)."));
   let gone = false;

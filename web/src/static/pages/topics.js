@@ -11,7 +11,7 @@ export function render(page) {
   const formCard = h("div.card#topic-add-card", { hidden: true });
   const newBtn = h("button#topic-new", { type: "button", onclick: () => { formCard.hidden = !formCard.hidden; } }, "New topic");
   const status = h("span.muted#topics-status");
-  page.append(h("div.page-head", h("h2", "Topics"), h("span.spacer"), status, newBtn), formCard, body);
+  page.append(h("div.page-head", h("h1", "Topics"), h("span.spacer"), status, newBtn), formCard, body);
 
   // ---- new topic form
   const f = {
