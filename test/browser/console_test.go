@@ -549,6 +549,10 @@ func TestConsole(t *testing.T) {
 	p.route("#/messages?topic=" + topic)
 	p.wait("the list", rowHas("#msg-list-body", lateID, "delivered"))
 	p.noOverflow("the message list")
+	p.do("choosing 50 per page", chromedp.SetValue(chromedp.CSS("#list-limit"), "50"))
+	p.click("#msg-list")
+	p.wait("per page kept in the address", `new URLSearchParams(location.hash.split("?")[1]).get("limit") === "50" &&
+		document.querySelector("main h1")?.textContent === "Messages"`)
 	p.eval(`(scrollTo(0, document.scrollingElement.scrollHeight), "")`)
 	if y := p.eval(`String(scrollY > innerHeight)`); y != "true" {
 		t.Fatalf("the list is too short to scroll the detail out of view (scrollY %s)", p.eval(`String(scrollY)`))
@@ -561,6 +565,9 @@ func TestConsole(t *testing.T) {
 		return r.top >= -1 && r.top < innerHeight / 2;
 	})()`, lateID))
 	p.noOverflow("a message's detail")
+	if got := p.eval(`document.querySelector("#msg-params")?.textContent`); got != "{\n  \"order\": 42\n}" {
+		t.Errorf("the params are shown as %q, want them indented", got)
+	}
 	p.screenshot("mobile-messages")
 
 	// ---- an outage with the monitoring page open: the charts are marked
