@@ -61,7 +61,7 @@ function tooltip(fmt, cur) {
   };
 }
 
-function lineOption(title, series, ms, { fmt, yAxis = {}, connect = false } = {}) {
+function lineOption(title, series, ms, { fmt, yAxis = {} } = {}) {
   const range = xRange(ms);
   const cur = Date.now() - (Date.now() % MINUTE);
   const first = series[0];
@@ -74,7 +74,9 @@ function lineOption(title, series, ms, { fmt, yAxis = {}, connect = false } = {}
     yAxis: { type: "value", ...yAxis },
     animation: false,
     series: series.map((s) => ({
-      type: "line", showSymbol: ms.length < 90, symbolSize: 5, connectNulls: connect, ...s,
+      // Few points: show them (a lone minute has no line to draw); a gap
+      // (null) stays a gap.
+      type: "line", showSymbol: ms.length < 90, symbolSize: 5, connectNulls: false, ...s,
       ...(s === first ? { markArea: partialMark(cur) } : {}),
     })),
   };
@@ -106,7 +108,7 @@ export function render(page, params) {
   page.append(
     h("div.page-head", h("h1", "Monitoring"), h("span.spacer"), h("label", "Topic", topicSel), status),
     h("p.muted", `Today (UTC, from 00:00), one point per minute; idle minutes count zero. Times are shown in local time (${zone(Date.now())}). `
-      + "Lateness is read from a histogram: a percentile is the bound of its bucket (\u2264 50 ms)."));
+      + "Lateness is read from a histogram: a percentile is the bound of its bucket (\u2264\u00a050\u00a0ms)."));
   let gone = false;
   let stop = () => {};
   loadECharts().then((echarts) => {
@@ -170,9 +172,10 @@ function draw(page, params, echarts, topicSel, status) {
       { name: "avg callback", data: avg("avg_callback_ms") },
     ], ms, { fmt: num(" ms") }), ...empty(none) }, true);
     charts.count.setOption({ ...lineOption(`Messages per minute${of}`, [
-      { name: "submitted", data: count("submitted") },
-      { name: "fired (callback attempts, retries too)", data: count("fired") },
-      { name: "failed (of fired)", data: count("failed"), itemStyle: { color: "#c0262d" } },
+      // every minute has a count (a line always): no dots on the zeros
+      { name: "submitted", data: count("submitted"), showSymbol: false },
+      { name: "fired (callback attempts, retries too)", data: count("fired"), showSymbol: false },
+      { name: "failed (of fired)", data: count("failed"), itemStyle: { color: "#c0262d" }, showSymbol: false },
     ], ms, { fmt: num(""), yAxis: { minInterval: 1 } }), ...empty(none) }, true);
     // Log axis: an outage's minutes-long lateness and the usual
     // milliseconds on one chart. Values are bucket bounds, shown as such.
