@@ -89,16 +89,18 @@ function renderLogin() {
   document.title = "Log in · sorakaQ";
   const next = safeNext(new URLSearchParams(location.search).get("next"));
   const err = h("div.alert.error#login-error", { role: "alert", hidden: true });
-  const expired = new URLSearchParams(location.search).get("expired") === "1"
+  const q = new URLSearchParams(location.search);
+  const note = (q.get("expired") === "1"
     && h("div.alert.warn#login-expired", { role: "status" },
-      h("span.text", "Your session expired. Log in again; a change being saved when it expired was not saved."));
+      h("span.text", "Your session expired. Log in again; a change being saved when it expired was not saved.")))
+    || (q.get("out") === "1" && h("div.alert.ok#login-out", { role: "status" }, h("span.text", "You are logged out.")));
   const user = h("input#username", { name: "username", autocomplete: "username", required: true, value: "admin" });
   const pass = h("input#password", { name: "password", type: "password", autocomplete: "current-password", required: true });
   const btn = h("button#login-submit", { type: "submit" }, "Log in");
   const form = h("form.login#login-form",
     h("h1", "sorakaQ"),
     h("p", "Operators' console"),
-    expired,
+    note,
     h("label", "Username", user),
     h("label", "Password", pass),
     err,
@@ -111,7 +113,7 @@ function renderLogin() {
       await api.login(user.value, pass.value);
       location.replace(`/${next}`);
     } catch (e) {
-      err.textContent = errText(e);
+      err.textContent = errText(e).replace(/^unauthorized: /, ""); // the API's error class means nothing here
       err.hidden = false;
       pass.select();
     } finally {
@@ -154,7 +156,7 @@ async function start() {
         return;
       }
     }
-    location.replace("/login");
+    location.replace("/login?out=1");
   });
   window.addEventListener("hashchange", route);
   route();

@@ -111,11 +111,11 @@ export function refreshEvery(ms, load, status, keep) {
 
 // ---- dialogs --------------------------------------------------------------
 
-// dialog({title, text, body, ok, danger, collect, check}) shows the modal
+// dialog({title, text, body, ok, cancel, danger, collect, check}) shows the modal
 // dialog; resolves to collect() (or true) on OK, null on cancel. check()
 // runs on OK: an error it throws is shown in the dialog, which stays open
 // with what was typed (closing it lost every edit for one bad field).
-export function dialog({ title, text = "", body = null, ok = "OK", danger = false, collect = () => true, check = () => {} }) {
+export function dialog({ title, text = "", body = null, ok = "OK", cancel = "Cancel", danger = false, collect = () => true, check = () => {} }) {
   const dlg = document.getElementById("dialog");
   const okBtn = document.getElementById("dialog-ok");
   const cancelBtn = document.getElementById("dialog-cancel");
@@ -126,6 +126,7 @@ export function dialog({ title, text = "", body = null, ok = "OK", danger = fals
   const err = h("div.alert.error#dialog-error", { role: "alert", hidden: true });
   clear(document.getElementById("dialog-body"), body, err);
   okBtn.textContent = ok;
+  cancelBtn.textContent = cancel;
   okBtn.className = danger ? "danger" : "";
   dlg.returnValue = "";
   const form = document.getElementById("dialog-form");
@@ -154,7 +155,7 @@ export function dialog({ title, text = "", body = null, ok = "OK", danger = fals
   });
 }
 
-export const confirmDialog = (title, text, ok = "OK", danger = true) => dialog({ title, text, ok, danger });
+export const confirmDialog = (title, text, ok = "OK", danger = true, cancel = "Cancel") => dialog({ title, text, ok, danger, cancel });
 
 // ---- formatting -----------------------------------------------------------
 

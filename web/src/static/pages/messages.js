@@ -47,7 +47,7 @@ export function render(page, params) {
     try {
       switch (action) {
         case "cancel":
-          if (!await confirmDialog(`Cancel message ${m.msg_id}?`, `It will not be delivered. Topic ${m.topic_name}, due ${fmtDue(m.due_at)}.`, "Cancel message")) return;
+          if (!await confirmDialog(`Cancel message ${m.msg_id}?`, `It will not be delivered. Topic ${m.topic_name}, due ${fmtDue(m.due_at)}.`, "Cancel message", true, "Keep it")) return;
           await post("/sorakaq/admin/msg/cancel", ref);
           showOk(`Message ${m.msg_id} cancelled.`);
           break;
