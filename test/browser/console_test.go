@@ -354,7 +354,7 @@ func TestConsole(t *testing.T) {
 	p.set("#password", "wrong")
 	p.click("#login-submit")
 	p.wait("the login error", `!document.querySelector("#login-error").hidden &&
-		document.querySelector("#login-error").textContent.includes("invalid username or password")`)
+		document.querySelector("#login-error").textContent === "invalid username or password"`)
 	if got := p.eval(`location.pathname`); got != "/login" {
 		t.Fatalf("after a wrong password the page is %q", got)
 	}
@@ -441,6 +441,8 @@ func TestConsole(t *testing.T) {
 		document.querySelector("#msg-history").textContent.includes("submitted") &&
 		/\(in (9|10) min/.test(document.querySelector("#msg-due").textContent)`)
 	p.click(fmt.Sprintf(`#msg-detail button[data-action="cancel"][data-msg=%q]`, pending))
+	p.wait("the cancel confirmation, its buttons telling apart", `document.querySelector("#dialog").open &&
+		document.querySelector("#dialog-cancel").textContent === "Keep it" && document.querySelector("#dialog-ok").textContent === "Cancel message"`)
 	p.confirm()
 	p.alert("ok", "Message "+pending+" cancelled.")
 	p.wait("the cancelled state", `document.querySelector("#msg-state")?.textContent === "cancelled" &&
@@ -596,7 +598,8 @@ func TestConsole(t *testing.T) {
 
 	// ---- logout: back to the login form, and the session is gone.
 	p.click("#logout")
-	p.wait("the login form after logout", `location.pathname === "/login" && document.querySelector("#login-form")`)
+	p.wait("the login form after logout, saying so", `location.pathname === "/login" && document.querySelector("#login-form") &&
+		document.querySelector("#login-out")?.textContent === "You are logged out."`)
 	if got := p.eval(`fetch("/sorakaq/auth/me").then(r => String(r.status))`); got != "401" {
 		t.Errorf("after logout /sorakaq/auth/me answers %s, want 401", got)
 	}
