@@ -492,6 +492,18 @@ func TestConsole(t *testing.T) {
 	p.wait("the list", rowHas("#msg-list-body", dead2, "delivered"))
 	p.screenshot("messages")
 
+	// ---- alerts: at most three stay, the newest; a success clears the
+	// errors before it (they piled up, stale ones beside later successes).
+	if got := p.eval(`import("/static/ui.js").then(ui => {
+		for (let i = 1; i <= 5; i++) ui.showError("error " + i);
+		const errs = [...document.querySelectorAll("#alerts .alert.error .text")].map(e => e.textContent).join(",");
+		ui.showOk("done");
+		const after = [...document.querySelectorAll("#alerts .alert")].map(e => e.className + ":" + e.querySelector(".text").textContent).join(",");
+		return errs + " | " + after;
+	})`); got != "error 3,error 4,error 5 | alert ok:done" {
+		t.Errorf("alerts after five errors and a success: %q", got)
+	}
+
 	// ---- topics page with the counts.
 	p.route("#/topics")
 	p.wait("the counts", fmt.Sprintf(`[...document.querySelectorAll("#page-topics tbody tr")].some(r =>
