@@ -391,6 +391,12 @@ func TestConsole(t *testing.T) {
 	p.wait("the dialog kept open with the error", `document.querySelector("#dialog").open &&
 		document.querySelector("#dialog-error").textContent.includes("not a whole number") &&
 		document.querySelector("#edit-worker-num").value === "2"`)
+	// The server's refusal too (a wait of 0 ms passes the browser's check).
+	p.set("#edit-retry-backoff", "0")
+	p.click("#dialog-ok")
+	p.wait("the dialog kept open with the server's refusal", `document.querySelector("#dialog").open &&
+		document.querySelector("#dialog-error").textContent.includes("each wait must be between 1 and") &&
+		document.querySelector("#edit-worker-num").value === "2"`)
 	p.set("#edit-retry-backoff", "100, 100")
 	p.confirm()
 	p.alert("ok", "Topic "+topic+" updated.")

@@ -111,11 +111,12 @@ export function refreshEvery(ms, load, status, keep) {
 
 // ---- dialogs --------------------------------------------------------------
 
-// dialog({title, text, body, ok, cancel, danger, collect, check}) shows the modal
-// dialog; resolves to collect() (or true) on OK, null on cancel. check()
-// runs on OK: an error it throws is shown in the dialog, which stays open
-// with what was typed (closing it lost every edit for one bad field).
-export function dialog({ title, text = "", body = null, ok = "OK", cancel = "Cancel", danger = false, collect = () => true, check = () => {} }) {
+// dialog({title, text, body, ok, cancel, danger, collect, action}) shows
+// the modal dialog; resolves to collect() (or true) on OK, null on cancel.
+// With action, OK runs action(collect()) first and resolves to its result:
+// an error it throws (a bad field, the server's refusal) is shown in the
+// dialog, which stays open with what was typed (closing it lost every edit).
+export function dialog({ title, text = "", body = null, ok = "OK", cancel = "Cancel", danger = false, collect = () => true, action = null }) {
   const dlg = document.getElementById("dialog");
   const okBtn = document.getElementById("dialog-ok");
   const cancelBtn = document.getElementById("dialog-cancel");
@@ -130,15 +131,24 @@ export function dialog({ title, text = "", body = null, ok = "OK", cancel = "Can
   okBtn.className = danger ? "danger" : "";
   dlg.returnValue = "";
   const form = document.getElementById("dialog-form");
+  let result;
   return new Promise((resolve) => {
     const onCancel = () => dlg.close("cancel");
-    const onSubmit = (ev) => {
+    const onSubmit = async (ev) => {
+      if (!action) {
+        result = collect();
+        return; // the form closes the dialog
+      }
+      ev.preventDefault();
+      okBtn.disabled = true;
       try {
-        check();
+        result = await action(collect());
+        dlg.close("ok");
       } catch (e) {
-        ev.preventDefault();
         err.textContent = errText(e);
         err.hidden = false;
+      } finally {
+        okBtn.disabled = false;
       }
     };
     cancelBtn.addEventListener("click", onCancel);
@@ -146,7 +156,7 @@ export function dialog({ title, text = "", body = null, ok = "OK", cancel = "Can
     dlg.addEventListener("close", () => {
       cancelBtn.removeEventListener("click", onCancel);
       form.removeEventListener("submit", onSubmit);
-      resolve(dlg.returnValue === "ok" ? collect() : null);
+      resolve(dlg.returnValue === "ok" ? result : null);
     }, { once: true });
     okBtn.value = "ok";
     dlg.showModal();

@@ -81,33 +81,28 @@ export function render(page) {
       h("fieldset",
         h("legend", "Workers mapped to the topic (none = by hashing)"),
         boxes.length ? boxes.map((b) => h("label.inline", b, h("code", b.value))) : h("p.muted", "No workers registered.")));
-    const out = await dialog({
+    // Saved from the dialog: a bad back-off or the server's refusal is
+    // shown there, with the edits kept.
+    const saved = await dialog({
       title: `Edit topic ${t.topic_name}`, body, ok: "Save",
-      check: () => parseMsList(backoff.value),
       collect: () => ({
+        topic_name: t.topic_name,
         worker_num: Number(wn.value),
         partitions: Number(parts.value),
-        backoff: backoff.value,
+        retry_backoff_ms: backoff.value,
         workers: boxes.filter((b) => b.checked).map((b) => b.value),
       }),
+      action: async (req) => {
+        req.retry_backoff_ms = parseMsList(req.retry_backoff_ms);
+        // The mapping is sent only when it changed.
+        if (req.workers.join(",") === [...current].sort().join(",")) delete req.workers;
+        await post("/sorakaq/topic/update", req);
+        return true;
+      },
     });
-    if (!out) return;
-    const req = { topic_name: t.topic_name, worker_num: out.worker_num, partitions: out.partitions };
-    try {
-      req.retry_backoff_ms = parseMsList(out.backoff);
-    } catch (e) {
-      showError(errText(e));
-      return;
-    }
-    // The mapping is sent only when it changed.
-    if (out.workers.join(",") !== [...current].sort().join(",")) req.workers = out.workers;
-    try {
-      await post("/sorakaq/topic/update", req);
-      showOk(`Topic ${t.topic_name} updated.`);
-      load();
-    } catch (e) {
-      showError(`Updating topic ${t.topic_name}: ${errText(e)}`);
-    }
+    if (!saved) return;
+    showOk(`Topic ${t.topic_name} updated.`);
+    load();
   }
 
   const countLink = (t, s) => {
