@@ -15,11 +15,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// LatencyBuckets are the upper bounds (ms) of the lateness histogram;
-// the last bucket is everything above. Percentiles read from it are the
-// bucket's upper bound (mergeable across processes, exact enough to see).
-var LatencyBuckets = []float64{1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000}
-
 // Minute is one process's figures for one topic in one minute.
 type Minute struct {
 	Minute        int64   `json:"minute"` // unix ms of the minute's start
@@ -32,7 +27,12 @@ type Minute struct {
 	FlowSumMs     float64 `json:"flow_sum_ms"`
 	CallbackN     int64   `json:"callback_n"`
 	CallbackSumMs float64 `json:"callback_sum_ms"`
-	Lateness      []int64 `json:"lateness"` // counts per LatencyBuckets (+1 overflow)
+	// Lateness histograms (lateness.go): counts per LatencyBuckets (+1
+	// over 5 s), and, since layout 2, per LatenessBounds (+1 over 7 d).
+	// Percentiles are read from them because counters merge across
+	// processes where percentiles do not.
+	Lateness    []int64 `json:"lateness"`
+	LatenessLog []int64 `json:"lateness_log,omitempty"`
 }
 
 // Sink stores minutes; Put overwrites by (minute, node, topic).
@@ -70,7 +70,8 @@ func (r *Recorder) at(t time.Time, topic string) *Minute {
 	k := key{m, topic}
 	x, ok := r.cur[k]
 	if !ok {
-		x = &Minute{Minute: m, Node: r.node, Topic: topic, Lateness: make([]int64, len(LatencyBuckets)+1)}
+		x = &Minute{Minute: m, Node: r.node, Topic: topic,
+			Lateness: make([]int64, len(LatencyBuckets)+1), LatenessLog: make([]int64, len(LatenessBounds)+1)}
 		r.cur[k] = x
 	}
 	r.dirty[k] = true
@@ -113,8 +114,8 @@ func (r *Recorder) Fired(topic string, ok bool, took, lateness time.Duration) {
 	x.CallbackN++
 	x.CallbackSumMs += float64(took.Microseconds()) / 1000
 	ms := float64(lateness.Microseconds()) / 1000
-	i := sort.SearchFloat64s(LatencyBuckets, ms)
-	x.Lateness[i]++
+	x.Lateness[bucketOf(LatencyBuckets, ms)]++
+	x.LatenessLog[bucketOf(LatenessBounds, ms)]++
 	r.mu.Unlock()
 }
 
@@ -129,6 +130,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	for k := range r.dirty {
 		x := *r.cur[k]
 		x.Lateness = append([]int64(nil), x.Lateness...)
+		x.LatenessLog = append([]int64(nil), x.LatenessLog...)
 		out = append(out, x)
 	}
 	r.dirty = map[key]bool{}
@@ -180,28 +182,37 @@ func (r *Recorder) Run(ctx context.Context, every time.Duration) {
 }
 
 // Point is one minute of the console's curves (all nodes merged).
+// Lateness percentiles are bucket bounds: "≤ LatenessP99Ms", or, when
+// LatenessP99Over is set, "> LatenessP99Ms" (the last bucket has no upper
+// bound).
 type Point struct {
-	Minute        int64   `json:"minute"`
-	Submitted     int64   `json:"submitted"`
-	Fired         int64   `json:"fired"`
-	Failed        int64   `json:"failed"`
-	AvgFlowMs     float64 `json:"avg_flow_ms"`
-	AvgCallbackMs float64 `json:"avg_callback_ms"`
-	LatenessP50Ms float64 `json:"lateness_p50_ms"`
-	LatenessP99Ms float64 `json:"lateness_p99_ms"`
+	Minute          int64   `json:"minute"`
+	Submitted       int64   `json:"submitted"`
+	Fired           int64   `json:"fired"`
+	Failed          int64   `json:"failed"`
+	AvgFlowMs       float64 `json:"avg_flow_ms"`
+	AvgCallbackMs   float64 `json:"avg_callback_ms"`
+	LatenessP50Ms   float64 `json:"lateness_p50_ms"`
+	LatenessP50Over bool    `json:"lateness_p50_over"`
+	LatenessP99Ms   float64 `json:"lateness_p99_ms"`
+	LatenessP99Over bool    `json:"lateness_p99_over"`
 }
 
 // Merge sums minutes across nodes (and topics unless topic is set) into
 // points in time order.
 func Merge(ms []Minute, topic string) []Point {
-	by := map[int64]*Minute{}
+	type sum struct {
+		Minute
+		late hist
+	}
+	by := map[int64]*sum{}
 	for _, m := range ms {
 		if topic != "" && m.Topic != topic {
 			continue
 		}
 		a, ok := by[m.Minute]
 		if !ok {
-			a = &Minute{Minute: m.Minute, Lateness: make([]int64, len(LatencyBuckets)+1)}
+			a = &sum{Minute: Minute{Minute: m.Minute}, late: newHist()}
 			by[m.Minute] = a
 		}
 		a.Submitted += m.Submitted
@@ -211,16 +222,13 @@ func Merge(ms []Minute, topic string) []Point {
 		a.FlowSumMs += m.FlowSumMs
 		a.CallbackN += m.CallbackN
 		a.CallbackSumMs += m.CallbackSumMs
-		for i := range a.Lateness {
-			if i < len(m.Lateness) {
-				a.Lateness[i] += m.Lateness[i]
-			}
-		}
+		a.late.add(m)
 	}
 	out := make([]Point, 0, len(by))
 	for _, a := range by {
-		p := Point{Minute: a.Minute, Submitted: a.Submitted, Fired: a.Fired, Failed: a.Failed,
-			LatenessP50Ms: percentile(a.Lateness, 0.50), LatenessP99Ms: percentile(a.Lateness, 0.99)}
+		p50, p99 := a.late.percentile(0.50), a.late.percentile(0.99)
+		p := Point{Minute: a.Minute.Minute, Submitted: a.Submitted, Fired: a.Fired, Failed: a.Failed,
+			LatenessP50Ms: p50.Ms, LatenessP50Over: p50.Over, LatenessP99Ms: p99.Ms, LatenessP99Over: p99.Over}
 		if a.FlowN > 0 {
 			p.AvgFlowMs = a.FlowSumMs / float64(a.FlowN)
 		}
@@ -231,33 +239,6 @@ func Merge(ms []Minute, topic string) []Point {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Minute < out[j].Minute })
 	return out
-}
-
-// percentile reads a bucket's upper bound; the overflow bucket reads as
-// twice the last bound.
-func percentile(h []int64, q float64) float64 {
-	var n int64
-	for _, c := range h {
-		n += c
-	}
-	if n == 0 {
-		return 0
-	}
-	need := int64(float64(n)*q + 0.5)
-	if need < 1 {
-		need = 1
-	}
-	var seen int64
-	for i, c := range h {
-		seen += c
-		if seen >= need {
-			if i < len(LatencyBuckets) {
-				return LatencyBuckets[i]
-			}
-			return LatencyBuckets[len(LatencyBuckets)-1] * 2
-		}
-	}
-	return 0
 }
 
 // FireRates is callbacks per second per node over the last full minute.

@@ -2,6 +2,7 @@ package stats
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -78,18 +79,122 @@ func TestRecorderFlushIsIdempotentAndMergesAcrossNodes(t *testing.T) {
 	}
 }
 
+func TestLatenessBoundsCoverAWeek(t *testing.T) {
+	b := LatenessBounds
+	if b[0] != 1 || b[len(b)-1] != MaxLatenessMs {
+		t.Fatalf("bounds run from %v to %v, want 1 ms to 7 d", b[0], b[len(b)-1])
+	}
+	for i := 1; i < len(b); i++ {
+		// increasing, and no step more than doubles
+		if b[i] <= b[i-1] || (b[i-1] >= 10 && b[i]/b[i-1] > 2) {
+			t.Fatalf("bound %d: %v after %v", i, b[i], b[i-1])
+		}
+	}
+	for _, old := range LatencyBuckets {
+		if got := LatenessBounds[bucketOf(LatenessBounds, old)]; got < old || got > old*1.25 {
+			t.Errorf("layout-1 bound %v moves to %v", old, got)
+		}
+	}
+}
+
+// fired is a minute of one process that fired a callback per lateness.
+func fired(t *testing.T, node string, lateness ...time.Duration) []Minute {
+	t.Helper()
+	sink := &memSink{m: map[string]Minute{}}
+	r := NewRecorder(node, sink, nil)
+	for _, l := range lateness {
+		r.Fired("t", true, time.Millisecond, l)
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ms, _ := sink.Stats(context.Background(), 0, time.Now().Add(time.Minute).UnixMilli())
+	return ms
+}
+
+func TestLatenessPastTheOldFiveSecondCap(t *testing.T) {
+	for _, c := range []struct {
+		late time.Duration
+		want Bound
+	}{
+		{43800 * time.Millisecond, Bound{Ms: 50_000}}, // the review's 43.8 s: ≤ 50 s, not "10000 ms"
+		{5001 * time.Millisecond, Bound{Ms: 6000}},
+		{90 * time.Minute, Bound{Ms: 6_000_000}},               // 1 h 40 min
+		{5*24*time.Hour + 3*time.Hour, Bound{Ms: 500_000_000}}, // 5 d 18 h 53 min
+		{7 * 24 * time.Hour, Bound{Ms: MaxLatenessMs}},
+		{8 * 24 * time.Hour, Bound{Ms: MaxLatenessMs, Over: true}},
+		{-time.Second, Bound{Ms: 1}}, // early (a clock step): the first bucket
+	} {
+		ms := fired(t, "a", c.late)
+		p := Merge(ms, "t")[0]
+		if got := (Bound{p.LatenessP99Ms, p.LatenessP99Over}); got != c.want {
+			t.Errorf("lateness %v: p99 %+v, want %+v", c.late, got, c.want)
+		}
+		if got := (Bound{p.LatenessP50Ms, p.LatenessP50Over}); got != c.want {
+			t.Errorf("lateness %v: p50 %+v, want %+v", c.late, got, c.want)
+		}
+	}
+	// Still written in layout 1 too, for the previous release's consoles.
+	if m := fired(t, "a", 43800*time.Millisecond)[0]; len(m.Lateness) != len(LatencyBuckets)+1 || m.Lateness[len(LatencyBuckets)] != 1 {
+		t.Errorf("layout-1 counters of a 43.8 s lateness: %v", m.Lateness)
+	}
+}
+
 func TestPercentileFromBuckets(t *testing.T) {
-	h := make([]int64, len(LatencyBuckets)+1)
-	h[0] = 50 // <= 1 ms
-	h[3] = 49 // <= 10 ms
-	h[8] = 1  // <= 500 ms
-	if got := percentile(h, 0.5); got != 1 {
-		t.Fatalf("p50 %v", got)
+	var ls []time.Duration
+	for i := 0; i < 50; i++ {
+		ls = append(ls, time.Millisecond)
 	}
-	if got := percentile(h, 0.99); got != 10 {
-		t.Fatalf("p99 %v", got)
+	for i := 0; i < 49; i++ {
+		ls = append(ls, 7*time.Millisecond)
 	}
-	if got := percentile(h, 1); got != 500 {
-		t.Fatalf("max %v", got)
+	ls = append(ls, 420*time.Millisecond)
+	h := newHist()
+	h.add(fired(t, "a", ls...)[0])
+	for q, want := range map[float64]Bound{0.5: {Ms: 1}, 0.99: {Ms: 7}, 1: {Ms: 500}} {
+		if got := h.percentile(q); got != want {
+			t.Errorf("q%v: %+v, want %+v", q, got, want)
+		}
+	}
+	if got := newHist().percentile(0.99); got != (Bound{}) {
+		t.Errorf("empty: %+v", got)
+	}
+}
+
+// A minute as the previous release stored it (layout 1 only, as JSON)
+// still reads, alone and merged with one of this release's.
+func TestLayoutOneMinutesStillRead(t *testing.T) {
+	var old Minute
+	// 60 at ≤ 1 ms, 30 at ≤ 250 ms, 10 over 5 s.
+	raw := `{"minute":0,"node":"old","topic":"t","fired":100,"callback_n":100,"callback_sum_ms":100,
+		"lateness":[60,0,0,0,0,0,0,30,0,0,0,10]}`
+	if err := json.Unmarshal([]byte(raw), &old); err != nil {
+		t.Fatal(err)
+	}
+	p := Merge([]Minute{old}, "t")[0]
+	if p.LatenessP50Ms != 1 || p.LatenessP50Over || p.LatenessP99Ms != 5000 || !p.LatenessP99Over {
+		t.Fatalf("old minute alone: p50 %v/%v p99 %v/%v, want ≤ 1 ms and > 5 s",
+			p.LatenessP50Ms, p.LatenessP50Over, p.LatenessP99Ms, p.LatenessP99Over)
+	}
+	// 90 percent ≤ 250 ms: reads ≤ 300 ms, still a true upper bound.
+	if b := func() Bound { h := newHist(); h.add(old); return h.percentile(0.9) }(); b != (Bound{Ms: 300}) {
+		t.Fatalf("old minute p90 %+v", b)
+	}
+	// Merged with a new node's 100 callbacks at 43.8 s: the p99 is theirs.
+	var late []time.Duration
+	for i := 0; i < 100; i++ {
+		late = append(late, 43800*time.Millisecond)
+	}
+	cur := fired(t, "new", late...)[0]
+	cur.Minute = 0
+	p = Merge([]Minute{old, cur}, "t")[0]
+	if p.Fired != 200 || p.LatenessP99Ms != 50_000 || p.LatenessP99Over {
+		t.Fatalf("mixed minute: fired %d p99 %v/%v, want ≤ 50 s", p.Fired, p.LatenessP99Ms, p.LatenessP99Over)
+	}
+	// A new minute survives the store's JSON round trip.
+	b, _ := json.Marshal(cur)
+	var back Minute
+	if err := json.Unmarshal(b, &back); err != nil || len(back.LatenessLog) != len(LatenessBounds)+1 {
+		t.Fatalf("round trip: %v %v", err, back.LatenessLog)
 	}
 }

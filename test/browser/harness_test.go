@@ -77,6 +77,7 @@ func startServer(t *testing.T, extraEnv ...string) *server {
 			Name: "sorakaq", Bin: binPath, Args: []string{"all"}, Env: append(env, extraEnv...),
 			Ready:        []testproc.Probe{{URL: s.ReceiveURL + "/readyz", Client: httpc}, {URL: s.AdminURL + "/readyz", Client: httpc}},
 			ReadyTimeout: readyTimeout, Poll: 20 * time.Millisecond,
+			StopTimeout: 20 * time.Second, // the outage test stops it (SIGTERM) and restarts it
 			// a free port can be taken by another process before we bind it
 			AliveAfter: 200 * time.Millisecond,
 		}

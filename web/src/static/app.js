@@ -2,7 +2,7 @@
 // console, with pages on hash routes (#/instances, #/topics, #/messages,
 // #/monitor). Everything but the login form needs a session.
 import * as api from "./api.js";
-import { clear, clearAlerts, errText, h, showError } from "./ui.js";
+import { clear, clearAlerts, errText, fmtTime, h, showError } from "./ui.js";
 import * as instances from "./pages/instances.js";
 import * as topics from "./pages/topics.js";
 import * as messages from "./pages/messages.js";
@@ -17,8 +17,47 @@ function safeNext(next) {
   return typeof next === "string" && /^#\/[A-Za-z0-9/?=&%._~-]*$/.test(next) ? next : "#/instances";
 }
 
-function toLogin() {
-  location.replace(`/login?next=${encodeURIComponent(location.hash || "#/instances")}`);
+// toLogin goes to the login form, back to this page after; expired says
+// why (a call answered 401 in a page that had a session), so that the
+// operator learns the session ended and what was being saved was not.
+function toLogin(expired = false) {
+  location.replace(`/login?next=${encodeURIComponent(location.hash || "#/instances")}${expired ? "&expired=1" : ""}`);
+}
+
+// SESSION_WARN_MS before the session's fixed end (admin.session_ttl from
+// login; using the console does not extend it), or halfway through a
+// session shorter than twice that, a banner says when it ends; at the end the page goes to the login form, saying why. Both ask
+// the server first: a login in another tab gives this tab a new session.
+const SESSION_WARN_MS = 2 * 60 * 1000;
+
+function watchSession(expiresAt) {
+  const banner = document.getElementById("session-ending");
+  const later = (ms, fn) => setTimeout(fn, Math.max(0, ms - Date.now()));
+  // current calls fn if the session still ends at expiresAt; else watches
+  // the new one, or goes to the login form if there is none.
+  const current = (fn) => async () => {
+    let who;
+    try {
+      who = await api.me();
+    } catch (e) {
+      if (e.status === 401) toLogin(true);
+      else setTimeout(current(fn), 30000); // unreachable: ask again
+      return;
+    }
+    if (who.expires_at === expiresAt) {
+      fn();
+      return;
+    }
+    banner.hidden = true;
+    watchSession(who.expires_at);
+  };
+  const lead = Math.min(SESSION_WARN_MS, (expiresAt - Date.now()) / 2);
+  later(expiresAt - lead, current(() => {
+    const again = h("button.small.secondary#session-login", { type: "button", onclick: () => toLogin() }, "Log in again");
+    clear(banner, `Your session ends at ${fmtTime(expiresAt).slice(11, 19)}; log in again to keep working. `, again);
+    banner.hidden = false;
+    later(expiresAt + 1000, current(() => toLogin(true)));
+  }));
 }
 
 // "#/messages?id=x" → ["messages", URLSearchParams]
@@ -50,12 +89,18 @@ function renderLogin() {
   document.title = "Log in · sorakaQ";
   const next = safeNext(new URLSearchParams(location.search).get("next"));
   const err = h("div.alert.error#login-error", { role: "alert", hidden: true });
+  const q = new URLSearchParams(location.search);
+  const note = (q.get("expired") === "1"
+    && h("div.alert.warn#login-expired", { role: "status" },
+      h("span.text", "Your session expired. Log in again; a change being saved when it expired was not saved.")))
+    || (q.get("out") === "1" && h("div.alert.ok#login-out", { role: "status" }, h("span.text", "You are logged out.")));
   const user = h("input#username", { name: "username", autocomplete: "username", required: true, value: "admin" });
   const pass = h("input#password", { name: "password", type: "password", autocomplete: "current-password", required: true });
   const btn = h("button#login-submit", { type: "submit" }, "Log in");
   const form = h("form.login#login-form",
     h("h1", "sorakaQ"),
     h("p", "Operators' console"),
+    note,
     h("label", "Username", user),
     h("label", "Password", pass),
     err,
@@ -68,7 +113,7 @@ function renderLogin() {
       await api.login(user.value, pass.value);
       location.replace(`/${next}`);
     } catch (e) {
-      err.textContent = errText(e);
+      err.textContent = errText(e).replace(/^unauthorized: /, ""); // the API's error class means nothing here
       err.hidden = false;
       pass.select();
     } finally {
@@ -80,7 +125,7 @@ function renderLogin() {
 }
 
 async function start() {
-  api.setLoginRequiredHandler(toLogin);
+  api.setLoginRequiredHandler(() => toLogin(true));
   if (location.pathname === "/login") {
     renderLogin();
     return;
@@ -99,13 +144,19 @@ async function start() {
   document.getElementById("topbar").hidden = false;
   document.getElementById("whoami").textContent = who.username;
   document.getElementById("default-password").hidden = !who.default_password;
+  if (who.expires_at) watchSession(who.expires_at);
   document.getElementById("logout").addEventListener("click", async () => {
     try {
       await api.logout();
     } catch (e) {
-      // gone already: the login page is where we go anyway
+      // Unreachable: stay (the login page would not load either, and the
+      // session is not ended). Any answer (401: gone already) is fine.
+      if (e.status === 0) {
+        showError(`Log out: ${errText(e)}`);
+        return;
+      }
     }
-    location.replace("/login");
+    location.replace("/login?out=1");
   });
   window.addEventListener("hashchange", route);
   route();

@@ -44,7 +44,9 @@ export function clear(el, ...children) {
 export function table(columns, rows, emptyText = "Nothing here.") {
   const head = h("tr", columns.map((c) => h("th", { class: c.cls }, c.title)));
   const body = rows.length
-    ? rows.map((r) => h("tr", columns.map((c) => h("td", { class: c.cls }, c.cell(r)))))
+    // data-label: the column's name, shown before the value when a narrow
+    // screen lays rows out as cards (app.css)
+    ? rows.map((r) => h("tr", columns.map((c) => h("td", { class: c.cls, "data-label": c.title || null }, c.cell(r)))))
     : [h("tr", h("td.empty", { colspan: columns.length }, emptyText))];
   return h("div.table-wrap", h("table", h("thead", head), h("tbody", body)));
 }
@@ -57,13 +59,21 @@ export const stateBadge = (s) => badge(s, `state-${s}`);
 
 // ---- alerts ---------------------------------------------------------------
 
+// At most MAX_ALERTS stay, newest last, each with the time it came: errors
+// stayed until dismissed, so they piled up and stale ones sat beside later
+// successes. A success also clears the errors shown before it.
+const MAX_ALERTS = 3;
+
 function alertBox(kind, text) {
   const box = document.getElementById("alerts");
   for (const a of box.querySelectorAll(".alert")) {
-    if (a.dataset.text === text) a.remove();
+    if (a.dataset.text === text || (kind === "ok" && a.classList.contains("error"))) a.remove();
   }
+  const all = box.querySelectorAll(".alert");
+  for (let i = 0; i <= all.length - MAX_ALERTS; i++) all[i].remove();
   const el = h("div.alert", { class: `alert ${kind}`, role: kind === "error" ? "alert" : "status", dataset: { text } },
     h("span.text", text),
+    h("span.muted.alert-time", fmtTime(Date.now()).slice(11, 19)),
     h("button", { type: "button", title: "Dismiss", "aria-label": "Dismiss", onclick: () => el.remove() }, "×"));
   box.append(el);
   if (kind === "ok") setTimeout(() => el.remove(), 6000);
@@ -77,11 +87,36 @@ export const clearAlerts = () => document.getElementById("alerts").replaceChildr
 // errText is the server's em for an ApiError, else the error's message.
 export const errText = (e) => (e && e.message) || String(e);
 
+// ---- refresh ---------------------------------------------------------------
+
+// refreshEvery calls load every ms while the page shows, skipping while
+// a dialog is open, the tab is hidden, or focus is inside keep (rebuilding
+// it would lose the operator's place); returns the function that stops it.
+// status shows when the page was last refreshed, or why it failed.
+export function refreshEvery(ms, load, status, keep) {
+  const run = async () => {
+    if (document.getElementById("dialog").open || document.hidden || keep.contains(document.activeElement)) return;
+    try {
+      await load(true);
+      status.textContent = `Updated ${fmtTime(Date.now()).slice(11, 19)} · every ${ms / 1000} s`;
+      status.className = "muted";
+    } catch (e) {
+      status.textContent = `Refresh failed: ${errText(e)}`;
+      status.className = "error-text";
+    }
+  };
+  const timer = setInterval(run, ms);
+  return () => clearInterval(timer);
+}
+
 // ---- dialogs --------------------------------------------------------------
 
-// dialog({title, text, body, ok, danger, collect}) shows the modal dialog;
-// resolves to collect() (or true) on OK, null on cancel.
-export function dialog({ title, text = "", body = null, ok = "OK", danger = false, collect = () => true }) {
+// dialog({title, text, body, ok, cancel, danger, collect, action}) shows
+// the modal dialog; resolves to collect() (or true) on OK, null on cancel.
+// With action, OK runs action(collect()) first and resolves to its result:
+// an error it throws (a bad field, the server's refusal) is shown in the
+// dialog, which stays open with what was typed (closing it lost every edit).
+export function dialog({ title, text = "", body = null, ok = "OK", cancel = "Cancel", danger = false, collect = () => true, action = null }) {
   const dlg = document.getElementById("dialog");
   const okBtn = document.getElementById("dialog-ok");
   const cancelBtn = document.getElementById("dialog-cancel");
@@ -89,16 +124,39 @@ export function dialog({ title, text = "", body = null, ok = "OK", danger = fals
   const p = document.getElementById("dialog-text");
   p.textContent = text;
   p.hidden = !text;
-  clear(document.getElementById("dialog-body"), body);
+  const err = h("div.alert.error#dialog-error", { role: "alert", hidden: true });
+  clear(document.getElementById("dialog-body"), body, err);
   okBtn.textContent = ok;
+  cancelBtn.textContent = cancel;
   okBtn.className = danger ? "danger" : "";
   dlg.returnValue = "";
+  const form = document.getElementById("dialog-form");
+  let result;
   return new Promise((resolve) => {
     const onCancel = () => dlg.close("cancel");
+    const onSubmit = async (ev) => {
+      if (!action) {
+        result = collect();
+        return; // the form closes the dialog
+      }
+      ev.preventDefault();
+      okBtn.disabled = true;
+      try {
+        result = await action(collect());
+        dlg.close("ok");
+      } catch (e) {
+        err.textContent = errText(e);
+        err.hidden = false;
+      } finally {
+        okBtn.disabled = false;
+      }
+    };
     cancelBtn.addEventListener("click", onCancel);
+    form.addEventListener("submit", onSubmit);
     dlg.addEventListener("close", () => {
       cancelBtn.removeEventListener("click", onCancel);
-      resolve(dlg.returnValue === "ok" ? collect() : null);
+      form.removeEventListener("submit", onSubmit);
+      resolve(dlg.returnValue === "ok" ? result : null);
     }, { once: true });
     okBtn.value = "ok";
     dlg.showModal();
@@ -107,7 +165,7 @@ export function dialog({ title, text = "", body = null, ok = "OK", danger = fals
   });
 }
 
-export const confirmDialog = (title, text, ok = "OK", danger = true) => dialog({ title, text, ok, danger });
+export const confirmDialog = (title, text, ok = "OK", danger = true, cancel = "Cancel") => dialog({ title, text, ok, danger, cancel });
 
 // ---- formatting -----------------------------------------------------------
 
@@ -137,6 +195,9 @@ export function fmtDuration(ms) {
   }
   return out.join(" ");
 }
+
+// A histogram bucket bound: "50 ms", "40 s", "1 min 40 s", "7 d".
+export const fmtBound = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : fmtDuration(ms));
 
 // "in 5 s", "3 min ago".
 export function fmtRelative(ms, now = Date.now()) {

@@ -1,11 +1,14 @@
 // Instances: the running sorakaQ processes; workers can be taken offline.
 import { get, post } from "../api.js";
-import { badge, clear, confirmDialog, errText, fmtDuration, fmtNum, fmtTime, h, showError, showOk, table } from "../ui.js";
+import { badge, clear, confirmDialog, errText, fmtDuration, fmtNum, fmtTime, h, refreshEvery, showError, showOk, table } from "../ui.js";
 
 export function render(page) {
   const body = h("div.card", h("p.muted", "Loading…"));
   const refresh = h("button.secondary#instances-refresh", { type: "button", onclick: () => load() }, "Refresh");
-  page.append(h("div.page-head", h("h2", "Instances"), h("span.spacer"), refresh), body);
+  const status = h("span.muted#instances-status");
+  page.append(h("div.page-head", h("h1", "Instances"), h("span.spacer"), status, refresh), body,
+    h("p.muted", "Held: messages in a worker's timer wheel, those due within its window (worker.window, 60 s by default); "
+      + "later ones wait in the store. Load: callbacks in flight over the worker's concurrency, 0 to 1."));
 
   async function setOffline(inst, off) {
     const verb = off ? "Take offline" : "Bring online";
@@ -23,11 +26,14 @@ export function render(page) {
     load();
   }
 
-  async function load() {
+  // load (re)draws the table; a background refresh's failure goes to the
+  // status line (throws), not to one more alert.
+  async function load(background = false) {
     let list;
     try {
       list = await get("/sorakaq/instance/list");
     } catch (e) {
+      if (background) throw e;
       showError(`Loading the instances: ${errText(e)}`);
       return;
     }
@@ -44,10 +50,13 @@ export function render(page) {
       { title: "Status", cell: (i) => (i.offline ? badge("offline", "offline") : badge("online", "online")) },
       {
         title: "",
-        cell: (i) => (i.role === "worker" || i.role === "all"
+        // The all-in-one is the only worker there is: the server always
+        // refuses to take it offline, so it is not offered.
+        cell: (i) => (i.role === "worker"
           ? h("button.small", {
             type: "button",
             class: i.offline ? "small secondary" : "small danger",
+            "aria-label": `${i.offline ? "Bring online" : "Take offline"} ${i.node_id}`,
             dataset: { action: i.offline ? "online" : "offline", node: i.node_id },
             onclick: () => setOffline(i, !i.offline),
           }, i.offline ? "Bring online" : "Take offline")
@@ -57,4 +66,5 @@ export function render(page) {
   }
 
   load();
+  return refreshEvery(10000, load, status, body);
 }

@@ -11,6 +11,16 @@ const PENDING = ["delayed", "retrying"];
 const FINAL = ["delivered", "dead", "cancelled"];
 const MAX_DELAY_MS = 604800000;
 
+// prettyJSON indents params that are JSON (most are) and leaves anything
+// else as it was sent.
+function prettyJSON(s) {
+  try {
+    return JSON.stringify(JSON.parse(s), null, 2);
+  } catch {
+    return s;
+  }
+}
+
 export function render(page, params) {
   const st = {
     id: params.get("id") || "",
@@ -26,6 +36,7 @@ export function render(page, params) {
     if (st.id) q.set("id", st.id);
     if (st.topic) q.set("topic", st.topic);
     if (st.state) q.set("state", st.state);
+    if (st.limit !== 20) q.set("limit", String(st.limit));
     const s = q.toString();
     history.replaceState(null, "", `#/messages${s ? `?${s}` : ""}`);
   }
@@ -36,7 +47,7 @@ export function render(page, params) {
     try {
       switch (action) {
         case "cancel":
-          if (!await confirmDialog(`Cancel message ${m.msg_id}?`, `It will not be delivered. Topic ${m.topic_name}, due ${fmtDue(m.due_at)}.`, "Cancel message")) return;
+          if (!await confirmDialog(`Cancel message ${m.msg_id}?`, `It will not be delivered. Topic ${m.topic_name}, due ${fmtDue(m.due_at)}.`, "Cancel message", true, "Keep it")) return;
           await post("/sorakaq/admin/msg/cancel", ref);
           showOk(`Message ${m.msg_id} cancelled.`);
           break;
@@ -55,6 +66,8 @@ export function render(page, params) {
           break;
         }
         case "redrive":
+          // It fires the callback at once: ask, as for every other action.
+          if (!await confirmDialog(`Re-drive message ${m.msg_id}?`, `Its callback (${(m.callback && m.callback.url) || "topic " + m.topic_name}) is called now, with a fresh set of attempts.`, "Re-drive", false)) return;
           await post("/sorakaq/admin/msg/redrive", ref);
           showOk(`Message ${m.msg_id} re-driven: it is due now.`);
           break;
@@ -80,7 +93,7 @@ export function render(page, params) {
 
   function actions(m) {
     const b = (action, label, cls = "small secondary") =>
-      h("button", { type: "button", class: cls, dataset: { action, msg: m.msg_id }, onclick: () => act(m, action) }, label);
+      h("button", { type: "button", class: cls, "aria-label": `${label} message ${m.msg_id}`, dataset: { action, msg: m.msg_id }, onclick: () => act(m, action) }, label);
     return h("div.actions-cell",
       PENDING.includes(m.state) && b("cancel", "Cancel", "small danger"),
       PENDING.includes(m.state) && b("setDelay", "Set delay"),
@@ -89,7 +102,7 @@ export function render(page, params) {
   }
 
   // ---- look up by id
-  const idInput = h("input#msg-id", { name: "msg_id", placeholder: "message id (20 characters)", size: 26, value: st.id, required: true, pattern: "[0-9a-v]{20}" });
+  const idInput = h("input#msg-id", { name: "msg_id", placeholder: "message id (20 characters)", size: 26, value: st.id, required: true, pattern: "\\s*[0-9a-v]{20}\\s*" }); // spaces around a pasted id are trimmed
   const findForm = h("form.row#msg-find-form", h("label", "Message id", idInput), h("button#msg-find", { type: "submit" }, "Find"));
   const detail = h("div#msg-detail");
   findForm.addEventListener("submit", (ev) => {
@@ -99,6 +112,7 @@ export function render(page, params) {
     lookup(st.id);
   });
 
+  // lookup shows message id in the detail card (resolves once it is there).
   async function lookup(id) {
     let m;
     try {
@@ -119,7 +133,7 @@ export function render(page, params) {
       ["Last error", m.last_error ? h("code#msg-last-error", m.last_error) : h("span.muted", "none")],
       ["Worker", m.worker || "—"],
       ["Callback", h("code", `${cb.request_type || ""} ${cb.url || ""}`)],
-      ["Params", cb.params ? h("code", cb.params) : h("span.muted", "none")],
+      ["Params", cb.params ? h("pre.params.mono#msg-params", prettyJSON(cb.params)) : h("span.muted", "none")],
       ["Received", fmtTime(m.received_at)],
       ["Updated", fmtTime(m.updated_at)],
       ["Done", m.done_at ? `${fmtTime(m.done_at)} (${fmtRelative(m.done_at)})` : "—"],
@@ -134,6 +148,25 @@ export function render(page, params) {
         { title: "Event", cell: (e) => e.type },
         { title: "Detail", cell: (e) => e.detail || "" },
       ], m.history || [], "No events."))));
+    watch(m);
+  }
+
+  // A message not done yet changes by itself: look again once it is due
+  // (at most a minute on, every 5 s while it is being delivered), while the
+  // page shows it; not while a dialog is open or focus is in the card.
+  let again = null;
+  function watch(m) {
+    clearTimeout(again);
+    if (FINAL.includes(m.state)) return;
+    const wait = PENDING.includes(m.state) ? Math.min(Math.max(m.due_at - Date.now() + 1000, 1000), 60000) : 5000;
+    again = setTimeout(function tick() {
+      if (!page.isConnected || st.id !== m.msg_id) return;
+      if (document.getElementById("dialog").open || detail.contains(document.activeElement)) {
+        again = setTimeout(tick, 5000);
+        return;
+      }
+      lookup(m.msg_id);
+    }, wait);
   }
 
   // ---- list by topic and state
@@ -162,9 +195,19 @@ export function render(page, params) {
   async function bulk(kind) {
     const t = st.topic;
     const redrive = kind === "redriveAll";
+    // Say how many: the topic's dead count now (more may die before OK).
+    let n = null;
+    try {
+      const tp = (await get("/sorakaq/topic/list")).find((x) => x.topic_name === t);
+      n = tp && tp.counts ? tp.counts.dead || 0 : null;
+    } catch (e) {
+      // the count is a courtesy: the dialog still asks without it
+    }
+    const what = n === null ? "every dead message" : `${n} dead message${n === 1 ? "" : "s"}`;
     const ok = await confirmDialog(
-      redrive ? `Re-drive every dead message of ${t}?` : `Delete every dead message of ${t}?`,
-      redrive ? "Each gets a fresh set of attempts and is due now." : "They are removed for good.",
+      redrive ? `Re-drive ${what} of ${t}?` : `Delete ${what} of ${t}?`,
+      (redrive ? "Each gets a fresh set of attempts and is due now." : "They are removed for good.")
+        + " Messages that die before you confirm are included.",
       redrive ? "Re-drive all" : "Delete all", !redrive);
     if (!ok) return;
     try {
@@ -203,7 +246,16 @@ export function render(page, params) {
         title: "Id",
         cell: (m) => h("a", {
           href: "#", dataset: { msg: m.msg_id },
-          onclick: (ev) => { ev.preventDefault(); st.id = m.msg_id; idInput.value = m.msg_id; syncHash(); lookup(m.msg_id); detail.scrollIntoView(); },
+          onclick: async (ev) => {
+            ev.preventDefault();
+            st.id = m.msg_id;
+            idInput.value = m.msg_id;
+            syncHash();
+            // Scroll once the card is there: scrolled to while still empty,
+            // it was left above the view.
+            await lookup(m.msg_id);
+            detail.scrollIntoView({ block: "start" });
+          },
         }, h("code", m.msg_id)),
       },
       { title: "State", cell: (m) => stateBadge(m.state) },
@@ -219,7 +271,7 @@ export function render(page, params) {
   }
 
   page.append(
-    h("div.page-head", h("h2", "Messages")),
+    h("div.page-head", h("h1", "Messages")),
     h("div.card", findForm), detail,
     h("div.card", listForm, deadBar, listBody, pager));
 
@@ -236,4 +288,5 @@ export function render(page, params) {
     if (st.topic) list();
   })();
   if (st.id) lookup(st.id);
+  return () => clearTimeout(again);
 }

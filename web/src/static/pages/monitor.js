@@ -1,8 +1,9 @@
 // Monitoring: today's per-minute curves (all topics or one) and the
 // messages each worker holds, refreshed every 5 s. Charts: Apache ECharts
-// (window.echarts, from /static/vendor/echarts.min.js).
+// (window.echarts, from /static/vendor/echarts.min.js, loaded by this page
+// only: it is 96 % of the console's weight).
 import { get } from "../api.js";
-import { errText, fmtTime, h } from "../ui.js";
+import { errText, fmtBound, fmtTime, h } from "../ui.js";
 
 const REFRESH_MS = 5000;
 
@@ -16,91 +17,184 @@ function xRange(ms) {
   return { min: Math.max(day, Math.min(first, now - 60 * MINUTE)), max: now - (now % MINUTE) + MINUTE };
 }
 
-function lineOption(title, series, unit, ms) {
+// Every minute of the range, the API's point or null for a minute without
+// activity: the API leaves idle minutes out, and a line joined across them
+// would draw an outage as steady traffic.
+function everyMinute(ms, range) {
+  const by = new Map(ms.map((m) => [m.minute, m]));
+  const out = [];
+  for (let t = range.min - (range.min % MINUTE); t < range.max; t += MINUTE) out.push([t, by.get(t) || null]);
+  return out;
+}
+
+// The browser's zone at t, "UTC+09:00": times are local, and a tooltip
+// without its zone is read as the server's UTC.
+function zone(t) {
+  const off = -new Date(t).getTimezoneOffset();
+  const a = Math.abs(off);
+  return `UTC${off < 0 ? "-" : "+"}${String(Math.floor(a / 60)).padStart(2, "0")}:${String(a % 60).padStart(2, "0")}`;
+}
+
+// ECharts puts tooltip strings in the DOM as HTML: escape what goes in.
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+// The minute in progress is shaded and called so in tooltips: its counts
+// are still growing, so its dip at the right edge is not a real one.
+function partialMark(cur) {
   return {
-    title: { text: title, left: 0, textStyle: { fontSize: 14 } },
-    tooltip: { trigger: "axis", valueFormatter: (v) => (v === null || v === undefined ? "—" : `${Math.round(v * 10) / 10}${unit}`) },
-    legend: { top: 28, left: 0 },
-    grid: { left: 50, right: 20, top: 66, bottom: 28 },
-    xAxis: { type: "time", ...xRange(ms) },
-    yAxis: { type: "value", minInterval: unit ? 0 : 1 },
-    animation: false,
-    // Few points: show them (a lone minute has no line to draw).
-    series: series.map((s) => ({ type: "line", showSymbol: ms.length < 90, symbolSize: 5, ...s })),
+    silent: true,
+    itemStyle: { color: "rgba(120, 130, 145, 0.13)" },
+    label: { show: true, position: "insideTopRight", color: "#5d6b7a", fontSize: 11, formatter: "in progress" },
+    data: [[{ xAxis: cur }, { xAxis: cur + MINUTE }]],
   };
 }
 
+function tooltip(fmt, cur) {
+  return {
+    trigger: "axis",
+    formatter: (ps) => {
+      if (!ps.length) return "";
+      const t = ps[0].value[0];
+      const head = `${esc(fmtTime(t).slice(0, 16))} ${zone(t)}${t === cur ? " (minute in progress)" : ""}`;
+      return [head, ...ps.map((p) => `${p.marker}${esc(p.seriesName)}: <b>${esc(fmt(p))}</b>`)].join("<br>");
+    },
+  };
+}
+
+function lineOption(title, series, ms, { fmt, yAxis = {} } = {}) {
+  const range = xRange(ms);
+  const cur = Date.now() - (Date.now() % MINUTE);
+  const first = series[0];
+  return {
+    title: { text: title, left: 0, textStyle: { fontSize: 14 } },
+    tooltip: tooltip(fmt, cur),
+    legend: { top: 28, left: 0, type: "scroll" },
+    grid: { left: 8, right: 16, top: 66, bottom: 28, containLabel: true },
+    xAxis: { type: "time", ...range },
+    yAxis: { type: "value", ...yAxis },
+    animation: false,
+    series: series.map((s) => ({
+      // Few points: show them (a lone minute has no line to draw); a gap
+      // (null) stays a gap.
+      type: "line", showSymbol: ms.length < 90, symbolSize: 5, connectNulls: false, ...s,
+      ...(s === first ? { markArea: partialMark(cur) } : {}),
+    })),
+  };
+}
+
+// loadECharts adds ECharts' script once. index.html names it in a meta tag
+// rather than a script tag, so that the admin service's versioned URL
+// (?v=<hash>, cached for good) is used without loading it on every page.
+let loading = null;
+function loadECharts() {
+  if (window.echarts) return Promise.resolve(window.echarts);
+  loading ??= new Promise((resolve, reject) => {
+    const src = document.querySelector('meta[name="sorakaq-echarts"]')?.content || "/static/vendor/echarts.min.js";
+    const script = h("script", { src });
+    script.addEventListener("load", () => resolve(window.echarts));
+    script.addEventListener("error", () => {
+      loading = null;
+      script.remove();
+      reject(new Error(`ECharts did not load (${src}).`));
+    });
+    document.head.append(script);
+  });
+  return loading;
+}
+
 export function render(page, params) {
-  const echarts = window.echarts;
   const topicSel = h("select#monitor-topic", h("option", { value: "" }, "all topics"));
   const status = h("span.muted#monitor-status", "Loading…");
   page.append(
-    h("div.page-head", h("h2", "Monitoring"), h("span.spacer"), h("label", "Topic", topicSel), status),
-    h("p.muted", "Today (UTC, from 00:00), one point per minute with activity. Times are shown in local time."));
-  if (!echarts) {
-    page.append(h("div.alert.error", { role: "alert" }, h("span.text", "ECharts did not load (/static/vendor/echarts.min.js).")));
-    return null;
-  }
-  const box = (id) => {
-    const el = h(`div.chart#${id}`);
-    page.querySelector(".charts").append(h("div.card.chart-card", el));
-    return echarts.init(el, null, { renderer: "canvas" });
+    h("div.page-head", h("h1", "Monitoring"), h("span.spacer"), h("label", "Topic", topicSel), status),
+    h("p.muted", `Today (UTC, from 00:00), one point per minute; idle minutes count zero. Times are shown in local time (${zone(Date.now())}). `
+      + "Lateness is read from a histogram: a percentile is the bound of its bucket (\u2264\u00a050\u00a0ms)."));
+  let gone = false;
+  let stop = () => {};
+  loadECharts().then((echarts) => {
+    if (!gone) stop = draw(page, params, echarts, topicSel, status);
+  }).catch((e) => {
+    if (!gone) page.append(h("div.alert.error", { role: "alert" }, h("span.text", errText(e))));
+  });
+  return () => {
+    gone = true;
+    stop();
   };
-  page.append(h("div.charts"));
-  const charts = {
-    time: box("chart-time"),
-    count: box("chart-count"),
-    late: box("chart-lateness"),
-    workers: box("chart-workers"),
-  };
+}
+
+// draw makes the charts and keeps them up to date; returns the function
+// that stops it.
+function draw(page, params, echarts, topicSel, status) {
+  // Every card is in the grid before any chart is made, and each chart
+  // follows its card's size from then on: a chart sized at init measured
+  // the grid with one card in it (twice its final width), and the window's
+  // resize event misses layout changes such as the grid's columns settling.
+  const ids = ["chart-time", "chart-count", "chart-lateness", "chart-workers"];
+  const grid = h("div.charts", ids.map((id) => h("div.card.chart-card", h(`div.chart#${id}`))));
+  page.append(grid);
+  const [time, count, late, workers] = ids.map((id) => echarts.init(grid.querySelector(`#${id}`), null, { renderer: "canvas" }));
+  const charts = { time, count, late, workers };
+  const observer = new ResizeObserver((entries) => {
+    for (const e of entries) echarts.getInstanceByDom(e.target)?.resize();
+  });
+  ids.forEach((id) => observer.observe(grid.querySelector(`#${id}`)));
   const empty = (none) => ({
     graphic: none ? [{ type: "text", left: "center", top: "middle", style: { text: "No activity yet today", fill: "#8a96a5", fontSize: 14 } }] : [],
   });
+  const num = (unit) => (p) => (p.value[1] === null ? "—" : `${Math.round(p.value[1] * 10) / 10}${unit}`);
 
   async function refresh() {
     const topic = topicSel.value;
     let minutes;
-    let workers;
+    let held;
     try {
-      [minutes, workers] = await Promise.all([
+      [minutes, held] = await Promise.all([
         get("/sorakaq/monitor/minutes", { topic_name: topic }),
         get("/sorakaq/monitor/workers"),
       ]);
     } catch (e) {
-      status.textContent = `Refresh failed: ${errText(e)}`;
+      status.textContent = `Refresh failed: ${errText(e)}; the charts show the last data`;
       status.className = "error-text";
+      grid.classList.add("stale");
       return;
     }
     const ms = (minutes && minutes.minutes) || [];
-    const pts = (k) => ms.map((m) => [m.minute, m[k]]);
+    const all = everyMinute(ms, xRange(ms));
+    // counts: 0 in an idle minute; averages and lateness: no value (a gap)
+    const count = (k) => all.map(([t, m]) => [t, m ? m[k] : 0]);
+    const avg = (k) => all.map(([t, m]) => [t, m ? m[k] : null]);
+    const bound = (k) => all.map(([t, m]) => (m && m.fired > 0
+      ? { value: [t, m[`${k}_ms`]], over: m[`${k}_over`] } : { value: [t, null] }));
     const none = ms.length === 0;
     const of = topic ? ` · ${topic}` : "";
     charts.time.setOption({ ...lineOption(`Time per message, ms${of}`, [
-      { name: "avg flow (received → held by a worker)", data: pts("avg_flow_ms") },
-      { name: "avg callback", data: pts("avg_callback_ms") },
-    ], " ms", ms), ...empty(none) }, true);
+      { name: "avg flow (received → held by a worker)", data: avg("avg_flow_ms") },
+      { name: "avg callback", data: avg("avg_callback_ms") },
+    ], ms, { fmt: num(" ms") }), ...empty(none) }, true);
     charts.count.setOption({ ...lineOption(`Messages per minute${of}`, [
-      { name: "submitted", data: pts("submitted") },
-      { name: "fired", data: pts("fired") },
-      { name: "failed", data: pts("failed"), itemStyle: { color: "#c0262d" } },
-    ], "", ms), ...empty(none) }, true);
-    charts.late.setOption({ ...lineOption(`Lateness (fired after due), ms${of}`, [
-      { name: "p50", data: pts("lateness_p50_ms") },
-      { name: "p99", data: pts("lateness_p99_ms") },
-    ], " ms", ms), ...empty(none) }, true);
-    const ws = [...(workers || [])].sort((a, b) => a.node_id.localeCompare(b.node_id));
+      // every minute has a count (a line always): no dots on the zeros
+      { name: "submitted", data: count("submitted"), showSymbol: false },
+      { name: "fired (callback attempts, retries too)", data: count("fired"), showSymbol: false },
+      { name: "failed (of fired)", data: count("failed"), itemStyle: { color: "#c0262d" }, showSymbol: false },
+    ], ms, { fmt: num(""), yAxis: { minInterval: 1 } }), ...empty(none) }, true);
+    // Log axis: an outage's minutes-long lateness and the usual
+    // milliseconds on one chart. Values are bucket bounds, shown as such.
+    const label = (p) => (p.value[1] === null ? "—" : `${p.data.over ? ">" : "\u2264"} ${fmtBound(p.value[1])}`);
+    charts.late.setOption({ ...lineOption(`Lateness (fired after due)${of}`, [
+      { name: "p50", data: bound("lateness_p50") },
+      { name: "p99", data: bound("lateness_p99") },
+    ], ms, { fmt: label, yAxis: { type: "log", logBase: 10, min: 1, axisLabel: { formatter: (v) => fmtBound(v) } } }), ...empty(none) }, true);
+    const ws = [...(held || [])].sort((a, b) => a.node_id.localeCompare(b.node_id));
     charts.workers.setOption({
-      title: { text: "Messages held per worker", left: 0, textStyle: { fontSize: 14 } },
+      title: { text: "Messages held per worker (all topics)", left: 0, textStyle: { fontSize: 14 } },
       tooltip: {
         trigger: "axis",
         formatter: (p) => {
           const w = ws[p[0].dataIndex];
-          // ECharts puts this string in the DOM as HTML: escape it.
-          const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
           return `${esc(w.node_id)}<br>held ${esc(w.held)} · load ${esc(w.load)} · ${esc(Math.round(w.fire_rate * 100) / 100)} callbacks/s`;
         },
       },
-      grid: { left: 50, right: 20, top: 60, bottom: 40 },
+      grid: { left: 8, right: 16, top: 60, bottom: 12, containLabel: true },
       xAxis: { type: "category", data: ws.map((w) => w.node_id), axisLabel: { interval: 0, overflow: "truncate", width: 140 } },
       yAxis: { type: "value", minInterval: 1 },
       animation: false,
@@ -109,6 +203,7 @@ export function render(page, params) {
     }, true);
     status.textContent = `Updated ${fmtTime(Date.now()).slice(11, 19)} · every ${REFRESH_MS / 1000} s`;
     status.className = "muted";
+    grid.classList.remove("stale");
   }
 
   get("/sorakaq/topic/list").then((ts) => {
@@ -120,11 +215,9 @@ export function render(page, params) {
     refresh();
   });
   const timer = setInterval(refresh, REFRESH_MS);
-  const onResize = () => Object.values(charts).forEach((c) => c.resize());
-  window.addEventListener("resize", onResize);
   return () => {
     clearInterval(timer);
-    window.removeEventListener("resize", onResize);
+    observer.disconnect();
     Object.values(charts).forEach((c) => c.dispose());
   };
 }

@@ -1,6 +1,6 @@
 // Topics: per-state counts, retry policy; add a topic, edit one.
 import { get, post } from "../api.js";
-import { clear, dialog, errText, h, parseMsList, showError, showOk, table } from "../ui.js";
+import { clear, dialog, errText, h, parseMsList, refreshEvery, showError, showOk, table } from "../ui.js";
 
 const STATES = ["delayed", "delivering", "retrying", "delivered", "dead", "cancelled"];
 
@@ -10,13 +10,14 @@ export function render(page) {
   const body = h("div.card", h("p.muted", "Loading…"));
   const formCard = h("div.card#topic-add-card", { hidden: true });
   const newBtn = h("button#topic-new", { type: "button", onclick: () => { formCard.hidden = !formCard.hidden; } }, "New topic");
-  page.append(h("div.page-head", h("h2", "Topics"), h("span.spacer"), newBtn), formCard, body);
+  const status = h("span.muted#topics-status");
+  page.append(h("div.page-head", h("h1", "Topics"), h("span.spacer"), status, newBtn), formCard, body);
 
   // ---- new topic form
   const f = {
     business: h("input#new-business", { name: "business", maxlength: 128, placeholder: "optional" }),
-    topic: h("input#new-topic-name", { name: "topic_name", required: true, pattern: "[A-Za-z0-9._-]{1,64}", placeholder: "order_timeout" }),
-    workers: h("input#new-worker-num", { name: "worker_num", type: "number", min: 1, value: "1" }),
+    topic: h("input#new-topic-name", { name: "topic_name", required: true, pattern: "[A-Za-z0-9._\\-]{1,64}", placeholder: "order_timeout" }),
+    workers: h("input#new-worker-num", { name: "worker_num", type: "number", min: 1, max: 1024, value: "1" }),
     parts: h("input#new-partitions", { name: "partitions", type: "number", min: 1, max: 1024, placeholder: "default" }),
     backoff: h("input#new-retry-backoff", { name: "retry_backoff_ms", placeholder: "default, e.g. 1000, 10000, 60000", size: 32 }),
   };
@@ -49,6 +50,7 @@ export function render(page) {
       const t = await post("/sorakaq/topic/add", req);
       showOk(`Topic ${t.topic_name} created.`);
       addForm.reset();
+      f.workers.value = "1"; // reset() empties it: the value was set as a property
       formCard.hidden = true;
       load();
     } catch (e) {
@@ -68,7 +70,7 @@ export function render(page) {
     const current = t.workers || [];
     for (const w of current) if (!workers.includes(w)) workers.push(w);
     workers.sort();
-    const wn = h("input#edit-worker-num", { type: "number", min: 1, required: true, value: String(t.worker_num) });
+    const wn = h("input#edit-worker-num", { type: "number", min: 1, max: 1024, required: true, value: String(t.worker_num) });
     const parts = h("input#edit-partitions", { type: "number", min: t.partitions, max: 1024, required: true, value: String(t.partitions) });
     const backoff = h("input#edit-retry-backoff", { type: "text", value: (t.retry_backoff_ms || []).join(", "), placeholder: "empty = the server's default" });
     const boxes = workers.map((w) => h("input", { type: "checkbox", value: w, checked: current.includes(w) }));
@@ -79,44 +81,43 @@ export function render(page) {
       h("fieldset",
         h("legend", "Workers mapped to the topic (none = by hashing)"),
         boxes.length ? boxes.map((b) => h("label.inline", b, h("code", b.value))) : h("p.muted", "No workers registered.")));
-    const out = await dialog({
+    // Saved from the dialog: a bad back-off or the server's refusal is
+    // shown there, with the edits kept.
+    const saved = await dialog({
       title: `Edit topic ${t.topic_name}`, body, ok: "Save",
       collect: () => ({
+        topic_name: t.topic_name,
         worker_num: Number(wn.value),
         partitions: Number(parts.value),
-        backoff: backoff.value,
+        retry_backoff_ms: backoff.value,
         workers: boxes.filter((b) => b.checked).map((b) => b.value),
       }),
+      action: async (req) => {
+        req.retry_backoff_ms = parseMsList(req.retry_backoff_ms);
+        // The mapping is sent only when it changed.
+        if (req.workers.join(",") === [...current].sort().join(",")) delete req.workers;
+        await post("/sorakaq/topic/update", req);
+        return true;
+      },
     });
-    if (!out) return;
-    const req = { topic_name: t.topic_name, worker_num: out.worker_num, partitions: out.partitions };
-    try {
-      req.retry_backoff_ms = parseMsList(out.backoff);
-    } catch (e) {
-      showError(errText(e));
-      return;
-    }
-    // The mapping is sent only when it changed.
-    if (out.workers.join(",") !== [...current].sort().join(",")) req.workers = out.workers;
-    try {
-      await post("/sorakaq/topic/update", req);
-      showOk(`Topic ${t.topic_name} updated.`);
-      load();
-    } catch (e) {
-      showError(`Updating topic ${t.topic_name}: ${errText(e)}`);
-    }
+    if (!saved) return;
+    showOk(`Topic ${t.topic_name} updated.`);
+    load();
   }
 
   const countLink = (t, s) => {
     const n = (t.counts && t.counts[s]) || 0;
-    return n ? h("a", { href: `#/messages?topic=${encodeURIComponent(t.topic_name)}&state=${s}` }, String(n)) : "0";
+    return n ? h("a", { href: `#/messages?topic=${encodeURIComponent(t.topic_name)}&state=${s}`, "aria-label": `${n} ${s} messages of ${t.topic_name}` }, String(n)) : "0";
   };
 
-  async function load() {
+  // load (re)draws the table; a background refresh's failure goes to the
+  // status line (throws), not to one more alert.
+  async function load(background = false) {
     let list;
     try {
       list = await get("/sorakaq/topic/list");
     } catch (e) {
+      if (background) throw e;
       showError(`Loading the topics: ${errText(e)}`);
       return;
     }
@@ -131,10 +132,11 @@ export function render(page) {
       ...STATES.map((s) => ({ title: s, cls: "num", cell: (t) => countLink(t, s) })),
       {
         title: "",
-        cell: (t) => h("button.small.secondary", { type: "button", dataset: { action: "edit", topic: t.topic_name }, onclick: () => edit(t) }, "Edit"),
+        cell: (t) => h("button.small.secondary", { type: "button", "aria-label": `Edit topic ${t.topic_name}`, dataset: { action: "edit", topic: t.topic_name }, onclick: () => edit(t) }, "Edit"),
       },
     ], list, "No topics yet: create one, or submit a message (unknown topics are created on submit)."));
   }
 
   load();
+  return refreshEvery(10000, load, status, body);
 }
