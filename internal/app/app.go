@@ -154,6 +154,7 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	aopts.Pprof = cfg.Admin.Pprof
 	aopts.Auth = AuthOptions(cfg)
 	aopts.TLSCert, aopts.TLSKey = cfg.Admin.TLSCert, cfg.Admin.TLSKey
+	aopts.HTTP = cfg.HTTPOptions()
 	single := admin.Single{NodeID: cfg.NodeID, Addr: cfg.Receive.Listen, StartedMs: time.Now().UnixMilli(), Held: a.worker.Held}
 	a.admin, err = admin.New(aopts, admin.Deps{Topics: topics, Counter: a.worker, Cluster: single, Messages: a.worker,
 		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles()}, log.Named("admin"))

@@ -296,6 +296,7 @@ func receiveOptions(cfg *config.Config) receive.Options {
 	ropts.RateLimits = receive.Limits{PerClient: cfg.Receive.RateLimit.PerClient, PerTopic: cfg.Receive.RateLimit.PerTopic,
 		Burst: cfg.Receive.RateLimit.Burst, MaxPendingPerTopic: cfg.Receive.MaxPendingPerTopic}
 	ropts.TLSCert, ropts.TLSKey = cfg.Receive.TLSCert, cfg.Receive.TLSKey
+	ropts.HTTP = cfg.HTTPOptions()
 	return ropts
 }
 
@@ -335,7 +336,7 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
 	e := httpapi.NewEngineWith(log, d.metrics, d.ready(consumer.Healthy), d.durabilityNote)
-	s, err := newService("center", cfg.Center.Listen, e, cfg.Shutdown.Timeout, log)
+	s, err := newService("center", cfg.Center.Listen, e, cfg.HTTPOptions(), cfg.Shutdown.Timeout, log)
 	if err != nil {
 		bgCancel()
 		return nil, err
@@ -395,7 +396,7 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 		return nil
 	}), d.durabilityNote)
 	workerapi.Register(e, w, cfg.Cluster.Secret, log)
-	s, err := newService("worker", cfg.Worker.Listen, e, cfg.Shutdown.Timeout, log)
+	s, err := newService("worker", cfg.Worker.Listen, e, cfg.HTTPOptions(), cfg.Shutdown.Timeout, log)
 	if err != nil {
 		bgCancel()
 		return nil, err
@@ -439,6 +440,7 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	aopts.DefaultPartitions = cfg.Kafka.DefaultPartitions
 	aopts.Auth = AuthOptions(cfg)
 	aopts.TLSCert, aopts.TLSKey = cfg.Admin.TLSCert, cfg.Admin.TLSKey
+	aopts.HTTP = cfg.HTTPOptions()
 	bg, bgCancel := context.WithCancel(context.Background())
 	cluster := dist.NewCluster(bg, d.reg, log)
 	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)

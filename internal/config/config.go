@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"reflect"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/sorakaq/sorakaq/internal/callback"
+	"github.com/sorakaq/sorakaq/internal/httpapi"
 )
 
 // Config is the whole configuration; docs/config.md lists every key.
@@ -24,6 +26,7 @@ type Config struct {
 	NodeID    string    `mapstructure:"node_id"`
 	DataDir   string    `mapstructure:"data_dir"`
 	Log       Log       `mapstructure:"log"`
+	HTTP      HTTP      `mapstructure:"http"`
 	Receive   Receive   `mapstructure:"receive"`
 	Admin     Admin     `mapstructure:"admin"`
 	Worker    Worker    `mapstructure:"worker"`
@@ -83,6 +86,17 @@ type Kafka struct {
 	DefaultPartitions int           `mapstructure:"default_partitions"`
 	Replication       int           `mapstructure:"replication"`
 	ProduceTimeout    time.Duration `mapstructure:"produce_timeout"`
+}
+
+// HTTP is what every listener (receive, admin, worker, center) enforces
+// on its clients.
+type HTTP struct {
+	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
+	ReadTimeout       time.Duration `mapstructure:"read_timeout"`
+	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
+	MaxHeaderBytes    int           `mapstructure:"max_header_bytes"`
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
 }
 
 type Log struct {
@@ -174,6 +188,11 @@ var defaults = map[string]any{
 	"data_dir":                         "./data",
 	"log.level":                        "info",
 	"log.format":                       "json",
+	"http.read_header_timeout":         "10s",
+	"http.read_timeout":                "30s",
+	"http.idle_timeout":                "120s",
+	"http.max_header_bytes":            64 << 10,
+	"http.trusted_proxies":             []string{},
 	"receive.listen":                   ":9088",
 	"receive.max_body_bytes":           64 << 10,
 	"receive.max_params_bytes":         16 << 10,
@@ -308,6 +327,12 @@ func splitStringToSlice(f, t reflect.Type, data any) (any, error) {
 	return parts, nil
 }
 
+// HTTPOptions maps the http keys to the listeners' options.
+func (c *Config) HTTPOptions() httpapi.Options {
+	return httpapi.Options{ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, ReadTimeout: c.HTTP.ReadTimeout,
+		IdleTimeout: c.HTTP.IdleTimeout, MaxHeaderBytes: c.HTTP.MaxHeaderBytes, TrustedProxies: c.HTTP.TrustedProxies}
+}
+
 // CallbackOptions maps the callback keys to the caller's options.
 func (c *Config) CallbackOptions() callback.Options {
 	return callback.Options{
@@ -332,6 +357,19 @@ func (c *Config) Validate() error {
 	case "json", "console":
 	default:
 		bad("log.format", "must be json or console")
+	}
+	if c.HTTP.ReadHeaderTimeout <= 0 || c.HTTP.ReadTimeout <= 0 || c.HTTP.IdleTimeout <= 0 {
+		bad("http.read_header_timeout/read_timeout/idle_timeout", "must be positive")
+	}
+	if c.HTTP.MaxHeaderBytes < 4096 {
+		bad("http.max_header_bytes", "must be at least 4096")
+	}
+	for i, p := range c.HTTP.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			if _, err := netip.ParseAddr(p); err != nil {
+				bad(fmt.Sprintf("http.trusted_proxies[%d]", i), fmt.Sprintf("must be an IP address or a CIDR, got %q", p))
+			}
+		}
 	}
 	if c.Receive.MinTTRMs < 1 || c.Receive.MaxTTRMs < c.Receive.MinTTRMs {
 		bad("receive.min_ttr_ms/max_ttr_ms", "must satisfy 1 <= min <= max")

@@ -67,6 +67,8 @@ func TestBadConfigIsRefusedWithTheKey(t *testing.T) {
 		{"recieve:\n  listen: x\n", "recieve"},
 		{"worker:\n  window: soon\n", "window"},
 		{"log:\n  format: xml\n", "log.format"},
+		{"http:\n  read_timeout: 0s\n", "http.read_header_timeout/read_timeout/idle_timeout"},
+		{"http:\n  trusted_proxies: [my-lb]\n", "http.trusted_proxies[0]"},
 	} {
 		p := filepath.Join(dir, "c.yaml")
 		os.WriteFile(p, []byte(tc.yaml), 0o644)
@@ -84,5 +86,16 @@ func TestShippedDistributedConfigParses(t *testing.T) {
 	}
 	if c.Mode != "distributed" || c.Redis.Addrs[0] != "127.0.0.1:16379" || c.ZooKeeper.Servers[0] != "127.0.0.1:12181" || c.Kafka.Brokers[0] != "127.0.0.1:19092" {
 		t.Fatalf("conf/distributed.yaml does not point at scripts/infra.sh's servers: %+v", c)
+	}
+}
+
+func TestTrustedProxiesFromEnv(t *testing.T) {
+	t.Setenv("SORAKAQ_HTTP_TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.7")
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.HTTPOptions().TrustedProxies; !reflect.DeepEqual(got, []string{"10.0.0.0/8", "192.0.2.7"}) {
+		t.Fatalf("trusted proxies %v", got)
 	}
 }

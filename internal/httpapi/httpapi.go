@@ -134,6 +134,9 @@ func NewEngine(log *zap.Logger, m *metrics.Metrics, ready func() error) *gin.Eng
 // persistence settings, read at start).
 func NewEngineWith(log *zap.Logger, m *metrics.Metrics, ready func() error, durability func() string) *gin.Engine {
 	e := gin.New()
+	// No proxy is trusted until Listen says otherwise (http.trusted_proxies):
+	// gin's default believes every X-Forwarded-For.
+	_ = e.SetTrustedProxies(nil)
 	e.HandleMethodNotAllowed = true
 	e.ContextWithFallback = true // handlers pass c as a context: let it end with the request
 	e.Use(recovery(log), observe(m))

@@ -46,6 +46,8 @@ type Options struct {
 	MaxListLimit      int
 	Access            Access
 	RateLimits        Limits
+	// HTTP are the listener's timeouts, header cap and trusted proxies.
+	HTTP httpapi.Options
 	// TLSCert and TLSKey (PEM files) make the listener serve HTTPS.
 	TLSCert, TLSKey string
 	// Durability, if set, says in /readyz what an acknowledged submit
@@ -55,7 +57,7 @@ type Options struct {
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
-	return Options{Listen: ":9088", MaxBodyBytes: 64 << 10, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500}
+	return Options{Listen: ":9088", MaxBodyBytes: 64 << 10, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
 }
 
 // Server is the receive HTTP service.
@@ -80,7 +82,7 @@ func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, lo
 		pending:     &pendingCache{counter: b.Counts}}
 	e := httpapi.NewEngineWith(log, m, b.Ready, opts.Durability)
 	s.Routes(e.Group("/sorakaq/msg"))
-	hs, err := httpapi.Listen("receive", opts.Listen, e, opts.TLSCert, opts.TLSKey)
+	hs, err := httpapi.Listen("receive", opts.Listen, e, opts.HTTP, opts.TLSCert, opts.TLSKey)
 	if err != nil {
 		return nil, err
 	}
