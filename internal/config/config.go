@@ -18,6 +18,7 @@ import (
 
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
+	"github.com/sorakaq/sorakaq/internal/receive"
 )
 
 // Config is the whole configuration; docs/config.md lists every key.
@@ -370,6 +371,9 @@ func (c *Config) Validate() error {
 				bad(fmt.Sprintf("http.trusted_proxies[%d]", i), fmt.Sprintf("must be an IP address or a CIDR, got %q", p))
 			}
 		}
+	}
+	if err := (receive.Access{Tokens: c.Receive.Tokens, TopicTokens: c.Receive.TopicTokens}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("config: %w", err))
 	}
 	if c.Receive.MinTTRMs < 1 || c.Receive.MaxTTRMs < c.Receive.MinTTRMs {
 		bad("receive.min_ttr_ms/max_ttr_ms", "must satisfy 1 <= min <= max")

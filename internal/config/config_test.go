@@ -69,6 +69,7 @@ func TestBadConfigIsRefusedWithTheKey(t *testing.T) {
 		{"log:\n  format: xml\n", "log.format"},
 		{"http:\n  read_timeout: 0s\n", "http.read_header_timeout/read_timeout/idle_timeout"},
 		{"http:\n  trusted_proxies: [my-lb]\n", "http.trusted_proxies[0]"},
+		{"receive:\n  topic_tokens:\n    orders: [\"\"]\n", "receive.topic_tokens.orders[0]"},
 	} {
 		p := filepath.Join(dir, "c.yaml")
 		os.WriteFile(p, []byte(tc.yaml), 0o644)
@@ -86,6 +87,18 @@ func TestShippedDistributedConfigParses(t *testing.T) {
 	}
 	if c.Mode != "distributed" || c.Redis.Addrs[0] != "127.0.0.1:16379" || c.ZooKeeper.Servers[0] != "127.0.0.1:12181" || c.Kafka.Brokers[0] != "127.0.0.1:19092" {
 		t.Fatalf("conf/distributed.yaml does not point at scripts/infra.sh's servers: %+v", c)
+	}
+}
+
+// Security review §6: a trailing comma in SORAKAQ_RECEIVE_TOKENS made an
+// empty token, and an empty token opened every topic (over HTTP/2
+// "Authorization: Bearer " arrives with its space). The start is refused
+// with the key and the reason.
+func TestEmptyTokenIsRefused(t *testing.T) {
+	t.Setenv("SORAKAQ_RECEIVE_TOKENS", "secret1,")
+	_, err := Load("")
+	if err == nil || !strings.Contains(err.Error(), "receive.tokens[1]") || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("SORAKAQ_RECEIVE_TOKENS=secret1, loaded with %v; want an error naming receive.tokens[1]", err)
 	}
 }
 

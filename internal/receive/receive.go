@@ -70,15 +70,20 @@ type Server struct {
 
 	clientLimit *limiter
 	topicLimit  *limiter
+	tokenIDs    tokenIDs
 	pending     *pendingCache
 }
 
 // New opens the listener (so tests can bind :0 and read Addr) and builds
 // the routes.
 func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, log *zap.Logger) (*Server, error) {
+	if err := opts.Access.Validate(); err != nil {
+		return nil, fmt.Errorf("receive: %w", err)
+	}
 	s := &Server{opts: opts, backend: b, topics: topics, log: log,
 		clientLimit: newLimiter(opts.RateLimits.PerClient, opts.RateLimits.Burst),
 		topicLimit:  newLimiter(opts.RateLimits.PerTopic, opts.RateLimits.Burst),
+		tokenIDs:    newTokenIDs(opts.Access),
 		pending:     &pendingCache{counter: b.Counts}}
 	e := httpapi.NewEngineWith(log, m, b.Ready, opts.Durability)
 	s.Routes(e.Group("/sorakaq/msg"))
@@ -214,7 +219,7 @@ func (r msgRef) topic() string { return r.TopicName }
 
 // limitClients applies the per-client rate limit to every call.
 func (s *Server) limitClients(c *gin.Context) {
-	if ok, wait := s.clientLimit.allow(clientKey(c)); !ok {
+	if ok, wait := s.clientLimit.allow(s.clientKey(c)); !ok {
 		httpapi.Fail(c, s.log, tooMany("this client is over its request rate (receive.rate_limit.per_client)", wait))
 		return
 	}

@@ -4,15 +4,21 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/sorakaq/sorakaq/internal/testenv"
+	"github.com/sorakaq/sorakaq/internal/testproc"
 )
 
 func submitWith(t *testing.T, c *http.Client, base, token, topic string) (int, http.Header) {
@@ -176,5 +182,94 @@ func TestIdempotentSubmit(t *testing.T) {
 	page := srv.List(t, url.Values{"topic_name": {"idem"}})
 	if len(page.Messages) != 2 {
 		t.Fatalf("topic idem holds %d messages, want 2", len(page.Messages))
+	}
+}
+
+// getWith sends GET msg/get with extra headers and returns the status.
+func getWith(t *testing.T, c *http.Client, base string, h map[string]string) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/sorakaq/msg/get?msg_id=d4l6s3q1bg5f3ci8m0a0", nil)
+	for k, v := range h {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestRateLimitNotBypassed (security review §2 and §3): a made-up
+// Authorization, X-Forwarded-For or X-Real-IP per request no longer gets
+// a fresh bucket each; by default no proxy is trusted, so the client is
+// its TCP peer. (The limiter's table staying small under junk headers is
+// asserted in internal/receive, where it can be seen.)
+func TestRateLimitNotBypassed(t *testing.T) {
+	t.Parallel()
+	// 2 requests, then one per 100 s: no refill during the test
+	srv := StartServer(t, "SORAKAQ_RECEIVE_RATE_LIMIT_PER_CLIENT=0.01", "SORAKAQ_RECEIVE_RATE_LIMIT_BURST=2")
+	base := "http://" + srv.ReceiveAddr
+	codes := map[int]int{}
+	for i := 0; i < 10; i++ {
+		codes[getWith(t, httpc, base, map[string]string{
+			"X-Forwarded-For": "203.0.113." + strconv.Itoa(i), "X-Real-IP": "198.51.100." + strconv.Itoa(i),
+			"Authorization": "Bearer guess-" + strconv.Itoa(i) + strings.Repeat("x", 32<<10)})]++
+	}
+	if codes[404] != 2 || codes[429] != 8 {
+		t.Fatalf("10 requests with spoofed client headers: %v, want 2 × 404 then 8 × 429", codes)
+	}
+}
+
+// TestEmptyTokenStopsTheStart (security review §6): a trailing comma in
+// SORAKAQ_RECEIVE_TOKENS made an empty token that opened every topic; now
+// the process does not start, and says which entry is wrong.
+func TestEmptyTokenStopsTheStart(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(binPath, "all")
+	cmd.Env = append(testproc.CleanEnv(), "SORAKAQ_DATA_DIR="+t.TempDir(), "SORAKAQ_RECEIVE_LISTEN=127.0.0.1:0",
+		"SORAKAQ_ADMIN_LISTEN=127.0.0.1:0", "SORAKAQ_RECEIVE_TOKENS=secret1,")
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), "receive.tokens[1]") {
+		t.Fatalf("SORAKAQ_RECEIVE_TOKENS=secret1,: exit code %d, want 2 with an error naming receive.tokens[1]\n%s", code, out)
+	}
+}
+
+// TestSlowBodyIsCut (security review §7): a body sent one byte at a time
+// held its connection for as long as the client liked. With
+// http.read_timeout both listeners cut it.
+func TestSlowBodyIsCut(t *testing.T) {
+	t.Parallel()
+	srv := StartServer(t, "SORAKAQ_HTTP_READ_TIMEOUT=1s")
+	for _, c := range []struct{ addr, path string }{
+		{srv.ReceiveAddr, "/sorakaq/msg/submit"},
+		{srv.AdminAddr, "/sorakaq/auth/login"},
+	} {
+		conn, err := net.Dial("tcp", c.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n{", c.path)
+		stop := make(chan struct{})
+		go func() { // a byte every 100 ms: 100 minutes for the whole body
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+					if _, err := conn.Write([]byte(" ")); err != nil {
+						return
+					}
+				}
+			}
+		}()
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // generous: cut after about 1 s
+		_, err = io.Copy(io.Discard, conn)
+		close(stop)
+		conn.Close()
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("%s%s: the slow body's connection is still open after 30 s", c.addr, c.path)
+		}
 	}
 }
