@@ -19,7 +19,10 @@
 //     ("callback: address 169.254.169.254 is denied by callback.deny
 //     (169.254.0.0/16)"), which IsPermanent reports as not worth retrying.
 //   - At most Options.MaxConnsPerHost calls (default 64) are in flight to one
-//     host:port at a time; further calls to that host wait for a slot, at
+//     address at a time: the IP:port dialled, however the URL writes the
+//     host (IP literal spellings, any number of names for one receiver);
+//     names are resolved once for the slot and the dial, and cached for
+//     10 s. Further calls to that address wait for a slot, at
 //     most Options.HostQueueTimeout (default 30s), and that wait does not
 //     count toward the message's ttr (Request.Timeout). So a slow receiver
 //     holds at most that many workers, and calls to other hosts go on.
@@ -117,9 +120,9 @@ type Options struct {
 	// An invalid Allow or Deny entry makes every call fail (fail closed)
 	// with an error naming it; use Validate to catch it at start-up.
 	Deny []string
-	// MaxConnsPerHost is the most calls in flight to one host:port at a
-	// time; further calls to it wait for a slot (first come, first served).
-	// Default 64; negative means no limit.
+	// MaxConnsPerHost is the most calls in flight to one address (the
+	// IP:port dialled) at a time; further calls to it wait for a slot
+	// (first come, first served). Default 64; negative means no limit.
 	MaxConnsPerHost int
 	// HostQueueTimeout bounds the wait for a per-host slot; when it expires
 	// the call fails with "callback: too many calls in flight to host H
@@ -192,6 +195,7 @@ type Caller struct {
 	client    *http.Client
 	dialer    *net.Dialer
 	policy    *policy
+	book      *addrBook
 	limiter   *hostLimiter // nil: no per-host limit
 	maxBody   int64
 	userAgent string
@@ -221,6 +225,7 @@ func New(opts Options) *Caller {
 	c := &Caller{
 		dialer:    &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
 		policy:    newPolicy(opts.Allow, opts.Deny),
+		book:      newAddrBook(),
 		maxBody:   opts.MaxResponseBytes,
 		userAgent: opts.UserAgent,
 	}
@@ -269,13 +274,20 @@ func (c *Caller) checkRedirect(req *http.Request, via []*http.Request) error {
 	if _, err := c.policy.checkHost(req.URL.Hostname()); err != nil {
 		return err
 	}
-	key := hostKey(req.URL)
-	if key != hostKey(via[0].URL) {
+	if hostKey(req.URL) != hostKey(via[0].URL) {
 		for _, h := range crossHostHeaders {
 			delete(req.Header, h)
 		}
 	}
-	if st, _ := req.Context().Value(callStateKey{}).(*callState); st != nil && st.held != key {
+	st, _ := req.Context().Value(callStateKey{}).(*callState)
+	var key string
+	if st != nil {
+		var err error
+		if key, err = c.slotKey(req.Context(), req.URL.Hostname(), urlPort(req.URL)); err != nil {
+			return err
+		}
+	}
+	if st != nil && st.held != key {
 		if st.held != "" {
 			c.limiter.release(st.held)
 			st.held = ""
@@ -354,9 +366,12 @@ func (c *Caller) Do(ctx context.Context, req Request) Result {
 	var wait time.Duration
 	if c.limiter != nil {
 		// Wait for a slot with the caller's context only: the ttr starts
-		// once the call can actually be made.
-		key := hostKey(u)
-		err := c.limiter.acquire(ctx, key)
+		// once the call can actually be made. The slot is the address the
+		// call dials, however its host is written.
+		key, err := c.slotKey(ctx, u.Hostname(), urlPort(u))
+		if err == nil {
+			err = c.limiter.acquire(ctx, key)
+		}
 		wait = time.Since(start)
 		if err != nil {
 			return Result{Wait: wait, Err: err}

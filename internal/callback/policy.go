@@ -269,12 +269,13 @@ func isASCII(s string) bool {
 
 // dialContext is the Transport's DialContext: it checks the host name of
 // addr (host:port, not yet resolved) and then, through the dialer's
-// ControlContext hook, every IP address actually connected to, after DNS
-// resolution and before the connect(2). A name that resolves (or is
-// rebound) to a denied address is therefore refused without any packet
-// sent to that address.
+// ControlContext hook, every IP address actually connected to, right
+// before the connect(2). A name that resolves (or is rebound) to a
+// denied address is therefore refused without any packet sent to that
+// address. Names are dialled at the addresses of the Caller's addrBook,
+// preferred first, the same answer the per-host slot was keyed by.
 func (c *Caller) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	host, _, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -294,5 +295,27 @@ func (c *Caller) dialContext(ctx context.Context, network, addr string) (net.Con
 		}
 		return c.policy.checkAddr(a, nameAllowed)
 	}
-	return d.DialContext(ctx, network, addr)
+	name := normHost(host)
+	if _, err := netip.ParseAddr(name); err == nil {
+		return d.DialContext(ctx, network, addr)
+	}
+	addrs, err := c.book.resolve(ctx, name)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	var first error
+	for _, a := range addrs {
+		conn, err := d.DialContext(ctx, network, net.JoinHostPort(a.String(), port))
+		if err == nil {
+			c.book.reached(name, a)
+			return conn, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if IsPermanent(err) || ctx.Err() != nil {
+			break // denied: the next address is no more welcome; or out of time
+		}
+	}
+	return nil, first
 }

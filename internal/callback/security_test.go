@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"runtime"
 	"strings"
@@ -747,5 +748,88 @@ func TestSecurityDefaults(t *testing.T) {
 		if _, err := c.policy.checkHost(h); err != nil {
 			t.Errorf("%s denied by default: %v", h, err)
 		}
+	}
+}
+
+// Security review §4: the per-host cap was keyed by the host as written,
+// so eight spellings of 127.0.0.1 got eight caps and one slow receiver
+// took every caller. Now the slot is the address dialled: IP literal
+// spellings and any number of names resolving to it share one cap.
+func TestPerHostLimitByAddress(t *testing.T) {
+	const limit = 4
+	var inflight, peak atomic.Int32
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inflight.Add(1)
+		defer inflight.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		<-release
+	}))
+	defer slow.Close()
+	defer close(release)
+	_, port, _ := net.SplitHostPort(slow.Listener.Addr().String())
+	c := newCaller(t, Options{MaxConnsPerHost: limit, HostQueueTimeout: time.Minute})
+	c.book.lookup = func(_ context.Context, host string) ([]netip.Addr, error) { // a tenant's own names
+		if strings.HasSuffix(host, ".tenant.test") {
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	spellings := []string{"127.0.0.1", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[0:0:0:0:0:ffff:7f00:1]", "[0::ffff:7f00:1]",
+		"a.tenant.test", "B.tenant.test.", "c.tenant.test"}
+	const perSpelling = 5
+	results := make(chan Result, len(spellings)*perSpelling)
+	for _, h := range spellings {
+		for range perSpelling {
+			go func() {
+				r := req("POST", "http://"+h+":"+port+"/slow", "{}")
+				r.Timeout = time.Minute
+				results <- c.Do(context.Background(), r)
+			}()
+		}
+	}
+	// Every call holds or waits for the one slot of 127.0.0.1:port, and
+	// only `limit` reached the receiver. (Before, each spelling had its
+	// own slots and 8 × 4 calls reached it.)
+	key := net.JoinHostPort("127.0.0.1", port)
+	all := len(spellings) * perSpelling
+	deadline := time.Now().Add(30 * time.Second)
+	for (c.limiter.waiting(key) != all || inflight.Load() != limit) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n, in, p := c.limiter.waiting(key), inflight.Load(), peak.Load(); n != all || in != limit || p != limit {
+		t.Fatalf("%d calls under the slot of %s (want %d), %d in flight at the receiver, peak %d (want %d); hosts tracked %d",
+			n, key, all, in, p, limit, c.limiter.inUse())
+	}
+	release <- struct{}{} // one call ends: exactly one waiter takes its slot
+	for inflight.Load() != limit && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p := peak.Load(); p != limit {
+		t.Fatalf("peak %d calls at the receiver, want %d", p, limit)
+	}
+	if r := <-results; !r.OK() {
+		t.Fatalf("the finished call: %v", r.Err)
+	}
+}
+
+// A name whose first address refuses (localhost's ::1 when the receiver
+// listens on IPv4 only) is dialled at its next address, and the slot then
+// follows the address that answered. (Nothing listens on 127.0.0.2: the
+// recorder is bound to 127.0.0.1.)
+func TestSlotFollowsTheAddressReached(t *testing.T) {
+	srv, _ := recorder(t, 200, "ok")
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	c := newCaller(t, Options{})
+	c.book.lookup = func(context.Context, string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	if key, _ := c.slotKey(context.Background(), "two.test", port); key != "127.0.0.2:"+port {
+		t.Fatalf("slot before any call: %s", key)
+	}
+	wantOK(t, c.Do(context.Background(), req("GET", "http://two.test:"+port+"/", "")), 200)
+	if key, _ := c.slotKey(context.Background(), "two.test", port); key != "127.0.0.1:"+port {
+		t.Fatalf("slot after a call reached 127.0.0.1: %s", key)
 	}
 }
