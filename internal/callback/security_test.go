@@ -833,3 +833,26 @@ func TestSlotFollowsTheAddressReached(t *testing.T) {
 		t.Fatalf("slot after a call reached 127.0.0.1: %s", key)
 	}
 }
+
+// Security review §5: an answer's headers were read into memory up to
+// Go's 10 MiB default (12 callbacks: RSS 41 → 158 MB, and they counted as
+// delivered). They are capped at MaxResponseHeaderBytes; over it the
+// attempt fails (and is retried later).
+func TestAnswerHeadersCapped(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := range 128 { // 1 MiB of headers
+			w.Header().Set(fmt.Sprintf("X-Pad-%d", i), strings.Repeat("p", 8<<10))
+		}
+		w.WriteHeader(200)
+	}))
+	defer srv.Close()
+	c := newCaller(t, Options{})
+	r := c.Do(context.Background(), req("GET", srv.URL, ""))
+	wantErr(t, r, 0, "server response headers exceeded 65536 bytes")
+	if IsPermanent(r.Err) {
+		t.Errorf("an oversized answer is not permanent: %v", r.Err)
+	}
+	// within the cap: fine
+	small, _ := recorder(t, 200, "ok")
+	wantOK(t, c.Do(context.Background(), req("GET", small.URL, "")), 200)
+}

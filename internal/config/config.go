@@ -160,6 +160,7 @@ type Worker struct {
 type Callback struct {
 	MaxIdleConnsPerHost int           `mapstructure:"max_idle_conns_per_host"`
 	MaxResponseBytes    int64         `mapstructure:"max_response_bytes"`
+	MaxHeaderBytes      int64         `mapstructure:"max_header_bytes"`
 	UserAgent           string        `mapstructure:"user_agent"`
 	DialTimeout         time.Duration `mapstructure:"dial_timeout"`
 	Allow               []string      `mapstructure:"allow"`
@@ -233,6 +234,7 @@ var defaults = map[string]any{
 	"worker.purge_interval":            "1m",
 	"callback.max_idle_conns_per_host": 256,
 	"callback.max_response_bytes":      64 << 10,
+	"callback.max_header_bytes":        64 << 10,
 	"callback.user_agent":              "sorakaQ-callback/1",
 	"callback.dial_timeout":            "2s",
 	"callback.allow":                   []string{},
@@ -338,7 +340,7 @@ func (c *Config) HTTPOptions() httpapi.Options {
 func (c *Config) CallbackOptions() callback.Options {
 	return callback.Options{
 		MaxIdleConnsPerHost: c.Callback.MaxIdleConnsPerHost, MaxResponseBytes: c.Callback.MaxResponseBytes,
-		UserAgent: c.Callback.UserAgent, DialTimeout: c.Callback.DialTimeout,
+		MaxResponseHeaderBytes: c.Callback.MaxHeaderBytes, UserAgent: c.Callback.UserAgent, DialTimeout: c.Callback.DialTimeout,
 		Allow: c.Callback.Allow, Deny: append([]string{}, c.Callback.Deny...),
 		MaxConnsPerHost: c.Callback.MaxConnsPerHost, HostQueueTimeout: c.Callback.HostQueueTimeout,
 	}
