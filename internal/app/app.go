@@ -163,7 +163,26 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 		st.Close()
 		return nil, err
 	}
+	a.caller.DenySelf(a.receive.Addr(), a.admin.Addr()) // the ports bound, if :0
 	return a, nil
+}
+
+// logCallbackPolicy says at start what callbacks may reach, since the
+// default depends on the mode (callback.private_networks: auto). Anything
+// internal being reachable is a warning: whoever may submit may make this
+// host call it.
+func logCallbackPolicy(cfg *config.Config, log *zap.Logger) {
+	setting := cfg.PrivateNetworks()
+	fields := []zap.Field{zap.String("private_networks", cfg.Callback.PrivateNetworks), zap.String("in_effect", setting)}
+	const never = "; never sorakaQ's own ports or callback.deny (docs/security.md)"
+	switch setting {
+	case callback.PrivateAllow:
+		log.Warn("callbacks may reach loopback and private networks"+never, fields...)
+	case callback.PrivateLoopback:
+		log.Warn("callbacks may reach loopback (receivers on this machine), not private networks unless in callback.allow"+never, fields...)
+	default:
+		log.Info("callbacks reach neither loopback nor private networks unless in callback.allow"+never, fields...)
+	}
 }
 
 // AuthOptions maps config to the console's login settings.
@@ -207,6 +226,7 @@ func (a *AllInOne) Main() error {
 	go func() { defer close(a.statsDone); a.stats.Run(a.statsCtx, 5*time.Second) }()
 	go func() { a.errc <- a.receive.Serve() }()
 	go func() { a.errc <- a.admin.Serve() }()
+	logCallbackPolicy(a.cfg, a.log)
 	a.log.Info("sorakaQ all-in-one started",
 		zap.String("receive", a.receive.Addr()), zap.String("admin", a.admin.Addr()),
 		zap.String("data_dir", a.cfg.DataDir))

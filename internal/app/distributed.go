@@ -401,8 +401,10 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 		bgCancel()
 		return nil, err
 	}
+	caller.DenySelf(s.Addr())
 	addr := advertised(cfg.Worker.Advertise, s.Addr())
 	s.start = func(ctx context.Context) error {
+		logCallbackPolicy(cfg, log)
 		// Register waits while another process holds this node id (the
 		// same id started twice): it gets no slots meanwhile.
 		if err := d.register(ctx, "worker", cfg.NodeID, addr); err != nil {

@@ -9,15 +9,20 @@
 //     names, "*.domain" suffixes, IP addresses, CIDRs). By default only
 //     link-local and cloud metadata addresses (169.254.0.0/16 incl.
 //     169.254.169.254, fe80::/10, 100.100.100.200, fd00:ec2::254) and
-//     0.0.0.0/8 and :: are denied; loopback and private networks are allowed,
-//     since sorakaQ usually calls internal services. The URL host is checked
+//     0.0.0.0/8 and :: are denied. Loopback and private networks are
+//     reachable as Options.PrivateNetworks says (the package's default
+//     allows them; sorakaQ's configuration allows loopback in the
+//     all-in-one and neither in the distributed mode), and Allow can admit
+//     a refused one. sorakaQ's own listen ports (Options.SelfPorts) on this
+//     host are never called, whatever Allow says. The URL host is checked
 //     before anything is resolved, every redirect target likewise, and the
 //     IP address actually dialled is checked after DNS resolution in the
 //     dialer's Control hook, right before connect: a name resolving (or
 //     rebound) to a denied address is refused without a packet sent to it.
 //     Deny wins over Allow. A refused call fails at once with a *DeniedError
 //     ("callback: address 169.254.169.254 is denied by callback.deny
-//     (169.254.0.0/16)"), which IsPermanent reports as not worth retrying.
+//     (169.254.0.0/16)"), which IsPermanent reports as not worth retrying;
+//     PublicError turns it into a fixed text for the submitter to see.
 //   - At most Options.MaxConnsPerHost calls (default 64) are in flight to one
 //     address at a time: the IP:port dialled, however the URL writes the
 //     host (IP literal spellings, any number of names for one receiver);
@@ -67,6 +72,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -130,6 +136,18 @@ type Options struct {
 	// An invalid Allow or Deny entry makes every call fail (fail closed)
 	// with an error naming it; use Validate to catch it at start-up.
 	Deny []string
+	// PrivateNetworks says whether loopback (127.0.0.0/8, ::1) and private
+	// networks (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7,
+	// fec0::/10) may be called without Allow admitting them:
+	// PrivateAllow ("" too, the package's default), PrivateLoopback
+	// (loopback only) or PrivateDeny. Allow admits a refused one by name or
+	// address; Deny still wins.
+	PrivateNetworks string
+	// SelfPorts are the ports of sorakaQ's own listeners: never called on
+	// a loopback or unspecified address or one of this host's interface
+	// addresses (read at New), whatever Allow says. Caller.DenySelf adds
+	// the ports bound later.
+	SelfPorts []int
 	// MaxConnsPerHost is the most calls in flight to one address (the
 	// IP:port dialled) at a time; further calls to it wait for a slot
 	// (first come, first served). Default 64; negative means no limit.
@@ -153,8 +171,23 @@ func (o Options) Validate() error {
 	if _, err := parseRules("callback.deny", deny); err != nil {
 		return err
 	}
-	_, err := parseRules("callback.allow", o.Allow)
-	return err
+	if _, err := parseRules("callback.allow", o.Allow); err != nil {
+		return err
+	}
+	return validPrivate(o.PrivateNetworks)
+}
+
+// DenySelf adds the ports of listeners sorakaQ bound (host:port, as
+// their Addr says) to Options.SelfPorts. Call it before the first call:
+// a connection already pooled to such a port by name is not checked again.
+func (c *Caller) DenySelf(addrs ...string) {
+	for _, a := range addrs {
+		if _, p, err := net.SplitHostPort(a); err == nil {
+			if n, err := strconv.Atoi(p); err == nil {
+				c.policy.self.add(n)
+			}
+		}
+	}
 }
 
 // Request is one callback attempt.
@@ -237,7 +270,7 @@ func New(opts Options) *Caller {
 	}
 	c := &Caller{
 		dialer:    &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
-		policy:    newPolicy(opts.Allow, opts.Deny),
+		policy:    newPolicy(opts),
 		book:      newAddrBook(),
 		maxBody:   opts.MaxResponseBytes,
 		userAgent: opts.UserAgent,
@@ -373,6 +406,15 @@ func (c *Caller) Do(ctx context.Context, req Request) Result {
 	u, method, err := parseTarget(req)
 	if err == nil {
 		_, err = c.policy.checkHost(u.Hostname())
+	}
+	if err == nil {
+		// an IP literal is checked with its port here too: a pooled
+		// connection is not dialled (and checked) again
+		if a, perr := netip.ParseAddr(normHost(u.Hostname())); perr == nil {
+			if p, perr := strconv.ParseUint(urlPort(u), 10, 16); perr == nil {
+				err = c.policy.checkDial(netip.AddrPortFrom(a, uint16(p)), false)
+			}
+		}
 	}
 	if err != nil {
 		return Result{Duration: time.Since(start), Err: err}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -30,8 +31,39 @@ var defaultDeny = [...]string{
 //	Deny: append(callback.DefaultDeny(), "10.0.0.0/8")
 func DefaultDeny() []string { return append([]string(nil), defaultDeny[:]...) }
 
-// ErrDenied matches (errors.Is) every *DeniedError.
-var ErrDenied = errors.New("callback: destination denied")
+// ErrDenied matches (errors.Is) every *DeniedError. Its own text is fixed
+// and says nothing of the destination: it is what a message's last_error
+// shows (PublicError), since the detailed reason (which address a name
+// resolved to, which rule) would tell a submitter about the internal
+// network.
+var ErrDenied = errors.New("callback: destination denied by the callback policy (callback.deny, allow, private_networks); the reason is in the server log")
+
+// PublicError is err as a submitter may see it: a refused destination
+// becomes ErrDenied's fixed text; anything else is unchanged.
+func PublicError(err error) error {
+	if errors.Is(err, ErrDenied) {
+		return ErrDenied
+	}
+	return err
+}
+
+// Private networks: what Options.PrivateNetworks admits besides the
+// destinations Allow admits by name or address.
+const (
+	PrivateAllow    = "allow"    // loopback and private networks reachable ("" too)
+	PrivateLoopback = "loopback" // loopback reachable, private networks refused
+	PrivateDeny     = "deny"     // both refused
+)
+
+// cgnat is the shared address space (RFC 6598), used inside clouds and
+// overlay networks like a private range.
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// isPrivate says whether a (unmapped) is in a private network: RFC 1918,
+// shared address space, IPv6 unique local or the old site-local range.
+func isPrivate(a netip.Addr) bool {
+	return a.IsPrivate() || cgnat.Contains(a) || (a.Is6() && a.As16()[0] == 0xfe && a.As16()[1]&0xc0 == 0xc0)
+}
 
 // DeniedError is the error of a call whose destination (the URL's host, a
 // redirect target, or the IP address actually dialled) is refused by
@@ -43,12 +75,18 @@ type DeniedError struct {
 	// Rule is the Deny entry that matched, as written in the configuration;
 	// "" when refused because Allow is set and nothing in it matched.
 	Rule string
+	// Why, when set, is the reason instead of Rule (a private network,
+	// sorakaQ's own listener).
+	Why string
 }
 
 func (e *DeniedError) Error() string {
 	kind := "host"
 	if e.IsAddr {
 		kind = "address"
+	}
+	if e.Why != "" {
+		return "callback: " + kind + " " + e.Host + " is denied: " + e.Why
 	}
 	if e.Rule == "" {
 		return "callback: " + kind + " " + e.Host + " is denied: not in callback.allow"
@@ -181,24 +219,83 @@ func (r *ruleSet) matchAddr(a netip.Addr) (string, bool) {
 // policy is a Caller's allow/deny configuration.
 type policy struct {
 	allow, deny ruleSet
+	private     string // PrivateAllow, PrivateLoopback or PrivateDeny
+	self        *selfSet
 	// err is set when Allow or Deny has an invalid entry: every call then
 	// fails with it (fail closed) until the configuration is fixed.
 	err error
 }
 
-func newPolicy(allow, deny []string) *policy {
+func newPolicy(o Options) *policy {
+	deny := o.Deny
 	if deny == nil {
 		deny = defaultDeny[:]
 	}
-	p := &policy{}
-	var err error
-	if p.deny, err = parseRules("callback.deny", deny); err != nil {
-		return &policy{err: err}
+	p := &policy{private: o.PrivateNetworks, self: newSelfSet(o.SelfPorts)}
+	if p.private == "" {
+		p.private = PrivateAllow
 	}
-	if p.allow, err = parseRules("callback.allow", allow); err != nil {
-		return &policy{err: err}
+	var err error
+	if p.deny, err = parseRules("callback.deny", deny); err == nil {
+		if p.allow, err = parseRules("callback.allow", o.Allow); err == nil {
+			err = validPrivate(o.PrivateNetworks)
+		}
+	}
+	if err != nil {
+		return &policy{err: err, self: p.self}
 	}
 	return p
+}
+
+func validPrivate(v string) error {
+	switch v {
+	case "", PrivateAllow, PrivateLoopback, PrivateDeny:
+		return nil
+	}
+	return fmt.Errorf("callback: bad callback.private_networks %q: must be allow, loopback or deny", v)
+}
+
+// selfSet is where sorakaQ's own listeners are: their ports on this
+// host's addresses. They are never called back, whatever Allow says: a
+// callback to the admin port let anyone guess the console password from
+// the receive port, status code by status code.
+type selfSet struct {
+	mu    sync.RWMutex
+	ports map[uint16]bool
+	local map[netip.Addr]bool // this host's interface addresses (read at start)
+}
+
+func newSelfSet(ports []int) *selfSet {
+	s := &selfSet{ports: map[uint16]bool{}, local: map[netip.Addr]bool{}}
+	s.add(ports...)
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok {
+					s.local[ip.Unmap()] = true
+				}
+			}
+		}
+	}
+	return s
+}
+
+func (s *selfSet) add(ports ...int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range ports {
+		if p > 0 && p < 1<<16 {
+			s.ports[uint16(p)] = true
+		}
+	}
+}
+
+// is says whether ap (unmapped) is one of sorakaQ's own listeners.
+func (s *selfSet) is(ap netip.AddrPort) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a := ap.Addr()
+	return s.ports[ap.Port()] && (a.IsLoopback() || a.IsUnspecified() || s.local[a])
 }
 
 // normHost lowercases a URL host name and drops a trailing dot.
@@ -241,6 +338,9 @@ func (p *policy) checkHost(host string) (nameAllowed bool, err error) {
 // checkAddr checks an IP address: the URL's host when it is an IP literal,
 // else each address actually dialled. Deny always wins; Allow, when set,
 // must admit the address unless the host name was already admitted.
+//
+// Loopback and private addresses refused by PrivateNetworks pass only if
+// Allow admits them (by the host's name or the address).
 func (p *policy) checkAddr(a netip.Addr, nameAllowed bool) error {
 	if p.err != nil {
 		return p.err
@@ -249,13 +349,31 @@ func (p *policy) checkAddr(a netip.Addr, nameAllowed bool) error {
 	if rule, ok := p.deny.matchAddr(a); ok {
 		return &DeniedError{Host: a.String(), IsAddr: true, Rule: rule}
 	}
-	if nameAllowed || p.allow.empty() {
+	if nameAllowed {
 		return nil
 	}
-	if _, ok := p.allow.matchAddr(a); ok {
+	_, allowed := p.allow.matchAddr(a)
+	switch {
+	case allowed:
+		return nil
+	case a.IsLoopback() && p.private == PrivateDeny:
+		return &DeniedError{Host: a.String(), IsAddr: true, Why: "a loopback address, refused by callback.private_networks (deny); admit it in callback.allow"}
+	case isPrivate(a) && p.private != PrivateAllow:
+		return &DeniedError{Host: a.String(), IsAddr: true, Why: "a private address, refused by callback.private_networks (" + p.private + "); admit it in callback.allow"}
+	case p.allow.empty():
 		return nil
 	}
 	return &DeniedError{Host: a.String(), IsAddr: true}
+}
+
+// checkDial checks an address about to be connected to: never one of
+// sorakaQ's own listeners, then checkAddr.
+func (p *policy) checkDial(ap netip.AddrPort, nameAllowed bool) error {
+	ap = netip.AddrPortFrom(ap.Addr().WithZone("").Unmap(), ap.Port())
+	if p.err == nil && p.self.is(ap) {
+		return &DeniedError{Host: ap.String(), IsAddr: true, Why: "it is one of sorakaQ's own listeners"}
+	}
+	return p.checkAddr(ap.Addr(), nameAllowed)
 }
 
 func isASCII(s string) bool {
@@ -285,15 +403,11 @@ func (c *Caller) dialContext(ctx context.Context, network, addr string) (net.Con
 	}
 	d := *c.dialer
 	d.ControlContext = func(_ context.Context, _, address string, _ syscall.RawConn) error {
-		h, _, err := net.SplitHostPort(address)
+		ap, err := netip.ParseAddrPort(address)
 		if err != nil {
 			return fmt.Errorf("callback: cannot check dialled address %q: %w", address, err)
 		}
-		a, err := netip.ParseAddr(h)
-		if err != nil {
-			return fmt.Errorf("callback: cannot check dialled address %q: %w", address, err)
-		}
-		return c.policy.checkAddr(a, nameAllowed)
+		return c.policy.checkDial(ap, nameAllowed)
 	}
 	name := normHost(host)
 	if _, err := netip.ParseAddr(name); err == nil {

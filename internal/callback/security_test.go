@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -718,7 +719,7 @@ func TestRulesValidation(t *testing.T) {
 		}
 	}
 	// IPv4-mapped CIDRs match the IPv4 addresses.
-	p := newPolicy(nil, []string{"::ffff:169.254.0.0/112"})
+	p := newPolicy(Options{Deny: []string{"::ffff:169.254.0.0/112"}})
 	if _, err := p.checkHost("169.254.1.2"); err == nil {
 		t.Error("::ffff:169.254.0.0/112 does not deny 169.254.1.2")
 	}
@@ -855,4 +856,95 @@ func TestAnswerHeadersCapped(t *testing.T) {
 	// within the cap: fine
 	small, _ := recorder(t, 200, "ok")
 	wantOK(t, c.Do(context.Background(), req("GET", small.URL, "")), 200)
+}
+
+// Security review §8: callbacks reached loopback and private addresses
+// by default, so anyone who could submit could guess the admin password
+// through a callback to the admin port and scan internal ports, reading
+// the answer from last_error. PrivateNetworks refuses them unless Allow
+// admits them; sorakaQ's own ports are refused whatever Allow says.
+func TestPrivateNetworks(t *testing.T) {
+	srv, s := recorder(t, 200, "ok")
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	for _, tc := range []struct {
+		opts Options
+		url  string
+		want string // "" = delivered
+	}{
+		{Options{PrivateNetworks: PrivateDeny}, srv.URL, "callback: address 127.0.0.1 is denied: a loopback address, refused by callback.private_networks (deny); admit it in callback.allow"},
+		{Options{PrivateNetworks: PrivateDeny}, "http://10.1.2.3:" + port + "/", "callback: address 10.1.2.3 is denied: a private address, refused by callback.private_networks (deny); admit it in callback.allow"},
+		{Options{PrivateNetworks: PrivateDeny}, "http://[fd12::1]:" + port + "/", "callback: address fd12::1 is denied: a private address, refused by callback.private_networks (deny); admit it in callback.allow"},
+		{Options{PrivateNetworks: PrivateDeny}, "http://100.64.1.1:" + port + "/", "callback: address 100.64.1.1 is denied: a private address, refused by callback.private_networks (deny); admit it in callback.allow"},
+		{Options{PrivateNetworks: PrivateDeny}, "http://[::ffff:127.0.0.1]:" + port + "/", "callback: address 127.0.0.1 is denied: a loopback address, refused by callback.private_networks (deny); admit it in callback.allow"},
+		{Options{PrivateNetworks: PrivateLoopback}, "http://192.168.1.1:" + port + "/", "callback: address 192.168.1.1 is denied: a private address, refused by callback.private_networks (loopback); admit it in callback.allow"},
+		{Options{PrivateNetworks: PrivateLoopback}, srv.URL, ""},
+		{Options{PrivateNetworks: PrivateDeny, Allow: []string{"127.0.0.1"}}, srv.URL, ""},
+		{Options{PrivateNetworks: PrivateDeny, Allow: []string{"127.0.0.0/8"}}, srv.URL, ""},
+		{Options{}, srv.URL, ""}, // the package's default: allow
+	} {
+		c := newCaller(t, tc.opts)
+		r := c.Do(context.Background(), req("POST", tc.url, "{}"))
+		if tc.want == "" {
+			wantOK(t, r, 200)
+			continue
+		}
+		wantDenied(t, r, 0, tc.want)
+	}
+	// a name resolving to loopback is refused where it is dialled, unsent
+	lookupsLocalhost(t)
+	c := newCaller(t, Options{PrivateNetworks: PrivateDeny})
+	r := c.Do(context.Background(), req("POST", "http://localhost:"+port+"/unsent", "{}"))
+	if !errors.Is(r.Err, ErrDenied) || !strings.Contains(r.Err.Error(), "a loopback address") {
+		t.Fatalf("localhost with private_networks deny: %v", r.Err)
+	}
+	if s.get().path == "/unsent" {
+		t.Error("the receiver was called")
+	}
+	// a name admitted by Allow may resolve to loopback
+	c = newCaller(t, Options{PrivateNetworks: PrivateDeny, Allow: []string{"localhost"}})
+	wantOK(t, c.Do(context.Background(), req("POST", "http://localhost:"+port+"/", "{}")), 200)
+}
+
+func TestOwnListenersNeverCalled(t *testing.T) {
+	srv, s := recorder(t, 200, "ok")
+	_, p, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	port, _ := strconv.Atoi(p)
+	// even allowed explicitly, and with private networks open
+	c := newCaller(t, Options{SelfPorts: []int{port}, Allow: []string{"127.0.0.1", "localhost"}})
+	wantDenied(t, c.Do(context.Background(), req("POST", srv.URL+"/sorakaq/auth/login", `{"username":"admin","password":"admin"}`)), 0,
+		"callback: address 127.0.0.1:"+p+" is denied: it is one of sorakaQ's own listeners")
+	if lookupsLocalhost(t); true {
+		r := c.Do(context.Background(), req("POST", "http://localhost:"+p+"/", "{}"))
+		if !errors.Is(r.Err, ErrDenied) {
+			t.Errorf("localhost:%s: %v, want denied", p, r.Err)
+		}
+	}
+	// ports bound later (":0") are added with DenySelf
+	c2 := newCaller(t, Options{})
+	wantOK(t, c2.Do(context.Background(), req("GET", srv.URL+"/before", "")), 200)
+	c2.DenySelf(srv.Listener.Addr().String()) // its connection to srv is pooled: the literal is checked anyway
+	if r := c2.Do(context.Background(), req("GET", srv.URL+"/after", "")); !errors.Is(r.Err, ErrDenied) {
+		t.Errorf("after DenySelf: %v, want denied", r.Err)
+	}
+	if got := s.get(); got.path != "/before" {
+		t.Errorf("the receiver saw %q last, want only /before", got.path)
+	}
+	// another port on the same address is not sorakaQ's
+	other, _ := recorder(t, 200, "ok")
+	wantOK(t, c.Do(context.Background(), req("GET", other.URL, "")), 200)
+}
+
+// What a submitter sees of a refused destination is a fixed text: not
+// which address a name resolved to, nor which rule refused it.
+func TestPublicError(t *testing.T) {
+	c := newCaller(t, Options{PrivateNetworks: PrivateDeny})
+	r := c.Do(context.Background(), req("GET", "http://10.9.8.7/", ""))
+	pub := PublicError(r.Err)
+	if pub != ErrDenied || strings.Contains(pub.Error(), "10.9.8.7") || !IsPermanent(pub) {
+		t.Fatalf("public error %q of %q", pub, r.Err)
+	}
+	other := errors.New("callback: status 503")
+	if PublicError(other) != other || PublicError(nil) != nil {
+		t.Fatal("PublicError changed an error that is not a refusal")
+	}
 }

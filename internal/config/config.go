@@ -7,9 +7,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -167,6 +169,7 @@ type Callback struct {
 	Deny                []string      `mapstructure:"deny"`
 	MaxConnsPerHost     int           `mapstructure:"max_conns_per_host"`
 	HostQueueTimeout    time.Duration `mapstructure:"host_queue_timeout"`
+	PrivateNetworks     string        `mapstructure:"private_networks"` // auto, allow, loopback or deny
 }
 
 type Store struct {
@@ -239,6 +242,7 @@ var defaults = map[string]any{
 	"callback.dial_timeout":            "2s",
 	"callback.allow":                   []string{},
 	"callback.deny":                    []string{"169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"},
+	"callback.private_networks":        "auto",
 	"callback.max_conns_per_host":      64,
 	"callback.host_queue_timeout":      "30s",
 	"store.embedded.cache_mb":          32,
@@ -343,7 +347,40 @@ func (c *Config) CallbackOptions() callback.Options {
 		MaxResponseHeaderBytes: c.Callback.MaxHeaderBytes, UserAgent: c.Callback.UserAgent, DialTimeout: c.Callback.DialTimeout,
 		Allow: c.Callback.Allow, Deny: append([]string{}, c.Callback.Deny...),
 		MaxConnsPerHost: c.Callback.MaxConnsPerHost, HostQueueTimeout: c.Callback.HostQueueTimeout,
+		PrivateNetworks: c.PrivateNetworks(), SelfPorts: c.SelfPorts(),
 	}
+}
+
+// PrivateNetworks is callback.private_networks with auto resolved: the
+// all-in-one may call loopback (its first run calls a receiver on the
+// same machine), the distributed mode calls neither loopback nor private
+// networks unless configured.
+func (c *Config) PrivateNetworks() string {
+	if c.Callback.PrivateNetworks != "auto" {
+		return c.Callback.PrivateNetworks
+	}
+	if c.Mode == "embedded" {
+		return callback.PrivateLoopback
+	}
+	return callback.PrivateDeny
+}
+
+// SelfPorts are the configured ports of sorakaQ's listeners in this mode,
+// never called back on a local address.
+func (c *Config) SelfPorts() []int {
+	listens := []string{c.Receive.Listen, c.Admin.Listen}
+	if c.Mode == "distributed" {
+		listens = append(listens, c.Worker.Listen, c.Center.Listen)
+	}
+	var ports []int
+	for _, l := range listens {
+		if _, p, err := net.SplitHostPort(l); err == nil {
+			if n, err := strconv.Atoi(p); err == nil && n > 0 {
+				ports = append(ports, n)
+			}
+		}
+	}
+	return ports
 }
 
 // Validate checks values that would break the service.
@@ -434,6 +471,11 @@ func (c *Config) Validate() error {
 		if strings.Contains(c.Redis.Prefix, "{") || strings.Contains(c.Redis.Prefix, "}") {
 			bad("redis.prefix", "must not contain braces (it becomes the Cluster hash tag)")
 		}
+	}
+	switch c.Callback.PrivateNetworks {
+	case "auto", callback.PrivateAllow, callback.PrivateLoopback, callback.PrivateDeny:
+	default:
+		bad("callback.private_networks", fmt.Sprintf("must be auto, allow, loopback or deny, got %q", c.Callback.PrivateNetworks))
 	}
 	if err := c.CallbackOptions().Validate(); err != nil {
 		bad("callback.allow/deny", err.Error())

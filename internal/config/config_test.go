@@ -112,3 +112,32 @@ func TestTrustedProxiesFromEnv(t *testing.T) {
 		t.Fatalf("trusted proxies %v", got)
 	}
 }
+
+// callback.private_networks: auto lets the all-in-one call loopback (its
+// first run calls a receiver on the same machine) and the distributed
+// mode neither loopback nor private networks; the own ports are those of
+// the mode's listeners.
+func TestCallbackPrivateNetworksByMode(t *testing.T) {
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CallbackOptions(); got.PrivateNetworks != "loopback" || !reflect.DeepEqual(got.SelfPorts, []int{9088, 9087}) {
+		t.Errorf("all-in-one: private networks %q, own ports %v", got.PrivateNetworks, got.SelfPorts)
+	}
+	t.Setenv("SORAKAQ_MODE", "distributed")
+	if c, err = Load(""); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CallbackOptions(); got.PrivateNetworks != "deny" || !reflect.DeepEqual(got.SelfPorts, []int{9088, 9087, 9089, 9086}) {
+		t.Errorf("distributed: private networks %q, own ports %v", got.PrivateNetworks, got.SelfPorts)
+	}
+	t.Setenv("SORAKAQ_CALLBACK_PRIVATE_NETWORKS", "allow")
+	if c, err = Load(""); err != nil || c.CallbackOptions().PrivateNetworks != "allow" {
+		t.Errorf("explicit allow: %v %v", err, c)
+	}
+	t.Setenv("SORAKAQ_CALLBACK_PRIVATE_NETWORKS", "sometimes")
+	if _, err = Load(""); err == nil || !strings.Contains(err.Error(), "callback.private_networks") {
+		t.Errorf("a bad value: %v, want an error naming callback.private_networks", err)
+	}
+}

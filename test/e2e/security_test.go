@@ -273,3 +273,38 @@ func TestSlowBodyIsCut(t *testing.T) {
 		}
 	}
 }
+
+// TestCallbackDestinations (security review §8): by default the
+// all-in-one may call a receiver on its own machine (its first run does),
+// but never its own ports, where a callback to the admin login let anyone
+// guess the console password from the receive port; private networks are
+// refused. A refused callback is dead at once, and its last_error is a
+// fixed text that says nothing of the address or the rule (the server
+// log does).
+func TestCallbackDestinations(t *testing.T) {
+	t.Parallel()
+	srv := StartServer(t)
+	sink := NewSink(t)
+	const refused = "callback: destination denied by the callback policy (callback.deny, allow, private_networks); the reason is in the server log"
+	for _, c := range []struct{ name, url, params string }{
+		{"the admin login", "http://" + srv.AdminAddr + "/sorakaq/auth/login", `{"username":"admin","password":"admin"}`},
+		{"the receive API", "http://" + srv.ReceiveAddr + "/sorakaq/msg/submit", `{}`},
+		{"the admin port as localhost", "http://localhost:" + strings.Split(srv.AdminAddr, ":")[1] + "/sorakaq/auth/login", `{}`},
+		{"a private network", "http://10.255.255.1:8080/cb", `{}`},
+	} {
+		s := srv.Submit(t, SubmitReq{TopicName: "destinations", DelayTime: 0, Callback: CBField{RequestType: "POST", URL: c.url, Params: c.params}})
+		m := srv.WaitState(t, s.ID, "dead", 20*time.Second)
+		if m.Attempts != 1 || m.LastError != refused {
+			t.Errorf("%s: %d attempts, last_error %q; want 1 attempt and the fixed text", c.name, m.Attempts, m.LastError)
+		}
+	}
+	if !strings.Contains(srv.Stderr(), "one of sorakaQ's own listeners") || !strings.Contains(srv.Stderr(), "a private address") {
+		t.Errorf("the server log does not say why the callbacks were refused")
+	}
+	if !strings.Contains(srv.Stderr(), "callbacks may reach loopback (receivers on this machine)") {
+		t.Errorf("the start log does not say that callbacks may reach loopback")
+	}
+	// a receiver on this machine is called
+	s := srv.Submit(t, SubmitReq{TopicName: "destinations", DelayTime: 0, Callback: CBField{RequestType: "POST", URL: sink.URL("ok")}})
+	srv.WaitState(t, s.ID, "delivered", 20*time.Second)
+}
