@@ -20,6 +20,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/config"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/registry"
 	"github.com/sorakaq/sorakaq/internal/registry/local"
 	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store/embedded"
@@ -144,7 +145,8 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	a.worker = worker.New(wopts, st, topics, a.caller, m, log.Named("worker"))
 
 	ropts := receiveOptions(cfg)
-	a.receive, err = receive.New(ropts, a.worker, topics, m, log.Named("receive"))
+	limited := registry.Limit(topics, cfg.Topics.Max) // what clients create; the worker reads
+	a.receive, err = receive.New(ropts, a.worker, limited, m, log.Named("receive"))
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -156,7 +158,7 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	aopts.TLSCert, aopts.TLSKey = cfg.Admin.TLSCert, cfg.Admin.TLSKey
 	aopts.HTTP = cfg.HTTPOptions()
 	single := admin.Single{NodeID: cfg.NodeID, Addr: cfg.Receive.Listen, StartedMs: time.Now().UnixMilli(), Held: a.worker.Held}
-	a.admin, err = admin.New(aopts, admin.Deps{Topics: topics, Counter: a.worker, Cluster: single, Messages: a.worker,
+	a.admin, err = admin.New(aopts, admin.Deps{Topics: limited, Counter: a.worker, Cluster: single, Messages: a.worker,
 		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles()}, log.Named("admin"))
 	if err != nil {
 		a.receive.Shutdown(context.Background())

@@ -22,6 +22,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/redischeck"
+	"github.com/sorakaq/sorakaq/internal/registry"
 	"github.com/sorakaq/sorakaq/internal/registry/zk"
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/stats"
@@ -233,7 +234,7 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	ropts := receiveOptions(cfg)
 	ropts.DefaultPartitions = cfg.Kafka.DefaultPartitions
 	ropts.Durability = d.durabilityNote
-	srv, err := receive.New(ropts, backend, d.reg, d.metrics, log)
+	srv, err := receive.New(ropts, backend, registry.Limit(d.reg, cfg.Topics.Max), d.metrics, log)
 	if err != nil {
 		bgCancel()
 		producer.Close()
@@ -447,7 +448,7 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	cluster := dist.NewCluster(bg, d.reg, log)
 	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
 	msgs := dist.NewReceiveBackend(d.store, nil, cluster, client, d.ready(), d.metrics, log)
-	srv, err := admin.New(aopts, admin.Deps{Topics: d.reg, Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
+	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
 		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles()}, log)
 	if err != nil {
 		bgCancel()

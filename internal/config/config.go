@@ -36,6 +36,7 @@ type Config struct {
 	Callback  Callback  `mapstructure:"callback"`
 	Store     Store     `mapstructure:"store"`
 	Shutdown  Shutdown  `mapstructure:"shutdown"`
+	Topics    Topics    `mapstructure:"topics"`
 	Center    Center    `mapstructure:"center"`
 	Cluster   Cluster   `mapstructure:"cluster"`
 	Redis     Redis     `mapstructure:"redis"`
@@ -172,6 +173,11 @@ type Callback struct {
 	PrivateNetworks     string        `mapstructure:"private_networks"` // auto, allow, loopback or deny
 }
 
+// Topics bounds the topics (created by submits or the admin API).
+type Topics struct {
+	Max int `mapstructure:"max"`
+}
+
 type Store struct {
 	Embedded Embedded `mapstructure:"embedded"`
 }
@@ -248,6 +254,7 @@ var defaults = map[string]any{
 	"store.embedded.cache_mb":          32,
 	"store.embedded.memtable_mb":       16,
 	"shutdown.timeout":                 "30s",
+	"topics.max":                       1000,
 	"center.listen":                    ":9086",
 	"center.strategy":                  "round_robin",
 	"center.grace":                     "3s",
@@ -479,6 +486,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.CallbackOptions().Validate(); err != nil {
 		bad("callback.allow/deny", err.Error())
+	}
+	if c.Topics.Max < 0 {
+		bad("topics.max", "must not be negative (0 = no limit)")
 	}
 	if c.Shutdown.Timeout <= 0 {
 		bad("shutdown.timeout", "must be positive")

@@ -179,6 +179,9 @@ func (s *Server) ensureTopic(ctx context.Context, name string) error {
 	}
 	now := time.Now().UnixMilli()
 	_, err = s.topics.CreateTopic(ctx, registry.Topic{Name: name, WorkerNum: s.opts.DefaultWorkerNum, Partitions: max(1, s.opts.DefaultPartitions), CreatedMs: now, UpdatedMs: now})
+	if errors.Is(err, registry.ErrTopicLimit) {
+		return err
+	}
 	if err != nil && !errors.Is(err, registry.ErrTopicExists) {
 		return fmt.Errorf("%w: creating topic %q: %v", message.ErrUnavailable, name, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/registry"
 	"github.com/sorakaq/sorakaq/internal/registry/local"
 	"github.com/sorakaq/sorakaq/internal/store"
 )
@@ -49,11 +50,16 @@ func (stubBackend) Ready() error                                 { return nil }
 // serve runs a receive server on a loopback port until the test ends.
 func serve(t *testing.T, opts Options, b Backend) (*Server, string) {
 	t.Helper()
-	opts.Listen = "127.0.0.1:0"
 	topics, err := local.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveTopics(t, opts, b, topics)
+}
+
+func serveTopics(t *testing.T, opts Options, b Backend, topics registry.Topics) (*Server, string) {
+	t.Helper()
+	opts.Listen = "127.0.0.1:0"
 	s, err := New(opts, b, topics, metrics.New(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
@@ -212,4 +218,39 @@ func testContext(auth string) *gin.Context {
 	c.Request = httptest.NewRequest("GET", "/sorakaq/msg/list", nil)
 	c.Request.Header["Authorization"] = []string{auth}
 	return c
+}
+
+// Security review §11: any submit to a new name created a topic, without
+// end. Past topics.max the submit is refused with 409 naming the key,
+// nothing is created, and existing topics still take submits.
+func TestTopicLimit(t *testing.T) {
+	reg, err := local.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, base := serveTopics(t, DefaultOptions(), stubBackend{}, registry.Limit(reg, 2))
+	submit := func(topic string) (int, string) {
+		body := `{"topic_name":"` + topic + `","delay_time":1000,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/cb"}}`
+		resp, err := http.Post(base+"/sorakaq/msg/submit", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	for _, topic := range []string{"t1", "t2"} {
+		if st, b := submit(topic); st != 200 {
+			t.Fatalf("submit to %s: %d %s", topic, st, b)
+		}
+	}
+	if st, b := submit("t3"); st != 409 || !strings.Contains(b, "topics.max") {
+		t.Fatalf("a third topic: %d %s; want 409 naming topics.max", st, b)
+	}
+	if st, b := submit("t1"); st != 200 {
+		t.Fatalf("an existing topic at the limit: %d %s", st, b)
+	}
+	if list, _ := reg.ListTopics(context.Background()); len(list) != 2 {
+		t.Fatalf("%d topics, want 2", len(list))
+	}
 }
