@@ -56,6 +56,8 @@ func Status(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, message.ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, message.ErrUnprocessable):
+		return http.StatusUnprocessableEntity
 	case errors.Is(err, message.ErrTooMany):
 		return http.StatusTooManyRequests
 	case errors.Is(err, message.ErrUnavailable):

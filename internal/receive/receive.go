@@ -159,11 +159,25 @@ func (s *Server) submit(c *gin.Context) (any, error) {
 		if gerr != nil {
 			return nil, gerr
 		}
+		if !sameSubmit(first, m) {
+			// Another request under a key already used: answering with the
+			// first message would tell this submitter its message is stored.
+			return nil, fmt.Errorf("%w: Idempotency-Key %q was used for a different submit to topic %q (message %s); use a new key for a new message",
+				message.ErrUnprocessable, m.IdemKey, m.Topic, first.ID)
+		}
 		c.Header("Idempotent-Replayed", "true")
 		return SubmitResult{MsgID: first.ID, DueAt: first.DueMs}, nil
 	}
 	s.pending.added(m.Topic)
 	return SubmitResult{MsgID: m.ID, DueAt: m.DueMs}, nil
+}
+
+// sameSubmit says whether a replayed submit asks for what the first one
+// did: its delay (the requested one, which delay changes leave as it
+// was), ttr and callback, as parsed (so defaults and letter case do not
+// count).
+func sameSubmit(first, again *message.Message) bool {
+	return first.DelayMs == again.DelayMs && first.TTRMs == again.TTRMs && first.Callback == again.Callback
 }
 
 func (s *Server) ensureTopic(ctx context.Context, name string) error {

@@ -308,3 +308,55 @@ func TestCallbackDestinations(t *testing.T) {
 	s := srv.Submit(t, SubmitReq{TopicName: "destinations", DelayTime: 0, Callback: CBField{RequestType: "POST", URL: sink.URL("ok")}})
 	srv.WaitState(t, s.ID, "delivered", 20*time.Second)
 }
+
+// TestIdempotencyKeyReusedForAnotherRequest (security review §16): the
+// same Idempotency-Key with a different body was answered 200 with the
+// first message, so its sender believed its own message was stored. Now
+// that is 422 and stores nothing; the same body still replays (with the
+// request type's case and an omitted default ttr not counting).
+func TestIdempotencyKeyReusedForAnotherRequest(t *testing.T) {
+	t.Parallel()
+	srv := Shared(t)
+	post := func(body map[string]any) Resp {
+		t.Helper()
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest("POST", "http://"+srv.ReceiveAddr+"/sorakaq/msg/submit", bytes.NewReader(b))
+		req.Header.Set("Idempotency-Key", "order-77")
+		resp, err := httpc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		r := Resp{Status: resp.StatusCode, Raw: string(raw)}
+		_ = json.Unmarshal(raw, &r)
+		return r
+	}
+	victim := map[string]any{"topic_name": "idem-reuse", "delay_time": 600000, "ttr": 1000,
+		"callback": map[string]any{"request_type": "GET", "url": "http://127.0.0.1:9/victim"}}
+	if r := post(victim); r.Status != 200 {
+		t.Fatalf("first submit: %s", r)
+	}
+	same := map[string]any{"topic_name": "idem-reuse", "delay_time": 600000,
+		"callback": map[string]any{"request_type": "get", "url": "http://127.0.0.1:9/victim"}}
+	if r := post(same); r.Status != 200 {
+		t.Fatalf("the same submit again: %s", r)
+	}
+	for _, change := range []func(m map[string]any){
+		func(m map[string]any) { m["callback"] = map[string]any{"request_type": "POST", "url": "http://127.0.0.1:9/attacker", "params": "evil"} },
+		func(m map[string]any) { m["delay_time"] = 1000 },
+		func(m map[string]any) { m["ttr"] = 5000 },
+	} {
+		other := map[string]any{}
+		for k, v := range victim {
+			other[k] = v
+		}
+		change(other)
+		if r := post(other); r.Status != 422 || !strings.Contains(r.EM, "Idempotency-Key") {
+			t.Errorf("the key reused for %v: %s; want 422 naming the Idempotency-Key", other, r)
+		}
+	}
+	if page := srv.List(t, url.Values{"topic_name": {"idem-reuse"}}); len(page.Messages) != 1 {
+		t.Fatalf("topic holds %d messages, want 1", len(page.Messages))
+	}
+}
