@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -105,11 +106,17 @@ func Fail(c *gin.Context, log *zap.Logger, err error) {
 		}
 		c.Header("Retry-After", strconv.Itoa(secs))
 	case st == http.StatusServiceUnavailable:
+		// The cause names internal servers (a Redis address, a worker):
+		// the log has it, the client only needs to retry.
 		log.Warn("unavailable", zap.String("path", c.FullPath()), zap.Error(err))
+		env.EM = unavailableText
 		c.Header("Retry-After", "1")
 	}
 	c.AbortWithStatusJSON(st, env)
 }
+
+// unavailableText is every 503's em.
+const unavailableText = "service unavailable: retry shortly (the server log says why)"
 
 // ReadBody reads the whole body, at most limit bytes.
 func ReadBody(c *gin.Context, limit int64) ([]byte, error) {
@@ -151,10 +158,17 @@ func NewEngineWith(log *zap.Logger, m *metrics.Metrics, ready func() error, dura
 	e.GET("/healthz", func(c *gin.Context) {
 		c.JSON(http.StatusOK, Envelope{EC: 200, EM: "success", Result: "ok"})
 	})
+	var loggedNotReady atomic.Int64 // unix ms: probes come every few seconds, log at most every 10 s
 	e.GET("/readyz", func(c *gin.Context) {
 		status, env := http.StatusOK, Envelope{EC: 200, EM: "success", Result: "ready"}
 		if err := ready(); err != nil {
-			status, env = http.StatusServiceUnavailable, Envelope{EC: 503, EM: err.Error(), Result: "not ready"}
+			// Anyone may ask: the reason (which server is down, where) is
+			// for the log.
+			status, env = http.StatusServiceUnavailable, Envelope{EC: 503, EM: "not ready (the server log says why)", Result: "not ready"}
+			now, last := time.Now().UnixMilli(), loggedNotReady.Load()
+			if now-last >= 10_000 && loggedNotReady.CompareAndSwap(last, now) {
+				log.Warn("not ready", zap.Error(err))
+			}
 		}
 		if durability == nil {
 			c.JSON(status, env)

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +13,9 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 )
 
@@ -154,5 +157,39 @@ func TestForwardedForOnlyFromTrustedProxies(t *testing.T) {
 	o.TrustedProxies = []string{"not-an-address"}
 	if _, err := Listen("test", "127.0.0.1:0", engine(0), o, "", ""); err == nil || !strings.Contains(err.Error(), "http.trusted_proxies") {
 		t.Errorf("a bad trusted proxy: %v, want an error naming http.trusted_proxies", err)
+	}
+}
+
+// Security review §18: 503 answers and /readyz passed internal error text
+// to anyone ("dial tcp 127.0.0.1:26379: connect: connection refused").
+// They say only that it is unavailable; the log has the cause.
+func TestUnavailableSaysNoInternals(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	log := zap.New(core)
+	down := errors.New("redisstore.Ping: dial tcp 10.1.2.3:6379: connect: connection refused")
+	e := NewEngine(log, metrics.New(), func() error { return down })
+	e.GET("/work", Wrap(log, func(c *gin.Context) (any, error) {
+		return nil, fmt.Errorf("%w: storing the message failed: %v", message.ErrUnavailable, down)
+	}))
+	addr := serve(t, e, DefaultOptions())
+	for _, path := range []string{"/work", "/readyz"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || strings.Contains(string(b), "10.1.2.3") || strings.Contains(string(b), "redisstore") {
+			t.Errorf("%s: %d %s; want 503 without the cause", path, resp.StatusCode, b)
+		}
+	}
+	logged := 0
+	for _, e := range logs.All() {
+		if msg, _ := e.ContextMap()["error"].(string); strings.Contains(msg, "10.1.2.3") {
+			logged++
+		}
+	}
+	if logged != 2 {
+		t.Errorf("the cause is logged %d times, want once per path: %v", logged, logs.All())
 	}
 }
