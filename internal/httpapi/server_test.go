@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -192,4 +193,30 @@ func TestUnavailableSaysNoInternals(t *testing.T) {
 	if logged != 2 {
 		t.Errorf("the cause is logged %d times, want once per path: %v", logged, logs.All())
 	}
+}
+
+// Security review §20: only the console's pages had anti-framing headers,
+// and nothing had nosniff. Every answer has them now (JSON, errors,
+// metrics), and HSTS over TLS.
+func TestSecurityHeaders(t *testing.T) {
+	e := engine(0)
+	addr := serve(t, e, DefaultOptions())
+	check := func(c *http.Client, u string, hsts bool) {
+		resp, err := c.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		h := resp.Header
+		if h.Get("X-Content-Type-Options") != "nosniff" || h.Get("X-Frame-Options") != "DENY" ||
+			!strings.Contains(h.Get("Content-Security-Policy"), "frame-ancestors 'none'") || (h.Get("Strict-Transport-Security") != "") != hsts {
+			t.Errorf("%s: headers %v", u, h)
+		}
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/no-such-endpoint", "/ip"} {
+		check(http.DefaultClient, "http://"+addr+p, false)
+	}
+	tlsSrv := httptest.NewTLSServer(e)
+	defer tlsSrv.Close()
+	check(tlsSrv.Client(), tlsSrv.URL+"/healthz", true)
 }
