@@ -137,3 +137,20 @@ func TestTopicLimit(t *testing.T) {
 	}
 	srv.Submit(t, SubmitReq{TopicName: "limit-a", DelayTime: 600000, Callback: cb}) // existing ones still work
 }
+
+// TestDotTopicNames (security review §13): "." and ".." were stored by the
+// all-in-one but break the distributed mode (no ZooKeeper node names);
+// both the receive and the admin API refuse them with 400 now.
+func TestDotTopicNames(t *testing.T) {
+	t.Parallel()
+	srv := Shared(t)
+	cb := CBField{RequestType: "POST", URL: "http://127.0.0.1:9/cb"}
+	for _, name := range []string{".", ".."} {
+		if r := srv.Post(t, "/sorakaq/msg/submit", SubmitReq{TopicName: name, DelayTime: 600000, Callback: cb}); r.Status != 400 || r.Field() != "topic_name" {
+			t.Errorf("submit to %q: %s; want 400 on topic_name", name, r)
+		}
+		if r := srv.AdminPost(t, "/sorakaq/topic/add", map[string]any{"topic_name": name}); r.Status != 400 {
+			t.Errorf("topic/add %q: %s; want 400", name, r)
+		}
+	}
+}
