@@ -427,9 +427,11 @@ func (c *Caller) dialContext(ctx context.Context, network, addr string) (net.Con
 		if first == nil {
 			first = err
 		}
-		if IsPermanent(err) || ctx.Err() != nil {
-			break // denied: the next address is no more welcome; or out of time
+		if ctx.Err() != nil {
+			break
 		}
+		// a refused or denied address: the name's next one may be fine,
+		// as with net.Dialer (each address is checked on its own)
 	}
 	return nil, first
 }

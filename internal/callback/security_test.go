@@ -948,3 +948,22 @@ func TestPublicError(t *testing.T) {
 		t.Fatal("PublicError changed an error that is not a refusal")
 	}
 }
+
+// A name with one denied address is dialled at its next one, as
+// net.Dialer did: each address dialled is checked on its own.
+func TestDeniedAddressFallsBackToTheNext(t *testing.T) {
+	srv, _ := recorder(t, 200, "ok")
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	c := newCaller(t, Options{Deny: []string{"127.0.0.2"}})
+	c.book.lookup = func(context.Context, string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	wantOK(t, c.Do(context.Background(), req("GET", "http://two.test:"+port+"/", "")), 200)
+	c.book = newAddrBook()
+	c.book.lookup = func(context.Context, string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.2")}, nil
+	}
+	c.Close() // no pooled connection to reuse
+	wantDenied(t, c.Do(context.Background(), req("GET", "http://only.test:"+port+"/", "")), 0,
+		"callback: address 127.0.0.2 is denied by callback.deny (127.0.0.2)")
+}
