@@ -343,7 +343,9 @@ func TestIdempotencyKeyReusedForAnotherRequest(t *testing.T) {
 		t.Fatalf("the same submit again: %s", r)
 	}
 	for _, change := range []func(m map[string]any){
-		func(m map[string]any) { m["callback"] = map[string]any{"request_type": "POST", "url": "http://127.0.0.1:9/attacker", "params": "evil"} },
+		func(m map[string]any) {
+			m["callback"] = map[string]any{"request_type": "POST", "url": "http://127.0.0.1:9/attacker", "params": "evil"}
+		},
 		func(m map[string]any) { m["delay_time"] = 1000 },
 		func(m map[string]any) { m["ttr"] = 5000 },
 	} {
