@@ -361,8 +361,12 @@ func (s *Server) get(c *gin.Context) (any, error) {
 		return nil, err
 	}
 	if topic == "" {
-		// a topic token may only read its own topics' messages
-		if err := s.authorize(c, m.Topic); err != nil {
+		// A topic token may only read its own topics' messages, and is not
+		// told that another topic's message exists, nor that topic's name:
+		// the same 404 as for an unknown id.
+		if err := s.authorize(c, m.Topic); errors.Is(err, message.ErrForbidden) {
+			return nil, message.ErrNotFound
+		} else if err != nil {
 			return nil, err
 		}
 	}

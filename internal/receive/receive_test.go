@@ -254,3 +254,42 @@ func TestTopicLimit(t *testing.T) {
 		t.Fatalf("%d topics, want 2", len(list))
 	}
 }
+
+// oneMessage holds one message, of topic t2.
+type oneMessage struct{ stubBackend }
+
+func (oneMessage) Get(_ context.Context, topic, id string) (*message.Message, error) {
+	if id != someID || (topic != "" && topic != "t2") {
+		return nil, message.ErrNotFound
+	}
+	return &message.Message{ID: someID, Topic: "t2"}, nil
+}
+
+// Security review §17: msg/get without topic_name read the message before
+// authorizing its topic, so a t1 token got 403 naming "t2" for a t2
+// message and 404 for an unknown id: which ids exist, and other tenants'
+// topic names. Both are the same 404 now.
+func TestGetDoesNotTellOtherTopics(t *testing.T) {
+	opts := DefaultOptions()
+	opts.Access = Access{TopicTokens: map[string][]string{"t1": {"t1-token"}, "t2": {"t2-token"}}}
+	_, base := serve(t, opts, oneMessage{})
+	answer := func(id, token string) (int, string) {
+		req, _ := http.NewRequest("GET", base+"/sorakaq/msg/get?msg_id="+id, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	other, otherBody := answer(someID, "t1-token")
+	unknown, unknownBody := answer("d4l6s3q1bg5f3ci8m0a1", "t1-token")
+	if other != 404 || unknown != 404 || otherBody != unknownBody || strings.Contains(otherBody, "t2") {
+		t.Fatalf("another topic's message: %d %s; an unknown id: %d %s; want the same 404", other, otherBody, unknown, unknownBody)
+	}
+	if st, _ := answer(someID, "t2-token"); st != 200 {
+		t.Fatalf("its own topic's token: %d", st)
+	}
+}
