@@ -259,33 +259,52 @@ func (ids tokenIDs) find(tok string) string {
 
 // pendingCache answers "how many pending messages has this topic" from
 // the store's counters at most once a second (a submit must not read them
-// each time), plus the submits this process accepted since.
+// each time), plus the submits this process stored since and those it is
+// storing now (reserved, not settled).
 type pendingCache struct {
-	mu      sync.Mutex
-	at      time.Time
-	counts  store.Counts
-	since   map[string]int64
-	counter func(ctx context.Context) (store.Counts, error)
+	mu       sync.Mutex
+	at       time.Time
+	counts   store.Counts
+	since    map[string]int64 // stored since the counts were read
+	inflight map[string]int64 // reserved, being stored: kept across refreshes
+	counter  func(ctx context.Context) (store.Counts, error)
 }
 
-func (p *pendingCache) pending(ctx context.Context, topic string) (int64, error) {
+// reserve counts one more pending message for topic if it holds fewer
+// than max; n is the count it saw. A reservation must be settled.
+func (p *pendingCache) reserve(ctx context.Context, topic string, max int64) (n int64, ok bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if time.Since(p.at) > time.Second || p.counts == nil {
 		c, err := p.counter(ctx)
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
+		// A submit stored just before this read and settled after it is
+		// counted twice until the next read: refusing early, never late.
 		p.counts, p.at, p.since = c, time.Now(), map[string]int64{}
 	}
+	if p.inflight == nil {
+		p.inflight = map[string]int64{}
+	}
 	t := p.counts[topic]
-	return t[message.StateDelayed] + t[message.StateRetrying] + t[message.StateDelivering] + p.since[topic], nil
+	n = t[message.StateDelayed] + t[message.StateRetrying] + t[message.StateDelivering] + p.since[topic] + p.inflight[topic]
+	if n >= max {
+		return n, false, nil
+	}
+	p.inflight[topic]++
+	return n, true, nil
 }
 
-func (p *pendingCache) added(topic string) {
+// settle ends a reservation: stored, the message counts as pending until
+// the next read of the counters; not stored, it counts no more.
+func (p *pendingCache) settle(topic string, stored bool) {
 	p.mu.Lock()
-	if p.since != nil {
+	defer p.mu.Unlock()
+	if p.inflight[topic]--; p.inflight[topic] <= 0 {
+		delete(p.inflight, topic)
+	}
+	if stored {
 		p.since[topic]++
 	}
-	p.mu.Unlock()
 }

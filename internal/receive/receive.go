@@ -137,39 +137,50 @@ func (s *Server) submit(c *gin.Context) (any, error) {
 		return nil, tooMany(fmt.Sprintf("topic %q is over its submit rate (receive.rate_limit.per_topic)", m.Topic), wait)
 	}
 	if max := s.opts.RateLimits.MaxPendingPerTopic; max > 0 {
-		n, err := s.pending.pending(c, m.Topic)
+		// Reserved before storing, so submits arriving together cannot all
+		// pass the check (limit 20: 45 at once were all stored).
+		n, ok, err := s.pending.reserve(c, m.Topic, max)
 		if err != nil {
 			return nil, fmt.Errorf("%w: counting pending messages: %v", message.ErrUnavailable, err)
 		}
-		if n >= max {
+		if !ok {
 			return nil, &RetryAfter{Secs: 5, Err: fmt.Errorf("%w: topic %q holds %d pending messages, the limit is %d (receive.max_pending_per_topic); retry once some have fired", message.ErrTooMany, m.Topic, n, max)}
 		}
+		res, stored, err := s.store(c, m)
+		s.pending.settle(m.Topic, stored)
+		return res, err
 	}
+	res, _, err := s.store(c, m)
+	return res, err
+}
+
+// store makes sure the topic exists and hands m to the backend; stored
+// says whether a new message was stored (not a replay, not a failure).
+func (s *Server) store(c *gin.Context, m *message.Message) (any, bool, error) {
 	if err := s.ensureTopic(c, m.Topic); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := s.backend.Submit(c, m); err != nil {
 		var dup *store.DuplicateError
 		if !errors.As(err, &dup) {
-			return nil, err
+			return nil, false, err
 		}
 		// The same submit again (a retry after a lost answer): answer with
 		// the message it created the first time.
 		first, gerr := s.backend.Get(c, m.Topic, dup.ID)
 		if gerr != nil {
-			return nil, gerr
+			return nil, false, gerr
 		}
 		if !sameSubmit(first, m) {
 			// Another request under a key already used: answering with the
 			// first message would tell this submitter its message is stored.
-			return nil, fmt.Errorf("%w: Idempotency-Key %q was used for a different submit to topic %q (message %s); use a new key for a new message",
+			return nil, false, fmt.Errorf("%w: Idempotency-Key %q was used for a different submit to topic %q (message %s); use a new key for a new message",
 				message.ErrUnprocessable, m.IdemKey, m.Topic, first.ID)
 		}
 		c.Header("Idempotent-Replayed", "true")
-		return SubmitResult{MsgID: first.ID, DueAt: first.DueMs}, nil
+		return SubmitResult{MsgID: first.ID, DueAt: first.DueMs}, false, nil
 	}
-	s.pending.added(m.Topic)
-	return SubmitResult{MsgID: m.ID, DueAt: m.DueMs}, nil
+	return SubmitResult{MsgID: m.ID, DueAt: m.DueMs}, true, nil
 }
 
 // sameSubmit says whether a replayed submit asks for what the first one

@@ -293,3 +293,62 @@ func TestGetDoesNotTellOtherTopics(t *testing.T) {
 		t.Fatalf("its own topic's token: %d", st)
 	}
 }
+
+// slowStore holds every submit until release is closed, counting them.
+type slowStore struct {
+	stubBackend
+	in      chan struct{}
+	release chan struct{}
+}
+
+func (b slowStore) Submit(ctx context.Context, m *message.Message) error {
+	b.in <- struct{}{}
+	<-b.release
+	return nil
+}
+
+// Security review §14: max_pending_per_topic counted only stored submits,
+// so submits arriving together all passed the check (limit 20: 45 at
+// once, all 45 stored). A submit reserves its place before storing: of 45
+// at once, 20 reach the store and 25 get 429.
+func TestPendingLimitHoldsUnderConcurrentSubmits(t *testing.T) {
+	const limit, all = 20, 45
+	b := slowStore{in: make(chan struct{}, all), release: make(chan struct{})}
+	opts := DefaultOptions()
+	opts.RateLimits = Limits{MaxPendingPerTopic: limit}
+	_, base := serve(t, opts, b)
+	c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: all}, Timeout: time.Minute}
+	codes := make(chan int, all)
+	for range all {
+		go func() {
+			body := `{"topic_name":"full","delay_time":1000,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/cb"}}`
+			resp, err := c.Post(base+"/sorakaq/msg/submit", "application/json", strings.NewReader(body))
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	got, answered := map[int]int{}, 0
+	deadline := time.After(30 * time.Second)
+	for got[429] < all-limit || len(b.in) < limit {
+		select {
+		case st := <-codes:
+			got[st]++
+			answered++
+		case <-deadline:
+			close(b.release)
+			t.Fatalf("answers so far %v, %d submits reached the store; want %d × 429 and %d stored", got, len(b.in), all-limit, limit)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	close(b.release)
+	for ; answered < all; answered++ { // the rest: answered once stored
+		got[<-codes]++
+	}
+	if got[200] != limit || got[429] != all-limit || len(b.in) != limit {
+		t.Fatalf("answers %v, %d stored; want %d × 200, %d × 429", got, len(b.in), limit, all-limit)
+	}
+}
