@@ -613,6 +613,7 @@ func addQuery(u *url.URL, params string) error {
 	} else {
 		extra = strings.TrimPrefix(params, "?")
 	}
+	extra = escapeQuery(extra)
 	if extra == "" {
 		return nil
 	}
@@ -622,6 +623,37 @@ func addQuery(u *url.URL, params string) error {
 		u.RawQuery += "&" + extra
 	}
 	return nil
+}
+
+// escapeQuery percent-encodes the bytes of a raw query string that may not
+// appear in one (RFC 3986: a space, '"', '<', '>', '#', '{', '|', '^',
+// '`', controls, non-ASCII...), keeping what a query may hold, existing
+// %XX escapes included. net/http writes RawQuery as it is, so "a=1
+// HTTP/1.0 x" put a fake protocol version into the request line.
+func escapeQuery(q string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	escaped := false // nothing to escape (the usual case): q itself, no copy
+	for i := 0; i < len(q); i++ {
+		ch := q[i]
+		if ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || strings.IndexByte("-._~!$&'()*+,;=:@/?%", ch) >= 0 {
+			if escaped {
+				b.WriteByte(ch)
+			}
+			continue
+		}
+		if !escaped {
+			b.WriteString(q[:i])
+			escaped = true
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[ch>>4])
+		b.WriteByte(hex[ch&15])
+	}
+	if !escaped {
+		return q
+	}
+	return b.String()
 }
 
 // jsonParam renders one JSON value as a query parameter value: strings as-is,

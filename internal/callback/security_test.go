@@ -1,6 +1,7 @@
 package callback
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -966,4 +967,36 @@ func TestDeniedAddressFallsBackToTheNext(t *testing.T) {
 	c.Close() // no pooled connection to reuse
 	wantDenied(t, c.Do(context.Background(), req("GET", "http://only.test:"+port+"/", "")), 0,
 		"callback: address 127.0.0.2 is denied by callback.deny (127.0.0.2)")
+}
+
+// Security review §15: raw GET params went into the request line as
+// written: "a=1 HTTP/1.0 x<>..." put a fake protocol version on the wire.
+// Bytes a query may not hold are percent-encoded; the rest is kept.
+func TestRawGetParamsEscaped(t *testing.T) {
+	lines := make(chan string, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // a raw receiver: what is really on the wire
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			line, _ := bufio.NewReader(conn).ReadString('\n')
+			lines <- strings.TrimRight(line, "\r\n")
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			conn.Close()
+		}
+	}()
+	c := newCaller(t, Options{})
+	wantOK(t, c.Do(context.Background(), req("GET", "http://"+ln.Addr().String()+"/x", "a=1 HTTP/1.0 x<>\"{}|^`#é&b=%41")), 200)
+	if got, want := <-lines, "GET /x?a=1%20HTTP/1.0%20x%3C%3E%22%7B%7D%7C%5E%60%23%C3%A9&b=%41 HTTP/1.1"; got != want {
+		t.Fatalf("request line\n  %s\nwant\n  %s", got, want)
+	}
+	if escapeQuery("c=3&d=%C3%A9") != "c=3&d=%C3%A9" {
+		t.Error("a valid query changed")
+	}
 }
