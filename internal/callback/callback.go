@@ -19,7 +19,9 @@
 //     IP address actually dialled is checked after DNS resolution in the
 //     dialer's Control hook, right before connect: a name resolving (or
 //     rebound) to a denied address is refused without a packet sent to it.
-//     Deny wins over Allow. A refused call fails at once with a *DeniedError
+//     IPv6 addresses that carry an IPv4 one (NAT64, 6to4, IPv4-compatible
+//     or -translated) are judged on it too. Deny wins over Allow. A
+//     refused call fails at once with a *DeniedError
 //     ("callback: address 169.254.169.254 is denied by callback.deny
 //     (169.254.0.0/16)"), which IsPermanent reports as not worth retrying;
 //     PublicError turns it into a fixed text for the submitter to see.

@@ -346,24 +346,69 @@ func (p *policy) checkAddr(a netip.Addr, nameAllowed bool) error {
 		return p.err
 	}
 	a = a.WithZone("").Unmap()
-	if rule, ok := p.deny.matchAddr(a); ok {
-		return &DeniedError{Host: a.String(), IsAddr: true, Rule: rule}
+	host, reach := a.String(), a
+	if v4, ok := embeddedV4(a); ok {
+		// Where NAT64 or 6to4 routes these, dialling them reaches v4
+		// ([64:ff9b::169.254.169.254] is the metadata endpoint): deny and
+		// the private networks are judged on v4 too.
+		host, reach = host+" ("+v4.String()+")", v4
+	}
+	for _, x := range []netip.Addr{a, reach} {
+		if rule, ok := p.deny.matchAddr(x); ok {
+			return &DeniedError{Host: host, IsAddr: true, Rule: rule}
+		}
 	}
 	if nameAllowed {
 		return nil
 	}
 	_, allowed := p.allow.matchAddr(a)
+	if !allowed && reach != a {
+		_, allowed = p.allow.matchAddr(reach)
+	}
 	switch {
 	case allowed:
 		return nil
-	case a.IsLoopback() && p.private == PrivateDeny:
-		return &DeniedError{Host: a.String(), IsAddr: true, Why: "a loopback address, refused by callback.private_networks (deny); admit it in callback.allow"}
-	case isPrivate(a) && p.private != PrivateAllow:
-		return &DeniedError{Host: a.String(), IsAddr: true, Why: "a private address, refused by callback.private_networks (" + p.private + "); admit it in callback.allow"}
+	case reach.IsLoopback() && p.private == PrivateDeny:
+		return &DeniedError{Host: host, IsAddr: true, Why: "a loopback address, refused by callback.private_networks (deny); admit it in callback.allow"}
+	case isPrivate(reach) && p.private != PrivateAllow:
+		return &DeniedError{Host: host, IsAddr: true, Why: "a private address, refused by callback.private_networks (" + p.private + "); admit it in callback.allow"}
 	case p.allow.empty():
 		return nil
 	}
-	return &DeniedError{Host: a.String(), IsAddr: true}
+	return &DeniedError{Host: host, IsAddr: true}
+}
+
+// embeddedV4 returns the IPv4 address an IPv6 address carries in a form a
+// network may translate or tunnel to it: IPv4-compatible (::a.b.c.d,
+// not :: or ::1), IPv4-translated (::ffff:0:a.b.c.d), NAT64 (64:ff9b::/96
+// and the local-use 64:ff9b:1::/48, RFC 6052) and 6to4 (2002::/16).
+// IPv4-mapped addresses are unmapped before this.
+func embeddedV4(a netip.Addr) (netip.Addr, bool) {
+	if !a.Is6() {
+		return netip.Addr{}, false
+	}
+	b := a.As16()
+	zero := func(from, to int) bool {
+		for _, x := range b[from:to] {
+			if x != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	switch {
+	case zero(0, 12) && !zero(12, 15): // ::a.b.c.d above ::1 (::0.0.0.x is no real IPv4)
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case zero(0, 8) && b[8] == 0xff && b[9] == 0xff && b[10] == 0 && b[11] == 0: // ::ffff:0:a.b.c.d
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case b[0] == 0 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && zero(4, 12): // 64:ff9b::/96
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case b[0] == 0 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4] == 0 && b[5] == 1: // 64:ff9b:1::/48
+		return netip.AddrFrom4([4]byte{b[6], b[7], b[9], b[10]}), true
+	case b[0] == 0x20 && b[1] == 0x02: // 2002:aabb:ccdd::/48
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
 }
 
 // checkDial checks an address about to be connected to: never one of

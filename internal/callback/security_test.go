@@ -1000,3 +1000,37 @@ func TestRawGetParamsEscaped(t *testing.T) {
 		t.Error("a valid query changed")
 	}
 }
+
+// Security review §19: IPv6 forms that embed 169.254.169.254 were dialled
+// (only IPv4-mapped ones were checked). Where NAT64 or 6to4 routes them
+// they reach the metadata endpoint, so the IPv4 address they carry passes
+// the same rules, before any dial.
+func TestEmbeddedIPv4Denied(t *testing.T) {
+	c := newCaller(t, Options{})
+	dials := countDials(c)
+	for _, h := range []string{
+		"[::169.254.169.254]",        // IPv4-compatible
+		"[64:ff9b::169.254.169.254]", // NAT64, well-known prefix
+		"[64:ff9b:1:a9fe:a9:fe00::]", // NAT64, local-use /48
+		"[::ffff:0:169.254.169.254]", // IPv4-translated
+		"[2002:a9fe:a9fe::1]",        // 6to4
+	} {
+		r := c.Do(context.Background(), req("GET", "http://"+h+"/latest/meta-data/", ""))
+		if !errors.Is(r.Err, ErrDenied) || !strings.Contains(r.Err.Error(), "(169.254.169.254) is denied by callback.deny (169.254.0.0/16)") {
+			t.Errorf("%s: %v, want denied as 169.254.169.254", h, r.Err)
+		}
+	}
+	if n := dials.Load(); n != 0 {
+		t.Errorf("%d dials", n)
+	}
+	// the private rules too
+	c2 := newCaller(t, Options{PrivateNetworks: PrivateDeny})
+	if r := c2.Do(context.Background(), req("GET", "http://[64:ff9b::10.1.2.3]/", "")); !errors.Is(r.Err, ErrDenied) {
+		t.Errorf("NAT64 of a private address: %v, want denied", r.Err)
+	}
+	for _, a := range []string{"::", "::1", "2001:db8::1", "fd00::1"} {
+		if _, ok := embeddedV4(netip.MustParseAddr(a)); ok {
+			t.Errorf("%s carries no IPv4 address", a)
+		}
+	}
+}
