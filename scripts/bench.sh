@@ -98,7 +98,7 @@ start_distributed() {
 		SORAKAQ_CLUSTER_SECRET="bench-secret-$run"
 		SORAKAQ_RECEIVE_LISTEN="127.0.0.1:$RECV_PORT" SORAKAQ_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT"
 		SORAKAQ_CENTER_LISTEN="127.0.0.1:$center_port" SORAKAQ_WORKER_LISTEN="127.0.0.1:$worker_port" SORAKAQ_NODE_ID=w1
-		"${SERVER_ENV[@]}")
+		SORAKAQ_CALLBACK_PRIVATE_NETWORKS=loopback "${SERVER_ENV[@]}")
 	ROLE_PIDS=()
 	for role in worker center receive admin; do
 		env "${env[@]}" "$WORK/bin/sorakaq" "$role" >>"$OUT/server-$role.log" 2>&1 &

@@ -87,11 +87,13 @@ type Options struct {
 	TLSCert, TLSKey   string // PEM files: serve HTTPS
 	MaxBodyBytes      int64
 	MaxWorkerNum      int
+	// HTTP are the listener's timeouts, header cap and trusted proxies.
+	HTTP httpapi.Options
 }
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
-	return Options{Listen: ":9087", DefaultPartitions: 1, MaxBodyBytes: 64 << 10, MaxWorkerNum: 1024,
+	return Options{Listen: ":9087", DefaultPartitions: 1, MaxBodyBytes: 64 << 10, MaxWorkerNum: 1024, HTTP: httpapi.DefaultOptions(),
 		Auth: AuthOptions{Username: "admin", Password: DefaultPassword, SessionTTL: 12 * time.Hour}}
 }
 
@@ -148,7 +150,7 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	mg := api.Group("/monitor")
 	mg.GET("/minutes", w(s.minutes))
 	mg.GET("/workers", w(s.workers))
-	hs, err := httpapi.Listen("admin", opts.Listen, e, opts.TLSCert, opts.TLSKey)
+	hs, err := httpapi.Listen("admin", opts.Listen, e, opts.HTTP, opts.TLSCert, opts.TLSKey)
 	if err != nil {
 		return nil, err
 	}

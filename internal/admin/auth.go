@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -55,6 +56,9 @@ type auth struct {
 	isDefault bool
 	log       *zap.Logger
 
+	logins *loginGuard
+	checks atomic.Int64 // passwords checked (bcrypt runs), for tests
+
 	mu       sync.Mutex
 	sessions map[string]*session
 }
@@ -66,7 +70,7 @@ func newAuth(o AuthOptions, log *zap.Logger) (*auth, error) {
 	if o.SessionTTL <= 0 {
 		o.SessionTTL = 12 * time.Hour
 	}
-	a := &auth{opts: o, log: log, sessions: map[string]*session{}}
+	a := &auth{opts: o, log: log, sessions: map[string]*session{}, logins: newLoginGuard()}
 	switch {
 	case o.PasswordHash != "":
 		if _, err := bcrypt.Cost([]byte(o.PasswordHash)); err != nil {
@@ -125,12 +129,31 @@ func (a *auth) login(c *gin.Context, maxBody int64) (any, error) {
 	if err := message.DecodeStrict(body, &r); err != nil {
 		return nil, err
 	}
+	peer := c.ClientIP() // X-Forwarded-For only from http.trusted_proxies
+	if err := a.logins.admit(peer); err != nil {
+		return nil, err
+	}
+	select { // a flood of checks must not take every CPU
+	case a.logins.checks <- struct{}{}:
+	case <-c.Done():
+		return nil, fmt.Errorf("%w: %v", errUnauthorized, c.Err())
+	}
+	if err := a.logins.admit(peer); err != nil { // again: others may have failed meanwhile
+		<-a.logins.checks
+		return nil, err
+	}
+	a.checks.Add(1)
 	userOK := subtle.ConstantTimeCompare([]byte(r.Username), []byte(a.opts.Username)) == 1
 	passOK := bcrypt.CompareHashAndPassword(a.hash, []byte(r.Password)) == nil // always run: same time either way
+	<-a.logins.checks
 	if !userOK || !passOK {
-		a.log.Warn("console login failed", zap.String("username", r.Username), zap.String("remote", c.ClientIP()))
+		a.logins.failed(peer)
+		// Not the submitted user name: a password typed into that field
+		// would end up in the log.
+		a.log.Warn("console login failed", zap.Bool("known_user", userOK), zap.String("remote", peer), zap.String("peer", c.Request.RemoteAddr))
 		return nil, fmt.Errorf("%w: invalid username or password", errUnauthorized)
 	}
+	a.logins.succeeded(peer)
 	s := &session{user: a.opts.Username, csrf: randomHex(16), expires: time.Now().Add(a.opts.SessionTTL)}
 	token := randomHex(32)
 	a.mu.Lock()

@@ -20,6 +20,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/config"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/registry"
 	"github.com/sorakaq/sorakaq/internal/registry/local"
 	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store/embedded"
@@ -144,7 +145,8 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	a.worker = worker.New(wopts, st, topics, a.caller, m, log.Named("worker"))
 
 	ropts := receiveOptions(cfg)
-	a.receive, err = receive.New(ropts, a.worker, topics, m, log.Named("receive"))
+	limited := registry.Limit(topics, cfg.Topics.Max) // what clients create; the worker reads
+	a.receive, err = receive.New(ropts, a.worker, limited, m, log.Named("receive"))
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -154,15 +156,35 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	aopts.Pprof = cfg.Admin.Pprof
 	aopts.Auth = AuthOptions(cfg)
 	aopts.TLSCert, aopts.TLSKey = cfg.Admin.TLSCert, cfg.Admin.TLSKey
+	aopts.HTTP = cfg.HTTPOptions()
 	single := admin.Single{NodeID: cfg.NodeID, Addr: cfg.Receive.Listen, StartedMs: time.Now().UnixMilli(), Held: a.worker.Held}
-	a.admin, err = admin.New(aopts, admin.Deps{Topics: topics, Counter: a.worker, Cluster: single, Messages: a.worker,
+	a.admin, err = admin.New(aopts, admin.Deps{Topics: limited, Counter: a.worker, Cluster: single, Messages: a.worker,
 		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles()}, log.Named("admin"))
 	if err != nil {
 		a.receive.Shutdown(context.Background())
 		st.Close()
 		return nil, err
 	}
+	a.caller.DenySelf(a.receive.Addr(), a.admin.Addr()) // the ports bound, if :0
 	return a, nil
+}
+
+// logCallbackPolicy says at start what callbacks may reach, since the
+// default depends on the mode (callback.private_networks: auto). Anything
+// internal being reachable is a warning: whoever may submit may make this
+// host call it.
+func logCallbackPolicy(cfg *config.Config, log *zap.Logger) {
+	setting := cfg.PrivateNetworks()
+	fields := []zap.Field{zap.String("private_networks", cfg.Callback.PrivateNetworks), zap.String("in_effect", setting)}
+	const never = "; never sorakaQ's own ports or callback.deny (docs/security.md)"
+	switch setting {
+	case callback.PrivateAllow:
+		log.Warn("callbacks may reach loopback and private networks"+never, fields...)
+	case callback.PrivateLoopback:
+		log.Warn("callbacks may reach loopback (receivers on this machine), not private networks unless in callback.allow"+never, fields...)
+	default:
+		log.Info("callbacks reach neither loopback nor private networks unless in callback.allow"+never, fields...)
+	}
 }
 
 // AuthOptions maps config to the console's login settings.
@@ -206,6 +228,7 @@ func (a *AllInOne) Main() error {
 	go func() { defer close(a.statsDone); a.stats.Run(a.statsCtx, 5*time.Second) }()
 	go func() { a.errc <- a.receive.Serve() }()
 	go func() { a.errc <- a.admin.Serve() }()
+	logCallbackPolicy(a.cfg, a.log)
 	a.log.Info("sorakaQ all-in-one started",
 		zap.String("receive", a.receive.Addr()), zap.String("admin", a.admin.Addr()),
 		zap.String("data_dir", a.cfg.DataDir))

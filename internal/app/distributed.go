@@ -22,6 +22,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/redischeck"
+	"github.com/sorakaq/sorakaq/internal/registry"
 	"github.com/sorakaq/sorakaq/internal/registry/zk"
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/stats"
@@ -233,7 +234,7 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	ropts := receiveOptions(cfg)
 	ropts.DefaultPartitions = cfg.Kafka.DefaultPartitions
 	ropts.Durability = d.durabilityNote
-	srv, err := receive.New(ropts, backend, d.reg, d.metrics, log)
+	srv, err := receive.New(ropts, backend, registry.Limit(d.reg, cfg.Topics.Max), d.metrics, log)
 	if err != nil {
 		bgCancel()
 		producer.Close()
@@ -306,6 +307,7 @@ func receiveOptions(cfg *config.Config) receive.Options {
 	ropts.RateLimits = receive.Limits{PerClient: cfg.Receive.RateLimit.PerClient, PerTopic: cfg.Receive.RateLimit.PerTopic,
 		Burst: cfg.Receive.RateLimit.Burst, MaxPendingPerTopic: cfg.Receive.MaxPendingPerTopic}
 	ropts.TLSCert, ropts.TLSKey = cfg.Receive.TLSCert, cfg.Receive.TLSKey
+	ropts.HTTP = cfg.HTTPOptions()
 	return ropts
 }
 
@@ -347,7 +349,7 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
 	e := httpapi.NewEngineWith(log, d.metrics, d.ready(consumer.Healthy), d.durabilityNote)
-	s, err := newService("center", cfg.Center.Listen, e, cfg.Shutdown.Timeout, log)
+	s, err := newService("center", cfg.Center.Listen, e, cfg.HTTPOptions(), cfg.Shutdown.Timeout, log)
 	if err != nil {
 		bgCancel()
 		return nil, err
@@ -407,13 +409,15 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 		return nil
 	}), d.durabilityNote)
 	workerapi.Register(e, w, cfg.Cluster.Secret, log)
-	s, err := newService("worker", cfg.Worker.Listen, e, cfg.Shutdown.Timeout, log)
+	s, err := newService("worker", cfg.Worker.Listen, e, cfg.HTTPOptions(), cfg.Shutdown.Timeout, log)
 	if err != nil {
 		bgCancel()
 		return nil, err
 	}
+	caller.DenySelf(s.Addr())
 	addr := advertised(cfg.Worker.Advertise, s.Addr())
 	s.start = func(ctx context.Context) error {
+		logCallbackPolicy(cfg, log)
 		// Register waits while another process holds this node id (the
 		// same id started twice): it gets no slots meanwhile.
 		if err := d.register(ctx, "worker", cfg.NodeID, addr); err != nil {
@@ -451,11 +455,12 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	aopts.DefaultPartitions = cfg.Kafka.DefaultPartitions
 	aopts.Auth = AuthOptions(cfg)
 	aopts.TLSCert, aopts.TLSKey = cfg.Admin.TLSCert, cfg.Admin.TLSKey
+	aopts.HTTP = cfg.HTTPOptions()
 	bg, bgCancel := context.WithCancel(context.Background())
 	cluster := dist.NewCluster(bg, d.reg, log)
 	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
 	msgs := dist.NewReceiveBackend(d.store, nil, cluster, client, d.ready(), d.metrics, log)
-	srv, err := admin.New(aopts, admin.Deps{Topics: d.reg, Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
+	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
 		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles()}, log)
 	if err != nil {
 		bgCancel()

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
 
-	"github.com/sorakaq/sorakaq/internal/httpapi"
+	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
+
+	"github.com/sorakaq/sorakaq/internal/httpapi"
 )
 
 // Runner is a process's services: Main starts them and returns once they
@@ -39,8 +40,8 @@ type service struct {
 	once   sync.Once
 }
 
-func newService(name, listen string, h http.Handler, timeout time.Duration, log *zap.Logger) (*service, error) {
-	hs, err := httpapi.Listen(name, listen, h, "", "")
+func newService(name, listen string, e *gin.Engine, ho httpapi.Options, timeout time.Duration, log *zap.Logger) (*service, error) {
+	hs, err := httpapi.Listen(name, listen, e, ho, "", "")
 	if err != nil {
 		return nil, err
 	}

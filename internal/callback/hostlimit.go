@@ -25,9 +25,10 @@ func (e *hostBusyError) Error() string {
 }
 func (e *hostBusyError) Is(target error) bool { return target == ErrHostBusy }
 
-// hostLimiter bounds the calls in flight per host:port with one counting
-// semaphore (a buffered channel) per host. Entries exist only while some call
-// holds or waits for a slot of that host: the map holds no idle hosts.
+// hostLimiter bounds the calls in flight per address (slotKey: the
+// dialled IP:port) with one counting semaphore (a buffered channel) per
+// address. Entries exist only while some call holds or waits for a slot
+// of that address: the map holds no idle ones.
 // Waiters are served in arrival order (Go channels queue blocked senders
 // FIFO).
 type hostLimiter struct {
@@ -111,23 +112,40 @@ func (l *hostLimiter) inUse() int {
 	return len(l.hosts)
 }
 
-// hostKey is the per-host limiter key of u: lowercased host and port, the
-// scheme's default port when u has none ("example.com:443").
-func hostKey(u *url.URL) string {
-	port := u.Port()
-	if port == "" {
-		port = "80"
-		if u.Scheme == "https" {
-			port = "443"
-		}
+// waiting returns the calls holding or waiting for a slot of key (for
+// tests).
+func (l *hostLimiter) waiting(key string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if h := l.hosts[key]; h != nil {
+		return h.refs
 	}
-	return net.JoinHostPort(normHost(u.Hostname()), port)
+	return 0
+}
+
+// hostKey is u's origin as written: lowercased host and port, the
+// scheme's default port when u has none ("example.com:443"). Credentials
+// are not sent across a redirect that changes it; the per-host slot is
+// keyed by the dialled address instead (slotKey).
+func hostKey(u *url.URL) string {
+	return net.JoinHostPort(normHost(u.Hostname()), urlPort(u))
+}
+
+// urlPort is u's port, or its scheme's default.
+func urlPort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "https" {
+		return "443"
+	}
+	return "80"
 }
 
 // callState is what a call in flight keeps across redirects; it travels in
 // the request context to Caller.checkRedirect.
 type callState struct {
-	held string // host key whose slot the call holds, "" for none
+	held string // slot key (dialled address) the call holds, "" for none
 }
 
 type callStateKey struct{}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -30,8 +31,39 @@ var defaultDeny = [...]string{
 //	Deny: append(callback.DefaultDeny(), "10.0.0.0/8")
 func DefaultDeny() []string { return append([]string(nil), defaultDeny[:]...) }
 
-// ErrDenied matches (errors.Is) every *DeniedError.
-var ErrDenied = errors.New("callback: destination denied")
+// ErrDenied matches (errors.Is) every *DeniedError. Its own text is fixed
+// and says nothing of the destination: it is what a message's last_error
+// shows (PublicError), since the detailed reason (which address a name
+// resolved to, which rule) would tell a submitter about the internal
+// network.
+var ErrDenied = errors.New("callback: destination denied by the callback policy (callback.deny, allow, private_networks); the reason is in the server log")
+
+// PublicError is err as a submitter may see it: a refused destination
+// becomes ErrDenied's fixed text; anything else is unchanged.
+func PublicError(err error) error {
+	if errors.Is(err, ErrDenied) {
+		return ErrDenied
+	}
+	return err
+}
+
+// Private networks: what Options.PrivateNetworks admits besides the
+// destinations Allow admits by name or address.
+const (
+	PrivateAllow    = "allow"    // loopback and private networks reachable ("" too)
+	PrivateLoopback = "loopback" // loopback reachable, private networks refused
+	PrivateDeny     = "deny"     // both refused
+)
+
+// cgnat is the shared address space (RFC 6598), used inside clouds and
+// overlay networks like a private range.
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// isPrivate says whether a (unmapped) is in a private network: RFC 1918,
+// shared address space, IPv6 unique local or the old site-local range.
+func isPrivate(a netip.Addr) bool {
+	return a.IsPrivate() || cgnat.Contains(a) || (a.Is6() && a.As16()[0] == 0xfe && a.As16()[1]&0xc0 == 0xc0)
+}
 
 // DeniedError is the error of a call whose destination (the URL's host, a
 // redirect target, or the IP address actually dialled) is refused by
@@ -43,12 +75,18 @@ type DeniedError struct {
 	// Rule is the Deny entry that matched, as written in the configuration;
 	// "" when refused because Allow is set and nothing in it matched.
 	Rule string
+	// Why, when set, is the reason instead of Rule (a private network,
+	// sorakaQ's own listener).
+	Why string
 }
 
 func (e *DeniedError) Error() string {
 	kind := "host"
 	if e.IsAddr {
 		kind = "address"
+	}
+	if e.Why != "" {
+		return "callback: " + kind + " " + e.Host + " is denied: " + e.Why
 	}
 	if e.Rule == "" {
 		return "callback: " + kind + " " + e.Host + " is denied: not in callback.allow"
@@ -181,24 +219,83 @@ func (r *ruleSet) matchAddr(a netip.Addr) (string, bool) {
 // policy is a Caller's allow/deny configuration.
 type policy struct {
 	allow, deny ruleSet
+	private     string // PrivateAllow, PrivateLoopback or PrivateDeny
+	self        *selfSet
 	// err is set when Allow or Deny has an invalid entry: every call then
 	// fails with it (fail closed) until the configuration is fixed.
 	err error
 }
 
-func newPolicy(allow, deny []string) *policy {
+func newPolicy(o Options) *policy {
+	deny := o.Deny
 	if deny == nil {
 		deny = defaultDeny[:]
 	}
-	p := &policy{}
-	var err error
-	if p.deny, err = parseRules("callback.deny", deny); err != nil {
-		return &policy{err: err}
+	p := &policy{private: o.PrivateNetworks, self: newSelfSet(o.SelfPorts)}
+	if p.private == "" {
+		p.private = PrivateAllow
 	}
-	if p.allow, err = parseRules("callback.allow", allow); err != nil {
-		return &policy{err: err}
+	var err error
+	if p.deny, err = parseRules("callback.deny", deny); err == nil {
+		if p.allow, err = parseRules("callback.allow", o.Allow); err == nil {
+			err = validPrivate(o.PrivateNetworks)
+		}
+	}
+	if err != nil {
+		return &policy{err: err, self: p.self}
 	}
 	return p
+}
+
+func validPrivate(v string) error {
+	switch v {
+	case "", PrivateAllow, PrivateLoopback, PrivateDeny:
+		return nil
+	}
+	return fmt.Errorf("callback: bad callback.private_networks %q: must be allow, loopback or deny", v)
+}
+
+// selfSet is where sorakaQ's own listeners are: their ports on this
+// host's addresses. They are never called back, whatever Allow says: a
+// callback to the admin port let anyone guess the console password from
+// the receive port, status code by status code.
+type selfSet struct {
+	mu    sync.RWMutex
+	ports map[uint16]bool
+	local map[netip.Addr]bool // this host's interface addresses (read at start)
+}
+
+func newSelfSet(ports []int) *selfSet {
+	s := &selfSet{ports: map[uint16]bool{}, local: map[netip.Addr]bool{}}
+	s.add(ports...)
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok {
+					s.local[ip.Unmap()] = true
+				}
+			}
+		}
+	}
+	return s
+}
+
+func (s *selfSet) add(ports ...int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range ports {
+		if p > 0 && p < 1<<16 {
+			s.ports[uint16(p)] = true
+		}
+	}
+}
+
+// is says whether ap (unmapped) is one of sorakaQ's own listeners.
+func (s *selfSet) is(ap netip.AddrPort) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a := ap.Addr()
+	return s.ports[ap.Port()] && (a.IsLoopback() || a.IsUnspecified() || s.local[a])
 }
 
 // normHost lowercases a URL host name and drops a trailing dot.
@@ -241,21 +338,87 @@ func (p *policy) checkHost(host string) (nameAllowed bool, err error) {
 // checkAddr checks an IP address: the URL's host when it is an IP literal,
 // else each address actually dialled. Deny always wins; Allow, when set,
 // must admit the address unless the host name was already admitted.
+//
+// Loopback and private addresses refused by PrivateNetworks pass only if
+// Allow admits them (by the host's name or the address).
 func (p *policy) checkAddr(a netip.Addr, nameAllowed bool) error {
 	if p.err != nil {
 		return p.err
 	}
 	a = a.WithZone("").Unmap()
-	if rule, ok := p.deny.matchAddr(a); ok {
-		return &DeniedError{Host: a.String(), IsAddr: true, Rule: rule}
+	host, reach := a.String(), a
+	if v4, ok := embeddedV4(a); ok {
+		// Where NAT64 or 6to4 routes these, dialling them reaches v4
+		// ([64:ff9b::169.254.169.254] is the metadata endpoint): deny and
+		// the private networks are judged on v4 too.
+		host, reach = host+" ("+v4.String()+")", v4
 	}
-	if nameAllowed || p.allow.empty() {
+	for _, x := range []netip.Addr{a, reach} {
+		if rule, ok := p.deny.matchAddr(x); ok {
+			return &DeniedError{Host: host, IsAddr: true, Rule: rule}
+		}
+	}
+	if nameAllowed {
 		return nil
 	}
-	if _, ok := p.allow.matchAddr(a); ok {
+	_, allowed := p.allow.matchAddr(a)
+	if !allowed && reach != a {
+		_, allowed = p.allow.matchAddr(reach)
+	}
+	switch {
+	case allowed:
+		return nil
+	case reach.IsLoopback() && p.private == PrivateDeny:
+		return &DeniedError{Host: host, IsAddr: true, Why: "a loopback address, refused by callback.private_networks (deny); admit it in callback.allow"}
+	case isPrivate(reach) && p.private != PrivateAllow:
+		return &DeniedError{Host: host, IsAddr: true, Why: "a private address, refused by callback.private_networks (" + p.private + "); admit it in callback.allow"}
+	case p.allow.empty():
 		return nil
 	}
-	return &DeniedError{Host: a.String(), IsAddr: true}
+	return &DeniedError{Host: host, IsAddr: true}
+}
+
+// embeddedV4 returns the IPv4 address an IPv6 address carries in a form a
+// network may translate or tunnel to it: IPv4-compatible (::a.b.c.d,
+// not :: or ::1), IPv4-translated (::ffff:0:a.b.c.d), NAT64 (64:ff9b::/96
+// and the local-use 64:ff9b:1::/48, RFC 6052) and 6to4 (2002::/16).
+// IPv4-mapped addresses are unmapped before this.
+func embeddedV4(a netip.Addr) (netip.Addr, bool) {
+	if !a.Is6() {
+		return netip.Addr{}, false
+	}
+	b := a.As16()
+	zero := func(from, to int) bool {
+		for _, x := range b[from:to] {
+			if x != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	switch {
+	case zero(0, 12) && !zero(12, 15): // ::a.b.c.d above ::1 (::0.0.0.x is no real IPv4)
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case zero(0, 8) && b[8] == 0xff && b[9] == 0xff && b[10] == 0 && b[11] == 0: // ::ffff:0:a.b.c.d
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case b[0] == 0 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && zero(4, 12): // 64:ff9b::/96
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case b[0] == 0 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4] == 0 && b[5] == 1: // 64:ff9b:1::/48
+		return netip.AddrFrom4([4]byte{b[6], b[7], b[9], b[10]}), true
+	case b[0] == 0x20 && b[1] == 0x02: // 2002:aabb:ccdd::/48
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
+}
+
+// checkDial checks an address about to be connected to: never one of
+// sorakaQ's own listeners, then checkAddr.
+func (p *policy) checkDial(ap netip.AddrPort, nameAllowed bool) error {
+	ap = netip.AddrPortFrom(ap.Addr().WithZone("").Unmap(), ap.Port())
+	if p.err == nil && p.self.is(ap) {
+		return &DeniedError{Host: ap.String(), IsAddr: true, Why: "it is one of sorakaQ's own listeners"}
+	}
+	return p.checkAddr(ap.Addr(), nameAllowed)
 }
 
 func isASCII(s string) bool {
@@ -269,12 +432,13 @@ func isASCII(s string) bool {
 
 // dialContext is the Transport's DialContext: it checks the host name of
 // addr (host:port, not yet resolved) and then, through the dialer's
-// ControlContext hook, every IP address actually connected to, after DNS
-// resolution and before the connect(2). A name that resolves (or is
-// rebound) to a denied address is therefore refused without any packet
-// sent to that address.
+// ControlContext hook, every IP address actually connected to, right
+// before the connect(2). A name that resolves (or is rebound) to a
+// denied address is therefore refused without any packet sent to that
+// address. Names are dialled at the addresses of the Caller's addrBook,
+// preferred first, the same answer the per-host slot was keyed by.
 func (c *Caller) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	host, _, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -284,15 +448,35 @@ func (c *Caller) dialContext(ctx context.Context, network, addr string) (net.Con
 	}
 	d := *c.dialer
 	d.ControlContext = func(_ context.Context, _, address string, _ syscall.RawConn) error {
-		h, _, err := net.SplitHostPort(address)
+		ap, err := netip.ParseAddrPort(address)
 		if err != nil {
 			return fmt.Errorf("callback: cannot check dialled address %q: %w", address, err)
 		}
-		a, err := netip.ParseAddr(h)
-		if err != nil {
-			return fmt.Errorf("callback: cannot check dialled address %q: %w", address, err)
-		}
-		return c.policy.checkAddr(a, nameAllowed)
+		return c.policy.checkDial(ap, nameAllowed)
 	}
-	return d.DialContext(ctx, network, addr)
+	name := normHost(host)
+	if _, err := netip.ParseAddr(name); err == nil {
+		return d.DialContext(ctx, network, addr)
+	}
+	addrs, err := c.book.resolve(ctx, name)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	var first error
+	for _, a := range addrs {
+		conn, err := d.DialContext(ctx, network, net.JoinHostPort(a.String(), port))
+		if err == nil {
+			c.book.reached(name, a)
+			return conn, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		// a refused or denied address: the name's next one may be fine,
+		// as with net.Dialer (each address is checked on its own)
+	}
+	return nil, first
 }

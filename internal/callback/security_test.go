@@ -1,6 +1,7 @@
 package callback
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -8,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -717,7 +720,7 @@ func TestRulesValidation(t *testing.T) {
 		}
 	}
 	// IPv4-mapped CIDRs match the IPv4 addresses.
-	p := newPolicy(nil, []string{"::ffff:169.254.0.0/112"})
+	p := newPolicy(Options{Deny: []string{"::ffff:169.254.0.0/112"}})
 	if _, err := p.checkHost("169.254.1.2"); err == nil {
 		t.Error("::ffff:169.254.0.0/112 does not deny 169.254.1.2")
 	}
@@ -746,6 +749,288 @@ func TestSecurityDefaults(t *testing.T) {
 	for _, h := range []string{"127.0.0.1", "::1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "fd12::1", "localhost", "internal.svc"} {
 		if _, err := c.policy.checkHost(h); err != nil {
 			t.Errorf("%s denied by default: %v", h, err)
+		}
+	}
+}
+
+// Security review §4: the per-host cap was keyed by the host as written,
+// so eight spellings of 127.0.0.1 got eight caps and one slow receiver
+// took every caller. Now the slot is the address dialled: IP literal
+// spellings and any number of names resolving to it share one cap.
+func TestPerHostLimitByAddress(t *testing.T) {
+	const limit = 4
+	var inflight, peak atomic.Int32
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inflight.Add(1)
+		defer inflight.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		<-release
+	}))
+	defer slow.Close()
+	defer close(release)
+	_, port, _ := net.SplitHostPort(slow.Listener.Addr().String())
+	c := newCaller(t, Options{MaxConnsPerHost: limit, HostQueueTimeout: time.Minute})
+	c.book.lookup = func(_ context.Context, host string) ([]netip.Addr, error) { // a tenant's own names
+		if strings.HasSuffix(host, ".tenant.test") {
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	spellings := []string{"127.0.0.1", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[0:0:0:0:0:ffff:7f00:1]", "[0::ffff:7f00:1]",
+		"a.tenant.test", "B.tenant.test.", "c.tenant.test"}
+	const perSpelling = 5
+	results := make(chan Result, len(spellings)*perSpelling)
+	for _, h := range spellings {
+		for range perSpelling {
+			go func() {
+				r := req("POST", "http://"+h+":"+port+"/slow", "{}")
+				r.Timeout = time.Minute
+				results <- c.Do(context.Background(), r)
+			}()
+		}
+	}
+	// Every call holds or waits for the one slot of 127.0.0.1:port, and
+	// only `limit` reached the receiver. (Before, each spelling had its
+	// own slots and 8 × 4 calls reached it.)
+	key := net.JoinHostPort("127.0.0.1", port)
+	all := len(spellings) * perSpelling
+	deadline := time.Now().Add(30 * time.Second)
+	for (c.limiter.waiting(key) != all || inflight.Load() != limit) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n, in, p := c.limiter.waiting(key), inflight.Load(), peak.Load(); n != all || in != limit || p != limit {
+		t.Fatalf("%d calls under the slot of %s (want %d), %d in flight at the receiver, peak %d (want %d); hosts tracked %d",
+			n, key, all, in, p, limit, c.limiter.inUse())
+	}
+	release <- struct{}{} // one call ends: exactly one waiter takes its slot
+	for inflight.Load() != limit && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p := peak.Load(); p != limit {
+		t.Fatalf("peak %d calls at the receiver, want %d", p, limit)
+	}
+	if r := <-results; !r.OK() {
+		t.Fatalf("the finished call: %v", r.Err)
+	}
+}
+
+// A name whose first address refuses (localhost's ::1 when the receiver
+// listens on IPv4 only) is dialled at its next address, and the slot then
+// follows the address that answered. (Nothing listens on 127.0.0.2: the
+// recorder is bound to 127.0.0.1.)
+func TestSlotFollowsTheAddressReached(t *testing.T) {
+	srv, _ := recorder(t, 200, "ok")
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	c := newCaller(t, Options{})
+	c.book.lookup = func(context.Context, string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	if key, _ := c.slotKey(context.Background(), "two.test", port); key != "127.0.0.2:"+port {
+		t.Fatalf("slot before any call: %s", key)
+	}
+	wantOK(t, c.Do(context.Background(), req("GET", "http://two.test:"+port+"/", "")), 200)
+	if key, _ := c.slotKey(context.Background(), "two.test", port); key != "127.0.0.1:"+port {
+		t.Fatalf("slot after a call reached 127.0.0.1: %s", key)
+	}
+}
+
+// Security review §5: an answer's headers were read into memory up to
+// Go's 10 MiB default (12 callbacks: RSS 41 → 158 MB, and they counted as
+// delivered). They are capped at MaxResponseHeaderBytes; over it the
+// attempt fails (and is retried later).
+func TestAnswerHeadersCapped(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := range 128 { // 1 MiB of headers
+			w.Header().Set(fmt.Sprintf("X-Pad-%d", i), strings.Repeat("p", 8<<10))
+		}
+		w.WriteHeader(200)
+	}))
+	defer srv.Close()
+	c := newCaller(t, Options{})
+	r := c.Do(context.Background(), req("GET", srv.URL, ""))
+	wantErr(t, r, 0, "server response headers exceeded 65536 bytes")
+	if IsPermanent(r.Err) {
+		t.Errorf("an oversized answer is not permanent: %v", r.Err)
+	}
+	// within the cap: fine
+	small, _ := recorder(t, 200, "ok")
+	wantOK(t, c.Do(context.Background(), req("GET", small.URL, "")), 200)
+}
+
+// Security review §8: callbacks reached loopback and private addresses
+// by default, so anyone who could submit could guess the admin password
+// through a callback to the admin port and scan internal ports, reading
+// the answer from last_error. PrivateNetworks refuses them unless Allow
+// admits them; sorakaQ's own ports are refused whatever Allow says.
+func TestPrivateNetworks(t *testing.T) {
+	srv, s := recorder(t, 200, "ok")
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	for _, tc := range []struct {
+		opts Options
+		url  string
+		want string // "" = delivered
+	}{
+		{Options{PrivateNetworks: PrivateDeny}, srv.URL, "callback: address 127.0.0.1 is denied: a loopback address, refused by callback.private_networks (deny); admit it in callback.allow"},
+		{Options{PrivateNetworks: PrivateDeny}, "http://10.1.2.3:" + port + "/", "callback: address 10.1.2.3 is denied: a private address, refused by callback.private_networks (deny); admit it in callback.allow"},
+		{Options{PrivateNetworks: PrivateDeny}, "http://[fd12::1]:" + port + "/", "callback: address fd12::1 is denied: a private address, refused by callback.private_networks (deny); admit it in callback.allow"},
+		{Options{PrivateNetworks: PrivateDeny}, "http://100.64.1.1:" + port + "/", "callback: address 100.64.1.1 is denied: a private address, refused by callback.private_networks (deny); admit it in callback.allow"},
+		{Options{PrivateNetworks: PrivateDeny}, "http://[::ffff:127.0.0.1]:" + port + "/", "callback: address 127.0.0.1 is denied: a loopback address, refused by callback.private_networks (deny); admit it in callback.allow"},
+		{Options{PrivateNetworks: PrivateLoopback}, "http://192.168.1.1:" + port + "/", "callback: address 192.168.1.1 is denied: a private address, refused by callback.private_networks (loopback); admit it in callback.allow"},
+		{Options{PrivateNetworks: PrivateLoopback}, srv.URL, ""},
+		{Options{PrivateNetworks: PrivateDeny, Allow: []string{"127.0.0.1"}}, srv.URL, ""},
+		{Options{PrivateNetworks: PrivateDeny, Allow: []string{"127.0.0.0/8"}}, srv.URL, ""},
+		{Options{}, srv.URL, ""}, // the package's default: allow
+	} {
+		c := newCaller(t, tc.opts)
+		r := c.Do(context.Background(), req("POST", tc.url, "{}"))
+		if tc.want == "" {
+			wantOK(t, r, 200)
+			continue
+		}
+		wantDenied(t, r, 0, tc.want)
+	}
+	// a name resolving to loopback is refused where it is dialled, unsent
+	lookupsLocalhost(t)
+	c := newCaller(t, Options{PrivateNetworks: PrivateDeny})
+	r := c.Do(context.Background(), req("POST", "http://localhost:"+port+"/unsent", "{}"))
+	if !errors.Is(r.Err, ErrDenied) || !strings.Contains(r.Err.Error(), "a loopback address") {
+		t.Fatalf("localhost with private_networks deny: %v", r.Err)
+	}
+	if s.get().path == "/unsent" {
+		t.Error("the receiver was called")
+	}
+	// a name admitted by Allow may resolve to loopback
+	c = newCaller(t, Options{PrivateNetworks: PrivateDeny, Allow: []string{"localhost"}})
+	wantOK(t, c.Do(context.Background(), req("POST", "http://localhost:"+port+"/", "{}")), 200)
+}
+
+func TestOwnListenersNeverCalled(t *testing.T) {
+	srv, s := recorder(t, 200, "ok")
+	_, p, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	port, _ := strconv.Atoi(p)
+	// even allowed explicitly, and with private networks open
+	c := newCaller(t, Options{SelfPorts: []int{port}, Allow: []string{"127.0.0.1", "localhost"}})
+	wantDenied(t, c.Do(context.Background(), req("POST", srv.URL+"/sorakaq/auth/login", `{"username":"admin","password":"admin"}`)), 0,
+		"callback: address 127.0.0.1:"+p+" is denied: it is one of sorakaQ's own listeners")
+	if lookupsLocalhost(t); true {
+		r := c.Do(context.Background(), req("POST", "http://localhost:"+p+"/", "{}"))
+		if !errors.Is(r.Err, ErrDenied) {
+			t.Errorf("localhost:%s: %v, want denied", p, r.Err)
+		}
+	}
+	// ports bound later (":0") are added with DenySelf
+	c2 := newCaller(t, Options{})
+	wantOK(t, c2.Do(context.Background(), req("GET", srv.URL+"/before", "")), 200)
+	c2.DenySelf(srv.Listener.Addr().String()) // its connection to srv is pooled: the literal is checked anyway
+	if r := c2.Do(context.Background(), req("GET", srv.URL+"/after", "")); !errors.Is(r.Err, ErrDenied) {
+		t.Errorf("after DenySelf: %v, want denied", r.Err)
+	}
+	if got := s.get(); got.path != "/before" {
+		t.Errorf("the receiver saw %q last, want only /before", got.path)
+	}
+	// another port on the same address is not sorakaQ's
+	other, _ := recorder(t, 200, "ok")
+	wantOK(t, c.Do(context.Background(), req("GET", other.URL, "")), 200)
+}
+
+// What a submitter sees of a refused destination is a fixed text: not
+// which address a name resolved to, nor which rule refused it.
+func TestPublicError(t *testing.T) {
+	c := newCaller(t, Options{PrivateNetworks: PrivateDeny})
+	r := c.Do(context.Background(), req("GET", "http://10.9.8.7/", ""))
+	pub := PublicError(r.Err)
+	if pub != ErrDenied || strings.Contains(pub.Error(), "10.9.8.7") || !IsPermanent(pub) {
+		t.Fatalf("public error %q of %q", pub, r.Err)
+	}
+	other := errors.New("callback: status 503")
+	if PublicError(other) != other || PublicError(nil) != nil {
+		t.Fatal("PublicError changed an error that is not a refusal")
+	}
+}
+
+// A name with one denied address is dialled at its next one, as
+// net.Dialer did: each address dialled is checked on its own.
+func TestDeniedAddressFallsBackToTheNext(t *testing.T) {
+	srv, _ := recorder(t, 200, "ok")
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	c := newCaller(t, Options{Deny: []string{"127.0.0.2"}})
+	c.book.lookup = func(context.Context, string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	wantOK(t, c.Do(context.Background(), req("GET", "http://two.test:"+port+"/", "")), 200)
+	c.book = newAddrBook()
+	c.book.lookup = func(context.Context, string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.2")}, nil
+	}
+	c.Close() // no pooled connection to reuse
+	wantDenied(t, c.Do(context.Background(), req("GET", "http://only.test:"+port+"/", "")), 0,
+		"callback: address 127.0.0.2 is denied by callback.deny (127.0.0.2)")
+}
+
+// Security review §15: raw GET params went into the request line as
+// written: "a=1 HTTP/1.0 x<>..." put a fake protocol version on the wire.
+// Bytes a query may not hold are percent-encoded; the rest is kept.
+func TestRawGetParamsEscaped(t *testing.T) {
+	lines := make(chan string, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // a raw receiver: what is really on the wire
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			line, _ := bufio.NewReader(conn).ReadString('\n')
+			lines <- strings.TrimRight(line, "\r\n")
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			conn.Close()
+		}
+	}()
+	c := newCaller(t, Options{})
+	wantOK(t, c.Do(context.Background(), req("GET", "http://"+ln.Addr().String()+"/x", "a=1 HTTP/1.0 x<>\"{}|^`#é&b=%41")), 200)
+	if got, want := <-lines, "GET /x?a=1%20HTTP/1.0%20x%3C%3E%22%7B%7D%7C%5E%60%23%C3%A9&b=%41 HTTP/1.1"; got != want {
+		t.Fatalf("request line\n  %s\nwant\n  %s", got, want)
+	}
+	if escapeQuery("c=3&d=%C3%A9") != "c=3&d=%C3%A9" {
+		t.Error("a valid query changed")
+	}
+}
+
+// Security review §19: IPv6 forms that embed 169.254.169.254 were dialled
+// (only IPv4-mapped ones were checked). Where NAT64 or 6to4 routes them
+// they reach the metadata endpoint, so the IPv4 address they carry passes
+// the same rules, before any dial.
+func TestEmbeddedIPv4Denied(t *testing.T) {
+	c := newCaller(t, Options{})
+	dials := countDials(c)
+	for _, h := range []string{
+		"[::169.254.169.254]",        // IPv4-compatible
+		"[64:ff9b::169.254.169.254]", // NAT64, well-known prefix
+		"[64:ff9b:1:a9fe:a9:fe00::]", // NAT64, local-use /48
+		"[::ffff:0:169.254.169.254]", // IPv4-translated
+		"[2002:a9fe:a9fe::1]",        // 6to4
+	} {
+		r := c.Do(context.Background(), req("GET", "http://"+h+"/latest/meta-data/", ""))
+		if !errors.Is(r.Err, ErrDenied) || !strings.Contains(r.Err.Error(), "(169.254.169.254) is denied by callback.deny (169.254.0.0/16)") {
+			t.Errorf("%s: %v, want denied as 169.254.169.254", h, r.Err)
+		}
+	}
+	if n := dials.Load(); n != 0 {
+		t.Errorf("%d dials", n)
+	}
+	// the private rules too
+	c2 := newCaller(t, Options{PrivateNetworks: PrivateDeny})
+	if r := c2.Do(context.Background(), req("GET", "http://[64:ff9b::10.1.2.3]/", "")); !errors.Is(r.Err, ErrDenied) {
+		t.Errorf("NAT64 of a private address: %v, want denied", r.Err)
+	}
+	for _, a := range []string{"::", "::1", "2001:db8::1", "fd00::1"} {
+		if _, ok := embeddedV4(netip.MustParseAddr(a)); ok {
+			t.Errorf("%s carries no IPv4 address", a)
 		}
 	}
 }

@@ -7,8 +7,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +19,8 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/sorakaq/sorakaq/internal/callback"
+	"github.com/sorakaq/sorakaq/internal/httpapi"
+	"github.com/sorakaq/sorakaq/internal/receive"
 )
 
 // Config is the whole configuration; docs/config.md lists every key.
@@ -24,12 +29,14 @@ type Config struct {
 	NodeID    string    `mapstructure:"node_id"`
 	DataDir   string    `mapstructure:"data_dir"`
 	Log       Log       `mapstructure:"log"`
+	HTTP      HTTP      `mapstructure:"http"`
 	Receive   Receive   `mapstructure:"receive"`
 	Admin     Admin     `mapstructure:"admin"`
 	Worker    Worker    `mapstructure:"worker"`
 	Callback  Callback  `mapstructure:"callback"`
 	Store     Store     `mapstructure:"store"`
 	Shutdown  Shutdown  `mapstructure:"shutdown"`
+	Topics    Topics    `mapstructure:"topics"`
 	Center    Center    `mapstructure:"center"`
 	Cluster   Cluster   `mapstructure:"cluster"`
 	Redis     Redis     `mapstructure:"redis"`
@@ -83,6 +90,17 @@ type Kafka struct {
 	DefaultPartitions int           `mapstructure:"default_partitions"`
 	Replication       int           `mapstructure:"replication"`
 	ProduceTimeout    time.Duration `mapstructure:"produce_timeout"`
+}
+
+// HTTP is what every listener (receive, admin, worker, center) enforces
+// on its clients.
+type HTTP struct {
+	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
+	ReadTimeout       time.Duration `mapstructure:"read_timeout"`
+	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
+	MaxHeaderBytes    int           `mapstructure:"max_header_bytes"`
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
 }
 
 type Log struct {
@@ -145,12 +163,19 @@ type Worker struct {
 type Callback struct {
 	MaxIdleConnsPerHost int           `mapstructure:"max_idle_conns_per_host"`
 	MaxResponseBytes    int64         `mapstructure:"max_response_bytes"`
+	MaxHeaderBytes      int64         `mapstructure:"max_header_bytes"`
 	UserAgent           string        `mapstructure:"user_agent"`
 	DialTimeout         time.Duration `mapstructure:"dial_timeout"`
 	Allow               []string      `mapstructure:"allow"`
 	Deny                []string      `mapstructure:"deny"`
 	MaxConnsPerHost     int           `mapstructure:"max_conns_per_host"`
 	HostQueueTimeout    time.Duration `mapstructure:"host_queue_timeout"`
+	PrivateNetworks     string        `mapstructure:"private_networks"` // auto, allow, loopback or deny
+}
+
+// Topics bounds the topics (created by submits or the admin API).
+type Topics struct {
+	Max int `mapstructure:"max"`
 }
 
 type Store struct {
@@ -174,6 +199,11 @@ var defaults = map[string]any{
 	"data_dir":                         "./data",
 	"log.level":                        "info",
 	"log.format":                       "json",
+	"http.read_header_timeout":         "10s",
+	"http.read_timeout":                "30s",
+	"http.idle_timeout":                "120s",
+	"http.max_header_bytes":            64 << 10,
+	"http.trusted_proxies":             []string{},
 	"receive.listen":                   ":9088",
 	"receive.max_body_bytes":           64 << 10,
 	"receive.max_params_bytes":         16 << 10,
@@ -213,15 +243,18 @@ var defaults = map[string]any{
 	"worker.purge_interval":            "1m",
 	"callback.max_idle_conns_per_host": 256,
 	"callback.max_response_bytes":      64 << 10,
+	"callback.max_header_bytes":        64 << 10,
 	"callback.user_agent":              "sorakaQ-callback/1",
 	"callback.dial_timeout":            "2s",
 	"callback.allow":                   []string{},
 	"callback.deny":                    []string{"169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"},
+	"callback.private_networks":        "auto",
 	"callback.max_conns_per_host":      64,
 	"callback.host_queue_timeout":      "30s",
 	"store.embedded.cache_mb":          32,
 	"store.embedded.memtable_mb":       16,
 	"shutdown.timeout":                 "30s",
+	"topics.max":                       1000,
 	"center.listen":                    ":9086",
 	"center.strategy":                  "round_robin",
 	"center.grace":                     "3s",
@@ -308,14 +341,53 @@ func splitStringToSlice(f, t reflect.Type, data any) (any, error) {
 	return parts, nil
 }
 
+// HTTPOptions maps the http keys to the listeners' options.
+func (c *Config) HTTPOptions() httpapi.Options {
+	return httpapi.Options{ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, ReadTimeout: c.HTTP.ReadTimeout,
+		IdleTimeout: c.HTTP.IdleTimeout, MaxHeaderBytes: c.HTTP.MaxHeaderBytes, TrustedProxies: c.HTTP.TrustedProxies}
+}
+
 // CallbackOptions maps the callback keys to the caller's options.
 func (c *Config) CallbackOptions() callback.Options {
 	return callback.Options{
 		MaxIdleConnsPerHost: c.Callback.MaxIdleConnsPerHost, MaxResponseBytes: c.Callback.MaxResponseBytes,
-		UserAgent: c.Callback.UserAgent, DialTimeout: c.Callback.DialTimeout,
+		MaxResponseHeaderBytes: c.Callback.MaxHeaderBytes, UserAgent: c.Callback.UserAgent, DialTimeout: c.Callback.DialTimeout,
 		Allow: c.Callback.Allow, Deny: append([]string{}, c.Callback.Deny...),
 		MaxConnsPerHost: c.Callback.MaxConnsPerHost, HostQueueTimeout: c.Callback.HostQueueTimeout,
+		PrivateNetworks: c.PrivateNetworks(), SelfPorts: c.SelfPorts(),
 	}
+}
+
+// PrivateNetworks is callback.private_networks with auto resolved: the
+// all-in-one may call loopback (its first run calls a receiver on the
+// same machine), the distributed mode calls neither loopback nor private
+// networks unless configured.
+func (c *Config) PrivateNetworks() string {
+	if c.Callback.PrivateNetworks != "auto" {
+		return c.Callback.PrivateNetworks
+	}
+	if c.Mode == "embedded" {
+		return callback.PrivateLoopback
+	}
+	return callback.PrivateDeny
+}
+
+// SelfPorts are the configured ports of sorakaQ's listeners in this mode,
+// never called back on a local address.
+func (c *Config) SelfPorts() []int {
+	listens := []string{c.Receive.Listen, c.Admin.Listen}
+	if c.Mode == "distributed" {
+		listens = append(listens, c.Worker.Listen, c.Center.Listen)
+	}
+	var ports []int
+	for _, l := range listens {
+		if _, p, err := net.SplitHostPort(l); err == nil {
+			if n, err := strconv.Atoi(p); err == nil && n > 0 {
+				ports = append(ports, n)
+			}
+		}
+	}
+	return ports
 }
 
 // Validate checks values that would break the service.
@@ -332,6 +404,22 @@ func (c *Config) Validate() error {
 	case "json", "console":
 	default:
 		bad("log.format", "must be json or console")
+	}
+	if c.HTTP.ReadHeaderTimeout <= 0 || c.HTTP.ReadTimeout <= 0 || c.HTTP.IdleTimeout <= 0 {
+		bad("http.read_header_timeout/read_timeout/idle_timeout", "must be positive")
+	}
+	if c.HTTP.MaxHeaderBytes < 4096 {
+		bad("http.max_header_bytes", "must be at least 4096")
+	}
+	for i, p := range c.HTTP.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			if _, err := netip.ParseAddr(p); err != nil {
+				bad(fmt.Sprintf("http.trusted_proxies[%d]", i), fmt.Sprintf("must be an IP address or a CIDR, got %q", p))
+			}
+		}
+	}
+	if err := (receive.Access{Tokens: c.Receive.Tokens, TopicTokens: c.Receive.TopicTokens}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("config: %w", err))
 	}
 	if c.Receive.MinTTRMs < 1 || c.Receive.MaxTTRMs < c.Receive.MinTTRMs {
 		bad("receive.min_ttr_ms/max_ttr_ms", "must satisfy 1 <= min <= max")
@@ -391,8 +479,16 @@ func (c *Config) Validate() error {
 			bad("redis.prefix", "must not contain braces (it becomes the Cluster hash tag)")
 		}
 	}
+	switch c.Callback.PrivateNetworks {
+	case "auto", callback.PrivateAllow, callback.PrivateLoopback, callback.PrivateDeny:
+	default:
+		bad("callback.private_networks", fmt.Sprintf("must be auto, allow, loopback or deny, got %q", c.Callback.PrivateNetworks))
+	}
 	if err := c.CallbackOptions().Validate(); err != nil {
 		bad("callback.allow/deny", err.Error())
+	}
+	if c.Topics.Max < 0 {
+		bad("topics.max", "must not be negative (0 = no limit)")
 	}
 	if c.Shutdown.Timeout <= 0 {
 		bad("shutdown.timeout", "must be positive")

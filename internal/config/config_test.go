@@ -67,6 +67,9 @@ func TestBadConfigIsRefusedWithTheKey(t *testing.T) {
 		{"recieve:\n  listen: x\n", "recieve"},
 		{"worker:\n  window: soon\n", "window"},
 		{"log:\n  format: xml\n", "log.format"},
+		{"http:\n  read_timeout: 0s\n", "http.read_header_timeout/read_timeout/idle_timeout"},
+		{"http:\n  trusted_proxies: [my-lb]\n", "http.trusted_proxies[0]"},
+		{"receive:\n  topic_tokens:\n    orders: [\"\"]\n", "receive.topic_tokens.orders[0]"},
 	} {
 		p := filepath.Join(dir, "c.yaml")
 		os.WriteFile(p, []byte(tc.yaml), 0o644)
@@ -84,5 +87,57 @@ func TestShippedDistributedConfigParses(t *testing.T) {
 	}
 	if c.Mode != "distributed" || c.Redis.Addrs[0] != "127.0.0.1:16379" || c.ZooKeeper.Servers[0] != "127.0.0.1:12181" || c.Kafka.Brokers[0] != "127.0.0.1:19092" {
 		t.Fatalf("conf/distributed.yaml does not point at scripts/infra.sh's servers: %+v", c)
+	}
+}
+
+// Security review §6: a trailing comma in SORAKAQ_RECEIVE_TOKENS made an
+// empty token, and an empty token opened every topic (over HTTP/2
+// "Authorization: Bearer " arrives with its space). The start is refused
+// with the key and the reason.
+func TestEmptyTokenIsRefused(t *testing.T) {
+	t.Setenv("SORAKAQ_RECEIVE_TOKENS", "secret1,")
+	_, err := Load("")
+	if err == nil || !strings.Contains(err.Error(), "receive.tokens[1]") || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("SORAKAQ_RECEIVE_TOKENS=secret1, loaded with %v; want an error naming receive.tokens[1]", err)
+	}
+}
+
+func TestTrustedProxiesFromEnv(t *testing.T) {
+	t.Setenv("SORAKAQ_HTTP_TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.7")
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.HTTPOptions().TrustedProxies; !reflect.DeepEqual(got, []string{"10.0.0.0/8", "192.0.2.7"}) {
+		t.Fatalf("trusted proxies %v", got)
+	}
+}
+
+// callback.private_networks: auto lets the all-in-one call loopback (its
+// first run calls a receiver on the same machine) and the distributed
+// mode neither loopback nor private networks; the own ports are those of
+// the mode's listeners.
+func TestCallbackPrivateNetworksByMode(t *testing.T) {
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CallbackOptions(); got.PrivateNetworks != "loopback" || !reflect.DeepEqual(got.SelfPorts, []int{9088, 9087}) {
+		t.Errorf("all-in-one: private networks %q, own ports %v", got.PrivateNetworks, got.SelfPorts)
+	}
+	t.Setenv("SORAKAQ_MODE", "distributed")
+	if c, err = Load(""); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CallbackOptions(); got.PrivateNetworks != "deny" || !reflect.DeepEqual(got.SelfPorts, []int{9088, 9087, 9089, 9086}) {
+		t.Errorf("distributed: private networks %q, own ports %v", got.PrivateNetworks, got.SelfPorts)
+	}
+	t.Setenv("SORAKAQ_CALLBACK_PRIVATE_NETWORKS", "allow")
+	if c, err = Load(""); err != nil || c.CallbackOptions().PrivateNetworks != "allow" {
+		t.Errorf("explicit allow: %v %v", err, c)
+	}
+	t.Setenv("SORAKAQ_CALLBACK_PRIVATE_NETWORKS", "sometimes")
+	if _, err = Load(""); err == nil || !strings.Contains(err.Error(), "callback.private_networks") {
+		t.Errorf("a bad value: %v, want an error naming callback.private_networks", err)
 	}
 }

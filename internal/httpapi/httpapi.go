@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -56,6 +57,8 @@ func Status(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, message.ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, message.ErrUnprocessable):
+		return http.StatusUnprocessableEntity
 	case errors.Is(err, message.ErrTooMany):
 		return http.StatusTooManyRequests
 	case errors.Is(err, message.ErrUnavailable):
@@ -103,11 +106,17 @@ func Fail(c *gin.Context, log *zap.Logger, err error) {
 		}
 		c.Header("Retry-After", strconv.Itoa(secs))
 	case st == http.StatusServiceUnavailable:
+		// The cause names internal servers (a Redis address, a worker):
+		// the log has it, the client only needs to retry.
 		log.Warn("unavailable", zap.String("path", c.FullPath()), zap.Error(err))
+		env.EM = unavailableText
 		c.Header("Retry-After", "1")
 	}
 	c.AbortWithStatusJSON(st, env)
 }
+
+// unavailableText is every 503's em.
+const unavailableText = "service unavailable: retry shortly (the server log says why)"
 
 // ReadBody reads the whole body, at most limit bytes.
 func ReadBody(c *gin.Context, limit int64) ([]byte, error) {
@@ -134,9 +143,12 @@ func NewEngine(log *zap.Logger, m *metrics.Metrics, ready func() error) *gin.Eng
 // persistence settings, read at start).
 func NewEngineWith(log *zap.Logger, m *metrics.Metrics, ready func() error, durability func() string) *gin.Engine {
 	e := gin.New()
+	// No proxy is trusted until Listen says otherwise (http.trusted_proxies):
+	// gin's default believes every X-Forwarded-For.
+	_ = e.SetTrustedProxies(nil)
 	e.HandleMethodNotAllowed = true
 	e.ContextWithFallback = true // handlers pass c as a context: let it end with the request
-	e.Use(recovery(log), observe(m))
+	e.Use(securityHeaders, recovery(log), observe(m))
 	e.NoRoute(func(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusNotFound, Envelope{EC: http.StatusNotFound, EM: fmt.Sprintf("no such endpoint: %s %s", c.Request.Method, c.Request.URL.Path)})
 	})
@@ -146,10 +158,17 @@ func NewEngineWith(log *zap.Logger, m *metrics.Metrics, ready func() error, dura
 	e.GET("/healthz", func(c *gin.Context) {
 		c.JSON(http.StatusOK, Envelope{EC: 200, EM: "success", Result: "ok"})
 	})
+	var loggedNotReady atomic.Int64 // unix ms: probes come every few seconds, log at most every 10 s
 	e.GET("/readyz", func(c *gin.Context) {
 		status, env := http.StatusOK, Envelope{EC: 200, EM: "success", Result: "ready"}
 		if err := ready(); err != nil {
-			status, env = http.StatusServiceUnavailable, Envelope{EC: 503, EM: err.Error(), Result: "not ready"}
+			// Anyone may ask: the reason (which server is down, where) is
+			// for the log.
+			status, env = http.StatusServiceUnavailable, Envelope{EC: 503, EM: "not ready (the server log says why)", Result: "not ready"}
+			now, last := time.Now().UnixMilli(), loggedNotReady.Load()
+			if now-last >= 10_000 && loggedNotReady.CompareAndSwap(last, now) {
+				log.Warn("not ready", zap.Error(err))
+			}
 		}
 		if durability == nil {
 			c.JSON(status, env)
@@ -159,6 +178,21 @@ func NewEngineWith(log *zap.Logger, m *metrics.Metrics, ready func() error, dura
 	})
 	e.GET("/metrics", gin.WrapH(m.Handler()))
 	return e
+}
+
+// securityHeaders go on every answer: no content sniffing, no framing, and
+// a CSP that lets nothing load from a JSON answer opened as a page (the
+// console's pages set their own). Over TLS, HSTS too.
+func securityHeaders(c *gin.Context) {
+	h := c.Writer.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	h.Set("Referrer-Policy", "no-referrer")
+	if c.Request.TLS != nil {
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+	}
+	c.Next()
 }
 
 func recovery(log *zap.Logger) gin.HandlerFunc {

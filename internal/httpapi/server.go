@@ -7,7 +7,56 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/gin-gonic/gin"
 )
+
+// Options are what every listener sorakaQ owns enforces on its clients
+// (config http.*). Without them a client that sends its body one byte at
+// a time holds a connection and a goroutine for as long as it likes, and
+// gin believes any X-Forwarded-For, so a client chooses the address the
+// rate limits and the login back-off see.
+type Options struct {
+	// ReadHeaderTimeout bounds the time to send the request headers.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds the time to send the whole request, body
+	// included (HTTP/1 and each HTTP/2 stream).
+	ReadTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle this long.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers (Go's default is
+	// 1 MiB; net/http allows 4 KiB more than this).
+	MaxHeaderBytes int
+	// TrustedProxies are the peers (IPs or CIDRs) whose X-Forwarded-For
+	// and X-Real-IP are believed; empty: none, the client is the peer.
+	TrustedProxies []string
+}
+
+// DefaultOptions are the documented defaults. There is no write timeout:
+// handlers are bounded by their own timeouts (a submit by the store's),
+// and the profiler's 30 s profile must be able to finish.
+func DefaultOptions() Options {
+	return Options{ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
+}
+
+// withDefaults fills zero fields, so a caller that built Options by hand
+// never gets a listener without timeouts.
+func (o Options) withDefaults() Options {
+	d := DefaultOptions()
+	if o.ReadHeaderTimeout <= 0 {
+		o.ReadHeaderTimeout = d.ReadHeaderTimeout
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = d.ReadTimeout
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = d.IdleTimeout
+	}
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	return o
+}
 
 // Server is one HTTP listener of a service. The socket is opened by
 // Listen (so a test can bind 127.0.0.1:0 and read Addr before serving);
@@ -19,14 +68,20 @@ type Server struct {
 	cert, key string
 }
 
-// Listen opens addr for handler h; cert and key (PEM files) turn on TLS.
-func Listen(name, addr string, h http.Handler, cert, key string) (*Server, error) {
+// Listen opens addr for e with the limits of o; cert and key (PEM files)
+// turn on TLS. It sets e's trusted proxies from o (none when empty).
+func Listen(name, addr string, e *gin.Engine, o Options, cert, key string) (*Server, error) {
+	o = o.withDefaults()
+	if err := e.SetTrustedProxies(o.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("%s: http.trusted_proxies: %w", name, err)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen %s: %w", name, addr, err)
 	}
 	return &Server{name: name, ln: ln, cert: cert, key: key,
-		srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}}, nil
+		srv: &http.Server{Handler: e, ReadHeaderTimeout: o.ReadHeaderTimeout, ReadTimeout: o.ReadTimeout,
+			IdleTimeout: o.IdleTimeout, MaxHeaderBytes: o.MaxHeaderBytes}}, nil
 }
 
 // Addr is the bound address.

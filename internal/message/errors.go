@@ -13,4 +13,7 @@ var (
 	ErrTooMany       = errors.New("too many requests")
 	ErrUnauthorized  = errors.New("unauthorized")
 	ErrForbidden     = errors.New("forbidden")
+	// ErrUnprocessable: well-formed, but it cannot be done as asked (an
+	// Idempotency-Key reused for a different request).
+	ErrUnprocessable = errors.New("unprocessable")
 )

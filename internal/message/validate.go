@@ -54,13 +54,19 @@ var (
 )
 
 // ValidateTopic checks a topic name: 1-64 of letters, digits, '.', '_' and
-// '-', so it is also a valid Kafka topic name once prefixed.
+// '-', so it is also a valid Kafka topic name once prefixed, but not "."
+// or "..": the distributed mode keeps a topic at ZooKeeper path
+// topics/<name>, where those are no node names (the all-in-one used to
+// accept them, the distributed mode answered 503 forever).
 func ValidateTopic(field, name string) error {
 	if strings.TrimSpace(name) == "" {
 		return &FieldError{field, "is required"}
 	}
 	if !topicRe.MatchString(name) {
 		return &FieldError{field, "must be 1-64 characters of letters, digits, '.', '_' or '-'"}
+	}
+	if name == "." || name == ".." {
+		return &FieldError{field, `must not be "." or ".."`}
 	}
 	return nil
 }

@@ -145,3 +145,20 @@ func TestUnknownFieldsAreNamedByTheirRealPath(t *testing.T) {
 		}
 	}
 }
+
+// Security review §13: "." and ".." were accepted in the all-in-one but
+// are no ZooKeeper node names, so in the distributed mode every submit to
+// them answered 503. Both modes refuse them now.
+func TestTopicDotNames(t *testing.T) {
+	for _, n := range []string{".", ".."} {
+		err := ValidateTopic("topic_name", n)
+		if fe, ok := err.(*FieldError); !ok || fe.Field != "topic_name" || !strings.Contains(fe.Reason, `"."`) {
+			t.Errorf("topic %q: %v, want a field error", n, err)
+		}
+	}
+	for _, n := range []string{"...", ".a", "a.", "a..b", "_"} {
+		if err := ValidateTopic("topic_name", n); err != nil {
+			t.Errorf("topic %q: %v", n, err)
+		}
+	}
+}

@@ -46,6 +46,8 @@ type Options struct {
 	MaxListLimit      int
 	Access            Access
 	RateLimits        Limits
+	// HTTP are the listener's timeouts, header cap and trusted proxies.
+	HTTP httpapi.Options
 	// TLSCert and TLSKey (PEM files) make the listener serve HTTPS.
 	TLSCert, TLSKey string
 	// Durability, if set, says in /readyz what an acknowledged submit
@@ -55,7 +57,7 @@ type Options struct {
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
-	return Options{Listen: ":9088", MaxBodyBytes: 64 << 10, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500}
+	return Options{Listen: ":9088", MaxBodyBytes: 64 << 10, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
 }
 
 // Server is the receive HTTP service.
@@ -68,19 +70,24 @@ type Server struct {
 
 	clientLimit *limiter
 	topicLimit  *limiter
+	tokenIDs    tokenIDs
 	pending     *pendingCache
 }
 
 // New opens the listener (so tests can bind :0 and read Addr) and builds
 // the routes.
 func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, log *zap.Logger) (*Server, error) {
+	if err := opts.Access.Validate(); err != nil {
+		return nil, fmt.Errorf("receive: %w", err)
+	}
 	s := &Server{opts: opts, backend: b, topics: topics, log: log,
 		clientLimit: newLimiter(opts.RateLimits.PerClient, opts.RateLimits.Burst),
 		topicLimit:  newLimiter(opts.RateLimits.PerTopic, opts.RateLimits.Burst),
+		tokenIDs:    newTokenIDs(opts.Access),
 		pending:     &pendingCache{counter: b.Counts}}
 	e := httpapi.NewEngineWith(log, m, b.Ready, opts.Durability)
 	s.Routes(e.Group("/sorakaq/msg"))
-	hs, err := httpapi.Listen("receive", opts.Listen, e, opts.TLSCert, opts.TLSKey)
+	hs, err := httpapi.Listen("receive", opts.Listen, e, opts.HTTP, opts.TLSCert, opts.TLSKey)
 	if err != nil {
 		return nil, err
 	}
@@ -130,33 +137,58 @@ func (s *Server) submit(c *gin.Context) (any, error) {
 		return nil, tooMany(fmt.Sprintf("topic %q is over its submit rate (receive.rate_limit.per_topic)", m.Topic), wait)
 	}
 	if max := s.opts.RateLimits.MaxPendingPerTopic; max > 0 {
-		n, err := s.pending.pending(c, m.Topic)
+		// Reserved before storing, so submits arriving together cannot all
+		// pass the check (limit 20: 45 at once were all stored).
+		n, ok, err := s.pending.reserve(c, m.Topic, max)
 		if err != nil {
 			return nil, fmt.Errorf("%w: counting pending messages: %v", message.ErrUnavailable, err)
 		}
-		if n >= max {
+		if !ok {
 			return nil, &RetryAfter{Secs: 5, Err: fmt.Errorf("%w: topic %q holds %d pending messages, the limit is %d (receive.max_pending_per_topic); retry once some have fired", message.ErrTooMany, m.Topic, n, max)}
 		}
+		res, stored, err := s.store(c, m)
+		s.pending.settle(m.Topic, stored)
+		return res, err
 	}
+	res, _, err := s.store(c, m)
+	return res, err
+}
+
+// store makes sure the topic exists and hands m to the backend; stored
+// says whether a new message was stored (not a replay, not a failure).
+func (s *Server) store(c *gin.Context, m *message.Message) (any, bool, error) {
 	if err := s.ensureTopic(c, m.Topic); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := s.backend.Submit(c, m); err != nil {
 		var dup *store.DuplicateError
 		if !errors.As(err, &dup) {
-			return nil, err
+			return nil, false, err
 		}
 		// The same submit again (a retry after a lost answer): answer with
 		// the message it created the first time.
 		first, gerr := s.backend.Get(c, m.Topic, dup.ID)
 		if gerr != nil {
-			return nil, gerr
+			return nil, false, gerr
+		}
+		if !sameSubmit(first, m) {
+			// Another request under a key already used: answering with the
+			// first message would tell this submitter its message is stored.
+			return nil, false, fmt.Errorf("%w: Idempotency-Key %q was used for a different submit to topic %q (message %s); use a new key for a new message",
+				message.ErrUnprocessable, m.IdemKey, m.Topic, first.ID)
 		}
 		c.Header("Idempotent-Replayed", "true")
-		return SubmitResult{MsgID: first.ID, DueAt: first.DueMs}, nil
+		return SubmitResult{MsgID: first.ID, DueAt: first.DueMs}, false, nil
 	}
-	s.pending.added(m.Topic)
-	return SubmitResult{MsgID: m.ID, DueAt: m.DueMs}, nil
+	return SubmitResult{MsgID: m.ID, DueAt: m.DueMs}, true, nil
+}
+
+// sameSubmit says whether a replayed submit asks for what the first one
+// did: its delay (the requested one, which delay changes leave as it
+// was), ttr and callback, as parsed (so defaults and letter case do not
+// count).
+func sameSubmit(first, again *message.Message) bool {
+	return first.DelayMs == again.DelayMs && first.TTRMs == again.TTRMs && first.Callback == again.Callback
 }
 
 func (s *Server) ensureTopic(ctx context.Context, name string) error {
@@ -172,6 +204,9 @@ func (s *Server) ensureTopic(ctx context.Context, name string) error {
 	}
 	now := time.Now().UnixMilli()
 	_, err = s.topics.CreateTopic(ctx, registry.Topic{Name: name, WorkerNum: s.opts.DefaultWorkerNum, Partitions: max(1, s.opts.DefaultPartitions), CreatedMs: now, UpdatedMs: now})
+	if errors.Is(err, registry.ErrTopicLimit) {
+		return err
+	}
 	if err != nil && !errors.Is(err, registry.ErrTopicExists) {
 		return fmt.Errorf("%w: creating topic %q: %v", message.ErrUnavailable, name, err)
 	}
@@ -212,7 +247,7 @@ func (r msgRef) topic() string { return r.TopicName }
 
 // limitClients applies the per-client rate limit to every call.
 func (s *Server) limitClients(c *gin.Context) {
-	if ok, wait := s.clientLimit.allow(clientKey(c)); !ok {
+	if ok, wait := s.clientLimit.allow(s.clientKey(c)); !ok {
 		httpapi.Fail(c, s.log, tooMany("this client is over its request rate (receive.rate_limit.per_client)", wait))
 		return
 	}
@@ -337,8 +372,12 @@ func (s *Server) get(c *gin.Context) (any, error) {
 		return nil, err
 	}
 	if topic == "" {
-		// a topic token may only read its own topics' messages
-		if err := s.authorize(c, m.Topic); err != nil {
+		// A topic token may only read its own topics' messages, and is not
+		// told that another topic's message exists, nor that topic's name:
+		// the same 404 as for an unknown id.
+		if err := s.authorize(c, m.Topic); errors.Is(err, message.ErrForbidden) {
+			return nil, message.ErrNotFound
+		} else if err != nil {
 			return nil, err
 		}
 	}

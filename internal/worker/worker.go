@@ -934,10 +934,15 @@ func (w *Worker) record(ctx context.Context, r ref, sent *message.Message, attem
 	// (cancel, delay changes, delete and redrive all refuse); the outcome
 	// is written over the message as read, as a compare-and-set, so a
 	// worker whose slot was taken over meanwhile overwrites nothing.
+	if errors.Is(res.Err, callback.ErrDenied) {
+		// last_error gets a fixed text: which address a name resolved to,
+		// and which rule refused it, is for the operator only.
+		w.log.Warn("callback destination refused", zap.String("msg_id", sent.ID), zap.String("topic", sent.Topic), zap.Error(res.Err))
+	}
 	m := sent.Clone()
 	dead := lifecycle.Record(m, lifecycle.Outcome{
 		Attempt: attempt, Start: start, End: time.Now(), OK: res.OK(), StatusCode: res.StatusCode,
-		Duration: res.Duration, Err: res.Err, Permanent: res.Err != nil && callback.IsPermanent(res.Err),
+		Duration: res.Duration, Err: callback.PublicError(res.Err), Permanent: res.Err != nil && callback.IsPermanent(res.Err),
 	}, backoff)
 	if err := w.replaceRetrying(ctx, sent, m); err != nil {
 		if errors.Is(err, store.ErrChanged) || w.fenced(r.id, err) {

@@ -276,7 +276,9 @@ func TestRetriesThenDeadThenRedrive(t *testing.T) {
 }
 
 // A callback to a denied destination (cloud metadata) is dead at once: no
-// retries, the reason in last_error.
+// retries. last_error says it was denied, with a fixed text: which address
+// and which rule is for the server log only (security review §8: the
+// answer to a callback was an oracle on the internal network).
 func TestDeniedCallbackIsDeadAtOnce(t *testing.T) {
 	h := newHarness(t, t.TempDir(), Options{Backoff: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}})
 	now := time.Now().UnixMilli()
@@ -290,8 +292,13 @@ func TestDeniedCallbackIsDeadAtOnce(t *testing.T) {
 		got, _ = h.st.Get(context.Background(), m.ID)
 		return got != nil && got.State == message.StateDead
 	})
-	if got.Attempts != 1 || !strings.Contains(got.LastError, "denied") {
-		t.Fatalf("attempts %d last error %q", got.Attempts, got.LastError)
+	if got.Attempts != 1 || got.LastError != callback.ErrDenied.Error() {
+		t.Fatalf("attempts %d last error %q, want the fixed %q", got.Attempts, got.LastError, callback.ErrDenied)
+	}
+	for _, e := range got.History {
+		if strings.Contains(e.Detail, "169.254") {
+			t.Fatalf("the history names the refused address: %+v", e)
+		}
 	}
 }
 

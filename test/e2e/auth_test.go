@@ -159,3 +159,30 @@ func TestExpiredSessionIsRefused(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestLoginBackOff (security review §10): wrong passwords could be tried
+// every 50 ms forever. After 5 failures the address must wait (429 with
+// Retry-After), even with the right password.
+func TestLoginBackOff(t *testing.T) {
+	t.Parallel()
+	srv := StartServer(t)
+	base := "http://" + srv.AdminAddr
+	try := func(pw string) (int, string) {
+		b, _ := json.Marshal(map[string]string{"username": "admin", "password": pw})
+		resp, err := http.Post(base+"/sorakaq/auth/login", "application/json", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Retry-After")
+	}
+	for i := 0; i < 5; i++ {
+		if st, _ := try("guess-" + string(rune('a'+i))); st != 401 {
+			t.Fatalf("wrong password %d: %d, want 401", i+1, st)
+		}
+	}
+	// the lockout is 5 s: the next try comes well within it
+	if st, ra := try("admin"); st != 429 || ra == "" {
+		t.Fatalf("the right password right after 5 failures: %d Retry-After %q; want 429 with Retry-After", st, ra)
+	}
+}

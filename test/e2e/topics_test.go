@@ -117,3 +117,40 @@ func TestTopics(t *testing.T) {
 	srv.Submit(t, SubmitReq{TopicName: "x", DelayTime: 100_000, Callback: CBField{RequestType: "POST", URL: sink.URL("ok")}})
 	srv.Stop(t)
 }
+
+// TestTopicLimit (security review §11): topics.max bounds the topics a
+// client can create by submitting to new names, and the admin API's too.
+func TestTopicLimit(t *testing.T) {
+	t.Parallel()
+	srv := StartServer(t, "SORAKAQ_TOPICS_MAX=2")
+	cb := CBField{RequestType: "POST", URL: "http://127.0.0.1:9/cb"}
+	srv.Submit(t, SubmitReq{TopicName: "limit-a", DelayTime: 600000, Callback: cb})
+	srv.Submit(t, SubmitReq{TopicName: "limit-b", DelayTime: 600000, Callback: cb})
+	if r := srv.Post(t, "/sorakaq/msg/submit", SubmitReq{TopicName: "limit-c", DelayTime: 600000, Callback: cb}); r.Status != 409 || !strings.Contains(r.EM, "topics.max") {
+		t.Fatalf("a submit to a third topic: %s; want 409 naming topics.max", r)
+	}
+	if r := srv.AdminPost(t, "/sorakaq/topic/add", map[string]any{"topic_name": "limit-d"}); r.Status != 409 {
+		t.Fatalf("topic/add past the limit: %s; want 409", r)
+	}
+	if r := srv.AdminGet(t, "/sorakaq/topic/get", url.Values{"topic_name": {"limit-c"}}); r.Status != 404 {
+		t.Fatalf("the refused topic exists: %s", r)
+	}
+	srv.Submit(t, SubmitReq{TopicName: "limit-a", DelayTime: 600000, Callback: cb}) // existing ones still work
+}
+
+// TestDotTopicNames (security review §13): "." and ".." were stored by the
+// all-in-one but break the distributed mode (no ZooKeeper node names);
+// both the receive and the admin API refuse them with 400 now.
+func TestDotTopicNames(t *testing.T) {
+	t.Parallel()
+	srv := Shared(t)
+	cb := CBField{RequestType: "POST", URL: "http://127.0.0.1:9/cb"}
+	for _, name := range []string{".", ".."} {
+		if r := srv.Post(t, "/sorakaq/msg/submit", SubmitReq{TopicName: name, DelayTime: 600000, Callback: cb}); r.Status != 400 || r.Field() != "topic_name" {
+			t.Errorf("submit to %q: %s; want 400 on topic_name", name, r)
+		}
+		if r := srv.AdminPost(t, "/sorakaq/topic/add", map[string]any{"topic_name": name}); r.Status != 400 {
+			t.Errorf("topic/add %q: %s; want 400", name, r)
+		}
+	}
+}

@@ -341,6 +341,7 @@ func (c *Cluster) env(p *Proc, extra []string) []string {
 		"SORAKAQ_LOG_LEVEL=info",
 		"SORAKAQ_LOG_FORMAT=console",
 		"SORAKAQ_WORKER_RETRY_BACKOFF=200ms,400ms",
+		"SORAKAQ_CALLBACK_PRIVATE_NETWORKS=loopback", // the sinks are on 127.0.0.1
 		"SORAKAQ_SHUTDOWN_TIMEOUT=10s",
 		// The admin API asks for a login unless called with this token.
 		"SORAKAQ_ADMIN_API_TOKEN="+c.Token,
