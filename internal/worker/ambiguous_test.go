@@ -207,3 +207,48 @@ func TestSweepLeavesQueuedFiresAlone(t *testing.T) {
 		t.Fatalf("the sweep queued %v fired messages again", n)
 	}
 }
+
+// TestNeverFiresBeforeTheStoredDueTime: a timer earlier than the message's
+// stored due time (a forged notice with the right revision, or a clock
+// stepped back) does not call early: the message is called at its stored
+// due time.
+func TestNeverFiresBeforeTheStoredDueTime(t *testing.T) {
+	rc, prefix := testRedis(t)
+	st := redisstore.New(rc, redisstore.Options{Prefix: prefix, Slots: 2})
+	var mu sync.Mutex
+	var got []time.Time
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, time.Now())
+		mu.Unlock()
+	}))
+	defer sink.Close()
+	caller := callback.New(callback.Options{PrivateNetworks: callback.PrivateAllow})
+	defer caller.Close()
+	w := New(Options{Slotted: true, SweepInterval: time.Hour}, st, nil, caller, nil, nil)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop(context.Background())
+	ctx := context.Background()
+	for s := 0; s < 2; s++ {
+		if err := w.HoldSlot(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	due := time.Now().Add(1500 * time.Millisecond).UnixMilli()
+	m := &message.Message{ID: message.NewID(), Topic: "t", TTRMs: 2000, ReceivedMs: due - 1500, DueMs: due, State: message.StateDelayed, Version: 1,
+		Callback: message.Callback{RequestType: "GET", URL: sink.URL}}
+	if err := st.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Notify([]Notice{{ID: m.ID, Topic: "t", DueMs: due - 1400, Version: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the callback", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if at := got[0].UnixMilli(); at < due || len(got) != 1 {
+		t.Fatalf("called %d ms before its due time (%d calls)", due-at, len(got))
+	}
+}

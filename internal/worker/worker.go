@@ -871,6 +871,15 @@ func (w *Worker) beginDelivery(ctx context.Context, r ref) (*message.Message, bo
 		return nil, false
 	}
 	m, err := w.store.Get(ctx, r.id)
+	if err == nil && m.Version == r.version && m.State.Pending() && m.DueMs > time.Now().UnixMilli() {
+		// The timer was earlier than the stored due time: a notice that
+		// said so (only a forged one can: a real one carries the stored
+		// revision), or a clock stepped back. Never call early.
+		w.endDelivery(r.id)
+		w.metrics.StoreErrors.WithLabelValues("early_timer").Inc()
+		w.schedule(m.ID, m.DueMs, m.Version)
+		return nil, false
+	}
 	if err == nil && m.Version == r.version && m.State.Pending() && w.standing() {
 		return m, true
 	}
