@@ -80,6 +80,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sorakaq/sorakaq/pkg/webhook"
 )
 
 // Defaults applied by New to zero (or negative) Options fields.
@@ -145,6 +147,10 @@ type Options struct {
 	// (loopback only) or PrivateDeny. Allow admits a refused one by name or
 	// address; Deny still wins.
 	PrivateNetworks string
+	// Signer, when set, signs every attempt in the Standard Webhooks
+	// format (webhook-id = the message id, webhook-timestamp = the
+	// attempt's send time, webhook-signature over the body as sent).
+	Signer *webhook.Signer
 	// SelfPorts are the ports of sorakaQ's own listeners: never called on
 	// a loopback or unspecified address or one of this host's interface
 	// addresses (read at New), whatever Allow says. Caller.DenySelf adds
@@ -244,7 +250,8 @@ type Caller struct {
 	limiter   *hostLimiter // nil: no per-host limit
 	maxBody   int64
 	userAgent string
-	bufs      sync.Pool // *bytes.Buffer
+	signer    *webhook.Signer // nil: callbacks unsigned
+	bufs      sync.Pool       // *bytes.Buffer
 }
 
 // New returns a Caller with its own transport and connection pool.
@@ -276,6 +283,7 @@ func New(opts Options) *Caller {
 		book:      newAddrBook(),
 		maxBody:   opts.MaxResponseBytes,
 		userAgent: opts.UserAgent,
+		signer:    opts.Signer,
 	}
 	if opts.MaxConnsPerHost > 0 {
 		c.limiter = newHostLimiter(opts.MaxConnsPerHost, opts.HostQueueTimeout)
@@ -591,6 +599,15 @@ func (c *Caller) build(ctx context.Context, req Request, u *url.URL, method stri
 	h["X-Sorakaq-Attempt"] = []string{strconv.Itoa(req.Attempt)}
 	h["X-Sorakaq-Due-At"] = []string{strconv.FormatInt(req.DueAtMs, 10)}
 	h["Idempotency-Key"] = []string{req.MsgID}
+	if c.signer != nil {
+		body := ""
+		if method != http.MethodGet {
+			body = req.Params
+		}
+		if err := c.signer.Sign(h, req.MsgID, time.Now(), []byte(body)); err != nil {
+			return nil, err
+		}
+	}
 	return hreq, nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/pkg/webhook"
 )
 
 // Config is the whole configuration; docs/config.md lists every key.
@@ -171,6 +172,9 @@ type Callback struct {
 	MaxConnsPerHost     int           `mapstructure:"max_conns_per_host"`
 	HostQueueTimeout    time.Duration `mapstructure:"host_queue_timeout"`
 	PrivateNetworks     string        `mapstructure:"private_networks"` // auto, allow, loopback or deny
+	// SigningSecrets sign every callback (Standard Webhooks), each
+	// "whsec_<base64>"; several at once while keys rotate.
+	SigningSecrets []string `mapstructure:"signing_secrets"`
 }
 
 // Topics bounds the topics (created by submits or the admin API).
@@ -249,6 +253,7 @@ var defaults = map[string]any{
 	"callback.allow":                   []string{},
 	"callback.deny":                    []string{"169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"},
 	"callback.private_networks":        "auto",
+	"callback.signing_secrets":         []string{},
 	"callback.max_conns_per_host":      64,
 	"callback.host_queue_timeout":      "30s",
 	"store.embedded.cache_mb":          32,
@@ -355,7 +360,21 @@ func (c *Config) CallbackOptions() callback.Options {
 		Allow: c.Callback.Allow, Deny: append([]string{}, c.Callback.Deny...),
 		MaxConnsPerHost: c.Callback.MaxConnsPerHost, HostQueueTimeout: c.Callback.HostQueueTimeout,
 		PrivateNetworks: c.PrivateNetworks(), SelfPorts: c.SelfPorts(),
+		Signer: c.signer(),
 	}
+}
+
+// signer is callback.signing_secrets' signer, nil without secrets (or
+// with a bad one: Validate refuses those).
+func (c *Config) signer() *webhook.Signer {
+	if len(c.Callback.SigningSecrets) == 0 {
+		return nil
+	}
+	s, err := webhook.NewSigner(c.Callback.SigningSecrets...)
+	if err != nil {
+		return nil
+	}
+	return s
 }
 
 // PrivateNetworks is callback.private_networks with auto resolved: the
@@ -483,6 +502,11 @@ func (c *Config) Validate() error {
 	case "auto", callback.PrivateAllow, callback.PrivateLoopback, callback.PrivateDeny:
 	default:
 		bad("callback.private_networks", fmt.Sprintf("must be auto, allow, loopback or deny, got %q", c.Callback.PrivateNetworks))
+	}
+	for i, sec := range c.Callback.SigningSecrets {
+		if err := webhook.CheckSecret(sec); err != nil {
+			bad(fmt.Sprintf("callback.signing_secrets[%d]", i), err.Error())
+		}
 	}
 	if err := c.CallbackOptions().Validate(); err != nil {
 		bad("callback.allow/deny", err.Error())

@@ -1,12 +1,15 @@
 package config
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sorakaq/sorakaq/pkg/webhook"
 )
 
 // The shipped config must parse and say exactly the defaults, and name
@@ -139,5 +142,31 @@ func TestCallbackPrivateNetworksByMode(t *testing.T) {
 	t.Setenv("SORAKAQ_CALLBACK_PRIVATE_NETWORKS", "sometimes")
 	if _, err = Load(""); err == nil || !strings.Contains(err.Error(), "callback.private_networks") {
 		t.Errorf("a bad value: %v, want an error naming callback.private_networks", err)
+	}
+}
+
+// callback.signing_secrets from the environment: two secrets give a
+// signer (both sign), a bad one stops the load naming it.
+func TestSigningSecretsFromEnv(t *testing.T) {
+	a, b := webhook.NewSecret([]byte("config-key-a-0123456789")), webhook.NewSecret([]byte("config-key-b-0123456789"))
+	t.Setenv("SORAKAQ_CALLBACK_SIGNING_SECRETS", a+","+b)
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Callback.SigningSecrets) != 2 || c.CallbackOptions().Signer == nil {
+		t.Fatalf("secrets %v, signer %v", c.Callback.SigningSecrets, c.CallbackOptions().Signer)
+	}
+	h := http.Header{}
+	if err := c.CallbackOptions().Signer.Sign(h, "m", time.Now(), nil); err != nil || len(strings.Fields(h.Get(webhook.HeaderSignature))) != 2 {
+		t.Fatalf("signature %q %v: want one per secret", h.Get(webhook.HeaderSignature), err)
+	}
+	t.Setenv("SORAKAQ_CALLBACK_SIGNING_SECRETS", a+",secret")
+	if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "callback.signing_secrets[1]") {
+		t.Fatalf("a secret without whsec_: %v", err)
+	}
+	t.Setenv("SORAKAQ_CALLBACK_SIGNING_SECRETS", "")
+	if c, err := Load(""); err != nil || c.CallbackOptions().Signer != nil {
+		t.Fatalf("no secrets: %v, signer %v", err, c.CallbackOptions().Signer)
 	}
 }

@@ -8,7 +8,8 @@ import (
 )
 
 // TestSubmitFiresOnTime: one process per role; 50 messages with delays of
-// 1-3 s each fire exactly once, on time, and end delivered by w1.
+// 1-3 s each fire exactly once, on time, signed (callback.signing_secrets),
+// and end delivered by w1.
 func TestSubmitFiresOnTime(t *testing.T) {
 	t.Parallel()
 	c := NewCluster(t, 4)
@@ -41,6 +42,9 @@ func TestSubmitFiresOnTime(t *testing.T) {
 		checkOnTime(t, cl, s.DueAt, onTime, "message "+s.ID)
 		if cl.DueAt != s.DueAt || cl.Attempt != 1 {
 			t.Errorf("message %s: callback headers due_at %d attempt %d, want %d and 1", s.ID, cl.DueAt, cl.Attempt, s.DueAt)
+		}
+		if cl.SignErr != nil {
+			t.Errorf("message %s: the callback's signature does not verify: %v", s.ID, cl.SignErr)
 		}
 		late = append(late, cl.AtMs-s.DueAt)
 	}

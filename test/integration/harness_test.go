@@ -28,6 +28,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sorakaq/sorakaq/internal/testproc"
+
+	"github.com/sorakaq/sorakaq/pkg/webhook"
 )
 
 // Time bounds. The machine is shared and small (2 cores, -race binaries),
@@ -342,6 +344,7 @@ func (c *Cluster) env(p *Proc, extra []string) []string {
 		"SORAKAQ_LOG_FORMAT=console",
 		"SORAKAQ_WORKER_RETRY_BACKOFF=200ms,400ms",
 		"SORAKAQ_CALLBACK_PRIVATE_NETWORKS=loopback", // the sinks are on 127.0.0.1
+		"SORAKAQ_CALLBACK_SIGNING_SECRETS="+signingSecret,
 		"SORAKAQ_SHUTDOWN_TIMEOUT=10s",
 		// The admin API asks for a login unless called with this token.
 		"SORAKAQ_ADMIN_API_TOKEN="+c.Token,
@@ -593,7 +596,13 @@ type Call struct {
 	MsgID   string
 	Attempt int
 	DueAt   int64
+	// SignErr is what verifying the callback's Standard Webhooks
+	// signature with signingSecret said (nil: signed by it).
+	SignErr error
 }
+
+// signingSecret signs every cluster's callbacks (callback.signing_secrets).
+var signingSecret = webhook.NewSecret([]byte("integration-signing-key-01"))
 
 // Sink records every callback and answers 200 {"result":true}; with
 // Slow it answers after that long, and with FailFirst it answers 500 to
@@ -620,8 +629,13 @@ func (s *Sink) URL() string { return s.srv.URL + "/cb" }
 
 func (s *Sink) serve(w http.ResponseWriter, r *http.Request) {
 	now := time.Now().UnixMilli()
-	io.Copy(io.Discard, r.Body)
+	body, _ := io.ReadAll(r.Body)
 	c := Call{AtMs: now, MsgID: r.Header.Get("X-Sorakaq-Msg-Id")}
+	if v, err := webhook.NewVerifier(signingSecret); err != nil {
+		c.SignErr = err
+	} else {
+		c.SignErr = v.Verify(r.Header, body)
+	}
 	fmt.Sscan(r.Header.Get("X-Sorakaq-Attempt"), &c.Attempt)
 	fmt.Sscan(r.Header.Get("X-Sorakaq-Due-At"), &c.DueAt)
 	s.mu.Lock()

@@ -1,0 +1,63 @@
+package e2e
+
+import (
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sorakaq/sorakaq/internal/testproc"
+	"github.com/sorakaq/sorakaq/pkg/webhook"
+)
+
+// TestSignedCallbacks: with callback.signing_secrets set, every callback
+// (POST with its body, GET with none) carries Standard Webhooks headers
+// that a receiver verifies on the raw body with pkg/webhook: one knowing
+// only the old secret or only the new one (keys rotating), not one
+// knowing neither; the id is the message id.
+func TestSignedCallbacks(t *testing.T) {
+	t.Parallel()
+	oldKey, newKey := webhook.NewSecret([]byte("e2e-old-key-0123456789")), webhook.NewSecret([]byte("e2e-new-key-0123456789"))
+	srv := StartServer(t, "SORAKAQ_CALLBACK_SIGNING_SECRETS="+oldKey+","+newKey)
+	sink := NewSink(t)
+	const topic = "e2e-signed"
+	post := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 300, Callback: CBField{RequestType: "POST", URL: sink.URL("ok", "signed"), Params: `{"order":"A-1", "amount": 12.5}`}})
+	get := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 300, Callback: CBField{RequestType: "GET", URL: sink.URL("ok", "signed"), Params: `{"user":"u1"}`}})
+	for _, s := range []Submitted{post, get} {
+		c := sink.WaitCalls(t, s.ID, 1, 10*time.Second)[0]
+		if got := c.Header.Get(webhook.HeaderID); got != s.ID {
+			t.Fatalf("webhook-id %q, want the message id %s", got, s.ID)
+		}
+		for _, secret := range []string{oldKey, newKey} {
+			v, err := webhook.NewVerifier(secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := v.Verify(c.Header, []byte(c.Body)); err != nil {
+				t.Fatalf("%s callback of %s: %v (headers %v)", c.Method, s.ID, err, c.Header)
+			}
+		}
+		v, _ := webhook.NewVerifier(webhook.NewSecret([]byte("not-the-key-0123456789")))
+		if err := v.Verify(c.Header, []byte(c.Body)); !errors.Is(err, webhook.ErrNoMatch) {
+			t.Fatalf("an unknown secret verified: %v", err)
+		}
+		v, _ = webhook.NewVerifier(newKey)
+		if err := v.Verify(c.Header, []byte(c.Body+" ")); !errors.Is(err, webhook.ErrNoMatch) {
+			t.Fatalf("a changed body verified: %v", err)
+		}
+	}
+}
+
+// TestBadSigningSecretStopsTheStart: a secret that is not whsec_ + base64
+// of a long enough key is refused at start with the key's name.
+func TestBadSigningSecretStopsTheStart(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(binPath, "all")
+	cmd.Env = append(testproc.CleanEnv(), "SORAKAQ_DATA_DIR="+t.TempDir(), "SORAKAQ_RECEIVE_LISTEN=127.0.0.1:0",
+		"SORAKAQ_ADMIN_LISTEN=127.0.0.1:0", "SORAKAQ_CALLBACK_SIGNING_SECRETS="+webhook.NewSecret([]byte("e2e-good-key-0123456789"))+",whsec_c2hvcnQ=")
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), "callback.signing_secrets[1]") {
+		t.Fatalf("a short key: exit code %d, want 2 with an error naming callback.signing_secrets[1]\n%s", code, out)
+	}
+}
