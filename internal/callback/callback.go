@@ -222,6 +222,9 @@ type Request struct {
 	// ZooKeeper while it waited must not call. Its error ends the call
 	// unsent, as ErrNotStarted.
 	MayStart func() error
+	// Headers are added to the request (canonical names, checked upstream);
+	// sorakaQ's own headers are set after them.
+	Headers map[string]string
 }
 
 // ErrNotStarted says a call was not made at all (Request.MayStart refused):
@@ -590,6 +593,9 @@ func (c *Caller) build(ctx context.Context, req Request, u *url.URL, method stri
 		return nil, invalidError{fmt.Errorf("callback: %w", err)}
 	}
 	h := hreq.Header
+	for k, v := range req.Headers {
+		h[k] = []string{v}
+	}
 	if contentType != "" {
 		h["Content-Type"] = []string{contentType}
 	}

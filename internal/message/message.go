@@ -50,6 +50,23 @@ type Callback struct {
 	RequestType string `json:"request_type"`
 	URL         string `json:"url"`
 	Params      string `json:"params,omitempty"`
+	// Headers are sent with every attempt (names canonical, checked by
+	// ParseSubmit: bounded, never hop-by-hop, sorakaQ's own or signature
+	// headers).
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// Equal says whether two callbacks call the same way.
+func (c Callback) Equal(o Callback) bool {
+	if c.RequestType != o.RequestType || c.URL != o.URL || c.Params != o.Params || len(c.Headers) != len(o.Headers) {
+		return false
+	}
+	for k, v := range c.Headers {
+		if w, ok := o.Headers[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
 }
 
 // Event is one line of a message's history.

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"reflect"
 	"regexp"
 	"sort"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Delay bounds. Below MinDelayMs a message is called back at once; above
@@ -183,9 +186,64 @@ type SubmitRequest struct {
 
 // CallbackFields is the callback part of a submit.
 type CallbackFields struct {
-	RequestType string `json:"request_type"`
-	URL         string `json:"url"`
-	Params      string `json:"params"`
+	RequestType string            `json:"request_type"`
+	URL         string            `json:"url"`
+	Params      string            `json:"params"`
+	Headers     map[string]string `json:"headers"`
+}
+
+// Bounds of callback.headers.
+const (
+	MaxCallbackHeaders      = 16
+	MaxCallbackHeaderBytes  = 4096 // names and values together
+	maxCallbackHeaderName   = 64
+	maxCallbackHeaderValueB = 1024
+)
+
+// reservedHeaders are the names callback.headers may not set: hop-by-hop
+// and framing headers (the transport owns them), sorakaQ's own, and the
+// signature's (a receiver must be able to trust them).
+var reservedHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true, "Proxy-Authorization": true,
+	"Proxy-Connection": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Host": true, "Content-Length": true, "Content-Type": true, "Content-Encoding": true, "Expect": true,
+	"User-Agent": true, "Idempotency-Key": true,
+	"Webhook-Id": true, "Webhook-Timestamp": true, "Webhook-Signature": true,
+}
+
+// validateHeaders checks callback.headers and returns them with canonical
+// names.
+func validateHeaders(in map[string]string) (map[string]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	if len(in) > MaxCallbackHeaders {
+		return nil, &FieldError{"callback.headers", fmt.Sprintf("has %d headers, at most %d", len(in), MaxCallbackHeaders)}
+	}
+	out := make(map[string]string, len(in))
+	total := 0
+	for name, v := range in {
+		field := "callback.headers." + name
+		if name == "" || len(name) > maxCallbackHeaderName || !httpguts.ValidHeaderFieldName(name) {
+			return nil, &FieldError{"callback.headers", fmt.Sprintf("%q is not a header name (letters, digits and !#$%%&'*+-.^_`|~, at most %d)", name, maxCallbackHeaderName)}
+		}
+		if len(v) > maxCallbackHeaderValueB || !httpguts.ValidHeaderFieldValue(v) {
+			return nil, &FieldError{field, fmt.Sprintf("must be at most %d bytes without control characters", maxCallbackHeaderValueB)}
+		}
+		c := http.CanonicalHeaderKey(name)
+		if reservedHeaders[c] || strings.HasPrefix(c, "X-Sorakaq-") || strings.HasPrefix(c, "Proxy-") {
+			return nil, &FieldError{field, "is set by sorakaQ or the transport and cannot be given"}
+		}
+		if _, dup := out[c]; dup {
+			return nil, &FieldError{field, "is given twice (header names are case-insensitive)"}
+		}
+		total += len(c) + len(v)
+		out[c] = v
+	}
+	if total > MaxCallbackHeaderBytes {
+		return nil, &FieldError{"callback.headers", fmt.Sprintf("hold %d bytes, at most %d", total, MaxCallbackHeaderBytes)}
+	}
+	return out, nil
 }
 
 // ParseSubmit decodes and validates a submit body and builds the message,
@@ -356,5 +414,9 @@ func validateCallback(c CallbackFields, lim Limits) (Callback, error) {
 	if len(c.Params) > lim.MaxParamsBytes {
 		return Callback{}, &FieldError{"callback.params", fmt.Sprintf("is larger than %d bytes", lim.MaxParamsBytes)}
 	}
-	return Callback{RequestType: rt, URL: c.URL, Params: c.Params}, nil
+	headers, err := validateHeaders(c.Headers)
+	if err != nil {
+		return Callback{}, err
+	}
+	return Callback{RequestType: rt, URL: c.URL, Params: c.Params, Headers: headers}, nil
 }

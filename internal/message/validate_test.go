@@ -162,3 +162,51 @@ func TestTopicDotNames(t *testing.T) {
 		}
 	}
 }
+
+// callback.headers: kept with canonical names; refused with the field when
+// there are too many or too large, a name or value is not valid HTTP, a
+// name is given twice in two spellings, or it is one sorakaQ, the
+// transport or the signature sets.
+func TestCallbackHeaders(t *testing.T) {
+	sub := func(headers string) string {
+		return `{"topic_name":"t","delay_time":1,"callback":{"request_type":"POST","url":"http://h/","headers":` + headers + `}}`
+	}
+	m, err := ParseSubmit([]byte(sub(`{"authorization":"Bearer abc","x-tenant":"t 1"}`)), DefaultLimits(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Callback.Headers) != 2 || m.Callback.Headers["Authorization"] != "Bearer abc" || m.Callback.Headers["X-Tenant"] != "t 1" {
+		t.Fatalf("headers %v", m.Callback.Headers)
+	}
+	many := make([]string, MaxCallbackHeaders+1)
+	for i := range many {
+		many[i] = `"x-h` + strings.Repeat("a", i+1) + `":"v"`
+	}
+	for _, tc := range []struct{ headers, field string }{
+		{`{` + strings.Join(many, ",") + `}`, "callback.headers"},
+		{`{"bad name":"v"}`, "callback.headers"},
+		{`{"":"v"}`, "callback.headers"},
+		{`{"x-a":"line\nbreak"}`, "callback.headers.x-a"},
+		{`{"x-a":"` + strings.Repeat("v", 1025) + `"}`, "callback.headers.x-a"},
+		{`{"x-a":"` + strings.Repeat("v", 1000) + `","x-b":"` + strings.Repeat("v", 1000) + `","x-c":"` + strings.Repeat("v", 1000) + `","x-d":"` + strings.Repeat("v", 1000) + `","x-e":"` + strings.Repeat("v", 200) + `"}`, "callback.headers"},
+		{`{"Host":"evil"}`, "callback.headers.Host"},
+		{`{"connection":"close"}`, "callback.headers.connection"},
+		{`{"transfer-encoding":"chunked"}`, "callback.headers.transfer-encoding"},
+		{`{"X-Sorakaq-Msg-Id":"forged"}`, "callback.headers.X-Sorakaq-Msg-Id"},
+		{`{"webhook-signature":"v1,forged"}`, "callback.headers.webhook-signature"},
+		{`{"idempotency-key":"k"}`, "callback.headers.idempotency-key"},
+		{`{"x-a":1}`, "callback.headers"},
+	} {
+		_, err := ParseSubmit([]byte(sub(tc.headers)), DefaultLimits(), 0)
+		var fe *FieldError
+		if !errors.As(err, &fe) || !strings.HasPrefix(fe.Field, tc.field) {
+			t.Errorf("%.70q: %v, want a field error on %s", tc.headers, err, tc.field)
+		}
+	}
+	// twice in two spellings (map order: either may be the one named)
+	_, err = ParseSubmit([]byte(sub(`{"x-a":"1","X-A":"2"}`)), DefaultLimits(), 0)
+	var fe *FieldError
+	if !errors.As(err, &fe) || !strings.Contains(fe.Reason, "twice") {
+		t.Errorf("x-a and X-A: %v", err)
+	}
+}

@@ -188,7 +188,7 @@ func (s *Server) store(c *gin.Context, m *message.Message) (any, bool, error) {
 // was), ttr and callback, as parsed (so defaults and letter case do not
 // count).
 func sameSubmit(first, again *message.Message) bool {
-	return first.DelayMs == again.DelayMs && first.TTRMs == again.TTRMs && first.Callback == again.Callback
+	return first.DelayMs == again.DelayMs && first.TTRMs == again.TTRMs && first.Callback.Equal(again.Callback)
 }
 
 func (s *Server) ensureTopic(ctx context.Context, name string) error {

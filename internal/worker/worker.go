@@ -791,7 +791,7 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 	slot := w.slotOf(r.id)
 	res := w.caller.Do(ctx, callback.Request{
 		MsgID: stored.ID, Topic: stored.Topic, Attempt: attempt, DueAtMs: stored.DueMs,
-		Method: stored.Callback.RequestType, URL: stored.Callback.URL, Params: stored.Callback.Params,
+		Method: stored.Callback.RequestType, URL: stored.Callback.URL, Params: stored.Callback.Params, Headers: stored.Callback.Headers,
 		Timeout: time.Duration(stored.TTRMs) * time.Millisecond,
 		// asked again after any wait for the receiver's host: the slot
 		// may have moved, or the session gone, meanwhile

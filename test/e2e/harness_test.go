@@ -350,9 +350,10 @@ type SubmitReq struct {
 
 // CBField is the callback part of a submit.
 type CBField struct {
-	RequestType string `json:"request_type"`
-	URL         string `json:"url"`
-	Params      string `json:"params,omitempty"`
+	RequestType string            `json:"request_type"`
+	URL         string            `json:"url"`
+	Params      string            `json:"params,omitempty"`
+	Headers     map[string]string `json:"headers,omitempty"`
 }
 
 // Submitted is a message accepted by submit.

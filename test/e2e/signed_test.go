@@ -15,17 +15,23 @@ import (
 // (POST with its body, GET with none) carries Standard Webhooks headers
 // that a receiver verifies on the raw body with pkg/webhook: one knowing
 // only the old secret or only the new one (keys rotating), not one
-// knowing neither; the id is the message id.
+// knowing neither; the id is the message id. A message's own headers
+// (callback.headers) come with it; one that would forge sorakaQ's or the
+// signature's is refused at submit.
 func TestSignedCallbacks(t *testing.T) {
 	t.Parallel()
 	oldKey, newKey := webhook.NewSecret([]byte("e2e-old-key-0123456789")), webhook.NewSecret([]byte("e2e-new-key-0123456789"))
 	srv := StartServer(t, "SORAKAQ_CALLBACK_SIGNING_SECRETS="+oldKey+","+newKey)
 	sink := NewSink(t)
 	const topic = "e2e-signed"
-	post := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 300, Callback: CBField{RequestType: "POST", URL: sink.URL("ok", "signed"), Params: `{"order":"A-1", "amount": 12.5}`}})
+	post := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 300, Callback: CBField{RequestType: "POST", URL: sink.URL("ok", "signed"), Params: `{"order":"A-1", "amount": 12.5}`,
+		Headers: map[string]string{"authorization": "Bearer e2e", "X-Tenant": "t1"}}})
 	get := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 300, Callback: CBField{RequestType: "GET", URL: sink.URL("ok", "signed"), Params: `{"user":"u1"}`}})
 	for _, s := range []Submitted{post, get} {
 		c := sink.WaitCalls(t, s.ID, 1, 10*time.Second)[0]
+		if s.ID == post.ID && (c.Header.Get("Authorization") != "Bearer e2e" || c.Header.Get("X-Tenant") != "t1") {
+			t.Fatalf("the message's own headers did not come: %v", c.Header)
+		}
 		if got := c.Header.Get(webhook.HeaderID); got != s.ID {
 			t.Fatalf("webhook-id %q, want the message id %s", got, s.ID)
 		}
@@ -45,6 +51,18 @@ func TestSignedCallbacks(t *testing.T) {
 		v, _ = webhook.NewVerifier(newKey)
 		if err := v.Verify(c.Header, []byte(c.Body+" ")); !errors.Is(err, webhook.ErrNoMatch) {
 			t.Fatalf("a changed body verified: %v", err)
+		}
+	}
+}
+
+func TestReservedCallbackHeaderRefused(t *testing.T) {
+	t.Parallel()
+	srv := Shared(t)
+	for _, name := range []string{"webhook-signature", "X-Sorakaq-Attempt", "Host"} {
+		r := srv.Post(t, "/sorakaq/msg/submit", SubmitReq{TopicName: "e2e-signed", DelayTime: 300,
+			Callback: CBField{RequestType: "POST", URL: "http://127.0.0.1:9/cb", Headers: map[string]string{name: "forged"}}})
+		if r.Status != 400 || !strings.HasPrefix(r.Field(), "callback.headers") {
+			t.Fatalf("header %s: %s, want 400 naming callback.headers", name, r)
 		}
 	}
 }
