@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,7 +91,7 @@ func newAuth(o AuthOptions, log *zap.Logger) (*auth, error) {
 		a.isDefault = o.Password == DefaultPassword
 	}
 	if a.isDefault {
-		log.Warn("the console still uses the default password admin/admin: set admin.password_hash (bcrypt) or SORAKAQ_ADMIN_PASSWORD")
+		log.Warn("the console still uses the default password admin/admin, so it accepts logins only from this machine (loopback): set admin.password_hash (bcrypt) or SORAKAQ_ADMIN_PASSWORD")
 	}
 	return a, nil
 }
@@ -130,6 +131,14 @@ func (a *auth) login(c *gin.Context, maxBody int64) (any, error) {
 		return nil, err
 	}
 	peer := c.ClientIP() // X-Forwarded-For only from http.trusted_proxies
+	if a.isDefault && !isLoopback(peer) {
+		// Protected mode (Redis' idea): with the well-known password the
+		// console is only for this machine, whatever was typed, so that
+		// a fresh install exposed by mistake is not an open console and
+		// remote guesses learn nothing.
+		a.log.Warn("console login from another machine refused: the console still uses the default password", zap.String("remote", peer))
+		return nil, fmt.Errorf("%w: the console still uses the default password admin/admin, so it accepts logins only from this machine (loopback); set admin.password_hash (bcrypt) or SORAKAQ_ADMIN_PASSWORD to log in from elsewhere", errForbidden)
+	}
 	if err := a.logins.admit(peer); err != nil {
 		return nil, err
 	}
@@ -239,3 +248,9 @@ func (a *auth) guard(log *zap.Logger) gin.HandlerFunc {
 }
 
 func failAuth(c *gin.Context, log *zap.Logger, err error) { httpapi.Fail(c, log, err) }
+
+// isLoopback says whether a client address is this machine's loopback.
+func isLoopback(addr string) bool {
+	ip, err := netip.ParseAddr(addr)
+	return err == nil && ip.Unmap().IsLoopback()
+}

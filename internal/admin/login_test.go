@@ -59,11 +59,17 @@ func (c *fakeClock) add(d time.Duration) {
 // given trusted proxies, on a fake clock.
 func serveAdmin(t *testing.T, trusted []string) (*Server, string, *fakeClock) {
 	t.Helper()
+	return serveAdminPassword(t, trusted, "right")
+}
+
+// serveAdminPassword is serveAdmin with another password.
+func serveAdminPassword(t *testing.T, trusted []string, password string) (*Server, string, *fakeClock) {
+	t.Helper()
 	topics, err := local.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	hash, _ := bcrypt.GenerateFromPassword([]byte("right"), bcrypt.MinCost)
+	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 	opts := DefaultOptions()
 	opts.Listen = "127.0.0.1:0"
 	opts.Auth = AuthOptions{Username: "admin", PasswordHash: string(hash)}
@@ -193,5 +199,27 @@ func TestLoginGuardBounded(t *testing.T) {
 	}
 	if n := len(g.peers); n > maxPeers {
 		t.Fatalf("%d addresses tracked, the bound is %d", n, maxPeers)
+	}
+}
+
+// Security review §9 (protected mode): while the console has the default
+// password it accepts logins only from this machine: another address is
+// refused with 403, even with the right password; loopback logs in. With
+// a password of one's own, other addresses log in too.
+func TestDefaultPasswordOnlyFromLoopback(t *testing.T) {
+	loopback := []string{"127.0.0.1/32", "::1/128"} // so the test's X-Forwarded-For is believed
+	_, base, _ := serveAdminPassword(t, loopback, DefaultPassword)
+	if code, _ := login(t, base, "10.1.2.3", DefaultPassword); code != http.StatusForbidden {
+		t.Fatalf("default password from 10.1.2.3: %d, want 403", code)
+	}
+	if code, _ := login(t, base, "2001:db8::1", "anything"); code != http.StatusForbidden {
+		t.Fatalf("a guess from 2001:db8::1: %d, want 403 (no oracle)", code)
+	}
+	if code, _ := login(t, base, "", DefaultPassword); code != http.StatusOK {
+		t.Fatalf("default password from loopback: %d, want 200", code)
+	}
+	_, base, _ = serveAdminPassword(t, loopback, "right")
+	if code, _ := login(t, base, "10.1.2.3", "right"); code != http.StatusOK {
+		t.Fatalf("own password from 10.1.2.3: %d, want 200", code)
 	}
 }
