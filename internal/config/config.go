@@ -102,6 +102,8 @@ type HTTP struct {
 	MaxHeaderBytes    int           `mapstructure:"max_header_bytes"`
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	// MetricsToken, when set, guards /metrics on every listener.
+	MetricsToken string `mapstructure:"metrics_token"`
 }
 
 type Log struct {
@@ -208,6 +210,7 @@ var defaults = map[string]any{
 	"http.idle_timeout":                "120s",
 	"http.max_header_bytes":            64 << 10,
 	"http.trusted_proxies":             []string{},
+	"http.metrics_token":               "",
 	"receive.listen":                   ":9088",
 	"receive.max_body_bytes":           64 << 10,
 	"receive.max_params_bytes":         16 << 10,
@@ -349,7 +352,8 @@ func splitStringToSlice(f, t reflect.Type, data any) (any, error) {
 // HTTPOptions maps the http keys to the listeners' options.
 func (c *Config) HTTPOptions() httpapi.Options {
 	return httpapi.Options{ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, ReadTimeout: c.HTTP.ReadTimeout,
-		IdleTimeout: c.HTTP.IdleTimeout, MaxHeaderBytes: c.HTTP.MaxHeaderBytes, TrustedProxies: c.HTTP.TrustedProxies}
+		IdleTimeout: c.HTTP.IdleTimeout, MaxHeaderBytes: c.HTTP.MaxHeaderBytes, TrustedProxies: c.HTTP.TrustedProxies,
+		MetricsToken: c.HTTP.MetricsToken}
 }
 
 // CallbackOptions maps the callback keys to the caller's options.

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
@@ -30,6 +31,9 @@ type Options struct {
 	// TrustedProxies are the peers (IPs or CIDRs) whose X-Forwarded-For
 	// and X-Real-IP are believed; empty: none, the client is the peer.
 	TrustedProxies []string
+	// MetricsToken, when set, is required as "Authorization: Bearer
+	// <token>" on /metrics (its figures name topics and workers).
+	MetricsToken string
 }
 
 // DefaultOptions are the documented defaults. There is no write timeout:
@@ -79,8 +83,12 @@ func Listen(name, addr string, e *gin.Engine, o Options, cert, key string) (*Ser
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen %s: %w", name, addr, err)
 	}
+	var h http.Handler = e
+	if o.MetricsToken != "" {
+		h = metricsToken(o.MetricsToken, e)
+	}
 	return &Server{name: name, ln: ln, cert: cert, key: key,
-		srv: &http.Server{Handler: e, ReadHeaderTimeout: o.ReadHeaderTimeout, ReadTimeout: o.ReadTimeout,
+		srv: &http.Server{Handler: h, ReadHeaderTimeout: o.ReadHeaderTimeout, ReadTimeout: o.ReadTimeout,
 			IdleTimeout: o.IdleTimeout, MaxHeaderBytes: o.MaxHeaderBytes}}, nil
 }
 
@@ -103,3 +111,18 @@ func (s *Server) Serve() error {
 
 // Shutdown stops accepting and waits for the requests in progress.
 func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+// metricsToken answers /metrics only with the bearer token.
+func metricsToken(token string, next http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"ec":401,"em":"unauthorized: /metrics needs Authorization: Bearer <http.metrics_token>","result":null}`))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -220,3 +220,39 @@ func TestSecurityHeaders(t *testing.T) {
 	defer tlsSrv.Close()
 	check(tlsSrv.Client(), tlsSrv.URL+"/healthz", true)
 }
+
+// http.metrics_token guards /metrics (and nothing else) on a listener;
+// without it /metrics is open as before.
+func TestMetricsToken(t *testing.T) {
+	get := func(addr, path, auth string) int {
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	o := DefaultOptions()
+	o.MetricsToken = "m3tr1cs"
+	guarded := serve(t, NewEngine(zap.NewNop(), metrics.New(), func() error { return nil }), o)
+	open := serve(t, NewEngine(zap.NewNop(), metrics.New(), func() error { return nil }), DefaultOptions())
+	for _, c := range []struct {
+		addr, path, auth string
+		want             int
+	}{
+		{guarded, "/metrics", "", 401},
+		{guarded, "/metrics", "Bearer wrong", 401},
+		{guarded, "/metrics", "Bearer m3tr1cs", 200},
+		{guarded, "/healthz", "", 200},
+		{open, "/metrics", "", 200},
+	} {
+		if got := get(c.addr, c.path, c.auth); got != c.want {
+			t.Errorf("%s with %q: %d, want %d", c.path, c.auth, got, c.want)
+		}
+	}
+}
