@@ -92,9 +92,13 @@ func (b *ReceiveBackend) Submit(ctx context.Context, m *message.Message) error {
 	if m.IdemKey != "" {
 		m.ID = slots.NewKeyedID(m.Topic, m.IdemKey, b.store.Slots())
 	}
-	if err := b.store.Create(ctx, m); err != nil {
-		var dup *store.DuplicateError
-		if errors.As(err, &dup) {
+	err := b.store.Create(ctx, m)
+	var dup *store.DuplicateError
+	if errors.As(err, &dup) && dup.ID == m.ID {
+		err = nil // our own write, seen again by a command sent twice
+	}
+	if err != nil {
+		if dup != nil {
 			return err
 		}
 		b.metrics.StoreErrors.WithLabelValues("create").Inc()

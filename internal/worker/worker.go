@@ -672,8 +672,8 @@ func (w *Worker) replaceRetrying(ctx context.Context, old, m *message.Message) e
 	var err error
 	for i := 0; i < 30; i++ {
 		err = w.store.Replace(ctx, old, m, store.Lazy)
-		if i > 0 && errors.Is(err, store.ErrChanged) && w.landed(ctx, m) {
-			return nil // the first try's answer was lost, but it was written
+		if errors.Is(err, store.ErrChanged) && w.landed(ctx, m) {
+			return nil // an answer was lost (this try's, resent by the client, or an earlier try's), but it was written
 		}
 		if err == nil || errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrChanged) || errors.Is(err, store.ErrFenced) {
 			return err
@@ -694,7 +694,7 @@ func (w *Worker) replaceRetrying(ctx context.Context, old, m *message.Message) e
 // whose answer was lost may have been applied).
 func (w *Worker) landed(ctx context.Context, m *message.Message) bool {
 	cur, err := w.store.Get(ctx, m.ID)
-	return err == nil && cur.Version == m.Version && cur.State == m.State && cur.UpdatedMs == m.UpdatedMs && cur.Attempts == m.Attempts
+	return err == nil && cur.Version == m.Version && cur.State == m.State && cur.UpdatedMs == m.UpdatedMs && cur.Attempts == m.Attempts && cur.DueMs == m.DueMs
 }
 
 // resync schedules a message as stored after a change whose answer was

@@ -126,7 +126,9 @@ func createConcurrently(t *testing.T, s *Store) {
 					errs <- err
 				}
 			}
-			sameErr[i] = s.Create(ctx, same.Clone())
+			mine := same.Clone()
+			mine.TTRMs = int64(1000 + i) // the same id, another message
+			sameErr[i] = s.Create(ctx, mine)
 			keyErr[i] = s.Create(ctx, keyed[i])
 		}()
 	}
@@ -231,6 +233,7 @@ func TestNoScript(t *testing.T) {
 			m := msg("t", int64(100+i))
 			if i == 49 {
 				m = first.Clone()
+				m.TTRMs++ // the same id, another message
 			}
 			errs[i] = s.Create(ctx, m)
 		}()

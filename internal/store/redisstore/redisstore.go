@@ -309,13 +309,21 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 
 // createScript stores one new message with its index entries in one round
 // trip (the submit path): the existence and idempotency checks and the
-// writes run atomically in Redis. It writes what writeIndexes(nil, m)
+// writes run atomically in Redis. Running it twice with the same arguments
+// answers ok both times: a retried command must not turn a stored submit
+// into "exists". It writes what writeIndexes(nil, m)
 // writes; TestCreateOneMatchesWriteIndexes keeps the two in step.
 //
 //	KEYS: msg, idem (or msg when none), due, topicState, counts, topicAll, done
 //	ARGV: json, id, due member ("" when not pending), count field, idem ("1"/"0"), done score ("" when not finished)
 var createScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  -- this very message (a command that ran and was sent again after its
+  -- reply was lost: go-redis retries, a pipeline is re-sent whole)
+  if stored == ARGV[1] then return {'ok'} end
+  return {'exists'}
+end
 if ARGV[5] == '1' then
   local id = redis.call('GET', KEYS[2])
   if id then return {'dup', id} end

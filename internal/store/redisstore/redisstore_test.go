@@ -626,7 +626,16 @@ func TestCreateOneMatchesWriteIndexes(t *testing.T) {
 		t.Fatalf("too few keys written: %v", da)
 	}
 	// and its refusals
-	if err := a.createOne(ctx, keyed); !errors.Is(err, store.ErrExists) {
+	// the very same message again is a retried write: ok, nothing changes
+	if err := a.createOne(ctx, keyed); err != nil {
+		t.Fatalf("the same message again: %v", err)
+	}
+	if again := dumpKeys(ctx, c, prefix+"a"); fmt.Sprint(again) != fmt.Sprint(da) {
+		t.Fatalf("the same message again changed the store:\n%v\n%v", again, da)
+	}
+	other := keyed.Clone()
+	other.TTRMs++
+	if err := a.createOne(ctx, other); !errors.Is(err, store.ErrExists) {
 		t.Fatalf("again: %v", err)
 	}
 	k2 := msg("t", 5)
@@ -735,5 +744,46 @@ func TestReplaceScriptMatchesWatched(t *testing.T) {
 	}
 	if !strings.Contains(fmt.Sprint(da), "delivered") || !strings.Contains(fmt.Sprint(da), "dead") {
 		t.Fatalf("the outcomes are not stored: %v", da)
+	}
+}
+
+// TestScriptsRunTwiceAnswerOk: go-redis sends a command again when its
+// reply was lost (and a pipeline again whole), so the create and replace
+// scripts, run a second time with the same arguments after they wrote,
+// answer ok and change nothing; a create of another message under the
+// same id is still refused.
+func TestScriptsRunTwiceAnswerOk(t *testing.T) {
+	t.Parallel()
+	c, prefix := testClient(t)
+	ctx := context.Background()
+	s := New(c, Options{Prefix: prefix, Slots: 4})
+	m := msg("t", 100)
+	for i := 0; i < 2; i++ {
+		if err := s.createOne(ctx, m); err != nil {
+			t.Fatalf("create, run %d: %v", i+1, err)
+		}
+	}
+	out := m.Clone()
+	out.State, out.Attempts, out.DoneMs, out.UpdatedMs = message.StateDelivered, 1, 700, 700
+	for i := 0; i < 2; i++ {
+		if err := s.Replace(ctx, m, out, store.Lazy); err != nil {
+			t.Fatalf("replace, run %d: %v", i+1, err)
+		}
+	}
+	before := dumpKeys(ctx, c, prefix)
+	if err := s.Replace(ctx, m, out, store.Lazy); err != nil {
+		t.Fatal(err)
+	}
+	if after := dumpKeys(ctx, c, prefix); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("a replace run again changed the store:\n%v\n%v", after, before)
+	}
+	if cnt, _ := s.Counts(ctx); fmt.Sprint(cnt) != "map[t:map[delivered:1]]" {
+		t.Fatalf("counts %v: an index change ran twice", cnt)
+	}
+	// but another outcome over the same old revision is refused
+	other := m.Clone()
+	other.State, other.Attempts, other.UpdatedMs = message.StateRetrying, 1, 800
+	if err := s.Replace(ctx, m, other, store.Lazy); !errors.Is(err, store.ErrChanged) {
+		t.Fatalf("another outcome over a stale revision: %v", err)
 	}
 }

@@ -19,10 +19,16 @@ import (
 //
 //	KEYS: msg, lease (msg when no check), then one key per index command
 //	ARGV: token or "", version, state, updated_at, attempts, due_at, new JSON, index commands (3 each)
+//
+// Running it again after it wrote answers ok (the stored JSON is the new
+// one): go-redis sends a command again when its reply was lost, and a
+// pipeline again whole, so a landed outcome must not read as "changed".
 var replaceScript = redis.NewScript(applyOps + `
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'fenced' end
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 'missing' end
+-- already written (this command ran and was sent again after its reply was lost)
+if raw == ARGV[7] then return 'ok' end
 local cur = cjson.decode(raw)
 if cur.version ~= tonumber(ARGV[2]) or cur.state ~= ARGV[3] or cur.updated_at ~= tonumber(ARGV[4])
   or cur.attempts ~= tonumber(ARGV[5]) or cur.due_at ~= tonumber(ARGV[6]) then
@@ -40,7 +46,7 @@ func (s *Store) replaceScripted(ctx context.Context, old, m *message.Message, v 
 	if s.token != nil {
 		sl := s.keys.slot(m.ID)
 		t, ok := s.token(sl)
-		if !ok {
+		if !ok || t == "" {
 			return store.ErrFenced
 		}
 		lease, tok = s.keys.lease(sl), t
