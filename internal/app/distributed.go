@@ -99,7 +99,8 @@ func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 		rc.Close()
 		return nil, err
 	}
-	reg, err := zk.Connect(cfg.ZooKeeper.Servers, zk.Options{Root: cfg.ZooKeeper.Root, SessionTimeout: cfg.ZooKeeper.SessionTimeout, Logger: log.Named("zk")})
+	reg, err := zk.Connect(cfg.ZooKeeper.Servers, zk.Options{Root: cfg.ZooKeeper.Root, SessionTimeout: cfg.ZooKeeper.SessionTimeout, Logger: log.Named("zk"),
+		Auth: cfg.ZooKeeper.Auth})
 	if err != nil {
 		rc.Close()
 		return nil, fmt.Errorf("zookeeper %v: %w", cfg.ZooKeeper.Servers, err)

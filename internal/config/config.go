@@ -21,6 +21,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/registry/zk"
 	"github.com/sorakaq/sorakaq/pkg/webhook"
 )
 
@@ -81,6 +82,9 @@ type ZooKeeper struct {
 	Servers        []string      `mapstructure:"servers"`
 	Root           string        `mapstructure:"root"`
 	SessionTimeout time.Duration `mapstructure:"session_timeout"`
+	// Auth is "user:password" (digest scheme): every node is then that
+	// identity's only. "" keeps the world ACL.
+	Auth string `mapstructure:"auth"`
 }
 
 // Kafka carries submits from receive to the centers (distributed mode).
@@ -281,6 +285,7 @@ var defaults = map[string]any{
 	"zookeeper.servers":                []string{"127.0.0.1:2181"},
 	"zookeeper.root":                   "/sorakaq",
 	"zookeeper.session_timeout":        "10s",
+	"zookeeper.auth":                   "",
 	"kafka.brokers":                    []string{"127.0.0.1:9092"},
 	"kafka.topic_prefix":               "sorakaq_delay_",
 	"kafka.group":                      "sorakaq-center",
@@ -494,6 +499,11 @@ func (c *Config) Validate() error {
 		}
 		if c.Cluster.Slots < 1 || c.Cluster.Slots > 4096 {
 			bad("cluster.slots", "must be between 1 and 4096 (the slot map, ~94 B a slot, is one ZooKeeper znode)")
+		}
+		if c.ZooKeeper.Auth != "" {
+			if _, _, err := zk.SplitAuth(c.ZooKeeper.Auth); err != nil {
+				bad("zookeeper.auth", err.Error()) // never the value: it is a secret
+			}
 		}
 		if c.Kafka.DefaultPartitions < 1 || c.Kafka.Replication < 1 {
 			bad("kafka.default_partitions/replication", "must be at least 1")

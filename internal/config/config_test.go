@@ -170,3 +170,23 @@ func TestSigningSecretsFromEnv(t *testing.T) {
 		t.Fatalf("no secrets: %v, signer %v", err, c.CallbackOptions().Signer)
 	}
 }
+
+// zookeeper.auth comes from the environment; a malformed one is refused
+// naming the key but never showing the value.
+func TestZooKeeperAuth(t *testing.T) {
+	t.Setenv("SORAKAQ_MODE", "distributed")
+	t.Setenv("SORAKAQ_ZOOKEEPER_AUTH", "sorakaq:s3cret:with-colon")
+	c, err := Load("")
+	if err != nil || c.ZooKeeper.Auth != "sorakaq:s3cret:with-colon" {
+		t.Fatalf("SORAKAQ_ZOOKEEPER_AUTH: %+v %v", c, err)
+	}
+	for _, bad := range []string{"s3cretnocolon", ":s3cret", "sorakaq:"} {
+		t.Setenv("SORAKAQ_ZOOKEEPER_AUTH", bad)
+		_, err := Load("")
+		if err == nil || !strings.Contains(err.Error(), "zookeeper.auth") {
+			t.Errorf("zookeeper.auth %q: want an error naming the key, got %v", bad, err)
+		} else if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("the error shows the secret: %v", err)
+		}
+	}
+}
