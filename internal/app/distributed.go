@@ -2,10 +2,13 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -83,20 +86,36 @@ func (d *deps) watchRedis(ctx context.Context, log *zap.Logger) {
 	dist.WatchRedis(ctx, d.rc, d.store, d.metrics, log)
 }
 
-func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
+// openRedis connects to Redis and checks the data set's layout, waiting
+// up to ctx for a Redis that does not answer yet; a refused credential or
+// certificate is an error at once.
+func openRedis(ctx context.Context, cfg *config.Config, log *zap.Logger) (redis.UniversalClient, *redisstore.Store, error) {
+	tlsConf, err := cfg.RedisTLS()
+	if err != nil {
+		return nil, nil, err
+	}
 	rc := redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
 		Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB,
 		// A submit holds a connection for its WATCH/MULTI round trips: size
 		// the pool to the requests in flight (go-redis defaults to 10 per CPU).
-		PoolSize: cfg.Redis.PoolSize,
+		PoolSize:  cfg.Redis.PoolSize,
+		TLSConfig: tlsConf,
 	})
 	st := redisstore.New(rc, redisstore.Options{Prefix: cfg.Redis.Prefix, Slots: cfg.Cluster.Slots,
 		WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: cfg.Redis.WaitTimeout})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	if err := waitLayout(ctx, st, log); err != nil {
 		rc.Close()
+		return nil, nil, err
+	}
+	return rc, st, nil
+}
+
+func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rc, st, err := openRedis(ctx, cfg, log)
+	if err != nil {
 		return nil, err
 	}
 	reg, err := zk.Connect(cfg.ZooKeeper.Servers, zk.Options{Root: cfg.ZooKeeper.Root, SessionTimeout: cfg.ZooKeeper.SessionTimeout, Logger: log.Named("zk"),
@@ -136,6 +155,10 @@ func waitLayout(ctx context.Context, st *redisstore.Store, log *zap.Logger) erro
 		if err == nil || errors.Is(err, redisstore.ErrOldLayout) || !errors.Is(err, context.DeadlineExceeded) && st.Ping(ctx) == nil {
 			return err
 		}
+		if hint := refusedHint(err); hint != "" {
+			// Waiting would not help: Redis answered, and said no.
+			return fmt.Errorf("redis: %w (%s)", err, hint)
+		}
 		log.Warn("Redis does not answer yet; waiting", zap.Error(err))
 		select {
 		case <-ctx.Done():
@@ -143,6 +166,36 @@ func waitLayout(ctx context.Context, st *redisstore.Store, log *zap.Logger) erro
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// refusedHint names the keys to check when Redis refused the credential
+// or the TLS handshake failed, "" for other errors (Redis not up yet).
+func refusedHint(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	var header tls.RecordHeaderError
+	var reply redis.Error
+	switch {
+	case errors.As(err, &reply) && hasAnyPrefix(reply.Error(), "WRONGPASS", "NOAUTH", "NOPERM"):
+		return "check redis.username and redis.password"
+	case errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &verify) ||
+		// The server refused the handshake (its alert's type is not exported).
+		strings.Contains(err.Error(), "remote error: tls: "):
+		return "the TLS handshake failed: check redis.tls.ca_file, server_name, cert_file and key_file"
+	case errors.As(err, &header):
+		return "the server does not speak TLS: check redis.tls.enabled and the address"
+	}
+	return ""
+}
+
+func hasAnyPrefix(s string, prefixes ...string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *deps) close() {

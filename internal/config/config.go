@@ -75,6 +75,8 @@ type Redis struct {
 	// replicas have it (Redis WAIT, at most WaitTimeout).
 	WaitReplicas int           `mapstructure:"wait_replicas"`
 	WaitTimeout  time.Duration `mapstructure:"wait_timeout"`
+	// TLS encrypts the connections and checks the server's certificate.
+	TLS ClientTLS `mapstructure:"tls"`
 }
 
 // ZooKeeper holds instances, topics and locks (distributed mode).
@@ -294,6 +296,12 @@ var defaults = map[string]any{
 	"kafka.produce_timeout":            "5s",
 }
 
+func init() {
+	for k, v := range tlsDefaults("redis.tls") {
+		defaults[k] = v
+	}
+}
+
 // Keys lists every configuration key (for docs and tests).
 func Keys() []string {
 	out := make([]string, 0, len(defaults))
@@ -499,6 +507,9 @@ func (c *Config) Validate() error {
 		}
 		if c.Cluster.Slots < 1 || c.Cluster.Slots > 4096 {
 			bad("cluster.slots", "must be between 1 and 4096 (the slot map, ~94 B a slot, is one ZooKeeper znode)")
+		}
+		if _, err := c.RedisTLS(); err != nil {
+			errs = append(errs, err)
 		}
 		if c.ZooKeeper.Auth != "" {
 			if _, _, err := zk.SplitAuth(c.ZooKeeper.Auth); err != nil {

@@ -190,3 +190,34 @@ func TestZooKeeperAuth(t *testing.T) {
 		}
 	}
 }
+
+// redis.tls: a CA file that is missing or holds no certificate, a
+// certificate without its key, or a redis.tls.* key without enabled
+// stop the start naming the key.
+func TestRedisTLSValidation(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	os.WriteFile(notPEM, []byte("not a certificate"), 0o644)
+	for _, tc := range []struct{ yaml, want string }{
+		{"redis:\n  tls:\n    enabled: true\n    ca_file: /nonexistent/ca.pem\n", "redis.tls.ca_file"},
+		{"redis:\n  tls:\n    enabled: true\n    ca_file: " + notPEM + "\n", "redis.tls.ca_file"},
+		{"redis:\n  tls:\n    enabled: true\n    cert_file: " + notPEM + "\n", "redis.tls.cert_file/key_file"},
+		{"redis:\n  tls:\n    ca_file: " + notPEM + "\n", "redis.tls.enabled"},
+	} {
+		p := filepath.Join(dir, "c.yaml")
+		os.WriteFile(p, []byte("mode: distributed\n"+tc.yaml), 0o644)
+		_, err := Load(p)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: want an error naming %s, got %v", tc.yaml, tc.want, err)
+		}
+	}
+	t.Setenv("SORAKAQ_MODE", "distributed")
+	t.Setenv("SORAKAQ_REDIS_TLS_ENABLED", "true")
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc, err := c.RedisTLS(); err != nil || tc == nil || tc.InsecureSkipVerify {
+		t.Fatalf("SORAKAQ_REDIS_TLS_ENABLED=true: %+v %v", tc, err)
+	}
+}
