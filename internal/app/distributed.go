@@ -242,15 +242,28 @@ func advertised(adv, bound string) string {
 	return net.JoinHostPort(host, port)
 }
 
-func kafkaOptions(cfg *config.Config, log *zap.Logger) kafka.Options {
-	return kafka.Options{Brokers: cfg.Kafka.Brokers, TopicPrefix: cfg.Kafka.TopicPrefix, ClientID: "sorakaq-" + cfg.NodeID, ProduceTimeout: cfg.Kafka.ProduceTimeout, Logger: log.Named("kafka")}
+// kafkaOptions maps the kafka keys; the error is kafka.tls' (a CA file
+// that cannot be read), never ignored: that would connect in plaintext.
+func kafkaOptions(cfg *config.Config, log *zap.Logger) (kafka.Options, error) {
+	tlsConf, err := cfg.KafkaTLS()
+	if err != nil {
+		return kafka.Options{}, err
+	}
+	return kafka.Options{Brokers: cfg.Kafka.Brokers, TopicPrefix: cfg.Kafka.TopicPrefix, ClientID: "sorakaq-" + cfg.NodeID,
+		ProduceTimeout: cfg.Kafka.ProduceTimeout, Logger: log.Named("kafka"), TLS: tlsConf,
+		SASL: kafka.SASL{Mechanism: cfg.Kafka.SASL.Mechanism, Username: cfg.Kafka.SASL.Username, Password: cfg.Kafka.SASL.Password}}, nil
 }
 
 // ensureNoticeTopic creates the Kafka topic of notices (retrying in the
 // background while Kafka is down: until then notices fail and the
 // holders' sweeps deliver).
 func ensureNoticeTopic(ctx context.Context, cfg *config.Config, log *zap.Logger) {
-	kadmin, err := kafka.NewAdmin(kafkaOptions(cfg, log))
+	opts, err := kafkaOptions(cfg, log)
+	if err != nil {
+		log.Error("kafka admin", zap.Error(err))
+		return
+	}
+	kadmin, err := kafka.NewAdmin(opts)
 	if err != nil {
 		log.Error("kafka admin", zap.Error(err))
 		return
@@ -271,7 +284,11 @@ func ensureNoticeTopic(ctx context.Context, cfg *config.Config, log *zap.Logger)
 
 func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("receive")
-	producer, err := kafka.NewProducer(kafkaOptions(cfg, log))
+	kopts, err := kafkaOptions(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	producer, err := kafka.NewProducer(kopts)
 	if err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
@@ -380,13 +397,17 @@ func (r router) SlotOf(id string) int { return r.st.SlotOf(id) }
 
 func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("center")
+	kopts, err := kafkaOptions(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	bg, bgCancel := context.WithCancel(context.Background())
 	cluster := dist.NewCluster(bg, d.reg, log)
 	client := workerapi.NewClient(30*time.Second, cfg.Cluster.Secret)
 	c := center.New(center.Options{}, router{cluster, d.store}, client, d.metrics, log)
 	leader := &dist.Leader{Reg: d.reg, Cluster: cluster, Log: log.Named("leader"), EpochFloor: d.store.MaxLeaseEpoch,
 		Planner: &slots.Planner{Count: cfg.Cluster.Slots, Strategy: cfg.Center.Strategy, Grace: cfg.Center.Grace}}
-	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kafkaOptions(cfg, log), Group: cfg.Kafka.Group,
+	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kopts, Group: cfg.Kafka.Group,
 		// A record is a batch of notices already: waiting for more would
 		// only delay them.
 		Topics: []string{dist.NoticeTopic}, RefreshInterval: 2 * time.Second, BatchWait: kafka.NoBatchWait},

@@ -18,6 +18,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
+	"github.com/sorakaq/sorakaq/internal/bus/kafka"
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/receive"
@@ -97,6 +98,18 @@ type Kafka struct {
 	DefaultPartitions int           `mapstructure:"default_partitions"`
 	Replication       int           `mapstructure:"replication"`
 	ProduceTimeout    time.Duration `mapstructure:"produce_timeout"`
+	SASL              KafkaSASL     `mapstructure:"sasl"`
+	// TLS encrypts the connections to the brokers (a SSL or SASL_SSL listener).
+	TLS ClientTLS `mapstructure:"tls"`
+}
+
+// KafkaSASL authenticates sorakaQ to the brokers (a SASL_PLAINTEXT or
+// SASL_SSL listener).
+type KafkaSASL struct {
+	// Mechanism is "" (none), PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+	Mechanism string `mapstructure:"mechanism"`
+	Username  string `mapstructure:"username"`
+	Password  string `mapstructure:"password"`
 }
 
 // HTTP is what every listener (receive, admin, worker, center) enforces
@@ -294,11 +307,16 @@ var defaults = map[string]any{
 	"kafka.default_partitions":         4,
 	"kafka.replication":                1,
 	"kafka.produce_timeout":            "5s",
+	"kafka.sasl.mechanism":             "",
+	"kafka.sasl.username":              "",
+	"kafka.sasl.password":              "",
 }
 
 func init() {
-	for k, v := range tlsDefaults("redis.tls") {
-		defaults[k] = v
+	for _, prefix := range []string{"redis.tls", "kafka.tls"} {
+		for k, v := range tlsDefaults(prefix) {
+			defaults[k] = v
+		}
 	}
 }
 
@@ -515,6 +533,16 @@ func (c *Config) Validate() error {
 			if _, _, err := zk.SplitAuth(c.ZooKeeper.Auth); err != nil {
 				bad("zookeeper.auth", err.Error()) // never the value: it is a secret
 			}
+		}
+		if err := kafka.CheckSASLMechanism(c.Kafka.SASL.Mechanism); err != nil {
+			bad("kafka.sasl.mechanism", err.Error())
+		} else if c.Kafka.SASL.Mechanism != "" && (c.Kafka.SASL.Username == "" || c.Kafka.SASL.Password == "") {
+			bad("kafka.sasl.username/password", "must both be set with kafka.sasl.mechanism")
+		} else if c.Kafka.SASL.Mechanism == "" && (c.Kafka.SASL.Username != "" || c.Kafka.SASL.Password != "") {
+			bad("kafka.sasl.mechanism", "must be set (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) when kafka.sasl.username/password are")
+		}
+		if _, err := c.KafkaTLS(); err != nil {
+			errs = append(errs, err)
 		}
 		if c.Kafka.DefaultPartitions < 1 || c.Kafka.Replication < 1 {
 			bad("kafka.default_partitions/replication", "must be at least 1")

@@ -221,3 +221,44 @@ func TestRedisTLSValidation(t *testing.T) {
 		t.Fatalf("SORAKAQ_REDIS_TLS_ENABLED=true: %+v %v", tc, err)
 	}
 }
+
+// kafka.sasl and kafka.tls: from the environment; a mechanism sorakaQ
+// does not speak, a mechanism without its credential or a credential
+// without its mechanism stop the start naming the key, never the value.
+func TestKafkaSASLAndTLS(t *testing.T) {
+	t.Setenv("SORAKAQ_MODE", "distributed")
+	t.Setenv("SORAKAQ_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+	t.Setenv("SORAKAQ_KAFKA_SASL_USERNAME", "sorakaq")
+	t.Setenv("SORAKAQ_KAFKA_SASL_PASSWORD", "s3cret")
+	t.Setenv("SORAKAQ_KAFKA_TLS_ENABLED", "true")
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Kafka.SASL != (KafkaSASL{Mechanism: "SCRAM-SHA-512", Username: "sorakaq", Password: "s3cret"}) {
+		t.Fatalf("kafka.sasl from the environment: %+v", c.Kafka.SASL)
+	}
+	if tc, err := c.KafkaTLS(); err != nil || tc == nil {
+		t.Fatalf("kafka.tls.enabled from the environment: %v %v", tc, err)
+	}
+	for _, tc := range []struct{ mech, user, want string }{
+		{"GSSAPI", "sorakaq", "kafka.sasl.mechanism"},
+		{"PLAIN", "", "kafka.sasl.username/password"},
+		{"", "sorakaq", "kafka.sasl.mechanism"},
+	} {
+		t.Setenv("SORAKAQ_KAFKA_SASL_MECHANISM", tc.mech)
+		t.Setenv("SORAKAQ_KAFKA_SASL_USERNAME", tc.user)
+		_, err := Load("")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("mechanism %q user %q: want an error naming %s, got %v", tc.mech, tc.user, tc.want, err)
+		} else if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+	t.Setenv("SORAKAQ_KAFKA_SASL_MECHANISM", "PLAIN")
+	t.Setenv("SORAKAQ_KAFKA_SASL_USERNAME", "sorakaq")
+	t.Setenv("SORAKAQ_KAFKA_TLS_CA_FILE", "/nonexistent/ca.pem")
+	if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "kafka.tls.ca_file") {
+		t.Errorf("a missing kafka.tls.ca_file: %v", err)
+	}
+}

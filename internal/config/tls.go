@@ -70,3 +70,6 @@ func (t ClientTLS) Config(prefix string) (*tls.Config, error) {
 
 // RedisTLS is redis.tls as a tls.Config, nil when not enabled.
 func (c *Config) RedisTLS() (*tls.Config, error) { return c.Redis.TLS.Config("redis.tls") }
+
+// KafkaTLS is kafka.tls as a tls.Config, nil when not enabled.
+func (c *Config) KafkaTLS() (*tls.Config, error) { return c.Kafka.TLS.Config("kafka.tls") }
