@@ -168,3 +168,47 @@ func TestDigestAuthRestrictsOlderNodes(t *testing.T) {
 		t.Errorf("older offline marker: got %v, want NoAuth", err)
 	}
 }
+
+// TestDigestAuthAfterSessionExpiry: after the session expires, the new
+// session carries the credential again (the client re-sends it before any
+// request), so the instance node is re-created under the digest ACL and
+// writes go on working.
+func TestDigestAuthAfterSessionExpiry(t *testing.T) {
+	srv := servers(t)
+	root := authRoot(t, srv, rightAuth)
+	p := newProxy(t, srv[0])
+	opts := Options{Root: root, SessionTimeout: 4 * time.Second, Logger: zaptest.NewLogger(t), Auth: rightAuth}
+	watcher, err := Connect(srv, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(watcher.Close)
+	viaProxy, err := Connect([]string{p.l.Addr().String()}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(viaProxy.Close)
+	ctx := ctxT(t, 90*time.Second)
+	if err := viaProxy.Register(ctx, Instance{NodeID: "w9", Role: "worker", Addr: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	watch := watcher.WatchInstances(ctx, "worker")
+	waitList(t, watch, 10*time.Second, "w9 registered", func(l []Instance) bool { return ids(l) == "worker/w9" })
+	oldSID := viaProxy.SessionID()
+
+	p.setDown(true)
+	waitList(t, watch, 30*time.Second, "w9 expired", func(l []Instance) bool { return len(l) == 0 })
+	p.setDown(false)
+	waitList(t, watch, 30*time.Second, "w9 re-created", func(l []Instance) bool { return ids(l) == "worker/w9" })
+	if sid := viaProxy.SessionID(); sid == oldSID {
+		t.Fatalf("session 0x%x was not replaced", sid)
+	}
+	if _, err := viaProxy.CreateTopic(ctx, registry.Topic{Name: "t1", Partitions: 4, CreatedMs: 1}); err != nil {
+		t.Fatalf("a write on the new session: %v", err)
+	}
+	acl, _, err := rawConn(t, srv, rightAuth).GetACL(root + "/instances/worker/w9")
+	if err != nil || len(acl) != 1 || acl[0].Scheme != "digest" {
+		t.Fatalf("the re-created node's ACL: %+v %v", acl, err)
+	}
+	refusesAll(t, "no auth", rawConn(t, srv, ""), root)
+}
