@@ -124,6 +124,15 @@ func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 		rc.Close()
 		return nil, fmt.Errorf("zookeeper %v: %w", cfg.ZooKeeper.Servers, err)
 	}
+	for key, on := range map[string]bool{"redis.tls.insecure_skip_verify": cfg.Redis.TLS.Enabled && cfg.Redis.TLS.InsecureSkipVerify,
+		"kafka.tls.insecure_skip_verify": cfg.Kafka.TLS.Enabled && cfg.Kafka.TLS.InsecureSkipVerify} {
+		if on {
+			log.Warn("TLS without checking the server's certificate: anyone on the path can read and change the traffic; for tests only", zap.String("key", key))
+		}
+	}
+	if cfg.Kafka.SASL.Mechanism == kafka.SASLPlain && !cfg.Kafka.TLS.Enabled {
+		log.Warn("kafka.sasl.mechanism PLAIN without kafka.tls sends the password in clear; use SCRAM-SHA-256/512 or kafka.tls")
+	}
 	if cfg.Cluster.Secret == "" {
 		log.Warn("cluster.secret is empty: the workers' internal API is open to anyone who can reach it; set SORAKAQ_CLUSTER_SECRET on every process")
 	}
@@ -152,12 +161,15 @@ func checkPersistence(ctx context.Context, rc redis.UniversalClient, log *zap.Lo
 func waitLayout(ctx context.Context, st *redisstore.Store, log *zap.Logger) error {
 	for {
 		err := st.CheckLayout(ctx)
-		if err == nil || errors.Is(err, redisstore.ErrOldLayout) || !errors.Is(err, context.DeadlineExceeded) && st.Ping(ctx) == nil {
-			return err
+		if err == nil {
+			return nil
 		}
 		if hint := refusedHint(err); hint != "" {
 			// Waiting would not help: Redis answered, and said no.
 			return fmt.Errorf("redis: %w (%s)", err, hint)
+		}
+		if errors.Is(err, redisstore.ErrOldLayout) || !errors.Is(err, context.DeadlineExceeded) && st.Ping(ctx) == nil {
+			return err
 		}
 		log.Warn("Redis does not answer yet; waiting", zap.Error(err))
 		select {
