@@ -27,11 +27,12 @@ const (
 )
 
 // secureBroker is a Kafka broker of one test: a SASL_PLAINTEXT listener
-// (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for the user sorakaq) and a
-// SASL_SSL one (PLAIN, its certificate signed by CA).
+// (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for the user sorakaq), a
+// SASL_SSL one (PLAIN, its certificate signed by CA) and an SSL one that
+// requires a client certificate signed by CA (mutual TLS, no SASL).
 type secureBroker struct {
-	plain, ssl string // listener addresses
-	ca         *testenv.CA
+	plain, ssl, mtls string // listener addresses
+	ca               *testenv.CA
 }
 
 // lockedBuf is the broker's output, written by exec and read by the test.
@@ -67,7 +68,7 @@ func startSecureBroker(t *testing.T) *secureBroker {
 		testenv.Missing(t, "java and the Kafka jars (scripts/infra.sh kafka-classpath: %v, %q)", err, out)
 	}
 	java, cp := lines[0], lines[1]
-	ports, err := testproc.FreePorts(3)
+	ports, err := testproc.FreePorts(4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,11 +88,11 @@ func startSecureBroker(t *testing.T) *secureBroker {
 	props := fmt.Sprintf(`process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@%[3]s
-listeners=SASL_PLAINTEXT://%[1]s,SASL_SSL://%[2]s,CONTROLLER://%[3]s
-advertised.listeners=SASL_PLAINTEXT://%[1]s,SASL_SSL://%[2]s
+listeners=SASL_PLAINTEXT://%[1]s,SASL_SSL://%[2]s,CONTROLLER://%[3]s,SSL://%[8]s
+advertised.listeners=SASL_PLAINTEXT://%[1]s,SASL_SSL://%[2]s,SSL://%[8]s
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=SASL_PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=%[4]s
@@ -101,6 +102,9 @@ listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_ssl.plain.sasl.jaas.config=%[4]s
 ssl.keystore.type=PEM
 ssl.keystore.location=%[6]s
+ssl.truststore.type=PEM
+ssl.truststore.location=%[9]s
+listener.name.ssl.ssl.client.auth=required
 log.dirs=%[7]s
 num.network.threads=2
 num.io.threads=2
@@ -115,7 +119,7 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-`, ports[0], ports[1], ports[2], plainJAAS, scramJAAS, store, filepath.Join(dir, "data"))
+`, ports[0], ports[1], ports[2], plainJAAS, scramJAAS, store, filepath.Join(dir, "data"), ports[3], ca.File)
 	propsFile := filepath.Join(dir, "server.properties")
 	log4j := filepath.Join(dir, "log4j2.properties")
 	if err := os.WriteFile(propsFile, []byte(props), 0o600); err != nil {
@@ -155,7 +159,7 @@ group.initial.rebalance.delay.ms=0
 			t.Logf("private broker's log:\n%s", logs.String())
 		}
 	})
-	b := &secureBroker{plain: ports[0], ssl: ports[1], ca: ca}
+	b := &secureBroker{plain: ports[0], ssl: ports[1], mtls: ports[3], ca: ca}
 	// Ready when the right credential lists the topics (a slow box: JVM
 	// start, then the KRaft quorum of one).
 	deadline := time.Now().Add(180 * time.Second)
@@ -246,7 +250,8 @@ func refusedWith(t *testing.T, opts Options, want string) {
 // credential creates a topic, produces and consumes; a wrong password or
 // no SASL at all is refused with an error naming kafka.sasl; over the
 // SASL_SSL listener the right CA works and another CA is refused naming
-// kafka.tls.
+// kafka.tls; a listener that requires a client certificate takes one
+// signed by its CA and refuses a client without.
 func TestSASLAndTLS(t *testing.T) {
 	b := startSecureBroker(t)
 	for _, m := range []string{SASLPlain, SASLScramSHA256, SASLScramSHA512} {
@@ -284,5 +289,29 @@ func TestSASLAndTLS(t *testing.T) {
 		wrong := tlsOpts(b.ca.File)
 		wrong.SASL.Password = "wrong-password"
 		refusedWith(t, wrong, "check kafka.sasl.mechanism, username and password")
+	})
+	t.Run("mutual TLS", func(t *testing.T) {
+		mtls := func(withCert bool) Options {
+			opts := b.options(t, "", "")
+			opts.Brokers = []string{b.mtls}
+			pem, err := os.ReadFile(b.ca.File)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pool := x509.NewCertPool()
+			pool.AppendCertsFromPEM(pem)
+			opts.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+			if withCert {
+				certFile, keyFile := b.ca.Issue(t, "sorakaq-client")
+				cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+				if err != nil {
+					t.Fatal(err)
+				}
+				opts.TLS.Certificates = []tls.Certificate{cert}
+			}
+			return opts
+		}
+		roundTrip(t, mtls(true))
+		refusedWith(t, mtls(false), "check kafka.tls.ca_file, server_name, cert_file and key_file")
 	})
 }
