@@ -9,6 +9,8 @@
 #   scripts/infra.sh env                export lines for the tests (eval "$(scripts/infra.sh env)")
 #   scripts/infra.sh topics ARGS...     Kafka's TopicCommand against the local broker
 #                                       (e.g. topics --create --topic t --partitions 4)
+#   scripts/infra.sh kafka-classpath    the java binary and the broker's classpath, one a line
+#                                       (fetched if missing; for tests that start a broker of their own)
 #   SORAKAQ_REDIS_CLUSTER=3 scripts/infra.sh up|down|status|env|stop-one redis|start-one redis
 #                                       the same with a 3-master Redis Cluster instead of one Redis
 #
@@ -537,7 +539,7 @@ cmd_env() {
 }
 
 usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -549,5 +551,6 @@ case "${1:-}" in
   start-one) check_name "${2:-}"; lock; ensure_packages; start_one "$2" ;;
   stop-one) check_name "${2:-}"; lock; stop_one "$2" ;;
   topics) shift; kafka_tool org.apache.kafka.tools.TopicCommand "$@" ;;
+  kafka-classpath) ensure_packages; java_bin; kafka_cp ;;
   *) usage ;;
 esac

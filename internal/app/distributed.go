@@ -2,10 +2,13 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -83,26 +86,52 @@ func (d *deps) watchRedis(ctx context.Context, log *zap.Logger) {
 	dist.WatchRedis(ctx, d.rc, d.store, d.metrics, log)
 }
 
-func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
+// openRedis connects to Redis and checks the data set's layout, waiting
+// up to ctx for a Redis that does not answer yet; a refused credential or
+// certificate is an error at once.
+func openRedis(ctx context.Context, cfg *config.Config, log *zap.Logger) (redis.UniversalClient, *redisstore.Store, error) {
+	tlsConf, err := cfg.RedisTLS()
+	if err != nil {
+		return nil, nil, err
+	}
 	rc := redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName,
 		Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB,
 		// A submit holds a connection for its WATCH/MULTI round trips: size
 		// the pool to the requests in flight (go-redis defaults to 10 per CPU).
-		PoolSize: cfg.Redis.PoolSize,
+		PoolSize:  cfg.Redis.PoolSize,
+		TLSConfig: tlsConf,
 	})
 	st := redisstore.New(rc, redisstore.Options{Prefix: cfg.Redis.Prefix, Slots: cfg.Cluster.Slots,
 		WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: cfg.Redis.WaitTimeout})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	if err := waitLayout(ctx, st, log); err != nil {
 		rc.Close()
+		return nil, nil, err
+	}
+	return rc, st, nil
+}
+
+func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rc, st, err := openRedis(ctx, cfg, log)
+	if err != nil {
 		return nil, err
 	}
-	reg, err := zk.Connect(cfg.ZooKeeper.Servers, zk.Options{Root: cfg.ZooKeeper.Root, SessionTimeout: cfg.ZooKeeper.SessionTimeout, Logger: log.Named("zk")})
+	reg, err := zk.Connect(cfg.ZooKeeper.Servers, zk.Options{Root: cfg.ZooKeeper.Root, SessionTimeout: cfg.ZooKeeper.SessionTimeout, Logger: log.Named("zk"),
+		Auth: cfg.ZooKeeper.Auth})
 	if err != nil {
 		rc.Close()
 		return nil, fmt.Errorf("zookeeper %v: %w", cfg.ZooKeeper.Servers, err)
+	}
+	for key, on := range map[string]bool{"redis.tls.insecure_skip_verify": cfg.Redis.TLS.Enabled && cfg.Redis.TLS.InsecureSkipVerify,
+		"kafka.tls.insecure_skip_verify": cfg.Kafka.TLS.Enabled && cfg.Kafka.TLS.InsecureSkipVerify} {
+		if on {
+			log.Warn("TLS without checking the server's certificate: anyone on the path can read and change the traffic; for tests only", zap.String("key", key))
+		}
+	}
+	if cfg.Kafka.SASL.Mechanism == kafka.SASLPlain && !cfg.Kafka.TLS.Enabled {
+		log.Warn("kafka.sasl.mechanism PLAIN without kafka.tls sends the password in clear; use SCRAM-SHA-256/512 or kafka.tls")
 	}
 	if cfg.Cluster.Secret == "" {
 		log.Warn("cluster.secret is empty: the workers' internal API is open to anyone who can reach it; set SORAKAQ_CLUSTER_SECRET on every process")
@@ -132,7 +161,14 @@ func checkPersistence(ctx context.Context, rc redis.UniversalClient, log *zap.Lo
 func waitLayout(ctx context.Context, st *redisstore.Store, log *zap.Logger) error {
 	for {
 		err := st.CheckLayout(ctx)
-		if err == nil || errors.Is(err, redisstore.ErrOldLayout) || !errors.Is(err, context.DeadlineExceeded) && st.Ping(ctx) == nil {
+		if err == nil {
+			return nil
+		}
+		if hint := refusedHint(err); hint != "" {
+			// Waiting would not help: Redis answered, and said no.
+			return fmt.Errorf("redis: %w (%s)", err, hint)
+		}
+		if errors.Is(err, redisstore.ErrOldLayout) || !errors.Is(err, context.DeadlineExceeded) && st.Ping(ctx) == nil {
 			return err
 		}
 		log.Warn("Redis does not answer yet; waiting", zap.Error(err))
@@ -142,6 +178,36 @@ func waitLayout(ctx context.Context, st *redisstore.Store, log *zap.Logger) erro
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// refusedHint names the keys to check when Redis refused the credential
+// or the TLS handshake failed, "" for other errors (Redis not up yet).
+func refusedHint(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	var header tls.RecordHeaderError
+	var reply redis.Error
+	switch {
+	case errors.As(err, &reply) && hasAnyPrefix(reply.Error(), "WRONGPASS", "NOAUTH", "NOPERM"):
+		return "check redis.username and redis.password"
+	case errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &verify) ||
+		// The server refused the handshake (its alert's type is not exported).
+		strings.Contains(err.Error(), "remote error: tls: "):
+		return "the TLS handshake failed: check redis.tls.ca_file, server_name, cert_file and key_file"
+	case errors.As(err, &header):
+		return "the server does not speak TLS: check redis.tls.enabled and the address"
+	}
+	return ""
+}
+
+func hasAnyPrefix(s string, prefixes ...string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *deps) close() {
@@ -188,15 +254,28 @@ func advertised(adv, bound string) string {
 	return net.JoinHostPort(host, port)
 }
 
-func kafkaOptions(cfg *config.Config, log *zap.Logger) kafka.Options {
-	return kafka.Options{Brokers: cfg.Kafka.Brokers, TopicPrefix: cfg.Kafka.TopicPrefix, ClientID: "sorakaq-" + cfg.NodeID, ProduceTimeout: cfg.Kafka.ProduceTimeout, Logger: log.Named("kafka")}
+// kafkaOptions maps the kafka keys; the error is kafka.tls' (a CA file
+// that cannot be read), never ignored: that would connect in plaintext.
+func kafkaOptions(cfg *config.Config, log *zap.Logger) (kafka.Options, error) {
+	tlsConf, err := cfg.KafkaTLS()
+	if err != nil {
+		return kafka.Options{}, err
+	}
+	return kafka.Options{Brokers: cfg.Kafka.Brokers, TopicPrefix: cfg.Kafka.TopicPrefix, ClientID: "sorakaq-" + cfg.NodeID,
+		ProduceTimeout: cfg.Kafka.ProduceTimeout, Logger: log.Named("kafka"), TLS: tlsConf,
+		SASL: kafka.SASL{Mechanism: cfg.Kafka.SASL.Mechanism, Username: cfg.Kafka.SASL.Username, Password: cfg.Kafka.SASL.Password}}, nil
 }
 
 // ensureNoticeTopic creates the Kafka topic of notices (retrying in the
 // background while Kafka is down: until then notices fail and the
 // holders' sweeps deliver).
 func ensureNoticeTopic(ctx context.Context, cfg *config.Config, log *zap.Logger) {
-	kadmin, err := kafka.NewAdmin(kafkaOptions(cfg, log))
+	opts, err := kafkaOptions(cfg, log)
+	if err != nil {
+		log.Error("kafka admin", zap.Error(err))
+		return
+	}
+	kadmin, err := kafka.NewAdmin(opts)
 	if err != nil {
 		log.Error("kafka admin", zap.Error(err))
 		return
@@ -217,7 +296,11 @@ func ensureNoticeTopic(ctx context.Context, cfg *config.Config, log *zap.Logger)
 
 func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("receive")
-	producer, err := kafka.NewProducer(kafkaOptions(cfg, log))
+	kopts, err := kafkaOptions(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	producer, err := kafka.NewProducer(kopts)
 	if err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
@@ -326,13 +409,17 @@ func (r router) SlotOf(id string) int { return r.st.SlotOf(id) }
 
 func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("center")
+	kopts, err := kafkaOptions(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	bg, bgCancel := context.WithCancel(context.Background())
 	cluster := dist.NewCluster(bg, d.reg, log)
 	client := workerapi.NewClient(30*time.Second, cfg.Cluster.Secret)
 	c := center.New(center.Options{}, router{cluster, d.store}, client, d.metrics, log)
 	leader := &dist.Leader{Reg: d.reg, Cluster: cluster, Log: log.Named("leader"), EpochFloor: d.store.MaxLeaseEpoch,
 		Planner: &slots.Planner{Count: cfg.Cluster.Slots, Strategy: cfg.Center.Strategy, Grace: cfg.Center.Grace}}
-	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kafkaOptions(cfg, log), Group: cfg.Kafka.Group,
+	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kopts, Group: cfg.Kafka.Group,
 		// A record is a batch of notices already: waiting for more would
 		// only delay them.
 		Topics: []string{dist.NoticeTopic}, RefreshInterval: 2 * time.Second, BatchWait: kafka.NoBatchWait},

@@ -18,9 +18,11 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
+	"github.com/sorakaq/sorakaq/internal/bus/kafka"
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/registry/zk"
 	"github.com/sorakaq/sorakaq/pkg/webhook"
 )
 
@@ -74,6 +76,8 @@ type Redis struct {
 	// replicas have it (Redis WAIT, at most WaitTimeout).
 	WaitReplicas int           `mapstructure:"wait_replicas"`
 	WaitTimeout  time.Duration `mapstructure:"wait_timeout"`
+	// TLS encrypts the connections and checks the server's certificate.
+	TLS ClientTLS `mapstructure:"tls"`
 }
 
 // ZooKeeper holds instances, topics and locks (distributed mode).
@@ -81,6 +85,9 @@ type ZooKeeper struct {
 	Servers        []string      `mapstructure:"servers"`
 	Root           string        `mapstructure:"root"`
 	SessionTimeout time.Duration `mapstructure:"session_timeout"`
+	// Auth is "user:password" (digest scheme): every node is then that
+	// identity's only. "" keeps the world ACL.
+	Auth string `mapstructure:"auth"`
 }
 
 // Kafka carries submits from receive to the centers (distributed mode).
@@ -91,6 +98,18 @@ type Kafka struct {
 	DefaultPartitions int           `mapstructure:"default_partitions"`
 	Replication       int           `mapstructure:"replication"`
 	ProduceTimeout    time.Duration `mapstructure:"produce_timeout"`
+	SASL              KafkaSASL     `mapstructure:"sasl"`
+	// TLS encrypts the connections to the brokers (a SSL or SASL_SSL listener).
+	TLS ClientTLS `mapstructure:"tls"`
+}
+
+// KafkaSASL authenticates sorakaQ to the brokers (a SASL_PLAINTEXT or
+// SASL_SSL listener).
+type KafkaSASL struct {
+	// Mechanism is "" (none), PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+	Mechanism string `mapstructure:"mechanism"`
+	Username  string `mapstructure:"username"`
+	Password  string `mapstructure:"password"`
 }
 
 // HTTP is what every listener (receive, admin, worker, center) enforces
@@ -281,12 +300,24 @@ var defaults = map[string]any{
 	"zookeeper.servers":                []string{"127.0.0.1:2181"},
 	"zookeeper.root":                   "/sorakaq",
 	"zookeeper.session_timeout":        "10s",
+	"zookeeper.auth":                   "",
 	"kafka.brokers":                    []string{"127.0.0.1:9092"},
 	"kafka.topic_prefix":               "sorakaq_delay_",
 	"kafka.group":                      "sorakaq-center",
 	"kafka.default_partitions":         4,
 	"kafka.replication":                1,
 	"kafka.produce_timeout":            "5s",
+	"kafka.sasl.mechanism":             "",
+	"kafka.sasl.username":              "",
+	"kafka.sasl.password":              "",
+}
+
+func init() {
+	for _, prefix := range []string{"redis.tls", "kafka.tls"} {
+		for k, v := range tlsDefaults(prefix) {
+			defaults[k] = v
+		}
+	}
 }
 
 // Keys lists every configuration key (for docs and tests).
@@ -494,6 +525,24 @@ func (c *Config) Validate() error {
 		}
 		if c.Cluster.Slots < 1 || c.Cluster.Slots > 4096 {
 			bad("cluster.slots", "must be between 1 and 4096 (the slot map, ~94 B a slot, is one ZooKeeper znode)")
+		}
+		if _, err := c.RedisTLS(); err != nil {
+			errs = append(errs, err)
+		}
+		if c.ZooKeeper.Auth != "" {
+			if _, _, err := zk.SplitAuth(c.ZooKeeper.Auth); err != nil {
+				bad("zookeeper.auth", err.Error()) // never the value: it is a secret
+			}
+		}
+		if err := kafka.CheckSASLMechanism(c.Kafka.SASL.Mechanism); err != nil {
+			bad("kafka.sasl.mechanism", err.Error())
+		} else if c.Kafka.SASL.Mechanism != "" && (c.Kafka.SASL.Username == "" || c.Kafka.SASL.Password == "") {
+			bad("kafka.sasl.username/password", "must both be set with kafka.sasl.mechanism")
+		} else if c.Kafka.SASL.Mechanism == "" && (c.Kafka.SASL.Username != "" || c.Kafka.SASL.Password != "") {
+			bad("kafka.sasl.mechanism", "must be set (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) when kafka.sasl.username/password are")
+		}
+		if _, err := c.KafkaTLS(); err != nil {
+			errs = append(errs, err)
 		}
 		if c.Kafka.DefaultPartitions < 1 || c.Kafka.Replication < 1 {
 			bad("kafka.default_partitions/replication", "must be at least 1")

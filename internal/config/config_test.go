@@ -170,3 +170,95 @@ func TestSigningSecretsFromEnv(t *testing.T) {
 		t.Fatalf("no secrets: %v, signer %v", err, c.CallbackOptions().Signer)
 	}
 }
+
+// zookeeper.auth comes from the environment; a malformed one is refused
+// naming the key but never showing the value.
+func TestZooKeeperAuth(t *testing.T) {
+	t.Setenv("SORAKAQ_MODE", "distributed")
+	t.Setenv("SORAKAQ_ZOOKEEPER_AUTH", "sorakaq:s3cret:with-colon")
+	c, err := Load("")
+	if err != nil || c.ZooKeeper.Auth != "sorakaq:s3cret:with-colon" {
+		t.Fatalf("SORAKAQ_ZOOKEEPER_AUTH: %+v %v", c, err)
+	}
+	for _, bad := range []string{"s3cretnocolon", ":s3cret", "sorakaq:"} {
+		t.Setenv("SORAKAQ_ZOOKEEPER_AUTH", bad)
+		_, err := Load("")
+		if err == nil || !strings.Contains(err.Error(), "zookeeper.auth") {
+			t.Errorf("zookeeper.auth %q: want an error naming the key, got %v", bad, err)
+		} else if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("the error shows the secret: %v", err)
+		}
+	}
+}
+
+// redis.tls: a CA file that is missing or holds no certificate, a
+// certificate without its key, or a redis.tls.* key without enabled
+// stop the start naming the key.
+func TestRedisTLSValidation(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	os.WriteFile(notPEM, []byte("not a certificate"), 0o644)
+	for _, tc := range []struct{ yaml, want string }{
+		{"redis:\n  tls:\n    enabled: true\n    ca_file: /nonexistent/ca.pem\n", "redis.tls.ca_file"},
+		{"redis:\n  tls:\n    enabled: true\n    ca_file: " + notPEM + "\n", "redis.tls.ca_file"},
+		{"redis:\n  tls:\n    enabled: true\n    cert_file: " + notPEM + "\n", "redis.tls.cert_file/key_file"},
+		{"redis:\n  tls:\n    ca_file: " + notPEM + "\n", "redis.tls.enabled"},
+	} {
+		p := filepath.Join(dir, "c.yaml")
+		os.WriteFile(p, []byte("mode: distributed\n"+tc.yaml), 0o644)
+		_, err := Load(p)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: want an error naming %s, got %v", tc.yaml, tc.want, err)
+		}
+	}
+	t.Setenv("SORAKAQ_MODE", "distributed")
+	t.Setenv("SORAKAQ_REDIS_TLS_ENABLED", "true")
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc, err := c.RedisTLS(); err != nil || tc == nil || tc.InsecureSkipVerify {
+		t.Fatalf("SORAKAQ_REDIS_TLS_ENABLED=true: %+v %v", tc, err)
+	}
+}
+
+// kafka.sasl and kafka.tls: from the environment; a mechanism sorakaQ
+// does not speak, a mechanism without its credential or a credential
+// without its mechanism stop the start naming the key, never the value.
+func TestKafkaSASLAndTLS(t *testing.T) {
+	t.Setenv("SORAKAQ_MODE", "distributed")
+	t.Setenv("SORAKAQ_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+	t.Setenv("SORAKAQ_KAFKA_SASL_USERNAME", "sorakaq")
+	t.Setenv("SORAKAQ_KAFKA_SASL_PASSWORD", "s3cret")
+	t.Setenv("SORAKAQ_KAFKA_TLS_ENABLED", "true")
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Kafka.SASL != (KafkaSASL{Mechanism: "SCRAM-SHA-512", Username: "sorakaq", Password: "s3cret"}) {
+		t.Fatalf("kafka.sasl from the environment: %+v", c.Kafka.SASL)
+	}
+	if tc, err := c.KafkaTLS(); err != nil || tc == nil {
+		t.Fatalf("kafka.tls.enabled from the environment: %v %v", tc, err)
+	}
+	for _, tc := range []struct{ mech, user, want string }{
+		{"GSSAPI", "sorakaq", "kafka.sasl.mechanism"},
+		{"PLAIN", "", "kafka.sasl.username/password"},
+		{"", "sorakaq", "kafka.sasl.mechanism"},
+	} {
+		t.Setenv("SORAKAQ_KAFKA_SASL_MECHANISM", tc.mech)
+		t.Setenv("SORAKAQ_KAFKA_SASL_USERNAME", tc.user)
+		_, err := Load("")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("mechanism %q user %q: want an error naming %s, got %v", tc.mech, tc.user, tc.want, err)
+		} else if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+	t.Setenv("SORAKAQ_KAFKA_SASL_MECHANISM", "PLAIN")
+	t.Setenv("SORAKAQ_KAFKA_SASL_USERNAME", "sorakaq")
+	t.Setenv("SORAKAQ_KAFKA_TLS_CA_FILE", "/nonexistent/ca.pem")
+	if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "kafka.tls.ca_file") {
+		t.Errorf("a missing kafka.tls.ca_file: %v", err)
+	}
+}

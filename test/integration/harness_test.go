@@ -234,6 +234,12 @@ func (c *Cluster) wipe() {
 	}
 
 	if conn, _, err := zk.Connect([]string{infra.zk}, 5*time.Second, zk.WithLogInfo(false)); err == nil {
+		// A cluster with zookeeper.auth made nodes only that identity may delete.
+		if auth := c.envValue("SORAKAQ_ZOOKEEPER_AUTH"); auth != "" {
+			if err := conn.AddAuth("digest", []byte(auth)); err != nil {
+				c.t.Logf("cleanup: zookeeper add auth: %v", err)
+			}
+		}
 		if err := zkDeleteAll(conn, c.ZKRoot); err != nil && !errors.Is(err, zk.ErrNoNode) {
 			c.t.Logf("cleanup: zookeeper delete %s: %v", c.ZKRoot, err)
 		}
@@ -258,6 +264,17 @@ func (c *Cluster) wipe() {
 		}
 		ca.Close()
 	}
+}
+
+// envValue is the value the cluster's extra environment gives key, "" if none.
+func (c *Cluster) envValue(key string) string {
+	v := ""
+	for _, kv := range c.extraEnv {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+			v = val
+		}
+	}
+	return v
 }
 
 func zkDeleteAll(conn *zk.Conn, p string) error {

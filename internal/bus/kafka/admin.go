@@ -41,7 +41,7 @@ func (a *Admin) admin() (sarama.ClusterAdmin, error) {
 	cfg.Metadata.Full = true // the admin client needs the controller from full metadata
 	ca, err := sarama.NewClusterAdmin(a.opts.Brokers, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: connecting the admin client: %w", err)
+		return nil, fmt.Errorf("kafka: connecting the admin client: %w", explain(err))
 	}
 	a.ca = ca
 	return ca, nil

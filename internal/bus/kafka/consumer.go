@@ -121,7 +121,7 @@ func NewConsumer(opts ConsumerOptions, h Handler) (*Consumer, error) {
 
 	client, err := sarama.NewClient(opts.Brokers, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: new consumer client: %w", err)
+		return nil, fmt.Errorf("kafka: new consumer client: %w", explain(err))
 	}
 	group, err := sarama.NewConsumerGroupFromClient(opts.Group, client)
 	if err != nil {

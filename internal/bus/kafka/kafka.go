@@ -20,9 +20,18 @@
 //
 // The broker is Apache Kafka 4.x in KRaft mode: topics are managed with the
 // Kafka admin protocol only (sarama's ClusterAdmin), never through ZooKeeper.
+//
+// Options.SASL (PLAIN, SCRAM-SHA-256/512) and Options.TLS apply to every
+// client alike. A refused credential or certificate is not retried away:
+// the errors say which configuration keys to check (see explain).
 package kafka
 
 import (
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -55,6 +64,34 @@ type Options struct {
 	ClientID       string        // default "sorakaq"
 	ProduceTimeout time.Duration // a produce not acknowledged by then fails (default 5s)
 	Logger         *zap.Logger
+	// SASL authenticates every connection; a zero SASL sends none.
+	SASL SASL
+	// TLS, when not nil, encrypts every connection with this config.
+	TLS *tls.Config
+}
+
+// SASL mechanisms sorakaQ speaks.
+const (
+	SASLPlain       = "PLAIN"
+	SASLScramSHA256 = "SCRAM-SHA-256"
+	SASLScramSHA512 = "SCRAM-SHA-512"
+)
+
+// SASL is a broker credential. Over a plaintext listener PLAIN sends the
+// password as it is: use it with TLS, or SCRAM, which never sends it.
+type SASL struct {
+	Mechanism string // "" (none), PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+	Username  string
+	Password  string
+}
+
+// CheckSASLMechanism is nil for a mechanism SASL accepts.
+func CheckSASLMechanism(m string) error {
+	switch m {
+	case "", SASLPlain, SASLScramSHA256, SASLScramSHA512:
+		return nil
+	}
+	return fmt.Errorf("must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got %q", m)
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -101,7 +138,48 @@ func (o Options) baseConfig() *sarama.Config {
 	cfg.Metadata.Retry.Max = 3
 	cfg.Metadata.Retry.Backoff = 250 * time.Millisecond
 	cfg.Metadata.RefreshFrequency = 1 * time.Minute
+	if o.TLS != nil {
+		cfg.Net.TLS.Enable = true
+		cfg.Net.TLS.Config = o.TLS.Clone()
+	}
+	if o.SASL.Mechanism != "" {
+		cfg.Net.SASL.Enable = true
+		cfg.Net.SASL.Handshake = true
+		cfg.Net.SASL.Version = sarama.SASLHandshakeV1
+		cfg.Net.SASL.User = o.SASL.Username
+		cfg.Net.SASL.Password = o.SASL.Password
+		cfg.Net.SASL.Mechanism = sarama.SASLMechanism(o.SASL.Mechanism)
+		switch o.SASL.Mechanism {
+		case SASLScramSHA256:
+			cfg.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: sha256.New} }
+		case SASLScramSHA512:
+			cfg.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: sha512.New} }
+		}
+	}
 	return cfg
+}
+
+// explain adds the configuration keys to check to an error of a refused
+// credential or TLS handshake, which retrying does not cure.
+func explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	var header tls.RecordHeaderError
+	switch {
+	case errors.Is(err, sarama.ErrSASLAuthenticationFailed) || errors.Is(err, sarama.ErrUnsupportedSASLMechanism) ||
+		errors.Is(err, sarama.ErrIllegalSASLState):
+		return fmt.Errorf("%w (the broker refused the credential: check kafka.sasl.mechanism, username and password)", err)
+	case errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &verify) ||
+		strings.Contains(err.Error(), "remote error: tls: "):
+		return fmt.Errorf("%w (the TLS handshake failed: check kafka.tls.ca_file, server_name, cert_file and key_file)", err)
+	case errors.As(err, &header):
+		return fmt.Errorf("%w (the broker does not speak TLS there: check kafka.tls.enabled and the listener)", err)
+	}
+	return err
 }
 
 // health tracks the last success and the last failure of an operation.
@@ -122,7 +200,7 @@ func (h *health) ok() {
 func (h *health) fail(err error) {
 	now := time.Now()
 	h.mu.Lock()
-	h.failAt, h.failErr = now, err
+	h.failAt, h.failErr = now, explain(err)
 	h.mu.Unlock()
 }
 

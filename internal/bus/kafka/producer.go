@@ -64,7 +64,7 @@ func NewProducer(opts Options) (*Producer, error) {
 
 	client, err := sarama.NewClient(opts.Brokers, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: new producer client: %w", err)
+		return nil, fmt.Errorf("kafka: new producer client: %w", explain(err))
 	}
 	ap, err := sarama.NewAsyncProducerFromClient(client)
 	if err != nil {

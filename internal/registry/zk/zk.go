@@ -51,6 +51,22 @@ type Options struct {
 	SessionTimeout time.Duration
 	// Logger receives the registry's and the ZooKeeper client's logs.
 	Logger *zap.Logger
+	// Auth is "user:password" for ZooKeeper's digest scheme; "" keeps the
+	// world ACL. When set, the session authenticates with it (the client
+	// re-sends it on every reconnect) and every node sorakaQ creates is
+	// readable and writable by that identity only, so another ZooKeeper
+	// client cannot register a fake worker or rewrite the slot map.
+	Auth string
+}
+
+// SplitAuth splits a digest credential "user:password"; the password may
+// contain ':'.
+func SplitAuth(auth string) (user, password string, err error) {
+	user, password, ok := strings.Cut(auth, ":")
+	if !ok || user == "" || password == "" {
+		return "", "", errors.New(`must be "user:password" with both parts non-empty`)
+	}
+	return user, password, nil
 }
 
 // Registry is a connection to ZooKeeper plus the state sorakaQ keeps there.
@@ -107,11 +123,19 @@ func Connect(servers []string, opts Options) (*Registry, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	acl := zk.WorldACL(zk.PermAll)
+	if opts.Auth != "" {
+		user, password, err := SplitAuth(opts.Auth)
+		if err != nil {
+			return nil, fmt.Errorf("zk.Connect: auth %w", err) // never the value: it is a secret
+		}
+		acl = zk.DigestACL(zk.PermAll, user, password)
+	}
 	r := &Registry{
 		root:      opts.Root,
 		opts:      opts,
 		log:       opts.Logger.Named("registry.zk"),
-		acl:       zk.WorldACL(zk.PermAll),
+		acl:       acl,
 		gen:       make(chan struct{}),
 		sessCh:    make(chan struct{}, 1),
 		subs:      map[chan struct{}]struct{}{},
@@ -134,10 +158,29 @@ func Connect(servers []string, opts Options) (*Registry, error) {
 		return nil, fmt.Errorf("zk.Connect %v: no session within %s: %w", servers, opts.SessionTimeout, err)
 	}
 	r.sessionID.Store(conn.SessionID())
+	if opts.Auth != "" {
+		// Remembered by the client and sent again after every reconnect,
+		// including on a new session after an expiry.
+		if err := r.do(ctx, func() error { return conn.AddAuth("digest", []byte(opts.Auth)) }); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("zk.Connect: add digest auth: %w", err)
+		}
+	}
 	for _, p := range []string{r.instancesRoot(), r.topicsRoot(), r.offlineRoot()} {
 		if err := r.ensurePath(ctx, p); err != nil {
 			conn.Close()
-			return nil, fmt.Errorf("zk.Connect: create %s: %w", p, err)
+			return nil, fmt.Errorf("zk.Connect: create %s: %w%s", p, err, authHint(err))
+		}
+	}
+	if opts.Auth != "" {
+		fixed := 0
+		if err := r.secureTree(ctx, r.root, &fixed); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("zk.Connect: restrict the ACLs under %s: %w%s", r.root, err, authHint(err))
+		}
+		if fixed > 0 {
+			r.log.Info("zookeeper nodes made before zookeeper.auth now restricted to its identity",
+				zap.String("root", r.root), zap.Int("nodes", fixed))
 		}
 	}
 	ready := make(chan struct{})
@@ -369,6 +412,63 @@ func (r *Registry) ensurePath(ctx context.Context, p string) error {
 		}
 	}
 	return nil
+}
+
+// authHint explains ZooKeeper's NoAuth: the nodes belong to another
+// identity (zookeeper.auth differs from the one that created them).
+func authHint(err error) string {
+	if errors.Is(err, zk.ErrNoAuth) {
+		return " (the nodes are not accessible with this zookeeper.auth: check it against the one the other sorakaQ processes use)"
+	}
+	return ""
+}
+
+// secureTree gives every node under p (p included) the registry's ACL.
+// Nodes made before zookeeper.auth was set carry the world ACL; without
+// this, anyone could still rewrite them. A node that is gone meanwhile
+// is skipped.
+func (r *Registry) secureTree(ctx context.Context, p string, fixed *int) error {
+	var acl []zk.ACL
+	var kids []string
+	err := r.do(ctx, func() error {
+		var err error
+		if acl, _, err = r.conn.GetACL(p); err != nil {
+			return err
+		}
+		kids, _, err = r.conn.Children(p)
+		return err
+	})
+	if errors.Is(err, zk.ErrNoNode) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	if !sameACL(acl, r.acl) {
+		err := r.do(ctx, func() error { _, err := r.conn.SetACL(p, r.acl, -1); return err })
+		if err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return fmt.Errorf("set acl %s: %w", p, err)
+		}
+		*fixed++
+	}
+	for _, k := range kids {
+		if err := r.secureTree(ctx, p+"/"+k, fixed); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sameACL(a, b []zk.ACL) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *Registry) instancesRoot() string { return r.root + "/instances" }
