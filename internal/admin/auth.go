@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -131,13 +132,13 @@ func (a *auth) login(c *gin.Context, maxBody int64) (any, error) {
 		return nil, err
 	}
 	peer := c.ClientIP() // X-Forwarded-For only from http.trusted_proxies
-	if a.isDefault && !isLoopback(peer) {
+	if a.isDefault && !fromThisMachine(c.Request, peer) {
 		// Protected mode (Redis' idea): with the well-known password the
 		// console is only for this machine, whatever was typed, so that
 		// a fresh install exposed by mistake is not an open console and
 		// remote guesses learn nothing.
 		a.log.Warn("console login from another machine refused: the console still uses the default password", zap.String("remote", peer))
-		return nil, fmt.Errorf("%w: the console still uses the default password admin/admin, so it accepts logins only from this machine (loopback); set admin.password_hash (bcrypt) or SORAKAQ_ADMIN_PASSWORD to log in from elsewhere", errForbidden)
+		return nil, fmt.Errorf("%w: the console still uses its default password, so it accepts logins only from this machine (loopback, not through a proxy); set admin.password_hash (bcrypt) or SORAKAQ_ADMIN_PASSWORD to log in from elsewhere", errForbidden)
 	}
 	if err := a.logins.admit(peer); err != nil {
 		return nil, err
@@ -249,7 +250,25 @@ func (a *auth) guard(log *zap.Logger) gin.HandlerFunc {
 
 func failAuth(c *gin.Context, log *zap.Logger, err error) { httpapi.Fail(c, log, err) }
 
-// isLoopback says whether a client address is this machine's loopback.
+// fromThisMachine says whether a login comes from this machine itself:
+// the TCP peer and the client address (after trusted proxies) are both
+// loopback and no proxy forwarded it (a reverse proxy, sidecar or tunnel
+// on this host makes every client look like loopback, and says so in
+// these headers).
+func fromThisMachine(r *http.Request, client string) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil || !isLoopback(host) || !isLoopback(client) {
+		return false
+	}
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Real-Ip", "X-Forwarded-Host"} {
+		if r.Header.Get(h) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// isLoopback says whether an address is this machine's loopback.
 func isLoopback(addr string) bool {
 	ip, err := netip.ParseAddr(addr)
 	return err == nil && ip.Unmap().IsLoopback()

@@ -215,6 +215,9 @@ func TestDefaultPasswordOnlyFromLoopback(t *testing.T) {
 	if code, _ := login(t, base, "2001:db8::1", "anything"); code != http.StatusForbidden {
 		t.Fatalf("a guess from 2001:db8::1: %d, want 403 (no oracle)", code)
 	}
+	if code, _ := login(t, base, "127.0.0.1", DefaultPassword); code != http.StatusForbidden {
+		t.Fatalf("default password through a proxy on this machine: %d, want 403", code)
+	}
 	if code, _ := login(t, base, "", DefaultPassword); code != http.StatusOK {
 		t.Fatalf("default password from loopback: %d, want 200", code)
 	}

@@ -317,6 +317,11 @@ var errTooManyRedirects = fmt.Errorf("stopped after %d redirects", MaxRedirects)
 // than the callback URL's.
 var crossHostHeaders = [...]string{"Authorization", "Proxy-Authorization", "Cookie", "Cookie2", "Www-Authenticate", "Referer"}
 
+// sentAcrossHosts are the only headers (with X-Sorakaq-*) a redirect to
+// another host:port gets: sorakaQ's own and the transport's.
+var sentAcrossHosts = map[string]bool{"Content-Type": true, "User-Agent": true, "Idempotency-Key": true,
+	"Accept-Encoding": true, "Content-Length": true}
+
 // checkRedirect is the redirect policy: net/http's default with the limit
 // lowered from 10 to MaxRedirects, POST callbacks following only 307/308,
 // every target passing the allow/deny checks, credentials and Referer not
@@ -338,6 +343,13 @@ func (c *Caller) checkRedirect(req *http.Request, via []*http.Request) error {
 	if hostKey(req.URL) != hostKey(via[0].URL) {
 		for _, h := range crossHostHeaders {
 			delete(req.Header, h)
+		}
+		// nor the message's own headers (they may carry its receiver's
+		// credentials) or the signature (for the receiver it was made for)
+		for h := range req.Header {
+			if !sentAcrossHosts[h] && !strings.HasPrefix(h, "X-Sorakaq-") {
+				delete(req.Header, h)
+			}
 		}
 	}
 	st, _ := req.Context().Value(callStateKey{}).(*callState)

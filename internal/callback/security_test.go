@@ -347,10 +347,12 @@ func TestRedirectStripsCredentials(t *testing.T) {
 		next.Header.Set("Cookie", "s=1")
 		next.Header.Set("Referer", first.URL.String())
 		next.Header.Set("X-Sorakaq-Msg-Id", "m")
+		next.Header.Set("X-Api-Key", "k")               // a message's own header
+		next.Header.Set("Webhook-Signature", "v1,abc=") // the signature made for the first host
 		if err := c.checkRedirect(next, []*http.Request{first}); err != nil {
 			t.Fatal(err)
 		}
-		for _, h := range []string{"Authorization", "Proxy-Authorization", "Cookie", "Referer"} {
+		for _, h := range []string{"Authorization", "Proxy-Authorization", "Cookie", "Referer", "X-Api-Key", "Webhook-Signature"} {
 			if got := next.Header.Get(h) != ""; got != tc.kept {
 				t.Errorf("%s: %s kept = %v, want %v", tc.to, h, got, tc.kept)
 			}

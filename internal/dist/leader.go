@@ -126,6 +126,7 @@ func (l *Leader) plan(ctx context.Context, term *zk.Leadership) error {
 		}
 		return err
 	}
+	l.Planner.Written()
 	moved := 0
 	for s := range next.Slots {
 		if cur == nil || s >= len(cur.Slots) || cur.Slots[s].Holder != next.Slots[s].Holder {

@@ -208,6 +208,10 @@ var reservedHeaders = map[string]bool{
 	"Proxy-Connection": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
 	"Host": true, "Content-Length": true, "Content-Type": true, "Content-Encoding": true, "Expect": true,
 	"User-Agent": true, "Idempotency-Key": true,
+	// they change how the answer is read: Go stops decoding gzip once
+	// Accept-Encoding is set (a {"result": false} would pass unseen), and a
+	// Range makes a 206 of part of the answer
+	"Accept-Encoding": true, "Range": true,
 	"Webhook-Id": true, "Webhook-Timestamp": true, "Webhook-Signature": true,
 }
 
@@ -229,6 +233,11 @@ func validateHeaders(in map[string]string) (map[string]string, error) {
 		}
 		if len(v) > maxCallbackHeaderValueB || !httpguts.ValidHeaderFieldValue(v) {
 			return nil, &FieldError{field, fmt.Sprintf("must be at most %d bytes without control characters", maxCallbackHeaderValueB)}
+		}
+		if strings.ContainsRune(name, '_') {
+			// receivers that map headers to variables (CGI, WSGI, Rack) read
+			// X_Sorakaq_Topic as X-Sorakaq-Topic
+			return nil, &FieldError{field, "must not contain '_' (servers that map headers to variables read it as '-')"}
 		}
 		c := http.CanonicalHeaderKey(name)
 		if reservedHeaders[c] || strings.HasPrefix(c, "X-Sorakaq-") || strings.HasPrefix(c, "Proxy-") {

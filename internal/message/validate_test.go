@@ -196,6 +196,9 @@ func TestCallbackHeaders(t *testing.T) {
 		{`{"webhook-signature":"v1,forged"}`, "callback.headers.webhook-signature"},
 		{`{"idempotency-key":"k"}`, "callback.headers.idempotency-key"},
 		{`{"x-a":1}`, "callback.headers"},
+		{`{"X_Sorakaq_Topic":"forged"}`, "callback.headers.X_Sorakaq_Topic"},
+		{`{"accept-encoding":"gzip"}`, "callback.headers.accept-encoding"},
+		{`{"range":"bytes=0-1"}`, "callback.headers.range"},
 	} {
 		_, err := ParseSubmit([]byte(sub(tc.headers)), DefaultLimits(), 0)
 		var fe *FieldError

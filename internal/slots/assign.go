@@ -36,8 +36,20 @@ type Planner struct {
 	// held: orphans and workers coming back move at once.
 	Hold time.Duration
 
-	gone  map[Holder]time.Time // holders missing from the live list, since when
-	moved map[int]time.Time    // when a rebalance last moved each slot
+	gone     map[Holder]time.Time // holders missing from the live list, since when
+	moved    map[int]time.Time    // when a rebalance last moved each slot (written maps only)
+	proposed []int                // the slots the last Plan moved by rebalancing
+	planned  time.Time            // when
+}
+
+// Written tells the planner that the map its last Plan returned was
+// written: only then do that plan's rebalance moves start their hold (a
+// map that failed to be written moved nothing).
+func (p *Planner) Written() {
+	for _, s := range p.proposed {
+		p.moved[s] = p.planned
+	}
+	p.proposed = nil
 }
 
 // WeightedHold is the default Planner.Hold.
@@ -66,6 +78,7 @@ func (p *Planner) Plan(cur *Map, live []Candidate, now time.Time) *Map {
 	if hold <= 0 {
 		hold = WeightedHold
 	}
+	p.proposed, p.planned = p.proposed[:0], now
 	next := &Map{Slots: make([]Lease, p.Count)}
 	if cur != nil {
 		next.Gen = cur.Gen
@@ -170,15 +183,17 @@ func (p *Planner) Plan(cur *Map, live []Candidate, now time.Time) *Map {
 		if !isLive[from] || !over(from) {
 			continue
 		}
-		if p.Strategy == "weighted" && now.Sub(p.moved[s]) < hold {
-			continue // moved lately: let the figures settle first
-		}
 		to := fewest()
 		if !under(to) {
 			break
 		}
+		if p.Strategy == "weighted" && now.Sub(p.moved[s]) < hold && float64(count[to]) >= share(to)/2 {
+			// moved lately: let the figures settle first, unless to is far
+			// short of its share (a worker that just joined)
+			continue
+		}
 		move(s, to)
-		p.moved[s] = now
+		p.proposed = append(p.proposed, s)
 		count[from]--
 		count[to]++
 	}

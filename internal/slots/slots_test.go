@@ -107,17 +107,25 @@ func TestHolderString(t *testing.T) {
 }
 
 // TestWeightedRebalanceHoldsMovedSlots: under the weighted strategy a slot
-// that a rebalance moved is not moved again within the hold, however the
-// weights swing; after the hold the map follows the new weights. A joining
-// worker still gets its share at once.
+// that a rebalance moved (in a map that was written) is not moved again
+// within the hold however the weights swing, unless its new holder is far
+// short of its share (a second worker joining soon after the first); after
+// the hold the map follows the new weights.
 func TestWeightedRebalanceHoldsMovedSlots(t *testing.T) {
-	p := &Planner{Count: 256, Strategy: "weighted", Grace: 5 * time.Second, Hold: 30 * time.Second}
 	now := time.Unix(1000, 0)
-	a, b := Holder{"w1", 1}, Holder{"w2", 2}
-	m := p.Plan(nil, []Candidate{{a, 1}}, now)
-	m = p.Plan(m, []Candidate{{a, 1}, {b, 1}}, now)
-	if c := counts(m); c[a] < 100 || c[b] < 100 {
-		t.Fatalf("a joining worker gets its share at once: %v", c)
+	a, b, c := Holder{"w1", 1}, Holder{"w2", 2}, Holder{"w3", 3}
+	plan := func(p *Planner, cur *Map, live []Candidate, at time.Time) *Map {
+		next := p.Plan(cur, live, at)
+		if next != nil {
+			p.Written()
+		}
+		return next
+	}
+	p := &Planner{Count: 256, Strategy: "weighted", Grace: 5 * time.Second, Hold: 30 * time.Second}
+	m := plan(p, nil, []Candidate{{a, 1}}, now)
+	m = plan(p, m, []Candidate{{a, 1}, {b, 1}}, now)
+	if cnt := counts(m); cnt[a] < 100 || cnt[b] < 100 {
+		t.Fatalf("a joining worker gets its share at once: %v", cnt)
 	}
 	// ten seconds later a is three times lighter than b: a should get more,
 	// but the slots b has are the ones a rebalance just gave it: held
@@ -127,16 +135,31 @@ func TestWeightedRebalanceHoldsMovedSlots(t *testing.T) {
 	}
 	// the hold is what kept them: a planner without one moves them
 	q := &Planner{Count: 256, Strategy: "weighted", Grace: 5 * time.Second, Hold: time.Nanosecond}
-	mq := q.Plan(q.Plan(nil, []Candidate{{a, 1}}, now), []Candidate{{a, 1}, {b, 1}}, now)
+	mq := plan(q, plan(q, nil, []Candidate{{a, 1}}, now), []Candidate{{a, 1}, {b, 1}}, now)
 	if q.Plan(mq, swing, now.Add(10*time.Second)) == nil {
 		t.Fatal("without a hold the swing moves nothing: the test shows nothing")
 	}
+	// a third worker joining within the hold still gets a fair share,
+	// from b's held slots too
+	three := plan(p, m, []Candidate{{a, 1}, {b, 1}, {c, 1}}, now.Add(10*time.Second))
+	if cnt := counts(three); cnt[c] < 256/3-30 {
+		t.Fatalf("a worker joining within the hold: %v", cnt)
+	}
 	// after the hold the map follows the weights
-	later := p.Plan(m, []Candidate{{a, 3}, {b, 1}}, now.Add(time.Minute))
+	later := plan(p, m, swing, now.Add(time.Minute))
 	if later == nil {
 		t.Fatal("after the hold nothing moved")
 	}
-	if c := counts(later); c[a] <= 2*c[b] {
-		t.Fatalf("after the hold the lighter worker holds about three times more: %v", c)
+	if cnt := counts(later); cnt[a] <= 2*cnt[b] {
+		t.Fatalf("after the hold the lighter worker holds about three times more: %v", cnt)
+	}
+	// a plan whose map was not written starts no hold
+	r := &Planner{Count: 256, Strategy: "weighted", Grace: 5 * time.Second, Hold: 30 * time.Second}
+	mr := plan(r, nil, []Candidate{{a, 1}}, now)
+	if r.Plan(mr, []Candidate{{a, 1}, {b, 1}}, now) == nil { // not written
+		t.Fatal("no join plan")
+	}
+	if r.Plan(mr, []Candidate{{a, 1}, {b, 1}}, now.Add(time.Second)) == nil {
+		t.Fatal("a failed write held the slots it never moved")
 	}
 }
