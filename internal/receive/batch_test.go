@@ -1,14 +1,19 @@
 package receive
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/sorakaq/sorakaq/internal/httpapi"
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/store"
 )
 
 func postBatch(t *testing.T, base, token, body string) (int, httpapi.Envelope, BatchAnswer) {
@@ -88,5 +93,73 @@ func TestSubmitBatchLimits(t *testing.T) {
 	}
 	if e := ans.Results[1].Error; e == nil || e.EC != 400 || e.Field != "messages[1].delay_time" || e.EM != "messages[1].delay_time: must not be negative" {
 		t.Fatalf("bad item: %+v", e)
+	}
+}
+
+// keyStore is a backend keeping messages in memory with idempotency keys,
+// recording each SubmitBatch call's keys.
+type keyStore struct {
+	stubBackend
+	mu    sync.Mutex
+	msgs  map[string]*message.Message
+	keys  map[string]string
+	calls [][]string
+}
+
+func (b *keyStore) SubmitBatch(_ context.Context, msgs []*message.Message) []error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	errs := make([]error, len(msgs))
+	var call []string
+	for i, m := range msgs {
+		call = append(call, m.IdemKey)
+		if id, ok := b.keys[m.IdemKey]; ok && m.IdemKey != "" {
+			errs[i] = &store.DuplicateError{ID: id}
+			continue
+		}
+		b.msgs[m.ID] = m
+		if m.IdemKey != "" {
+			b.keys[m.IdemKey] = m.ID
+		}
+	}
+	b.calls = append(b.calls, call)
+	return errs
+}
+
+func (b *keyStore) Get(_ context.Context, _, id string) (*message.Message, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if m, ok := b.msgs[id]; ok {
+		return m, nil
+	}
+	return nil, message.ErrNotFound
+}
+
+// An item repeating an earlier item's key goes to the store after the
+// others, so it replays the earlier one (or is 422), whatever the order
+// the store would have written them in.
+func TestSubmitBatchRepeatedKeyAfterTheFirst(t *testing.T) {
+	b := &keyStore{msgs: map[string]*message.Message{}, keys: map[string]string{}}
+	_, base := serve(t, DefaultOptions(), b)
+	keyed := func(key string, delay int) string {
+		return fmt.Sprintf(`{"topic_name":"t","delay_time":%d,"idempotency_key":%q,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/cb"}}`, delay, key)
+	}
+	body := `{"messages":[` + keyed("a", 1000) + `,` + keyed("a", 1000) + `,` + keyed("b", 1000) + `,` + keyed("a", 2000) + `,` + item("t") + `]}`
+	st, _, ans := postBatch(t, base, "", body)
+	if st != 200 || len(ans.Results) != 5 {
+		t.Fatalf("%d %+v", st, ans)
+	}
+	r := ans.Results
+	if r[0].MsgID == "" || r[0].Replayed || r[1].MsgID != r[0].MsgID || !r[1].Replayed || r[2].MsgID == "" || r[4].MsgID == "" {
+		t.Fatalf("results %+v", r)
+	}
+	if e := r[3].Error; e == nil || e.EC != 422 || r[3].MsgID != "" {
+		t.Fatalf("a key reused for another delay: %+v", r[3])
+	}
+	if want := [][]string{{"a", "b", ""}, {"a", "a"}}; fmt.Sprint(b.calls) != fmt.Sprint(want) {
+		t.Fatalf("store calls %q, want %q", b.calls, want)
+	}
+	if len(b.msgs) != 3 {
+		t.Fatalf("%d stored, want 3", len(b.msgs))
 	}
 }
