@@ -29,7 +29,9 @@
 #       first), each run with its own ZooKeeper root, Redis prefix and Kafka topics
 # Modes: submit wrk fire latency (default), fire-overlap, fire-loader, flow (submit latency at 10 clients
 # and the flow time received -> held by a worker, same run), ab (the original's
-# ab table, scripts/ab-table.sh), ab-submit (ab -k -c 100 -n 100000 on submit).
+# ab table, scripts/ab-table.sh), ab-submit (ab -k -c 100 -n 100000 on submit),
+# batch (10 s each on a fresh server: single submits at -c 100, then
+# submitBatch with 100 per request at -c 4 and 500 at -c 2; messages/s).
 #
 # The client, the callback sink and the server share the machine: figures
 # are for "everything on one host", see the machine line of each report.
@@ -194,7 +196,7 @@ load() { # name args...
 		FAILED+=("$name")
 	fi
 	local n
-	n=$(grep -o '"acknowledged": *[0-9]*\|"ok": *[0-9]*' "$OUT/$name.json" | head -1 | grep -o '[0-9]*$' || true)
+	n=$(grep -o '"acknowledged": *[0-9]*\|"messages": *[0-9]*' "$OUT/$name.json" | head -1 | grep -o '[0-9]*$' || true)
 	[[ -n $n && $n -gt 0 ]] && cpu_report "$n"
 	stop_server
 	SERVER_ENV=()
@@ -210,6 +212,11 @@ for m in $MODES; do
 		load fire-loader -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -window 5s -wait 60s -ref
 		;;
 	latency) load latency -mode latency -c 10 -n 20000 ;;
+	batch)
+		load batch-single -mode submit -c 100 -d 10s
+		load batch-100 -mode submit -c 4 -batch 100 -d 10s
+		load batch-500 -mode submit -c 2 -batch 500 -d 10s
+		;;
 	flow)
 		if [[ $TARGET == distributed ]]; then
 			load flow -mode latency -c 10 -n 10000 -flow-metrics @FLOW_METRICS@

@@ -22,8 +22,11 @@ type Config struct {
 	Topic    string        `json:"topic"`
 	DelayMs  int64         `json:"delay_ms,omitempty"`
 	TTRMs    int64         `json:"ttr_ms"`
-	Timeout  time.Duration `json:"-"`
-	JSON     bool          `json:"-"`
+	// Batch: submit/latency send this many submits per request to
+	// POST /sorakaq/msg/submitBatch (0: one per request to /submit).
+	Batch   int           `json:"batch,omitempty"`
+	Timeout time.Duration `json:"-"`
+	JSON    bool          `json:"-"`
 
 	// fire
 	SinkAddr string        `json:"sink_addr,omitempty"`
@@ -99,6 +102,7 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&c.Topic, "topic", "sorakaq-load", "topic_name")
 	fs.Int64Var(&c.DelayMs, "delay", 600000, "delay_time in ms for submit/latency (long, so nothing fires during the run)")
 	fs.Int64Var(&c.TTRMs, "ttr", 1000, "ttr in ms")
+	fs.IntVar(&c.Batch, "batch", 0, "submit/latency: submits per request through POST /sorakaq/msg/submitBatch (0: single submits; -n counts requests)")
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "per-request timeout")
 	fs.BoolVar(&c.JSON, "json", false, "print the report as a JSON object on stdout (table on stderr)")
 	fs.StringVar(&c.SinkAddr, "sink-addr", "127.0.0.1:0", "fire: listen address of the callback sink")
@@ -179,6 +183,9 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 		c.MaxSchedErrMs = float64(c.MaxSchedErr) / 1e6
 	default:
 		return nil, fmt.Errorf("-mode must be submit, fire or latency, got %q", c.Mode)
+	}
+	if c.Batch < 0 || c.Batch > 10_000 || c.Batch > 0 && c.Mode == "fire" {
+		return nil, errors.New("-batch must be 0 to 10000, and is for -mode submit or latency only")
 	}
 	if c.Mode != "fire" {
 		c.SinkAddr, c.Rate, c.Pattern, c.Ahead, c.Window, c.Ref, c.RefCallers, c.MaxSchedErr = "", 0, "", 0, 0, false, 0, 0

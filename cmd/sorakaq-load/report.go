@@ -44,7 +44,12 @@ type SubmitSection struct {
 	ElapsedS   float64        `json:"elapsed_s"`
 	RPS        float64        `json:"requests_per_s"`
 	OKPerS     float64        `json:"ok_per_s"`
-	LatencyMs  Summary        `json:"latency_ms"` // successful submits
+	// Batch is the submits per request (0: single submits); Messages are
+	// the messages stored, MsgPerS their rate.
+	Batch     int     `json:"batch,omitempty"`
+	Messages  int     `json:"messages"`
+	MsgPerS   float64 `json:"messages_per_s"`
+	LatencyMs Summary `json:"latency_ms"` // successful submits
 }
 
 func newReport(cfg *Config) *Report {
@@ -55,6 +60,7 @@ func submitSection(r *loadResult) *SubmitSection {
 	el := r.End.Sub(r.Start).Seconds()
 	return &SubmitSection{
 		Requests: r.Requests, OK: r.OK, Errors: r.Errors, ErrSamples: r.ErrSamples,
+		Messages: r.Messages, MsgPerS: rate(r.Messages, el),
 		ElapsedS: el, RPS: rate(r.Requests, el), OKPerS: rate(r.OK, el),
 		LatencyMs: Summarize(r.Latency),
 	}
@@ -101,6 +107,9 @@ func (r *Report) WriteTable(w io.Writer) {
 		fmt.Fprintln(w, "submit")
 		fmt.Fprintf(w, "  requests    %d (ok %d, errors %d) in %.3f s\n", s.Requests, s.OK, s.Requests-s.OK, s.ElapsedS)
 		fmt.Fprintf(w, "  rate        %.1f req/s (ok %.1f/s)\n", s.RPS, s.OKPerS)
+		if s.Batch > 0 {
+			fmt.Fprintf(w, "  messages    %d stored, %.1f msg/s (batches of %d)\n", s.Messages, s.MsgPerS, s.Batch)
+		}
 		if len(s.Errors) > 0 {
 			fmt.Fprintf(w, "  errors      %s\n", formatCounts(s.Errors))
 			for _, e := range s.ErrSamples {

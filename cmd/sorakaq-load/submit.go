@@ -28,7 +28,8 @@ type ack struct {
 type loadResult struct {
 	Start, End time.Time
 	Requests   int            // requests that completed (answered or failed)
-	OK         int            // answered 200 with ec 200
+	OK         int            // answered 200 with ec 200 (a batch: with every item stored)
+	Messages   int            // messages stored (a batch counts each item)
 	Errors     map[string]int // by HTTP status, "transport" or "bad-answer"
 	ErrSamples []string       // first few distinct error texts
 	Latency    []float64      // ms, successful submits only
@@ -44,6 +45,10 @@ type loadSpec struct {
 	D       time.Duration
 	Timeout time.Duration
 	Body    bodyFunc
+	// Batch, when > 0, sends Batch submits per request to
+	// POST /sorakaq/msg/submitBatch (each built by Body) instead of one
+	// per request to /submit.
+	Batch int
 	// Pace, if not nil, is called with each request's number before its
 	// body is built (open loop: it sleeps until that request's send time).
 	Pace     func(i int)
@@ -74,8 +79,56 @@ type envelope struct {
 	} `json:"result"`
 }
 
+// batchEnvelope is the answer to a batch submit.
+type batchEnvelope struct {
+	EC     int    `json:"ec"`
+	EM     string `json:"em"`
+	Result struct {
+		Results []struct {
+			MsgID string `json:"msgId"`
+			Error *struct {
+				EC int    `json:"ec"`
+				EM string `json:"em"`
+			} `json:"error"`
+		} `json:"results"`
+	} `json:"result"`
+}
+
+// appendBatch builds {"messages":[<Body(i)>,...]} of n submits.
+func appendBatch(buf []byte, body bodyFunc, i, n int) []byte {
+	buf = append(buf, `{"messages":[`...)
+	for k := range n {
+		if k > 0 {
+			buf = append(buf, ',')
+		}
+		buf = body(buf, i)
+	}
+	return append(buf, "]}"...)
+}
+
+// batchOutcome counts a batch answer's stored items; bad is the first
+// item error ("" when every item was stored).
+func batchOutcome(raw []byte, n int) (stored int, kind, bad string) {
+	var env batchEnvelope
+	if err := json.Unmarshal(raw, &env); err != nil || env.EC != 200 || len(env.Result.Results) != n {
+		return 0, "bad-answer", "200 with body " + truncate(string(raw), 200)
+	}
+	for _, r := range env.Result.Results {
+		switch {
+		case r.Error == nil && r.MsgID != "":
+			stored++
+		case bad == "" && r.Error != nil:
+			kind, bad = "item-"+strconv.Itoa(r.Error.EC), fmt.Sprintf("item %d: %s", r.Error.EC, r.Error.EM)
+		case bad == "":
+			kind, bad = "bad-answer", "item without msgId or error"
+		}
+	}
+	return stored, kind, bad
+}
+
 type workerOut struct {
 	requests, ok int
+	messages     int
 	errors       map[string]int
 	errSamples   []string
 	lat          []float64
@@ -88,6 +141,9 @@ func runLoad(spec loadSpec) *loadResult {
 	client := newClient(spec.C, spec.Timeout)
 	defer client.CloseIdleConnections()
 	url := spec.URL + "/sorakaq/msg/submit"
+	if spec.Batch > 0 {
+		url = spec.URL + "/sorakaq/msg/submitBatch"
+	}
 	var next atomic.Int64
 	start := time.Now()
 	var deadline time.Time
@@ -116,7 +172,11 @@ func runLoad(spec loadSpec) *loadResult {
 				if spec.Pace != nil {
 					spec.Pace(i)
 				}
-				buf = spec.Body(buf[:0], i)
+				if spec.Batch > 0 {
+					buf = appendBatch(buf[:0], spec.Body, i, spec.Batch)
+				} else {
+					buf = spec.Body(buf[:0], i)
+				}
 				req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(buf))
 				if err != nil {
 					o.fail("transport", err.Error())
@@ -139,6 +199,18 @@ func runLoad(spec loadSpec) *loadResult {
 					o.fail("transport", "reading answer: "+err.Error())
 					continue
 				}
+				if spec.Batch > 0 && resp.StatusCode == http.StatusOK {
+					stored, kind, bad := batchOutcome(respBuf, spec.Batch)
+					o.messages += stored
+					if bad != "" {
+						o.fail(kind, bad)
+						continue
+					}
+					o.requests++
+					o.ok++
+					o.lat = append(o.lat, lat)
+					continue
+				}
 				var env envelope
 				jerr := json.Unmarshal(respBuf, &env)
 				switch {
@@ -153,6 +225,7 @@ func runLoad(spec loadSpec) *loadResult {
 				default:
 					o.requests++
 					o.ok++
+					o.messages++
 					o.lat = append(o.lat, lat)
 					if spec.KeepAcks {
 						o.acks = append(o.acks, ack{Idx: i, ID: env.Result.MsgID, DueAt: env.Result.DueAt, SentNs: t0.UnixNano(), AnsNs: answered.UnixNano()})
@@ -166,6 +239,7 @@ func runLoad(spec loadSpec) *loadResult {
 	for _, o := range outs {
 		res.Requests += o.requests
 		res.OK += o.ok
+		res.Messages += o.messages
 		for k, v := range o.errors {
 			res.Errors[k] += v
 		}
@@ -256,7 +330,7 @@ func runSubmit(cfg *Config, progress io.Writer) (*Report, error) {
 	// The callback of these messages is never meant to be called during the
 	// run (the delay is long); it points at a closed port on loopback.
 	body := newSubmitBody(cfg.Topic, cfg.TTRMs, "http://127.0.0.1:9/sorakaq-load")
-	spec := loadSpec{URL: cfg.URL, C: cfg.C, N: cfg.N, D: cfg.D, Timeout: cfg.Timeout,
+	spec := loadSpec{URL: cfg.URL, C: cfg.C, N: cfg.N, D: cfg.D, Timeout: cfg.Timeout, Batch: cfg.Batch,
 		Body: func(buf []byte, _ int) []byte { return body.append(buf, cfg.DelayMs) }}
 	if err := probe(cfg, body.append(nil, cfg.DelayMs)); err != nil {
 		return nil, err
@@ -272,6 +346,7 @@ func runSubmit(cfg *Config, progress io.Writer) (*Report, error) {
 	res := runLoad(spec)
 	rep := newReport(cfg)
 	rep.Submit = submitSection(res)
+	rep.Submit.Batch = cfg.Batch
 	if res.OK == 0 {
 		rep.WriteTable(progress)
 		return nil, errors.New("no submit succeeded")

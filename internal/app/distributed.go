@@ -380,6 +380,7 @@ func receiveOptions(cfg *config.Config) receive.Options {
 	ropts := receive.DefaultOptions()
 	ropts.Listen = cfg.Receive.Listen
 	ropts.MaxBodyBytes = cfg.Receive.MaxBodyBytes
+	ropts.MaxBatch, ropts.MaxBatchBodyBytes = cfg.Receive.MaxBatch, cfg.Receive.MaxBatchBodyBytes
 	ropts.AutoCreateTopics = cfg.Receive.AutoCreateTopics
 	ropts.MaxListLimit = cfg.Receive.MaxListLimit
 	ropts.Limits = message.Limits{

@@ -133,6 +133,8 @@ type Log struct {
 type Receive struct {
 	Listen             string              `mapstructure:"listen"`
 	MaxBodyBytes       int64               `mapstructure:"max_body_bytes"`
+	MaxBatch           int                 `mapstructure:"max_batch"`
+	MaxBatchBodyBytes  int64               `mapstructure:"max_batch_body_bytes"`
 	MaxParamsBytes     int                 `mapstructure:"max_params_bytes"`
 	MaxURLBytes        int                 `mapstructure:"max_url_bytes"`
 	DefaultTTRMs       int64               `mapstructure:"default_ttr_ms"`
@@ -232,6 +234,8 @@ var defaults = map[string]any{
 	"http.metrics_token":               "",
 	"receive.listen":                   ":9088",
 	"receive.max_body_bytes":           64 << 10,
+	"receive.max_batch":                500,
+	"receive.max_batch_body_bytes":     4 << 20,
 	"receive.max_params_bytes":         16 << 10,
 	"receive.max_url_bytes":            2048,
 	"receive.default_ttr_ms":           1000,
@@ -483,6 +487,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Receive.MaxBodyBytes < 1024 {
 		bad("receive.max_body_bytes", "must be at least 1024")
+	}
+	if c.Receive.MaxBatch < 1 || c.Receive.MaxBatch > 10_000 {
+		bad("receive.max_batch", "must be between 1 and 10000")
+	}
+	if c.Receive.MaxBatchBodyBytes < c.Receive.MaxBodyBytes || c.Receive.MaxBatchBodyBytes > 64<<20 {
+		bad("receive.max_batch_body_bytes", "must be at least receive.max_body_bytes and at most 67108864")
 	}
 	if (c.Receive.TLSCert == "") != (c.Receive.TLSKey == "") {
 		bad("receive.tls_cert/tls_key", "must be set together")

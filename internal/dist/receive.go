@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -92,6 +93,16 @@ func (b *ReceiveBackend) Submit(ctx context.Context, m *message.Message) error {
 	if m.IdemKey != "" {
 		m.ID = slots.NewKeyedID(m.Topic, m.IdemKey, b.store.Slots())
 	}
+	if err := b.create(ctx, m); err != nil {
+		return err
+	}
+	b.notify(m)
+	return nil
+}
+
+// create stores one message in Redis (one script, through the automatic
+// pipeline) and counts it.
+func (b *ReceiveBackend) create(ctx context.Context, m *message.Message) error {
 	err := b.store.Create(ctx, m)
 	var dup *store.DuplicateError
 	if errors.As(err, &dup) && dup.ID == m.ID {
@@ -106,8 +117,34 @@ func (b *ReceiveBackend) Submit(ctx context.Context, m *message.Message) error {
 	}
 	b.Stats.Submitted(m.Topic)
 	b.metrics.Submitted.WithLabelValues(m.Topic).Inc()
-	b.notify(m)
 	return nil
+}
+
+// SubmitBatch stores the messages with their create scripts issued at
+// once, so that go-redis' automatic pipelining sends them in a few round
+// trips (a multi-message Create would make one transaction per slot, and
+// one taken key would refuse its whole slot), then queues the notices of
+// those stored.
+func (b *ReceiveBackend) SubmitBatch(ctx context.Context, msgs []*message.Message) []error {
+	errs := make([]error, len(msgs))
+	var wg sync.WaitGroup
+	for i, m := range msgs {
+		if m.IdemKey != "" {
+			m.ID = slots.NewKeyedID(m.Topic, m.IdemKey, b.store.Slots())
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = b.create(ctx, m)
+		}()
+	}
+	wg.Wait()
+	for i, m := range msgs {
+		if errs[i] == nil {
+			b.notify(m)
+		}
+	}
+	return errs
 }
 
 // notify queues a message's notice for Kafka (published in the

@@ -42,10 +42,11 @@ var ErrTooLarge = errors.New("request body too large")
 func Status(err error) int {
 	var fe *message.FieldError
 	var mbe *http.MaxBytesError
+	var tle *message.TooLargeError
 	switch {
 	case err == nil:
 		return http.StatusOK
-	case errors.As(err, &mbe), errors.Is(err, ErrTooLarge):
+	case errors.As(err, &mbe), errors.Is(err, ErrTooLarge), errors.As(err, &tle):
 		return http.StatusRequestEntityTooLarge
 	case errors.As(err, &fe):
 		return http.StatusBadRequest
@@ -113,6 +114,33 @@ func Fail(c *gin.Context, log *zap.Logger, err error) {
 		c.Header("Retry-After", "1")
 	}
 	c.AbortWithStatusJSON(st, env)
+}
+
+// ItemError is one item's error in a batch answer: the ec and em a request
+// holding that item alone would be answered with (the same words: a 503's
+// fixed text, a 500's "see the log"), and a 400's field and reason.
+type ItemError struct {
+	EC     int    `json:"ec"`
+	EM     string `json:"em"`
+	Field  string `json:"field,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Item describes err as one item of a batch answer. It logs nothing: a
+// store outage fails every item alike, and the caller logs one of them.
+func Item(err error) *ItemError {
+	st := Status(err)
+	e := &ItemError{EC: st, EM: err.Error()}
+	var fe *message.FieldError
+	switch {
+	case errors.As(err, &fe):
+		e.Field, e.Reason = fe.Field, fe.Reason
+	case st == http.StatusInternalServerError:
+		e.EM = "internal error; see the server log"
+	case st == http.StatusServiceUnavailable:
+		e.EM = unavailableText
+	}
+	return e
 }
 
 // unavailableText is every 503's em.

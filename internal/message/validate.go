@@ -262,6 +262,12 @@ func ParseSubmit(body []byte, lim Limits, nowMs int64) (*Message, error) {
 	if err := DecodeStrict(body, &r); err != nil {
 		return nil, err
 	}
+	return buildSubmit(r, lim, nowMs)
+}
+
+// buildSubmit validates a decoded submit and builds its message (shared by
+// the single and the batch submit, so an item is judged as a submit is).
+func buildSubmit(r SubmitRequest, lim Limits, nowMs int64) (*Message, error) {
 	if err := ValidateTopic("topic_name", r.TopicName); err != nil {
 		return nil, err
 	}

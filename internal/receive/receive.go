@@ -25,6 +25,11 @@ import (
 // Backend is where accepted requests go.
 type Backend interface {
 	Submit(ctx context.Context, m *message.Message) error
+	// SubmitBatch stores msgs as Submit stores each, in as few durable
+	// writes as the store allows (the all-in-one: one commit for all);
+	// errs[i] is what Submit would have answered for msgs[i] (nil: stored;
+	// a *store.DuplicateError: its idempotency key is taken).
+	SubmitBatch(ctx context.Context, msgs []*message.Message) (errs []error)
 	Cancel(ctx context.Context, topic, id string) (*message.Message, error)
 	ChangeDelay(ctx context.Context, topic, id string, ch lifecycle.DelayChange) (*message.Message, error)
 	Redrive(ctx context.Context, topic, id string) (*message.Message, error)
@@ -37,8 +42,12 @@ type Backend interface {
 
 // Options configure the receive service.
 type Options struct {
-	Listen            string // e.g. ":9088"
-	MaxBodyBytes      int64
+	Listen       string // e.g. ":9088"
+	MaxBodyBytes int64
+	// MaxBatch and MaxBatchBodyBytes bound a batch submit: its items and
+	// its body (a single submit's body limit is far too small for one).
+	MaxBatch          int
+	MaxBatchBodyBytes int64
 	Limits            message.Limits
 	AutoCreateTopics  bool
 	DefaultWorkerNum  int
@@ -57,7 +66,7 @@ type Options struct {
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
-	return Options{Listen: ":9088", MaxBodyBytes: 64 << 10, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
+	return Options{Listen: ":9088", MaxBodyBytes: 64 << 10, MaxBatch: message.DefaultMaxBatch, MaxBatchBodyBytes: 4 << 20, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
 }
 
 // Server is the receive HTTP service.
@@ -100,6 +109,7 @@ func (s *Server) Routes(g *gin.RouterGroup) {
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(s.log, h) }
 	g.Use(s.limitClients)
 	g.POST("/submit", w(s.submit))
+	g.POST("/submitBatch", w(s.submitBatch))
 	g.POST("/cancel", w(s.cancel))
 	g.POST("/addTime", w(s.addTime))
 	g.POST("/setDelay", w(s.setDelay))
@@ -165,22 +175,31 @@ func (s *Server) store(c *gin.Context, m *message.Message) (any, bool, error) {
 		if !errors.As(err, &dup) {
 			return nil, false, err
 		}
-		// The same submit again (a retry after a lost answer): answer with
-		// the message it created the first time.
-		first, gerr := s.backend.Get(c, m.Topic, dup.ID)
-		if gerr != nil {
-			return nil, false, gerr
-		}
-		if !sameSubmit(first, m) {
-			// Another request under a key already used: answering with the
-			// first message would tell this submitter its message is stored.
-			return nil, false, fmt.Errorf("%w: Idempotency-Key %q was used for a different submit to topic %q (message %s); use a new key for a new message",
-				message.ErrUnprocessable, m.IdemKey, m.Topic, first.ID)
+		res, err := s.replay(c, m, dup)
+		if err != nil {
+			return nil, false, err
 		}
 		c.Header("Idempotent-Replayed", "true")
-		return SubmitResult{MsgID: first.ID, DueAt: first.DueMs}, false, nil
+		return res, false, nil
 	}
 	return SubmitResult{MsgID: m.ID, DueAt: m.DueMs}, true, nil
+}
+
+// replay answers a submit whose idempotency key dup says is taken: the
+// same submit again (a retry after a lost answer) gets the message the
+// first one created.
+func (s *Server) replay(ctx context.Context, m *message.Message, dup *store.DuplicateError) (SubmitResult, error) {
+	first, err := s.backend.Get(ctx, m.Topic, dup.ID)
+	if err != nil {
+		return SubmitResult{}, err
+	}
+	if !sameSubmit(first, m) {
+		// Another request under a key already used: answering with the
+		// first message would tell this submitter its message is stored.
+		return SubmitResult{}, fmt.Errorf("%w: Idempotency-Key %q was used for a different submit to topic %q (message %s); use a new key for a new message",
+			message.ErrUnprocessable, m.IdemKey, m.Topic, first.ID)
+	}
+	return SubmitResult{MsgID: first.ID, DueAt: first.DueMs}, nil
 }
 
 // sameSubmit says whether a replayed submit asks for what the first one

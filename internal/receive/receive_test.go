@@ -28,6 +28,9 @@ import (
 type stubBackend struct{}
 
 func (stubBackend) Submit(context.Context, *message.Message) error { return nil }
+func (stubBackend) SubmitBatch(_ context.Context, msgs []*message.Message) []error {
+	return make([]error, len(msgs))
+}
 func (stubBackend) Cancel(context.Context, string, string) (*message.Message, error) {
 	return nil, message.ErrNotFound
 }

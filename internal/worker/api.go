@@ -53,6 +53,53 @@ func (w *Worker) Submit(ctx context.Context, m *message.Message) error {
 	return nil
 }
 
+// batchCreator is a store that writes a batch of new messages in one
+// durable write with an outcome per message (the all-in-one's Pebble
+// store): a taken idempotency key fails that message only.
+type batchCreator interface {
+	CreateEach(ctx context.Context, msgs ...*message.Message) ([]error, error)
+}
+
+// SubmitBatch stores new messages, in one durable write when the store
+// can write them so, and schedules those stored; errs[i] is msgs[i]'s
+// outcome as Submit would answer it.
+func (w *Worker) SubmitBatch(ctx context.Context, msgs []*message.Message) []error {
+	errs := make([]error, len(msgs))
+	bc, ok := w.store.(batchCreator)
+	if !ok {
+		for i, m := range msgs {
+			errs[i] = w.Submit(ctx, m)
+		}
+		return errs
+	}
+	if w.stopped.Load() {
+		return fill(errs, fmt.Errorf("%w: shutting down", message.ErrUnavailable))
+	}
+	each, err := bc.CreateEach(ctx, msgs...)
+	if err != nil {
+		w.metrics.StoreErrors.WithLabelValues("create").Inc()
+		return fill(errs, fmt.Errorf("%w: storing the messages failed: %w", message.ErrUnavailable, err))
+	}
+	for i, m := range msgs {
+		if errs[i] = each[i]; errs[i] != nil {
+			continue
+		}
+		w.metrics.Submitted.WithLabelValues(m.Topic).Inc()
+		w.opts.Stats.Submitted(m.Topic)
+		w.opts.Stats.Held(m.Topic, time.Since(time.UnixMilli(m.ReceivedMs)))
+		w.schedule(m.ID, m.DueMs, m.Version)
+	}
+	return errs
+}
+
+// fill sets every error to err.
+func fill(errs []error, err error) []error {
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
+}
+
 // mine refuses a change of a message whose slot this worker does not
 // hold, or not yet: its overdue messages must be marked first.
 func (w *Worker) mine(id string) error {

@@ -217,14 +217,19 @@ type Submitted struct {
 	DueMs int64  `json:"due_at"`
 }
 
-// Submit sends a message; it returns once the server stored it durably.
-func (c *Client) Submit(ctx context.Context, m Message) (Submitted, error) {
+func newSubmitReq(m Message) submitReq {
 	r := submitReq{Topic: m.Topic, Delay: m.Delay.Milliseconds()}
 	if m.TTR > 0 {
 		ttr := m.TTR.Milliseconds()
 		r.TTR = &ttr
 	}
 	r.Callback.Method, r.Callback.URL, r.Callback.Params = m.Callback.Method, m.Callback.URL, m.Callback.Params
+	return r
+}
+
+// Submit sends a message; it returns once the server stored it durably.
+func (c *Client) Submit(ctx context.Context, m Message) (Submitted, error) {
+	r := newSubmitReq(m)
 	var h map[string]string
 	if m.IdempotencyKey != "" {
 		h = map[string]string{"Idempotency-Key": m.IdempotencyKey}
@@ -232,6 +237,62 @@ func (c *Client) Submit(ctx context.Context, m Message) (Submitted, error) {
 	var out Submitted
 	err := c.doHeaders(ctx, http.MethodPost, "/sorakaq/msg/submit", h, r, &out)
 	return out, err
+}
+
+// BatchResult is one message's outcome in SubmitBatch. Err nil: the
+// message is stored (Replayed: its IdempotencyKey named a message stored
+// before, whose id and due time these are). Otherwise Err is the
+// *APIError a Submit of that message alone would have returned (Status
+// is the item's ec), and nothing of it is stored.
+type BatchResult struct {
+	Submitted
+	Replayed bool
+	Err      error
+}
+
+type batchItem struct {
+	submitReq
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+// SubmitBatch sends many messages in one request (at most the server's
+// receive.max_batch, 500 by default) and returns their outcomes in the
+// same order; the server stores them in one durable write where it can.
+// The error is for the whole request (nothing stored: too many messages,
+// a wrong token, the server unreachable); a message the server refused
+// has its own Err.
+func (c *Client) SubmitBatch(ctx context.Context, msgs []Message) ([]BatchResult, error) {
+	body := struct {
+		Messages []batchItem `json:"messages"`
+	}{Messages: make([]batchItem, len(msgs))}
+	for i, m := range msgs {
+		body.Messages[i] = batchItem{submitReq: newSubmitReq(m), IdempotencyKey: m.IdempotencyKey}
+	}
+	var out struct {
+		Results []struct {
+			Submitted
+			Replayed bool `json:"replayed"`
+			Error    *struct {
+				EC    int    `json:"ec"`
+				EM    string `json:"em"`
+				Field string `json:"field"`
+			} `json:"error"`
+		} `json:"results"`
+	}
+	if err := c.do(ctx, http.MethodPost, "/sorakaq/msg/submitBatch", body, &out); err != nil {
+		return nil, err
+	}
+	if len(out.Results) != len(msgs) {
+		return nil, fmt.Errorf("sorakaq: submitBatch answered %d results for %d messages", len(out.Results), len(msgs))
+	}
+	res := make([]BatchResult, len(msgs))
+	for i, r := range out.Results {
+		res[i] = BatchResult{Submitted: r.Submitted, Replayed: r.Replayed}
+		if e := r.Error; e != nil {
+			res[i] = BatchResult{Err: &APIError{Status: e.EC, EC: e.EC, EM: e.EM, Field: e.Field}}
+		}
+	}
+	return res, nil
 }
 
 type ref struct {

@@ -101,3 +101,40 @@ func TestClientAgainstARealServer(t *testing.T) {
 		t.Fatalf("callbacks: %d, want 1", n)
 	}
 }
+
+// SubmitBatch against a real all-in-one: results in order, a replayed key
+// is the first message, a bad item is its own *APIError, the rest fire.
+func TestSubmitBatchAgainstARealServer(t *testing.T) {
+	var calls atomic.Int32
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
+	defer sink.Close()
+	c := client.New(startServer(t))
+	ctx := context.Background()
+	cb := client.Callback{Method: "POST", URL: sink.URL}
+	res, err := c.SubmitBatch(ctx, []client.Message{
+		{Topic: "b", Delay: 100 * time.Millisecond, Callback: cb, IdempotencyKey: "k"},
+		{Topic: "b", Delay: 100 * time.Millisecond, Callback: client.Callback{Method: "PUT", URL: sink.URL}},
+		{Topic: "b", Delay: 100 * time.Millisecond, Callback: cb, IdempotencyKey: "k"},
+		{Topic: "b", Delay: 200 * time.Millisecond, Callback: cb},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ae *client.APIError
+	if len(res) != 4 || res[0].Err != nil || res[0].ID == "" || res[3].Err != nil || res[3].ID == "" ||
+		!errors.As(res[1].Err, &ae) || !errors.Is(res[1].Err, client.ErrBadRequest) || ae.Field != "messages[1].callback.request_type" ||
+		res[2].Err != nil || res[2].ID != res[0].ID || !res[2].Replayed {
+		t.Fatalf("results %+v", res)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for calls.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d callbacks, want 2", n)
+	}
+	if _, err := c.SubmitBatch(ctx, nil); !errors.Is(err, client.ErrBadRequest) {
+		t.Fatalf("empty batch: %v", err)
+	}
+}

@@ -5,7 +5,8 @@ usage: check_store.py RECORD RECEIVE_URL ADMIN_URL ADMIN_TOKEN [--exact]
 RECORD is the JSON-lines file written by hooks.py. Every topic (admin
 /sorakaq/topic/list, with the API token) and every message of every topic
 (receive /sorakaq/msg/list, paged) is read back:
-  - each stored message id must be the msgId of a submit answered 200;
+  - each stored message id must be the msgId of a submit answered 200 (or of
+    an item of a submitBatch answered 200);
   - each stored topic must come from a topic/add answered 200 or from a
     submit answered 200 (auto-creation);
   - each topic's counts must add up to the messages listed for it;
@@ -46,6 +47,10 @@ def main(argv):
             calls += 1
             if ev.get("msgId"):
                 accepted_ids[ev["msgId"]] = ev.get("topic")
+            for item in ev.get("batch") or []:  # a submitBatch answered 200
+                accepted_ids[item["msgId"]] = item.get("topic")
+                if item.get("topic"):
+                    accepted_topics.add(item["topic"])
             if ev.get("topic"):
                 accepted_topics.add(ev["topic"])
             if ev.get("deleted"):

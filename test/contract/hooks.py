@@ -3,7 +3,8 @@
 after_call appends one JSON line per answer to $SORAKAQ_CONTRACT_RECORD:
   {"op": "POST /sorakaq/msg/submit", "status": 200, "msgId": "...", "topic": "..."}
 msgId is set for a submit answered 200, topic for a submit or a topic/add
-answered 200, deleted (the msg_id) for a delete answered 200 and
+answered 200, batch ([{"msgId", "topic"}, ...]: the items stored or replayed)
+for a submitBatch answered 200, deleted (the msg_id) for a delete answered 200 and
 deletedDeadOf/done for a deleteAll answered 200 (schemathesis reuses ids it saw
 in earlier answers, so these can succeed). contract.sh then checks that every message and topic the server
 stores comes from such an answer ("no request refused but stored").
@@ -40,24 +41,46 @@ def _json(data):
         return None
 
 
-@schemathesis.hook
-def before_call(context, case, kwargs):
-    if not PIN_DELAY or _op(case) != "POST /sorakaq/msg/submit":
-        return
-    body = case.body
+def _pin(body):
     if isinstance(body, dict):
         d = body.get("delay_time")
         if isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DELAY_MS:
             body["delay_time"] = max(d, SIX_HOURS_MS)
 
 
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    if not PIN_DELAY:
+        return
+    if _op(case) == "POST /sorakaq/msg/submit":
+        _pin(case.body)
+    elif _op(case) == "POST /sorakaq/msg/submitBatch" and isinstance(case.body, dict):
+        items = case.body.get("messages")
+        if isinstance(items, list):
+            for it in items:
+                _pin(it)
+
+
 def _field(body, name):
     """The value of field name as Go's decoder reads it (case-insensitive, last wins)."""
-    req = _json(body)
+    return _field_of(_json(body), name)
+
+
+def _field_of(req, name):
     out = None
     if isinstance(req, dict):
         for k, v in req.items():
             if k.lower() == name and isinstance(v, str):
+                out = v
+    return out
+
+
+def _field_of_any(req, name):
+    """Like _field_of, for a value of any type."""
+    out = None
+    if isinstance(req, dict):
+        for k, v in req.items():
+            if k.lower() == name:
                 out = v
     return out
 
@@ -74,6 +97,15 @@ def after_call(context, case, response):
         if op == "POST /sorakaq/msg/submit":
             line["msgId"] = result.get("msgId") if isinstance(result, dict) else None
             line["topic"] = _field(response.request.body, "topic_name")
+        elif op == "POST /sorakaq/msg/submitBatch":
+            req = _json(response.request.body)
+            items = _field_of_any(req, "messages")
+            results = result.get("results") if isinstance(result, dict) else None
+            line["batch"] = []
+            for i, r in enumerate(results if isinstance(results, list) else []):
+                if isinstance(r, dict) and r.get("msgId"):
+                    it = items[i] if isinstance(items, list) and i < len(items) else None
+                    line["batch"].append({"msgId": r["msgId"], "topic": _field_of(it, "topic_name")})
         elif op == "POST /sorakaq/topic/add":
             line["topic"] = result.get("topic_name") if isinstance(result, dict) else None
         elif op in ("POST /sorakaq/msg/delete", "POST /sorakaq/admin/msg/delete"):

@@ -211,6 +211,62 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 	return nil
 }
 
+// CreateEach stores, in one synced batch, the new messages whose
+// idempotency key is free; errs[i] is a *store.DuplicateError for a
+// message whose key is taken (by a stored message, or by an earlier one of
+// msgs, stored by this call), nil for one stored. err is for the whole
+// call: nothing was stored. Where Create refuses all for one taken key,
+// this serves a batch submit, whose items are independent.
+func (s *Store) CreateEach(ctx context.Context, msgs ...*message.Message) (errs []error, err error) {
+	release, err := s.guard()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	unlock := s.lockIdem(msgs)
+	defer unlock()
+	errs = make([]error, len(msgs))
+	taken := map[string]string{} // idemKey -> id, of this batch
+	b := s.db.NewBatch()
+	defer b.Close()
+	for i, m := range msgs {
+		if m.IdemKey != "" {
+			k := string(idemKey(m.Topic, m.IdemKey))
+			if id, ok := taken[k]; ok {
+				errs[i] = &store.DuplicateError{ID: id}
+				continue
+			}
+			v, closer, err := s.db.Get([]byte(k))
+			if err == nil {
+				errs[i] = &store.DuplicateError{ID: string(v)}
+				closer.Close()
+				continue
+			}
+			if !errors.Is(err, pebble.ErrNotFound) {
+				return nil, fmt.Errorf("embedded.CreateEach %s: %w", m.ID, err)
+			}
+			taken[k] = m.ID
+		}
+		v, err := json.Marshal(m)
+		if err != nil {
+			return nil, fmt.Errorf("embedded.CreateEach %s: %w", m.ID, err)
+		}
+		if err := b.Set(msgKey(m.ID), v, nil); err != nil {
+			return nil, fmt.Errorf("embedded.CreateEach %s: %w", m.ID, err)
+		}
+		if err := writeIndexes(b, nil, m); err != nil {
+			return nil, fmt.Errorf("embedded.CreateEach %s: %w", m.ID, err)
+		}
+	}
+	if b.Empty() {
+		return errs, nil
+	}
+	if err := b.Commit(s.createOpts()); err != nil {
+		return nil, fmt.Errorf("embedded.CreateEach: %w", err)
+	}
+	return errs, nil
+}
+
 // lockIdem locks the stripes of the messages' (topic, key) pairs, in
 // index order so that two batches cannot deadlock, and returns the unlock.
 func (s *Store) lockIdem(msgs []*message.Message) func() {
