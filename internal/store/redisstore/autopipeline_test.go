@@ -300,7 +300,7 @@ func BenchmarkCreateParallel(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			s := open(b, 256)
 			if mode == "plain" {
-				s.ap = s.c
+				s.pipe = pipe{c: s.c}
 			}
 			ctx := context.Background()
 			b.SetParallelism(max(1, 100/runtime.GOMAXPROCS(0)))
@@ -349,4 +349,36 @@ func redisCPU(b *testing.B, c redis.UniversalClient) time.Duration {
 		sum += x
 	}
 	return time.Duration(sum * float64(time.Second))
+}
+
+// TestPipelinedCallsHonourTheirContext: with Redis stalled (CLIENT PAUSE),
+// a read and a create through the pipeliner return with their ctx's error
+// when it ends, not when Redis comes back (the pipeliner itself ignores a
+// queued command's ctx).
+func TestPipelinedCallsHonourTheirContext(t *testing.T) {
+	t.Parallel()
+	c := privateRedis(t)
+	s := New(c, Options{Prefix: "stall", Slots: 4})
+	ctx := context.Background()
+	m := msg("t", 1)
+	if err := s.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do(ctx, "CLIENT", "PAUSE", 6000, "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Do(ctx, "CLIENT", "UNPAUSE")
+	start := time.Now()
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := s.Get(short, m.ID); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Get on a stalled Redis: %v, want the ctx's deadline", err)
+	}
+	if err := s.Create(short, msg("t", 2)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Create on a stalled Redis: %v, want the ctx's deadline", err)
+	}
+	// generous: the pause lasts 6 s; the calls must not wait for it
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the calls waited %v for a stalled Redis", took)
+	}
 }

@@ -92,13 +92,10 @@ type LeaseCheck func(slot int, lease string) error
 // marks the store closed and leaves the client to whoever made it.
 type Store struct {
 	c redis.UniversalClient
-	// ap runs the hot single-command paths (a submit's create script, the
-	// read before a callback, an outcome's replace script) through
-	// go-redis' automatic pipelining: concurrent callers share one write
-	// and one read per batch instead of a round trip each, which is most
-	// of the CPU a submit or a fire costs receive, the worker and Redis.
-	// A lone caller goes out at once. It is s.c when the client has none.
-	ap    hotCmds
+	// pipe runs the hot single-command paths (a submit's create script,
+	// the read before a callback, an outcome's replace script) through
+	// go-redis' automatic pipelining (autopipeline.go).
+	pipe  pipe
 	keys  keys
 	wait  int
 	waitT time.Duration
@@ -139,7 +136,7 @@ func New(client redis.UniversalClient, opts Options) *Store {
 	if opts.WaitTimeout <= 0 {
 		opts.WaitTimeout = 100 * time.Millisecond
 	}
-	return &Store{c: client, ap: autoPipeline(client), keys: newKeys(opts.Prefix, opts.Slots), wait: opts.WaitReplicas, waitT: opts.WaitTimeout, life: &life{}}
+	return &Store{c: client, pipe: newPipe(client), keys: newKeys(opts.Prefix, opts.Slots), wait: opts.WaitReplicas, waitT: opts.WaitTimeout, life: &life{}}
 }
 
 // WithLeaseCheck returns a view of the same data whose Get, Update,
@@ -151,7 +148,7 @@ func (s *Store) WithLeaseCheck(check LeaseCheck) *Store {
 	if root == nil {
 		root = s.life
 	}
-	return &Store{c: s.c, ap: s.ap, keys: s.keys, wait: s.wait, waitT: s.waitT, check: check, life: &life{}, root: root}
+	return &Store{c: s.c, pipe: s.pipe, keys: s.keys, wait: s.wait, waitT: s.waitT, check: check, life: &life{}, root: root}
 }
 
 // WithLeaseToken returns a view like WithLeaseCheck's whose check is that
@@ -316,7 +313,7 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 //
 //	KEYS: msg, idem (or msg when none), due, topicState, counts, topicAll, done
 //	ARGV: json, id, due member ("" when not pending), count field, idem ("1"/"0"), done score ("" when not finished)
-var createScript = redis.NewScript(`
+const createSrc = `
 local stored = redis.call('GET', KEYS[1])
 if stored then
   -- this very message (a command that ran and was sent again after its
@@ -336,7 +333,9 @@ redis.call('ZADD', KEYS[6], 0, ARGV[2])
 if ARGV[5] == '1' then redis.call('SET', KEYS[2], ARGV[2]) end
 if ARGV[6] ~= '' then redis.call('ZADD', KEYS[7], ARGV[6], ARGV[2]) end
 return {'ok'}
-`)
+`
+
+var createScript = redis.NewScript(createSrc)
 
 func (s *Store) createOne(ctx context.Context, m *message.Message) error {
 	v, err := json.Marshal(m)
@@ -361,7 +360,10 @@ func (s *Store) createOne(ctx context.Context, m *message.Message) error {
 	if s.wait > 0 {
 		res, err = s.createWaiting(ctx, keys, args)
 	} else {
-		res, err = createScript.Run(ctx, s.ap, keys, args...).StringSlice()
+		var cmd *redis.Cmd
+		if cmd, err = s.pipe.eval(ctx, createScript, createSrc, keys, args...); err == nil {
+			res, err = cmd.StringSlice()
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("redisstore.Create %s: %w", m.ID, err)
@@ -469,35 +471,37 @@ func (s *Store) createWaiting(ctx context.Context, keys []string, args []any) ([
 }
 
 // readChecked reads a message and, in a view with a lease check, its
-// slot's lease with it (one MGET: same slot) and applies the check.
-func (s *Store) readChecked(ctx context.Context, c redis.Cmdable, id string) (*message.Message, error) {
-	key := s.keys.msg(id)
-	var raw any
+// slot's lease with it (one MGET: same slot) and applies the check. mget
+// runs the MGET: in a WATCHed transaction, or through the pipeliner.
+func (s *Store) readChecked(ctx context.Context, mget func(ctx context.Context, keys ...string) ([]any, error), id string) (*message.Message, error) {
+	keys := []string{s.keys.msg(id)}
+	sl := s.keys.slot(id)
 	if s.check != nil {
-		sl := s.keys.slot(id)
-		vals, err := c.MGet(ctx, key, s.keys.lease(sl)).Result()
-		if err != nil {
-			return nil, err
-		}
+		keys = append(keys, s.keys.lease(sl))
+	}
+	vals, err := mget(ctx, keys...)
+	if err != nil {
+		return nil, err
+	}
+	if len(vals) != len(keys) {
+		return nil, fmt.Errorf("MGET answered %d values for %d keys", len(vals), len(keys))
+	}
+	if s.check != nil {
 		lease, _ := vals[1].(string)
 		if err := s.check(sl, lease); err != nil {
 			return nil, passErr{err}
 		}
-		raw = vals[0]
-	} else {
-		v, err := c.Get(ctx, key).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, err
-		}
-		if err == nil {
-			raw = v
-		}
 	}
-	str, ok := raw.(string)
+	str, ok := vals[0].(string)
 	if !ok {
 		return nil, passErr{store.ErrNotFound}
 	}
 	return decode([]byte(str))
+}
+
+// txMGet is readChecked's MGET in a transaction.
+func txMGet(tx *redis.Tx) func(ctx context.Context, keys ...string) ([]any, error) {
+	return func(ctx context.Context, keys ...string) ([]any, error) { return tx.MGet(ctx, keys...).Result() }
 }
 
 // watched are the keys a change of id WATCHes: the message, and its
@@ -517,7 +521,7 @@ func (s *Store) Get(ctx context.Context, id string) (*message.Message, error) {
 		return nil, err
 	}
 	defer release()
-	m, err := s.readChecked(ctx, s.ap, id)
+	m, err := s.readChecked(ctx, s.pipe.mget, id)
 	if err != nil {
 		return nil, finish(err, "Get "+id)
 	}
@@ -542,7 +546,7 @@ func (s *Store) Update(ctx context.Context, id string, d store.Durability, fn fu
 	var out *message.Message
 	err = retry(ctx, func() error {
 		return s.c.Watch(ctx, func(tx *redis.Tx) error {
-			old, err := s.readChecked(ctx, tx, id)
+			old, err := s.readChecked(ctx, txMGet(tx), id)
 			if err != nil {
 				return err
 			}
@@ -701,7 +705,7 @@ func (s *Store) Replace(ctx context.Context, old, m *message.Message, d store.Du
 	}
 	err = retry(ctx, func() error {
 		return s.c.Watch(ctx, func(tx *redis.Tx) error {
-			cur, err := s.readChecked(ctx, tx, m.ID)
+			cur, err := s.readChecked(ctx, txMGet(tx), m.ID)
 			if err != nil {
 				return err
 			}
@@ -737,7 +741,7 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*message.Message)
 	key := s.keys.msg(id)
 	err = retry(ctx, func() error {
 		return s.c.Watch(ctx, func(tx *redis.Tx) error {
-			old, err := s.readChecked(ctx, tx, id)
+			old, err := s.readChecked(ctx, txMGet(tx), id)
 			if err != nil {
 				return err
 			}

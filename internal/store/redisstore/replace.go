@@ -23,7 +23,7 @@ import (
 // Running it again after it wrote answers ok (the stored JSON is the new
 // one): go-redis sends a command again when its reply was lost, and a
 // pipeline again whole, so a landed outcome must not read as "changed".
-var replaceScript = redis.NewScript(applyOps + `
+const replaceSrc = applyOps + `
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'fenced' end
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 'missing' end
@@ -37,7 +37,9 @@ end
 redis.call('SET', KEYS[1], ARGV[7])
 applyOps(2, 7)
 return 'ok'
-`)
+`
+
+var replaceScript = redis.NewScript(replaceSrc)
 
 // replaceScripted runs replaceScript for Replace (v is m's JSON).
 func (s *Store) replaceScripted(ctx context.Context, old, m *message.Message, v []byte) error {
@@ -54,7 +56,11 @@ func (s *Store) replaceScripted(ctx context.Context, old, m *message.Message, v 
 	ops := &scriptOps{keys: []string{key, lease}}
 	ops.args = []any{tok, strconv.FormatUint(old.Version, 10), string(old.State), old.UpdatedMs, old.Attempts, old.DueMs, v}
 	s.indexChanges(ops, old, m)
-	res, err := replaceScript.Run(ctx, s.ap, ops.keys, ops.args...).Text()
+	cmd, err := s.pipe.eval(ctx, replaceScript, replaceSrc, ops.keys, ops.args...)
+	var res string
+	if err == nil {
+		res, err = cmd.Text()
+	}
 	if err != nil {
 		return fmt.Errorf("redisstore.Replace %s: %w", m.ID, err)
 	}
