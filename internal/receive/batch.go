@@ -131,22 +131,11 @@ func (s *Server) submitBatch(c *gin.Context) (any, error) {
 // limit (reserving a place), its topic's existence.
 func (s *Server) admit(c *gin.Context, i int, m *message.Message, topicErr map[string]error) (batchItem, error) {
 	it := batchItem{i: i, m: m}
-	if err := s.authorize(c, m.Topic); err != nil {
+	reserved, err := s.admitLimits(c, m.Topic)
+	if err != nil {
 		return it, err
 	}
-	if ok, wait := s.topicLimit.allow(m.Topic); !ok {
-		return it, tooMany(fmt.Sprintf("topic %q is over its submit rate (receive.rate_limit.per_topic)", m.Topic), wait)
-	}
-	if max := s.opts.RateLimits.MaxPendingPerTopic; max > 0 {
-		n, ok, err := s.pending.reserve(c, m.Topic, max)
-		if err != nil {
-			return it, fmt.Errorf("%w: counting pending messages: %v", message.ErrUnavailable, err)
-		}
-		if !ok {
-			return it, &RetryAfter{Secs: 5, Err: fmt.Errorf("%w: topic %q holds %d pending messages, the limit is %d (receive.max_pending_per_topic); retry once some have fired", message.ErrTooMany, m.Topic, n, max)}
-		}
-		it.reserved = true
-	}
+	it.reserved = reserved
 	err, seen := topicErr[m.Topic]
 	if !seen {
 		err = s.ensureTopic(c, m.Topic)

@@ -140,28 +140,41 @@ func (s *Server) submit(c *gin.Context) (any, error) {
 		}
 		m.IdemKey = k
 	}
-	if err := s.authorize(c, m.Topic); err != nil {
+	reserved, err := s.admitLimits(c, m.Topic)
+	if err != nil {
 		return nil, err
 	}
-	if ok, wait := s.topicLimit.allow(m.Topic); !ok {
-		return nil, tooMany(fmt.Sprintf("topic %q is over its submit rate (receive.rate_limit.per_topic)", m.Topic), wait)
-	}
-	if max := s.opts.RateLimits.MaxPendingPerTopic; max > 0 {
-		// Reserved before storing, so submits arriving together cannot all
-		// pass the check (limit 20: 45 at once were all stored).
-		n, ok, err := s.pending.reserve(c, m.Topic, max)
-		if err != nil {
-			return nil, fmt.Errorf("%w: counting pending messages: %v", message.ErrUnavailable, err)
-		}
-		if !ok {
-			return nil, &RetryAfter{Secs: 5, Err: fmt.Errorf("%w: topic %q holds %d pending messages, the limit is %d (receive.max_pending_per_topic); retry once some have fired", message.ErrTooMany, m.Topic, n, max)}
-		}
-		res, stored, err := s.store(c, m)
+	res, stored, err := s.store(c, m)
+	if reserved {
 		s.pending.settle(m.Topic, stored)
-		return res, err
 	}
-	res, _, err := s.store(c, m)
 	return res, err
+}
+
+// admitLimits runs what every submit (single or batch item) passes before
+// it is stored, in this order: its token's topic, the topic's rate and its
+// pending limit. reserved says a pending place was reserved (reserved
+// before storing, so submits arriving together cannot all pass the check:
+// limit 20, 45 at once were all stored); the caller settles it.
+func (s *Server) admitLimits(c *gin.Context, topic string) (reserved bool, err error) {
+	if err := s.authorize(c, topic); err != nil {
+		return false, err
+	}
+	if ok, wait := s.topicLimit.allow(topic); !ok {
+		return false, tooMany(fmt.Sprintf("topic %q is over its submit rate (receive.rate_limit.per_topic)", topic), wait)
+	}
+	max := s.opts.RateLimits.MaxPendingPerTopic
+	if max <= 0 {
+		return false, nil
+	}
+	n, ok, err := s.pending.reserve(c, topic, max)
+	if err != nil {
+		return false, fmt.Errorf("%w: counting pending messages: %v", message.ErrUnavailable, err)
+	}
+	if !ok {
+		return false, &RetryAfter{Secs: 5, Err: fmt.Errorf("%w: topic %q holds %d pending messages, the limit is %d (receive.max_pending_per_topic); retry once some have fired", message.ErrTooMany, topic, n, max)}
+	}
+	return true, nil
 }
 
 // store makes sure the topic exists and hands m to the backend; stored
