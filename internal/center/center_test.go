@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/testenv"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
@@ -166,10 +167,10 @@ func TestHandleValuesBatchRecords(t *testing.T) {
 		t.Errorf("notices went to %v, want only a, b, c (slot 4 has no live holder; the invalid records name none)", n.got)
 	}
 	// 1 + 5 + 1 notices decoded (4e's slot has no holder, but it was consumed).
-	if cnt := histCount(t, m, "sorakaq_notice_consume_lag_seconds"); cnt != 7 {
+	if cnt := testenv.HistogramCount(t, m.Registry, "sorakaq_notice_consume_lag_seconds"); cnt != 7 {
 		t.Errorf("consume lag observed %d notices, want 7", cnt)
 	}
-	if cnt := histCount(t, m, "sorakaq_notice_handover_seconds"); cnt != 3 {
+	if cnt := testenv.HistogramCount(t, m.Registry, "sorakaq_notice_handover_seconds"); cnt != 3 {
 		t.Errorf("hand-over observed %d calls, want 3 (one per holder)", cnt)
 	}
 }
@@ -205,20 +206,4 @@ func TestHandleValuesHandsOverInParallel(t *testing.T) {
 	if len(n.got["a"]) != 1 || len(n.got["b"]) != 1 {
 		t.Fatalf("got %v", n.got)
 	}
-}
-
-// histCount is the number of observations of the histogram name in m.
-func histCount(t *testing.T, m *metrics.Metrics, name string) uint64 {
-	t.Helper()
-	fams, err := m.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fams {
-		if f.GetName() == name {
-			return f.GetMetric()[0].GetHistogram().GetSampleCount()
-		}
-	}
-	t.Fatalf("no histogram %s", name)
-	return 0
 }

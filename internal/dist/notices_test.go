@@ -237,10 +237,10 @@ func TestNoticesReachTheCenterBatched(t *testing.T) {
 	if maxPerRecord.Load() > maxRecordNotices {
 		t.Errorf("a record carried %d notices, more than %d", maxPerRecord.Load(), maxRecordNotices)
 	}
-	if got := histCount(t, rm, "sorakaq_notice_publish_seconds"); got != n {
+	if got := testenv.HistogramCount(t, rm.Registry, "sorakaq_notice_publish_seconds"); got != n {
 		t.Errorf("publish latency observed for %d notices, want %d", got, n)
 	}
-	if got := histCount(t, cm, "sorakaq_notice_consume_lag_seconds"); got < n {
+	if got := testenv.HistogramCount(t, cm.Registry, "sorakaq_notice_consume_lag_seconds"); got < n {
 		t.Errorf("consume lag observed for %d notices, want ≥ %d", got, n)
 	}
 }
@@ -348,20 +348,4 @@ func TestNoticeRecordBounds(t *testing.T) {
 	if got := q.take(); len(got) != 1 {
 		t.Fatalf("took %d, want the one notice", len(got))
 	}
-}
-
-// histCount is the number of observations of the histogram name in m.
-func histCount(t *testing.T, m *metrics.Metrics, name string) uint64 {
-	t.Helper()
-	fams, err := m.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fams {
-		if f.GetName() == name {
-			return f.GetMetric()[0].GetHistogram().GetSampleCount()
-		}
-	}
-	t.Fatalf("no histogram %s", name)
-	return 0
 }
