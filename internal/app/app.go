@@ -126,6 +126,7 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 		Dir:          filepath.Join(cfg.DataDir, "messages"),
 		CacheBytes:   cfg.Store.Embedded.CacheMB << 20,
 		MemTableSize: uint64(cfg.Store.Embedded.MemtableMB) << 20,
+		HotBytes:     hotBytes(cfg.Store.Embedded.HotMB),
 		Logger:       log.Named("store"),
 	})
 	if err != nil {
@@ -265,4 +266,13 @@ func (a *AllInOne) Exit() error {
 		a.log.Info("sorakaQ stopped", zap.Duration("took", time.Since(start)))
 	})
 	return errors.Join(errs...)
+}
+
+// hotBytes is store.embedded.hot_mb for embedded.Options (0 there is the
+// default, so "none" is negative).
+func hotBytes(mb int64) int64 {
+	if mb <= 0 {
+		return -1
+	}
+	return mb << 20
 }

@@ -212,6 +212,9 @@ type Store struct {
 type Embedded struct {
 	CacheMB    int64 `mapstructure:"cache_mb"`
 	MemtableMB int64 `mapstructure:"memtable_mb"`
+	// HotMB bounds the messages due soon kept decoded for their fire-time
+	// read (0: none).
+	HotMB int64 `mapstructure:"hot_mb"`
 }
 
 type Shutdown struct {
@@ -284,6 +287,7 @@ var defaults = map[string]any{
 	"callback.host_queue_timeout":      "30s",
 	"store.embedded.cache_mb":          32,
 	"store.embedded.memtable_mb":       16,
+	"store.embedded.hot_mb":            64,
 	"shutdown.timeout":                 "30s",
 	"topics.max":                       1000,
 	"center.listen":                    ":9086",

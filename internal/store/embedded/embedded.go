@@ -30,6 +30,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -45,7 +46,13 @@ type Options struct {
 	Dir          string
 	CacheBytes   int64  // block cache, default 32 MiB
 	MemTableSize uint64 // default 16 MiB
-	Logger       *zap.Logger
+	// HotBytes bounds the decoded messages kept for their fire-time read
+	// (hot.go), counted as stored JSON: default 64 MiB, negative = none.
+	HotBytes int64
+	// HotWindow: only messages due within this of their write are kept;
+	// default 70 s (the worker's 60 s window and some).
+	HotWindow time.Duration
+	Logger    *zap.Logger
 	// FS is the filesystem the database lives on; nil is the real disk.
 	// Tests pass an in-memory one that can lose unsynced writes
 	// (vfs.NewCrashableMem) to check what survives a power cut.
@@ -70,7 +77,10 @@ const (
 type Store struct {
 	db    *pebble.DB
 	cache interface{ Unref() }
-	locks [256]sync.Mutex // striped per message id, for Update/Delete
+	// striped per message id: every write of a message holds its stripe
+	// from its read (if any) until its commit and its hot-set update
+	locks [1024]sync.Mutex
+	hot   *hotSet // nil: none
 	// striped per (topic, idempotency key): a keyed submit holds its
 	// stripes from the check to the commit, so two submits of one key are
 	// serialised while different keys share the commit pipeline's group
@@ -99,6 +109,12 @@ func Open(opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	if opts.HotBytes == 0 {
+		opts.HotBytes = 64 << 20
+	}
+	if opts.HotWindow <= 0 {
+		opts.HotWindow = 70 * time.Second
+	}
 	cache := pebble.NewCache(opts.CacheBytes)
 	po := &pebble.Options{
 		Cache:              cache,
@@ -117,7 +133,11 @@ func Open(opts Options) (*Store, error) {
 		cache.Unref()
 		return nil, fmt.Errorf("embedded.Open %s: %w", opts.Dir, err)
 	}
-	return &Store{db: db, cache: cache, log: opts.Logger, unsync: opts.unsyncForTest}, nil
+	st := &Store{db: db, cache: cache, log: opts.Logger, unsync: opts.unsyncForTest}
+	if opts.HotBytes > 0 {
+		st.hot = newHotSet(opts.HotWindow, opts.HotBytes)
+	}
+	return st, nil
 }
 
 // Close flushes and closes the database. Safe to call twice.
@@ -191,13 +211,17 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 			}
 		}
 	}
+	unlockIDs := s.lockIDs(msgs)
+	defer unlockIDs()
 	b := s.db.NewBatch()
 	defer b.Close()
-	for _, m := range msgs {
+	sizes := make([]int, len(msgs))
+	for i, m := range msgs {
 		v, err := json.Marshal(m)
 		if err != nil {
 			return fmt.Errorf("embedded.Create %s: %w", m.ID, err)
 		}
+		sizes[i] = len(v)
 		if err := b.Set(msgKey(m.ID), v, nil); err != nil {
 			return fmt.Errorf("embedded.Create %s: %w", m.ID, err)
 		}
@@ -207,6 +231,9 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 	}
 	if err := b.Commit(s.createOpts()); err != nil {
 		return fmt.Errorf("embedded.Create: %w", err)
+	}
+	for i, m := range msgs {
+		s.hot.put(m.Clone(), sizes[i])
 	}
 	return nil
 }
@@ -225,7 +252,10 @@ func (s *Store) CreateEach(ctx context.Context, msgs ...*message.Message) (errs 
 	defer release()
 	unlock := s.lockIdem(msgs)
 	defer unlock()
+	unlockIDs := s.lockIDs(msgs)
+	defer unlockIDs()
 	errs = make([]error, len(msgs))
+	sizes := make([]int, len(msgs))
 	taken := map[string]string{} // idemKey -> id, of this batch
 	b := s.db.NewBatch()
 	defer b.Close()
@@ -251,6 +281,7 @@ func (s *Store) CreateEach(ctx context.Context, msgs ...*message.Message) (errs 
 		if err != nil {
 			return nil, fmt.Errorf("embedded.CreateEach %s: %w", m.ID, err)
 		}
+		sizes[i] = len(v)
 		if err := b.Set(msgKey(m.ID), v, nil); err != nil {
 			return nil, fmt.Errorf("embedded.CreateEach %s: %w", m.ID, err)
 		}
@@ -264,7 +295,34 @@ func (s *Store) CreateEach(ctx context.Context, msgs ...*message.Message) (errs 
 	if err := b.Commit(s.createOpts()); err != nil {
 		return nil, fmt.Errorf("embedded.CreateEach: %w", err)
 	}
+	for i, m := range msgs {
+		if errs[i] == nil {
+			s.hot.put(m.Clone(), sizes[i])
+		}
+	}
 	return errs, nil
+}
+
+// lockIDs locks the per-message stripes of msgs, in index order (the only
+// place that takes more than one: no deadlock), and returns the unlock. A
+// create holds them across its commit so that a write of the same message
+// racing it (the id can be known before the create is answered: an
+// idempotent replay answers it) updates the hot set after the create's.
+func (s *Store) lockIDs(msgs []*message.Message) func() {
+	idx := make([]uint32, 0, len(msgs))
+	for _, m := range msgs {
+		idx = append(idx, s.stripe(m.ID))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		s.locks[i].Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			s.locks[i].Unlock()
+		}
+	}
 }
 
 // lockIdem locks the stripes of the messages' (topic, key) pairs, in
@@ -302,6 +360,9 @@ func (s *Store) Get(ctx context.Context, id string) (*message.Message, error) {
 }
 
 func (s *Store) get(id string) (*message.Message, error) {
+	if m := s.hot.get(id); m != nil {
+		return m, nil
+	}
 	v, closer, err := s.db.Get(msgKey(id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, store.ErrNotFound
@@ -317,10 +378,12 @@ func (s *Store) get(id string) (*message.Message, error) {
 	return &m, nil
 }
 
-func (s *Store) lockFor(id string) *sync.Mutex {
+func (s *Store) lockFor(id string) *sync.Mutex { return &s.locks[s.stripe(id)] }
+
+func (s *Store) stripe(id string) uint32 {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))
-	return &s.locks[h.Sum32()%uint32(len(s.locks))]
+	return h.Sum32() % uint32(len(s.locks))
 }
 
 // Update applies fn under the message's lock and writes the result.
@@ -356,6 +419,7 @@ func (s *Store) Update(ctx context.Context, id string, d store.Durability, fn fu
 	if err := b.Commit(s.writeOpts(d)); err != nil {
 		return nil, fmt.Errorf("embedded.Update %s: %w", id, err)
 	}
+	s.hot.put(m.Clone(), len(v))
 	return m, nil
 }
 
@@ -400,6 +464,7 @@ func (s *Store) Replace(ctx context.Context, old, m *message.Message, d store.Du
 	if err := b.Commit(s.writeOpts(d)); err != nil {
 		return fmt.Errorf("embedded.Replace %s: %w", m.ID, err)
 	}
+	s.hot.put(m.Clone(), len(v))
 	return nil
 }
 
@@ -430,6 +495,7 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*message.Message)
 	if err := b.Commit(s.writeOpts(store.Sync)); err != nil {
 		return fmt.Errorf("embedded.Delete %s: %w", id, err)
 	}
+	s.hot.drop(id)
 	return nil
 }
 
@@ -594,6 +660,7 @@ func (s *Store) Purge(ctx context.Context, beforeMs int64, limit int) (int, erro
 			}
 			b.Close()
 			if err == nil {
+				s.hot.drop(id)
 				n++
 			}
 		}
