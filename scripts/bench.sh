@@ -9,6 +9,8 @@
 #   fire-loader   the server started with SORAKAQ_WORKER_WINDOW=5s and a 30 s
 #           lead: every message is beyond the wheel's window when submitted and
 #           reaches the wheel through the worker's store-to-wheel loader
+#   fire-herd     $BENCH_HERD_N (50000) messages all due in the same millisecond:
+#           the drain time (due -> last callback) and its ratio to the reference's
 # (each fire mode also runs the load tool's in-memory reference on the same
 # plan and prints sorakaQ's lateness as ratios to it; the load tool exits 1
 # on missing, early or duplicate callbacks or a schedule error out of bounds,
@@ -27,7 +29,7 @@
 #       the distributed mode instead: receive, center, worker and admin as four
 #       processes over the servers of scripts/infra.sh (run `scripts/infra.sh up`
 #       first), each run with its own ZooKeeper root, Redis prefix and Kafka topics
-# Modes: submit wrk fire latency (default), fire-overlap, fire-loader, flow (submit latency at 10 clients
+# Modes: submit wrk fire latency (default), fire-overlap, fire-loader, fire-herd, flow (submit latency at 10 clients
 # and the flow time received -> held by a worker, same run), ab (the original's
 # ab table, scripts/ab-table.sh), ab-submit (ab -k -c 100 -n 100000 on submit),
 # batch (10 s each on a fresh server: single submits at -c 100, then
@@ -207,6 +209,8 @@ for m in $MODES; do
 	submit) load submit -mode submit -c 100 -d 20s ;;
 	fire) load fire -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -wait 60s -ref ;;
 	fire-overlap) load fire-overlap -mode fire -pattern overlap -ahead 1s -n "$FIRE_N" -rate "$FIRE_RATE" -wait 60s -ref ;;
+	fire-herd) # every message due in one millisecond: the drain time, as a ratio to the reference's
+		load fire-herd -mode fire -pattern herd -n "${BENCH_HERD_N:-50000}" -lead 30s -wait 60s -ref ;;
 	fire-loader)
 		SERVER_ENV=(SORAKAQ_WORKER_WINDOW=5s)
 		load fire-loader -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -window 5s -wait 60s -ref

@@ -74,6 +74,9 @@ Modes:
                  -pattern batch    every submit before the first due time
                  -pattern overlap  each message sent -ahead before its due
                                    time: submits keep arriving while firing
+                 -pattern herd     every message due in the same millisecond
+                                   (start + -lead; -rate unused): reports the
+                                   drain time, last callback - due time
                  -window W         the server's worker.window (label; with
                                    -lead > W every message is loaded from
                                    the store by the worker's loader)
@@ -112,7 +115,7 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.DurationVar(&c.Grace, "grace", time.Second, "fire: extra wait after the last callback, to catch duplicates")
 	fs.StringVar(&c.FlowMetrics, "flow-metrics", "", "submit/latency, distributed mode: the workers' /metrics URLs (comma-separated); report the flow time (received by receive -> notice at the slot's holder) of the run's messages from their histogram sorakaq_flow_seconds")
 	fs.StringVar(&c.Samples, "samples", "", "fire: write every callback as CSV (arrival order: msg_id,attempt,due_at_ms,lateness_ms,client_due_ns,lateness_client_ms) to this file (the reference's to FILE.reference)")
-	fs.StringVar(&c.Pattern, "pattern", "batch", "fire: batch (submit everything first) | overlap (submit each message -ahead before its due time)")
+	fs.StringVar(&c.Pattern, "pattern", "batch", "fire: batch (submit everything first) | overlap (submit each message -ahead before its due time) | herd (everything due in one millisecond)")
 	fs.DurationVar(&c.Ahead, "ahead", time.Second, "fire -pattern overlap: how long before its due time each message is submitted (>= 100ms)")
 	fs.DurationVar(&c.Window, "window", 0, "fire: the server's worker.window for this run, as a label (the report counts submits beyond it)")
 	fs.BoolVar(&c.Ref, "ref", false, "fire: after the server's run, run the in-memory reference (time.AfterFunc per message) on the same plan and report ratios")
@@ -163,6 +166,8 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 		switch c.Pattern {
 		case "batch":
 			c.Ahead = 0
+		case "herd":
+			c.Ahead = 0 // every message due at start + -lead: -rate is not used
 		case "overlap":
 			if c.Ahead < minDelayMs*time.Millisecond {
 				return nil, errors.New("-ahead must be >= 100ms (shorter delays fire at once)")
@@ -173,7 +178,7 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 				c.Lead = c.Ahead // the first message is sent at start
 			}
 		default:
-			return nil, fmt.Errorf("-pattern must be batch or overlap, got %q", c.Pattern)
+			return nil, fmt.Errorf("-pattern must be batch, overlap or herd, got %q", c.Pattern)
 		}
 		if c.RefCallers < 1 {
 			return nil, errors.New("-ref-callers must be >= 1")

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -55,6 +57,14 @@ type FireStats struct {
 	WaitedS       float64  `json:"waited_s"` // from start until the end of waiting
 	TimedOut      bool     `json:"timed_out"`
 	Warnings      []string `json:"warnings,omitempty"`
+	// DrainMs is the last first attempt's arrival minus the earliest
+	// server due time: for a herd, how long the whole herd took.
+	DrainMs float64 `json:"drain_ms"`
+	// OutOfOrder counts first attempts that arrived after one whose
+	// server due time is more than 1 ms later (due order kept within a
+	// millisecond: 0). Concurrent callers reorder arrivals too, so this is
+	// reported, not a verdict.
+	OutOfOrder int `json:"out_of_order"`
 }
 
 // analyzeFire compares acknowledged submits with received callbacks.
@@ -110,10 +120,37 @@ func analyzeFire(acks []ack, recs []cbRecord) FireStats {
 			st.Missing++
 		}
 	}
+	st.DrainMs, st.OutOfOrder = drainAndOrder(recs)
 	st.Lateness = Summarize(late)
 	st.ClientLate = Summarize(clate)
 	st.ScheduleErr = Summarize(sched)
 	return st
+}
+
+// drainAndOrder is the time from the earliest due time to the last first
+// attempt's arrival, and the first attempts that arrived after one due
+// more than 1 ms later than theirs.
+func drainAndOrder(recs []cbRecord) (drainMs float64, outOfOrder int) {
+	first := make([]cbRecord, 0, len(recs))
+	for _, r := range recs {
+		if !r.BadHdr && r.Attempt <= 1 {
+			first = append(first, r)
+		}
+	}
+	if len(first) == 0 {
+		return 0, 0
+	}
+	slices.SortStableFunc(first, func(a, b cbRecord) int { return cmp.Compare(a.ArrivalNs, b.ArrivalNs) })
+	minDue, lastArr, maxDue := first[0].DueAt, first[0].ArrivalNs, int64(math.MinInt64)
+	for _, r := range first {
+		minDue = min(minDue, r.DueAt)
+		lastArr = max(lastArr, r.ArrivalNs)
+		if r.DueAt+1 < maxDue {
+			outOfOrder++
+		}
+		maxDue = max(maxDue, r.DueAt)
+	}
+	return float64(lastArr-minDue*1e6) / 1e6, outOfOrder
 }
 
 // clientDueNs is the client's due time: its send time + the delay.
@@ -160,9 +197,13 @@ type firePlan struct {
 	lead  int64   // ns from start to the first due time
 	rate  float64 // due per second
 	ahead int64   // overlap: each message is sent this long before its due time; 0: all at once
+	herd  bool    // every message due at t0 + lead
 }
 
 func (p firePlan) targetNs(i int) int64 {
+	if p.herd {
+		return p.t0ns + p.lead
+	}
 	return p.t0ns + p.lead + int64(math.Round(float64(i)*1e9/p.rate))
 }
 
@@ -235,10 +276,15 @@ func fireOnce(cfg *Config, name string, submit submitter, progress io.Writer) (*
 	if cfg.Pattern == "overlap" {
 		plan.ahead = cfg.Ahead.Nanoseconds()
 	}
+	plan.herd = cfg.Pattern == "herd"
 	firstDue := t0.Add(cfg.Lead)
 	lastDue := time.Unix(0, plan.targetNs(cfg.N-1))
-	fmt.Fprintf(progress, "fire (%s, %s): sink %s; %d messages due %s .. %s after start (%.0f/s)\n",
-		name, cfg.Pattern, sk.URL(), cfg.N, cfg.Lead, lastDue.Sub(t0).Round(time.Millisecond), cfg.Rate)
+	if plan.herd {
+		fmt.Fprintf(progress, "fire (%s, herd): sink %s; %d messages due %s after start\n", name, sk.URL(), cfg.N, cfg.Lead)
+	} else {
+		fmt.Fprintf(progress, "fire (%s, %s): sink %s; %d messages due %s .. %s after start (%.0f/s)\n",
+			name, cfg.Pattern, sk.URL(), cfg.N, cfg.Lead, lastDue.Sub(t0).Round(time.Millisecond), cfg.Rate)
+	}
 
 	var done atomic.Int64
 	stop := make(chan struct{})
@@ -358,7 +404,8 @@ func ratios(srv, ref *FireStats) *Ratio {
 		return a / b
 	}
 	s, r := srv.ClientLate, ref.ClientLate
-	return &Ratio{P50: div(s.P50, r.P50), P90: div(s.P90, r.P90), P99: div(s.P99, r.P99), P999: div(s.P999, r.P999), Max: div(s.Max, r.Max)}
+	return &Ratio{P50: div(s.P50, r.P50), P90: div(s.P90, r.P90), P99: div(s.P99, r.P99), P999: div(s.P999, r.P999), Max: div(s.Max, r.Max),
+		Drain: div(srv.DrainMs, ref.DrainMs)}
 }
 
 // Ratio is the server's client-clock lateness over the reference's, per
@@ -369,6 +416,8 @@ type Ratio struct {
 	P99  float64 `json:"p99"`
 	P999 float64 `json:"p999"`
 	Max  float64 `json:"max"`
+	// Drain is the server's drain time over the reference's (herd runs).
+	Drain float64 `json:"drain"`
 }
 
 // writeSamples writes the callbacks as CSV, in arrival order.

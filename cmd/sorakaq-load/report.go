@@ -140,7 +140,7 @@ func (r *Report) WriteTable(w io.Writer) {
 	if q := r.Ratio; q != nil {
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "ratio sorakaQ / reference (lateness on the client's clock)")
-		fmt.Fprintf(w, "  p50 %.2fx  p90 %.2fx  p99 %.2fx  p99.9 %.2fx  max %.2fx\n", q.P50, q.P90, q.P99, q.P999, q.Max)
+		fmt.Fprintf(w, "  p50 %.2fx  p90 %.2fx  p99 %.2fx  p99.9 %.2fx  max %.2fx  drain %.2fx\n", q.P50, q.P90, q.P99, q.P999, q.Max, q.Drain)
 	}
 	if c.Mode == "fire" {
 		fmt.Fprintln(w)
@@ -175,6 +175,7 @@ func writeFire(w io.Writer, title string, f *FireStats) {
 	writeSummary(w, "    ", f.Lateness)
 	fmt.Fprintf(w, "  schedule error ms (server due_at - (send time + delay): ms rounding up + time from sending to the server reading its clock)\n")
 	writeSummary(w, "    ", f.ScheduleErr)
+	fmt.Fprintf(w, "  drain       %.1f ms from the first due time to the last first callback; %d arrived after one due > 1 ms later\n", f.DrainMs, f.OutOfOrder)
 	fmt.Fprintf(w, "  due after answer %d (server due_at later than the client's answer time + delay + 1 ms; must be 0)\n", f.AfterAnswer)
 	fmt.Fprintf(w, "  waited      %.3f s after start (timed out: %v)\n", f.WaitedS, f.TimedOut)
 	for _, s := range f.Warnings {

@@ -248,3 +248,25 @@ func TestReferenceRunPasses(t *testing.T) {
 		t.Fatalf("verdict %+v fire %+v", rep.Verdict, rep.Fire)
 	}
 }
+
+// TestDrainAndOrder: the drain time runs from the earliest due time to the
+// last first attempt, and an arrival after one due more than 1 ms later
+// counts as out of order (retries and a 1 ms reorder do not).
+func TestDrainAndOrder(t *testing.T) {
+	ms := int64(1e6)
+	recs := []cbRecord{
+		{ID: "a", Attempt: 1, DueAt: 1000, ArrivalNs: 1000*ms + 2*ms},
+		{ID: "b", Attempt: 1, DueAt: 1001, ArrivalNs: 1000*ms + 3*ms},
+		{ID: "c", Attempt: 1, DueAt: 1000, ArrivalNs: 1000*ms + 4*ms}, // 1 ms behind b: in order
+		{ID: "d", Attempt: 1, DueAt: 1005, ArrivalNs: 1000*ms + 6*ms},
+		{ID: "e", Attempt: 1, DueAt: 1003, ArrivalNs: 1000*ms + 9*ms}, // 2 ms behind d: out of order
+		{ID: "a", Attempt: 2, DueAt: 900, ArrivalNs: 1000*ms + 50*ms}, // a retry: not counted
+	}
+	drain, ooo := drainAndOrder(recs)
+	if drain != 9 || ooo != 1 {
+		t.Fatalf("drain %.1f ms, out of order %d; want 9 ms, 1", drain, ooo)
+	}
+	if d, o := drainAndOrder(nil); d != 0 || o != 0 {
+		t.Fatalf("no callbacks: %v %v", d, o)
+	}
+}
