@@ -149,8 +149,12 @@ func (r *Runner) Select(ctx context.Context, f Filter, cursor string, limit int)
 func (r *Runner) scan(ctx context.Context, mt matcher, state message.State, after string, need int) (Page, error) {
 	var p Page
 	if pre := mt.f.IDPrefix; pre != "" && after < pre {
-		// every id with the prefix sorts after the prefix itself
-		after = pre
+		// Start just before the first id with the prefix: the prefix with
+		// its last character one lower, then "~" (above every id
+		// character). The prefix itself would not do: listing is strictly
+		// after the cursor, and a whole id is a prefix too.
+		n := len(pre)
+		after = pre[:n-1] + string(pre[n-1]-1) + "~"
 	}
 	for {
 		n := min(pageSize, MaxScan-p.Scanned)

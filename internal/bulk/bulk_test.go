@@ -153,6 +153,9 @@ func TestFilterCriteria(t *testing.T) {
 		{"https default port", Filter{Topic: "t", Destination: "two.example:443"}, Cancel, 10},
 		{"due range inclusive", Filter{Topic: "t", DueFrom: ptr(1004), DueTo: ptr(1007)}, Delete, 1}, // 1007 is dead
 		{"id prefix", Filter{Topic: "t", IDPrefix: "a1002"}, Cancel, 8},                              // a10020..a10029 less 2 dead
+		{"a whole id as prefix", Filter{Topic: "t", IDPrefix: id("a", 10004)}, Cancel, 1},
+		{"another prefix", Filter{Topic: "t", IDPrefix: "a1001"}, Cancel, 7},
+		{"a prefix ending in 0", Filter{Topic: "t", IDPrefix: "a100"}, Cancel, 30},
 		{"other topic", Filter{Topic: "u"}, Cancel, 0},
 	}
 	for _, c := range cases {
