@@ -161,4 +161,3 @@ func TestBulkCancel(t *testing.T) {
 		}
 	}
 }
-
