@@ -99,6 +99,7 @@ func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.H
 		return gin.H{"messages": msgs, "next_cursor": next}, nil
 	}))
 	g.POST("/bulk", w(s.bulkOp))
+	g.GET("/count", w(s.countMsgs))
 	g.POST("/cancel", w(func(c *gin.Context) (any, error) {
 		r, err := s.readMsgReq(c, true)
 		if err != nil {
@@ -191,4 +192,39 @@ func (s *Server) bulkOp(c *gin.Context) (any, error) {
 		req.Who = se.(*session).user
 	}
 	return s.bulk.Run(c, req)
+}
+
+// countMsgs is GET /sorakaq/admin/msg/count: how many messages a filter
+// matches. Topic and state alone are read from the counters (exact, no
+// scan); other criteria scan at most bulk.MaxScan messages per call, with
+// a cursor to go on from.
+func (s *Server) countMsgs(c *gin.Context) (any, error) {
+	f, err := bulk.FilterFromQuery(c.Query)
+	if err != nil {
+		return nil, err
+	}
+	cursor := c.Query("cursor")
+	if cursor != "" {
+		if err := message.ValidateID("cursor", cursor); err != nil {
+			return nil, err
+		}
+	}
+	if !f.Narrowed() && cursor == "" {
+		counts, err := s.counter.Counts(c)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		var n int64
+		for _, st := range message.States {
+			if f.State == "" || f.State == st {
+				n += counts[f.Topic][st]
+			}
+		}
+		return gin.H{"matched": n, "scanned": 0, "next_cursor": "", "from_counters": true}, nil
+	}
+	n, p, err := s.bulk.Count(c, f, cursor)
+	if err != nil {
+		return nil, err
+	}
+	return gin.H{"matched": n, "scanned": p.Scanned, "next_cursor": p.NextCursor, "from_counters": false}, nil
 }

@@ -145,6 +145,16 @@ func (r *Runner) Select(ctx context.Context, f Filter, cursor string, limit int)
 	return r.scan(ctx, newMatcher(f, nil), f.State, cursor, limit)
 }
 
+// Count counts the messages matching f after cursor among at most
+// MaxScan read (any state the filter allows; no action): the console's
+// total for a filter, summed over the cursor's calls.
+func (r *Runner) Count(ctx context.Context, f Filter, cursor string) (matched int, p Page, err error) {
+	p, err = r.scan(ctx, newMatcher(f, nil), f.State, cursor, -1)
+	matched = len(p.Messages)
+	p.Messages = nil
+	return matched, p, err
+}
+
 // scan reads the topic in id order from after, keeping what mt matches.
 func (r *Runner) scan(ctx context.Context, mt matcher, state message.State, after string, need int) (Page, error) {
 	var p Page

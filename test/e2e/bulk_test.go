@@ -76,6 +76,21 @@ func TestBulkOperations(t *testing.T) {
 		t.Fatalf("list by destination localhost: %d messages, want 6", len(page.Messages))
 	}
 
+	// the count of a filter: scanned for a destination, from the counters
+	// for topic and state
+	var cnt struct {
+		Matched      int  `json:"matched"`
+		FromCounters bool `json:"from_counters"`
+	}
+	srv.AdminGet(t, "/sorakaq/admin/msg/count", url.Values{"topic_name": {topic}, "destination": {"localhost"}}).Into(t, &cnt)
+	if cnt.Matched != 6 || cnt.FromCounters {
+		t.Errorf("count by destination: %+v, want 6 by a scan", cnt)
+	}
+	srv.AdminGet(t, "/sorakaq/admin/msg/count", url.Values{"topic_name": {topic}}).Into(t, &cnt)
+	if cnt.Matched != 15 || !cnt.FromCounters {
+		t.Errorf("count of the topic: %+v, want 15 from the counters", cnt)
+	}
+
 	// dry runs count and change nothing
 	dry := srv.bulk(t, map[string]any{"action": "cancel", "dry_run": true, "topic_name": topic, "destination": "localhost"})
 	if dry.Matched != 6 || dry.Changed != 0 || dry.NextCursor != "" {
