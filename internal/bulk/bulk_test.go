@@ -273,6 +273,9 @@ func TestParseRequestRefusesBadInput(t *testing.T) {
 			t.Errorf("%s: %v, want a field error on %s", body, err, field)
 		}
 	}
+	if _, err := ParseRequest([]byte(`{"action":"setDelay","topic_name":"t","dry_run":true}`)); err != nil {
+		t.Errorf("a dry run of setDelay without a delay: %v", err)
+	}
 	r, err := ParseRequest([]byte(`{"action":"redrive","topic_name":"t","ids":["` + id("a", 1) + `","` + id("a", 1) + `"]}`))
 	if err != nil || len(r.IDs) != 1 || r.Limit != MaxLimit {
 		t.Fatalf("%+v %v", r, err)

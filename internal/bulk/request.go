@@ -42,7 +42,7 @@ func ParseRequest(raw []byte) (Request, error) {
 		return r, err
 	}
 	switch {
-	case r.Action == SetDelay && b.DelayTime == nil:
+	case r.Action == SetDelay && b.DelayTime == nil && !b.DryRun: // a count needs no delay
 		return r, &message.FieldError{Field: "delay_time", Reason: "is required for setDelay (milliseconds from now, 0 to 604800000)"}
 	case r.Action != SetDelay && b.DelayTime != nil:
 		return r, &message.FieldError{Field: "delay_time", Reason: "is a field of setDelay only"}
