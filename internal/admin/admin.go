@@ -16,6 +16,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
 
+	"github.com/sorakaq/sorakaq/internal/bulk"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
@@ -105,6 +106,7 @@ type Server struct {
 	cluster Cluster
 	msgs    Messages
 	stats   StatsReader
+	bulk    *bulk.Runner
 	auth    *auth
 	log     *zap.Logger
 	*httpapi.Server
@@ -119,7 +121,8 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, auth: au, log: log}
+	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, auth: au, log: log,
+		bulk: &bulk.Runner{Msgs: d.Messages, Log: log}}
 	e := httpapi.NewEngine(log, d.Metrics, d.Ready)
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(log, h) }
 	e.POST("/sorakaq/auth/login", w(func(c *gin.Context) (any, error) { return au.login(c, opts.MaxBodyBytes) }))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sorakaq/sorakaq/internal/bulk"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
@@ -60,11 +61,9 @@ func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.H
 	}))
 	g.GET("/list", w(func(c *gin.Context) (any, error) {
 		q := store.ListQuery{Topic: c.Query("topic_name"), State: message.State(c.Query("state")), After: c.Query("cursor"), Limit: 50}
-		if err := message.ValidateTopic("topic_name", q.Topic); err != nil {
+		f, err := bulk.FilterFromQuery(c.Query)
+		if err != nil {
 			return nil, err
-		}
-		if q.State != "" && !q.State.Valid() {
-			return nil, &message.FieldError{Field: "state", Reason: fmt.Sprintf("must be one of %v", message.States)}
 		}
 		if q.After != "" {
 			if err := message.ValidateID("cursor", q.After); err != nil {
@@ -78,6 +77,18 @@ func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.H
 			}
 			q.Limit = n
 		}
+		if f.Narrowed() {
+			// a filtered scan, bounded: the page may be short (even empty)
+			// with a cursor when few of the messages read match
+			p, err := s.bulk.Select(c, f, q.After, q.Limit)
+			if err != nil {
+				return nil, err
+			}
+			if p.Messages == nil {
+				p.Messages = []*message.Message{}
+			}
+			return gin.H{"messages": p.Messages, "next_cursor": p.NextCursor, "scanned": p.Scanned}, nil
+		}
 		msgs, next, err := s.msgs.List(c, q)
 		if err != nil {
 			return nil, err
@@ -87,6 +98,8 @@ func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.H
 		}
 		return gin.H{"messages": msgs, "next_cursor": next}, nil
 	}))
+	g.POST("/bulk", w(s.bulkOp))
+	g.GET("/count", w(s.countMsgs))
 	g.POST("/cancel", w(func(c *gin.Context) (any, error) {
 		r, err := s.readMsgReq(c, true)
 		if err != nil {
@@ -161,4 +174,57 @@ func (s *Server) eachDead(ctx context.Context, topic string, op func(ctx context
 			done++
 		}
 	}
+}
+
+// bulkOp is POST /sorakaq/admin/msg/bulk: one bounded step of a bulk
+// operation by filter or by ids (package bulk; docs/api.md).
+func (s *Server) bulkOp(c *gin.Context) (any, error) {
+	body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
+	if err != nil {
+		return nil, err
+	}
+	req, err := bulk.ParseRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	req.Who = "api-token"
+	if se, ok := c.Get("session"); ok {
+		req.Who = se.(*session).user
+	}
+	return s.bulk.Run(c, req)
+}
+
+// countMsgs is GET /sorakaq/admin/msg/count: how many messages a filter
+// matches. Topic and state alone are read from the counters (exact, no
+// scan); other criteria scan at most bulk.MaxScan messages per call, with
+// a cursor to go on from.
+func (s *Server) countMsgs(c *gin.Context) (any, error) {
+	f, err := bulk.FilterFromQuery(c.Query)
+	if err != nil {
+		return nil, err
+	}
+	cursor := c.Query("cursor")
+	if cursor != "" {
+		if err := message.ValidateID("cursor", cursor); err != nil {
+			return nil, err
+		}
+	}
+	if !f.Narrowed() && cursor == "" {
+		counts, err := s.counter.Counts(c)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		var n int64
+		for _, st := range message.States {
+			if f.State == "" || f.State == st {
+				n += counts[f.Topic][st]
+			}
+		}
+		return gin.H{"matched": n, "scanned": 0, "next_cursor": "", "from_counters": true}, nil
+	}
+	n, p, err := s.bulk.Count(c, f, cursor)
+	if err != nil {
+		return nil, err
+	}
+	return gin.H{"matched": n, "scanned": p.Scanned, "next_cursor": p.NextCursor, "from_counters": false}, nil
 }

@@ -199,6 +199,7 @@ func (b *ReceiveBackend) route(ctx context.Context, id string, remote func(addr 
 // has no live holder.
 func (b *ReceiveBackend) directChange(ctx context.Context, topic, id string, rule func(m *message.Message, nowMs int64) error) (*message.Message, error) {
 	now := message.CeilMs(time.Now()) // rounded up: a new delay never ends before the caller's send + delay
+	audit := lifecycle.AuditOf(ctx)
 	m, err := b.checked.Update(ctx, id, store.Sync, func(m *message.Message) error {
 		if err := lifecycle.CheckTopic(m, topic); err != nil {
 			return err
@@ -206,7 +207,7 @@ func (b *ReceiveBackend) directChange(ctx context.Context, topic, id string, rul
 		if m.State.Pending() && m.State != message.StateDelivering && m.DueMs <= now+dueMargin.Milliseconds() {
 			return fmt.Errorf("%w: message %s is due and its slot has no live worker right now: it may be being delivered; try again in a few seconds", message.ErrUnavailable, m.ID)
 		}
-		return rule(m, now)
+		return audit.Apply(m, func(m *message.Message) error { return rule(m, now) })
 	})
 	if errors.Is(err, lifecycle.ErrAlreadyCancelled) {
 		return b.store.Get(ctx, id)
@@ -257,11 +258,12 @@ func (b *ReceiveBackend) Redrive(ctx context.Context, topic, id string) (*messag
 		func(addr string) (*message.Message, error) { return b.client.Redrive(ctx, addr, topic, id) },
 		func() (*message.Message, error) {
 			now := time.Now().UnixMilli()
+			audit := lifecycle.AuditOf(ctx)
 			m, err := b.checked.Update(ctx, id, store.Sync, func(m *message.Message) error {
 				if err := lifecycle.CheckTopic(m, topic); err != nil {
 					return err
 				}
-				return lifecycle.Redrive(m, now)
+				return audit.Apply(m, func(m *message.Message) error { return lifecycle.Redrive(m, now) })
 			})
 			return m, b.apiErr(err)
 		})
@@ -270,8 +272,12 @@ func (b *ReceiveBackend) Redrive(ctx context.Context, topic, id string) (*messag
 // Delete removes a finished message (final states only, so no holder is
 // involved).
 func (b *ReceiveBackend) Delete(ctx context.Context, topic, id string) error {
+	audit := lifecycle.AuditOf(ctx)
 	err := b.store.Delete(ctx, id, func(m *message.Message) error {
 		if err := lifecycle.CheckTopic(m, topic); err != nil {
+			return err
+		}
+		if err := audit.Check(m); err != nil {
 			return err
 		}
 		return lifecycle.Deletable(m, false)

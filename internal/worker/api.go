@@ -110,11 +110,14 @@ func (w *Worker) mine(id string) error {
 }
 
 // change applies a lifecycle rule to a message under its per-message lock,
-// refusing it while a callback of it is in progress here.
+// refusing it while a callback of it is in progress here. A bulk
+// operation's audit (in ctx) is applied inside the same atomic update: its
+// version check before the rule, its note on the event the rule records.
 func (w *Worker) change(ctx context.Context, topic, id string, rule func(m *message.Message) error) (*message.Message, error) {
 	if err := w.mine(id); err != nil {
 		return nil, err
 	}
+	audit := lifecycle.AuditOf(ctx)
 	l := w.lockID(id)
 	l.Lock()
 	defer l.Unlock()
@@ -125,7 +128,7 @@ func (w *Worker) change(ctx context.Context, topic, id string, rule func(m *mess
 		if m.State.Pending() && m.State != message.StateDelivering && w.delivering(m.ID) {
 			return lifecycle.Delivering(m)
 		}
-		return rule(m)
+		return audit.Apply(m, rule)
 	})
 }
 
@@ -177,11 +180,15 @@ func (w *Worker) Delete(ctx context.Context, topic, id string) error {
 	if err := w.mine(id); err != nil {
 		return err
 	}
+	audit := lifecycle.AuditOf(ctx)
 	l := w.lockID(id)
 	l.Lock()
 	defer l.Unlock()
 	err := w.store.Delete(ctx, id, func(m *message.Message) error {
 		if err := lifecycle.CheckTopic(m, topic); err != nil {
+			return err
+		}
+		if err := audit.Check(m); err != nil {
 			return err
 		}
 		return lifecycle.Deletable(m, w.delivering(m.ID))

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
@@ -117,16 +118,24 @@ func (c *Client) Notify(ctx context.Context, addr string, notices []worker.Notic
 // Cancel asks the owner at addr to cancel a message.
 func (c *Client) Cancel(ctx context.Context, addr, topic, id string) (*message.Message, error) {
 	var m message.Message
-	if err := c.call(ctx, addr, PathCancel, ControlRequest{Topic: topic, ID: id}, &m); err != nil {
+	if err := c.call(ctx, addr, PathCancel, audited(ctx, ControlRequest{Topic: topic, ID: id}), &m); err != nil {
 		return nil, err
 	}
 	return &m, nil
 }
 
+// audited adds the bulk audit ctx carries (lifecycle.AuditOf) to r, so
+// the holder applies it as the local worker would.
+func audited(ctx context.Context, r ControlRequest) ControlRequest {
+	a := lifecycle.AuditOf(ctx)
+	r.Note, r.IfVersion = a.Note, a.IfVersion
+	return r
+}
+
 // ChangeDelay asks the owner at addr to move a message's due time.
 func (c *Client) ChangeDelay(ctx context.Context, addr, topic, id string, ch worker.DelayChange) (*message.Message, error) {
 	var m message.Message
-	if err := c.call(ctx, addr, PathChangeDelay, ControlRequest{Topic: topic, ID: id, AddMs: ch.AddMs, SetMs: ch.SetMs, AtMs: ch.AtMs}, &m); err != nil {
+	if err := c.call(ctx, addr, PathChangeDelay, audited(ctx, ControlRequest{Topic: topic, ID: id, AddMs: ch.AddMs, SetMs: ch.SetMs, AtMs: ch.AtMs}), &m); err != nil {
 		return nil, err
 	}
 	return &m, nil
@@ -145,7 +154,7 @@ func (c *Client) Get(ctx context.Context, addr, topic, id string) (*message.Mess
 // Redrive asks the worker at addr to take and re-drive a dead message.
 func (c *Client) Redrive(ctx context.Context, addr, topic, id string) (*message.Message, error) {
 	var m message.Message
-	if err := c.call(ctx, addr, PathRedrive, ControlRequest{Topic: topic, ID: id}, &m); err != nil {
+	if err := c.call(ctx, addr, PathRedrive, audited(ctx, ControlRequest{Topic: topic, ID: id}), &m); err != nil {
 		return nil, err
 	}
 	return &m, nil

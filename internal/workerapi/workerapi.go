@@ -13,6 +13,7 @@
 package workerapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/httpapi"
+	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
@@ -47,6 +49,21 @@ type ControlRequest struct {
 	AddMs *int64 `json:"add_ms,omitempty"`
 	SetMs *int64 `json:"set_ms,omitempty"`
 	AtMs  int64  `json:"at_ms,omitempty"` // when receive got the change (see lifecycle.DelayChange)
+	// Note and IfVersion are a bulk operation's lifecycle.Audit: the
+	// history note and the version the message was selected at. A worker
+	// of an older release ignores them (lenient decoding): the change is
+	// then made without the note and without the version check.
+	Note      string `json:"note,omitempty"`
+	IfVersion uint64 `json:"if_version,omitempty"`
+}
+
+// ctx is the request's context with the audit the request carries.
+func (r ControlRequest) ctx(c *gin.Context) context.Context {
+	ctx := context.Context(c.Request.Context())
+	if r.Note != "" || r.IfVersion != 0 {
+		ctx = lifecycle.WithAudit(ctx, lifecycle.Audit{Note: r.Note, IfVersion: r.IfVersion})
+	}
+	return ctx
 }
 
 // NotOwnerResult is the result of a 421 answer.
@@ -104,12 +121,12 @@ func Register(e *gin.Engine, w *worker.Worker, secret string, log *zap.Logger) {
 		}
 		return w.Notify(r.Notices)
 	}))
-	e.POST(PathCancel, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Cancel(c, r.Topic, r.ID) }))
+	e.POST(PathCancel, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Cancel(r.ctx(c), r.Topic, r.ID) }))
 	e.POST(PathChangeDelay, control(func(c *gin.Context, r ControlRequest) (any, error) {
-		return w.ChangeDelay(c, r.Topic, r.ID, worker.DelayChange{AddMs: r.AddMs, SetMs: r.SetMs, AtMs: r.AtMs})
+		return w.ChangeDelay(r.ctx(c), r.Topic, r.ID, worker.DelayChange{AddMs: r.AddMs, SetMs: r.SetMs, AtMs: r.AtMs})
 	}))
 	e.POST(PathGet, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Get(c, r.Topic, r.ID) }))
-	e.POST(PathRedrive, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Redrive(c, r.Topic, r.ID) }))
+	e.POST(PathRedrive, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Redrive(r.ctx(c), r.Topic, r.ID) }))
 }
 
 // decode reads an internal request leniently: unknown fields are ignored

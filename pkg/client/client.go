@@ -115,8 +115,9 @@ func (e *APIError) Is(target error) bool {
 
 // Client talks to one receive endpoint. Safe for concurrent use.
 type Client struct {
-	base string
-	hc   *http.Client
+	base  string
+	hc    *http.Client
+	token string
 }
 
 // Option changes a Client.
@@ -124,6 +125,10 @@ type Option func(*Client)
 
 // WithHTTPClient uses hc (e.g. with TLS or a different timeout).
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// WithToken sends "Authorization: Bearer <token>" with every request:
+// receive.tokens on the receive API, admin.api_token on the admin API.
+func WithToken(token string) Option { return func(c *Client) { c.token = token } }
 
 // New makes a client for baseURL, e.g. "http://127.0.0.1:9088". The
 // default HTTP client keeps connections alive and times out after 10 s.
@@ -165,6 +170,9 @@ func (c *Client) doHeaders(ctx context.Context, method, path string, headers map
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	for k, v := range headers {
 		req.Header.Set(k, v)

@@ -42,11 +42,12 @@ export function clear(el, ...children) {
 
 // table(columns, rows): columns are {title, cls?, cell(row) → node|string}.
 export function table(columns, rows, emptyText = "Nothing here.") {
-  const head = h("tr", columns.map((c) => h("th", { class: c.cls }, c.title)));
+  // a title may be a node (a sort button, a checkbox): label names it
+  const head = h("tr", columns.map((c) => h("th", { class: c.cls, "aria-sort": c.sort || null }, c.title)));
   const body = rows.length
     // data-label: the column's name, shown before the value when a narrow
     // screen lays rows out as cards (app.css)
-    ? rows.map((r) => h("tr", columns.map((c) => h("td", { class: c.cls, "data-label": c.title || null }, c.cell(r)))))
+    ? rows.map((r) => h("tr", columns.map((c) => h("td", { class: c.cls, "data-label": c.label || (typeof c.title === "string" && c.title) || null }, c.cell(r)))))
     : [h("tr", h("td.empty", { colspan: columns.length }, emptyText))];
   return h("div.table-wrap", h("table", h("thead", head), h("tbody", body)));
 }
