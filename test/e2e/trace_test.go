@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sorakaq/sorakaq/internal/testenv"
 	"github.com/sorakaq/sorakaq/pkg/client"
 )
 
@@ -132,4 +134,73 @@ func TestTraceContextRefused(t *testing.T) {
 	if page := s.List(t, map[string][]string{"topic_name": {"trace-bad"}}); len(page.Messages) != 0 {
 		t.Fatalf("refused submits were stored: %+v", page.Messages)
 	}
+}
+
+// TestOTLPSpans: with tracing on, the spans of a submit and of its two
+// attempts reach an OTLP/HTTP collector, the attempts as children of the
+// submit span, which is the child of the submitter's span; each callback's
+// traceparent names its attempt's span.
+func TestOTLPSpans(t *testing.T) {
+	t.Parallel()
+	otlp := testenv.NewOTLPSink(t)
+	s := StartServer(t, "SORAKAQ_TRACING_ENABLED=true", "SORAKAQ_TRACING_OTLP_ENDPOINT="+otlp.URL(),
+		"SORAKAQ_TRACING_SERVICE_NAME=sorakaq-e2e", "OTEL_BSP_SCHEDULE_DELAY=100")
+	sink := NewSink(t)
+	c := client.New("http://" + s.ReceiveAddr)
+	sub, err := c.Submit(context.Background(), client.Message{Topic: "otlp", Delay: 200 * time.Millisecond, TraceParent: submitTP, TraceState: submitTS,
+		Callback: client.Callback{Method: "POST", URL: sink.URL("fail1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := sink.WaitCalls(t, sub.ID, 2, 10*time.Second)
+	spans := otlp.Wait(t, 10*time.Second, "submit span and two callback spans", func(sp []testenv.Span) bool {
+		n := 0
+		for _, x := range sp {
+			if x.Name == "sorakaq.callback" && x.Attrs["messaging.message.id"] == sub.ID {
+				n++
+			}
+		}
+		return n == 2
+	})
+	var submit *testenv.Span
+	var attempts []testenv.Span
+	for i, x := range spans {
+		if x.Attrs["messaging.message.id"] != sub.ID {
+			continue
+		}
+		switch x.Name {
+		case "sorakaq.submit":
+			submit = &spans[i]
+		case "sorakaq.callback":
+			attempts = append(attempts, x)
+		}
+	}
+	if submit == nil || submit.TraceID != submitTrace || submit.ParentID != submitSpan || submit.Service != "sorakaq-e2e" || submit.Role != "all" {
+		t.Fatalf("the submit span is %+v, want trace %s, parent %s (the submitter's), service sorakaq-e2e, role all", submit, submitTrace, submitSpan)
+	}
+	// the message keeps the submit span's context
+	if st, err := c.Get(context.Background(), sub.ID); err != nil || st.TraceParent != "00-"+submitTrace+"-"+submit.SpanID+"-01" {
+		t.Fatalf("the message keeps traceparent %q (%v), want the submit span's", st.TraceParent, err)
+	}
+	bySpan := map[string]testenv.Span{}
+	for _, a := range attempts {
+		if a.TraceID != submitTrace || a.ParentID != submit.SpanID || a.Kind != 3 /* client */ {
+			t.Fatalf("attempt span %+v is not a client child of the submit span %s", a, submit.SpanID)
+		}
+		bySpan[a.SpanID] = a
+	}
+	for _, call := range calls {
+		span := strings.Split(call.Header.Get("Traceparent"), "-")[2]
+		a, ok := bySpan[span]
+		if !ok {
+			t.Fatalf("attempt %d was sent with span id %s, no attempt span has it (%v)", call.Attempt, span, bySpan)
+		}
+		if a.Attrs["sorakaq.attempt"] != strconv.Itoa(call.Attempt) {
+			t.Fatalf("span %s is attempt %s, the call was attempt %d", span, a.Attrs["sorakaq.attempt"], call.Attempt)
+		}
+		if failed := call.Attempt == 1; a.Error != failed || a.Attrs["http.response.status_code"] != map[bool]string{true: "500", false: "200"}[failed] {
+			t.Fatalf("attempt %d's span: error %v status %s", call.Attempt, a.Error, a.Attrs["http.response.status_code"])
+		}
+	}
+	checkAttemptTraces(t, calls, submitSpan)
 }
