@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/app"
+	"github.com/sorakaq/sorakaq/internal/cli"
 	"github.com/sorakaq/sorakaq/internal/config"
 	"github.com/sorakaq/sorakaq/internal/version"
 	"github.com/sorakaq/sorakaq/web"
@@ -30,6 +31,7 @@ commands:
   worker    the timing-wheel worker (distributed mode)
   admin     the admin API and console (distributed mode)
   version   print the version
+  help      this text and the operator commands (msg, topic, instance)
 
 --config FILE (or SORAKAQ_CONFIG=FILE) picks the configuration; without one
 the built-in defaults run the all-in-one with its data under ./data.
@@ -62,6 +64,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd := rest[0]
+	if cmd == "help" {
+		fmt.Fprint(stdout, usage+"\n"+cli.Usage)
+		return 0
+	}
+	if cli.Commands[cmd] {
+		// the operator commands talk to a running server; they read no
+		// configuration file
+		return cli.Run(rest, stdout, stderr, os.Getenv)
+	}
 	// flags may also follow the command: sorakaq all --config x.yaml
 	if err := fs.Parse(rest[1:]); err != nil {
 		return 2

@@ -24,6 +24,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/registry/local"
 	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store/embedded"
+	"github.com/sorakaq/sorakaq/internal/tracing"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
@@ -112,6 +113,7 @@ type AllInOne struct {
 	statsStop context.CancelFunc
 	statsDone chan struct{}
 
+	tracer   *tracing.Tracer // nil: tracing off
 	exitOnce sync.Once
 	errc     chan error
 }
@@ -139,13 +141,20 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 		return nil, err
 	}
 	m := metrics.New()
+	a.tracer, err = tracing.New(cfg.TracingConfig(), "all", log.Named("tracing"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	a.caller = callback.New(cfg.CallbackOptions())
 	a.stats = stats.NewRecorder(cfg.NodeID, st, log.Named("stats"))
 	wopts := WorkerOptions(cfg)
 	wopts.Stats = a.stats
+	wopts.Tracer = a.tracer
 	a.worker = worker.New(wopts, st, topics, a.caller, m, log.Named("worker"))
 
 	ropts := receiveOptions(cfg)
+	ropts.Tracer = a.tracer
 	limited := registry.Limit(topics, cfg.Topics.Max) // what clients create; the worker reads
 	a.receive, err = receive.New(ropts, a.worker, limited, m, log.Named("receive"))
 	if err != nil {
@@ -262,6 +271,9 @@ func (a *AllInOne) Exit() error {
 		a.caller.Close()
 		if err := a.store.Close(); err != nil {
 			errs = append(errs, err)
+		}
+		if err := a.tracer.Shutdown(ctx); err != nil {
+			a.log.Warn("tracing: spans not sent at shutdown", zap.Error(err))
 		}
 		a.log.Info("sorakaQ stopped", zap.Duration("took", time.Since(start)))
 	})

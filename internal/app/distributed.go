@@ -30,6 +30,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store/redisstore"
+	"github.com/sorakaq/sorakaq/internal/tracing"
 	"github.com/sorakaq/sorakaq/internal/version"
 	"github.com/sorakaq/sorakaq/internal/worker"
 	"github.com/sorakaq/sorakaq/internal/workerapi"
@@ -43,6 +44,10 @@ func NewRole(role string, cfg *config.Config, log *zap.Logger) (Runner, error) {
 	}
 	d, err := openDeps(cfg, log)
 	if err != nil {
+		return nil, err
+	}
+	if d.tracer, err = tracing.New(cfg.TracingConfig(), role, log.Named("tracing")); err != nil {
+		d.close()
 		return nil, err
 	}
 	var r Runner
@@ -75,6 +80,7 @@ type deps struct {
 	// durability says what an acknowledged write survives under the Redis
 	// persistence settings found at start (shown by /readyz).
 	durability string
+	tracer     *tracing.Tracer // nil: tracing off
 }
 
 // durabilityNote is for /readyz.
@@ -213,6 +219,11 @@ func hasAnyPrefix(s string, prefixes ...string) bool {
 func (d *deps) close() {
 	d.reg.Close()
 	d.rc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.tracer.Shutdown(ctx); err != nil {
+		d.log.Warn("tracing: spans not sent at shutdown", zap.Error(err))
+	}
 }
 
 // ready is nil when Redis and ZooKeeper answer, plus any extra checks.
@@ -311,12 +322,14 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	backend := dist.NewReceiveBackend(d.store, producer, cluster, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	backend.Stats = rec
+	backend.Tracer = d.tracer
 	recDone := make(chan struct{})
 	go func() { defer close(recDone); rec.Run(bg, 5*time.Second) }()
 	go d.watchRedis(bg, log)
 	ropts := receiveOptions(cfg)
 	ropts.DefaultPartitions = cfg.Kafka.DefaultPartitions
 	ropts.Durability = d.durabilityNote
+	ropts.Tracer = d.tracer
 	srv, err := receive.New(ropts, backend, registry.Limit(d.reg, cfg.Topics.Max), d.metrics, log)
 	if err != nil {
 		bgCancel()
@@ -417,7 +430,7 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 	bg, bgCancel := context.WithCancel(context.Background())
 	cluster := dist.NewCluster(bg, d.reg, log)
 	client := workerapi.NewClient(30*time.Second, cfg.Cluster.Secret)
-	c := center.New(center.Options{}, router{cluster, d.store}, client, d.metrics, log)
+	c := center.New(center.Options{Tracer: d.tracer}, router{cluster, d.store}, client, d.metrics, log)
 	leader := &dist.Leader{Reg: d.reg, Cluster: cluster, Log: log.Named("leader"), EpochFloor: d.store.MaxLeaseEpoch,
 		Planner: &slots.Planner{Count: cfg.Cluster.Slots, Strategy: cfg.Center.Strategy, Grace: cfg.Center.Grace}}
 	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kopts, Group: cfg.Kafka.Group,
@@ -488,6 +501,7 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 	wopts.OnFenced = holder.Fenced
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	wopts.Stats = rec
+	wopts.Tracer = d.tracer
 	w := worker.New(wopts, d.store.WithLeaseToken(holder.Token), d.reg, caller, d.metrics, log)
 	holder.Worker = w
 	e := httpapi.NewEngineWith(log, d.metrics, d.ready(w.Ready, func() error {

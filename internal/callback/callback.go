@@ -225,6 +225,10 @@ type Request struct {
 	// Headers are added to the request (canonical names, checked upstream);
 	// sorakaQ's own headers are set after them.
 	Headers map[string]string
+	// TraceParent and TraceState, when set, are sent as the W3C
+	// traceparent and tracestate headers: the attempt's own span in the
+	// submit's trace.
+	TraceParent, TraceState string
 }
 
 // ErrNotStarted says a call was not made at all (Request.MayStart refused):
@@ -617,6 +621,12 @@ func (c *Caller) build(ctx context.Context, req Request, u *url.URL, method stri
 	h["X-Sorakaq-Attempt"] = []string{strconv.Itoa(req.Attempt)}
 	h["X-Sorakaq-Due-At"] = []string{strconv.FormatInt(req.DueAtMs, 10)}
 	h["Idempotency-Key"] = []string{req.MsgID}
+	if req.TraceParent != "" {
+		h["Traceparent"] = []string{req.TraceParent}
+		if req.TraceState != "" {
+			h["Tracestate"] = []string{req.TraceState}
+		}
+	}
 	if c.signer != nil {
 		body := ""
 		if method != http.MethodGet {

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/tracing"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
@@ -42,6 +43,10 @@ type Options struct {
 	// Tries bounds the hand-overs of one notice to a holder that answers
 	// "not mine" or cannot be reached (the slot is moving); default 10.
 	Tries int
+	// Tracer, when not nil (tracing.enabled), records a span per notice
+	// from its record's arrival until its holder took it (or it was left
+	// to the sweep).
+	Tracer *tracing.Tracer
 }
 
 // Center routes notices.
@@ -95,6 +100,22 @@ func (c *Center) HandleValues(ctx context.Context, keys []string, values [][]byt
 			}
 		}
 		pending = append(pending, ns...)
+	}
+	if t := c.opts.Tracer; t != nil {
+		// each notice is passed on as the child of its hand-over span
+		spans := make([]tracing.Span, 0, len(pending))
+		for i := range pending {
+			if n := &pending[i]; n.TraceParent != "" {
+				var s tracing.Span
+				s, n.TraceParent, n.TraceState = t.Start("sorakaq.notice.handover", tracing.Consumer, n.TraceParent, n.TraceState, n.ID, n.Topic)
+				spans = append(spans, s)
+			}
+		}
+		defer func() {
+			for _, s := range spans {
+				s.End(nil)
+			}
+		}()
 	}
 	for try := 0; len(pending) > 0; try++ {
 		if try > 0 {

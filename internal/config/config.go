@@ -23,6 +23,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/registry/zk"
+	"github.com/sorakaq/sorakaq/internal/tracing"
 	"github.com/sorakaq/sorakaq/pkg/webhook"
 )
 
@@ -45,6 +46,23 @@ type Config struct {
 	Redis     Redis     `mapstructure:"redis"`
 	ZooKeeper ZooKeeper `mapstructure:"zookeeper"`
 	Kafka     Kafka     `mapstructure:"kafka"`
+	Tracing   Tracing   `mapstructure:"tracing"`
+}
+
+// Tracing configures the OpenTelemetry spans (off by default; see
+// internal/tracing). The W3C trace context of a submit is kept and sent
+// on the callbacks whether tracing is on or not.
+type Tracing struct {
+	Enabled      bool    `mapstructure:"enabled"`
+	OTLPEndpoint string  `mapstructure:"otlp_endpoint"`
+	SampleRatio  float64 `mapstructure:"sample_ratio"`
+	ServiceName  string  `mapstructure:"service_name"`
+}
+
+// TracingConfig is tracing.* for package tracing.
+func (c *Config) TracingConfig() tracing.Config {
+	t := c.Tracing
+	return tracing.Config{Enabled: t.Enabled, OTLPEndpoint: t.OTLPEndpoint, SampleRatio: t.SampleRatio, ServiceName: t.ServiceName}
 }
 
 // Center configures the dispatcher (distributed mode).
@@ -318,6 +336,10 @@ var defaults = map[string]any{
 	"kafka.sasl.mechanism":             "",
 	"kafka.sasl.username":              "",
 	"kafka.sasl.password":              "",
+	"tracing.enabled":                  false,
+	"tracing.otlp_endpoint":            "http://127.0.0.1:4318",
+	"tracing.sample_ratio":             1.0,
+	"tracing.service_name":             "sorakaq",
 }
 
 func init() {
@@ -574,6 +596,9 @@ func (c *Config) Validate() error {
 		if err := webhook.CheckSecret(sec); err != nil {
 			bad(fmt.Sprintf("callback.signing_secrets[%d]", i), err.Error())
 		}
+	}
+	if err := c.TracingConfig().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("config: %w", err))
 	}
 	if err := c.CallbackOptions().Validate(); err != nil {
 		bad("callback.allow/deny", err.Error())

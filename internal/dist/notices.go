@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/tracing"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
@@ -64,8 +66,12 @@ type noticeQueue struct {
 type queuedNotice struct {
 	id   string
 	json []byte
-	at   time.Time // queued, for the publish latency
+	at   time.Time    // queued, for the publish latency
+	span tracing.Span // ended when published (tracing off: a no-op)
 }
+
+// errNoticeDropped ends the span of a notice not queued.
+var errNoticeDropped = errors.New("notice dropped: the queue is full or closed; the holder's sweep finds the message")
 
 func newNoticeQueue(pub Publisher, m *metrics.Metrics, log *zap.Logger) *noticeQueue {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -79,19 +85,21 @@ func newNoticeQueue(pub Publisher, m *metrics.Metrics, log *zap.Logger) *noticeQ
 
 // add queues the notice of a stored message; false when it was dropped
 // (the queue is full or closed).
-func (q *noticeQueue) add(n worker.Notice) bool {
+func (q *noticeQueue) add(n worker.Notice, span tracing.Span) bool {
 	v, err := json.Marshal(n)
 	if err != nil {
+		span.End(err)
 		return false // cannot happen: a Notice is strings and integers
 	}
 	q.mu.Lock()
 	if q.closed || q.held >= maxNoticesInFlight {
 		q.mu.Unlock()
 		q.metrics.StoreErrors.WithLabelValues("notice_dropped").Inc()
+		span.End(errNoticeDropped)
 		return false
 	}
 	now := time.Now()
-	q.queued = append(q.queued, queuedNotice{id: n.ID, json: v, at: now})
+	q.queued = append(q.queued, queuedNotice{id: n.ID, json: v, at: now, span: span})
 	q.held++
 	q.mu.Unlock()
 	q.ready.Signal()
@@ -168,6 +176,9 @@ func (q *noticeQueue) publish(batch []queuedNotice) {
 	q.mu.Lock()
 	q.held -= len(batch)
 	q.mu.Unlock()
+	for _, n := range batch {
+		n.span.End(err)
+	}
 	if err != nil {
 		q.metrics.StoreErrors.WithLabelValues("notice").Add(float64(len(batch)))
 		q.log.Warn("notices not published; the slots' holders find the messages by their sweep",

@@ -27,6 +27,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/store/redisstore"
 	"github.com/sorakaq/sorakaq/internal/testenv"
+	"github.com/sorakaq/sorakaq/internal/tracing"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
@@ -262,7 +263,7 @@ func TestNoticesBoundedWhileKafkaIsDown(t *testing.T) {
 	const n = maxNoticesInFlight + 1000
 	start := time.Now()
 	for i := range n {
-		q.add(worker.Notice{ID: slots.NewID(i%testSlots, testSlots), Version: 1})
+		q.add(worker.Notice{ID: slots.NewID(i%testSlots, testSlots), Version: 1}, tracing.Span{})
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("queueing %d notices took %s with Kafka down", n, d)
@@ -281,7 +282,7 @@ func TestNoticesBoundedWhileKafkaIsDown(t *testing.T) {
 	if w := logs.FilterMessageSnippet("notices not published").Len(); w == 0 || w > int(lost)/maxRecordNotices+noticePublishers+1 {
 		t.Fatalf("%d warnings for %.0f lost notices: want one per record", w, lost)
 	}
-	if q.add(worker.Notice{ID: "x"}) {
+	if q.add(worker.Notice{ID: "x"}, tracing.Span{}) {
 		t.Fatal("a closed queue took a notice")
 	}
 }
@@ -297,7 +298,7 @@ func TestNoticesCloseIsBounded(t *testing.T) {
 	m := metrics.New()
 	q := newNoticeQueue(producer, m, zap.NewNop())
 	for i := range 2000 {
-		q.add(worker.Notice{ID: slots.NewID(i%testSlots, testSlots), Version: 1})
+		q.add(worker.Notice{ID: slots.NewID(i%testSlots, testSlots), Version: 1}, tracing.Span{})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()

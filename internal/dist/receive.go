@@ -17,6 +17,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store"
 	"github.com/sorakaq/sorakaq/internal/store/redisstore"
+	"github.com/sorakaq/sorakaq/internal/tracing"
 	"github.com/sorakaq/sorakaq/internal/worker"
 	"github.com/sorakaq/sorakaq/internal/workerapi"
 )
@@ -55,6 +56,9 @@ type ReceiveBackend struct {
 	notices *noticeQueue // nil without a publisher (admin)
 	// Stats counts submits per minute for the console (nil: none).
 	Stats *stats.Recorder
+	// Tracer, when not nil (tracing.enabled), records a span per notice
+	// from its queueing to Kafka's acknowledgement.
+	Tracer *tracing.Tracer
 }
 
 // maxNoticesInFlight bounds the notices waiting for Kafka (a Kafka outage
@@ -151,9 +155,15 @@ func (b *ReceiveBackend) SubmitBatch(ctx context.Context, msgs []*message.Messag
 // background, packed with others: see noticeQueue): the message is
 // durable already, and a lost notice only delays it (see the type doc).
 func (b *ReceiveBackend) notify(m *message.Message) {
-	if b.notices != nil {
-		b.notices.add(worker.NoticeOf(m))
+	if b.notices == nil {
+		return
 	}
+	n := worker.NoticeOf(m)
+	var span tracing.Span
+	if t := b.Tracer; t != nil {
+		span, n.TraceParent, n.TraceState = t.Start("sorakaq.notice.publish", tracing.Producer, m.TraceParent, m.TraceState, m.ID, m.Topic)
+	}
+	b.notices.add(n, span)
 }
 
 // Close publishes the notices still queued, waiting until ctx ends at

@@ -29,6 +29,10 @@ type BatchItemRequest struct {
 	TTR            *int64          `json:"ttr"`
 	Callback       *CallbackFields `json:"callback"`
 	IdempotencyKey *string         `json:"idempotency_key"`
+	// TraceParent and TraceState are the single submit's traceparent and
+	// tracestate headers, per item.
+	TraceParent string `json:"traceparent"`
+	TraceState  string `json:"tracestate"`
 }
 
 // BatchItem is one parsed item: its message, or the *FieldError that
@@ -90,6 +94,9 @@ func parseItem(raw []byte, lim Limits, nowMs int64) (*Message, error) {
 			return nil, err
 		}
 		m.IdemKey = *r.IdempotencyKey
+	}
+	if err := ApplyTrace(m, "traceparent", r.TraceParent, "tracestate", r.TraceState); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -116,10 +116,16 @@ type Message struct {
 	LastError string `json:"last_error,omitempty"`
 	// IdemKey is the submit's Idempotency-Key: a second submit to the same
 	// topic with the same key gets this message back instead of a new one.
-	IdemKey   string  `json:"idempotency_key,omitempty"`
-	UpdatedMs int64   `json:"updated_at"`
-	DoneMs    int64   `json:"done_at,omitempty"`
-	History   []Event `json:"history,omitempty"`
+	IdemKey string `json:"idempotency_key,omitempty"`
+	// TraceParent and TraceState are the W3C trace context of the submit
+	// (checked by ApplyTrace; with tracing on, the server's submit span):
+	// every callback attempt is sent in that trace, with a new span id.
+	// Records written before they existed read as "".
+	TraceParent string  `json:"traceparent,omitempty"`
+	TraceState  string  `json:"tracestate,omitempty"`
+	UpdatedMs   int64   `json:"updated_at"`
+	DoneMs      int64   `json:"done_at,omitempty"`
+	History     []Event `json:"history,omitempty"`
 }
 
 // NewID returns a new globally unique, time-ordered message id.

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/sorakaq/sorakaq/internal/tracectx"
 )
 
 // Delay bounds. Below MinDelayMs a message is called back at once; above
@@ -213,6 +215,9 @@ var reservedHeaders = map[string]bool{
 	// Range makes a 206 of part of the answer
 	"Accept-Encoding": true, "Range": true,
 	"Webhook-Id": true, "Webhook-Timestamp": true, "Webhook-Signature": true,
+	// the trace context of each attempt is sorakaQ's (the submit's
+	// traceparent with the attempt's span id)
+	"Traceparent": true, "Tracestate": true,
 }
 
 // validateHeaders checks callback.headers and returns them with canonical
@@ -434,4 +439,31 @@ func validateCallback(c CallbackFields, lim Limits) (Callback, error) {
 		return Callback{}, err
 	}
 	return Callback{RequestType: rt, URL: c.URL, Params: c.Params, Headers: headers}, nil
+}
+
+// ApplyTrace checks a submit's W3C trace context (the traceparent and
+// tracestate headers, or a batch item's fields of those names) and keeps
+// it with m. A traceparent that is not one is refused, naming the field
+// and the rule broken; one of a later version is kept as version 00, as
+// the spec asks. A tracestate is kept only beside a traceparent (the spec:
+// without a valid traceparent it is not read) and must itself be valid.
+func ApplyTrace(m *Message, parentField, parent, stateField, state string) error {
+	if parent == "" {
+		return nil
+	}
+	p, err := tracectx.ParseParent(parent)
+	if err != nil {
+		return &FieldError{parentField, err.Error()}
+	}
+	state = strings.Trim(state, " \t")
+	if state != "" {
+		if err := tracectx.CheckState(state); err != nil {
+			return &FieldError{stateField, err.Error()}
+		}
+	}
+	if parent[0:2] != "00" {
+		parent = p.String()
+	}
+	m.TraceParent, m.TraceState = parent, state
+	return nil
 }

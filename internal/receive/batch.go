@@ -12,6 +12,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/store"
+	"github.com/sorakaq/sorakaq/internal/tracing"
 )
 
 // BatchResult is one item's answer in a batch submit, in the request's
@@ -58,6 +59,21 @@ func (s *Server) submitBatch(c *gin.Context) (any, error) {
 	}
 	results := make([]BatchResult, len(parsed))
 	errs := make([]error, len(parsed))
+	if t := s.opts.Tracer; t != nil {
+		spans := make([]tracing.Span, len(parsed))
+		for i, p := range parsed {
+			if m := p.Msg; m != nil {
+				spans[i], m.TraceParent, m.TraceState = t.Start("sorakaq.submit", tracing.Server, m.TraceParent, m.TraceState, m.ID, m.Topic)
+			}
+		}
+		defer func() {
+			for i, p := range parsed {
+				if p.Msg != nil {
+					spans[i].End(errs[i])
+				}
+			}
+		}()
+	}
 	topicErr := map[string]error{} // ensureTopic once per topic of the batch
 	type idem struct{ topic, key string }
 	keys := map[idem]bool{}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -20,6 +21,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/registry"
 	"github.com/sorakaq/sorakaq/internal/store"
+	"github.com/sorakaq/sorakaq/internal/tracing"
 )
 
 // Backend is where accepted requests go.
@@ -62,6 +64,8 @@ type Options struct {
 	// Durability, if set, says in /readyz what an acknowledged submit
 	// survives (distributed mode: the Redis persistence settings).
 	Durability func() string
+	// Tracer, when not nil (tracing.enabled), records a span per submit.
+	Tracer *tracing.Tracer
 }
 
 // DefaultOptions are the documented defaults.
@@ -125,7 +129,7 @@ type SubmitResult struct {
 	DueAt int64  `json:"due_at"`
 }
 
-func (s *Server) submit(c *gin.Context) (any, error) {
+func (s *Server) submit(c *gin.Context) (_ any, err error) {
 	body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
 	if err != nil {
 		return nil, err
@@ -140,6 +144,16 @@ func (s *Server) submit(c *gin.Context) (any, error) {
 		}
 		m.IdemKey = k
 	}
+	if err := s.applyTrace(c, m); err != nil {
+		return nil, err
+	}
+	if t := s.opts.Tracer; t != nil {
+		// the message keeps the submit span's context: its attempts are
+		// the span's children
+		var span tracing.Span
+		span, m.TraceParent, m.TraceState = t.Start("sorakaq.submit", tracing.Server, m.TraceParent, m.TraceState, m.ID, m.Topic)
+		defer func() { span.End(err) }()
+	}
 	reserved, err := s.admitLimits(c, m.Topic)
 	if err != nil {
 		return nil, err
@@ -149,6 +163,27 @@ func (s *Server) submit(c *gin.Context) (any, error) {
 		s.pending.settle(m.Topic, stored)
 	}
 	return res, err
+}
+
+// applyTrace keeps the submit's traceparent and tracestate headers with
+// m. Two traceparent headers are refused (the spec: invalid); several
+// tracestate headers are one list, joined by commas.
+func (s *Server) applyTrace(c *gin.Context, m *message.Message) error {
+	h := c.Request.Header
+	parents := h.Values("Traceparent")
+	if len(parents) == 0 {
+		return nil
+	}
+	if len(parents) > 1 {
+		return &message.FieldError{Field: "traceparent", Reason: "is given more than once"}
+	}
+	state := ""
+	if vs := h.Values("Tracestate"); len(vs) == 1 {
+		state = vs[0]
+	} else if len(vs) > 1 {
+		state = strings.Join(vs, ",")
+	}
+	return message.ApplyTrace(m, "traceparent", parents[0], "tracestate", state)
 }
 
 // admitLimits runs what every submit (single or batch item) passes before

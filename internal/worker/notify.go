@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/tracing"
 )
 
 // Notice tells a worker that a message was stored in one of its slots
@@ -16,6 +17,11 @@ type Notice struct {
 	DueMs      int64  `json:"due_at"`
 	Version    uint64 `json:"version"`
 	ReceivedMs int64  `json:"received_at"`
+	// TraceParent and TraceState are the trace context of the hop that
+	// passed the notice on (tracing.enabled only; else empty): each hop's
+	// span is the previous one's child.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
 }
 
 // NoticeBatch is a Kafka record of notices, {"notices":[...]}, as receive
@@ -51,6 +57,10 @@ func (w *Worker) Notify(notices []Notice) ([]NoticeResult, error) {
 			continue
 		}
 		out[i].Taken = true
+		if t := w.opts.Tracer; t != nil && n.TraceParent != "" {
+			span, _, _ := t.Start("sorakaq.notice.accept", tracing.Consumer, n.TraceParent, n.TraceState, n.ID, n.Topic)
+			span.End(nil)
+		}
 		w.scheduleLocked(n.ID, n.DueMs, n.Version, false)
 		if n.Version == 1 && n.ReceivedMs > 0 {
 			flow := time.Since(time.UnixMilli(n.ReceivedMs))

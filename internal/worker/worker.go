@@ -53,6 +53,8 @@ import (
 	"github.com/sorakaq/sorakaq/internal/registry"
 	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store"
+	"github.com/sorakaq/sorakaq/internal/tracectx"
+	"github.com/sorakaq/sorakaq/internal/tracing"
 	"github.com/sorakaq/sorakaq/pkg/timingwheel"
 )
 
@@ -75,7 +77,10 @@ type Options struct {
 	// anything overdue and not scheduled is fired then.
 	SweepInterval time.Duration
 	// Stats counts per-minute figures for the console (nil: none).
-	Stats         *stats.Recorder
+	Stats *stats.Recorder
+	// Tracer, when not nil (tracing.enabled), records a span per callback
+	// attempt (and per notice taken, in the distributed mode).
+	Tracer        *tracing.Tracer
 	Window        time.Duration   // the wheel holds messages due within this
 	LoadInterval  time.Duration   // how often the horizon moves
 	LoadBatch     int             // schedule entries read per store scan
@@ -789,7 +794,18 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 	w.metrics.LatenessSeconds.Observe(lateness.Seconds())
 
 	slot := w.slotOf(r.id)
+	// each attempt is a span of its own in the submit's trace: with
+	// tracing on a recorded one, else just a fresh span id (an allocation
+	// only for a message that came with a traceparent)
+	var span tracing.Span
+	tp, ts := "", ""
+	if t := w.opts.Tracer; t != nil {
+		span, tp, ts = t.Start("sorakaq.callback", tracing.Client, stored.TraceParent, stored.TraceState, stored.ID, stored.Topic)
+	} else if stored.TraceParent != "" {
+		tp, ts = tracectx.Child(stored.TraceParent), stored.TraceState
+	}
 	res := w.caller.Do(ctx, callback.Request{
+		TraceParent: tp, TraceState: ts,
 		MsgID: stored.ID, Topic: stored.Topic, Attempt: attempt, DueAtMs: stored.DueMs,
 		Method: stored.Callback.RequestType, URL: stored.Callback.URL, Params: stored.Callback.Params, Headers: stored.Callback.Headers,
 		Timeout: time.Duration(stored.TTRMs) * time.Millisecond,
@@ -805,6 +821,9 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 			return nil
 		},
 	})
+	span.SetInt("sorakaq.attempt", attempt)
+	span.SetInt("http.response.status_code", res.StatusCode)
+	span.End(res.Err)
 	if errors.Is(res.Err, callback.ErrNotStarted) {
 		// Nothing was sent: no attempt. If the slot is still ours and
 		// standing comes back, fire again shortly.

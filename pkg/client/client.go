@@ -35,6 +35,11 @@ type Message struct {
 	// answers a second submit with the same key (per topic) with the
 	// message the first one created.
 	IdempotencyKey string
+	// TraceParent and TraceState, when set, are the W3C Trace Context of
+	// the submitting span (headers traceparent and tracestate): sorakaQ
+	// keeps them with the message and sends every callback attempt under
+	// the same trace id with a span id of its own.
+	TraceParent, TraceState string
 }
 
 // Callback says how sorakaQ calls back.
@@ -42,6 +47,9 @@ type Callback struct {
 	Method string // GET or POST
 	URL    string
 	Params string // POST body, or GET query (a JSON object's fields become query parameters)
+	// Headers are sent with every attempt (bounded; the server refuses
+	// hop-by-hop, sorakaQ's own and signature headers).
+	Headers map[string]string
 }
 
 // Event is one line of a message's history.
@@ -63,10 +71,19 @@ type Status struct {
 	Attempts   int    `json:"attempts"`
 	LastError  string `json:"last_error"`
 	Worker     string `json:"worker"`
-	Callback   struct {
-		Method string `json:"request_type"`
-		URL    string `json:"url"`
-		Params string `json:"params"`
+	Version    uint64 `json:"version"`
+	UpdatedMs  int64  `json:"updated_at"`
+	DoneMs     int64  `json:"done_at,omitempty"`
+	IdemKey    string `json:"idempotency_key,omitempty"`
+	// TraceParent and TraceState are the trace context kept from the
+	// submit ("" when it had none).
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
+	Callback    struct {
+		Method  string            `json:"request_type"`
+		URL     string            `json:"url"`
+		Params  string            `json:"params"`
+		Headers map[string]string `json:"headers,omitempty"`
 	} `json:"callback"`
 	History []Event `json:"history"`
 }
@@ -86,6 +103,9 @@ var (
 	ErrConflict    = errors.New("conflict")
 	ErrBadRequest  = errors.New("bad request")
 	ErrUnavailable = errors.New("unavailable")
+	// ErrUnauthorized is a missing or wrong token (401) or a token not
+	// allowed on the topic (403).
+	ErrUnauthorized = errors.New("unauthorized")
 )
 
 // APIError is an error answer of the server.
@@ -109,6 +129,8 @@ func (e *APIError) Is(target error) bool {
 		return e.Status == http.StatusBadRequest || e.Status == http.StatusRequestEntityTooLarge
 	case ErrUnavailable:
 		return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests
+	case ErrUnauthorized:
+		return e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
 	}
 	return false
 }
@@ -117,7 +139,7 @@ func (e *APIError) Is(target error) bool {
 type Client struct {
 	base  string
 	hc    *http.Client
-	token string
+	token string // sent as Authorization: Bearer; "" sends none
 }
 
 // Option changes a Client.
@@ -126,8 +148,9 @@ type Option func(*Client)
 // WithHTTPClient uses hc (e.g. with TLS or a different timeout).
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
 
-// WithToken sends "Authorization: Bearer <token>" with every request:
-// receive.tokens on the receive API, admin.api_token on the admin API.
+// WithToken sends token as "Authorization: Bearer <token>" with every
+// request: one of receive.tokens (or receive.topic_tokens) for the message
+// API, admin.api_token for the admin API.
 func WithToken(token string) Option { return func(c *Client) { c.token = token } }
 
 // New makes a client for baseURL, e.g. "http://127.0.0.1:9088". The
@@ -213,9 +236,10 @@ type submitReq struct {
 	Delay    int64  `json:"delay_time"`
 	TTR      *int64 `json:"ttr,omitempty"`
 	Callback struct {
-		Method string `json:"request_type"`
-		URL    string `json:"url"`
-		Params string `json:"params,omitempty"`
+		Method  string            `json:"request_type"`
+		URL     string            `json:"url"`
+		Params  string            `json:"params,omitempty"`
+		Headers map[string]string `json:"headers,omitempty"`
 	} `json:"callback"`
 }
 
@@ -232,15 +256,22 @@ func newSubmitReq(m Message) submitReq {
 		r.TTR = &ttr
 	}
 	r.Callback.Method, r.Callback.URL, r.Callback.Params = m.Callback.Method, m.Callback.URL, m.Callback.Params
+	r.Callback.Headers = m.Callback.Headers
 	return r
 }
 
 // Submit sends a message; it returns once the server stored it durably.
 func (c *Client) Submit(ctx context.Context, m Message) (Submitted, error) {
 	r := newSubmitReq(m)
-	var h map[string]string
+	h := map[string]string{}
 	if m.IdempotencyKey != "" {
-		h = map[string]string{"Idempotency-Key": m.IdempotencyKey}
+		h["Idempotency-Key"] = m.IdempotencyKey
+	}
+	if m.TraceParent != "" {
+		h["Traceparent"] = m.TraceParent
+	}
+	if m.TraceState != "" {
+		h["Tracestate"] = m.TraceState
 	}
 	var out Submitted
 	err := c.doHeaders(ctx, http.MethodPost, "/sorakaq/msg/submit", h, r, &out)
@@ -261,6 +292,8 @@ type BatchResult struct {
 type batchItem struct {
 	submitReq
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	TraceParent    string `json:"traceparent,omitempty"`
+	TraceState     string `json:"tracestate,omitempty"`
 }
 
 // SubmitBatch sends many messages in one request (at most the server's
@@ -274,7 +307,7 @@ func (c *Client) SubmitBatch(ctx context.Context, msgs []Message) ([]BatchResult
 		Messages []batchItem `json:"messages"`
 	}{Messages: make([]batchItem, len(msgs))}
 	for i, m := range msgs {
-		body.Messages[i] = batchItem{submitReq: newSubmitReq(m), IdempotencyKey: m.IdempotencyKey}
+		body.Messages[i] = batchItem{submitReq: newSubmitReq(m), IdempotencyKey: m.IdempotencyKey, TraceParent: m.TraceParent, TraceState: m.TraceState}
 	}
 	var out struct {
 		Results []struct {
@@ -323,13 +356,19 @@ func (c *Client) AddTime(ctx context.Context, topic, id string, d time.Duration)
 }
 
 // SetDelay makes a pending message due d from now (shorter or longer).
+// The Status answered has the id, state and new due time only.
 func (c *Client) SetDelay(ctx context.Context, topic, id string, d time.Duration) (Status, error) {
-	var out Status
+	// the server answers {"msgId","state","due_at"}, not a whole message
+	var out struct {
+		ID    string `json:"msgId"`
+		State string `json:"state"`
+		DueMs int64  `json:"due_at"`
+	}
 	err := c.do(ctx, http.MethodPost, "/sorakaq/msg/setDelay", struct {
 		ref
 		Delay int64 `json:"delay_time"`
 	}{ref{topic, id}, d.Milliseconds()}, &out)
-	return out, err
+	return Status{ID: out.ID, State: out.State, DueMs: out.DueMs}, err
 }
 
 // Redrive gives a dead message a new set of attempts, due now.
@@ -344,8 +383,18 @@ func (c *Client) Delete(ctx context.Context, topic, id string) error {
 
 // Get returns a message's state and history.
 func (c *Client) Get(ctx context.Context, id string) (Status, error) {
+	return c.GetInTopic(ctx, "", id)
+}
+
+// GetInTopic is Get for a message that must be in topic ("" for any): a
+// topic token (receive.topic_tokens) can read only its topics' messages.
+func (c *Client) GetInTopic(ctx context.Context, topic, id string) (Status, error) {
+	q := url.Values{"msg_id": {id}}
+	if topic != "" {
+		q.Set("topic_name", topic)
+	}
 	var out Status
-	err := c.do(ctx, http.MethodGet, "/sorakaq/msg/get?msg_id="+url.QueryEscape(id), nil, &out)
+	err := c.do(ctx, http.MethodGet, "/sorakaq/msg/get?"+q.Encode(), nil, &out)
 	return out, err
 }
 

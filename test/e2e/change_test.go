@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"context"
+	"errors"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sorakaq/sorakaq/pkg/client"
 )
 
 // TestCancel: a cancelled message never fires; cancel is idempotent; an
@@ -18,37 +22,38 @@ func TestCancel(t *testing.T) {
 	s := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 2000, Callback: CBField{RequestType: "POST", URL: sink.URL("ok")}})
 	other := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 300, Callback: CBField{RequestType: "POST", URL: sink.URL("ok")}})
 
-	r := srv.Post(t, "/sorakaq/msg/cancel", Ref{topic, s.ID})
-	if r.Status != 200 || string(r.Result) != "true" {
-		t.Fatalf("cancel: %s, want 200 with result true", r)
+	// through pkg/client, as a business system would
+	c, ctx := client.New("http://"+srv.ReceiveAddr), context.Background()
+	if err := c.Cancel(ctx, topic, s.ID); err != nil {
+		t.Fatalf("cancel: %v", err)
 	}
 	m := srv.GetMsg(t, s.ID)
 	if m.State != "cancelled" || m.DoneAt == 0 || !strings.Contains(strings.Join(m.EventTypes(), ","), "cancelled") {
 		t.Errorf("after cancel: state %q done_at %d history %v, want cancelled with an event", m.State, m.DoneAt, m.EventTypes())
 	}
-	if r := srv.Post(t, "/sorakaq/msg/cancel", Ref{topic, s.ID}); r.Status != 200 {
-		t.Errorf("second cancel: %s, want 200", r)
+	if err := c.Cancel(ctx, topic, s.ID); err != nil {
+		t.Errorf("second cancel: %v, want success", err)
 	}
-	if r := srv.Post(t, "/sorakaq/msg/cancel", Ref{topic, "0123456789abcdefghij"}); r.Status != 404 {
-		t.Errorf("cancel of an unknown id: %s, want 404", r)
+	if err := c.Cancel(ctx, topic, "0123456789abcdefghij"); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("cancel of an unknown id: %v, want 404", err)
 	}
-	if r := srv.Post(t, "/sorakaq/msg/cancel", Ref{topic, "not-an-id"}); r.Status != 400 || r.Field() != "msg_id" {
-		t.Errorf("cancel of a malformed id: %s, want 400 field msg_id", r)
+	var ae *client.APIError
+	if err := c.Cancel(ctx, topic, "not-an-id"); !errors.As(err, &ae) || ae.Status != 400 || ae.Field != "msg_id" {
+		t.Errorf("cancel of a malformed id: %v, want 400 field msg_id", err)
 	}
-	if r := srv.Post(t, "/sorakaq/msg/cancel", Ref{"", s.ID}); r.Status != 400 || r.Field() != "topic_name" {
-		t.Errorf("cancel without topic: %s, want 400 field topic_name", r)
+	if err := c.Cancel(ctx, "", s.ID); !errors.As(err, &ae) || ae.Status != 400 || ae.Field != "topic_name" {
+		t.Errorf("cancel without topic: %v, want 400 field topic_name", err)
 	}
-	if r := srv.Post(t, "/sorakaq/msg/cancel", Ref{"e2e-cancel-other", other.ID}); r.Status != 404 {
-		t.Errorf("cancel with the wrong topic: %s, want 404", r)
+	if err := c.Cancel(ctx, "e2e-cancel-other", other.ID); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("cancel with the wrong topic: %v, want 404", err)
 	}
 
 	// The wrongly cancelled one still fires; then cancelling it is a 409.
 	oc := sink.WaitCalls(t, other.ID, 1, 5*time.Second)[0]
 	checkOnTime(t, oc, other.DueAt, "message cancelled with the wrong topic")
 	srv.WaitState(t, other.ID, "delivered", 5*time.Second)
-	r = srv.Post(t, "/sorakaq/msg/cancel", Ref{topic, other.ID})
-	if r.Status != 409 || !strings.Contains(r.EM, "delivered") {
-		t.Errorf("cancel of a delivered message: %s, want 409 saying delivered", r)
+	if err := c.Cancel(ctx, topic, other.ID); !errors.Is(err, client.ErrConflict) || !strings.Contains(err.Error(), "delivered") {
+		t.Errorf("cancel of a delivered message: %v, want 409 saying delivered", err)
 	}
 
 	// Past the cancelled message's due time (+1 s): no callback.
@@ -60,8 +65,8 @@ func TestCancel(t *testing.T) {
 		t.Errorf("cancelled message later: state %q attempts %d", m.State, m.Attempts)
 	}
 	// A cancelled message cannot be re-scheduled.
-	if r := srv.Post(t, "/sorakaq/msg/setDelay", map[string]any{"topic_name": topic, "msg_id": s.ID, "delay_time": 100}); r.Status != 409 {
-		t.Errorf("setDelay of a cancelled message: %s, want 409", r)
+	if _, err := c.SetDelay(ctx, topic, s.ID, 100*time.Millisecond); !errors.Is(err, client.ErrConflict) {
+		t.Errorf("setDelay of a cancelled message: %v, want 409", err)
 	}
 }
 

@@ -395,11 +395,14 @@ type Msg struct {
 	LastError  string `json:"last_error"`
 	DoneAt     int64  `json:"done_at"`
 	Callback   struct {
-		RequestType string `json:"request_type"`
-		URL         string `json:"url"`
-		Params      string `json:"params"`
+		RequestType string            `json:"request_type"`
+		URL         string            `json:"url"`
+		Params      string            `json:"params"`
+		Headers     map[string]string `json:"headers"`
 	} `json:"callback"`
-	History []struct {
+	TraceParent string `json:"traceparent"`
+	TraceState  string `json:"tracestate"`
+	History     []struct {
 		At     int64  `json:"at"`
 		Type   string `json:"type"`
 		Detail string `json:"detail"`

@@ -129,10 +129,11 @@ func TestTopicLimit(t *testing.T) {
 	if r := srv.Post(t, "/sorakaq/msg/submit", SubmitReq{TopicName: "limit-c", DelayTime: 600000, Callback: cb}); r.Status != 409 || !strings.Contains(r.EM, "topics.max") {
 		t.Fatalf("a submit to a third topic: %s; want 409 naming topics.max", r)
 	}
-	if r := srv.AdminPost(t, "/sorakaq/topic/add", map[string]any{"topic_name": "limit-d"}); r.Status != 409 {
-		t.Fatalf("topic/add past the limit: %s; want 409", r)
+	// the operator's way: the CLI says refused (4) and not found (3)
+	if r := srv.CLI(t, "topic", "add", "limit-d"); r.Code != 4 || !strings.Contains(r.Stderr, "topics.max") {
+		t.Fatalf("sorakaq topic add past the limit: %s; want exit 4 naming topics.max", r)
 	}
-	if r := srv.AdminGet(t, "/sorakaq/topic/get", url.Values{"topic_name": {"limit-c"}}); r.Status != 404 {
+	if r := srv.CLI(t, "topic", "get", "limit-c"); r.Code != 3 {
 		t.Fatalf("the refused topic exists: %s", r)
 	}
 	srv.Submit(t, SubmitReq{TopicName: "limit-a", DelayTime: 600000, Callback: cb}) // existing ones still work

@@ -616,6 +616,8 @@ type Call struct {
 	// SignErr is what verifying the callback's Standard Webhooks
 	// signature with signingSecret said (nil: signed by it).
 	SignErr error
+	// TraceParent and TraceState are the call's W3C trace context headers.
+	TraceParent, TraceState string
 }
 
 // signingSecret signs every cluster's callbacks (callback.signing_secrets).
@@ -647,7 +649,7 @@ func (s *Sink) URL() string { return s.srv.URL + "/cb" }
 func (s *Sink) serve(w http.ResponseWriter, r *http.Request) {
 	now := time.Now().UnixMilli()
 	body, _ := io.ReadAll(r.Body)
-	c := Call{AtMs: now, MsgID: r.Header.Get("X-Sorakaq-Msg-Id")}
+	c := Call{AtMs: now, MsgID: r.Header.Get("X-Sorakaq-Msg-Id"), TraceParent: r.Header.Get("Traceparent"), TraceState: r.Header.Get("Tracestate")}
 	if v, err := webhook.NewVerifier(signingSecret); err != nil {
 		c.SignErr = err
 	} else {
