@@ -142,6 +142,8 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	g.POST("/update", w(s.updateTopic))
 	g.GET("/list", w(s.listTopics))
 	g.GET("/get", w(s.getTopic))
+	g.POST("/pause", w(s.pauseTopic(true)))
+	g.POST("/resume", w(s.pauseTopic(false)))
 	ig := api.Group("/instance")
 	ig.GET("/list", w(s.listInstances))
 	ig.POST("/offline", w(s.offline(true)))

@@ -74,6 +74,10 @@ type Options struct {
 	// checked against the wheel (a lost notification, an ambiguous write):
 	// anything overdue and not scheduled is fired then.
 	SweepInterval time.Duration
+	// PauseRefresh is how often the paused topics are read again from
+	// the registry's memory (pause.go): the longest a pause or resume
+	// takes to reach this worker once the registry has it.
+	PauseRefresh time.Duration
 	// Stats counts per-minute figures for the console (nil: none).
 	Stats         *stats.Recorder
 	Window        time.Duration   // the wheel holds messages due within this
@@ -100,6 +104,7 @@ func DefaultOptions() Options {
 		Retention:     72 * time.Hour,
 		PurgeInterval: time.Minute,
 		SweepInterval: 2 * time.Second,
+		PauseRefresh:  500 * time.Millisecond,
 	}
 }
 
@@ -135,6 +140,9 @@ func (o *Options) fill() {
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = d.SweepInterval
 	}
+	if o.PauseRefresh <= 0 {
+		o.PauseRefresh = d.PauseRefresh
+	}
 }
 
 // ref is what the wheel holds: just enough to find the message again.
@@ -164,6 +172,9 @@ type Worker struct {
 	queued   map[string]uint64                  // fired ids waiting for a caller -> version
 	idLocks  [256]sync.Mutex                    // per message (striped): deliveries vs changes
 	slots    map[int]*slotState                 // the slots held (or being taken over)
+	parked   map[string]parkedRef               // due messages of paused topics (pause.go)
+
+	paused atomic.Pointer[map[string]struct{}] // paused topics, read on the firing path
 
 	runCtx     context.Context // wheel, loader, purger
 	runCancel  context.CancelFunc
@@ -208,6 +219,7 @@ func New(opts Options, st store.Store, topics registry.Topics, caller *callback.
 		inflight: map[string]struct{}{},
 		queued:   map[string]uint64{},
 		slots:    map[int]*slotState{},
+		parked:   map[string]parkedRef{},
 		quit:     make(chan struct{}),
 		nslots:   1,
 	}
@@ -224,6 +236,13 @@ func (w *Worker) Start() error {
 	runCtx, runCancel := context.WithCancel(context.Background())
 	callCtx, callCancel := context.WithCancel(context.Background())
 	w.runCtx, w.runCancel, w.callCancel = runCtx, runCancel, callCancel
+	// Before any slot is taken: a paused topic's overdue messages are
+	// neither marked nor fired.
+	if err := w.refreshPaused(runCtx); err != nil {
+		runCancel()
+		callCancel()
+		return fmt.Errorf("worker.Start: %w", err)
+	}
 	if w.slotted == nil {
 		if err := w.HoldSlot(runCtx, 0); err != nil {
 			runCancel()
@@ -234,6 +253,7 @@ func (w *Worker) Start() error {
 	goRun(&w.runWG, func() { w.wheel.Run(runCtx, w.onFire) })
 	goRun(&w.runWG, func() { w.loadLoop(runCtx) })
 	goRun(&w.runWG, func() { w.purgeLoop(runCtx) })
+	goRun(&w.runWG, func() { w.pauseLoop(runCtx) })
 	if w.slotted != nil {
 		goRun(&w.runWG, func() { w.sweepLoop(runCtx) })
 	}
@@ -348,6 +368,7 @@ func (w *Worker) unschedule(id string) {
 		cur.Stop()
 		delete(w.timers, id)
 	}
+	delete(w.parked, id)
 }
 
 // Load is how busy the callers are, 0..1 (messages being delivered over
@@ -436,6 +457,12 @@ func (w *Worker) DropSlot(ctx context.Context, slot int) {
 			delete(w.timers, id)
 		}
 	}
+	for id := range w.parked {
+		if w.slotOf(id) == slot {
+			delete(w.parked, id)
+		}
+	}
+	w.metrics.Parked.Set(float64(len(w.parked)))
 	w.metrics.WheelTimers.Set(float64(len(w.timers)))
 	w.mu.Unlock()
 	for {
@@ -561,14 +588,15 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 		}
 		until := time.Now().Add(-time.Second).UnixMilli()
 		for _, slot := range w.HeldSlots() {
-			w.sweepSlot(ctx, slot, until)
+			w.sweepSlot(ctx, slot, until, "sweep")
 		}
 	}
 }
 
 // sweepSlot fires a slot's entries due before until that nothing has
-// scheduled, reading the slot's overdue entries page by page.
-func (w *Worker) sweepSlot(ctx context.Context, slot int, until int64) {
+// scheduled, reading the slot's overdue entries page by page (in due
+// order). why is "sweep", or "resumed" when a topic was resumed.
+func (w *Worker) sweepSlot(ctx context.Context, slot int, until int64, why string) {
 	const page = 1000
 	for from := (store.Entry{}); ctx.Err() == nil; {
 		entries, err := w.due(ctx, slot, from, until, page)
@@ -591,6 +619,9 @@ func (w *Worker) sweepSlot(ctx context.Context, slot int, until int64) {
 			if cur, ok := w.timers[e.ID]; ok && cur.Value().version >= e.Version {
 				continue
 			}
+			if p, ok := w.parked[e.ID]; ok && p.version >= e.Version {
+				continue // its topic is paused
+			}
 			if w.slots[slot] == nil {
 				break
 			}
@@ -598,9 +629,11 @@ func (w *Worker) sweepSlot(ctx context.Context, slot int, until int64) {
 			n++
 		}
 		w.mu.Unlock()
-		if n > 0 {
+		if n > 0 && why == "sweep" {
 			w.metrics.Swept.Add(float64(n))
 			w.log.Info("overdue messages found by the sweep, firing now", zap.Int("slot", slot), zap.Int("messages", n))
+		} else if n > 0 {
+			w.log.Info("overdue messages firing now", zap.String("why", why), zap.Int("slot", slot), zap.Int("messages", n))
 		}
 		if len(entries) < page {
 			return
@@ -734,6 +767,12 @@ func (w *Worker) markOverdue(ctx context.Context, slot int) error {
 	last := ""
 	for _, e := range due {
 		_, err := w.store.Update(ctx, e.ID, store.Lazy, func(m *message.Message) error {
+			if w.isPaused(m.Topic) {
+				// Not called while paused, so a cancel stays possible;
+				// only a callback in flight when the topic was paused
+				// and the worker died can have been sent (docs/console.md).
+				return errStale
+			}
 			if !lifecycle.MarkOverdue(m, e.Version, now, "was due before this worker took it: delivering at once") {
 				return errStale
 			}
@@ -799,7 +838,7 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 			w.mu.Lock()
 			held := w.slots[slot] != nil
 			w.mu.Unlock()
-			if !held || !w.standing() {
+			if !held || !w.standing() || w.isPaused(stored.Topic) {
 				return errStale
 			}
 			return nil
@@ -881,6 +920,9 @@ func (w *Worker) beginDelivery(ctx context.Context, r ref) (*message.Message, bo
 		return nil, false
 	}
 	if err == nil && m.Version == r.version && m.State.Pending() && w.standing() {
+		if w.isPaused(m.Topic) && w.park(r.id, m.Topic, r.version) {
+			return nil, false // waits, pending, until the topic is resumed
+		}
 		return m, true
 	}
 	w.endDelivery(r.id)
