@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"sort"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/registry"
+	"github.com/sorakaq/sorakaq/internal/store"
 )
 
 // Pausing a topic's deliveries.
@@ -122,11 +124,64 @@ func (w *Worker) refreshPaused(ctx context.Context) error {
 	for t := range resumed {
 		w.log.Info("topic resumed: its waiting messages fire now, in due order", zap.String("topic", t))
 	}
-	until := time.Now().UnixMilli() + 1
-	for _, slot := range w.HeldSlots() {
-		w.sweepSlot(ctx, slot, until, "resumed")
-	}
+	w.fireOverdue(ctx, time.Now().UnixMilli()+1)
 	return nil
+}
+
+// fireOverdue schedules every entry of the held slots due before until
+// that nothing holds (not in the wheel, queued, in flight or parked), in
+// due order across slots: they are read first, sorted, then added
+// earliest first, so that however the wheel's steps fall between the
+// adds, what it fires is in due order (it sorts the past-due timers of
+// one step). A slot that cannot be read is left to the next resume or,
+// in the distributed mode, to the sweep.
+func (w *Worker) fireOverdue(ctx context.Context, until int64) {
+	const page = 1000
+	type slotEntry struct {
+		store.Entry
+		slot int
+	}
+	var all []slotEntry
+	for _, slot := range w.HeldSlots() {
+		for from := (store.Entry{}); ctx.Err() == nil; {
+			es, err := w.due(ctx, slot, from, until, page)
+			if err != nil {
+				w.metrics.StoreErrors.WithLabelValues("resume").Inc()
+				w.log.Warn("reading a slot's overdue messages on resume failed; they wait for the next resume or sweep", zap.Int("slot", slot), zap.Error(err))
+				break
+			}
+			for _, e := range es {
+				all = append(all, slotEntry{e, slot})
+			}
+			if len(es) < page {
+				break
+			}
+			from = es[len(es)-1]
+		}
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].DueMs != all[j].DueMs {
+			return all[i].DueMs < all[j].DueMs
+		}
+		return all[i].ID < all[j].ID
+	})
+	n := 0
+	for len(all) > 0 {
+		chunk := all[:min(page, len(all))]
+		all = all[len(chunk):]
+		w.mu.Lock()
+		for _, e := range chunk {
+			if w.slots[e.slot] == nil || !w.unheld(e.Entry) {
+				continue
+			}
+			w.scheduleLocked(e.ID, e.DueMs, e.Version, true)
+			n++
+		}
+		w.mu.Unlock()
+	}
+	if n > 0 {
+		w.log.Info("messages that waited for their topic to be resumed fire now", zap.Int("messages", n))
+	}
 }
 
 // pauseLoop re-reads the paused topics every PauseRefresh.

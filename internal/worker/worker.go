@@ -588,15 +588,33 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 		}
 		until := time.Now().Add(-time.Second).UnixMilli()
 		for _, slot := range w.HeldSlots() {
-			w.sweepSlot(ctx, slot, until, "sweep")
+			w.sweepSlot(ctx, slot, until)
 		}
 	}
 }
 
+// unheld reports whether nothing here holds this version of an entry:
+// not in flight, not fired and waiting for a caller, not in the wheel,
+// not parked (its topic paused). Caller holds w.mu.
+func (w *Worker) unheld(e store.Entry) bool {
+	if _, busy := w.inflight[e.ID]; busy {
+		return false
+	}
+	if v, ok := w.queued[e.ID]; ok && v >= e.Version {
+		return false
+	}
+	if cur, ok := w.timers[e.ID]; ok && cur.Value().version >= e.Version {
+		return false
+	}
+	if p, ok := w.parked[e.ID]; ok && p.version >= e.Version {
+		return false
+	}
+	return true
+}
+
 // sweepSlot fires a slot's entries due before until that nothing has
-// scheduled, reading the slot's overdue entries page by page (in due
-// order). why is "sweep", or "resumed" when a topic was resumed.
-func (w *Worker) sweepSlot(ctx context.Context, slot int, until int64, why string) {
+// scheduled, reading the slot's overdue entries page by page.
+func (w *Worker) sweepSlot(ctx context.Context, slot int, until int64) {
 	const page = 1000
 	for from := (store.Entry{}); ctx.Err() == nil; {
 		entries, err := w.due(ctx, slot, from, until, page)
@@ -610,17 +628,8 @@ func (w *Worker) sweepSlot(ctx context.Context, slot int, until int64, why strin
 		n := 0
 		w.mu.Lock()
 		for _, e := range entries {
-			if _, busy := w.inflight[e.ID]; busy {
+			if !w.unheld(e) {
 				continue
-			}
-			if v, ok := w.queued[e.ID]; ok && v >= e.Version {
-				continue // fired, waiting for a caller
-			}
-			if cur, ok := w.timers[e.ID]; ok && cur.Value().version >= e.Version {
-				continue
-			}
-			if p, ok := w.parked[e.ID]; ok && p.version >= e.Version {
-				continue // its topic is paused
 			}
 			if w.slots[slot] == nil {
 				break
@@ -629,11 +638,9 @@ func (w *Worker) sweepSlot(ctx context.Context, slot int, until int64, why strin
 			n++
 		}
 		w.mu.Unlock()
-		if n > 0 && why == "sweep" {
+		if n > 0 {
 			w.metrics.Swept.Add(float64(n))
 			w.log.Info("overdue messages found by the sweep, firing now", zap.Int("slot", slot), zap.Int("messages", n))
-		} else if n > 0 {
-			w.log.Info("overdue messages firing now", zap.String("why", why), zap.Int("slot", slot), zap.Int("messages", n))
 		}
 		if len(entries) < page {
 			return
