@@ -76,6 +76,9 @@ type Deps struct {
 	Metrics  *metrics.Metrics
 	Ready    func() error
 	Web      fs.FS // the console's files (nil: API only)
+	// Submit stores a test message through the receive service's submit
+	// path (receive.Server.SubmitTrusted); nil: the console cannot send one.
+	Submit func(ctx context.Context, body []byte) (msgID string, dueMs int64, err error)
 }
 
 // Options configure the admin service.
@@ -105,6 +108,7 @@ type Server struct {
 	cluster Cluster
 	msgs    Messages
 	stats   StatsReader
+	submit  func(ctx context.Context, body []byte) (string, int64, error)
 	auth    *auth
 	log     *zap.Logger
 	*httpapi.Server
@@ -119,7 +123,7 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, auth: au, log: log}
+	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, submit: d.Submit, auth: au, log: log}
 	e := httpapi.NewEngine(log, d.Metrics, d.Ready)
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(log, h) }
 	e.POST("/sorakaq/auth/login", w(func(c *gin.Context) (any, error) { return au.login(c, opts.MaxBodyBytes) }))
@@ -144,6 +148,7 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	g.GET("/get", w(s.getTopic))
 	g.POST("/pause", w(s.pauseTopic(true)))
 	g.POST("/resume", w(s.pauseTopic(false)))
+	g.POST("/testMessage", w(s.testMessage))
 	ig := api.Group("/instance")
 	ig.GET("/list", w(s.listInstances))
 	ig.POST("/offline", w(s.offline(true)))

@@ -14,7 +14,8 @@ import (
 // paused (w2, taking over w1's slots with the messages overdue) reads the
 // pause before firing: it neither calls nor marks them, and a cancel
 // routed to it works. On resume every waiting message is called once, in
-// due order (one caller).
+// due order (one caller). A test message sent through the admin service
+// (its own receive path and Kafka producer) fires on time.
 func TestPauseReachesWorkers(t *testing.T) {
 	t.Parallel()
 	c := NewCluster(t, 5)
@@ -97,4 +98,18 @@ func TestPauseReachesWorkers(t *testing.T) {
 	if !sort.SliceIsSorted(order, func(i, j int) bool { return order[i] < order[j] }) {
 		t.Fatalf("called after resume in due-time order %v, want ascending", order)
 	}
+
+	r := c.AdminPost(t, "/sorakaq/topic/testMessage", map[string]any{"topic_name": "free", "delay_time": 800,
+		"callback": map[string]any{"request_type": "POST", "url": sink.URL(), "params": `{"test":true}`}})
+	if r.Status != http.StatusOK {
+		t.Fatalf("test message: %s", r)
+	}
+	var tm Submitted
+	r.Into(t, &tm)
+	if missing := sink.WaitAll([]string{tm.ID}, 10*time.Second); len(missing) > 0 {
+		t.Fatal("the test message was not called")
+	}
+	// under a second late: the sweep finds a message only once it is a
+	// second overdue, so this one came by its notice
+	checkOnTime(t, sink.Calls(tm.ID)[0], tm.DueAt, time.Second, "test message")
 }

@@ -1,11 +1,9 @@
 // Monitoring: today's per-minute curves (all topics or one) and the
-// messages each worker holds, refreshed every 5 s. Charts: Apache ECharts
+// messages each worker holds, refreshed at the chosen interval. Charts: Apache ECharts
 // (window.echarts, from /static/vendor/echarts.min.js, loaded by this page
 // only: it is 96 % of the console's weight).
 import { get } from "../api.js";
-import { errText, fmtBound, fmtTime, h } from "../ui.js";
-
-const REFRESH_MS = 5000;
+import { autoRefresh, errText, fmtBound, fmtTime, h, refreshInterval, refreshLabel } from "../ui.js";
 
 const MINUTE = 60000;
 
@@ -201,7 +199,7 @@ function draw(page, params, echarts, topicSel, status) {
       series: [{ type: "bar", name: "held", data: ws.map((w) => w.held), barMaxWidth: 60 }],
       graphic: ws.length ? [] : [{ type: "text", left: "center", top: "middle", style: { text: "No workers", fill: "#8a96a5" } }],
     }, true);
-    status.textContent = `Updated ${fmtTime(Date.now()).slice(11, 19)} · every ${REFRESH_MS / 1000} s`;
+    status.textContent = `Updated ${fmtTime(Date.now()).slice(11, 19)} · ${refreshLabel(refreshInterval())}`;
     status.className = "muted";
     grid.classList.remove("stale");
   }
@@ -214,9 +212,9 @@ function draw(page, params, echarts, topicSel, status) {
     history.replaceState(null, "", topicSel.value ? `#/monitor?topic=${encodeURIComponent(topicSel.value)}` : "#/monitor");
     refresh();
   });
-  const timer = setInterval(refresh, REFRESH_MS);
+  const stopRefresh = autoRefresh(refresh);
   return () => {
-    clearInterval(timer);
+    stopRefresh();
     observer.disconnect();
     Object.values(charts).forEach((c) => c.dispose());
   };
