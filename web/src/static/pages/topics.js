@@ -164,6 +164,7 @@ export function render(page) {
 
   const countLink = (t, s) => {
     const n = (t.counts && t.counts[s]) || 0;
+    if (t.total) return h("b", String(n));
     return n ? h("a", { href: `#/messages?topic=${encodeURIComponent(t.topic_name)}&state=${s}`, "aria-label": `${n} ${s} messages of ${t.topic_name}` }, String(n)) : "0";
   };
 
@@ -179,29 +180,46 @@ export function render(page) {
       return;
     }
     list.sort((a, b) => a.topic_name.localeCompare(b.topic_name));
+    // The totals row: counts and rates summed over the topics.
+    const total = { total: true, topic_name: "", counts: {}, rates: { submitted_per_s: 0, fired_per_s: 0, failed_per_s: 0 } };
+    for (const t of list) {
+      for (const s of STATES) total.counts[s] = (total.counts[s] || 0) + ((t.counts && t.counts[s]) || 0);
+      for (const k of Object.keys(total.rates)) total.rates[k] += (t.rates && t.rates[k]) || 0;
+    }
+    const rate = (k) => (t) => {
+      const v = t.rates ? t.rates[k] : null;
+      const txt = v === null || v === undefined ? "—" : (v >= 10 ? v.toFixed(0) : v.toFixed(2));
+      return t.total ? h("b", txt) : txt;
+    };
+    const rows = list.length ? [...list, total] : list;
+    const rateNote = "per second over the last full minute";
     clear(body, table([
       {
         title: "Topic",
-        cell: (t) => h("span",
+        cell: (t) => (t.total ? h("b", `Total (${list.length} topics)`) : h("span",
           h("a", { href: `#/messages?topic=${encodeURIComponent(t.topic_name)}` }, h("code", t.topic_name)),
-          t.paused ? badge("paused", "paused", { title: `Deliveries paused since ${fmtTime(t.paused_at)}` }) : null),
+          t.paused ? badge("paused", "paused", { title: `Deliveries paused since ${fmtTime(t.paused_at)}` }) : null)),
       },
       { title: "Business", cls: "wrap", cell: (t) => t.business || "" },
-      { title: "Workers", cls: "num", cell: (t) => String(t.worker_num) },
-      { title: "Parts", cls: "num", cell: (t) => String(t.partitions) },
-      { title: "Retry (ms)", cell: (t) => (t.retry_backoff_ms && t.retry_backoff_ms.length ? t.retry_backoff_ms.join(", ") : h("span.muted", "default")) },
-      { title: "Mapping", cell: (t) => (t.workers && t.workers.length ? t.workers.join(", ") : h("span.muted", "hashing")) },
+      { title: "Workers", cls: "num", cell: (t) => (t.total ? "" : String(t.worker_num)) },
+      { title: "Parts", cls: "num", cell: (t) => (t.total ? "" : String(t.partitions)) },
+      { title: "Retry (ms)", cell: (t) => (t.total ? "" : t.retry_backoff_ms && t.retry_backoff_ms.length ? t.retry_backoff_ms.join(", ") : h("span.muted", "default")) },
+      { title: "Mapping", cell: (t) => (t.total ? "" : t.workers && t.workers.length ? t.workers.join(", ") : h("span.muted", "hashing")) },
       ...STATES.map((s) => ({ title: s, cls: "num", cell: (t) => countLink(t, s) })),
+      { title: "Submitted/s", cls: "num", cell: rate("submitted_per_s") },
+      { title: "Fired/s", cls: "num", cell: rate("fired_per_s") },
+      { title: "Failed/s", cls: "num", cell: rate("failed_per_s") },
       {
         title: "",
-        cell: (t) => h("span.actions-cell",
+        cell: (t) => (t.total ? "" : h("span.actions-cell",
           h("button.small.secondary", { type: "button", "aria-label": `Edit topic ${t.topic_name}`, dataset: { action: "edit", topic: t.topic_name }, onclick: () => edit(t) }, "Edit"),
           t.paused
             ? h("button.small", { type: "button", "aria-label": `Resume deliveries of ${t.topic_name}`, dataset: { action: "resume", topic: t.topic_name }, onclick: () => setPaused(t, false) }, "Resume")
             : h("button.small.secondary", { type: "button", "aria-label": `Pause deliveries of ${t.topic_name}`, dataset: { action: "pause", topic: t.topic_name }, onclick: () => setPaused(t, true) }, "Pause"),
-          h("button.small.secondary", { type: "button", "aria-label": `Send a test message to ${t.topic_name}`, dataset: { action: "test", topic: t.topic_name }, onclick: () => testMessage(t) }, "Test message")),
+          h("button.small.secondary", { type: "button", "aria-label": `Send a test message to ${t.topic_name}`, dataset: { action: "test", topic: t.topic_name }, onclick: () => testMessage(t) }, "Test message"))),
       },
-    ], list, "No topics yet: create one, or submit a message (unknown topics are created on submit)."));
+    ], rows, "No topics yet: create one, or submit a message (unknown topics are created on submit)."));
+    body.append(h("p.muted#topics-rates-note", `Rates are ${rateNote} (fired counts callback attempts, retries too).`));
   }
 
   load();
