@@ -62,9 +62,9 @@ type Messages interface {
 	List(ctx context.Context, q store.ListQuery) ([]*message.Message, string, error)
 }
 
-// StatsReader reads the per-minute figures.
+// StatsReader reads the per-minute (and ten-minute) figures.
 type StatsReader interface {
-	Stats(ctx context.Context, fromMs, toMs int64) ([]stats.Minute, error)
+	ReadStats(ctx context.Context, q stats.Query) ([]stats.Minute, error)
 }
 
 // Deps are what the admin service works on.
@@ -77,6 +77,9 @@ type Deps struct {
 	Metrics  *metrics.Metrics
 	Ready    func() error
 	Web      fs.FS // the console's files (nil: API only)
+	// Submit stores a test message through the receive service's submit
+	// path (receive.Server.SubmitTrusted); nil: the console cannot send one.
+	Submit func(ctx context.Context, body []byte) (msgID string, dueMs int64, err error)
 }
 
 // Options configure the admin service.
@@ -107,6 +110,7 @@ type Server struct {
 	msgs    Messages
 	stats   StatsReader
 	bulk    *bulk.Runner
+	submit  func(ctx context.Context, body []byte) (string, int64, error)
 	auth    *auth
 	log     *zap.Logger
 	*httpapi.Server
@@ -121,7 +125,7 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, auth: au, log: log,
+	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, submit: d.Submit, auth: au, log: log,
 		bulk: &bulk.Runner{Msgs: d.Messages, Log: log}}
 	e := httpapi.NewEngine(log, d.Metrics, d.Ready)
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(log, h) }
@@ -145,6 +149,9 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	g.POST("/update", w(s.updateTopic))
 	g.GET("/list", w(s.listTopics))
 	g.GET("/get", w(s.getTopic))
+	g.POST("/pause", w(s.pauseTopic(true)))
+	g.POST("/resume", w(s.pauseTopic(false)))
+	g.POST("/testMessage", w(s.testMessage))
 	ig := api.Group("/instance")
 	ig.GET("/list", w(s.listInstances))
 	ig.POST("/offline", w(s.offline(true)))
@@ -284,10 +291,21 @@ func unavailable(err error) error {
 	return fmt.Errorf("%w: %v", message.ErrUnavailable, err)
 }
 
-// TopicView is a topic with its message counts.
+// TopicView is a topic with its message counts and, when the figures
+// could be read, its rates over the last full minute.
 type TopicView struct {
 	registry.Topic
 	Counts map[message.State]int64 `json:"counts"`
+	Rates  *Rates                  `json:"rates,omitempty"`
+}
+
+// Rates are a topic's messages per second over the last full minute, as
+// the console's per-minute figures count them (fired: callback attempts).
+type Rates struct {
+	SubmittedPerS float64 `json:"submitted_per_s"`
+	FiredPerS     float64 `json:"fired_per_s"`
+	FailedPerS    float64 `json:"failed_per_s"`
+	Minute        int64   `json:"minute"` // the minute they are for (unix ms)
 }
 
 func (s *Server) views(ctx context.Context, ts []registry.Topic) ([]TopicView, error) {
@@ -295,11 +313,37 @@ func (s *Server) views(ctx context.Context, ts []registry.Topic) ([]TopicView, e
 	if err != nil {
 		return nil, err
 	}
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = t.Name
+	}
+	last := time.Now().UnixMilli()/stats.MinuteMs*stats.MinuteMs - stats.MinuteMs
+	ms, serr := s.stats.ReadStats(ctx, stats.Query{Topics: names, FromMs: last, ToMs: last + stats.MinuteMs})
+	if serr != nil {
+		s.log.Debug("reading the topics' rates failed; listing them without", zap.Error(serr))
+	}
+	rates := map[string]*Rates{}
+	for _, m := range ms {
+		r := rates[m.Topic]
+		if r == nil {
+			r = &Rates{Minute: last}
+			rates[m.Topic] = r
+		}
+		r.SubmittedPerS += float64(m.Submitted) / 60
+		r.FiredPerS += float64(m.Fired) / 60
+		r.FailedPerS += float64(m.Failed) / 60
+	}
 	out := make([]TopicView, 0, len(ts))
 	for _, t := range ts {
 		v := TopicView{Topic: t, Counts: map[message.State]int64{}}
 		for _, st := range message.States {
 			v.Counts[st] = counts[t.Name][st]
+		}
+		if serr == nil {
+			v.Rates = rates[t.Name]
+			if v.Rates == nil {
+				v.Rates = &Rates{Minute: last}
+			}
 		}
 		out = append(out, v)
 	}
@@ -336,7 +380,7 @@ func (s *Server) listInstances(c *gin.Context) (any, error) {
 		return nil, unavailable(err)
 	}
 	last := time.Now().UnixMilli()/60_000*60_000 - 60_000
-	if ms, err := s.stats.Stats(c, last, last+60_000); err == nil {
+	if ms, err := s.stats.ReadStats(c, stats.Query{Topics: []string{stats.AllTopics}, FromMs: last, ToMs: last + 60_000}); err == nil {
 		rates := stats.FireRates(ms, last)
 		for i := range out {
 			out[i].FireRate = rates[out[i].NodeID]

@@ -169,7 +169,7 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	aopts.HTTP = cfg.HTTPOptions()
 	single := admin.Single{NodeID: cfg.NodeID, Addr: cfg.Receive.Listen, StartedMs: time.Now().UnixMilli(), Held: a.worker.Held}
 	a.admin, err = admin.New(aopts, admin.Deps{Topics: limited, Counter: a.worker, Cluster: single, Messages: a.worker,
-		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles()}, log.Named("admin"))
+		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles(), Submit: trustedSubmit(a.receive)}, log.Named("admin"))
 	if err != nil {
 		a.receive.Shutdown(context.Background())
 		st.Close()
@@ -201,6 +201,14 @@ func logCallbackPolicy(cfg *config.Config, log *zap.Logger) {
 func AuthOptions(cfg *config.Config) admin.AuthOptions {
 	return admin.AuthOptions{Username: cfg.Admin.Username, Password: cfg.Admin.Password, PasswordHash: cfg.Admin.PasswordHash,
 		SessionTTL: cfg.Admin.SessionTTL, APIToken: cfg.Admin.APIToken}
+}
+
+// trustedSubmit is the admin's test-message submit through r.
+func trustedSubmit(r *receive.Server) func(ctx context.Context, body []byte) (string, int64, error) {
+	return func(ctx context.Context, body []byte) (string, int64, error) {
+		res, err := r.SubmitTrusted(ctx, body)
+		return res.MsgID, res.DueAt, err
+	}
 }
 
 // ConsoleFiles are the console's files embedded in the binary (nil if the

@@ -562,14 +562,45 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	cluster := dist.NewCluster(bg, d.reg, log)
 	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
 	msgs := dist.NewReceiveBackend(d.store, nil, cluster, client, d.ready(), d.metrics, log)
-	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
-		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles()}, log)
+	// The console's test messages go through a receive path of their own
+	// with a Kafka producer, so that their notice reaches the holder and
+	// they fire on time (without one, the holder's sweep would find them).
+	// Its readiness is not the admin's: the admin works without Kafka.
+	kopts, err := kafkaOptions(cfg, log)
 	if err != nil {
 		bgCancel()
 		return nil, err
 	}
+	producer, err := kafka.NewProducer(kopts)
+	if err != nil {
+		bgCancel()
+		return nil, fmt.Errorf("kafka producer: %w", err)
+	}
+	submits := dist.NewReceiveBackend(d.store, producer, cluster, client, d.ready(producer.Healthy), d.metrics, log)
+	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
+	submits.Stats = rec
+	recDone := make(chan struct{})
+	go func() { defer close(recDone); rec.Run(bg, 5*time.Second) }()
+	core, err := receive.NewCore(receiveOptions(cfg), submits, d.reg, log)
+	if err != nil {
+		bgCancel()
+		_ = producer.Close()
+		return nil, err
+	}
+	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
+		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles(), Submit: trustedSubmit(core)}, log)
+	if err != nil {
+		bgCancel()
+		_ = producer.Close()
+		return nil, err
+	}
 	return &adminRole{srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log,
-		closers: []func(){bgCancel, client.Close}}, nil
+		closers: []func(){func() { bgCancel(); <-recDone }, client.Close, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), kafka.DefaultProduceTimeout)
+			defer cancel()
+			submits.Close(ctx)
+			producer.Close()
+		}}}, nil
 }
 
 type adminRole struct {

@@ -27,6 +27,7 @@ type Metrics struct {
 	FireQueue       prometheus.Gauge         // fired timers waiting for a caller
 	StoreErrors     *prometheus.CounterVec   // store operations that failed, by op
 	Swept           prometheus.Counter       // overdue messages the sweep found unscheduled
+	Parked          prometheus.Gauge         // due messages of paused topics waiting here
 	SlotsHeld       prometheus.Gauge         // slots this worker holds (distributed mode)
 	ClockSkew       prometheus.Gauge         // this process's clock minus the store's (seconds)
 	FlowSeconds     prometheus.Histogram     // received by receive -> in its holder's wheel (distributed)
@@ -93,6 +94,9 @@ func New() *Metrics {
 		Swept: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "sorakaq", Name: "swept_total", Help: "Overdue messages found unscheduled by the sweep and fired then (lost notifications, ambiguous writes).",
 		}),
+		Parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "sorakaq", Name: "parked_messages", Help: "Due messages of paused topics waiting in this worker for their topic to be resumed.",
+		}),
 		SlotsHeld: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "sorakaq", Name: "slots_held", Help: "Slots this worker holds (distributed mode).",
 		}),
@@ -135,6 +139,7 @@ func New() *Metrics {
 	f(m.FireQueue)
 	f(m.StoreErrors)
 	f(m.Swept)
+	f(m.Parked)
 	f(m.SlotsHeld)
 	f(m.ClockSkew)
 	f(m.FlowSeconds)

@@ -90,6 +90,23 @@ type Server struct {
 // New opens the listener (so tests can bind :0 and read Addr) and builds
 // the routes.
 func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, log *zap.Logger) (*Server, error) {
+	s, err := NewCore(opts, b, topics, log)
+	if err != nil {
+		return nil, err
+	}
+	e := httpapi.NewEngineWith(log, m, b.Ready, opts.Durability)
+	s.Routes(e.Group("/sorakaq/msg"))
+	hs, err := httpapi.Listen("receive", opts.Listen, e, opts.HTTP, opts.TLSCert, opts.TLSKey)
+	if err != nil {
+		return nil, err
+	}
+	s.Server = hs
+	return s, nil
+}
+
+// NewCore builds the submit path without a listener: for SubmitTrusted
+// from the distributed admin service, which has no receive port.
+func NewCore(opts Options, b Backend, topics registry.Topics, log *zap.Logger) (*Server, error) {
 	if err := opts.Access.Validate(); err != nil {
 		return nil, fmt.Errorf("receive: %w", err)
 	}
@@ -98,13 +115,6 @@ func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, lo
 		topicLimit:  newLimiter(opts.RateLimits.PerTopic, opts.RateLimits.Burst),
 		tokenIDs:    newTokenIDs(opts.Access),
 		pending:     &pendingCache{counter: b.Counts}}
-	e := httpapi.NewEngineWith(log, m, b.Ready, opts.Durability)
-	s.Routes(e.Group("/sorakaq/msg"))
-	hs, err := httpapi.Listen("receive", opts.Listen, e, opts.HTTP, opts.TLSCert, opts.TLSKey)
-	if err != nil {
-		return nil, err
-	}
-	s.Server = hs
 	return s, nil
 }
 
@@ -195,6 +205,12 @@ func (s *Server) admitLimits(c *gin.Context, topic string) (reserved bool, err e
 	if err := s.authorize(c, topic); err != nil {
 		return false, err
 	}
+	return s.admitTopic(c, topic)
+}
+
+// admitTopic is admitLimits after the token: the topic's submit rate and
+// its pending limit.
+func (s *Server) admitTopic(ctx context.Context, topic string) (reserved bool, err error) {
 	if ok, wait := s.topicLimit.allow(topic); !ok {
 		return false, tooMany(fmt.Sprintf("topic %q is over its submit rate (receive.rate_limit.per_topic)", topic), wait)
 	}
@@ -202,7 +218,7 @@ func (s *Server) admitLimits(c *gin.Context, topic string) (reserved bool, err e
 	if max <= 0 {
 		return false, nil
 	}
-	n, ok, err := s.pending.reserve(c, topic, max)
+	n, ok, err := s.pending.reserve(ctx, topic, max)
 	if err != nil {
 		return false, fmt.Errorf("%w: counting pending messages: %v", message.ErrUnavailable, err)
 	}
@@ -210,6 +226,37 @@ func (s *Server) admitLimits(c *gin.Context, topic string) (reserved bool, err e
 		return false, &RetryAfter{Secs: 5, Err: fmt.Errorf("%w: topic %q holds %d pending messages, the limit is %d (receive.max_pending_per_topic); retry once some have fired", message.ErrTooMany, topic, n, max)}
 	}
 	return true, nil
+}
+
+// SubmitTrusted is a submit from inside sorakaQ (the console's test
+// message, sent by a logged-in operator through the admin service): the
+// same body, checks and limits as POST /sorakaq/msg/submit (the topic's
+// rate and pending limits, the callback rules at delivery), without the
+// receive tokens, which the admin service's own authentication replaces.
+// The topic must exist: a test message does not create one.
+func (s *Server) SubmitTrusted(ctx context.Context, body []byte) (SubmitResult, error) {
+	m, err := message.ParseSubmit(body, s.opts.Limits, message.CeilMs(time.Now()))
+	if err != nil {
+		return SubmitResult{}, err
+	}
+	if _, err := s.topics.GetTopic(ctx, m.Topic); err != nil {
+		if errors.Is(err, message.ErrTopicNotFound) {
+			return SubmitResult{}, fmt.Errorf("%w: topic %q does not exist", message.ErrTopicNotFound, m.Topic)
+		}
+		return SubmitResult{}, fmt.Errorf("%w: reading topic %q: %v", message.ErrUnavailable, m.Topic, err)
+	}
+	reserved, err := s.admitTopic(ctx, m.Topic)
+	if err != nil {
+		return SubmitResult{}, err
+	}
+	err = s.backend.Submit(ctx, m)
+	if reserved {
+		s.pending.settle(m.Topic, err == nil)
+	}
+	if err != nil {
+		return SubmitResult{}, err
+	}
+	return SubmitResult{MsgID: m.ID, DueAt: m.DueMs}, nil
 }
 
 // store makes sure the topic exists and hands m to the backend; stored

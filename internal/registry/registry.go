@@ -26,6 +26,13 @@ type Topic struct {
 	// Workers are the node ids of the workers mapped to the topic in the
 	// distributed mode; empty means any worker.
 	Workers []string `json:"workers,omitempty"`
+	// Paused stops the topic's callbacks (not its submits): due messages
+	// wait, pending, until the topic is resumed, then fire at once in due
+	// order. Kept with the topic's settings so that it survives restarts
+	// and reaches every worker the way the other settings do. PausedMs is
+	// when it was paused (0 when running).
+	Paused   bool  `json:"paused,omitempty"`
+	PausedMs int64 `json:"paused_at,omitempty"`
 }
 
 // Backoff returns the topic's retry schedule, or def when it has none.
@@ -38,6 +45,14 @@ func (t *Topic) Backoff(def []time.Duration) []time.Duration {
 		out[i] = time.Duration(ms) * time.Millisecond
 	}
 	return out
+}
+
+// PausedLister is implemented by registries that keep every topic in
+// memory (registry/local; registry/zk's watch-fed cache): PausedTopics
+// lists the paused topics without a round trip, so a worker can read it
+// every half second at no cost to ZooKeeper.
+type PausedLister interface {
+	PausedTopics() []string
 }
 
 // Topics stores topic settings. GetTopic returns message.ErrTopicNotFound

@@ -1,9 +1,17 @@
 // Package stats keeps the per-minute figures the console draws (messages
 // submitted and fired, failures, average flow and callback time, lateness
 // percentiles) per topic and per process. Each process counts in memory
-// and writes its running minutes to the store every few seconds, keyed by
-// (minute, node, topic), so writes are idempotent, processes never
-// overwrite each other, and a restart keeps the day's curves.
+// and writes its running records to the store every few seconds, keyed by
+// (span, bucket, topic, node, run), so writes are idempotent (a record is
+// overwritten with its new totals), processes never overwrite each other,
+// and a restart (a new run) never overwrites what the last run wrote.
+//
+// Two resolutions are written, each with a record per topic and one for
+// all topics together (AllTopics), so that a chart reads only what it
+// shows: minutes, kept MinuteRetention (the last hour, today in any time
+// zone), and ten-minute buckets, kept TenMinRetention (the last 7 days
+// in 1,008 points). The ten-minute and all-topics records are sums of the
+// process's own minute records, made when it flushes, off the hot path.
 package stats
 
 import (
@@ -33,17 +41,50 @@ type Minute struct {
 	// processes where percentiles do not.
 	Lateness    []int64 `json:"lateness"`
 	LatenessLog []int64 `json:"lateness_log,omitempty"`
+	// Span is the record's length: 0 (a minute) or TenMinMs; Minute is
+	// then the start of its ten minutes.
+	Span int64 `json:"span,omitempty"`
+	// Run tells the process's runs apart (its start, unix ms), so that a
+	// restart within a bucket adds a record instead of overwriting one.
+	Run int64 `json:"run,omitempty"`
 }
 
-// Sink stores minutes; Put overwrites by (minute, node, topic).
+// Record lengths, the all-topics pseudo topic (not a valid topic name),
+// and how long each resolution is kept.
+const (
+	MinuteMs        = 60_000
+	TenMinMs        = 600_000
+	AllTopics       = "*"
+	MinuteRetention = 26 * time.Hour
+	TenMinRetention = 8 * 24 * time.Hour
+)
+
+// SpanMs is the record's length in ms.
+func (m *Minute) SpanMs() int64 {
+	if m.Span == 0 {
+		return MinuteMs
+	}
+	return m.Span
+}
+
+// Query selects the records of some topics (AllTopics for the sums) at
+// one resolution (Span 0 or TenMinMs) whose bucket starts in [FromMs, ToMs).
+type Query struct {
+	Topics       []string
+	Span         int64
+	FromMs, ToMs int64
+}
+
+// Sink stores records; Put overwrites by (span, bucket, topic, node, run).
 type Sink interface {
 	PutStats(ctx context.Context, ms []Minute) error
-	Stats(ctx context.Context, fromMs, toMs int64) ([]Minute, error)
+	ReadStats(ctx context.Context, q Query) ([]Minute, error)
 }
 
 // Recorder counts in memory and flushes to a Sink.
 type Recorder struct {
 	node string
+	run  int64
 	sink Sink
 	log  *zap.Logger
 
@@ -62,7 +103,7 @@ func NewRecorder(node string, sink Sink, log *zap.Logger) *Recorder {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Recorder{node: node, sink: sink, log: log, cur: map[key]*Minute{}, dirty: map[key]bool{}}
+	return &Recorder{node: node, run: time.Now().UnixMilli(), sink: sink, log: log, cur: map[key]*Minute{}, dirty: map[key]bool{}}
 }
 
 func (r *Recorder) at(t time.Time, topic string) *Minute {
@@ -70,7 +111,7 @@ func (r *Recorder) at(t time.Time, topic string) *Minute {
 	k := key{m, topic}
 	x, ok := r.cur[k]
 	if !ok {
-		x = &Minute{Minute: m, Node: r.node, Topic: topic,
+		x = &Minute{Minute: m, Node: r.node, Topic: topic, Run: r.run,
 			Lateness: make([]int64, len(LatencyBuckets)+1), LatenessLog: make([]int64, len(LatenessBounds)+1)}
 		r.cur[k] = x
 	}
@@ -119,22 +160,76 @@ func (r *Recorder) Fired(topic string, ok bool, took, lateness time.Duration) {
 	r.mu.Unlock()
 }
 
-// Flush writes the minutes changed since the last flush and forgets
-// minutes older than the current and the previous one.
+// newRecord is an empty record of this process.
+func (r *Recorder) newRecord(bucket, span int64, topic string) *Minute {
+	return &Minute{Minute: bucket, Span: span, Node: r.node, Topic: topic, Run: r.run,
+		Lateness: make([]int64, len(LatencyBuckets)+1), LatenessLog: make([]int64, len(LatenessBounds)+1)}
+}
+
+// add sums m's figures into x.
+func (x *Minute) add(m *Minute) {
+	x.Submitted += m.Submitted
+	x.Fired += m.Fired
+	x.Failed += m.Failed
+	x.FlowN += m.FlowN
+	x.FlowSumMs += m.FlowSumMs
+	x.CallbackN += m.CallbackN
+	x.CallbackSumMs += m.CallbackSumMs
+	for i, c := range m.Lateness {
+		if i < len(x.Lateness) {
+			x.Lateness[i] += c
+		}
+	}
+	for i, c := range m.LatenessLog {
+		if i < len(x.LatenessLog) {
+			x.LatenessLog[i] += c
+		}
+	}
+}
+
+type aggKey struct {
+	bucket, span int64
+	topic        string
+}
+
+// Flush writes the records changed since the last flush: the minutes
+// counted, and the sums they are part of (the minute of all topics, the
+// ten minutes of the topic and of all topics), made from the minutes kept
+// in memory. It forgets minutes before the previous ten minutes.
 func (r *Recorder) Flush(ctx context.Context) error {
 	if r == nil || r.sink == nil {
 		return nil
 	}
 	r.mu.Lock()
-	out := make([]Minute, 0, len(r.dirty))
+	out := make([]Minute, 0, 2*len(r.dirty)+2)
+	agg := map[aggKey]*Minute{}
 	for k := range r.dirty {
 		x := *r.cur[k]
 		x.Lateness = append([]int64(nil), x.Lateness...)
 		x.LatenessLog = append([]int64(nil), x.LatenessLog...)
 		out = append(out, x)
+		ten := k.minute / TenMinMs * TenMinMs
+		for _, a := range []aggKey{{k.minute, 0, AllTopics}, {ten, TenMinMs, k.topic}, {ten, TenMinMs, AllTopics}} {
+			if agg[a] == nil {
+				agg[a] = r.newRecord(a.bucket, a.span, a.topic)
+			}
+		}
 	}
+	// one pass over the minutes in memory fills every sum to write
+	for k, m := range r.cur {
+		ten := k.minute / TenMinMs * TenMinMs
+		for _, a := range []aggKey{{k.minute, 0, AllTopics}, {ten, TenMinMs, k.topic}, {ten, TenMinMs, AllTopics}} {
+			if x := agg[a]; x != nil {
+				x.add(m)
+			}
+		}
+	}
+	for _, x := range agg {
+		out = append(out, *x)
+	}
+	dirty := r.dirty
 	r.dirty = map[key]bool{}
-	keep := time.Now().UnixMilli()/60_000*60_000 - 60_000
+	keep := time.Now().UnixMilli()/TenMinMs*TenMinMs - TenMinMs
 	for k := range r.cur {
 		if k.minute < keep {
 			delete(r.cur, k)
@@ -147,8 +242,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	if err := r.sink.PutStats(ctx, out); err != nil {
 		// put them back as dirty so the next flush retries
 		r.mu.Lock()
-		for _, x := range out {
-			k := key{x.Minute, x.Topic}
+		for k := range dirty {
 			if _, ok := r.cur[k]; ok {
 				r.dirty[k] = true
 			}

@@ -3,6 +3,8 @@ package stats
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -17,17 +19,30 @@ func (s *memSink) PutStats(_ context.Context, ms []Minute) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, m := range ms {
-		s.m[m.Node+m.Topic+time.UnixMilli(m.Minute).String()] = m
+		s.m[fmt.Sprint(m.Span, m.Minute, m.Topic, m.Node, m.Run)] = m
 	}
 	return nil
 }
 
+func (s *memSink) ReadStats(_ context.Context, q Query) ([]Minute, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Minute
+	for _, m := range s.m {
+		if m.Span == q.Span && slices.Contains(q.Topics, m.Topic) && m.Minute >= q.FromMs && m.Minute < q.ToMs {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// Stats is every topic's own minute records in [from, to) (no sums).
 func (s *memSink) Stats(_ context.Context, from, to int64) ([]Minute, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []Minute
 	for _, m := range s.m {
-		if m.Minute >= from && m.Minute < to {
+		if m.Span == 0 && m.Topic != AllTopics && m.Minute >= from && m.Minute < to {
 			out = append(out, m)
 		}
 	}
@@ -196,5 +211,63 @@ func TestLayoutOneMinutesStillRead(t *testing.T) {
 	var back Minute
 	if err := json.Unmarshal(b, &back); err != nil || len(back.LatenessLog) != len(LatenessBounds)+1 {
 		t.Fatalf("round trip: %v %v", err, back.LatenessLog)
+	}
+}
+
+// The sums a flush writes: the all-topics minute and the ten minutes of
+// each topic and of all topics equal the minutes they cover, across
+// flushes (overwritten, not added to), and a second run of the same node
+// writes records of its own instead of overwriting the first run's.
+func TestFlushWritesSumsAndRunsDoNotOverwrite(t *testing.T) {
+	sink := &memSink{m: map[string]Minute{}}
+	ctx := context.Background()
+	r := NewRecorder("n", sink, nil)
+	r.Fired("a", true, time.Millisecond, time.Millisecond)
+	r.Submitted("b")
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.Fired("a", false, time.Millisecond, 3*time.Second)
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r2 := NewRecorder("n", sink, nil)
+	r2.run = r.run + 1 // a restart in the same millisecond still differs
+	r2.Submitted("a")
+	if err := r2.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	read := func(span int64, topic string) Point {
+		t.Helper()
+		ms, err := sink.ReadStats(ctx, Query{Topics: []string{topic}, Span: span, FromMs: now - 2*TenMinMs, ToMs: now + TenMinMs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pts := Merge(ms, "")
+		var p Point
+		for _, x := range pts { // the flushes may straddle a minute: sum them
+			p.Submitted += x.Submitted
+			p.Fired += x.Fired
+			p.Failed += x.Failed
+		}
+		return p
+	}
+	for _, c := range []struct {
+		span                     int64
+		topic                    string
+		submitted, fired, failed int64
+	}{
+		{0, AllTopics, 2, 2, 1},
+		{0, "a", 1, 2, 1},
+		{TenMinMs, "a", 1, 2, 1},
+		{TenMinMs, "b", 1, 0, 0},
+		{TenMinMs, AllTopics, 2, 2, 1},
+	} {
+		p := read(c.span, c.topic)
+		if p.Submitted != c.submitted || p.Fired != c.fired || p.Failed != c.failed {
+			t.Errorf("span %d topic %s: submitted %d fired %d failed %d, want %d %d %d",
+				c.span, c.topic, p.Submitted, p.Fired, p.Failed, c.submitted, c.fired, c.failed)
+		}
 	}
 }

@@ -76,6 +76,10 @@ type Options struct {
 	// checked against the wheel (a lost notification, an ambiguous write):
 	// anything overdue and not scheduled is fired then.
 	SweepInterval time.Duration
+	// PauseRefresh is how often the paused topics are read again from
+	// the registry's memory (pause.go): the longest a pause or resume
+	// takes to reach this worker once the registry has it.
+	PauseRefresh time.Duration
 	// Stats counts per-minute figures for the console (nil: none).
 	Stats *stats.Recorder
 	// Tracer, when not nil (tracing.enabled), records a span per callback
@@ -105,6 +109,7 @@ func DefaultOptions() Options {
 		Retention:     72 * time.Hour,
 		PurgeInterval: time.Minute,
 		SweepInterval: 2 * time.Second,
+		PauseRefresh:  500 * time.Millisecond,
 	}
 }
 
@@ -140,6 +145,9 @@ func (o *Options) fill() {
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = d.SweepInterval
 	}
+	if o.PauseRefresh <= 0 {
+		o.PauseRefresh = d.PauseRefresh
+	}
 }
 
 // ref is what the wheel holds: just enough to find the message again.
@@ -169,6 +177,9 @@ type Worker struct {
 	queued   map[string]uint64                  // fired ids waiting for a caller -> version
 	idLocks  [256]sync.Mutex                    // per message (striped): deliveries vs changes
 	slots    map[int]*slotState                 // the slots held (or being taken over)
+	parked   map[string]parkedRef               // due messages of paused topics (pause.go)
+
+	paused atomic.Pointer[map[string]struct{}] // paused topics, read on the firing path
 
 	runCtx     context.Context // wheel, loader, purger
 	runCancel  context.CancelFunc
@@ -213,6 +224,7 @@ func New(opts Options, st store.Store, topics registry.Topics, caller *callback.
 		inflight: map[string]struct{}{},
 		queued:   map[string]uint64{},
 		slots:    map[int]*slotState{},
+		parked:   map[string]parkedRef{},
 		quit:     make(chan struct{}),
 		nslots:   1,
 	}
@@ -229,6 +241,13 @@ func (w *Worker) Start() error {
 	runCtx, runCancel := context.WithCancel(context.Background())
 	callCtx, callCancel := context.WithCancel(context.Background())
 	w.runCtx, w.runCancel, w.callCancel = runCtx, runCancel, callCancel
+	// Before any slot is taken: a paused topic's overdue messages are
+	// neither marked nor fired.
+	if err := w.refreshPaused(runCtx); err != nil {
+		runCancel()
+		callCancel()
+		return fmt.Errorf("worker.Start: %w", err)
+	}
 	if w.slotted == nil {
 		if err := w.HoldSlot(runCtx, 0); err != nil {
 			runCancel()
@@ -239,6 +258,7 @@ func (w *Worker) Start() error {
 	goRun(&w.runWG, func() { w.wheel.Run(runCtx, w.onFire) })
 	goRun(&w.runWG, func() { w.loadLoop(runCtx) })
 	goRun(&w.runWG, func() { w.purgeLoop(runCtx) })
+	goRun(&w.runWG, func() { w.pauseLoop(runCtx) })
 	if w.slotted != nil {
 		goRun(&w.runWG, func() { w.sweepLoop(runCtx) })
 	}
@@ -353,6 +373,7 @@ func (w *Worker) unschedule(id string) {
 		cur.Stop()
 		delete(w.timers, id)
 	}
+	delete(w.parked, id)
 }
 
 // Load is how busy the callers are, 0..1 (messages being delivered over
@@ -441,6 +462,12 @@ func (w *Worker) DropSlot(ctx context.Context, slot int) {
 			delete(w.timers, id)
 		}
 	}
+	for id := range w.parked {
+		if w.slotOf(id) == slot {
+			delete(w.parked, id)
+		}
+	}
+	w.metrics.Parked.Set(float64(len(w.parked)))
 	w.metrics.WheelTimers.Set(float64(len(w.timers)))
 	w.mu.Unlock()
 	for {
@@ -571,6 +598,25 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 	}
 }
 
+// unheld reports whether nothing here holds this version of an entry:
+// not in flight, not fired and waiting for a caller, not in the wheel,
+// not parked (its topic paused). Caller holds w.mu.
+func (w *Worker) unheld(e store.Entry) bool {
+	if _, busy := w.inflight[e.ID]; busy {
+		return false
+	}
+	if v, ok := w.queued[e.ID]; ok && v >= e.Version {
+		return false
+	}
+	if cur, ok := w.timers[e.ID]; ok && cur.Value().version >= e.Version {
+		return false
+	}
+	if p, ok := w.parked[e.ID]; ok && p.version >= e.Version {
+		return false
+	}
+	return true
+}
+
 // sweepSlot fires a slot's entries due before until that nothing has
 // scheduled, reading the slot's overdue entries page by page.
 func (w *Worker) sweepSlot(ctx context.Context, slot int, until int64) {
@@ -587,13 +633,7 @@ func (w *Worker) sweepSlot(ctx context.Context, slot int, until int64) {
 		n := 0
 		w.mu.Lock()
 		for _, e := range entries {
-			if _, busy := w.inflight[e.ID]; busy {
-				continue
-			}
-			if v, ok := w.queued[e.ID]; ok && v >= e.Version {
-				continue // fired, waiting for a caller
-			}
-			if cur, ok := w.timers[e.ID]; ok && cur.Value().version >= e.Version {
+			if !w.unheld(e) {
 				continue
 			}
 			if w.slots[slot] == nil {
@@ -739,6 +779,12 @@ func (w *Worker) markOverdue(ctx context.Context, slot int) error {
 	last := ""
 	for _, e := range due {
 		_, err := w.store.Update(ctx, e.ID, store.Lazy, func(m *message.Message) error {
+			if w.isPaused(m.Topic) {
+				// Not called while paused, so a cancel stays possible;
+				// only a callback in flight when the topic was paused
+				// and the worker died can have been sent (docs/console.md).
+				return errStale
+			}
 			if !lifecycle.MarkOverdue(m, e.Version, now, "was due before this worker took it: delivering at once") {
 				return errStale
 			}
@@ -815,7 +861,7 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 			w.mu.Lock()
 			held := w.slots[slot] != nil
 			w.mu.Unlock()
-			if !held || !w.standing() {
+			if !held || !w.standing() || w.isPaused(stored.Topic) {
 				return errStale
 			}
 			return nil
@@ -900,6 +946,9 @@ func (w *Worker) beginDelivery(ctx context.Context, r ref) (*message.Message, bo
 		return nil, false
 	}
 	if err == nil && m.Version == r.version && m.State.Pending() && w.standing() {
+		if w.isPaused(m.Topic) && w.park(r.id, m.Topic, r.version) {
+			return nil, false // waits, pending, until the topic is resumed
+		}
 		return m, true
 	}
 	w.endDelivery(r.id)

@@ -27,6 +27,9 @@ type Topic struct {
 	Workers        []string `json:"workers,omitempty"`
 	CreatedMs      int64    `json:"created_at"`
 	UpdatedMs      int64    `json:"updated_at"`
+	// Paused: the topic's due messages wait (PauseTopic) since PausedMs.
+	Paused   bool  `json:"paused,omitempty"`
+	PausedMs int64 `json:"paused_at,omitempty"`
 	// Counts are the topic's messages by state (list and get only).
 	Counts map[string]int64 `json:"counts,omitempty"`
 }
@@ -118,4 +121,25 @@ func (a *Admin) SetOffline(ctx context.Context, nodeID string, off bool) error {
 	return a.c.do(ctx, http.MethodPost, path, struct {
 		NodeID string `json:"node_id"`
 	}{nodeID}, nil)
+}
+
+// PauseTopic stops the topic's callbacks: its due messages wait, pending
+// (attempts untouched, still cancellable), until ResumeTopic. Every
+// worker honours it within a second. Pausing a paused topic is no error.
+func (a *Admin) PauseTopic(ctx context.Context, name string) (Topic, error) {
+	return a.pause(ctx, "/sorakaq/topic/pause", name)
+}
+
+// ResumeTopic lets a paused topic's callbacks go again: the messages that
+// fell due meanwhile fire at once, in due order.
+func (a *Admin) ResumeTopic(ctx context.Context, name string) (Topic, error) {
+	return a.pause(ctx, "/sorakaq/topic/resume", name)
+}
+
+func (a *Admin) pause(ctx context.Context, path, name string) (Topic, error) {
+	var out Topic
+	err := a.c.do(ctx, http.MethodPost, path, struct {
+		Name string `json:"topic_name"`
+	}{name}, &out)
+	return out, err
 }

@@ -52,7 +52,7 @@ def _pin(body):
 def before_call(context, case, kwargs):
     if not PIN_DELAY:
         return
-    if _op(case) == "POST /sorakaq/msg/submit":
+    if _op(case) in ("POST /sorakaq/msg/submit", "POST /sorakaq/topic/testMessage"):
         _pin(case.body)
     elif _op(case) == "POST /sorakaq/msg/submitBatch" and isinstance(case.body, dict):
         items = case.body.get("messages")
@@ -94,7 +94,7 @@ def after_call(context, case, response):
     if response.status_code == 200:
         env = _json(response.content)
         result = env.get("result") if isinstance(env, dict) else None
-        if op == "POST /sorakaq/msg/submit":
+        if op in ("POST /sorakaq/msg/submit", "POST /sorakaq/topic/testMessage"):
             line["msgId"] = result.get("msgId") if isinstance(result, dict) else None
             line["topic"] = _field(response.request.body, "topic_name")
         elif op == "POST /sorakaq/msg/submitBatch":

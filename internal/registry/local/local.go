@@ -24,7 +24,10 @@ type Registry struct {
 	topics map[string]*registry.Topic
 }
 
-var _ registry.Topics = (*Registry)(nil)
+var (
+	_ registry.Topics       = (*Registry)(nil)
+	_ registry.PausedLister = (*Registry)(nil)
+)
 
 // Open loads the topics file in dir (creating dir if needed).
 func Open(dir string) (*Registry, error) {
@@ -110,6 +113,19 @@ func (r *Registry) ListTopics(context.Context) ([]registry.Topic, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// PausedTopics lists the paused topics (from memory).
+func (r *Registry) PausedTopics() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	for name, t := range r.topics {
+		if t.Paused {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 func (r *Registry) saveLocked() error {

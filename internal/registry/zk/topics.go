@@ -17,7 +17,10 @@ import (
 	"github.com/sorakaq/sorakaq/internal/registry"
 )
 
-var _ registry.Topics = (*Registry)(nil)
+var (
+	_ registry.Topics       = (*Registry)(nil)
+	_ registry.PausedLister = (*Registry)(nil)
+)
 
 // cachedTopic is a topic with the zxids of the znode it was read from:
 // mzxid orders versions (a watch read never replaces a newer own write),
@@ -52,6 +55,22 @@ func (r *Registry) cacheGet(name string) (*registry.Topic, bool) {
 		return nil, false
 	}
 	return cloneTopic(c.t), true
+}
+
+// PausedTopics lists the paused topics from the watch-fed cache: a pause
+// written by the admin service reaches it with the topic node's data
+// watch (a round trip after the write; after a reconnect, once the watch
+// loop has reloaded).
+func (r *Registry) PausedTopics() []string {
+	r.tmu.RLock()
+	defer r.tmu.RUnlock()
+	var out []string
+	for name, c := range r.topics {
+		if c.t.Paused {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // cacheDropMissing removes topics absent from a children listing whose

@@ -14,6 +14,7 @@
 //	p/<done ms, 8 bytes BE><id>          purge order of delivered/cancelled
 //	c/<topic>\x00<state>                 counter (int64, merged)
 //	i/<topic>\x00<idempotency key>        -> message id (while the message is kept)
+//	h/<m|t><topic>\x00<bucket><run><node> a stats record (stats.go)
 //
 // Every change of a message rewrites its indexes in the same batch, derived
 // from the old and new message by one function (writeIndexes), so the
@@ -91,6 +92,9 @@ type Store struct {
 
 	mu     sync.RWMutex
 	closed bool
+
+	statsMu     sync.Mutex
+	statsPurged map[string]time.Time // stats prefix -> last purge (stats.go)
 }
 
 var _ store.Store = (*Store)(nil)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store"
 	"github.com/sorakaq/sorakaq/internal/store/storetest"
 )
@@ -61,4 +63,37 @@ func TestCreateGetDueAndCountsSurviveReopen(t *testing.T) {
 // TestStoreSuite runs the behaviour every store must have.
 func TestStoreSuite(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return open(t, t.TempDir()) })
+}
+
+func TestStats(t *testing.T) { storetest.Stats(t, open(t, t.TempDir())) }
+
+// Records past their retention are deleted as the sink is written, and
+// the previous release's layout (s/...) is deleted at the first write.
+func TestStatsRetention(t *testing.T) {
+	s := open(t, t.TempDir())
+	ctx := context.Background()
+	legacy := []byte("s/\x00\x00\x00\x00\x00\x00\x00\x01n\x00t")
+	if err := s.db.Set(legacy, []byte("{}"), nil); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli() / stats.MinuteMs * stats.MinuteMs
+	old := stats.Minute{Minute: now - int64(stats.MinuteRetention/time.Millisecond) - stats.MinuteMs, Topic: "t", Node: "n"}
+	if err := s.PutStats(ctx, []stats.Minute{old}); err != nil {
+		t.Fatal(err)
+	}
+	if _, closer, err := s.db.Get(legacy); err == nil {
+		closer.Close()
+		t.Fatal("the previous layout's record is still there")
+	}
+	s.statsPurged = map[string]time.Time{} // as an hour later
+	if err := s.PutStats(ctx, []stats.Minute{{Minute: now, Topic: "t", Node: "n", Fired: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s.ReadStats(ctx, stats.Query{Topics: []string{"t"}, FromMs: 0, ToMs: now + stats.MinuteMs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || ms[0].Minute != now {
+		t.Fatalf("after the purge: %+v, want the new minute only", ms)
+	}
 }

@@ -787,3 +787,21 @@ func TestScriptsRunTwiceAnswerOk(t *testing.T) {
 		t.Fatalf("another outcome over a stale revision: %v", err)
 	}
 }
+
+func TestStats(t *testing.T) {
+	s := open(t, 16)
+	storetest.Stats(t, s)
+	// the keys: per bucket and topic, with an expiry, none under a slot's tag
+	ks, err := s.c.Keys(context.Background(), "{"+s.keys.prefix+":st:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ks) != 7 {
+		t.Fatalf("stats keys %v, want one per bucket and topic (7)", ks)
+	}
+	for _, k := range ks {
+		if ttl := s.c.TTL(context.Background(), k).Val(); ttl <= 0 {
+			t.Errorf("stats key %s has no expiry (%v)", k, ttl)
+		}
+	}
+}

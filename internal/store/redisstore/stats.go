@@ -7,60 +7,108 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/sorakaq/sorakaq/internal/stats"
 )
 
-// statsTTL keeps a day's curves a week.
-const statsTTL = 8 * 24 * time.Hour
-
-// statsKey is one hash per UTC day; field = minute|node|topic.
-func (k keys) stats(minuteMs int64) string {
-	return "{" + k.prefix + ":stats}:" + time.UnixMilli(minuteMs).UTC().Format("20060102")
+// Stats keys: one small hash per (resolution, bucket, topic), fields
+// "<node>|<run>", each record's JSON:
+//
+//	{<prefix>:st:<m|t>:<bucket ms>}:<topic>
+//
+// The hash tag is the bucket, not a message slot's: the stats stay off
+// the slots' keys, and a Redis Cluster spreads the buckets over its
+// masters. A chart reads only the buckets and the topic (or the
+// all-topics sums) it draws, at most a few thousand small hashes, where
+// it read one hash per day holding every minute × node × topic
+// (review F11: hundreds of MB on the shard that carries the messages).
+// Each key expires with its resolution's retention.
+func (k keys) statsRecord(span, bucket int64, topic string) string {
+	c := "m"
+	if span == stats.TenMinMs {
+		c = "t"
+	}
+	return "{" + k.prefix + ":st:" + c + ":" + strconv.FormatInt(bucket, 10) + "}:" + topic
 }
 
-// PutStats stores per-minute figures (overwriting the same minute, node
-// and topic), one pipeline.
+func statsTTL(span int64) time.Duration {
+	if span == stats.TenMinMs {
+		return stats.TenMinRetention + time.Hour
+	}
+	return stats.MinuteRetention + time.Hour
+}
+
+// statsChunk bounds the commands of one pipeline.
+const statsChunk = 500
+
+// PutStats stores records (overwriting the same span, bucket, topic, node
+// and run), in pipelines.
 func (s *Store) PutStats(ctx context.Context, ms []stats.Minute) error {
 	release, err := s.guard()
 	if err != nil {
 		return err
 	}
 	defer release()
-	p := s.c.Pipeline()
-	for _, m := range ms {
-		v, err := json.Marshal(m)
-		if err != nil {
+	for len(ms) > 0 {
+		chunk := ms[:min(statsChunk, len(ms))]
+		ms = ms[len(chunk):]
+		p := s.c.Pipeline()
+		for _, m := range chunk {
+			v, err := json.Marshal(m)
+			if err != nil {
+				return fmt.Errorf("redisstore.PutStats: %w", err)
+			}
+			k := s.keys.statsRecord(m.Span, m.Minute, m.Topic)
+			p.HSet(ctx, k, m.Node+"|"+strconv.FormatInt(m.Run, 10), v)
+			p.Expire(ctx, k, statsTTL(m.Span))
+		}
+		if _, err := p.Exec(ctx); err != nil {
 			return fmt.Errorf("redisstore.PutStats: %w", err)
 		}
-		k := s.keys.stats(m.Minute)
-		p.HSet(ctx, k, strconv.FormatInt(m.Minute, 10)+"|"+m.Node+"|"+m.Topic, v)
-		p.Expire(ctx, k, statsTTL)
-	}
-	if _, err := p.Exec(ctx); err != nil {
-		return fmt.Errorf("redisstore.PutStats: %w", err)
 	}
 	return nil
 }
 
-// Stats returns the minutes in [fromMs, toMs) (reading each day's hash).
-func (s *Store) Stats(ctx context.Context, fromMs, toMs int64) ([]stats.Minute, error) {
+// ReadStats returns the records of q's topics and span whose bucket
+// starts in [q.FromMs, q.ToMs): one HGETALL per bucket and topic.
+func (s *Store) ReadStats(ctx context.Context, q stats.Query) ([]stats.Minute, error) {
 	release, err := s.guard()
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	var out []stats.Minute
-	for day := fromMs / 86_400_000 * 86_400_000; day < toMs; day += 86_400_000 {
-		all, err := s.c.HGetAll(ctx, s.keys.stats(day)).Result()
-		if err != nil {
-			return nil, fmt.Errorf("redisstore.Stats: %w", err)
+	step := int64(stats.MinuteMs)
+	if q.Span == stats.TenMinMs {
+		step = stats.TenMinMs
+	}
+	var names []string
+	for _, topic := range q.Topics {
+		for b := (q.FromMs + step - 1) / step * step; b < q.ToMs; b += step {
+			names = append(names, s.keys.statsRecord(q.Span, b, topic))
 		}
-		for _, v := range all {
-			var m stats.Minute
-			if err := json.Unmarshal([]byte(v), &m); err != nil {
-				return nil, fmt.Errorf("redisstore.Stats: %w", err)
-			}
-			if m.Minute >= fromMs && m.Minute < toMs {
+	}
+	if len(names) > 50_000 {
+		return nil, fmt.Errorf("redisstore.ReadStats: %d buckets asked for; narrow the range", len(names))
+	}
+	var out []stats.Minute
+	for len(names) > 0 {
+		chunk := names[:min(statsChunk, len(names))]
+		names = names[len(chunk):]
+		p := s.c.Pipeline()
+		cmds := make([]*redis.MapStringStringCmd, len(chunk))
+		for i, k := range chunk {
+			cmds[i] = p.HGetAll(ctx, k)
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("redisstore.ReadStats: %w", err)
+		}
+		for _, c := range cmds {
+			for _, v := range c.Val() {
+				var m stats.Minute
+				if err := json.Unmarshal([]byte(v), &m); err != nil {
+					return nil, fmt.Errorf("redisstore.ReadStats: %w", err)
+				}
 				out = append(out, m)
 			}
 		}

@@ -2,7 +2,7 @@
 // console, with pages on hash routes (#/instances, #/topics, #/messages,
 // #/monitor). Everything but the login form needs a session.
 import * as api from "./api.js";
-import { clear, clearAlerts, errText, fmtTime, h, showError } from "./ui.js";
+import { clear, clearAlerts, errText, fmtTime, h, refreshInterval, setRefreshInterval, showError } from "./ui.js";
 import * as instances from "./pages/instances.js";
 import * as topics from "./pages/topics.js";
 import * as messages from "./pages/messages.js";
@@ -144,6 +144,9 @@ async function start() {
   document.getElementById("topbar").hidden = false;
   document.getElementById("whoami").textContent = who.username;
   document.getElementById("default-password").hidden = !who.default_password;
+  const every = document.getElementById("refresh-interval");
+  every.value = String(refreshInterval());
+  every.addEventListener("change", () => setRefreshInterval(Number(every.value)));
   if (who.expires_at) watchSession(who.expires_at);
   document.getElementById("logout").addEventListener("click", async () => {
     try {

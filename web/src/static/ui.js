@@ -52,8 +52,8 @@ export function table(columns, rows, emptyText = "Nothing here.") {
   return h("div.table-wrap", h("table", h("thead", head), h("tbody", body)));
 }
 
-export function badge(text, cls) {
-  return h("span.badge", { class: `badge ${cls || ""}` }, text);
+export function badge(text, cls, props = {}) {
+  return h("span.badge", { ...props, class: `badge ${cls || ""}` }, text);
 }
 
 export const stateBadge = (s) => badge(s, `state-${s}`);
@@ -90,24 +90,73 @@ export const errText = (e) => (e && e.message) || String(e);
 
 // ---- refresh ---------------------------------------------------------------
 
-// refreshEvery calls load every ms while the page shows, skipping while
-// a dialog is open, the tab is hidden, or focus is inside keep (rebuilding
-// it would lose the operator's place); returns the function that stops it.
-// status shows when the page was last refreshed, or why it failed.
-export function refreshEvery(ms, load, status, keep) {
+// The auto-refresh interval of the pages that refresh themselves (topics,
+// instances, monitoring): one choice for all, set in the top bar and kept
+// in localStorage. 0 is off.
+export const REFRESH_CHOICES = [0, 5000, 15000, 60000];
+const REFRESH_KEY = "sorakaq.refresh";
+const REFRESH_DEFAULT = 5000;
+
+export function refreshInterval() {
+  const v = Number(localStorage.getItem(REFRESH_KEY));
+  return localStorage.getItem(REFRESH_KEY) !== null && REFRESH_CHOICES.includes(v) ? v : REFRESH_DEFAULT;
+}
+
+// setRefreshInterval keeps the choice and tells the page showing.
+export function setRefreshInterval(ms) {
+  if (!REFRESH_CHOICES.includes(ms)) return;
+  localStorage.setItem(REFRESH_KEY, String(ms));
+  window.dispatchEvent(new CustomEvent("sorakaq:refresh", { detail: ms }));
+}
+
+export const refreshLabel = (ms) => (ms ? `every ${ms / 1000} s` : "auto-refresh off");
+
+// autoRefresh calls run every refreshInterval(), re-armed when the choice
+// changes; returns the function that stops it.
+export function autoRefresh(run) {
+  let timer = null;
+  const arm = () => {
+    if (timer) clearInterval(timer);
+    const ms = refreshInterval();
+    timer = ms ? setInterval(run, ms) : null;
+  };
+  const onChange = () => arm();
+  window.addEventListener("sorakaq:refresh", onChange);
+  arm();
+  return () => {
+    window.removeEventListener("sorakaq:refresh", onChange);
+    if (timer) clearInterval(timer);
+  };
+}
+
+// refreshEvery calls load at the chosen interval while the page shows,
+// skipping while a dialog is open, the tab is hidden, or focus is inside
+// keep (rebuilding it would lose the operator's place); returns the
+// function that stops it. status shows when the page was last refreshed,
+// or why it failed.
+export function refreshEvery(load, status, keep) {
   const run = async () => {
     if (document.getElementById("dialog").open || document.hidden || keep.contains(document.activeElement)) return;
     try {
       await load(true);
-      status.textContent = `Updated ${fmtTime(Date.now()).slice(11, 19)} · every ${ms / 1000} s`;
+      status.textContent = `Updated ${fmtTime(Date.now()).slice(11, 19)} · ${refreshLabel(refreshInterval())}`;
       status.className = "muted";
     } catch (e) {
       status.textContent = `Refresh failed: ${errText(e)}`;
       status.className = "error-text";
     }
   };
-  const timer = setInterval(run, ms);
-  return () => clearInterval(timer);
+  const note = () => {
+    if (!status.classList.contains("error-text") && status.textContent.startsWith("Updated")) {
+      status.textContent = status.textContent.replace(/ · .*$/, ` · ${refreshLabel(refreshInterval())}`);
+    }
+  };
+  window.addEventListener("sorakaq:refresh", note);
+  const stop = autoRefresh(run);
+  return () => {
+    window.removeEventListener("sorakaq:refresh", note);
+    stop();
+  };
 }
 
 // ---- dialogs --------------------------------------------------------------

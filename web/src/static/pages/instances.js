@@ -66,5 +66,5 @@ export function render(page) {
   }
 
   load();
-  return refreshEvery(10000, load, status, body);
+  return refreshEvery(load, status, body);
 }

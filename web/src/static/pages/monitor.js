@@ -1,29 +1,41 @@
-// Monitoring: today's per-minute curves (all topics or one) and the
-// messages each worker holds, refreshed every 5 s. Charts: Apache ECharts
+// Monitoring: the curves of the last hour, today or the last 7 days (all
+// topics or one), in minutes or ten-minute buckets, and the
+// messages each worker holds, refreshed at the chosen interval. Charts: Apache ECharts
 // (window.echarts, from /static/vendor/echarts.min.js, loaded by this page
 // only: it is 96 % of the console's weight).
 import { get } from "../api.js";
-import { errText, fmtBound, fmtTime, h } from "../ui.js";
-
-const REFRESH_MS = 5000;
+import { autoRefresh, errText, fmtBound, fmtTime, h, refreshInterval, refreshLabel } from "../ui.js";
 
 const MINUTE = 60000;
+const HOUR = 60 * MINUTE;
 
-// The x range: today's minutes, at least the last hour, up to now.
-function xRange(ms) {
-  const now = Date.now();
-  const day = now - (now % 86400000); // 00:00 UTC
-  const first = ms.length ? ms[0].minute : now;
-  return { min: Math.max(day, Math.min(first, now - 60 * MINUTE)), max: now - (now % MINUTE) + MINUTE };
+// now is the page's clock: a browser test may set window.__sorakaqNowMs to
+// see the page at another time (a day boundary) without waiting for it.
+const now = () => (typeof window.__sorakaqNowMs === "number" ? window.__sorakaqNowMs : Date.now());
+
+// The time ranges offered, by their URL value. "today" starts at 00:00 in
+// the browser's zone (it was 00:00 UTC, and the curves started over
+// there); the server answers in minutes up to 25 h, else in 10 minutes.
+export const RANGES = {
+  hour: { label: "Last hour", from: (t) => t - HOUR },
+  today: { label: "Today", from: (t) => new Date(t).setHours(0, 0, 0, 0) },
+  week: { label: "Last 7 days", from: (t) => t - 7 * 24 * HOUR },
+};
+
+// The x range of a choice: from its start to the end of the bucket in
+// progress.
+function xRange(choice, step = MINUTE) {
+  const t = now();
+  return { min: RANGES[choice].from(t), max: t - (t % step) + step };
 }
 
-// Every minute of the range, the API's point or null for a minute without
-// activity: the API leaves idle minutes out, and a line joined across them
+// Every bucket of the range, the API's point or null for one without
+// activity: the API leaves idle buckets out, and a line joined across them
 // would draw an outage as steady traffic.
-function everyMinute(ms, range) {
+function everyBucket(ms, range, step) {
   const by = new Map(ms.map((m) => [m.minute, m]));
   const out = [];
-  for (let t = range.min - (range.min % MINUTE); t < range.max; t += MINUTE) out.push([t, by.get(t) || null]);
+  for (let t = range.min - (range.min % step); t < range.max; t += step) out.push([t, by.get(t) || null]);
   return out;
 }
 
@@ -40,34 +52,34 @@ const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 
 // The minute in progress is shaded and called so in tooltips: its counts
 // are still growing, so its dip at the right edge is not a real one.
-function partialMark(cur) {
+function partialMark(cur, step) {
   return {
     silent: true,
     itemStyle: { color: "rgba(120, 130, 145, 0.13)" },
     label: { show: true, position: "insideTopRight", color: "#5d6b7a", fontSize: 11, formatter: "in progress" },
-    data: [[{ xAxis: cur }, { xAxis: cur + MINUTE }]],
+    data: [[{ xAxis: cur }, { xAxis: cur + step }]],
   };
 }
 
-function tooltip(fmt, cur) {
+function tooltip(fmt, cur, step) {
   return {
     trigger: "axis",
     formatter: (ps) => {
       if (!ps.length) return "";
       const t = ps[0].value[0];
-      const head = `${esc(fmtTime(t).slice(0, 16))} ${zone(t)}${t === cur ? " (minute in progress)" : ""}`;
+      const until = step > MINUTE ? `–${fmtTime(t + step).slice(11, 16)}` : "";
+      const head = `${esc(fmtTime(t).slice(0, 16))}${until} ${zone(t)}${t === cur ? (step > MINUTE ? " (in progress)" : " (minute in progress)") : ""}`;
       return [head, ...ps.map((p) => `${p.marker}${esc(p.seriesName)}: <b>${esc(fmt(p))}</b>`)].join("<br>");
     },
   };
 }
 
-function lineOption(title, series, ms, { fmt, yAxis = {} } = {}) {
-  const range = xRange(ms);
-  const cur = Date.now() - (Date.now() % MINUTE);
+function lineOption(title, series, ms, { fmt, yAxis = {}, range, step }) {
+  const cur = now() - (now() % step);
   const first = series[0];
   return {
     title: { text: title, left: 0, textStyle: { fontSize: 14 } },
-    tooltip: tooltip(fmt, cur),
+    tooltip: tooltip(fmt, cur, step),
     legend: { top: 28, left: 0, type: "scroll" },
     grid: { left: 8, right: 16, top: 66, bottom: 28, containLabel: true },
     xAxis: { type: "time", ...range },
@@ -77,7 +89,7 @@ function lineOption(title, series, ms, { fmt, yAxis = {} } = {}) {
       // Few points: show them (a lone minute has no line to draw); a gap
       // (null) stays a gap.
       type: "line", showSymbol: ms.length < 90, symbolSize: 5, connectNulls: false, ...s,
-      ...(s === first ? { markArea: partialMark(cur) } : {}),
+      ...(s === first ? { markArea: partialMark(cur, step) } : {}),
     })),
   };
 }
@@ -104,15 +116,17 @@ function loadECharts() {
 
 export function render(page, params) {
   const topicSel = h("select#monitor-topic", h("option", { value: "" }, "all topics"));
+  const rangeSel = h("select#monitor-range", Object.entries(RANGES).map(([v, r]) => h("option", { value: v }, r.label)));
+  rangeSel.value = RANGES[params.get("range")] ? params.get("range") : "hour";
   const status = h("span.muted#monitor-status", "Loading…");
+  const note = h("p.muted#monitor-note");
   page.append(
-    h("div.page-head", h("h1", "Monitoring"), h("span.spacer"), h("label", "Topic", topicSel), status),
-    h("p.muted", `Today (UTC, from 00:00), one point per minute; idle minutes count zero. Times are shown in local time (${zone(Date.now())}). `
-      + "Lateness is read from a histogram: a percentile is the bound of its bucket (\u2264\u00a050\u00a0ms)."));
+    h("div.page-head", h("h1", "Monitoring"), h("span.spacer"), h("label", "Topic", topicSel), h("label", "Range", rangeSel), status),
+    note);
   let gone = false;
   let stop = () => {};
   loadECharts().then((echarts) => {
-    if (!gone) stop = draw(page, params, echarts, topicSel, status);
+    if (!gone) stop = draw(page, params, echarts, topicSel, rangeSel, status, note);
   }).catch((e) => {
     if (!gone) page.append(h("div.alert.error", { role: "alert" }, h("span.text", errText(e))));
   });
@@ -124,7 +138,7 @@ export function render(page, params) {
 
 // draw makes the charts and keeps them up to date; returns the function
 // that stops it.
-function draw(page, params, echarts, topicSel, status) {
+function draw(page, params, echarts, topicSel, rangeSel, status, note) {
   // Every card is in the grid before any chart is made, and each chart
   // follows its card's size from then on: a chart sized at init measured
   // the grid with one card in it (twice its final width), and the window's
@@ -139,7 +153,7 @@ function draw(page, params, echarts, topicSel, status) {
   });
   ids.forEach((id) => observer.observe(grid.querySelector(`#${id}`)));
   const empty = (none) => ({
-    graphic: none ? [{ type: "text", left: "center", top: "middle", style: { text: "No activity yet today", fill: "#8a96a5", fontSize: 14 } }] : [],
+    graphic: none ? [{ type: "text", left: "center", top: "middle", style: { text: "No activity in this range", fill: "#8a96a5", fontSize: 14 } }] : [],
   });
   const num = (unit) => (p) => (p.value[1] === null ? "—" : `${Math.round(p.value[1] * 10) / 10}${unit}`);
 
@@ -149,7 +163,7 @@ function draw(page, params, echarts, topicSel, status) {
     let held;
     try {
       [minutes, held] = await Promise.all([
-        get("/sorakaq/monitor/minutes", { topic_name: topic }),
+        get("/sorakaq/monitor/minutes", { topic_name: topic, from_ms: xRange(rangeSel.value).min, to_ms: xRange(rangeSel.value).max }),
         get("/sorakaq/monitor/workers"),
       ]);
     } catch (e) {
@@ -159,7 +173,12 @@ function draw(page, params, echarts, topicSel, status) {
       return;
     }
     const ms = (minutes && minutes.minutes) || [];
-    const all = everyMinute(ms, xRange(ms));
+    const step = (minutes && minutes.step_ms) || MINUTE;
+    const range = xRange(rangeSel.value, step);
+    const all = everyBucket(ms, range, step);
+    const per = step > MINUTE ? `${step / MINUTE} minutes` : "minute";
+    note.textContent = `${RANGES[rangeSel.value].label}, one point per ${per}; idle ones count zero. Times are shown in local time (${zone(now())}). `
+      + "Lateness is read from a histogram: a percentile is the bound of its bucket (\u2264\u00a050\u00a0ms).";
     // counts: 0 in an idle minute; averages and lateness: no value (a gap)
     const count = (k) => all.map(([t, m]) => [t, m ? m[k] : 0]);
     const avg = (k) => all.map(([t, m]) => [t, m ? m[k] : null]);
@@ -170,20 +189,20 @@ function draw(page, params, echarts, topicSel, status) {
     charts.time.setOption({ ...lineOption(`Time per message, ms${of}`, [
       { name: "avg flow (received → held by a worker)", data: avg("avg_flow_ms") },
       { name: "avg callback", data: avg("avg_callback_ms") },
-    ], ms, { fmt: num(" ms") }), ...empty(none) }, true);
-    charts.count.setOption({ ...lineOption(`Messages per minute${of}`, [
+    ], ms, { fmt: num(" ms"), range, step }), ...empty(none) }, true);
+    charts.count.setOption({ ...lineOption(`Messages per ${per}${of}`, [
       // every minute has a count (a line always): no dots on the zeros
       { name: "submitted", data: count("submitted"), showSymbol: false },
       { name: "fired (callback attempts, retries too)", data: count("fired"), showSymbol: false },
       { name: "failed (of fired)", data: count("failed"), itemStyle: { color: "#c0262d" }, showSymbol: false },
-    ], ms, { fmt: num(""), yAxis: { minInterval: 1 } }), ...empty(none) }, true);
+    ], ms, { fmt: num(""), yAxis: { minInterval: 1 }, range, step }), ...empty(none) }, true);
     // Log axis: an outage's minutes-long lateness and the usual
     // milliseconds on one chart. Values are bucket bounds, shown as such.
     const label = (p) => (p.value[1] === null ? "—" : `${p.data.over ? ">" : "\u2264"} ${fmtBound(p.value[1])}`);
     charts.late.setOption({ ...lineOption(`Lateness (fired after due)${of}`, [
       { name: "p50", data: bound("lateness_p50") },
       { name: "p99", data: bound("lateness_p99") },
-    ], ms, { fmt: label, yAxis: { type: "log", logBase: 10, min: 1, axisLabel: { formatter: (v) => fmtBound(v) } } }), ...empty(none) }, true);
+    ], ms, { fmt: label, yAxis: { type: "log", logBase: 10, min: 1, axisLabel: { formatter: (v) => fmtBound(v) } }, range, step }), ...empty(none) }, true);
     const ws = [...(held || [])].sort((a, b) => a.node_id.localeCompare(b.node_id));
     charts.workers.setOption({
       title: { text: "Messages held per worker (all topics)", left: 0, textStyle: { fontSize: 14 } },
@@ -201,7 +220,7 @@ function draw(page, params, echarts, topicSel, status) {
       series: [{ type: "bar", name: "held", data: ws.map((w) => w.held), barMaxWidth: 60 }],
       graphic: ws.length ? [] : [{ type: "text", left: "center", top: "middle", style: { text: "No workers", fill: "#8a96a5" } }],
     }, true);
-    status.textContent = `Updated ${fmtTime(Date.now()).slice(11, 19)} · every ${REFRESH_MS / 1000} s`;
+    status.textContent = `Updated ${fmtTime(Date.now()).slice(11, 19)} · ${refreshLabel(refreshInterval())}`;
     status.className = "muted";
     grid.classList.remove("stale");
   }
@@ -210,13 +229,19 @@ function draw(page, params, echarts, topicSel, status) {
     topicSel.append(...ts.map((t) => t.topic_name).sort().map((n) => h("option", { value: n }, n)));
     if (params.get("topic")) topicSel.value = params.get("topic");
   }).catch(() => {}).finally(refresh);
-  topicSel.addEventListener("change", () => {
-    history.replaceState(null, "", topicSel.value ? `#/monitor?topic=${encodeURIComponent(topicSel.value)}` : "#/monitor");
+  // the topic and the range are kept in the URL (bookmarkable)
+  const keep = () => {
+    const q = new URLSearchParams();
+    if (topicSel.value) q.set("topic", topicSel.value);
+    if (rangeSel.value !== "hour") q.set("range", rangeSel.value);
+    history.replaceState(null, "", `#/monitor${q.size ? `?${q}` : ""}`);
     refresh();
-  });
-  const timer = setInterval(refresh, REFRESH_MS);
+  };
+  topicSel.addEventListener("change", keep);
+  rangeSel.addEventListener("change", keep);
+  const stopRefresh = autoRefresh(refresh);
   return () => {
-    clearInterval(timer);
+    stopRefresh();
     observer.disconnect();
     Object.values(charts).forEach((c) => c.dispose());
   };

@@ -1,6 +1,6 @@
 // Topics: per-state counts, retry policy; add a topic, edit one.
 import { get, post } from "../api.js";
-import { clear, dialog, errText, h, parseMsList, refreshEvery, showError, showOk, table } from "../ui.js";
+import { badge, clear, confirmDialog, dialog, errText, fmtTime, h, parseMsList, refreshEvery, showError, showOk, table } from "../ui.js";
 
 const STATES = ["delayed", "delivering", "retrying", "delivered", "dead", "cancelled"];
 
@@ -105,8 +105,66 @@ export function render(page) {
     load();
   }
 
+  // ---- pause / resume: the topic's callbacks stop (submits go on); due
+  // messages wait, pending, and fire in due order on resume.
+  async function setPaused(t, pause) {
+    const name = t.topic_name;
+    const waiting = (t.counts && (t.counts.delayed || 0) + (t.counts.retrying || 0)) || 0;
+    const ok = await confirmDialog(
+      pause ? `Pause deliveries of ${name}?` : `Resume deliveries of ${name}?`,
+      pause
+        ? `No callback of ${name} is made while it is paused (every worker stops within a second). Submits are still accepted; the ${waiting} pending messages and those submitted meanwhile wait, and can still be cancelled or moved.`
+        : `Messages of ${name} that fell due while it was paused are called back at once, in due order, then the others on time.`,
+      pause ? "Pause deliveries" : "Resume deliveries", pause, "Keep as it is");
+    if (!ok) return;
+    try {
+      await post(pause ? "/sorakaq/topic/pause" : "/sorakaq/topic/resume", { topic_name: name });
+      showOk(pause ? `Deliveries of ${name} paused.` : `Deliveries of ${name} resumed.`);
+    } catch (e) {
+      showError(`${pause ? "Pausing" : "Resuming"} ${name}: ${errText(e)}`);
+    }
+    load();
+  }
+
+  // ---- test message: through the receive service's submit path, with the
+  // topic's limits; the callback URL defaults to one of the topic's own.
+  async function testMessage(t) {
+    const name = t.topic_name;
+    let url = "";
+    try {
+      const page = await get("/sorakaq/admin/msg/list", { topic_name: name, limit: 1 });
+      url = (page.messages && page.messages[0] && page.messages[0].callback.url) || "";
+    } catch {
+      // no default then
+    }
+    const delay = h("input#test-delay", { type: "number", min: 0, max: 604800000, step: 1, required: true, value: "1000" });
+    const method = h("select#test-method", h("option", { value: "POST" }, "POST"), h("option", { value: "GET" }, "GET"));
+    const cb = h("input#test-url", { type: "url", required: true, value: url, placeholder: "https://receiver.example/callback", size: 40 });
+    const params = h("textarea#test-params", { rows: 4, cols: 40, placeholder: '{"test": true}' });
+    params.value = '{"test":true}';
+    const body = h("div",
+      h("label", "Delay (ms)", delay),
+      h("label", "Method", method),
+      h("label", url ? "Callback URL (from a message of this topic)" : "Callback URL", cb),
+      h("label", "Body (POST) or query (GET)", params));
+    const res = await dialog({
+      title: `Send a test message to ${name}`, body, ok: "Send",
+      collect: () => ({
+        topic_name: name, delay_time: Number(delay.value),
+        callback: { request_type: method.value, url: cb.value.trim(), params: params.value },
+      }),
+      action: (req) => post("/sorakaq/topic/testMessage", req),
+    });
+    if (!res) return;
+    const a = h("a#test-result", { href: `#/messages?id=${encodeURIComponent(res.msgId)}` }, res.msgId);
+    const el = showOk(`Test message stored, due ${fmtTime(res.due_at).slice(11, 23)}: `);
+    el.querySelector(".text").append(a);
+    load();
+  }
+
   const countLink = (t, s) => {
     const n = (t.counts && t.counts[s]) || 0;
+    if (t.total) return h("b", String(n));
     return n ? h("a", { href: `#/messages?topic=${encodeURIComponent(t.topic_name)}&state=${s}`, "aria-label": `${n} ${s} messages of ${t.topic_name}` }, String(n)) : "0";
   };
 
@@ -122,21 +180,48 @@ export function render(page) {
       return;
     }
     list.sort((a, b) => a.topic_name.localeCompare(b.topic_name));
+    // The totals row: counts and rates summed over the topics.
+    const total = { total: true, topic_name: "", counts: {}, rates: { submitted_per_s: 0, fired_per_s: 0, failed_per_s: 0 } };
+    for (const t of list) {
+      for (const s of STATES) total.counts[s] = (total.counts[s] || 0) + ((t.counts && t.counts[s]) || 0);
+      for (const k of Object.keys(total.rates)) total.rates[k] += (t.rates && t.rates[k]) || 0;
+    }
+    const rate = (k) => (t) => {
+      const v = t.rates ? t.rates[k] : null;
+      const txt = v === null || v === undefined ? "—" : (v >= 10 ? v.toFixed(0) : v.toFixed(2));
+      return t.total ? h("b", txt) : txt;
+    };
+    const rows = list.length ? [...list, total] : list;
+    const rateNote = "per second over the last full minute";
     clear(body, table([
-      { title: "Topic", cell: (t) => h("a", { href: `#/messages?topic=${encodeURIComponent(t.topic_name)}` }, h("code", t.topic_name)) },
+      {
+        title: "Topic",
+        cell: (t) => (t.total ? h("b", `Total (${list.length} topics)`) : h("span",
+          h("a", { href: `#/messages?topic=${encodeURIComponent(t.topic_name)}` }, h("code", t.topic_name)),
+          t.paused ? badge("paused", "paused", { title: `Deliveries paused since ${fmtTime(t.paused_at)}` }) : null)),
+      },
       { title: "Business", cls: "wrap", cell: (t) => t.business || "" },
-      { title: "Workers", cls: "num", cell: (t) => String(t.worker_num) },
-      { title: "Parts", cls: "num", cell: (t) => String(t.partitions) },
-      { title: "Retry (ms)", cell: (t) => (t.retry_backoff_ms && t.retry_backoff_ms.length ? t.retry_backoff_ms.join(", ") : h("span.muted", "default")) },
-      { title: "Mapping", cell: (t) => (t.workers && t.workers.length ? t.workers.join(", ") : h("span.muted", "hashing")) },
+      { title: "Workers", cls: "num", cell: (t) => (t.total ? "" : String(t.worker_num)) },
+      { title: "Parts", cls: "num", cell: (t) => (t.total ? "" : String(t.partitions)) },
+      { title: "Retry (ms)", cell: (t) => (t.total ? "" : t.retry_backoff_ms && t.retry_backoff_ms.length ? t.retry_backoff_ms.join(", ") : h("span.muted", "default")) },
+      { title: "Mapping", cell: (t) => (t.total ? "" : t.workers && t.workers.length ? t.workers.join(", ") : h("span.muted", "hashing")) },
       ...STATES.map((s) => ({ title: s, cls: "num", cell: (t) => countLink(t, s) })),
+      { title: "Submitted/s", cls: "num", cell: rate("submitted_per_s") },
+      { title: "Fired/s", cls: "num", cell: rate("fired_per_s") },
+      { title: "Failed/s", cls: "num", cell: rate("failed_per_s") },
       {
         title: "",
-        cell: (t) => h("button.small.secondary", { type: "button", "aria-label": `Edit topic ${t.topic_name}`, dataset: { action: "edit", topic: t.topic_name }, onclick: () => edit(t) }, "Edit"),
+        cell: (t) => (t.total ? "" : h("span.actions-cell",
+          h("button.small.secondary", { type: "button", "aria-label": `Edit topic ${t.topic_name}`, dataset: { action: "edit", topic: t.topic_name }, onclick: () => edit(t) }, "Edit"),
+          t.paused
+            ? h("button.small", { type: "button", "aria-label": `Resume deliveries of ${t.topic_name}`, dataset: { action: "resume", topic: t.topic_name }, onclick: () => setPaused(t, false) }, "Resume")
+            : h("button.small.secondary", { type: "button", "aria-label": `Pause deliveries of ${t.topic_name}`, dataset: { action: "pause", topic: t.topic_name }, onclick: () => setPaused(t, true) }, "Pause"),
+          h("button.small.secondary", { type: "button", "aria-label": `Send a test message to ${t.topic_name}`, dataset: { action: "test", topic: t.topic_name }, onclick: () => testMessage(t) }, "Test message"))),
       },
-    ], list, "No topics yet: create one, or submit a message (unknown topics are created on submit)."));
+    ], rows, "No topics yet: create one, or submit a message (unknown topics are created on submit)."));
+    body.append(h("p.muted#topics-rates-note", `Rates are ${rateNote} (fired counts callback attempts, retries too).`));
   }
 
   load();
-  return refreshEvery(10000, load, status, body);
+  return refreshEvery(load, status, body);
 }

@@ -1,0 +1,218 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sort"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sorakaq/sorakaq/internal/registry"
+	"github.com/sorakaq/sorakaq/internal/store"
+)
+
+// Pausing a topic's deliveries.
+//
+// The paused topics are a set read from the registry (Topic.Paused) at
+// Start, before any slot is taken, and every PauseRefresh after; the
+// firing path reads it with one atomic load and a map look-up. A message
+// of a paused topic that falls due is read as usual (beginDelivery needs
+// the stored message to learn its topic), then parked instead of called:
+// it stays pending in the store, attempts untouched, and only its id and
+// version are kept here, so that the distributed mode's sweep does not
+// fire it again every few seconds. A cancel or delay change works as on
+// any pending message (a parked version that is no longer the message's
+// does nothing). On resume the parked ids are forgotten and each held
+// slot's overdue schedule is read again in due order, as the sweep does:
+// every overdue message nothing holds is scheduled at its due time, and
+// the wheel fires past-due timers earliest first. That re-read also finds
+// what was not parked (past the cap below, or taken over from another
+// worker during the pause).
+//
+// Parked ids are capped at MaxInWheel, the bound the wheel already has;
+// past it a due message of a paused topic is read and let go, and found
+// again on resume (in the distributed mode the sweep reads it again every
+// SweepInterval meanwhile).
+
+// parkedRef is a parked message: its topic (to unpark by topic) and the
+// version that fell due.
+type parkedRef struct {
+	topic   string
+	version uint64
+}
+
+// isPaused reports whether topic's deliveries are paused: the check on
+// the firing path, an atomic load and a map read.
+func (w *Worker) isPaused(topic string) bool {
+	p := w.paused.Load()
+	if p == nil || len(*p) == 0 {
+		return false
+	}
+	_, ok := (*p)[topic]
+	return ok
+}
+
+// readPaused lists the paused topics: from memory when the registry keeps
+// them there, else by listing the topics.
+func (w *Worker) readPaused(ctx context.Context) (map[string]struct{}, error) {
+	out := map[string]struct{}{}
+	if w.topics == nil {
+		return out, nil
+	}
+	if pl, ok := w.topics.(registry.PausedLister); ok {
+		for _, name := range pl.PausedTopics() {
+			out[name] = struct{}{}
+		}
+		return out, nil
+	}
+	ts, err := w.topics.ListTopics(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the paused topics: %w", err)
+	}
+	for _, t := range ts {
+		if t.Paused {
+			out[t.Name] = struct{}{}
+		}
+	}
+	return out, nil
+}
+
+// refreshPaused reads the paused topics and, for those resumed since the
+// last read, fires their waiting messages.
+func (w *Worker) refreshPaused(ctx context.Context) error {
+	next, err := w.readPaused(ctx)
+	if err != nil {
+		return err
+	}
+	var prev map[string]struct{}
+	if p := w.paused.Load(); p != nil {
+		prev = *p
+	}
+	if maps.Equal(prev, next) {
+		return nil
+	}
+	w.paused.Store(&next)
+	resumed := map[string]bool{}
+	for t := range prev {
+		if _, still := next[t]; !still {
+			resumed[t] = true
+		}
+	}
+	for t := range next {
+		if _, was := prev[t]; !was {
+			w.log.Info("topic paused: its due messages wait until it is resumed", zap.String("topic", t))
+		}
+	}
+	if len(resumed) == 0 {
+		return nil
+	}
+	// The new set is stored before the parked ids are dropped, and park
+	// checks the set again under w.mu: a message is either parked before
+	// this drop (and dropped here) or delivered.
+	w.mu.Lock()
+	n := 0
+	for id, p := range w.parked {
+		if resumed[p.topic] {
+			delete(w.parked, id)
+			n++
+		}
+	}
+	w.metrics.Parked.Set(float64(len(w.parked)))
+	w.mu.Unlock()
+	for t := range resumed {
+		w.log.Info("topic resumed: its waiting messages fire now, in due order", zap.String("topic", t))
+	}
+	w.fireOverdue(ctx, time.Now().UnixMilli()+1)
+	return nil
+}
+
+// fireOverdue schedules every entry of the held slots due before until
+// that nothing holds (not in the wheel, queued, in flight or parked), in
+// due order across slots: they are read first, sorted, then added
+// earliest first, so that however the wheel's steps fall between the
+// adds, what it fires is in due order (it sorts the past-due timers of
+// one step). A slot that cannot be read is left to the next resume or,
+// in the distributed mode, to the sweep.
+func (w *Worker) fireOverdue(ctx context.Context, until int64) {
+	const page = 1000
+	type slotEntry struct {
+		store.Entry
+		slot int
+	}
+	var all []slotEntry
+	for _, slot := range w.HeldSlots() {
+		for from := (store.Entry{}); ctx.Err() == nil; {
+			es, err := w.due(ctx, slot, from, until, page)
+			if err != nil {
+				w.metrics.StoreErrors.WithLabelValues("resume").Inc()
+				w.log.Warn("reading a slot's overdue messages on resume failed; they wait for the next resume or sweep", zap.Int("slot", slot), zap.Error(err))
+				break
+			}
+			for _, e := range es {
+				all = append(all, slotEntry{e, slot})
+			}
+			if len(es) < page {
+				break
+			}
+			from = es[len(es)-1]
+		}
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].DueMs != all[j].DueMs {
+			return all[i].DueMs < all[j].DueMs
+		}
+		return all[i].ID < all[j].ID
+	})
+	n := 0
+	for len(all) > 0 {
+		chunk := all[:min(page, len(all))]
+		all = all[len(chunk):]
+		w.mu.Lock()
+		for _, e := range chunk {
+			if w.slots[e.slot] == nil || !w.unheld(e.Entry) {
+				continue
+			}
+			w.scheduleLocked(e.ID, e.DueMs, e.Version, true)
+			n++
+		}
+		w.mu.Unlock()
+	}
+	if n > 0 {
+		w.log.Info("messages that waited for their topic to be resumed fire now", zap.Int("messages", n))
+	}
+}
+
+// pauseLoop re-reads the paused topics every PauseRefresh.
+func (w *Worker) pauseLoop(ctx context.Context) {
+	t := time.NewTicker(w.opts.PauseRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := w.refreshPaused(ctx); err != nil && ctx.Err() == nil {
+			w.log.Warn("reading the paused topics failed; keeping the last set", zap.Error(err))
+		}
+	}
+}
+
+// park keeps a due message of a paused topic out of delivery; false if
+// the topic was resumed meanwhile (then it is delivered). The caller has
+// marked id in flight; park clears the mark.
+func (w *Worker) park(id, topic string, version uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.isPaused(topic) {
+		return false
+	}
+	delete(w.inflight, id)
+	if len(w.parked) < w.opts.MaxInWheel {
+		w.parked[id] = parkedRef{topic: topic, version: version}
+	}
+	w.metrics.Parked.Set(float64(len(w.parked)))
+	return true
+}

@@ -1,0 +1,192 @@
+package worker
+
+import (
+	"context"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/sorakaq/sorakaq/internal/callback"
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/registry"
+	"github.com/sorakaq/sorakaq/internal/registry/local"
+	"github.com/sorakaq/sorakaq/internal/store/embedded"
+)
+
+// pauseHarness is a worker over a store and a local registry, so topics
+// can be paused; one caller, so calls are made in the order they fire.
+type pauseHarness struct {
+	w     *Worker
+	st    *embedded.Store
+	reg   *local.Registry
+	sink  *sink
+	calls *callback.Caller
+}
+
+func startPauseHarness(t *testing.T, dir string, s *sink) *pauseHarness {
+	t.Helper()
+	st, err := embedded.Open(embedded.Options{Dir: dir + "/store"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &pauseHarness{st: st, reg: reg, sink: s, calls: callback.New(callback.Options{})}
+	h.w = New(Options{Concurrency: 1, PauseRefresh: 20 * time.Millisecond}, st, reg, h.calls, nil, nil)
+	if err := h.w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (h *pauseHarness) stop() {
+	h.w.Stop(context.Background())
+	h.calls.Close()
+	h.st.Close()
+}
+
+func (h *pauseHarness) setPaused(t *testing.T, topic string, paused bool) {
+	t.Helper()
+	if _, err := h.reg.UpdateTopic(context.Background(), topic, func(tp *registry.Topic) error {
+		tp.Paused = paused
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (h *pauseHarness) submit(t *testing.T, topic string, delayMs int64) *message.Message {
+	t.Helper()
+	now := time.Now().UnixMilli()
+	m := &message.Message{ID: message.NewID(), Topic: topic, DelayMs: delayMs, TTRMs: 1000, ReceivedMs: now,
+		DueMs: now + delayMs, State: message.StateDelayed, Version: 1,
+		Callback: message.Callback{RequestType: "POST", URL: h.sink.srv.URL}}
+	if err := h.w.Submit(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// arrivals lists the ids called, in the order of their first call.
+func (s *sink) arrivals() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.got))
+	for id := range s.got {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return s.got[ids[i]][0].Before(s.got[ids[j]][0]) })
+	return ids
+}
+
+// A paused topic's due messages are not called, stay pending with no
+// attempt, can still be cancelled and moved; another topic fires as
+// usual; after a restart while paused they are still not called (and not
+// marked delivering); on resume they fire at once, in due order.
+func TestPausedTopicWaitsAndFiresInDueOrderOnResume(t *testing.T) {
+	dir := t.TempDir()
+	s := newSink(t)
+	h := startPauseHarness(t, dir, s)
+	ctx := context.Background()
+	for _, name := range []string{"p", "run"} {
+		if _, err := h.reg.CreateTopic(ctx, registry.Topic{Name: name, WorkerNum: 1, Partitions: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.setPaused(t, "p", true)
+	waitFor(t, time.Second, "the pause to reach the worker", func() bool { return h.w.isPaused("p") })
+
+	// submitted out of due order on purpose
+	delays := []int64{400, 100, 300, 200, 500, 250}
+	var ms []*message.Message
+	for _, d := range delays {
+		ms = append(ms, h.submit(t, "p", d))
+	}
+	other := h.submit(t, "run", 100)
+	waitFor(t, 3*time.Second, "the other topic's callback", func() bool { return s.count(other.ID) == 1 })
+	time.Sleep(700 * time.Millisecond) // every paused one is overdue by now
+	if n := s.total(); n != 1 {
+		t.Fatalf("%d callbacks made while paused, want only the other topic's", n-1)
+	}
+	for _, m := range ms {
+		got, err := h.st.Get(ctx, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State != message.StateDelayed || got.Attempts != 0 {
+			t.Fatalf("paused message %s is %s with %d attempts, want delayed with none", m.ID, got.State, got.Attempts)
+		}
+	}
+	h.w.mu.Lock()
+	parked := len(h.w.parked)
+	h.w.mu.Unlock()
+	if parked != len(ms) {
+		t.Fatalf("%d parked, want %d", parked, len(ms))
+	}
+	// cancel and setDelay still work on a waiting message
+	if _, err := h.w.Cancel(ctx, "p", ms[0].ID); err != nil {
+		t.Fatalf("cancel while paused: %v", err)
+	}
+	set := int64(150)
+	moved, err := h.w.ChangeDelay(ctx, "p", ms[1].ID, DelayChange{SetMs: &set})
+	if err != nil {
+		t.Fatalf("setDelay while paused: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := s.total(); n != 1 {
+		t.Fatalf("a moved message fired while paused (%d callbacks)", n)
+	}
+
+	// a restart while paused keeps them waiting, pending (not marked delivering)
+	h.stop()
+	h = startPauseHarness(t, dir, s)
+	defer h.stop()
+	if !h.w.isPaused("p") {
+		t.Fatal("a restarted worker does not know the topic is paused")
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := s.total(); n != 1 {
+		t.Fatalf("%d callbacks after a restart while paused, want 1", n)
+	}
+	for _, m := range ms[1:] {
+		got, err := h.st.Get(ctx, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State != message.StateDelayed {
+			t.Fatalf("after a restart while paused %s is %s, want delayed (a cancel must still work)", m.ID, got.State)
+		}
+	}
+
+	h.setPaused(t, "p", false)
+	waitFor(t, 3*time.Second, "the waiting messages to fire on resume", func() bool { return s.total() == len(ms) })
+	time.Sleep(100 * time.Millisecond)
+	if s.count(ms[0].ID) != 0 {
+		t.Fatal("the cancelled message was called")
+	}
+	// in due order: the moved one's due time is its new one
+	due := map[string]int64{moved.ID: moved.DueMs}
+	for _, m := range ms[2:] {
+		due[m.ID] = m.DueMs
+	}
+	var got []string
+	for _, id := range s.arrivals() {
+		if _, ok := due[id]; ok {
+			got = append(got, id)
+		}
+	}
+	if !sort.SliceIsSorted(got, func(i, j int) bool { return due[got[i]] < due[got[j]] }) {
+		var ds []int64
+		for _, id := range got {
+			ds = append(ds, due[id])
+		}
+		t.Fatalf("fired after resume in due-time order %v, want ascending", ds)
+	}
+	for id := range due {
+		if s.count(id) != 1 {
+			t.Fatalf("%s called %d times, want once", id, s.count(id))
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package integration
+
+import (
+	"net/http"
+	"sort"
+	"testing"
+	"time"
+)
+
+// TestPauseReachesWorkers: in the distributed mode a pause written by the
+// admin service (ZooKeeper) reaches the worker: messages of the paused
+// topic that fall due are not called and stay delayed with no attempt,
+// while another topic fires. A worker that starts while the topic is
+// paused (w2, taking over w1's slots with the messages overdue) reads the
+// pause before firing: it neither calls nor marks them, and a cancel
+// routed to it works. On resume every waiting message is called once, in
+// due order (one caller). A test message sent through the admin service
+// (its own receive path and Kafka producer) fires on time.
+func TestPauseReachesWorkers(t *testing.T) {
+	t.Parallel()
+	c := NewCluster(t, 5)
+	sink := NewSink(t)
+	c.Start("admin", "")
+	c.AddTopic(t, "held", 4, 1)
+	c.AddTopic(t, "free", 4, 1)
+	w1 := c.Start("worker", "w1", "SORAKAQ_WORKER_CONCURRENCY=1")
+	c.Start("center", "")
+	c.Start("receive", "")
+
+	if r := c.AdminPost(t, "/sorakaq/topic/pause", map[string]any{"topic_name": "held"}); r.Status != http.StatusOK {
+		t.Fatalf("pause: %s", r)
+	}
+	// Within a second: ZooKeeper's watch, then the worker's 0.5 s re-read.
+	time.Sleep(time.Second)
+	due := map[string]int64{}
+	var ids []string
+	for _, d := range []int64{1200, 400, 1600, 800, 2000, 600} {
+		s := c.Submit(t, "held", d, sink.URL())
+		ids = append(ids, s.ID)
+		due[s.ID] = s.DueAt
+	}
+	free := c.Submit(t, "free", 400, sink.URL())
+	if missing := sink.WaitAll([]string{free.ID}, 10*time.Second); len(missing) > 0 {
+		t.Fatal("the running topic's message was not called")
+	}
+	time.Sleep(3 * time.Second) // all overdue, and a sweep (2 s) has passed
+	check := func(when string) {
+		t.Helper()
+		for _, id := range ids {
+			if n := len(sink.Calls(id)); n != 0 {
+				t.Fatalf("%s: message %s called %d times while its topic is paused", when, id, n)
+			}
+			if m := c.Get(t, id); m.State != "delayed" || m.Attempts != 0 {
+				t.Fatalf("%s: message %s is %s with %d attempts, want delayed with none", when, id, m.State, m.Attempts)
+			}
+		}
+	}
+	check("paused")
+
+	// A worker that starts during the pause takes the slots over.
+	w1.Stop(t)
+	c.Start("worker", "w2", "SORAKAQ_WORKER_CONCURRENCY=1")
+	c.WaitMsg(t, free.ID, 10*time.Second, "readable through w2", func(m Msg) bool { return m.State == "delivered" })
+	time.Sleep(3 * time.Second)
+	check("after a take-over while paused")
+	if r := c.Post(t, "/sorakaq/msg/cancel", Ref{"held", ids[0]}); r.Status != http.StatusOK {
+		t.Fatalf("cancel while paused: %s", r)
+	}
+	cancelled := ids[0]
+	ids = ids[1:]
+
+	resumed := time.Now()
+	if r := c.AdminPost(t, "/sorakaq/topic/resume", map[string]any{"topic_name": "held"}); r.Status != http.StatusOK {
+		t.Fatalf("resume: %s", r)
+	}
+	if missing := sink.WaitAll(ids, 10*time.Second); len(missing) > 0 {
+		t.Fatalf("%d messages not called after resume: %v", len(missing), missing)
+	}
+	t.Logf("%d waiting messages called within %v of the resume", len(ids), time.Since(resumed).Round(time.Millisecond))
+	time.Sleep(500 * time.Millisecond)
+	if n := len(sink.Calls(cancelled)); n != 0 {
+		t.Fatal("the message cancelled while paused was called")
+	}
+	var order []int64 // due times in the order the calls arrived
+	seen := map[string]bool{}
+	sink.mu.Lock()
+	for _, cl := range sink.calls {
+		if d, ok := due[cl.MsgID]; ok {
+			if seen[cl.MsgID] {
+				sink.mu.Unlock()
+				t.Fatalf("message %s called twice", cl.MsgID)
+			}
+			seen[cl.MsgID] = true
+			order = append(order, d)
+		}
+	}
+	sink.mu.Unlock()
+	if !sort.SliceIsSorted(order, func(i, j int) bool { return order[i] < order[j] }) {
+		t.Fatalf("called after resume in due-time order %v, want ascending", order)
+	}
+
+	r := c.AdminPost(t, "/sorakaq/topic/testMessage", map[string]any{"topic_name": "free", "delay_time": 800,
+		"callback": map[string]any{"request_type": "POST", "url": sink.URL(), "params": `{"test":true}`}})
+	if r.Status != http.StatusOK {
+		t.Fatalf("test message: %s", r)
+	}
+	var tm Submitted
+	r.Into(t, &tm)
+	if missing := sink.WaitAll([]string{tm.ID}, 10*time.Second); len(missing) > 0 {
+		t.Fatal("the test message was not called")
+	}
+	// under a second late: the sweep finds a message only once it is a
+	// second overdue, so this one came by its notice
+	checkOnTime(t, sink.Calls(tm.ID)[0], tm.DueAt, time.Second, "test message")
+}
