@@ -150,6 +150,9 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	mg := api.Group("/monitor")
 	mg.GET("/minutes", w(s.minutes))
 	mg.GET("/workers", w(s.workers))
+	if opts.HTTP.Log == nil {
+		opts.HTTP.Log = log
+	}
 	hs, err := httpapi.Listen("admin", opts.Listen, e, opts.HTTP, opts.TLSCert, opts.TLSKey)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"reflect"
@@ -123,6 +124,12 @@ type HTTP struct {
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
 	// MetricsToken, when set, guards /metrics on every listener.
 	MetricsToken string `mapstructure:"metrics_token"`
+	// AllowedHosts are the names clients may reach a listener by (the
+	// Host header) besides IP addresses, localhost, this machine's host
+	// name and the names in sorakaQ's own listen/advertise addresses.
+	AllowedHosts []string `mapstructure:"allowed_hosts"`
+	// TrustedOrigins are origins whose cross-origin browser requests pass.
+	TrustedOrigins []string `mapstructure:"trusted_origins"`
 }
 
 type Log struct {
@@ -235,6 +242,8 @@ var defaults = map[string]any{
 	"http.max_header_bytes":            64 << 10,
 	"http.trusted_proxies":             []string{},
 	"http.metrics_token":               "",
+	"http.allowed_hosts":               []string{},
+	"http.trusted_origins":             []string{},
 	"receive.listen":                   ":9088",
 	"receive.max_body_bytes":           64 << 10,
 	"receive.max_batch":                500,
@@ -392,7 +401,20 @@ func splitStringToSlice(f, t reflect.Type, data any) (any, error) {
 func (c *Config) HTTPOptions() httpapi.Options {
 	return httpapi.Options{ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, ReadTimeout: c.HTTP.ReadTimeout,
 		IdleTimeout: c.HTTP.IdleTimeout, MaxHeaderBytes: c.HTTP.MaxHeaderBytes, TrustedProxies: c.HTTP.TrustedProxies,
-		MetricsToken: c.HTTP.MetricsToken}
+		MetricsToken: c.HTTP.MetricsToken, AllowedHosts: append(c.ownHosts(), c.HTTP.AllowedHosts...),
+		TrustedOrigins: c.HTTP.TrustedOrigins}
+}
+
+// ownHosts are the host names in sorakaQ's own listen and advertise
+// addresses: what its operator and its other roles call it.
+func (c *Config) ownHosts() []string {
+	var out []string
+	for _, a := range []string{c.Receive.Listen, c.Admin.Listen, c.Worker.Listen, c.Worker.Advertise, c.Center.Listen} {
+		if h, _, err := net.SplitHostPort(a); err == nil && h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // CallbackOptions maps the callback keys to the caller's options.
@@ -478,6 +500,16 @@ func (c *Config) Validate() error {
 			if _, err := netip.ParseAddr(p); err != nil {
 				bad(fmt.Sprintf("http.trusted_proxies[%d]", i), fmt.Sprintf("must be an IP address or a CIDR, got %q", p))
 			}
+		}
+	}
+	for i, h := range c.HTTP.AllowedHosts {
+		if err := httpapi.CheckAllowedHost(h); err != nil {
+			bad(fmt.Sprintf("http.allowed_hosts[%d]", i), err.Error())
+		}
+	}
+	for i, o := range c.HTTP.TrustedOrigins {
+		if err := http.NewCrossOriginProtection().AddTrustedOrigin(o); err != nil {
+			bad(fmt.Sprintf("http.trusted_origins[%d]", i), "must be scheme://host[:port] with nothing after, got "+strconv.Quote(o))
 		}
 	}
 	if err := (receive.Access{Tokens: c.Receive.Tokens, TopicTokens: c.Receive.TopicTokens}).Validate(); err != nil {

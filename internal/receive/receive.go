@@ -96,6 +96,9 @@ func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, lo
 		pending:     &pendingCache{counter: b.Counts}}
 	e := httpapi.NewEngineWith(log, m, b.Ready, opts.Durability)
 	s.Routes(e.Group("/sorakaq/msg"))
+	if opts.HTTP.Log == nil {
+		opts.HTTP.Log = log
+	}
 	hs, err := httpapi.Listen("receive", opts.Listen, e, opts.HTTP, opts.TLSCert, opts.TLSKey)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// rawCall sends body to u with the given Host (if not "") and headers and
+// no credentials, and answers the status and body.
+func rawCall(t *testing.T, method, u, host, body string, headers map[string]string) (int, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, u, rd)
+	if host != "" {
+		req.Host = host
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// csrfSubmit is what a cross-site <form enctype="text/plain"> posts: the
+// field name and value joined by "=" make a body the strict decoder takes.
+const csrfSubmit = `{"topic_name":"%s","delay_time":600000,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/cb","params":"` + `=` + `"}}` + "\r\n"
+
+// TestDNSRebindingAndCrossSiteForms (security review §12): a page of
+// attacker.example re-resolved to this server reached both listeners with
+// its own name as Host (it logged in with admin/admin, created a topic,
+// read messages), and any site's text/plain form could submit. Now a Host
+// that is not a name of this server is 403 on both listeners and a
+// cross-origin browser POST is 403, and neither stores anything; curl,
+// same-origin pages, http.allowed_hosts and http.trusted_origins work.
+func TestDNSRebindingAndCrossSiteForms(t *testing.T) {
+	t.Parallel()
+	srv := StartServer(t, "SORAKAQ_HTTP_ALLOWED_HOSTS=sorakaq.test,.corp.test", "SORAKAQ_HTTP_TRUSTED_ORIGINS=https://console.corp.test")
+	recv, adm := "http://"+srv.ReceiveAddr, "http://"+srv.AdminAddr
+	login := `{"username":"admin","password":"admin"}`
+	form := func(topic string) string { return strings.Replace(csrfSubmit, "%s", topic, 1) }
+	const rebound = "attacker.example"
+	for _, c := range []struct {
+		name, method, u, host, body string
+		headers                     map[string]string
+		want                        int
+		says                        string
+	}{
+		{"rebound login", "POST", adm + "/sorakaq/auth/login", rebound + ":" + port(srv.AdminAddr), login, map[string]string{"Origin": "http://" + rebound + ":" + port(srv.AdminAddr), "Sec-Fetch-Site": "same-origin"}, 403, "http.allowed_hosts"},
+		{"rebound console page", "GET", adm + "/", rebound, "", nil, 403, "http.allowed_hosts"},
+		{"rebound submit", "POST", recv + "/sorakaq/msg/submit", rebound, form("rebound"), nil, 403, "http.allowed_hosts"},
+		{"rebound list", "GET", recv + "/sorakaq/msg/list?topic_name=rebound", rebound, "", nil, 403, "http.allowed_hosts"},
+		{"rebound metrics", "GET", recv + "/metrics", rebound, "", nil, 403, "http.allowed_hosts"},
+		{"cross-site form (Sec-Fetch-Site)", "POST", recv + "/sorakaq/msg/submit", "", form("csrf"), map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}, 403, "http.trusted_origins"},
+		{"cross-site form (Origin only)", "POST", recv + "/sorakaq/msg/submit", "", form("csrf"), map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example"}, 403, "http.trusted_origins"},
+		{"same-site form from another port", "POST", recv + "/sorakaq/msg/cancel", "", `{"topic_name":"csrf","msg_id":"d4l6s3q1bg5f3ci8m0a0"}`, map[string]string{"Content-Type": "text/plain", "Origin": "http://127.0.0.1:8000", "Sec-Fetch-Site": "same-site"}, 403, "http.trusted_origins"},
+		{"cross-site login form", "POST", adm + "/sorakaq/auth/login", "", login, map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}, 403, "http.trusted_origins"},
+		// what must keep working
+		{"probe with any Host", "GET", recv + "/readyz", rebound, "", nil, 200, ""},
+		{"curl by address", "POST", recv + "/sorakaq/msg/submit", "", form("allowed"), nil, 200, ""},
+		{"curl by localhost", "POST", recv + "/sorakaq/msg/submit", "localhost:" + port(srv.ReceiveAddr), form("allowed"), nil, 200, ""},
+		{"a configured name", "POST", recv + "/sorakaq/msg/submit", "sorakaq.test:" + port(srv.ReceiveAddr), form("allowed"), nil, 200, ""},
+		{"a configured domain", "POST", recv + "/sorakaq/msg/submit", "q.corp.test", form("allowed"), nil, 200, ""},
+		{"the console itself", "POST", adm + "/sorakaq/auth/login", "", login, map[string]string{"Origin": adm, "Sec-Fetch-Site": "same-origin"}, 200, ""},
+		{"a trusted origin", "POST", recv + "/sorakaq/msg/submit", "", form("allowed"), map[string]string{"Origin": "https://console.corp.test", "Sec-Fetch-Site": "cross-site"}, 200, ""},
+	} {
+		st, body := rawCall(t, c.method, c.u, c.host, c.body, c.headers)
+		if st != c.want || (c.says != "" && !strings.Contains(body, c.says)) {
+			t.Errorf("%s: %d %s; want %d naming %q", c.name, st, body, c.want, c.says)
+		}
+	}
+	for topic, want := range map[string]int{"rebound": 0, "csrf": 0, "allowed": 5} {
+		if n := len(srv.List(t, url.Values{"topic_name": {topic}}).Messages); n != want {
+			t.Errorf("topic %s holds %d messages, want %d", topic, n, want)
+		}
+	}
+	if !strings.Contains(srv.Stderr(), "http.allowed_hosts") {
+		t.Errorf("the server log does not say that a host was refused")
+	}
+}
+
+func port(addr string) string { return addr[strings.LastIndex(addr, ":")+1:] }
