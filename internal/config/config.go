@@ -151,6 +151,7 @@ type Receive struct {
 	MaxListLimit       int                 `mapstructure:"max_list_limit"`
 	Tokens             []string            `mapstructure:"tokens"`
 	TopicTokens        map[string][]string `mapstructure:"topic_tokens"`
+	ListTokens         []string            `mapstructure:"list_tokens"`
 	RateLimit          RateLimit           `mapstructure:"rate_limit"`
 	MaxPendingPerTopic int64               `mapstructure:"max_pending_per_topic"`
 	TLSCert            string              `mapstructure:"tls_cert"`
@@ -257,6 +258,7 @@ var defaults = map[string]any{
 	"receive.max_list_limit":           500,
 	"receive.tokens":                   []string{},
 	"receive.topic_tokens":             map[string][]string{},
+	"receive.list_tokens":              []string{},
 	"receive.rate_limit.per_client":    0,
 	"receive.rate_limit.per_topic":     0,
 	"receive.rate_limit.burst":         0,
@@ -512,7 +514,7 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("http.trusted_origins[%d]", i), "must be scheme://host[:port] with nothing after, got "+strconv.Quote(o))
 		}
 	}
-	if err := (receive.Access{Tokens: c.Receive.Tokens, TopicTokens: c.Receive.TopicTokens}).Validate(); err != nil {
+	if err := (receive.Access{Tokens: c.Receive.Tokens, TopicTokens: c.Receive.TopicTokens, ListTokens: c.Receive.ListTokens}).Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("config: %w", err))
 	}
 	if c.Receive.MinTTRMs < 1 || c.Receive.MaxTTRMs < c.Receive.MinTTRMs {

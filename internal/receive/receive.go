@@ -430,7 +430,7 @@ func (s *Server) list(c *gin.Context) (any, error) {
 	if err := message.ValidateTopic("topic_name", q.Topic); err != nil {
 		return nil, err
 	}
-	if err := s.authorize(c, q.Topic); err != nil {
+	if err := s.authorizeList(c, q.Topic); err != nil {
 		return nil, err
 	}
 	if q.State != "" && !q.State.Valid() {

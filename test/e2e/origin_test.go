@@ -90,3 +90,48 @@ func TestDNSRebindingAndCrossSiteForms(t *testing.T) {
 }
 
 func port(addr string) string { return addr[strings.LastIndex(addr, ":")+1:] }
+
+// TestListTokens (security review §9, issue 9 item 4): msg/list gave
+// anyone every message of a topic with its callback params. With
+// receive.list_tokens only those tokens list (401 without, 403 with a
+// submit token), while submitting stays as configured.
+func TestListTokens(t *testing.T) {
+	t.Parallel()
+	srv := StartServer(t, "SORAKAQ_RECEIVE_LIST_TOKENS=lister-1,lister-2")
+	base := "http://" + srv.ReceiveAddr
+	s := srv.Submit(t, SubmitReq{TopicName: "payments", DelayTime: 600000,
+		Callback: CBField{RequestType: "POST", URL: "http://127.0.0.1:9/cb", Params: `{"api_key":"sk_live_SECRET"}`}})
+	list := base + "/sorakaq/msg/list?topic_name=payments"
+	for _, c := range []struct {
+		auth string
+		want int
+	}{{"", 401}, {"Bearer nope", 401}, {"Bearer lister-2", 200}} {
+		st, body := rawCall(t, "GET", list, "", "", map[string]string{"Authorization": c.auth})
+		if st != c.want || (st == 200) != strings.Contains(body, s.ID) || (st != 200 && strings.Contains(body, "sk_live")) {
+			t.Errorf("msg/list with %q: %d %s; want %d", c.auth, st, body, c.want)
+		}
+		if st == 401 && !strings.Contains(body, "receive.list_tokens") {
+			t.Errorf("msg/list with %q: %s does not name receive.list_tokens", c.auth, body)
+		}
+	}
+	// the message itself is still read by its id
+	if m := srv.GetMsg(t, s.ID); m.State != "delayed" {
+		t.Errorf("msg/get: %+v", m)
+	}
+
+	// with submit tokens: a submit token may not list, a list token may
+	// not submit
+	srv2 := StartServer(t, "SORAKAQ_RECEIVE_TOKENS=submitter", "SORAKAQ_RECEIVE_LIST_TOKENS=lister")
+	base2 := "http://" + srv2.ReceiveAddr
+	if st, _ := submitWith(t, httpc, base2, "submitter", "payments"); st != 200 {
+		t.Fatalf("submit with the submit token: %d", st)
+	}
+	if st, _ := submitWith(t, httpc, base2, "lister", "payments"); st != 401 {
+		t.Errorf("submit with the list token: %d, want 401", st)
+	}
+	for auth, want := range map[string]int{"Bearer submitter": 403, "Bearer lister": 200} {
+		if st, body := rawCall(t, "GET", base2+"/sorakaq/msg/list?topic_name=payments", "", "", map[string]string{"Authorization": auth}); st != want {
+			t.Errorf("msg/list with %q: %d %s, want %d", auth, st, body, want)
+		}
+	}
+}
