@@ -93,7 +93,7 @@ type Options struct {
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
-	return Options{Listen: ":9087", DefaultPartitions: 1, MaxBodyBytes: 64 << 10, MaxWorkerNum: 1024, HTTP: httpapi.DefaultOptions(),
+	return Options{Listen: "127.0.0.1:9087", DefaultPartitions: 1, MaxBodyBytes: 64 << 10, MaxWorkerNum: 1024, HTTP: httpapi.DefaultOptions(),
 		Auth: AuthOptions{Username: "admin", Password: DefaultPassword, SessionTTL: 12 * time.Hour}}
 }
 

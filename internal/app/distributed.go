@@ -323,7 +323,7 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 		producer.Close()
 		return nil, err
 	}
-	return &receiveRole{srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log,
+	return &receiveRole{cfg: cfg, srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log,
 		closers: []func(){func() { bgCancel(); <-recDone }, client.Close, func() {
 			// the notices still queued get one produce timeout
 			wait := cfg.Kafka.ProduceTimeout
@@ -340,6 +340,7 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 // receiveRole runs the receive server (which has its own listener) and
 // registers it.
 type receiveRole struct {
+	cfg     *config.Config
 	srv     *receive.Server
 	d       *deps
 	nodeID  string
@@ -357,6 +358,7 @@ func (r *receiveRole) Main() error {
 	if err := r.d.register(ctx, "receive", r.nodeID, advertised("", r.srv.Addr())); err != nil {
 		return fmt.Errorf("receive: register: %w", err)
 	}
+	logExposure(r.cfg, r.log, map[string]string{"receive": r.srv.Addr()})
 	r.log.Info("sorakaQ receive started", zap.String("addr", r.srv.Addr()))
 	return nil
 }

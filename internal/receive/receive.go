@@ -66,7 +66,7 @@ type Options struct {
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
-	return Options{Listen: ":9088", MaxBodyBytes: 64 << 10, MaxBatch: message.DefaultMaxBatch, MaxBatchBodyBytes: 4 << 20, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
+	return Options{Listen: "127.0.0.1:9088", MaxBodyBytes: 64 << 10, MaxBatch: message.DefaultMaxBatch, MaxBatchBodyBytes: 4 << 20, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
 }
 
 // Server is the receive HTTP service.

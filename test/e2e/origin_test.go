@@ -1,7 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"io"
+	"net"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sorakaq/sorakaq/internal/testproc"
 	"net/http"
 	"net/url"
 	"strings"
@@ -135,3 +143,109 @@ func TestListTokens(t *testing.T) {
 		}
 	}
 }
+
+// nonLoopbackIPv4 is an address of this host other than loopback, "" if
+// it has none.
+func nonLoopbackIPv4() string {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
+			return ipn.IP.String()
+		}
+	}
+	return ""
+}
+
+// TestListenersOnLoopbackByDefault (security review §9): every listener
+// bound all interfaces, so a first run (`make run`) was reachable from the
+// network with an open receive API. With no configuration the all-in-one
+// now answers on 127.0.0.1 (the README's curl localhost works) and
+// refuses connections on the host's other addresses, and says at start
+// how to serve other machines; bound beyond loopback without tokens it
+// warns that the receive API is open.
+func TestListenersOnLoopbackByDefault(t *testing.T) {
+	ip := nonLoopbackIPv4()
+	for _, p := range []string{"9088", "9087"} {
+		ln, err := net.Listen("tcp", ":"+p)
+		if err != nil {
+			t.Skipf("port %s is taken on this machine (another sorakaQ?), so the defaults cannot be started: %v", p, err)
+		}
+		ln.Close()
+	}
+	var out bytes.Buffer
+	var mu sync.Mutex
+	w := writerFunc(func(b []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(b) })
+	logged := func() string { mu.Lock(); defer mu.Unlock(); return out.String() }
+	cmd := exec.Command(binPath, "all")
+	cmd.Env = append(testproc.CleanEnv(), "SORAKAQ_DATA_DIR="+t.TempDir(), "SORAKAQ_LOG_LEVEL=info", testproc.Gorace())
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		resp, err := httpc.Get("http://localhost:9088/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the all-in-one with no configuration is not ready on localhost:9088: %v\n%s", err, logged())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ip == "" {
+		t.Log("this host has no address but loopback: only the log is checked")
+	}
+	for _, p := range []string{"9088", "9087"} {
+		if ip == "" {
+			break
+		}
+		if c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, p), 2*time.Second); err == nil {
+			c.Close()
+			t.Errorf("the default listener :%s is reached on %s, this host's network address", p, ip)
+		}
+	}
+	if st, _ := rawCall(t, "GET", "http://127.0.0.1:9087/healthz", "", "", nil); st != 200 {
+		t.Errorf("admin on 127.0.0.1:9087: %d", st)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	if !strings.Contains(out.String(), "listening on loopback only") {
+		t.Errorf("the start log does not say the listeners are on loopback only:\n%s", out.String())
+	}
+
+	if ip == "" {
+		return
+	}
+	mu.Lock()
+	out.Reset()
+	mu.Unlock()
+	cmd = exec.Command(binPath, "all")
+	cmd.Env = append(testproc.CleanEnv(), "SORAKAQ_DATA_DIR="+t.TempDir(), "SORAKAQ_LOG_LEVEL=info",
+		"SORAKAQ_RECEIVE_LISTEN="+ip+":0", "SORAKAQ_ADMIN_LISTEN=127.0.0.1:0", testproc.Gorace())
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	for deadline := time.Now().Add(readyTimeout); ; time.Sleep(50 * time.Millisecond) {
+		log := logged()
+		if strings.Contains(log, "all-in-one started") {
+			if !strings.Contains(log, "the receive API listens beyond this machine with no tokens") {
+				t.Errorf("receive on %s without tokens: no warning at start:\n%s", ip, log)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("receive on %s did not start:\n%s", ip, log)
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
