@@ -1,5 +1,5 @@
 # make build   bin/sorakaq
-# make run     the all-in-one in the foreground (defaults: :9088 API, :9087 admin, data in ./data)
+# make run     the all-in-one in the foreground (defaults: 127.0.0.1:9088 API, 127.0.0.1:9087 admin, data in ./data)
 # make test    the whole suite, installing what it needs (same as .ci/run)
 # make check   vet + gofmt + unit tests, quick
 .PHONY: build run test check bench clean

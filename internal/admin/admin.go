@@ -97,7 +97,7 @@ type Options struct {
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
-	return Options{Listen: ":9087", DefaultPartitions: 1, MaxBodyBytes: 64 << 10, MaxWorkerNum: 1024, HTTP: httpapi.DefaultOptions(),
+	return Options{Listen: "127.0.0.1:9087", DefaultPartitions: 1, MaxBodyBytes: 64 << 10, MaxWorkerNum: 1024, HTTP: httpapi.DefaultOptions(),
 		Auth: AuthOptions{Username: "admin", Password: DefaultPassword, SessionTTL: 12 * time.Hour}}
 }
 
@@ -160,6 +160,9 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	mg := api.Group("/monitor")
 	mg.GET("/minutes", w(s.minutes))
 	mg.GET("/workers", w(s.workers))
+	if opts.HTTP.Log == nil {
+		opts.HTTP.Log = log
+	}
 	hs, err := httpapi.Listen("admin", opts.Listen, e, opts.HTTP, opts.TLSCert, opts.TLSKey)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"time"
@@ -197,6 +199,29 @@ func logCallbackPolicy(cfg *config.Config, log *zap.Logger) {
 	}
 }
 
+// logExposure says at start who can reach the listeners: on loopback only
+// (the default) how to serve other machines; elsewhere, a warning if the
+// receive API is open to whoever reaches it.
+func logExposure(cfg *config.Config, log *zap.Logger, bound map[string]string) {
+	var public []string
+	for name, addr := range bound {
+		host, _, err := net.SplitHostPort(addr)
+		if ip, perr := netip.ParseAddr(host); err == nil && perr == nil && ip.Unmap().IsLoopback() {
+			continue
+		}
+		public = append(public, name+" "+addr)
+		if name == "receive" && len(cfg.Receive.Tokens) == 0 && len(cfg.Receive.TopicTokens) == 0 {
+			log.Warn("the receive API listens beyond this machine with no tokens: anyone who reaches "+addr+
+				" may submit, cancel and read messages; set receive.tokens (docs/security.md)", zap.String("receive.listen", cfg.Receive.Listen))
+		}
+	}
+	if len(public) == 0 {
+		log.Info("listening on loopback only, so no other machine reaches this process; to serve others set receive.listen / admin.listen "+
+			"(e.g. \":9088\" or an address of this host) after setting receive.tokens and admin.password_hash (docs/security.md)",
+			zap.Any("listeners", bound))
+	}
+}
+
 // AuthOptions maps config to the console's login settings.
 func AuthOptions(cfg *config.Config) admin.AuthOptions {
 	return admin.AuthOptions{Username: cfg.Admin.Username, Password: cfg.Admin.Password, PasswordHash: cfg.Admin.PasswordHash,
@@ -247,6 +272,7 @@ func (a *AllInOne) Main() error {
 	go func() { a.errc <- a.receive.Serve() }()
 	go func() { a.errc <- a.admin.Serve() }()
 	logCallbackPolicy(a.cfg, a.log)
+	logExposure(a.cfg, a.log, map[string]string{"receive": a.receive.Addr(), "admin": a.admin.Addr()})
 	a.log.Info("sorakaQ all-in-one started",
 		zap.String("receive", a.receive.Addr()), zap.String("admin", a.admin.Addr()),
 		zap.String("data_dir", a.cfg.DataDir))

@@ -336,7 +336,7 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 		producer.Close()
 		return nil, err
 	}
-	return &receiveRole{srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log,
+	return &receiveRole{cfg: cfg, srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log,
 		closers: []func(){func() { bgCancel(); <-recDone }, client.Close, func() {
 			// the notices still queued get one produce timeout
 			wait := cfg.Kafka.ProduceTimeout
@@ -353,6 +353,7 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 // receiveRole runs the receive server (which has its own listener) and
 // registers it.
 type receiveRole struct {
+	cfg     *config.Config
 	srv     *receive.Server
 	d       *deps
 	nodeID  string
@@ -370,6 +371,7 @@ func (r *receiveRole) Main() error {
 	if err := r.d.register(ctx, "receive", r.nodeID, advertised("", r.srv.Addr())); err != nil {
 		return fmt.Errorf("receive: register: %w", err)
 	}
+	logExposure(r.cfg, r.log, map[string]string{"receive": r.srv.Addr()})
 	r.log.Info("sorakaQ receive started", zap.String("addr", r.srv.Addr()))
 	return nil
 }
@@ -400,7 +402,7 @@ func receiveOptions(cfg *config.Config) receive.Options {
 		MinTTRMs: cfg.Receive.MinTTRMs, MaxTTRMs: cfg.Receive.MaxTTRMs, DefaultTTRMs: cfg.Receive.DefaultTTRMs,
 		MaxParamsBytes: cfg.Receive.MaxParamsBytes, MaxURLBytes: cfg.Receive.MaxURLBytes,
 	}
-	ropts.Access = receive.Access{Tokens: cfg.Receive.Tokens, TopicTokens: cfg.Receive.TopicTokens}
+	ropts.Access = receive.Access{Tokens: cfg.Receive.Tokens, TopicTokens: cfg.Receive.TopicTokens, ListTokens: cfg.Receive.ListTokens}
 	ropts.RateLimits = receive.Limits{PerClient: cfg.Receive.RateLimit.PerClient, PerTopic: cfg.Receive.RateLimit.PerTopic,
 		Burst: cfg.Receive.RateLimit.Burst, MaxPendingPerTopic: cfg.Receive.MaxPendingPerTopic}
 	ropts.TLSCert, ropts.TLSKey = cfg.Receive.TLSCert, cfg.Receive.TLSKey

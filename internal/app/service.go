@@ -41,6 +41,9 @@ type service struct {
 }
 
 func newService(name, listen string, e *gin.Engine, ho httpapi.Options, timeout time.Duration, log *zap.Logger) (*service, error) {
+	if ho.Log == nil {
+		ho.Log = log
+	}
 	hs, err := httpapi.Listen(name, listen, e, ho, "", "")
 	if err != nil {
 		return nil, err

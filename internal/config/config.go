@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"reflect"
@@ -141,6 +142,12 @@ type HTTP struct {
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
 	// MetricsToken, when set, guards /metrics on every listener.
 	MetricsToken string `mapstructure:"metrics_token"`
+	// AllowedHosts are the names clients may reach a listener by (the
+	// Host header) besides IP addresses, localhost, this machine's host
+	// name and the names in sorakaQ's own listen/advertise addresses.
+	AllowedHosts []string `mapstructure:"allowed_hosts"`
+	// TrustedOrigins are origins whose cross-origin browser requests pass.
+	TrustedOrigins []string `mapstructure:"trusted_origins"`
 }
 
 type Log struct {
@@ -162,6 +169,7 @@ type Receive struct {
 	MaxListLimit       int                 `mapstructure:"max_list_limit"`
 	Tokens             []string            `mapstructure:"tokens"`
 	TopicTokens        map[string][]string `mapstructure:"topic_tokens"`
+	ListTokens         []string            `mapstructure:"list_tokens"`
 	RateLimit          RateLimit           `mapstructure:"rate_limit"`
 	MaxPendingPerTopic int64               `mapstructure:"max_pending_per_topic"`
 	TLSCert            string              `mapstructure:"tls_cert"`
@@ -253,7 +261,9 @@ var defaults = map[string]any{
 	"http.max_header_bytes":            64 << 10,
 	"http.trusted_proxies":             []string{},
 	"http.metrics_token":               "",
-	"receive.listen":                   ":9088",
+	"http.allowed_hosts":               []string{},
+	"http.trusted_origins":             []string{},
+	"receive.listen":                   "127.0.0.1:9088",
 	"receive.max_body_bytes":           64 << 10,
 	"receive.max_batch":                500,
 	"receive.max_batch_body_bytes":     4 << 20,
@@ -266,13 +276,14 @@ var defaults = map[string]any{
 	"receive.max_list_limit":           500,
 	"receive.tokens":                   []string{},
 	"receive.topic_tokens":             map[string][]string{},
+	"receive.list_tokens":              []string{},
 	"receive.rate_limit.per_client":    0,
 	"receive.rate_limit.per_topic":     0,
 	"receive.rate_limit.burst":         0,
 	"receive.max_pending_per_topic":    0,
 	"receive.tls_cert":                 "",
 	"receive.tls_key":                  "",
-	"admin.listen":                     ":9087",
+	"admin.listen":                     "127.0.0.1:9087",
 	"admin.pprof":                      false,
 	"admin.username":                   "admin",
 	"admin.password":                   "admin",
@@ -281,7 +292,7 @@ var defaults = map[string]any{
 	"admin.api_token":                  "",
 	"admin.tls_cert":                   "",
 	"admin.tls_key":                    "",
-	"worker.listen":                    ":9089",
+	"worker.listen":                    "127.0.0.1:9089",
 	"worker.advertise":                 "",
 	"worker.window":                    "60s",
 	"worker.load_interval":             "1s",
@@ -308,7 +319,7 @@ var defaults = map[string]any{
 	"store.embedded.hot_mb":            64,
 	"shutdown.timeout":                 "30s",
 	"topics.max":                       1000,
-	"center.listen":                    ":9086",
+	"center.listen":                    "127.0.0.1:9086",
 	"center.strategy":                  "round_robin",
 	"center.grace":                     "3s",
 	"cluster.secret":                   "",
@@ -414,7 +425,20 @@ func splitStringToSlice(f, t reflect.Type, data any) (any, error) {
 func (c *Config) HTTPOptions() httpapi.Options {
 	return httpapi.Options{ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, ReadTimeout: c.HTTP.ReadTimeout,
 		IdleTimeout: c.HTTP.IdleTimeout, MaxHeaderBytes: c.HTTP.MaxHeaderBytes, TrustedProxies: c.HTTP.TrustedProxies,
-		MetricsToken: c.HTTP.MetricsToken}
+		MetricsToken: c.HTTP.MetricsToken, AllowedHosts: append(c.ownHosts(), c.HTTP.AllowedHosts...),
+		TrustedOrigins: c.HTTP.TrustedOrigins}
+}
+
+// ownHosts are the host names in sorakaQ's own listen and advertise
+// addresses: what its operator and its other roles call it.
+func (c *Config) ownHosts() []string {
+	var out []string
+	for _, a := range []string{c.Receive.Listen, c.Admin.Listen, c.Worker.Listen, c.Worker.Advertise, c.Center.Listen} {
+		if h, _, err := net.SplitHostPort(a); err == nil && h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // CallbackOptions maps the callback keys to the caller's options.
@@ -502,7 +526,17 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if err := (receive.Access{Tokens: c.Receive.Tokens, TopicTokens: c.Receive.TopicTokens}).Validate(); err != nil {
+	for i, h := range c.HTTP.AllowedHosts {
+		if err := httpapi.CheckAllowedHost(h); err != nil {
+			bad(fmt.Sprintf("http.allowed_hosts[%d]", i), err.Error())
+		}
+	}
+	for i, o := range c.HTTP.TrustedOrigins {
+		if err := http.NewCrossOriginProtection().AddTrustedOrigin(o); err != nil {
+			bad(fmt.Sprintf("http.trusted_origins[%d]", i), "must be scheme://host[:port] with nothing after, got "+strconv.Quote(o))
+		}
+	}
+	if err := (receive.Access{Tokens: c.Receive.Tokens, TopicTokens: c.Receive.TopicTokens, ListTokens: c.Receive.ListTokens}).Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("config: %w", err))
 	}
 	if c.Receive.MinTTRMs < 1 || c.Receive.MaxTTRMs < c.Receive.MinTTRMs {

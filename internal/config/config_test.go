@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -260,5 +261,39 @@ func TestKafkaSASLAndTLS(t *testing.T) {
 	t.Setenv("SORAKAQ_KAFKA_TLS_CA_FILE", "/nonexistent/ca.pem")
 	if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "kafka.tls.ca_file") {
 		t.Errorf("a missing kafka.tls.ca_file: %v", err)
+	}
+}
+
+// http.allowed_hosts adds to the host names of sorakaQ's own addresses;
+// an entry that is a URL, or a trusted origin with a path, stops the start.
+func TestAllowedHostsAndTrustedOrigins(t *testing.T) {
+	t.Setenv("SORAKAQ_HTTP_ALLOWED_HOSTS", "sorakaq.example.com,.corp.example")
+	t.Setenv("SORAKAQ_RECEIVE_LISTEN", "q.internal:9088")
+	t.Setenv("SORAKAQ_WORKER_ADVERTISE", "w1.internal:9089")
+	t.Setenv("SORAKAQ_HTTP_TRUSTED_ORIGINS", "https://tools.example.com")
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.HTTPOptions()
+	for _, h := range []string{"q.internal", "w1.internal", "sorakaq.example.com", ".corp.example"} {
+		if !slices.Contains(o.AllowedHosts, h) {
+			t.Errorf("allowed hosts %v lack %s", o.AllowedHosts, h)
+		}
+	}
+	if !reflect.DeepEqual(o.TrustedOrigins, []string{"https://tools.example.com"}) {
+		t.Errorf("trusted origins %v", o.TrustedOrigins)
+	}
+	for env, want := range map[string]string{
+		"SORAKAQ_HTTP_ALLOWED_HOSTS":   "http.allowed_hosts[1]",
+		"SORAKAQ_HTTP_TRUSTED_ORIGINS": "http.trusted_origins[0]",
+	} {
+		t.Run(env, func(t *testing.T) {
+			t.Setenv(env, map[string]string{"SORAKAQ_HTTP_ALLOWED_HOSTS": "ok.example,https://bad.example/",
+				"SORAKAQ_HTTP_TRUSTED_ORIGINS": "https://tools.example.com/app"}[env])
+			if _, err := Load(""); err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("loaded with %v; want an error naming %s", err, want)
+			}
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"go.uber.org/zap"
 )
 
 // Options are what every listener sorakaQ owns enforces on its clients
@@ -34,6 +35,17 @@ type Options struct {
 	// MetricsToken, when set, is required as "Authorization: Bearer
 	// <token>" on /metrics (its figures name topics and workers).
 	MetricsToken string
+	// AllowedHosts are the names a request's Host may give besides those
+	// always accepted (IP addresses, localhost, *.localhost, this
+	// machine's host name): "name", ".domain" (it and its subdomains) or
+	// "*" (any). Others are refused with 403 (DNS rebinding).
+	AllowedHosts []string
+	// TrustedOrigins are origins ("https://console.example.com") whose
+	// cross-origin browser requests are let through.
+	TrustedOrigins []string
+	// Log gets a warning (at most every 10 s) for refused hosts and
+	// origins; nil: none.
+	Log *zap.Logger
 }
 
 // DefaultOptions are the documented defaults. There is no write timeout:
@@ -86,6 +98,11 @@ func Listen(name, addr string, e *gin.Engine, o Options, cert, key string) (*Ser
 	var h http.Handler = e
 	if o.MetricsToken != "" {
 		h = metricsToken(o.MetricsToken, e)
+	}
+	h, err = browserGuard(o, o.Log, h)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return &Server{name: name, ln: ln, cert: cert, key: key,
 		srv: &http.Server{Handler: h, ReadHeaderTimeout: o.ReadHeaderTimeout, ReadTimeout: o.ReadTimeout,

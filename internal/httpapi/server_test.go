@@ -71,7 +71,7 @@ func TestSlowBodyIsCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n{")
+	fmt.Fprintf(conn, "POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 60000\r\n\r\n{")
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() { // one byte every 100 ms: 100 minutes for the whole body

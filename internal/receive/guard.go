@@ -26,6 +26,11 @@ import (
 type Access struct {
 	Tokens      []string
 	TopicTokens map[string][]string
+	// ListTokens, when set, are the only tokens msg/list takes: listing
+	// reads every message of a topic, params included, which the tokens
+	// that submit and cancel need not be able to do (and, with no other
+	// tokens, the rest of the API stays open while listing does not).
+	ListTokens []string
 }
 
 func (a Access) enabled() bool { return len(a.Tokens) > 0 || len(a.TopicTokens) > 0 }
@@ -37,6 +42,11 @@ func (a Access) Validate() error {
 	for i, t := range a.Tokens {
 		if strings.TrimSpace(t) == "" {
 			return fmt.Errorf("receive.tokens[%d]: is empty or blank (a trailing comma in SORAKAQ_RECEIVE_TOKENS?); remove it", i)
+		}
+	}
+	for i, t := range a.ListTokens {
+		if strings.TrimSpace(t) == "" {
+			return fmt.Errorf("receive.list_tokens[%d]: is empty or blank (a trailing comma in SORAKAQ_RECEIVE_LIST_TOKENS?); remove it", i)
 		}
 	}
 	for topic, list := range a.TopicTokens {
@@ -91,6 +101,27 @@ func (s *Server) authorize(c *gin.Context, topic string) error {
 		return fmt.Errorf("%w: unknown token", message.ErrUnauthorized)
 	}
 	return fmt.Errorf("%w: this token is not allowed on topic %q", message.ErrForbidden, topic)
+}
+
+// authorizeList checks a msg/list call: with receive.list_tokens only
+// those open it (every topic), otherwise what authorize says.
+func (s *Server) authorizeList(c *gin.Context, topic string) error {
+	a := s.opts.Access
+	if len(a.ListTokens) == 0 {
+		return s.authorize(c, topic)
+	}
+	h := c.GetHeader("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || strings.TrimSpace(tok) == "" {
+		return fmt.Errorf("%w: msg/list needs \"Authorization: Bearer <token>\" with one of receive.list_tokens", message.ErrUnauthorized)
+	}
+	if anyEqual(tok, a.ListTokens) {
+		return nil
+	}
+	if a.enabled() && s.authorize(c, "") == nil {
+		return fmt.Errorf("%w: this token may not list messages; msg/list takes only receive.list_tokens", message.ErrForbidden)
+	}
+	return fmt.Errorf("%w: unknown token (msg/list takes receive.list_tokens)", message.ErrUnauthorized)
 }
 
 // Limits bound what one client or one topic may do.
@@ -231,6 +262,9 @@ func newTokenIDs(a Access) tokenIDs {
 	var ids tokenIDs
 	for i, t := range a.Tokens {
 		ids = append(ids, struct{ tok, id string }{t, "token:" + strconv.Itoa(i)})
+	}
+	for i, t := range a.ListTokens {
+		ids = append(ids, struct{ tok, id string }{t, "list:" + strconv.Itoa(i)})
 	}
 	topics := make([]string, 0, len(a.TopicTokens))
 	for t := range a.TopicTokens {

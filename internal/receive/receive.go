@@ -70,7 +70,7 @@ type Options struct {
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
-	return Options{Listen: ":9088", MaxBodyBytes: 64 << 10, MaxBatch: message.DefaultMaxBatch, MaxBatchBodyBytes: 4 << 20, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
+	return Options{Listen: "127.0.0.1:9088", MaxBodyBytes: 64 << 10, MaxBatch: message.DefaultMaxBatch, MaxBatchBodyBytes: 4 << 20, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
 }
 
 // Server is the receive HTTP service.
@@ -96,6 +96,9 @@ func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, lo
 	}
 	e := httpapi.NewEngineWith(log, m, b.Ready, opts.Durability)
 	s.Routes(e.Group("/sorakaq/msg"))
+	if opts.HTTP.Log == nil {
+		opts.HTTP.Log = log
+	}
 	hs, err := httpapi.Listen("receive", opts.Listen, e, opts.HTTP, opts.TLSCert, opts.TLSKey)
 	if err != nil {
 		return nil, err
@@ -509,7 +512,7 @@ func (s *Server) list(c *gin.Context) (any, error) {
 	if err := message.ValidateTopic("topic_name", q.Topic); err != nil {
 		return nil, err
 	}
-	if err := s.authorize(c, q.Topic); err != nil {
+	if err := s.authorizeList(c, q.Topic); err != nil {
 		return nil, err
 	}
 	if q.State != "" && !q.State.Valid() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -193,6 +194,7 @@ func TestEmptyTokens(t *testing.T) {
 		{Tokens: []string{"secret1", ""}},
 		{Tokens: []string{" "}},
 		{TopicTokens: map[string][]string{"orders": {"x", ""}}},
+		{ListTokens: []string{"lister", ""}},
 	} {
 		opts := DefaultOptions()
 		opts.Listen, opts.Access = "127.0.0.1:0", a
@@ -212,6 +214,40 @@ func TestEmptyTokens(t *testing.T) {
 		if err := s.authorize(c, "orders"); err == nil {
 			t.Errorf("Authorization %q: authorized", h)
 		}
+	}
+}
+
+// receive.list_tokens (issue 9 item 4): listing reads every message of a
+// topic with its params; with list tokens only they open msg/list, while
+// the submit tokens (or, without any, everyone) keep the rest.
+func TestListTokens(t *testing.T) {
+	for _, c := range []struct {
+		access Access
+		auth   string
+		want   error // nil, ErrUnauthorized or ErrForbidden
+	}{
+		{Access{ListTokens: []string{"lister"}}, "", message.ErrUnauthorized},
+		{Access{ListTokens: []string{"lister"}}, "Bearer nope", message.ErrUnauthorized},
+		{Access{ListTokens: []string{"lister"}}, "Bearer ", message.ErrUnauthorized},
+		{Access{ListTokens: []string{"lister"}}, "Bearer lister", nil},
+		{Access{ListTokens: []string{"lister"}, Tokens: []string{"submitter"}}, "Bearer submitter", message.ErrForbidden},
+		{Access{ListTokens: []string{"lister"}, TopicTokens: map[string][]string{"orders": {"orders-tok"}}}, "Bearer orders-tok", message.ErrForbidden},
+		{Access{ListTokens: []string{"lister"}, Tokens: []string{"submitter"}}, "Bearer lister", nil},
+		// without list tokens, listing is what the other calls are
+		{Access{}, "", nil},
+		{Access{Tokens: []string{"submitter"}}, "", message.ErrUnauthorized},
+		{Access{Tokens: []string{"submitter"}}, "Bearer submitter", nil},
+	} {
+		s := &Server{opts: Options{Access: c.access}}
+		err := s.authorizeList(testContext(c.auth), "orders")
+		if (c.want == nil) != (err == nil) || (c.want != nil && !errors.Is(err, c.want)) {
+			t.Errorf("%+v with %q: %v, want %v", c.access, c.auth, err, c.want)
+		}
+	}
+	// a list token opens nothing else
+	s := &Server{opts: Options{Access: Access{ListTokens: []string{"lister"}, Tokens: []string{"submitter"}}}}
+	if err := s.authorize(testContext("Bearer lister"), "orders"); !errors.Is(err, message.ErrUnauthorized) {
+		t.Errorf("a list token submits: %v", err)
 	}
 }
 

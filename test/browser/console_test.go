@@ -32,7 +32,7 @@ type page struct {
 	exc []string // uncaught exceptions and console errors in the page
 }
 
-func newPage(t *testing.T) *page {
+func newPage(t *testing.T, extra ...chromedp.ExecAllocatorOption) *page {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath()),
@@ -52,6 +52,7 @@ func newPage(t *testing.T) *page {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 800),
 	}
+	opts = append(opts, extra...)
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelA() })

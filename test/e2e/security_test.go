@@ -250,7 +250,7 @@ func TestSlowBodyIsCut(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n{", c.path)
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 60000\r\n\r\n{", c.path)
 		stop := make(chan struct{})
 		go func() { // a byte every 100 ms: 100 minutes for the whole body
 			for {
