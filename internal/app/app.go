@@ -18,6 +18,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/admin"
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/config"
+	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/registry"
@@ -139,10 +140,12 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 		return nil, err
 	}
 	m := metrics.New()
-	a.caller = callback.New(cfg.CallbackOptions())
+	var dests *destination.Table
+	a.caller, dests = newCaller(cfg, m)
 	a.stats = stats.NewRecorder(cfg.NodeID, st, log.Named("stats"))
 	wopts := WorkerOptions(cfg)
 	wopts.Stats = a.stats
+	wopts.Destinations = dests
 	a.worker = worker.New(wopts, st, topics, a.caller, m, log.Named("worker"))
 
 	ropts := receiveOptions(cfg)
@@ -186,6 +189,24 @@ func logCallbackPolicy(cfg *config.Config, log *zap.Logger) {
 	default:
 		log.Info("callbacks reach neither loopback nor private networks unless in callback.allow"+never, fields...)
 	}
+	if cfg.Callback.MaxConnsPerHost != 0 {
+		log.Warn("callback.max_conns_per_host is the old name of callback.destination.concurrency; it is used, rename it",
+			zap.Int("max_conns_per_host", cfg.Callback.MaxConnsPerHost))
+	}
+	d := cfg.DestinationOptions()
+	log.Info("per-destination flow control", zap.Float64("rate", d.Default.Rate), zap.Int("concurrency", d.Default.Concurrency),
+		zap.Int("breaker_failures", d.Breaker.Failures), zap.Int("overrides", len(d.Overrides)))
+}
+
+// newCaller makes the callback caller and the per-destination flow
+// control its worker starts calls under (the caller limits redirects by
+// it too), and exports the destinations' state to m.
+func newCaller(cfg *config.Config, m *metrics.Metrics) (*callback.Caller, *destination.Table) {
+	dests := destination.New(cfg.DestinationOptions())
+	opts := cfg.CallbackOptions()
+	opts.Destinations = dests
+	m.Registry.MustRegister(dests.Collector(cfg.Callback.Destination.MetricsTop))
+	return callback.New(opts), dests
 }
 
 // AuthOptions maps config to the console's login settings.

@@ -16,7 +16,6 @@ import (
 
 	"github.com/sorakaq/sorakaq/internal/admin"
 	"github.com/sorakaq/sorakaq/internal/bus/kafka"
-	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/center"
 	"github.com/sorakaq/sorakaq/internal/config"
 	"github.com/sorakaq/sorakaq/internal/dist"
@@ -474,14 +473,15 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("worker").With(zap.String("node_id", cfg.NodeID))
 	bg, bgCancel := context.WithCancel(context.Background())
 	cluster := dist.NewCluster(bg, d.reg, log)
-	// The longest a callback can take once it left the wheel: waits for
-	// the receiver's host (again on each cross-host redirect) and the ttr.
-	longest := cfg.Callback.HostQueueTimeout*(1+callback.MaxRedirects) + time.Duration(cfg.Receive.MaxTTRMs)*time.Millisecond + 5*time.Second
+	// The longest a callback can take once it left the wheel: the ttr
+	// (nothing waits for a destination: a full one parks the message).
+	longest := time.Duration(cfg.Receive.MaxTTRMs)*time.Millisecond + 5*time.Second
 	holder := &dist.Holder{Node: cfg.NodeID, Cluster: cluster, Session: d.reg, Store: d.store, Metrics: d.metrics,
 		Log: log.Named("slots"), ReleaseWait: longest}
 	holder.Init()
-	caller := callback.New(cfg.CallbackOptions())
+	caller, dests := newCaller(cfg, d.metrics)
 	wopts := WorkerOptions(cfg)
+	wopts.Destinations = dests
 	wopts.NodeID = cfg.NodeID
 	wopts.Slotted = true
 	wopts.Standing = d.reg.InGoodStanding

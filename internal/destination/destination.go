@@ -239,6 +239,7 @@ type Table struct {
 	shards [nShards]shard
 	queued atomic.Int64 // items parked, all destinations
 	count  atomic.Int64 // destinations tracked
+	opened atomic.Int64 // breakers opened, all destinations, ever
 }
 
 type shard struct {
@@ -456,9 +457,11 @@ func (t *Table) Done(tk Ticket, r Result) (grants []Grant) {
 			e.cooldown = min(2*e.cooldown, b.MaxCooldown)
 			e.state, e.openUntil = Open, now.Add(e.cooldown)
 			e.opened++
+			t.opened.Add(1)
 		case e.state == Closed && b.Failures > 0 && e.fails >= b.Failures:
 			e.state, e.openUntil = Open, now.Add(e.cooldown)
 			e.opened++
+			t.opened.Add(1)
 		}
 	}
 	if r.RetryAfter > 0 {

@@ -6,6 +6,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // fakeClock is a manual clock: AfterFunc callbacks run (on the test's
@@ -424,5 +427,29 @@ func TestFastPathAllocatesNothing(t *testing.T) {
 		tb.Done(tk, Result{Outcome: Success})
 	}); n != 0 {
 		t.Fatalf("TryStart+Done allocates %v times", n)
+	}
+}
+
+func TestCollectorBoundsCardinality(t *testing.T) {
+	tb, _, _ := newTable(Options{Overrides: map[string]Limits{"configured": {Concurrency: 1}}})
+	mustStart(t, tb, "configured")
+	for i := 0; i < 50; i++ {
+		mustStart(t, tb, fmt.Sprintf("busy%02d", i))
+	}
+	ch := make(chan prometheus.Metric, 1000)
+	tb.Collector(5).Collect(ch)
+	close(ch)
+	labelled := map[string]bool{}
+	for m := range ch {
+		var pb dto.Metric
+		if err := m.Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range pb.GetLabel() {
+			labelled[l.GetValue()] = true
+		}
+	}
+	if len(labelled) != 6 || !labelled["configured"] {
+		t.Fatalf("labelled destinations %v, want the 5 busiest and the configured one", labelled)
 	}
 }

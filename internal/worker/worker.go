@@ -47,6 +47,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/callback"
+	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
@@ -85,6 +86,11 @@ type Options struct {
 	Backoff       []time.Duration // wait before each retry; len = retries
 	Retention     time.Duration   // delivered/cancelled messages kept this long
 	PurgeInterval time.Duration
+	// Destinations is the per-destination flow control the callbacks
+	// start under (shared with the Caller, which limits redirects by
+	// it); nil: a Table with destination.Options{} and 64 calls in
+	// flight per destination.
+	Destinations *destination.Table
 }
 
 // DefaultOptions are the defaults documented in docs/config.md.
@@ -135,6 +141,9 @@ func (o *Options) fill() {
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = d.SweepInterval
 	}
+	if o.Destinations == nil {
+		o.Destinations = destination.New(destination.Options{Default: destination.Limits{Concurrency: 64}})
+	}
 }
 
 // ref is what the wheel holds: just enough to find the message again.
@@ -154,6 +163,7 @@ type Worker struct {
 
 	wheel *timingwheel.Wheel[ref]
 	fireQ chan ref
+	dest  *destination.Table
 
 	slotted store.Slotted // nil: one slot (0), read with Due/Purge
 	nslots  int
@@ -161,7 +171,8 @@ type Worker struct {
 	mu       sync.Mutex
 	timers   map[string]*timingwheel.Timer[ref] // message id -> its timer in the wheel
 	inflight map[string]struct{}                // ids being delivered by this process
-	queued   map[string]uint64                  // fired ids waiting for a caller -> version
+	queued   map[string]uint64                  // fired ids waiting for a caller (or parked) -> version
+	parked   map[string]parkedMsg               // ids waiting for their destination (see park)
 	idLocks  [256]sync.Mutex                    // per message (striped): deliveries vs changes
 	slots    map[int]*slotState                 // the slots held (or being taken over)
 
@@ -186,6 +197,17 @@ type slotState struct {
 	ready   bool
 }
 
+// parkedMsg is a message waiting in its destination's queue (package
+// destination) for room: fired at version, not being delivered, still
+// pending in the store. A granted one holds its destination slot
+// (ticket) and has a timer in the wheel due now.
+type parkedMsg struct {
+	key     string
+	version uint64
+	granted bool
+	ticket  destination.Ticket
+}
+
 // New makes a worker over a store; Start runs it.
 func New(opts Options, st store.Store, topics registry.Topics, caller *callback.Caller, m *metrics.Metrics, log *zap.Logger) *Worker {
 	opts.fill()
@@ -207,6 +229,7 @@ func New(opts Options, st store.Store, topics registry.Topics, caller *callback.
 		timers:   map[string]*timingwheel.Timer[ref]{},
 		inflight: map[string]struct{}{},
 		queued:   map[string]uint64{},
+		parked:   map[string]parkedMsg{},
 		slots:    map[int]*slotState{},
 		quit:     make(chan struct{}),
 		nslots:   1,
@@ -215,6 +238,8 @@ func New(opts Options, st store.Store, topics registry.Topics, caller *callback.
 		w.slotted, w.nslots = sl, sl.Slots()
 	}
 	w.loadErr.Store("")
+	w.dest = opts.Destinations
+	w.dest.SetOnWake(w.onGrants)
 	return w
 }
 
@@ -329,8 +354,13 @@ func (w *Worker) scheduleLocked(id string, dueMs int64, version uint64, force bo
 		if cur.Value().version >= version {
 			return // this version (or a newer one) is already in the wheel
 		}
-		cur.Stop()
-		delete(w.timers, id)
+		w.stopTimerLocked(id, cur)
+	}
+	if p, ok := w.parked[id]; ok && p.version < version {
+		delete(w.parked, id) // a newer version replaces the one that waits
+		if p.granted {
+			w.grantLocked(w.dest.Forfeit(p.ticket))
+		}
 	}
 	st := w.slots[w.slotOf(id)]
 	if st == nil || (!force && dueMs > st.horizon) {
@@ -340,13 +370,30 @@ func (w *Worker) scheduleLocked(id string, dueMs int64, version uint64, force bo
 	w.metrics.WheelTimers.Set(float64(len(w.timers)))
 }
 
-// unschedule removes a message's timer, if any.
+// unschedule removes a message's timer, if any, and its place in its
+// destination's queue (a cancelled or deleted message).
 func (w *Worker) unschedule(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if cur, ok := w.timers[id]; ok {
-		cur.Stop()
-		delete(w.timers, id)
+		w.stopTimerLocked(id, cur)
+	}
+	if p, ok := w.parked[id]; ok {
+		delete(w.parked, id) // its item in the queue is forfeited when granted
+		if p.granted {
+			w.grantLocked(w.dest.Forfeit(p.ticket))
+		}
+	}
+}
+
+// stopTimerLocked stops and forgets a message's timer; a granted parked
+// message's timer carries its destination slot, given back here.
+func (w *Worker) stopTimerLocked(id string, t *timingwheel.Timer[ref]) {
+	t.Stop()
+	delete(w.timers, id)
+	if p, ok := w.parked[id]; ok && p.granted && p.version == t.Value().version {
+		delete(w.parked, id)
+		w.grantLocked(w.dest.Forfeit(p.ticket))
 	}
 }
 
@@ -432,8 +479,12 @@ func (w *Worker) DropSlot(ctx context.Context, slot int) {
 	delete(w.slots, slot)
 	for id, t := range w.timers {
 		if w.slotOf(id) == slot {
-			t.Stop()
-			delete(w.timers, id)
+			w.stopTimerLocked(id, t)
+		}
+	}
+	for id, p := range w.parked {
+		if w.slotOf(id) == slot && !p.granted {
+			delete(w.parked, id) // forfeited when granted
 		}
 	}
 	w.metrics.WheelTimers.Set(float64(len(w.timers)))
@@ -503,7 +554,9 @@ func (w *Worker) loadSlot(ctx context.Context, slot int) error {
 	for {
 		w.mu.Lock()
 		st := w.slots[slot]
-		if st == nil || st.horizon >= target || len(w.timers) >= w.opts.MaxInWheel {
+		// parked messages count: they left the wheel but are held in
+		// memory (ids) until their destination has room
+		if st == nil || st.horizon >= target || len(w.timers)+w.dest.Queued() >= w.opts.MaxInWheel {
 			w.mu.Unlock()
 			return nil
 		}
@@ -618,6 +671,7 @@ func (w *Worker) purgeLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		w.dest.Sweep()
 		before := time.Now().Add(-w.opts.Retention).UnixMilli()
 		for _, slot := range w.HeldSlots() {
 			for ctx.Err() == nil {
@@ -776,14 +830,34 @@ func (w *Worker) callLoop(ctx context.Context) {
 	}
 }
 
-// deliver makes one callback attempt for a fired timer and records the outcome.
+// deliver makes one callback attempt for a fired timer and records the
+// outcome, once the message's destination has room (else it is parked:
+// see flow.go).
 func (w *Worker) deliver(ctx context.Context, r ref) {
-	start := time.Now()
+	grant, granted := w.takeGrant(r)
 	stored, ok := w.beginDelivery(ctx, r)
 	if !ok {
+		if granted {
+			w.forfeit(grant.ticket)
+		}
 		return
 	}
-	defer w.endDelivery(r.id)
+	key := w.destKey(ctx, stored)
+	tk := grant.ticket
+	if !granted || grant.key != key {
+		if granted {
+			w.forfeit(grant.ticket) // the key changed meanwhile (DNS): ask again
+		}
+		var why destination.Reason
+		if tk, why = w.dest.TryStart(key); why != destination.ReasonNone {
+			// No room: no attempt, no caller held. It waits in its
+			// destination's queue, pending in the store as it is.
+			w.endDelivery(r.id)
+			w.park(r, key)
+			return
+		}
+	}
+	start := time.Now()
 	attempt := stored.Attempts + 1
 	lateness := start.Sub(time.UnixMilli(stored.DueMs))
 	w.metrics.LatenessSeconds.Observe(lateness.Seconds())
@@ -793,8 +867,8 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 		MsgID: stored.ID, Topic: stored.Topic, Attempt: attempt, DueAtMs: stored.DueMs,
 		Method: stored.Callback.RequestType, URL: stored.Callback.URL, Params: stored.Callback.Params, Headers: stored.Callback.Headers,
 		Timeout: time.Duration(stored.TTRMs) * time.Millisecond,
-		// asked again after any wait for the receiver's host: the slot
-		// may have moved, or the session gone, meanwhile
+		// asked again before a redirect to another host: the slot may
+		// have moved, or the session gone, meanwhile
 		MayStart: func() error {
 			w.mu.Lock()
 			held := w.slots[slot] != nil
@@ -805,9 +879,12 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 			return nil
 		},
 	})
+	fr := flowResult(ctx, res)
+	w.finish(tk, fr)
 	if errors.Is(res.Err, callback.ErrNotStarted) {
 		// Nothing was sent: no attempt. If the slot is still ours and
 		// standing comes back, fire again shortly.
+		w.endDelivery(r.id)
 		if ctx.Err() == nil {
 			w.mu.Lock()
 			w.scheduleLocked(r.id, time.Now().Add(200*time.Millisecond).UnixMilli(), r.version, true)
@@ -820,8 +897,20 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 	if !res.OK() && ctx.Err() != nil {
 		// Shutting down: the attempt was cut short; it is made again after
 		// restart (it is overdue then, so marked delivering at once).
+		w.endDelivery(r.id)
 		return
 	}
+	if fr.RetryAfter > 0 {
+		// The receiver asked to be called later (429/503 with
+		// Retry-After): its destination is paused, and this message waits
+		// for it like any other, without using up an attempt (it is
+		// called again under the same attempt number).
+		w.metrics.DestinationThrottled.Inc()
+		w.endDelivery(r.id)
+		w.park(r, key)
+		return
+	}
+	defer w.endDelivery(r.id)
 	w.record(ctx, r, stored, attempt, start, res)
 }
 
