@@ -76,6 +76,8 @@ type Deps struct {
 	Metrics  *metrics.Metrics
 	Ready    func() error
 	Web      fs.FS // the console's files (nil: API only)
+	// Destinations reads the workers' flow-control state (nil: none).
+	Destinations Destinations
 }
 
 // Options configure the admin service.
@@ -105,6 +107,7 @@ type Server struct {
 	cluster Cluster
 	msgs    Messages
 	stats   StatsReader
+	dests   Destinations
 	auth    *auth
 	log     *zap.Logger
 	*httpapi.Server
@@ -119,7 +122,7 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, auth: au, log: log}
+	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, dests: d.Destinations, auth: au, log: log}
 	e := httpapi.NewEngine(log, d.Metrics, d.Ready)
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(log, h) }
 	e.POST("/sorakaq/auth/login", w(func(c *gin.Context) (any, error) { return au.login(c, opts.MaxBodyBytes) }))
@@ -147,6 +150,7 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	ig.POST("/offline", w(s.offline(true)))
 	ig.POST("/online", w(s.offline(false)))
 	s.messageRoutes(api.Group("/admin/msg"), w)
+	api.GET("/admin/destinations", w(s.destinations))
 	mg := api.Group("/monitor")
 	mg.GET("/minutes", w(s.minutes))
 	mg.GET("/workers", w(s.workers))

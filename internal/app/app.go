@@ -163,7 +163,8 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	aopts.HTTP = cfg.HTTPOptions()
 	single := admin.Single{NodeID: cfg.NodeID, Addr: cfg.Receive.Listen, StartedMs: time.Now().UnixMilli(), Held: a.worker.Held}
 	a.admin, err = admin.New(aopts, admin.Deps{Topics: limited, Counter: a.worker, Cluster: single, Messages: a.worker,
-		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles()}, log.Named("admin"))
+		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles(),
+		Destinations: localDestinations{node: cfg.NodeID, w: a.worker}}, log.Named("admin"))
 	if err != nil {
 		a.receive.Shutdown(context.Background())
 		st.Close()
@@ -207,6 +208,21 @@ func newCaller(cfg *config.Config, m *metrics.Metrics) (*callback.Caller, *desti
 	opts.Destinations = dests
 	m.Registry.MustRegister(dests.Collector(cfg.Callback.Destination.MetricsTop))
 	return callback.New(opts), dests
+}
+
+// localDestinations is the all-in-one's destinations view: its worker's.
+type localDestinations struct {
+	node string
+	w    *worker.Worker
+}
+
+func (l localDestinations) Destinations(context.Context) ([]admin.DestinationRow, []admin.NodeError, error) {
+	states := l.w.Destinations()
+	rows := make([]admin.DestinationRow, len(states))
+	for i, s := range states {
+		rows[i] = admin.DestinationRow{NodeID: l.node, State: s}
+	}
+	return rows, nil, nil
 }
 
 // AuthOptions maps config to the console's login settings.

@@ -18,6 +18,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/bus/kafka"
 	"github.com/sorakaq/sorakaq/internal/center"
 	"github.com/sorakaq/sorakaq/internal/config"
+	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/dist"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
@@ -549,7 +550,8 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
 	msgs := dist.NewReceiveBackend(d.store, nil, cluster, client, d.ready(), d.metrics, log)
 	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
-		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles()}, log)
+		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles(),
+		Destinations: workerDestinations{reg: d.reg, client: client}}, log)
 	if err != nil {
 		bgCancel()
 		return nil, err
@@ -629,4 +631,47 @@ func (c zkCluster) SetOffline(ctx context.Context, nodeID string, offline bool) 
 		}
 	}
 	return c.reg.SetOffline(ctx, nodeID, offline)
+}
+
+// workerDestinations is the distributed admin's destinations view: it
+// asks every live worker (each has its own flow control) at once, with a
+// short timeout; a worker that does not answer is listed in the errors,
+// the others' rows are still shown.
+type workerDestinations struct {
+	reg    *zk.Registry
+	client *workerapi.Client
+}
+
+func (d workerDestinations) Destinations(ctx context.Context) ([]admin.DestinationRow, []admin.NodeError, error) {
+	list, err := d.reg.Instances(ctx, "worker")
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing the workers: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	type answer struct {
+		node   string
+		states []destination.State
+		err    error
+	}
+	answers := make(chan answer, len(list))
+	for _, in := range list {
+		go func() {
+			st, err := d.client.Destinations(ctx, in.Addr)
+			answers <- answer{node: in.NodeID, states: st, err: err}
+		}()
+	}
+	var rows []admin.DestinationRow
+	var errs []admin.NodeError
+	for range list {
+		a := <-answers
+		if a.err != nil {
+			errs = append(errs, admin.NodeError{NodeID: a.node, Error: a.err.Error()})
+			continue
+		}
+		for _, s := range a.states {
+			rows = append(rows, admin.DestinationRow{NodeID: a.node, State: s})
+		}
+	}
+	return rows, errs, nil
 }

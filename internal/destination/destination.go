@@ -632,9 +632,14 @@ func (t *Table) Snapshot() []State {
 	return out
 }
 
-// SortStates orders states busiest first: breakers not closed, paused,
-// most parked, most in flight, then by key.
+// SortStates orders states busiest first (Less).
 func SortStates(out []State) {
+	sort.Slice(out, func(i, j int) bool { return Less(out[i], out[j]) })
+}
+
+// Less orders destinations busiest first: breakers not closed, then
+// paused ones, then most parked, most in flight, then by key.
+func Less(a, b State) bool {
 	rank := func(s State) int {
 		switch {
 		case s.Breaker != Closed:
@@ -644,19 +649,16 @@ func SortStates(out []State) {
 		}
 		return 2
 	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if ra, rb := rank(a), rank(b); ra != rb {
-			return ra < rb
-		}
-		if a.Queued != b.Queued {
-			return a.Queued > b.Queued
-		}
-		if a.InFlight != b.InFlight {
-			return a.InFlight > b.InFlight
-		}
-		return a.Key < b.Key
-	})
+	if ra, rb := rank(a), rank(b); ra != rb {
+		return ra < rb
+	}
+	if a.Queued != b.Queued {
+		return a.Queued > b.Queued
+	}
+	if a.InFlight != b.InFlight {
+		return a.InFlight > b.InFlight
+	}
+	return a.Key < b.Key
 }
 
 func (e *entry) stateLocked(now time.Time) State {

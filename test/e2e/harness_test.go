@@ -354,6 +354,7 @@ type CBField struct {
 	URL         string            `json:"url"`
 	Params      string            `json:"params,omitempty"`
 	Headers     map[string]string `json:"headers,omitempty"`
+	Destination string            `json:"destination,omitempty"`
 }
 
 // Submitted is a message accepted by submit.
@@ -398,6 +399,7 @@ type Msg struct {
 		RequestType string `json:"request_type"`
 		URL         string `json:"url"`
 		Params      string `json:"params"`
+		Destination string `json:"destination"`
 	} `json:"callback"`
 	History []struct {
 		At     int64  `json:"at"`
