@@ -33,7 +33,11 @@
 # and the flow time received -> held by a worker, same run), ab (the original's
 # ab table, scripts/ab-table.sh), ab-submit (ab -k -c 100 -n 100000 on submit),
 # batch (10 s each on a fresh server: single submits at -c 100, then
-# submitBatch with 100 per request at -c 4 and 500 at -c 2; messages/s).
+# submitBatch with 100 per request at -c 4 and 500 at -c 2; messages/s),
+# isolation (fire -n $BENCH_FIRE_N at $BENCH_FIRE_RATE/s to a healthy receiver
+# and, in the same run and due window, -slow $BENCH_SLOW_N (2000) messages to a
+# second receiver answering in $BENCH_SLOW_MS (5s): the healthy destination's
+# lateness beside a slow one; compare with mode fire).
 #
 # The client, the callback sink and the server share the machine: figures
 # are for "everything on one host", see the machine line of each report.
@@ -216,6 +220,7 @@ for m in $MODES; do
 		load fire-loader -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -window 5s -wait 60s -ref
 		;;
 	latency) load latency -mode latency -c 10 -n 20000 ;;
+	isolation) load isolation -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -wait 60s -slow "${BENCH_SLOW_N:-2000}" -slow-ms "${BENCH_SLOW_MS:-5s}" ;;
 	batch)
 		load batch-single -mode submit -c 100 -d 10s
 		load batch-100 -mode submit -c 4 -batch 100 -d 10s

@@ -55,6 +55,12 @@ type Config struct {
 	MaxSchedErrMs float64       `json:"max_schedule_error_ms,omitempty"`
 	MaxDup        int           `json:"max_duplicates"`
 
+	// Slow: fire also sends this many messages to a second receiver that
+	// answers after SlowAnswer (a slow destination beside the measured one).
+	Slow        int           `json:"slow,omitempty"`
+	SlowAnswer  time.Duration `json:"-"`
+	SlowAnswerS float64       `json:"slow_answer_s,omitempty"`
+
 	// submit/latency: after the run, query this many messages for flow time
 	FlowMetrics string `json:"flow_metrics,omitempty"`
 }
@@ -80,6 +86,11 @@ Modes:
                  -window W         the server's worker.window (label; with
                                    -lead > W every message is loaded from
                                    the store by the worker's loader)
+                 -slow N           also send N messages, due over the same
+                                   window, to a second receiver (its own
+                                   destination) answering after -slow-ms:
+                                   the measured messages' lateness is then
+                                   a healthy destination's beside a slow one
                  -ref              also run the in-memory reference (one
                                    time.AfterFunc per message) on the same
                                    plan and print the ratios
@@ -122,6 +133,8 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.IntVar(&c.RefCallers, "ref-callers", 256, "fire -ref: callback goroutines of the reference (sorakaQ's worker.concurrency default)")
 	fs.DurationVar(&c.MaxSchedErr, "max-schedule-error", 100*time.Millisecond, "fire: fail if a server due time is later than the client's send time + delay by more than this (each due time must also lie before the answer time + delay + 1 ms)")
 	fs.IntVar(&c.MaxDup, "max-duplicates", 0, "fire: fail above this many duplicate callbacks")
+	fs.IntVar(&c.Slow, "slow", 0, "fire: also send this many messages, due over the same window, to a second receiver (a slow destination) answering after -slow-ms")
+	fs.DurationVar(&c.SlowAnswer, "slow-ms", 5*time.Second, "fire -slow: how long the slow receiver takes to answer (a duration: 5s)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, errHelp
@@ -182,6 +195,13 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 		}
 		if c.RefCallers < 1 {
 			return nil, errors.New("-ref-callers must be >= 1")
+		}
+		if c.Slow < 0 || c.Slow > 0 && (c.Ref || c.SlowAnswer <= 0 || c.Pattern != "batch") {
+			return nil, errors.New("-slow must be >= 0, with -slow-ms > 0, -pattern batch and without -ref")
+		}
+		c.SlowAnswerS = c.SlowAnswer.Seconds()
+		if c.Slow == 0 {
+			c.SlowAnswerS = 0
 		}
 		c.DelayMs = 0
 		c.LeadS, c.WaitS, c.AheadS, c.WindowS = c.Lead.Seconds(), c.Wait.Seconds(), c.Ahead.Seconds(), c.Window.Seconds()

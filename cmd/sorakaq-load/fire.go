@@ -65,6 +65,8 @@ type FireStats struct {
 	// millisecond: 0). Concurrent callers reorder arrivals too, so this is
 	// reported, not a verdict.
 	OutOfOrder int `json:"out_of_order"`
+	// Slow is the slow destination beside the measured one (-slow).
+	Slow *SlowStats `json:"slow_destination,omitempty"`
 }
 
 // analyzeFire compares acknowledged submits with received callbacks.
@@ -303,6 +305,16 @@ func fireOnce(cfg *Config, name string, submit submitter, progress io.Writer) (*
 	}()
 	defer close(stop)
 
+	var slow *slowSink
+	slowAcked, slowFailed := 0, 0
+	if cfg.Slow > 0 && name == "server" {
+		if slow, err = newSlowSink(cfg.SlowAnswer); err != nil {
+			return nil, nil, fmt.Errorf("slow callback sink: %w", err)
+		}
+		defer slow.close()
+		fmt.Fprintf(progress, "fire (%s): slow destination %s answering in %s: %d messages over the same due window\n", name, slow.URL(), cfg.SlowAnswer, cfg.Slow)
+		slowAcked, slowFailed = submitSlow(cfg, plan, slow)
+	}
 	res, lateSubmits, stopSubmitter, err := submit(plan, sk, &done)
 	if err != nil {
 		return nil, res, err
@@ -368,6 +380,10 @@ func fireOnce(cfg *Config, name string, submit submitter, progress io.Writer) (*
 		warnings = append(warnings, fmt.Sprintf("timed out %s after the last due time with %d callbacks missing", cfg.Wait, st.Missing))
 	}
 	st.Warnings = warnings
+	if slow != nil {
+		st.Slow = slow.stats(slowAcked)
+		st.Slow.Submitted = slowFailed
+	}
 	return &st, res, nil
 }
 

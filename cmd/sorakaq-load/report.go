@@ -97,6 +97,9 @@ func (r *Report) WriteTable(w io.Writer) {
 		if c.Window > 0 {
 			run += fmt.Sprintf(" server-window=%s", c.Window)
 		}
+		if c.Slow > 0 {
+			run += fmt.Sprintf(" slow=%d slow-ms=%s", c.Slow, c.SlowAnswer)
+		}
 		run += fmt.Sprintf(" max-schedule-error=%s max-duplicates=%d", c.MaxSchedErr, c.MaxDup)
 	} else {
 		run += fmt.Sprintf(" delay=%dms", c.DelayMs)
@@ -132,7 +135,14 @@ func (r *Report) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "  ms          p50 %.2f  p90 %.2f  p99 %.2f (interpolated within histogram buckets)\n", f.P50Ms, f.P90Ms, f.P99Ms)
 	}
 	if r.Fire != nil {
-		writeFire(w, "fire (sorakaQ)", r.Fire)
+		title := "fire (sorakaQ)"
+		if r.Fire.Slow != nil {
+			title = "fire (sorakaQ): the healthy destination, beside the slow one below"
+		}
+		writeFire(w, title, r.Fire)
+		if r.Fire.Slow != nil {
+			r.Fire.Slow.write(w)
+		}
 	}
 	if r.Reference != nil {
 		writeFire(w, "fire (in-memory reference: time.AfterFunc per message, same plan, same process)", r.Reference)

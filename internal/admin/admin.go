@@ -80,6 +80,8 @@ type Deps struct {
 	// Submit stores a test message through the receive service's submit
 	// path (receive.Server.SubmitTrusted); nil: the console cannot send one.
 	Submit func(ctx context.Context, body []byte) (msgID string, dueMs int64, err error)
+	// Destinations reads the workers' flow-control state (nil: none).
+	Destinations Destinations
 }
 
 // Options configure the admin service.
@@ -111,6 +113,7 @@ type Server struct {
 	stats   StatsReader
 	bulk    *bulk.Runner
 	submit  func(ctx context.Context, body []byte) (string, int64, error)
+	dests   Destinations
 	auth    *auth
 	log     *zap.Logger
 	*httpapi.Server
@@ -125,7 +128,7 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, submit: d.Submit, auth: au, log: log,
+	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, submit: d.Submit, dests: d.Destinations, auth: au, log: log,
 		bulk: &bulk.Runner{Msgs: d.Messages, Log: log}}
 	e := httpapi.NewEngine(log, d.Metrics, d.Ready)
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(log, h) }
@@ -157,6 +160,7 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	ig.POST("/offline", w(s.offline(true)))
 	ig.POST("/online", w(s.offline(false)))
 	s.messageRoutes(api.Group("/admin/msg"), w)
+	api.GET("/admin/destinations", w(s.destinations))
 	mg := api.Group("/monitor")
 	mg.GET("/minutes", w(s.minutes))
 	mg.GET("/workers", w(s.workers))

@@ -20,6 +20,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/admin"
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/config"
+	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/registry"
@@ -148,11 +149,13 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 		st.Close()
 		return nil, err
 	}
-	a.caller = callback.New(cfg.CallbackOptions())
+	var dests *destination.Table
+	a.caller, dests = newCaller(cfg, m)
 	a.stats = stats.NewRecorder(cfg.NodeID, st, log.Named("stats"))
 	wopts := WorkerOptions(cfg)
 	wopts.Stats = a.stats
 	wopts.Tracer = a.tracer
+	wopts.Destinations = dests
 	a.worker = worker.New(wopts, st, topics, a.caller, m, log.Named("worker"))
 
 	ropts := receiveOptions(cfg)
@@ -171,7 +174,8 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	aopts.HTTP = cfg.HTTPOptions()
 	single := admin.Single{NodeID: cfg.NodeID, Addr: cfg.Receive.Listen, StartedMs: time.Now().UnixMilli(), Held: a.worker.Held}
 	a.admin, err = admin.New(aopts, admin.Deps{Topics: limited, Counter: a.worker, Cluster: single, Messages: a.worker,
-		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles(), Submit: trustedSubmit(a.receive)}, log.Named("admin"))
+		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles(), Submit: trustedSubmit(a.receive),
+		Destinations: localDestinations{node: cfg.NodeID, w: a.worker}}, log.Named("admin"))
 	if err != nil {
 		a.receive.Shutdown(context.Background())
 		st.Close()
@@ -197,6 +201,39 @@ func logCallbackPolicy(cfg *config.Config, log *zap.Logger) {
 	default:
 		log.Info("callbacks reach neither loopback nor private networks unless in callback.allow"+never, fields...)
 	}
+	if cfg.Callback.MaxConnsPerHost != 0 {
+		log.Warn("callback.max_conns_per_host is the old name of callback.destination.concurrency; it is used, rename it",
+			zap.Int("max_conns_per_host", cfg.Callback.MaxConnsPerHost))
+	}
+	d := cfg.DestinationOptions()
+	log.Info("per-destination flow control", zap.Float64("rate", d.Default.Rate), zap.Int("concurrency", d.Default.Concurrency),
+		zap.Int("breaker_failures", d.Breaker.Failures), zap.Int("overrides", len(d.Overrides)))
+}
+
+// newCaller makes the callback caller and the per-destination flow
+// control its worker starts calls under (the caller limits redirects by
+// it too), and exports the destinations' state to m.
+func newCaller(cfg *config.Config, m *metrics.Metrics) (*callback.Caller, *destination.Table) {
+	dests := destination.New(cfg.DestinationOptions())
+	opts := cfg.CallbackOptions()
+	opts.Destinations = dests
+	m.Registry.MustRegister(dests.Collector(cfg.Callback.Destination.MetricsTop))
+	return callback.New(opts), dests
+}
+
+// localDestinations is the all-in-one's destinations view: its worker's.
+type localDestinations struct {
+	node string
+	w    *worker.Worker
+}
+
+func (l localDestinations) Destinations(context.Context) ([]admin.DestinationRow, []admin.NodeError, error) {
+	states := l.w.Destinations()
+	rows := make([]admin.DestinationRow, len(states))
+	for i, s := range states {
+		rows[i] = admin.DestinationRow{NodeID: l.node, State: s}
+	}
+	return rows, nil, nil
 }
 
 // logExposure says at start who can reach the listeners: on loopback only

@@ -16,9 +16,9 @@ import (
 
 	"github.com/sorakaq/sorakaq/internal/admin"
 	"github.com/sorakaq/sorakaq/internal/bus/kafka"
-	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/center"
 	"github.com/sorakaq/sorakaq/internal/config"
+	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/dist"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
@@ -489,14 +489,15 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("worker").With(zap.String("node_id", cfg.NodeID))
 	bg, bgCancel := context.WithCancel(context.Background())
 	cluster := dist.NewCluster(bg, d.reg, log)
-	// The longest a callback can take once it left the wheel: waits for
-	// the receiver's host (again on each cross-host redirect) and the ttr.
-	longest := cfg.Callback.HostQueueTimeout*(1+callback.MaxRedirects) + time.Duration(cfg.Receive.MaxTTRMs)*time.Millisecond + 5*time.Second
+	// The longest a callback can take once it left the wheel: the ttr
+	// (nothing waits for a destination: a full one parks the message).
+	longest := time.Duration(cfg.Receive.MaxTTRMs)*time.Millisecond + 5*time.Second
 	holder := &dist.Holder{Node: cfg.NodeID, Cluster: cluster, Session: d.reg, Store: d.store, Metrics: d.metrics,
 		Log: log.Named("slots"), ReleaseWait: longest}
 	holder.Init()
-	caller := callback.New(cfg.CallbackOptions())
+	caller, dests := newCaller(cfg, d.metrics)
 	wopts := WorkerOptions(cfg)
+	wopts.Destinations = dests
 	wopts.NodeID = cfg.NodeID
 	wopts.Slotted = true
 	wopts.Standing = d.reg.InGoodStanding
@@ -590,7 +591,8 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 		return nil, err
 	}
 	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
-		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles(), Submit: trustedSubmit(core)}, log)
+		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles(), Submit: trustedSubmit(core),
+		Destinations: workerDestinations{reg: d.reg, client: client}}, log)
 	if err != nil {
 		bgCancel()
 		_ = producer.Close()
@@ -676,4 +678,47 @@ func (c zkCluster) SetOffline(ctx context.Context, nodeID string, offline bool) 
 		}
 	}
 	return c.reg.SetOffline(ctx, nodeID, offline)
+}
+
+// workerDestinations is the distributed admin's destinations view: it
+// asks every live worker (each has its own flow control) at once, with a
+// short timeout; a worker that does not answer is listed in the errors,
+// the others' rows are still shown.
+type workerDestinations struct {
+	reg    *zk.Registry
+	client *workerapi.Client
+}
+
+func (d workerDestinations) Destinations(ctx context.Context) ([]admin.DestinationRow, []admin.NodeError, error) {
+	list, err := d.reg.Instances(ctx, "worker")
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing the workers: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	type answer struct {
+		node   string
+		states []destination.State
+		err    error
+	}
+	answers := make(chan answer, len(list))
+	for _, in := range list {
+		go func() {
+			st, err := d.client.Destinations(ctx, in.Addr)
+			answers <- answer{node: in.NodeID, states: st, err: err}
+		}()
+	}
+	var rows []admin.DestinationRow
+	var errs []admin.NodeError
+	for range list {
+		a := <-answers
+		if a.err != nil {
+			errs = append(errs, admin.NodeError{NodeID: a.node, Error: a.err.Error()})
+			continue
+		}
+		for _, s := range a.states {
+			rows = append(rows, admin.DestinationRow{NodeID: a.node, State: s})
+		}
+	}
+	return rows, errs, nil
 }

@@ -97,7 +97,7 @@ func (b *addrBook) reached(host string, a netip.Addr) {
 	e.addrs = addrs
 }
 
-// slotKey is the per-host slot of a call to host:port: the address it
+// slotKey is the destination key of a call to host:port: the address it
 // dials first, as IP:port (IPv4-mapped addresses as IPv4). Names are
 // resolved within the dial timeout.
 func (c *Caller) slotKey(ctx context.Context, host, port string) (string, error) {

@@ -25,14 +25,12 @@
 //     ("callback: address 169.254.169.254 is denied by callback.deny
 //     (169.254.0.0/16)"), which IsPermanent reports as not worth retrying;
 //     PublicError turns it into a fixed text for the submitter to see.
-//   - At most Options.MaxConnsPerHost calls (default 64) are in flight to one
-//     address at a time: the IP:port dialled, however the URL writes the
-//     host (IP literal spellings, any number of names for one receiver);
-//     names are resolved once for the slot and the dial, and cached for
-//     10 s. Further calls to that address wait for a slot, at
-//     most Options.HostQueueTimeout (default 30s), and that wait does not
-//     count toward the message's ttr (Request.Timeout). So a slow receiver
-//     holds at most that many workers, and calls to other hosts go on.
+//   - How many calls go to one receiver is not this package's job but
+//     package destination's: the worker asks its Table before it calls,
+//     keyed by DestinationKey (the IP:port dialled, however the URL writes
+//     the host), and never waits in Do. A redirect to another destination
+//     takes a slot of that destination's limits too (Options.Destinations),
+//     and fails the call at once (ErrHostBusy) when it has none.
 //   - One shared http.Transport per Caller, with an idle pool sized to the
 //     number of goroutines that call Do (Options.MaxIdleConnsPerHost, default
 //     256). Go's default of 2 idle connections per host means that under a
@@ -81,6 +79,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/pkg/webhook"
 )
 
@@ -90,8 +89,6 @@ const (
 	DefaultMaxResponseBytes    = 64 << 10
 	DefaultUserAgent           = "sorakaQ-callback/1"
 	DefaultDialTimeout         = 2 * time.Second
-	DefaultMaxConnsPerHost     = 64
-	DefaultHostQueueTimeout    = 30 * time.Second
 	// DefaultTimeout is used when Request.Timeout is not positive, so that a
 	// message without a ttr cannot block a worker forever.
 	DefaultTimeout = 60 * time.Second
@@ -156,17 +153,13 @@ type Options struct {
 	// addresses (read at New), whatever Allow says. Caller.DenySelf adds
 	// the ports bound later.
 	SelfPorts []int
-	// MaxConnsPerHost is the most calls in flight to one address (the
-	// IP:port dialled) at a time; further calls to it wait for a slot
-	// (first come, first served). Default 64; negative means no limit.
-	MaxConnsPerHost int
-	// HostQueueTimeout bounds the wait for a per-host slot; when it expires
-	// the call fails with "callback: too many calls in flight to host H
-	// (limit N)" (errors.Is ErrHostBusy; not permanent). The wait does not
-	// count toward Request.Timeout (the ttr starts once a slot is held),
-	// except after a redirect to another host, where the call is already
-	// under way. Default 30s.
-	HostQueueTimeout time.Duration
+	// Destinations, when set, holds the flow-control state the worker
+	// starts its calls under; a redirect to another destination key
+	// (DestinationKey) takes a slot of that destination too, without
+	// waiting: when it has no room (or its breaker is open) the call
+	// fails with ErrHostBusy (not permanent). nil: redirects are not
+	// limited.
+	Destinations *destination.Table
 }
 
 // Validate reports the first invalid Allow or Deny entry, or a nil error.
@@ -216,9 +209,8 @@ type Request struct {
 	// Timeout is the message's ttr: the whole request including reading the
 	// answer. Not positive means DefaultTimeout.
 	Timeout time.Duration
-	// MayStart, if set, is asked right before the request is sent, after
-	// any wait for a per-host slot (and before following a redirect to
-	// another host): a worker that lost its slot or its standing with
+	// MayStart, if set, is asked right before the request is sent (and
+	// before following a redirect to another host): a worker that lost its slot or its standing with
 	// ZooKeeper while it waited must not call. Its error ends the call
 	// unsent, as ErrNotStarted.
 	MayStart func() error
@@ -238,9 +230,11 @@ var ErrNotStarted = errors.New("callback not started")
 // Result is the outcome of one attempt.
 type Result struct {
 	StatusCode int           // 0 if no answer
-	Duration   time.Duration // from request start (once a per-host slot is held) to answer read
-	Wait       time.Duration // time spent waiting for a per-host slot (see Options.MaxConnsPerHost)
-	Err        error         // nil means success
+	Duration   time.Duration // from request start to answer read
+	// RetryAfter is the receiver's Retry-After (seconds or an HTTP date)
+	// on a 429 or 503 answer, when positive; 0 otherwise.
+	RetryAfter time.Duration
+	Err        error // nil means success
 }
 
 // OK reports whether the callback succeeded.
@@ -254,7 +248,7 @@ type Caller struct {
 	dialer    *net.Dialer
 	policy    *policy
 	book      *addrBook
-	limiter   *hostLimiter // nil: no per-host limit
+	dests     *destination.Table // nil: redirects not flow controlled
 	maxBody   int64
 	userAgent string
 	signer    *webhook.Signer // nil: callbacks unsigned
@@ -278,12 +272,6 @@ func New(opts Options) *Caller {
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = DefaultDialTimeout
 	}
-	if opts.MaxConnsPerHost == 0 {
-		opts.MaxConnsPerHost = DefaultMaxConnsPerHost
-	}
-	if opts.HostQueueTimeout <= 0 {
-		opts.HostQueueTimeout = DefaultHostQueueTimeout
-	}
 	c := &Caller{
 		dialer:    &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
 		policy:    newPolicy(opts),
@@ -291,9 +279,7 @@ func New(opts Options) *Caller {
 		maxBody:   opts.MaxResponseBytes,
 		userAgent: opts.UserAgent,
 		signer:    opts.Signer,
-	}
-	if opts.MaxConnsPerHost > 0 {
-		c.limiter = newHostLimiter(opts.MaxConnsPerHost, opts.HostQueueTimeout)
+		dests:     opts.Destinations,
 	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
@@ -329,7 +315,8 @@ var sentAcrossHosts = map[string]bool{"Content-Type": true, "User-Agent": true, 
 // checkRedirect is the redirect policy: net/http's default with the limit
 // lowered from 10 to MaxRedirects, POST callbacks following only 307/308,
 // every target passing the allow/deny checks, credentials and Referer not
-// sent across hosts, and the per-host slot moved to the target's host.
+// sent across hosts, and a slot of the target's destination taken (never
+// waited for).
 func (c *Caller) checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) > MaxRedirects {
 		return errTooManyRedirects
@@ -356,23 +343,23 @@ func (c *Caller) checkRedirect(req *http.Request, via []*http.Request) error {
 			}
 		}
 	}
-	st, _ := req.Context().Value(callStateKey{}).(*callState)
-	var key string
-	if st != nil {
-		var err error
-		if key, err = c.slotKey(req.Context(), req.URL.Hostname(), urlPort(req.URL)); err != nil {
-			return err
+	if st, _ := req.Context().Value(callStateKey{}).(*callState); st != nil {
+		if hostKey(req.URL) == hostKey(via[0].URL) {
+			c.releaseHop(st) // back on the first hop's destination, whose slot the worker holds
+		} else {
+			key, err := c.slotKey(req.Context(), req.URL.Hostname(), urlPort(req.URL))
+			if err != nil {
+				return err
+			}
+			if key != st.key {
+				c.releaseHop(st)
+				tk, why := c.dests.TryStart(key)
+				if why != destination.ReasonNone {
+					return &hostBusyError{host: key, why: why}
+				}
+				st.key, st.held = key, tk
+			}
 		}
-	}
-	if st != nil && st.held != key {
-		if st.held != "" {
-			c.limiter.release(st.held)
-			st.held = ""
-		}
-		if err := c.limiter.acquire(req.Context(), key); err != nil {
-			return err
-		}
-		st.held = key
 	}
 	if may, _ := req.Context().Value(mayStartKey{}).(func() error); may != nil {
 		if err := may(); err != nil {
@@ -380,6 +367,41 @@ func (c *Caller) checkRedirect(req *http.Request, via []*http.Request) error {
 		}
 	}
 	return nil
+}
+
+// releaseHop gives back the slot a redirect took, if any.
+func (c *Caller) releaseHop(st *callState) {
+	if st.held != (destination.Ticket{}) {
+		c.dests.Done(st.held, destination.Result{})
+	}
+	st.key, st.held = "", destination.Ticket{}
+}
+
+// ParseRetryAfter reads a Retry-After header (RFC 9110 10.2.3): delay
+// seconds or an HTTP date. It returns 0 for an absent, malformed, zero or
+// past value (no pause asked).
+func ParseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		if n > 1<<31 {
+			n = 1 << 31 // far beyond any cap; no overflow
+		}
+		return time.Duration(n) * time.Second
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	if d := t.Sub(now); d > 0 {
+		return d
+	}
+	return 0
 }
 
 // mayStartKey carries Request.MayStart to the redirect check.
@@ -449,31 +471,17 @@ func (c *Caller) Do(ctx context.Context, req Request) Result {
 		return Result{Duration: time.Since(start), Err: err}
 	}
 
-	var wait time.Duration
-	if c.limiter != nil {
-		// Wait for a slot with the caller's context only: the ttr starts
-		// once the call can actually be made. The slot is the address the
-		// call dials, however its host is written.
-		key, err := c.slotKey(ctx, u.Hostname(), urlPort(u))
-		if err == nil {
-			err = c.limiter.acquire(ctx, key)
-		}
-		wait = time.Since(start)
-		if err != nil {
-			return Result{Wait: wait, Err: err}
-		}
-		st := &callState{held: key}
-		defer func() {
-			if st.held != "" {
-				c.limiter.release(st.held)
-			}
-		}()
+	if c.dests != nil {
+		// The first hop's slot is the worker's (it started the call under
+		// its destination); a redirect to another destination takes one
+		// of that destination's (checkRedirect) and gives it back here.
+		st := &callState{}
+		defer c.releaseHop(st)
 		ctx = context.WithValue(ctx, callStateKey{}, st)
-		start = time.Now()
 	}
 	if req.MayStart != nil {
 		if err := req.MayStart(); err != nil {
-			return Result{Wait: wait, Err: fmt.Errorf("%w: %w", ErrNotStarted, err)}
+			return Result{Err: fmt.Errorf("%w: %w", ErrNotStarted, err)}
 		}
 		ctx = context.WithValue(ctx, mayStartKey{}, req.MayStart)
 	}
@@ -487,12 +495,12 @@ func (c *Caller) Do(ctx context.Context, req Request) Result {
 
 	hreq, err := c.build(ctx, req, u, method)
 	if err != nil {
-		return Result{Duration: time.Since(start), Wait: wait, Err: err}
+		return Result{Duration: time.Since(start), Err: err}
 	}
 
 	resp, err := c.client.Do(hreq)
 	if err != nil {
-		res := Result{Wait: wait, Err: c.wrap(ctx, err, timeout)}
+		res := Result{Err: c.wrap(ctx, err, timeout)}
 		if resp != nil { // only when CheckRedirect failed; body already closed
 			res.StatusCode = resp.StatusCode
 		}
@@ -500,7 +508,10 @@ func (c *Caller) Do(ctx context.Context, req Request) Result {
 		return res
 	}
 
-	res := Result{StatusCode: resp.StatusCode, Wait: wait}
+	res := Result{StatusCode: resp.StatusCode}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		res.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
 	ok2xx := resp.StatusCode >= 200 && resp.StatusCode < 300
 	buf := c.bufs.Get().(*bytes.Buffer)
 	buf.Reset()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sorakaq/sorakaq/internal/destination"
 	"io"
 	"net"
 	"net/http"
@@ -430,201 +431,89 @@ func TestHugeAnswerCapped(t *testing.T) {
 	wantErr(t, c3.Do(context.Background(), req("GET", srv3.URL, "")), 200, `answer said "result": false`)
 }
 
-// A slow receiver saturated with MaxConnsPerHost calls holds only that many;
-// further calls to it queue, and calls to another host go through at once.
-func TestPerHostLimitFairness(t *testing.T) {
-	const limit = 4
-	var inflight, peak atomic.Int32
-	release := make(chan struct{})
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := inflight.Add(1)
-		defer inflight.Add(-1)
-		for {
-			p := peak.Load()
-			if n <= p || peak.CompareAndSwap(p, n) {
-				break
-			}
-		}
-		select { // a slow handler: "sleeps" until the test is done with it
-		case <-release:
-		case <-time.After(10 * time.Second):
-		}
-	}))
-	defer slow.Close()
-	fast, _ := recorder(t, 200, "ok")
-	c := newCaller(t, Options{MaxConnsPerHost: limit})
-
-	var wg sync.WaitGroup
-	results := make(chan Result, 3*limit)
-	for i := 0; i < 3*limit; i++ {
-		wg.Go(func() {
-			r := req("POST", slow.URL, "{}")
-			r.Timeout = 15 * time.Second
-			results <- c.Do(context.Background(), r)
-		})
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for inflight.Load() < limit && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(100 * time.Millisecond) // give extra calls a chance to (wrongly) get through
-	if n := inflight.Load(); n != limit {
-		t.Fatalf("%d calls in flight to the slow host, want %d", n, limit)
-	}
-
-	start := time.Now()
-	var fwg sync.WaitGroup
-	for i := 0; i < 3*limit; i++ {
-		fwg.Go(func() {
-			r := c.Do(context.Background(), req("GET", fast.URL, ""))
-			if !r.OK() || r.Wait > 100*time.Millisecond {
-				t.Errorf("fast host: err %v, waited %v", r.Err, r.Wait)
-			}
-		})
-	}
-	fwg.Wait()
-	if el := time.Since(start); el > time.Second {
-		t.Errorf("calls to the fast host took %v while the slow one was saturated", el)
-	}
-	if n := c.limiter.inUse(); n != 1 {
-		t.Errorf("limiter tracks %d hosts, want 1 (the slow one)", n)
-	}
-
-	close(release)
-	wg.Wait()
-	close(results)
-	waited := 0
-	for r := range results {
-		if !r.OK() {
-			t.Errorf("slow host call: %v", r.Err)
-		}
-		if r.Wait > 50*time.Millisecond {
-			waited++
-		}
-	}
-	if waited < 2*limit {
-		t.Errorf("%d calls waited for a slot, want %d", waited, 2*limit)
-	}
-	if p := peak.Load(); p != limit {
-		t.Errorf("peak %d calls in flight to the slow host, want %d", p, limit)
-	}
-	if n := c.limiter.inUse(); n != 0 {
-		t.Errorf("limiter still tracks %d hosts when idle", n)
-	}
-}
-
-func TestHostQueueTimeout(t *testing.T) {
-	release := make(chan struct{})
-	var calls atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if calls.Add(1) == 1 {
-			select {
-			case <-release:
-			case <-r.Context().Done():
-			}
-		}
-	}))
-	defer srv.Close()
-	c := newCaller(t, Options{MaxConnsPerHost: 1, HostQueueTimeout: 200 * time.Millisecond})
-	first := make(chan Result)
-	go func() { first <- c.Do(context.Background(), req("GET", srv.URL, "")) }()
-	for calls.Load() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
-
-	start := time.Now()
-	r := c.Do(context.Background(), req("GET", srv.URL, ""))
-	el := time.Since(start)
-	host := srv.Listener.Addr().String()
-	wantErr(t, r, 0, "too many calls in flight to host "+host+" (limit 1)")
-	if r.Err.Error() != "callback: too many calls in flight to host "+host+" (limit 1)" {
-		t.Errorf("err = %q", r.Err)
-	}
-	if !errors.Is(r.Err, ErrHostBusy) || IsPermanent(r.Err) {
-		t.Errorf("err %v: Is(ErrHostBusy) %v, IsPermanent %v", r.Err, errors.Is(r.Err, ErrHostBusy), IsPermanent(r.Err))
-	}
-	if el < 180*time.Millisecond || el > 2*time.Second || r.Wait < 180*time.Millisecond {
-		t.Errorf("gave up after %v (Wait %v), want about 200ms", el, r.Wait)
-	}
-	if calls.Load() != 1 {
-		t.Errorf("server got %d calls", calls.Load())
-	}
-
-	// Cancelling the caller's context ends the wait too.
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(50*time.Millisecond, cancel)
-	c2 := newCaller(t, Options{MaxConnsPerHost: 1})
-	c2.limiter = c.limiter // share the busy slot
-	r = c2.Do(ctx, req("GET", srv.URL, ""))
-	wantErr(t, r, 0, "canceled")
-	if !errors.Is(r.Err, context.Canceled) {
-		t.Errorf("err %v is not context.Canceled", r.Err)
-	}
-
-	close(release)
-	wantOK(t, <-first, 200)
-	if n := c.limiter.inUse(); n != 0 {
-		t.Errorf("limiter still tracks %d hosts", n)
-	}
-}
-
-// Waiting for a slot does not eat the ttr.
-func TestHostQueueWaitNotTTR(t *testing.T) {
-	var hits atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		d, _ := time.ParseDuration(r.URL.Query().Get("sleep"))
-		time.Sleep(d)
-	}))
-	defer srv.Close()
-	c := newCaller(t, Options{MaxConnsPerHost: 1})
-	first := make(chan Result)
-	go func() { first <- c.Do(context.Background(), req("GET", srv.URL+"/?sleep=500ms", "")) }()
-	for hits.Load() == 0 { // the first call holds the only slot
-		time.Sleep(2 * time.Millisecond)
-	}
-	rq := req("GET", srv.URL+"/?sleep=150ms", "")
-	rq.Timeout = 300 * time.Millisecond // less than wait + call
-	r := c.Do(context.Background(), rq)
-	wantOK(t, r, 200)
-	if r.Wait < 300*time.Millisecond || r.Duration >= 300*time.Millisecond || hits.Load() != 2 {
-		t.Errorf("Wait %v, Duration %v", r.Wait, r.Duration)
-	}
-	wantOK(t, <-first, 200)
-}
-
-// The slot follows a redirect to another host:port.
-func TestPerHostLimitRedirect(t *testing.T) {
+// The destination key is the address dialled; a redirect to another
+// destination takes a slot of it without waiting, fails at once (not
+// permanently) when it has none, and gives it back when the call ends.
+func TestRedirectTakesTargetSlot(t *testing.T) {
 	target, _ := recorder(t, 200, "ok")
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, target.URL+"/final", http.StatusTemporaryRedirect)
 	}))
 	defer origin.Close()
-	c := newCaller(t, Options{MaxConnsPerHost: 1, HostQueueTimeout: 300 * time.Millisecond})
+	dests := destination.New(destination.Options{Default: destination.Limits{Concurrency: 1}})
+	c := newCaller(t, Options{Destinations: dests})
 	var wg sync.WaitGroup
 	for i := 0; i < 8; i++ {
-		wg.Go(func() { wantOK(t, c.Do(context.Background(), req("POST", origin.URL, "{}")), 200) })
+		wg.Go(func() {
+			// concurrent calls may find the target's one slot taken
+			if r := c.Do(context.Background(), req("POST", origin.URL, "{}")); !r.OK() && !errors.Is(r.Err, ErrHostBusy) {
+				t.Errorf("redirected call: %v", r.Err)
+			}
+		})
 	}
 	wg.Wait()
-	if n := c.limiter.inUse(); n != 0 {
-		t.Errorf("limiter still tracks %d hosts", n)
+	key := c.DestinationKey(context.Background(), target.URL)
+	inFlight := func() int {
+		for _, s := range dests.Snapshot() {
+			if s.Key == key {
+				return s.InFlight
+			}
+		}
+		return 0
 	}
-
-	// The target's slot is busy: the redirect waits, then fails.
-	if err := c.limiter.acquire(context.Background(), hostKey(mustURL(t, target.URL))); err != nil {
-		t.Fatal(err)
+	if n := inFlight(); n != 0 {
+		t.Fatalf("%d slots of %s still held after the calls", n, key)
 	}
-	r := c.Do(context.Background(), req("POST", origin.URL, "{}"))
-	wantErr(t, r, 307, "too many calls in flight to host "+target.Listener.Addr().String()+" (limit 1)")
-	// Same, with a ttr shorter than HostQueueTimeout: a timeout.
-	rq := req("POST", origin.URL, "{}")
-	rq.Timeout = 100 * time.Millisecond
-	r = c.Do(context.Background(), rq)
-	wantErr(t, r, 307, "timeout after 100ms")
-	c.limiter.release(hostKey(mustURL(t, target.URL)))
 	wantOK(t, c.Do(context.Background(), req("POST", origin.URL, "{}")), 200)
-	if n := c.limiter.inUse(); n != 0 {
-		t.Errorf("limiter still tracks %d hosts", n)
+
+	// The target's slot is taken: the redirect fails at once.
+	tk, why := dests.TryStart(key)
+	if why != destination.ReasonNone {
+		t.Fatal(why)
+	}
+	start := time.Now()
+	r := c.Do(context.Background(), req("POST", origin.URL, "{}"))
+	wantErr(t, r, 307, "redirect target "+key+" has no room (concurrency)")
+	if !errors.Is(r.Err, ErrHostBusy) || IsPermanent(r.Err) || time.Since(start) > time.Second {
+		t.Errorf("err %v: Is(ErrHostBusy) %v, IsPermanent %v, after %v", r.Err, errors.Is(r.Err, ErrHostBusy), IsPermanent(r.Err), time.Since(start))
+	}
+	dests.Done(tk, destination.Result{})
+	wantOK(t, c.Do(context.Background(), req("POST", origin.URL, "{}")), 200)
+	if n := inFlight(); n != 0 {
+		t.Fatalf("%d slots held", n)
+	}
+}
+
+// 429 and 503 answers carry the receiver's Retry-After, in seconds or as
+// an HTTP date; other answers and bad values carry none.
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for v, want := range map[string]time.Duration{
+		"2": 2 * time.Second, " 120 ": 2 * time.Minute, "0": 0, "-1": 0, "": 0, "soon": 0, "1.5": 0,
+		now.Add(90 * time.Second).Format(http.TimeFormat): 90 * time.Second,
+		now.Add(-time.Minute).Format(http.TimeFormat):     0,
+		"99999999999999": time.Duration(1<<31) * time.Second,
+	} {
+		if got := ParseRetryAfter(v, now); got != want {
+			t.Errorf("ParseRetryAfter(%q) = %v, want %v", v, got, want)
+		}
+	}
+	for _, tc := range []struct {
+		status int
+		header string
+		want   time.Duration
+	}{{429, "2", 2 * time.Second}, {503, "3", 3 * time.Second}, {500, "2", 0}, {200, "2", 0}, {429, "", 0}} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if tc.header != "" {
+				w.Header().Set("Retry-After", tc.header)
+			}
+			w.WriteHeader(tc.status)
+		}))
+		r := newCaller(t, Options{}).Do(context.Background(), req("GET", srv.URL, ""))
+		srv.Close()
+		if r.StatusCode != tc.status || r.RetryAfter != tc.want {
+			t.Errorf("status %d Retry-After %q: got status %d RetryAfter %v, want %v", tc.status, tc.header, r.StatusCode, r.RetryAfter, tc.want)
+		}
 	}
 }
 
@@ -731,21 +620,12 @@ func TestRulesValidation(t *testing.T) {
 func TestSecurityDefaults(t *testing.T) {
 	c := New(Options{})
 	defer c.Close()
-	if c.limiter == nil || c.limiter.limit != 64 || c.limiter.timeout != 30*time.Second {
-		t.Errorf("per-host limit defaults not applied: %+v", c.limiter)
-	}
 	if got := DefaultDeny(); strings.Join(got, " ") != "169.254.0.0/16 fe80::/10 100.100.100.200/32 fd00:ec2::254/128 0.0.0.0/8 ::/128" {
 		t.Errorf("DefaultDeny() = %q", got)
 	}
 	DefaultDeny()[0] = "changed" // a copy
 	if DefaultDeny()[0] != "169.254.0.0/16" {
 		t.Error("DefaultDeny returns the shared list")
-	}
-	if c2 := New(Options{MaxConnsPerHost: -1}); c2.limiter != nil {
-		t.Error("MaxConnsPerHost -1 should disable the limit")
-	}
-	if c3 := New(Options{MaxConnsPerHost: 5, HostQueueTimeout: time.Second}); c3.limiter.limit != 5 || c3.limiter.timeout != time.Second {
-		t.Error("per-host options not applied")
 	}
 	// Loopback and private networks are allowed by default.
 	for _, h := range []string{"127.0.0.1", "::1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "fd12::1", "localhost", "internal.svc"} {
@@ -757,64 +637,33 @@ func TestSecurityDefaults(t *testing.T) {
 
 // Security review §4: the per-host cap was keyed by the host as written,
 // so eight spellings of 127.0.0.1 got eight caps and one slow receiver
-// took every caller. Now the slot is the address dialled: IP literal
-// spellings and any number of names resolving to it share one cap.
-func TestPerHostLimitByAddress(t *testing.T) {
-	const limit = 4
-	var inflight, peak atomic.Int32
-	release := make(chan struct{})
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := inflight.Add(1)
-		defer inflight.Add(-1)
-		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-		}
-		<-release
-	}))
-	defer slow.Close()
-	defer close(release)
-	_, port, _ := net.SplitHostPort(slow.Listener.Addr().String())
-	c := newCaller(t, Options{MaxConnsPerHost: limit, HostQueueTimeout: time.Minute})
+// took every caller. The destination key is the address dialled: IP
+// literal spellings and any number of names resolving to it share one.
+func TestDestinationKeyByAddress(t *testing.T) {
+	c := newCaller(t, Options{})
 	c.book.lookup = func(_ context.Context, host string) ([]netip.Addr, error) { // a tenant's own names
 		if strings.HasSuffix(host, ".tenant.test") {
 			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 		}
 		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 	}
-	spellings := []string{"127.0.0.1", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[0:0:0:0:0:ffff:7f00:1]", "[0::ffff:7f00:1]",
-		"a.tenant.test", "B.tenant.test.", "c.tenant.test"}
-	const perSpelling = 5
-	results := make(chan Result, len(spellings)*perSpelling)
-	for _, h := range spellings {
-		for range perSpelling {
-			go func() {
-				r := req("POST", "http://"+h+":"+port+"/slow", "{}")
-				r.Timeout = time.Minute
-				results <- c.Do(context.Background(), r)
-			}()
+	for _, h := range []string{"127.0.0.1", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[0:0:0:0:0:ffff:7f00:1]", "[0::ffff:7f00:1]",
+		"a.tenant.test", "B.tenant.test.", "c.tenant.test"} {
+		if got := c.DestinationKey(context.Background(), "http://"+h+":8080/slow?x=1"); got != "127.0.0.1:8080" {
+			t.Errorf("%s: key %q, want 127.0.0.1:8080", h, got)
 		}
 	}
-	// Every call holds or waits for the one slot of 127.0.0.1:port, and
-	// only `limit` reached the receiver. (Before, each spelling had its
-	// own slots and 8 × 4 calls reached it.)
-	key := net.JoinHostPort("127.0.0.1", port)
-	all := len(spellings) * perSpelling
-	deadline := time.Now().Add(30 * time.Second)
-	for (c.limiter.waiting(key) != all || inflight.Load() != limit) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n, in, p := c.limiter.waiting(key), inflight.Load(), peak.Load(); n != all || in != limit || p != limit {
-		t.Fatalf("%d calls under the slot of %s (want %d), %d in flight at the receiver, peak %d (want %d); hosts tracked %d",
-			n, key, all, in, p, limit, c.limiter.inUse())
-	}
-	release <- struct{}{} // one call ends: exactly one waiter takes its slot
-	for inflight.Load() != limit && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if p := peak.Load(); p != limit {
-		t.Fatalf("peak %d calls at the receiver, want %d", p, limit)
-	}
-	if r := <-results; !r.OK() {
-		t.Fatalf("the finished call: %v", r.Err)
+	for u, want := range map[string]string{
+		"https://a.tenant.test/":      "127.0.0.1:443",
+		"http://nowhere.invalid/x":    "nowhere.invalid:80", // as written: the call fails the same way
+		"ftp://a.tenant.test/":        "",
+		"://nope":                     "",
+		"http:///no-host":             "",
+		"http://[fe80::1%25eth0]:81/": "[fe80::1]:81",
+	} {
+		if got := c.DestinationKey(context.Background(), u); got != want {
+			t.Errorf("%s: key %q, want %q", u, got, want)
+		}
 	}
 }
 

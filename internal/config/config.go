@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -21,7 +22,9 @@ import (
 
 	"github.com/sorakaq/sorakaq/internal/bus/kafka"
 	"github.com/sorakaq/sorakaq/internal/callback"
+	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
+	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/registry/zk"
 	"github.com/sorakaq/sorakaq/internal/tracing"
@@ -218,12 +221,50 @@ type Callback struct {
 	DialTimeout         time.Duration `mapstructure:"dial_timeout"`
 	Allow               []string      `mapstructure:"allow"`
 	Deny                []string      `mapstructure:"deny"`
-	MaxConnsPerHost     int           `mapstructure:"max_conns_per_host"`
-	HostQueueTimeout    time.Duration `mapstructure:"host_queue_timeout"`
-	PrivateNetworks     string        `mapstructure:"private_networks"` // auto, allow, loopback or deny
+	// MaxConnsPerHost is the old name of destination.concurrency: when
+	// set (not 0) it wins, and the start warns. Negative: no limit.
+	MaxConnsPerHost int `mapstructure:"max_conns_per_host"`
+	// HostQueueTimeout is no longer used (nothing waits for a host: a
+	// call whose destination is full is parked); accepted so that old
+	// files still load.
+	HostQueueTimeout time.Duration `mapstructure:"host_queue_timeout"`
+	PrivateNetworks  string        `mapstructure:"private_networks"` // auto, allow, loopback or deny
 	// SigningSecrets sign every callback (Standard Webhooks), each
 	// "whsec_<base64>"; several at once while keys rotate.
 	SigningSecrets []string `mapstructure:"signing_secrets"`
+	// Destination is the per-destination flow control (package
+	// destination).
+	Destination Destination `mapstructure:"destination"`
+}
+
+// Destination configures the per-destination flow control: the limits of
+// every destination (the callback's dialled address, or the
+// callback.destination key of a submit), the circuit breaker, and
+// per-destination overrides (file only: a list).
+type Destination struct {
+	Rate          float64               `mapstructure:"rate"`
+	Burst         int                   `mapstructure:"burst"`
+	Concurrency   int                   `mapstructure:"concurrency"`
+	MaxRetryAfter time.Duration         `mapstructure:"max_retry_after"`
+	MaxTracked    int                   `mapstructure:"max_tracked"`
+	MetricsTop    int                   `mapstructure:"metrics_top"`
+	Breaker       DestinationBreaker    `mapstructure:"breaker"`
+	Overrides     []DestinationOverride `mapstructure:"overrides"`
+}
+
+// DestinationBreaker is the circuit breaker of every destination.
+type DestinationBreaker struct {
+	Failures    int           `mapstructure:"failures"`
+	Cooldown    time.Duration `mapstructure:"cooldown"`
+	MaxCooldown time.Duration `mapstructure:"max_cooldown"`
+}
+
+// DestinationOverride gives one destination key its own limits.
+type DestinationOverride struct {
+	Key         string  `mapstructure:"key"`
+	Rate        float64 `mapstructure:"rate"`
+	Burst       int     `mapstructure:"burst"`
+	Concurrency int     `mapstructure:"concurrency"`
 }
 
 // Topics bounds the topics (created by submits or the admin API).
@@ -250,107 +291,117 @@ type Shutdown struct {
 // defaults is every key with its default; env overrides only work for keys
 // listed here, so every key must be.
 var defaults = map[string]any{
-	"mode":                             "embedded",
-	"node_id":                          "",
-	"data_dir":                         "./data",
-	"log.level":                        "info",
-	"log.format":                       "json",
-	"http.read_header_timeout":         "10s",
-	"http.read_timeout":                "30s",
-	"http.idle_timeout":                "120s",
-	"http.max_header_bytes":            64 << 10,
-	"http.trusted_proxies":             []string{},
-	"http.metrics_token":               "",
-	"http.allowed_hosts":               []string{},
-	"http.trusted_origins":             []string{},
-	"receive.listen":                   "127.0.0.1:9088",
-	"receive.max_body_bytes":           64 << 10,
-	"receive.max_batch":                500,
-	"receive.max_batch_body_bytes":     4 << 20,
-	"receive.max_params_bytes":         16 << 10,
-	"receive.max_url_bytes":            2048,
-	"receive.default_ttr_ms":           1000,
-	"receive.min_ttr_ms":               10,
-	"receive.max_ttr_ms":               60000,
-	"receive.auto_create_topics":       true,
-	"receive.max_list_limit":           500,
-	"receive.tokens":                   []string{},
-	"receive.topic_tokens":             map[string][]string{},
-	"receive.list_tokens":              []string{},
-	"receive.rate_limit.per_client":    0,
-	"receive.rate_limit.per_topic":     0,
-	"receive.rate_limit.burst":         0,
-	"receive.max_pending_per_topic":    0,
-	"receive.tls_cert":                 "",
-	"receive.tls_key":                  "",
-	"admin.listen":                     "127.0.0.1:9087",
-	"admin.pprof":                      false,
-	"admin.username":                   "admin",
-	"admin.password":                   "admin",
-	"admin.password_hash":              "",
-	"admin.session_ttl":                "12h",
-	"admin.api_token":                  "",
-	"admin.tls_cert":                   "",
-	"admin.tls_key":                    "",
-	"worker.listen":                    "127.0.0.1:9089",
-	"worker.advertise":                 "",
-	"worker.window":                    "60s",
-	"worker.load_interval":             "1s",
-	"worker.load_batch":                10000,
-	"worker.max_in_wheel":              1000000,
-	"worker.concurrency":               256,
-	"worker.fire_queue":                65536,
-	"worker.retry_backoff":             []string{"1s", "10s", "60s", "300s", "3000s"},
-	"worker.retention":                 "72h",
-	"worker.purge_interval":            "1m",
-	"callback.max_idle_conns_per_host": 256,
-	"callback.max_response_bytes":      64 << 10,
-	"callback.max_header_bytes":        64 << 10,
-	"callback.user_agent":              "sorakaQ-callback/1",
-	"callback.dial_timeout":            "2s",
-	"callback.allow":                   []string{},
-	"callback.deny":                    []string{"169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"},
-	"callback.private_networks":        "auto",
-	"callback.signing_secrets":         []string{},
-	"callback.max_conns_per_host":      64,
-	"callback.host_queue_timeout":      "30s",
-	"store.embedded.cache_mb":          32,
-	"store.embedded.memtable_mb":       16,
-	"store.embedded.hot_mb":            64,
-	"shutdown.timeout":                 "30s",
-	"topics.max":                       1000,
-	"center.listen":                    "127.0.0.1:9086",
-	"center.strategy":                  "round_robin",
-	"center.grace":                     "3s",
-	"cluster.secret":                   "",
-	"cluster.slots":                    256,
-	"worker.sweep_interval":            "2s",
-	"redis.addrs":                      []string{"127.0.0.1:6379"},
-	"redis.master_name":                "",
-	"redis.username":                   "",
-	"redis.password":                   "",
-	"redis.db":                         0,
-	"redis.prefix":                     "sorakaq",
-	"redis.pool_size":                  128,
-	"redis.wait_replicas":              0,
-	"redis.wait_timeout":               "100ms",
-	"zookeeper.servers":                []string{"127.0.0.1:2181"},
-	"zookeeper.root":                   "/sorakaq",
-	"zookeeper.session_timeout":        "10s",
-	"zookeeper.auth":                   "",
-	"kafka.brokers":                    []string{"127.0.0.1:9092"},
-	"kafka.topic_prefix":               "sorakaq_delay_",
-	"kafka.group":                      "sorakaq-center",
-	"kafka.default_partitions":         4,
-	"kafka.replication":                1,
-	"kafka.produce_timeout":            "5s",
-	"kafka.sasl.mechanism":             "",
-	"kafka.sasl.username":              "",
-	"kafka.sasl.password":              "",
-	"tracing.enabled":                  false,
-	"tracing.otlp_endpoint":            "http://127.0.0.1:4318",
-	"tracing.sample_ratio":             1.0,
-	"tracing.service_name":             "sorakaq",
+	"mode":                                      "embedded",
+	"node_id":                                   "",
+	"data_dir":                                  "./data",
+	"log.level":                                 "info",
+	"log.format":                                "json",
+	"http.read_header_timeout":                  "10s",
+	"http.read_timeout":                         "30s",
+	"http.idle_timeout":                         "120s",
+	"http.max_header_bytes":                     64 << 10,
+	"http.trusted_proxies":                      []string{},
+	"http.metrics_token":                        "",
+	"http.allowed_hosts":                        []string{},
+	"http.trusted_origins":                      []string{},
+	"receive.listen":                            "127.0.0.1:9088",
+	"receive.max_body_bytes":                    64 << 10,
+	"receive.max_batch":                         500,
+	"receive.max_batch_body_bytes":              4 << 20,
+	"receive.max_params_bytes":                  16 << 10,
+	"receive.max_url_bytes":                     2048,
+	"receive.default_ttr_ms":                    1000,
+	"receive.min_ttr_ms":                        10,
+	"receive.max_ttr_ms":                        60000,
+	"receive.auto_create_topics":                true,
+	"receive.max_list_limit":                    500,
+	"receive.tokens":                            []string{},
+	"receive.topic_tokens":                      map[string][]string{},
+	"receive.list_tokens":                       []string{},
+	"receive.rate_limit.per_client":             0,
+	"receive.rate_limit.per_topic":              0,
+	"receive.rate_limit.burst":                  0,
+	"receive.max_pending_per_topic":             0,
+	"receive.tls_cert":                          "",
+	"receive.tls_key":                           "",
+	"admin.listen":                              "127.0.0.1:9087",
+	"admin.pprof":                               false,
+	"admin.username":                            "admin",
+	"admin.password":                            "admin",
+	"admin.password_hash":                       "",
+	"admin.session_ttl":                         "12h",
+	"admin.api_token":                           "",
+	"admin.tls_cert":                            "",
+	"admin.tls_key":                             "",
+	"worker.listen":                             "127.0.0.1:9089",
+	"worker.advertise":                          "",
+	"worker.window":                             "60s",
+	"worker.load_interval":                      "1s",
+	"worker.load_batch":                         10000,
+	"worker.max_in_wheel":                       1000000,
+	"worker.concurrency":                        256,
+	"worker.fire_queue":                         65536,
+	"worker.retry_backoff":                      []string{"1s", "10s", "60s", "300s", "3000s"},
+	"worker.retention":                          "72h",
+	"worker.purge_interval":                     "1m",
+	"callback.max_idle_conns_per_host":          256,
+	"callback.max_response_bytes":               64 << 10,
+	"callback.max_header_bytes":                 64 << 10,
+	"callback.user_agent":                       "sorakaQ-callback/1",
+	"callback.dial_timeout":                     "2s",
+	"callback.allow":                            []string{},
+	"callback.deny":                             []string{"169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"},
+	"callback.private_networks":                 "auto",
+	"callback.signing_secrets":                  []string{},
+	"callback.max_conns_per_host":               0,
+	"callback.host_queue_timeout":               "30s",
+	"callback.destination.rate":                 0,
+	"callback.destination.burst":                0,
+	"callback.destination.concurrency":          64,
+	"callback.destination.max_retry_after":      "5m",
+	"callback.destination.max_tracked":          10000,
+	"callback.destination.metrics_top":          20,
+	"callback.destination.breaker.failures":     0,
+	"callback.destination.breaker.cooldown":     "5s",
+	"callback.destination.breaker.max_cooldown": "60s",
+	"callback.destination.overrides":            []map[string]any{},
+	"store.embedded.cache_mb":                   32,
+	"store.embedded.memtable_mb":                16,
+	"store.embedded.hot_mb":                     64,
+	"shutdown.timeout":                          "30s",
+	"topics.max":                                1000,
+	"center.listen":                             "127.0.0.1:9086",
+	"center.strategy":                           "round_robin",
+	"center.grace":                              "3s",
+	"cluster.secret":                            "",
+	"cluster.slots":                             256,
+	"worker.sweep_interval":                     "2s",
+	"redis.addrs":                               []string{"127.0.0.1:6379"},
+	"redis.master_name":                         "",
+	"redis.username":                            "",
+	"redis.password":                            "",
+	"redis.db":                                  0,
+	"redis.prefix":                              "sorakaq",
+	"redis.pool_size":                           128,
+	"redis.wait_replicas":                       0,
+	"redis.wait_timeout":                        "100ms",
+	"zookeeper.servers":                         []string{"127.0.0.1:2181"},
+	"zookeeper.root":                            "/sorakaq",
+	"zookeeper.session_timeout":                 "10s",
+	"zookeeper.auth":                            "",
+	"kafka.brokers":                             []string{"127.0.0.1:9092"},
+	"kafka.topic_prefix":                        "sorakaq_delay_",
+	"kafka.group":                               "sorakaq-center",
+	"kafka.default_partitions":                  4,
+	"kafka.replication":                         1,
+	"kafka.produce_timeout":                     "5s",
+	"kafka.sasl.mechanism":                      "",
+	"kafka.sasl.username":                       "",
+	"kafka.sasl.password":                       "",
+	"tracing.enabled":                           false,
+	"tracing.otlp_endpoint":                     "http://127.0.0.1:4318",
+	"tracing.sample_ratio":                      1.0,
+	"tracing.service_name":                      "sorakaq",
 }
 
 func init() {
@@ -447,10 +498,32 @@ func (c *Config) CallbackOptions() callback.Options {
 		MaxIdleConnsPerHost: c.Callback.MaxIdleConnsPerHost, MaxResponseBytes: c.Callback.MaxResponseBytes,
 		MaxResponseHeaderBytes: c.Callback.MaxHeaderBytes, UserAgent: c.Callback.UserAgent, DialTimeout: c.Callback.DialTimeout,
 		Allow: c.Callback.Allow, Deny: append([]string{}, c.Callback.Deny...),
-		MaxConnsPerHost: c.Callback.MaxConnsPerHost, HostQueueTimeout: c.Callback.HostQueueTimeout,
 		PrivateNetworks: c.PrivateNetworks(), SelfPorts: c.SelfPorts(),
 		Signer: c.signer(),
 	}
+}
+
+// DestinationOptions maps callback.destination to the flow control's
+// options (the worker sets OnWake).
+func (c *Config) DestinationOptions() destination.Options {
+	d := c.Callback.Destination
+	conc := d.Concurrency
+	if c.Callback.MaxConnsPerHost != 0 { // the old key, set
+		conc = max(c.Callback.MaxConnsPerHost, 0)
+	}
+	o := destination.Options{
+		Default:       destination.Limits{Rate: d.Rate, Burst: d.Burst, Concurrency: conc},
+		Breaker:       destination.BreakerOptions{Failures: d.Breaker.Failures, Cooldown: d.Breaker.Cooldown, MaxCooldown: d.Breaker.MaxCooldown},
+		MaxRetryAfter: d.MaxRetryAfter,
+		MaxTracked:    d.MaxTracked,
+	}
+	if len(d.Overrides) > 0 {
+		o.Overrides = make(map[string]destination.Limits, len(d.Overrides))
+		for _, ov := range d.Overrides {
+			o.Overrides[ov.Key] = destination.Limits{Rate: ov.Rate, Burst: ov.Burst, Concurrency: ov.Concurrency}
+		}
+	}
+	return o
 }
 
 // signer is callback.signing_secrets' signer, nil without secrets (or
@@ -634,6 +707,7 @@ func (c *Config) Validate() error {
 	if err := c.TracingConfig().Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("config: %w", err))
 	}
+	errs = append(errs, c.validateDestination()...)
 	if err := c.CallbackOptions().Validate(); err != nil {
 		bad("callback.allow/deny", err.Error())
 	}
@@ -644,4 +718,52 @@ func (c *Config) Validate() error {
 		bad("shutdown.timeout", "must be positive")
 	}
 	return errors.Join(errs...)
+}
+
+// validateDestination checks callback.destination.*.
+func (c *Config) validateDestination() []error {
+	var errs []error
+	bad := func(key, why string) { errs = append(errs, fmt.Errorf("config: %s %s", key, why)) }
+	d := c.Callback.Destination
+	const p = "callback.destination."
+	if d.Rate < 0 || math.IsNaN(d.Rate) || math.IsInf(d.Rate, 0) {
+		bad(p+"rate", "must be a number of calls per second, 0 or more (0 = unlimited)")
+	}
+	if d.Burst < 0 {
+		bad(p+"burst", "must not be negative (0 = one second's worth)")
+	}
+	if d.Concurrency < 0 {
+		bad(p+"concurrency", "must not be negative (0 = unlimited)")
+	}
+	if d.MaxRetryAfter <= 0 {
+		bad(p+"max_retry_after", "must be positive")
+	}
+	if d.MaxTracked < 1 {
+		bad(p+"max_tracked", "must be at least 1")
+	}
+	if d.MetricsTop < 0 || d.MetricsTop > 1000 {
+		bad(p+"metrics_top", "must be between 0 and 1000")
+	}
+	if d.Breaker.Failures < 0 {
+		bad(p+"breaker.failures", "must not be negative (0 = no breaker)")
+	}
+	if d.Breaker.Cooldown <= 0 || d.Breaker.MaxCooldown < d.Breaker.Cooldown {
+		bad(p+"breaker.cooldown/max_cooldown", "must be positive, max_cooldown at least cooldown")
+	}
+	seen := map[string]bool{}
+	for i, ov := range d.Overrides {
+		key := fmt.Sprintf("%soverrides[%d]", p, i)
+		switch {
+		case message.ValidateDestination("key", ov.Key) != nil:
+			bad(key+".key", "must be a destination key: an address as dialled (\"10.0.0.7:443\") or a callback.destination, "+
+				fmt.Sprintf("1 to %d of A-Z a-z 0-9 and %s", message.MaxDestinationBytes, message.DestinationPunct))
+		case seen[ov.Key]:
+			bad(key+".key", fmt.Sprintf("%q is given twice", ov.Key))
+		}
+		seen[ov.Key] = true
+		if ov.Rate < 0 || math.IsNaN(ov.Rate) || math.IsInf(ov.Rate, 0) || ov.Burst < 0 || ov.Concurrency < 0 {
+			bad(key, "rate, burst and concurrency must not be negative (0 = unlimited)")
+		}
+	}
+	return errs
 }

@@ -74,6 +74,11 @@ func TestBadConfigIsRefusedWithTheKey(t *testing.T) {
 		{"http:\n  read_timeout: 0s\n", "http.read_header_timeout/read_timeout/idle_timeout"},
 		{"http:\n  trusted_proxies: [my-lb]\n", "http.trusted_proxies[0]"},
 		{"receive:\n  topic_tokens:\n    orders: [\"\"]\n", "receive.topic_tokens.orders[0]"},
+		{"callback:\n  destination:\n    rate: -1\n", "callback.destination.rate"},
+		{"callback:\n  destination:\n    breaker: {cooldown: 10s, max_cooldown: 5s}\n", "callback.destination.breaker.cooldown/max_cooldown"},
+		{"callback:\n  destination:\n    overrides: [{key: \"a b\", rate: 1}]\n", "callback.destination.overrides[0].key"},
+		{"callback:\n  destination:\n    overrides: [{key: a, rate: 1}, {key: a}]\n", "callback.destination.overrides[1].key"},
+		{"callback:\n  destination:\n    overrides: [{key: a, ratee: 1}]\n", "ratee"},
 	} {
 		p := filepath.Join(dir, "c.yaml")
 		os.WriteFile(p, []byte(tc.yaml), 0o644)
@@ -295,5 +300,33 @@ func TestAllowedHostsAndTrustedOrigins(t *testing.T) {
 				t.Fatalf("loaded with %v; want an error naming %s", err, want)
 			}
 		})
+	}
+}
+
+// callback.destination: the defaults, an override list from the file, the
+// old callback.max_conns_per_host winning when set, and the env.
+func TestDestinationOptions(t *testing.T) {
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.DestinationOptions()
+	if d.Default.Concurrency != 64 || d.Default.Rate != 0 || d.Breaker.Failures != 0 || d.MaxRetryAfter != 5*time.Minute || d.Overrides != nil {
+		t.Fatalf("defaults %+v", d)
+	}
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(p, []byte("callback:\n  max_conns_per_host: 8\n  destination:\n    rate: 2.5\n    breaker: {failures: 3, cooldown: 2s}\n"+
+		"    overrides:\n      - {key: \"10.0.0.7:443\", rate: 50, concurrency: 4}\n      - {key: tenant-a, burst: 3}\n"), 0o644)
+	t.Setenv("SORAKAQ_CALLBACK_DESTINATION_METRICS_TOP", "7")
+	c, err = Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = c.DestinationOptions()
+	if d.Default.Concurrency != 8 || d.Default.Rate != 2.5 || d.Breaker.Failures != 3 || d.Breaker.Cooldown != 2*time.Second || c.Callback.Destination.MetricsTop != 7 {
+		t.Fatalf("from the file %+v (metrics_top %d)", d, c.Callback.Destination.MetricsTop)
+	}
+	if o := d.Overrides["10.0.0.7:443"]; o.Rate != 50 || o.Concurrency != 4 || d.Overrides["tenant-a"].Burst != 3 || len(d.Overrides) != 2 {
+		t.Fatalf("overrides %+v", d.Overrides)
 	}
 }

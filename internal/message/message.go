@@ -54,11 +54,15 @@ type Callback struct {
 	// ParseSubmit: bounded, never hop-by-hop, sorakaQ's own or signature
 	// headers).
 	Headers map[string]string `json:"headers,omitempty"`
+	// Destination is the flow-control key the submit gave (its calls
+	// share the limits, the pause and the breaker of that key); "": the
+	// address the URL dials. Records written before it read as "".
+	Destination string `json:"destination,omitempty"`
 }
 
 // Equal says whether two callbacks call the same way.
 func (c Callback) Equal(o Callback) bool {
-	if c.RequestType != o.RequestType || c.URL != o.URL || c.Params != o.Params || len(c.Headers) != len(o.Headers) {
+	if c.RequestType != o.RequestType || c.URL != o.URL || c.Params != o.Params || c.Destination != o.Destination || len(c.Headers) != len(o.Headers) {
 		return false
 	}
 	for k, v := range c.Headers {

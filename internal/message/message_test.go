@@ -1,6 +1,10 @@
 package message
 
 import (
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,5 +44,37 @@ func TestParseSubmitDueNotBeforeSendPlusDelay(t *testing.T) {
 	}
 	if earliest := sent.Add(5 * time.Second).UnixNano(); m.DueMs*1e6 < earliest {
 		t.Fatalf("due %d ms is %.3f ms before send + delay", m.DueMs, float64(earliest-m.DueMs*1e6)/1e6)
+	}
+}
+
+// callback.destination is kept with the message (and in its JSON, as
+// stored), bounded and printable; a record written before it reads as
+// "" (the host's limits).
+func TestCallbackDestination(t *testing.T) {
+	body := func(dest string) []byte {
+		return []byte(`{"topic_name":"t","delay_time":1000,"callback":{"request_type":"POST","url":"http://127.0.0.1:1/cb","destination":` + strconv.Quote(dest) + `}}`)
+	}
+	m, err := ParseSubmit(body("tenant-a:eu/1"), DefaultLimits(), 1)
+	if err != nil || m.Callback.Destination != "tenant-a:eu/1" {
+		t.Fatalf("%+v %v", m, err)
+	}
+	raw, _ := json.Marshal(m)
+	var back Message
+	if err := json.Unmarshal(raw, &back); err != nil || back.Callback.Destination != "tenant-a:eu/1" || !back.Callback.Equal(m.Callback) {
+		t.Fatalf("round trip %s: %+v %v", raw, back.Callback, err)
+	}
+	if m2, _ := ParseSubmit(body(""), DefaultLimits(), 1); m2.Callback.Destination != "" || m2.Callback.Equal(m.Callback) {
+		t.Fatalf("no destination: %+v (equal to one with a destination)", m2.Callback)
+	}
+	var old Message
+	if err := json.Unmarshal([]byte(`{"msg_id":"x","callback":{"request_type":"GET","url":"http://h/"}}`), &old); err != nil || old.Callback.Destination != "" {
+		t.Fatalf("an old record: %+v %v", old.Callback, err)
+	}
+	for _, bad := range []string{"a b", "tenant\n", "ü", strings.Repeat("x", MaxDestinationBytes+1), `a"b`} {
+		_, err := ParseSubmit(body(bad), DefaultLimits(), 1)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "callback.destination" {
+			t.Errorf("destination %q: %v, want a field error on callback.destination", bad, err)
+		}
 	}
 }

@@ -192,6 +192,31 @@ type CallbackFields struct {
 	URL         string            `json:"url"`
 	Params      string            `json:"params"`
 	Headers     map[string]string `json:"headers"`
+	Destination string            `json:"destination"`
+}
+
+// Bounds of callback.destination, the flow-control key a submit may give
+// instead of the callback's host: short, printable, no spaces, so that it
+// is safe as a metric label and in logs.
+const (
+	MaxDestinationBytes = 128
+	DestinationPunct    = "-._~:@/"
+)
+
+// ValidateDestination checks a destination key (callback.destination, or
+// a key in callback.destination.overrides).
+func ValidateDestination(field, key string) error {
+	if key == "" || len(key) > MaxDestinationBytes {
+		return &FieldError{field, fmt.Sprintf("must be 1 to %d characters", MaxDestinationBytes)}
+	}
+	for i := 0; i < len(key); i++ {
+		ch := key[i]
+		if ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || strings.IndexByte(DestinationPunct, ch) >= 0 {
+			continue
+		}
+		return &FieldError{field, fmt.Sprintf("may hold only letters, digits and %s (at most %d)", DestinationPunct, MaxDestinationBytes)}
+	}
+	return nil
 }
 
 // Bounds of callback.headers.
@@ -438,7 +463,12 @@ func validateCallback(c CallbackFields, lim Limits) (Callback, error) {
 	if err != nil {
 		return Callback{}, err
 	}
-	return Callback{RequestType: rt, URL: c.URL, Params: c.Params, Headers: headers}, nil
+	if c.Destination != "" {
+		if err := ValidateDestination("callback.destination", c.Destination); err != nil {
+			return Callback{}, err
+		}
+	}
+	return Callback{RequestType: rt, URL: c.URL, Params: c.Params, Headers: headers, Destination: c.Destination}, nil
 }
 
 // ApplyTrace checks a submit's W3C trace context (the traceparent and

@@ -39,6 +39,11 @@ type Metrics struct {
 	NoticeRecords         prometheus.Counter   // receive: Kafka records of notices acknowledged
 	NoticeLagSeconds      prometheus.Histogram // center: received by receive -> consumed by the center
 	NoticeHandoverSeconds prometheus.Histogram // center: one hand-over call to a worker, until answered
+
+	// Flow control (package destination); the per-destination gauges
+	// are collected from the worker's table (destination.Collector).
+	DestinationParked    *prometheus.CounterVec // fired messages parked, by why their destination had no room
+	DestinationThrottled prometheus.Counter     // 429/503 answers with Retry-After honoured
 }
 
 // hopBuckets resolve the 1–20 ms in which a notice's hops normally fall
@@ -126,6 +131,12 @@ func New() *Metrics {
 			Namespace: "sorakaq", Name: "notice_handover_seconds", Help: "Distributed center: per hand-over call (a batch of notices to one worker), from the call to the worker's answer (failed calls are not observed).",
 			Buckets: hopBuckets,
 		}),
+		DestinationParked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sorakaq", Name: "destination_parked_total", Help: "Due messages parked (no attempt, no caller held) because their destination had no room, by reason: concurrency, rate, paused (Retry-After), open, half_open (breaker), queue (others waiting first).",
+		}, []string{"reason"}),
+		DestinationThrottled: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sorakaq", Name: "destination_throttled_total", Help: "Callbacks answered 429 or 503 with Retry-After: the destination was paused and the message called again later without using an attempt.",
+		}),
 	}
 	f(m.Requests)
 	f(m.RequestSeconds)
@@ -148,6 +159,8 @@ func New() *Metrics {
 	f(m.NoticeRecords)
 	f(m.NoticeLagSeconds)
 	f(m.NoticeHandoverSeconds)
+	f(m.DestinationParked)
+	f(m.DestinationThrottled)
 	return m
 }
 

@@ -36,9 +36,9 @@ import (
 // again on resume (in the distributed mode the sweep reads it again every
 // SweepInterval meanwhile).
 
-// parkedRef is a parked message: its topic (to unpark by topic) and the
+// pausedRef is a parked message: its topic (to unpark by topic) and the
 // version that fell due.
-type parkedRef struct {
+type pausedRef struct {
 	topic   string
 	version uint64
 }
@@ -108,18 +108,18 @@ func (w *Worker) refreshPaused(ctx context.Context) error {
 	if len(resumed) == 0 {
 		return nil
 	}
-	// The new set is stored before the parked ids are dropped, and park
+	// The new set is stored before the parked ids are dropped, and parkPaused
 	// checks the set again under w.mu: a message is either parked before
 	// this drop (and dropped here) or delivered.
 	w.mu.Lock()
 	n := 0
-	for id, p := range w.parked {
+	for id, p := range w.pausedIDs {
 		if resumed[p.topic] {
-			delete(w.parked, id)
+			delete(w.pausedIDs, id)
 			n++
 		}
 	}
-	w.metrics.Parked.Set(float64(len(w.parked)))
+	w.metrics.Parked.Set(float64(len(w.pausedIDs)))
 	w.mu.Unlock()
 	for t := range resumed {
 		w.log.Info("topic resumed: its waiting messages fire now, in due order", zap.String("topic", t))
@@ -200,19 +200,19 @@ func (w *Worker) pauseLoop(ctx context.Context) {
 	}
 }
 
-// park keeps a due message of a paused topic out of delivery; false if
+// parkPaused keeps a due message of a paused topic out of delivery; false if
 // the topic was resumed meanwhile (then it is delivered). The caller has
-// marked id in flight; park clears the mark.
-func (w *Worker) park(id, topic string, version uint64) bool {
+// marked id in flight; parkPaused clears the mark.
+func (w *Worker) parkPaused(id, topic string, version uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.isPaused(topic) {
 		return false
 	}
 	delete(w.inflight, id)
-	if len(w.parked) < w.opts.MaxInWheel {
-		w.parked[id] = parkedRef{topic: topic, version: version}
+	if len(w.pausedIDs) < w.opts.MaxInWheel {
+		w.pausedIDs[id] = pausedRef{topic: topic, version: version}
 	}
-	w.metrics.Parked.Set(float64(len(w.parked)))
+	w.metrics.Parked.Set(float64(len(w.pausedIDs)))
 	return true
 }

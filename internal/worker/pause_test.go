@@ -120,7 +120,7 @@ func TestPausedTopicWaitsAndFiresInDueOrderOnResume(t *testing.T) {
 		}
 	}
 	h.w.mu.Lock()
-	parked := len(h.w.parked)
+	parked := len(h.w.pausedIDs)
 	h.w.mu.Unlock()
 	if parked != len(ms) {
 		t.Fatalf("%d parked, want %d", parked, len(ms))

@@ -47,6 +47,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/callback"
+	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
@@ -94,6 +95,11 @@ type Options struct {
 	Backoff       []time.Duration // wait before each retry; len = retries
 	Retention     time.Duration   // delivered/cancelled messages kept this long
 	PurgeInterval time.Duration
+	// Destinations is the per-destination flow control the callbacks
+	// start under (shared with the Caller, which limits redirects by
+	// it); nil: a Table with destination.Options{} and 64 calls in
+	// flight per destination.
+	Destinations *destination.Table
 }
 
 // DefaultOptions are the defaults documented in docs/config.md.
@@ -148,6 +154,9 @@ func (o *Options) fill() {
 	if o.PauseRefresh <= 0 {
 		o.PauseRefresh = d.PauseRefresh
 	}
+	if o.Destinations == nil {
+		o.Destinations = destination.New(destination.Options{Default: destination.Limits{Concurrency: 64}})
+	}
 }
 
 // ref is what the wheel holds: just enough to find the message again.
@@ -167,17 +176,19 @@ type Worker struct {
 
 	wheel *timingwheel.Wheel[ref]
 	fireQ chan ref
+	dest  *destination.Table
 
 	slotted store.Slotted // nil: one slot (0), read with Due/Purge
 	nslots  int
 
-	mu       sync.Mutex
-	timers   map[string]*timingwheel.Timer[ref] // message id -> its timer in the wheel
-	inflight map[string]struct{}                // ids being delivered by this process
-	queued   map[string]uint64                  // fired ids waiting for a caller -> version
-	idLocks  [256]sync.Mutex                    // per message (striped): deliveries vs changes
-	slots    map[int]*slotState                 // the slots held (or being taken over)
-	parked   map[string]parkedRef               // due messages of paused topics (pause.go)
+	mu        sync.Mutex
+	timers    map[string]*timingwheel.Timer[ref] // message id -> its timer in the wheel
+	inflight  map[string]struct{}                // ids being delivered by this process
+	queued    map[string]uint64                  // fired ids waiting for a caller (or parked) -> version
+	parked    map[string]parkedMsg               // ids waiting for their destination (see park)
+	idLocks   [256]sync.Mutex                    // per message (striped): deliveries vs changes
+	slots     map[int]*slotState                 // the slots held (or being taken over)
+	pausedIDs map[string]pausedRef               // due messages of paused topics (pause.go)
 
 	paused atomic.Pointer[map[string]struct{}] // paused topics, read on the firing path
 
@@ -202,6 +213,17 @@ type slotState struct {
 	ready   bool
 }
 
+// parkedMsg is a message waiting in its destination's queue (package
+// destination) for room: fired at version, not being delivered, still
+// pending in the store. A granted one holds its destination slot
+// (ticket) and has a timer in the wheel due now.
+type parkedMsg struct {
+	key     string
+	version uint64
+	granted bool
+	ticket  destination.Ticket
+}
+
 // New makes a worker over a store; Start runs it.
 func New(opts Options, st store.Store, topics registry.Topics, caller *callback.Caller, m *metrics.Metrics, log *zap.Logger) *Worker {
 	opts.fill()
@@ -212,26 +234,29 @@ func New(opts Options, st store.Store, topics registry.Topics, caller *callback.
 		m = metrics.New()
 	}
 	w := &Worker{
-		opts:     opts,
-		store:    st,
-		topics:   topics,
-		caller:   caller,
-		metrics:  m,
-		log:      log,
-		wheel:    timingwheel.New[ref](timingwheel.Options{}),
-		fireQ:    make(chan ref, opts.FireQueue),
-		timers:   map[string]*timingwheel.Timer[ref]{},
-		inflight: map[string]struct{}{},
-		queued:   map[string]uint64{},
-		slots:    map[int]*slotState{},
-		parked:   map[string]parkedRef{},
-		quit:     make(chan struct{}),
-		nslots:   1,
+		opts:      opts,
+		store:     st,
+		topics:    topics,
+		caller:    caller,
+		metrics:   m,
+		log:       log,
+		wheel:     timingwheel.New[ref](timingwheel.Options{}),
+		fireQ:     make(chan ref, opts.FireQueue),
+		timers:    map[string]*timingwheel.Timer[ref]{},
+		inflight:  map[string]struct{}{},
+		queued:    map[string]uint64{},
+		parked:    map[string]parkedMsg{},
+		slots:     map[int]*slotState{},
+		pausedIDs: map[string]pausedRef{},
+		quit:      make(chan struct{}),
+		nslots:    1,
 	}
 	if sl, ok := st.(store.Slotted); ok && opts.Slotted {
 		w.slotted, w.nslots = sl, sl.Slots()
 	}
 	w.loadErr.Store("")
+	w.dest = opts.Destinations
+	w.dest.SetOnWake(w.onGrants)
 	return w
 }
 
@@ -354,8 +379,13 @@ func (w *Worker) scheduleLocked(id string, dueMs int64, version uint64, force bo
 		if cur.Value().version >= version {
 			return // this version (or a newer one) is already in the wheel
 		}
-		cur.Stop()
-		delete(w.timers, id)
+		w.stopTimerLocked(id, cur)
+	}
+	if p, ok := w.parked[id]; ok && p.version < version {
+		delete(w.parked, id) // a newer version replaces the one that waits
+		if p.granted {
+			w.grantLocked(w.dest.Forfeit(p.ticket))
+		}
 	}
 	st := w.slots[w.slotOf(id)]
 	if st == nil || (!force && dueMs > st.horizon) {
@@ -365,15 +395,32 @@ func (w *Worker) scheduleLocked(id string, dueMs int64, version uint64, force bo
 	w.metrics.WheelTimers.Set(float64(len(w.timers)))
 }
 
-// unschedule removes a message's timer, if any.
+// unschedule removes a message's timer, if any, and its place in its
+// destination's queue (a cancelled or deleted message).
 func (w *Worker) unschedule(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if cur, ok := w.timers[id]; ok {
-		cur.Stop()
-		delete(w.timers, id)
+		w.stopTimerLocked(id, cur)
 	}
-	delete(w.parked, id)
+	if p, ok := w.parked[id]; ok {
+		delete(w.parked, id) // its item in the queue is forfeited when granted
+		if p.granted {
+			w.grantLocked(w.dest.Forfeit(p.ticket))
+		}
+	}
+}
+
+// stopTimerLocked stops and forgets a message's timer; a granted parked
+// message's timer carries its destination slot, given back here.
+func (w *Worker) stopTimerLocked(id string, t *timingwheel.Timer[ref]) {
+	t.Stop()
+	delete(w.timers, id)
+	if p, ok := w.parked[id]; ok && p.granted && p.version == t.Value().version {
+		delete(w.parked, id)
+		w.grantLocked(w.dest.Forfeit(p.ticket))
+	}
+	delete(w.pausedIDs, id)
 }
 
 // Load is how busy the callers are, 0..1 (messages being delivered over
@@ -458,16 +505,20 @@ func (w *Worker) DropSlot(ctx context.Context, slot int) {
 	delete(w.slots, slot)
 	for id, t := range w.timers {
 		if w.slotOf(id) == slot {
-			t.Stop()
-			delete(w.timers, id)
+			w.stopTimerLocked(id, t)
 		}
 	}
-	for id := range w.parked {
+	for id, p := range w.parked {
+		if w.slotOf(id) == slot && !p.granted {
+			delete(w.parked, id) // forfeited when granted
+		}
+	}
+	for id := range w.pausedIDs {
 		if w.slotOf(id) == slot {
-			delete(w.parked, id)
+			delete(w.pausedIDs, id)
 		}
 	}
-	w.metrics.Parked.Set(float64(len(w.parked)))
+	w.metrics.Parked.Set(float64(len(w.pausedIDs)))
 	w.metrics.WheelTimers.Set(float64(len(w.timers)))
 	w.mu.Unlock()
 	for {
@@ -535,7 +586,9 @@ func (w *Worker) loadSlot(ctx context.Context, slot int) error {
 	for {
 		w.mu.Lock()
 		st := w.slots[slot]
-		if st == nil || st.horizon >= target || len(w.timers) >= w.opts.MaxInWheel {
+		// parked messages count: they left the wheel but are held in
+		// memory (ids) until their destination has room
+		if st == nil || st.horizon >= target || len(w.timers)+w.dest.Queued() >= w.opts.MaxInWheel {
 			w.mu.Unlock()
 			return nil
 		}
@@ -611,7 +664,7 @@ func (w *Worker) unheld(e store.Entry) bool {
 	if cur, ok := w.timers[e.ID]; ok && cur.Value().version >= e.Version {
 		return false
 	}
-	if p, ok := w.parked[e.ID]; ok && p.version >= e.Version {
+	if p, ok := w.pausedIDs[e.ID]; ok && p.version >= e.Version {
 		return false
 	}
 	return true
@@ -663,6 +716,7 @@ func (w *Worker) purgeLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		w.dest.Sweep()
 		before := time.Now().Add(-w.opts.Retention).UnixMilli()
 		for _, slot := range w.HeldSlots() {
 			for ctx.Err() == nil {
@@ -827,14 +881,34 @@ func (w *Worker) callLoop(ctx context.Context) {
 	}
 }
 
-// deliver makes one callback attempt for a fired timer and records the outcome.
+// deliver makes one callback attempt for a fired timer and records the
+// outcome, once the message's destination has room (else it is parked:
+// see flow.go).
 func (w *Worker) deliver(ctx context.Context, r ref) {
-	start := time.Now()
+	grant, granted := w.takeGrant(r)
 	stored, ok := w.beginDelivery(ctx, r)
 	if !ok {
+		if granted {
+			w.forfeit(grant.ticket)
+		}
 		return
 	}
-	defer w.endDelivery(r.id)
+	key := w.destKey(ctx, stored)
+	tk := grant.ticket
+	if !granted || grant.key != key {
+		if granted {
+			w.forfeit(grant.ticket) // the key changed meanwhile (DNS): ask again
+		}
+		var why destination.Reason
+		if tk, why = w.dest.TryStart(key); why != destination.ReasonNone {
+			// No room: no attempt, no caller held. It waits in its
+			// destination's queue, pending in the store as it is.
+			w.endDelivery(r.id)
+			w.park(r, key)
+			return
+		}
+	}
+	start := time.Now()
 	attempt := stored.Attempts + 1
 	lateness := start.Sub(time.UnixMilli(stored.DueMs))
 	w.metrics.LatenessSeconds.Observe(lateness.Seconds())
@@ -855,8 +929,8 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 		MsgID: stored.ID, Topic: stored.Topic, Attempt: attempt, DueAtMs: stored.DueMs,
 		Method: stored.Callback.RequestType, URL: stored.Callback.URL, Params: stored.Callback.Params, Headers: stored.Callback.Headers,
 		Timeout: time.Duration(stored.TTRMs) * time.Millisecond,
-		// asked again after any wait for the receiver's host: the slot
-		// may have moved, or the session gone, meanwhile
+		// asked again before a redirect to another host: the slot may
+		// have moved, or the session gone, meanwhile
 		MayStart: func() error {
 			w.mu.Lock()
 			held := w.slots[slot] != nil
@@ -870,9 +944,12 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 	span.SetInt("sorakaq.attempt", attempt)
 	span.SetInt("http.response.status_code", res.StatusCode)
 	span.End(res.Err)
+	fr := flowResult(ctx, res)
+	w.finish(tk, fr)
 	if errors.Is(res.Err, callback.ErrNotStarted) {
 		// Nothing was sent: no attempt. If the slot is still ours and
 		// standing comes back, fire again shortly.
+		w.endDelivery(r.id)
 		if ctx.Err() == nil {
 			w.mu.Lock()
 			w.scheduleLocked(r.id, time.Now().Add(200*time.Millisecond).UnixMilli(), r.version, true)
@@ -885,8 +962,20 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 	if !res.OK() && ctx.Err() != nil {
 		// Shutting down: the attempt was cut short; it is made again after
 		// restart (it is overdue then, so marked delivering at once).
+		w.endDelivery(r.id)
 		return
 	}
+	if fr.RetryAfter > 0 {
+		// The receiver asked to be called later (429/503 with
+		// Retry-After): its destination is paused, and this message waits
+		// for it like any other, without using up an attempt (it is
+		// called again under the same attempt number).
+		w.metrics.DestinationThrottled.Inc()
+		w.endDelivery(r.id)
+		w.park(r, key)
+		return
+	}
+	defer w.endDelivery(r.id)
 	w.record(ctx, r, stored, attempt, start, res)
 }
 
@@ -946,7 +1035,7 @@ func (w *Worker) beginDelivery(ctx context.Context, r ref) (*message.Message, bo
 		return nil, false
 	}
 	if err == nil && m.Version == r.version && m.State.Pending() && w.standing() {
-		if w.isPaused(m.Topic) && w.park(r.id, m.Topic, r.version) {
+		if w.isPaused(m.Topic) && w.parkPaused(r.id, m.Topic, r.version) {
 			return nil, false // waits, pending, until the topic is resumed
 		}
 		return m, true

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/worker"
@@ -158,4 +159,13 @@ func (c *Client) Redrive(ctx context.Context, addr, topic, id string) (*message.
 		return nil, err
 	}
 	return &m, nil
+}
+
+// Destinations reads the flow-control state of the worker at addr.
+func (c *Client) Destinations(ctx context.Context, addr string) ([]destination.State, error) {
+	var out []destination.State
+	if err := c.call(ctx, addr, PathDestinations, struct{}{}, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -35,6 +35,9 @@ const (
 	PathChangeDelay = "/internal/changeDelay"
 	PathRedrive     = "/internal/redrive"
 	PathGet         = "/internal/get"
+	// PathDestinations answers the worker's flow-control state (the
+	// admin's destinations view asks every worker).
+	PathDestinations = "/internal/destinations"
 )
 
 // NotifyRequest passes notices of stored messages to a slot's holder.
@@ -127,6 +130,7 @@ func Register(e *gin.Engine, w *worker.Worker, secret string, log *zap.Logger) {
 	}))
 	e.POST(PathGet, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Get(c, r.Topic, r.ID) }))
 	e.POST(PathRedrive, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Redrive(r.ctx(c), r.Topic, r.ID) }))
+	e.POST(PathDestinations, wrap(1<<10, func(c *gin.Context, body []byte) (any, error) { return w.Destinations(), nil }))
 }
 
 // decode reads an internal request leniently: unknown fields are ignored

@@ -552,7 +552,7 @@ func TestConsole(t *testing.T) {
 	p.viewport(390, 844)
 	p.chartsFit("monitoring at 390 px")
 	p.noOverflow("monitoring")
-	p.wait("the top bar above the banner", `[...document.querySelectorAll("#nav a")].length === 4 &&
+	p.wait("the top bar above the banner", `[...document.querySelectorAll("#nav a")].length === 5 &&
 		document.querySelector("#topbar").getBoundingClientRect().bottom <= document.querySelector("#default-password").getBoundingClientRect().top + 0.5`)
 	p.screenshot("mobile-monitor")
 	p.route("#/instances")

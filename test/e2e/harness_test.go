@@ -354,6 +354,7 @@ type CBField struct {
 	URL         string            `json:"url"`
 	Params      string            `json:"params,omitempty"`
 	Headers     map[string]string `json:"headers,omitempty"`
+	Destination string            `json:"destination,omitempty"`
 }
 
 // Submitted is a message accepted by submit.
@@ -399,6 +400,7 @@ type Msg struct {
 		URL         string            `json:"url"`
 		Params      string            `json:"params"`
 		Headers     map[string]string `json:"headers"`
+		Destination string            `json:"destination"`
 	} `json:"callback"`
 	TraceParent string `json:"traceparent"`
 	TraceState  string `json:"tracestate"`

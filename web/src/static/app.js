@@ -1,14 +1,15 @@
 // app.js: the console's entry. /login shows the login form; / is the
 // console, with pages on hash routes (#/instances, #/topics, #/messages,
-// #/monitor). Everything but the login form needs a session.
+// #/monitor, #/destinations). Everything but the login form needs a session.
 import * as api from "./api.js";
 import { clear, clearAlerts, errText, fmtTime, h, refreshInterval, setRefreshInterval, showError } from "./ui.js";
 import * as instances from "./pages/instances.js";
 import * as topics from "./pages/topics.js";
 import * as messages from "./pages/messages.js";
 import * as monitor from "./pages/monitor.js";
+import * as destinations from "./pages/destinations.js";
 
-const pages = { instances, topics, messages, monitor };
+const pages = { instances, topics, messages, monitor, destinations };
 const main = document.getElementById("main");
 let cleanup = null;
 
