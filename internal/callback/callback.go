@@ -148,6 +148,10 @@ type Options struct {
 	// format (webhook-id = the message id, webhook-timestamp = the
 	// attempt's send time, webhook-signature over the body as sent).
 	Signer *webhook.Signer
+	// TopicSigners sign the attempts of the topics they name instead of
+	// Signer, so that one topic's receivers hold no key that verifies (or
+	// forges) another topic's callbacks.
+	TopicSigners map[string]*webhook.Signer
 	// SelfPorts are the ports of sorakaQ's own listeners: never called on
 	// a loopback or unspecified address or one of this host's interface
 	// addresses (read at New), whatever Allow says. Caller.DenySelf adds
@@ -252,6 +256,7 @@ type Caller struct {
 	maxBody   int64
 	userAgent string
 	signer    *webhook.Signer // nil: callbacks unsigned
+	topicSign map[string]*webhook.Signer
 	bufs      sync.Pool       // *bytes.Buffer
 }
 
@@ -279,6 +284,7 @@ func New(opts Options) *Caller {
 		maxBody:   opts.MaxResponseBytes,
 		userAgent: opts.UserAgent,
 		signer:    opts.Signer,
+		topicSign: opts.TopicSigners,
 		dests:     opts.Destinations,
 	}
 	var protocols http.Protocols
@@ -638,12 +644,16 @@ func (c *Caller) build(ctx context.Context, req Request, u *url.URL, method stri
 			h["Tracestate"] = []string{req.TraceState}
 		}
 	}
-	if c.signer != nil {
+	signer := c.signer
+	if s, ok := c.topicSign[req.Topic]; ok {
+		signer = s
+	}
+	if signer != nil {
 		body := ""
 		if method != http.MethodGet {
 			body = req.Params
 		}
-		if err := c.signer.Sign(h, req.MsgID, time.Now(), []byte(body)); err != nil {
+		if err := signer.Sign(h, req.MsgID, time.Now(), []byte(body)); err != nil {
 			return nil, err
 		}
 	}

@@ -7,12 +7,14 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -232,6 +234,9 @@ type Callback struct {
 	// SigningSecrets sign every callback (Standard Webhooks), each
 	// "whsec_<base64>"; several at once while keys rotate.
 	SigningSecrets []string `mapstructure:"signing_secrets"`
+	// TopicSigningSecrets sign the callbacks of the topics named with
+	// their own secrets instead (file only: a map).
+	TopicSigningSecrets map[string][]string `mapstructure:"topic_signing_secrets"`
 	// Destination is the per-destination flow control (package
 	// destination).
 	Destination Destination `mapstructure:"destination"`
@@ -353,6 +358,7 @@ var defaults = map[string]any{
 	"callback.deny":                             []string{"169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"},
 	"callback.private_networks":                 "auto",
 	"callback.signing_secrets":                  []string{},
+	"callback.topic_signing_secrets":            map[string][]string{},
 	"callback.max_conns_per_host":               0,
 	"callback.host_queue_timeout":               "30s",
 	"callback.destination.rate":                 0,
@@ -499,8 +505,23 @@ func (c *Config) CallbackOptions() callback.Options {
 		MaxResponseHeaderBytes: c.Callback.MaxHeaderBytes, UserAgent: c.Callback.UserAgent, DialTimeout: c.Callback.DialTimeout,
 		Allow: c.Callback.Allow, Deny: append([]string{}, c.Callback.Deny...),
 		PrivateNetworks: c.PrivateNetworks(), SelfPorts: c.SelfPorts(),
-		Signer: c.signer(),
+		Signer: c.signer(), TopicSigners: c.topicSigners(),
 	}
+}
+
+// topicSigners is callback.topic_signing_secrets' signers (bad secrets:
+// Validate refuses those).
+func (c *Config) topicSigners() map[string]*webhook.Signer {
+	if len(c.Callback.TopicSigningSecrets) == 0 {
+		return nil
+	}
+	out := make(map[string]*webhook.Signer, len(c.Callback.TopicSigningSecrets))
+	for topic, secrets := range c.Callback.TopicSigningSecrets {
+		if s, err := webhook.NewSigner(secrets...); err == nil {
+			out[topic] = s
+		}
+	}
+	return out
 }
 
 // DestinationOptions maps callback.destination to the flow control's
@@ -702,6 +723,17 @@ func (c *Config) Validate() error {
 	for i, sec := range c.Callback.SigningSecrets {
 		if err := webhook.CheckSecret(sec); err != nil {
 			bad(fmt.Sprintf("callback.signing_secrets[%d]", i), err.Error())
+		}
+	}
+	for _, topic := range slices.Sorted(maps.Keys(c.Callback.TopicSigningSecrets)) {
+		secrets := c.Callback.TopicSigningSecrets[topic]
+		if len(secrets) == 0 {
+			bad("callback.topic_signing_secrets."+topic, "needs at least one secret (a topic without its own secrets is signed with callback.signing_secrets)")
+		}
+		for i, sec := range secrets {
+			if err := webhook.CheckSecret(sec); err != nil {
+				bad(fmt.Sprintf("callback.topic_signing_secrets.%s[%d]", topic, i), err.Error())
+			}
 		}
 	}
 	if err := c.TracingConfig().Validate(); err != nil {

@@ -177,6 +177,30 @@ func TestSigningSecretsFromEnv(t *testing.T) {
 	}
 }
 
+// callback.topic_signing_secrets from a file: a topic named gets a signer
+// of its own; an empty list or a bad secret stops the load naming it.
+func TestTopicSigningSecrets(t *testing.T) {
+	k := webhook.NewSecret([]byte("orders-key-0123456789"))
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(p, []byte("callback:\n  topic_signing_secrets:\n    orders: ["+k+"]\n"), 0o644)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := c.CallbackOptions(); o.TopicSigners["orders"] == nil || len(o.TopicSigners) != 1 || o.Signer != nil {
+		t.Fatalf("signers %v, global %v", o.TopicSigners, o.Signer)
+	}
+	for body, want := range map[string]string{
+		"callback:\n  topic_signing_secrets:\n    orders: []\n":            "callback.topic_signing_secrets.orders",
+		"callback:\n  topic_signing_secrets:\n    orders: [" + k + ", x]\n": "callback.topic_signing_secrets.orders[1]",
+	} {
+		os.WriteFile(p, []byte(body), 0o644)
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q loaded with %v; want an error naming %s", body, err, want)
+		}
+	}
+}
+
 // zookeeper.auth comes from the environment; a malformed one is refused
 // naming the key but never showing the value.
 func TestZooKeeperAuth(t *testing.T) {

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -77,5 +79,38 @@ func TestBadSigningSecretStopsTheStart(t *testing.T) {
 	out, _ := cmd.CombinedOutput()
 	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), "callback.signing_secrets[1]") {
 		t.Fatalf("a short key: exit code %d, want 2 with an error naming callback.signing_secrets[1]\n%s", code, out)
+	}
+}
+
+// TestTopicSigningSecrets: a topic named in callback.topic_signing_secrets
+// is signed with its own secret only (the global one does not verify it,
+// so another topic's receiver cannot check or forge it); a topic not named
+// is signed with the global one only.
+func TestTopicSigningSecrets(t *testing.T) {
+	t.Parallel()
+	global, orders := webhook.NewSecret([]byte("e2e-global-key-0123456789")), webhook.NewSecret([]byte("e2e-orders-key-0123456789"))
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(cfg, []byte("callback:\n  signing_secrets: ["+global+"]\n  topic_signing_secrets:\n    e2e-orders: ["+orders+"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := StartServer(t, "SORAKAQ_CONFIG="+cfg)
+	sink := NewSink(t)
+	for _, tc := range []struct{ topic, signs, doesNot string }{
+		{"e2e-orders", orders, global},
+		{"e2e-other", global, orders},
+	} {
+		s := srv.Submit(t, SubmitReq{TopicName: tc.topic, DelayTime: 200, Callback: CBField{RequestType: "POST", URL: sink.URL("ok", "signed"), Params: `{"t":"` + tc.topic + `"}`}})
+		c := sink.WaitCalls(t, s.ID, 1, 10*time.Second)[0]
+		v, _ := webhook.NewVerifier(tc.signs)
+		if err := v.Verify(c.Header, []byte(c.Body)); err != nil {
+			t.Fatalf("%s: its own secret does not verify: %v", tc.topic, err)
+		}
+		if n := len(strings.Fields(c.Header.Get(webhook.HeaderSignature))); n != 1 {
+			t.Fatalf("%s: %d signatures, want 1", tc.topic, n)
+		}
+		v, _ = webhook.NewVerifier(tc.doesNot)
+		if err := v.Verify(c.Header, []byte(c.Body)); !errors.Is(err, webhook.ErrNoMatch) {
+			t.Fatalf("%s: the other secret verified: %v", tc.topic, err)
+		}
 	}
 }
