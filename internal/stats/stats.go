@@ -25,12 +25,15 @@ import (
 
 // Minute is one process's figures for one topic in one minute.
 type Minute struct {
-	Minute        int64   `json:"minute"` // unix ms of the minute's start
-	Node          string  `json:"node"`
-	Topic         string  `json:"topic"`
-	Submitted     int64   `json:"submitted"`
-	Fired         int64   `json:"fired"`
-	Failed        int64   `json:"failed"`
+	Minute    int64  `json:"minute"` // unix ms of the minute's start
+	Node      string `json:"node"`
+	Topic     string `json:"topic"`
+	Submitted int64  `json:"submitted"`
+	Fired     int64  `json:"fired"`
+	Failed    int64  `json:"failed"`
+	// Retried counts the attempts of Fired after a message's first (the
+	// first attempts are Fired - Retried).
+	Retried       int64   `json:"retried,omitempty"`
 	FlowN         int64   `json:"flow_n"`
 	FlowSumMs     float64 `json:"flow_sum_ms"`
 	CallbackN     int64   `json:"callback_n"`
@@ -142,13 +145,16 @@ func (r *Recorder) Held(topic string, flow time.Duration) {
 }
 
 // Fired records one callback attempt.
-func (r *Recorder) Fired(topic string, ok bool, took, lateness time.Duration) {
+func (r *Recorder) Fired(topic string, attempt int, ok bool, took, lateness time.Duration) {
 	if r == nil {
 		return
 	}
 	r.mu.Lock()
 	x := r.at(time.Now(), topic)
 	x.Fired++
+	if attempt > 1 {
+		x.Retried++
+	}
 	if !ok {
 		x.Failed++
 	}
@@ -171,6 +177,7 @@ func (x *Minute) add(m *Minute) {
 	x.Submitted += m.Submitted
 	x.Fired += m.Fired
 	x.Failed += m.Failed
+	x.Retried += m.Retried
 	x.FlowN += m.FlowN
 	x.FlowSumMs += m.FlowSumMs
 	x.CallbackN += m.CallbackN
@@ -284,6 +291,7 @@ type Point struct {
 	Submitted       int64   `json:"submitted"`
 	Fired           int64   `json:"fired"`
 	Failed          int64   `json:"failed"`
+	Retried         int64   `json:"retried"`
 	AvgFlowMs       float64 `json:"avg_flow_ms"`
 	AvgCallbackMs   float64 `json:"avg_callback_ms"`
 	LatenessP50Ms   float64 `json:"lateness_p50_ms"`
@@ -312,6 +320,7 @@ func Merge(ms []Minute, topic string) []Point {
 		a.Submitted += m.Submitted
 		a.Fired += m.Fired
 		a.Failed += m.Failed
+		a.Retried += m.Retried
 		a.FlowN += m.FlowN
 		a.FlowSumMs += m.FlowSumMs
 		a.CallbackN += m.CallbackN
@@ -321,7 +330,7 @@ func Merge(ms []Minute, topic string) []Point {
 	out := make([]Point, 0, len(by))
 	for _, a := range by {
 		p50, p99 := a.late.percentile(0.50), a.late.percentile(0.99)
-		p := Point{Minute: a.Minute.Minute, Submitted: a.Submitted, Fired: a.Fired, Failed: a.Failed,
+		p := Point{Minute: a.Minute.Minute, Submitted: a.Submitted, Fired: a.Fired, Failed: a.Failed, Retried: a.Retried,
 			LatenessP50Ms: p50.Ms, LatenessP50Over: p50.Over, LatenessP99Ms: p99.Ms, LatenessP99Over: p99.Over}
 		if a.FlowN > 0 {
 			p.AvgFlowMs = a.FlowSumMs / float64(a.FlowN)

@@ -54,12 +54,12 @@ func TestRecorderFlushIsIdempotentAndMergesAcrossNodes(t *testing.T) {
 	a, b := NewRecorder("a", sink, nil), NewRecorder("b", sink, nil)
 	ctx := context.Background()
 	for i := 0; i < 99; i++ {
-		a.Fired("t", true, 10*time.Millisecond, time.Millisecond)
+		a.Fired("t", 1, true, 10*time.Millisecond, time.Millisecond)
 	}
-	a.Fired("t", false, 30*time.Millisecond, 400*time.Millisecond)
+	a.Fired("t", 1, false, 30*time.Millisecond, 400*time.Millisecond)
 	a.Submitted("t")
 	a.Held("t", 4*time.Millisecond)
-	b.Fired("t", true, 20*time.Millisecond, time.Millisecond)
+	b.Fired("t", 2, true, 20*time.Millisecond, time.Millisecond) // a retry
 	b.Held("u", 8*time.Millisecond)
 	for i := 0; i < 2; i++ { // flushing twice must not double count
 		if err := a.Flush(ctx); err != nil {
@@ -75,7 +75,7 @@ func TestRecorderFlushIsIdempotentAndMergesAcrossNodes(t *testing.T) {
 		t.Fatalf("points %+v", pts)
 	}
 	p := pts[0]
-	if p.Fired != 101 || p.Failed != 1 || p.Submitted != 1 {
+	if p.Fired != 101 || p.Failed != 1 || p.Submitted != 1 || p.Retried != 1 {
 		t.Fatalf("counts %+v", p)
 	}
 	if p.AvgFlowMs != 4 {
@@ -118,7 +118,7 @@ func fired(t *testing.T, node string, lateness ...time.Duration) []Minute {
 	sink := &memSink{m: map[string]Minute{}}
 	r := NewRecorder(node, sink, nil)
 	for _, l := range lateness {
-		r.Fired("t", true, time.Millisecond, l)
+		r.Fired("t", 1, true, time.Millisecond, l)
 	}
 	if err := r.Flush(context.Background()); err != nil {
 		t.Fatal(err)
@@ -222,12 +222,12 @@ func TestFlushWritesSumsAndRunsDoNotOverwrite(t *testing.T) {
 	sink := &memSink{m: map[string]Minute{}}
 	ctx := context.Background()
 	r := NewRecorder("n", sink, nil)
-	r.Fired("a", true, time.Millisecond, time.Millisecond)
+	r.Fired("a", 1, true, time.Millisecond, time.Millisecond)
 	r.Submitted("b")
 	if err := r.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r.Fired("a", false, time.Millisecond, 3*time.Second)
+	r.Fired("a", 1, false, time.Millisecond, 3*time.Second)
 	if err := r.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}

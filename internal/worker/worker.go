@@ -958,7 +958,7 @@ func (w *Worker) deliver(ctx context.Context, r ref) {
 		return
 	}
 	w.metrics.CallbackSeconds.WithLabelValues(stored.Topic).Observe(res.Duration.Seconds())
-	w.opts.Stats.Fired(stored.Topic, res.OK(), res.Duration, lateness)
+	w.opts.Stats.Fired(stored.Topic, attempt, res.OK(), res.Duration, lateness)
 	if !res.OK() && ctx.Err() != nil {
 		// Shutting down: the attempt was cut short; it is made again after
 		// restart (it is overdue then, so marked delivering at once).

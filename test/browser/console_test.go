@@ -312,6 +312,13 @@ func (p *page) lateness(topic string) {
 	})()`); got != "true" {
 		p.t.Errorf("the message-count chart misses its idle minutes (zeros) or the minute in progress")
 	}
+	// "fired" is split: first attempts, retries and failures, each a line
+	if got := p.eval(`(() => {
+		const names = echarts.getInstanceByDom(document.querySelector("#chart-count")).getOption().series.map(s => s.name);
+		return names.join("|");
+	})()`); got != "submitted|first attempts|retries|failed (of both)" {
+		p.t.Errorf("the message-count chart's series are %q; want submitted, first attempts, retries, failed", got)
+	}
 }
 
 // rowHas is JS: a table row of sel whose text contains every string.

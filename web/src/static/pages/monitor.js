@@ -193,8 +193,9 @@ function draw(page, params, echarts, topicSel, rangeSel, status, note) {
     charts.count.setOption({ ...lineOption(`Messages per ${per}${of}`, [
       // every minute has a count (a line always): no dots on the zeros
       { name: "submitted", data: count("submitted"), showSymbol: false },
-      { name: "fired (callback attempts, retries too)", data: count("fired"), showSymbol: false },
-      { name: "failed (of fired)", data: count("failed"), itemStyle: { color: "#c0262d" }, showSymbol: false },
+      { name: "first attempts", data: all.map(([t, m]) => [t, m ? m.fired - (m.retried || 0) : 0]), showSymbol: false },
+      { name: "retries", data: count("retried"), showSymbol: false },
+      { name: "failed (of both)", data: count("failed"), itemStyle: { color: "#c0262d" }, showSymbol: false },
     ], ms, { fmt: num(""), yAxis: { minInterval: 1 }, range, step }), ...empty(none) }, true);
     // Log axis: an outage's minutes-long lateness and the usual
     // milliseconds on one chart. Values are bucket bounds, shown as such.
