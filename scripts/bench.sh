@@ -31,7 +31,9 @@
 #       first), each run with its own ZooKeeper root, Redis prefix and Kafka topics
 # Modes: submit wrk fire latency (default), fire-overlap, fire-loader, fire-herd, flow (submit latency at 10 clients
 # and the flow time received -> held by a worker, same run), ab (the original's
-# ab table, scripts/ab-table.sh), ab-submit (ab -k -c 100 -n 100000 on submit),
+# ab table, scripts/ab-table.sh), ab-submit (ab -k -c 100 -n 100000 on submit, then on the
+# same server's /healthz, and their ratio), keyed (submits with a unique Idempotency-Key each
+# against unkeyed ones, 10 s each),
 # batch (10 s each on a fresh server: single submits at -c 100, then
 # submitBatch with 100 per request at -c 4 and 500 at -c 2; messages/s),
 # isolation (fire -n $BENCH_FIRE_N at $BENCH_FIRE_RATE/s to a healthy receiver
@@ -221,6 +223,10 @@ for m in $MODES; do
 		;;
 	latency) load latency -mode latency -c 10 -n 20000 ;;
 	isolation) load isolation -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -wait 60s -slow "${BENCH_SLOW_N:-2000}" -slow-ms "${BENCH_SLOW_MS:-5s}" ;;
+	keyed) # keyed submits (a unique Idempotency-Key each) against unkeyed, fresh servers, 10 s each
+		load keyed-off -mode submit -c 100 -d 10s
+		load keyed-on -mode submit -c 100 -d 10s -keyed
+		;;
 	batch)
 		load batch-single -mode submit -c 100 -d 10s
 		load batch-100 -mode submit -c 4 -batch 100 -d 10s
@@ -243,6 +249,11 @@ for m in $MODES; do
 		ab -q -k -c 10 -n 1000 -p "$WORK/body.json" -T application/json "$URL/sorakaq/msg/submit" >/dev/null
 		ab -q -k -c 100 -n 100000 -p "$WORK/body.json" -T application/json "$URL/sorakaq/msg/submit" | tee "$OUT/ab-submit.txt" |
 			grep -E "Complete requests|Failed requests|Non-2xx|Requests per second|  50%|  99%"
+		# the same server's floor: /healthz, same ab, right after
+		echo "== ab-submit: the same server's /healthz (ab -k -c 100 -n 100000), the reference for the ratio"
+		ab -q -k -c 100 -n 100000 "$URL/healthz" >"$OUT/ab-healthz.txt"
+		grep -E "Requests per second" "$OUT/ab-healthz.txt"
+		awk '/Requests per second/ {r[n++]=$4} END {if (n == 2 && r[1] > 0) printf "== durable submit / healthz = %.2f\n", r[0] / r[1]}' "$OUT/ab-submit.txt" "$OUT/ab-healthz.txt"
 		stop_server
 		;;
 	ab)

@@ -24,7 +24,9 @@ type Config struct {
 	TTRMs    int64         `json:"ttr_ms"`
 	// Batch: submit/latency send this many submits per request to
 	// POST /sorakaq/msg/submitBatch (0: one per request to /submit).
-	Batch   int           `json:"batch,omitempty"`
+	Batch int `json:"batch,omitempty"`
+	// Keyed sends a unique Idempotency-Key with every single submit.
+	Keyed   bool          `json:"keyed,omitempty"`
 	Timeout time.Duration `json:"-"`
 	JSON    bool          `json:"-"`
 
@@ -116,6 +118,7 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&c.Topic, "topic", "sorakaq-load", "topic_name")
 	fs.Int64Var(&c.DelayMs, "delay", 600000, "delay_time in ms for submit/latency (long, so nothing fires during the run)")
 	fs.Int64Var(&c.TTRMs, "ttr", 1000, "ttr in ms")
+	fs.BoolVar(&c.Keyed, "keyed", false, "submit/latency: every submit carries a unique Idempotency-Key (keyed submits' throughput against unkeyed)")
 	fs.IntVar(&c.Batch, "batch", 0, "submit/latency: submits per request through POST /sorakaq/msg/submitBatch (0: single submits; -n counts requests)")
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "per-request timeout")
 	fs.BoolVar(&c.JSON, "json", false, "print the report as a JSON object on stdout (table on stderr)")
@@ -211,6 +214,9 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	}
 	if c.Batch < 0 || c.Batch > 10_000 || c.Batch > 0 && c.Mode == "fire" {
 		return nil, errors.New("-batch must be 0 to 10000, and is for -mode submit or latency only")
+	}
+	if c.Keyed && (c.Batch > 0 || c.Mode == "fire") {
+		return nil, errors.New("-keyed is for single submits (-mode submit or latency without -batch)")
 	}
 	if c.Mode != "fire" {
 		c.SinkAddr, c.Rate, c.Pattern, c.Ahead, c.Window, c.Ref, c.RefCallers, c.MaxSchedErr = "", 0, "", 0, 0, false, 0, 0

@@ -55,6 +55,8 @@ type loadSpec struct {
 	KeepAcks bool
 	// Progress, if not nil, is incremented after each completed request.
 	Progress *atomic.Int64
+	// Keyed: each request carries Idempotency-Key: <run>-<request number>.
+	Keyed bool
 }
 
 func newClient(conns int, timeout time.Duration) *http.Client {
@@ -183,6 +185,9 @@ func runLoad(spec loadSpec) *loadResult {
 					continue
 				}
 				req.Header["Content-Type"] = []string{"application/json"}
+				if spec.Keyed {
+					req.Header["Idempotency-Key"] = []string{runID + "-" + strconv.Itoa(i)}
+				}
 				t0 := time.Now()
 				resp, err := client.Do(req)
 				if err != nil {
@@ -330,7 +335,7 @@ func runSubmit(cfg *Config, progress io.Writer) (*Report, error) {
 	// The callback of these messages is never meant to be called during the
 	// run (the delay is long); it points at a closed port on loopback.
 	body := newSubmitBody(cfg.Topic, cfg.TTRMs, "http://127.0.0.1:9/sorakaq-load")
-	spec := loadSpec{URL: cfg.URL, C: cfg.C, N: cfg.N, D: cfg.D, Timeout: cfg.Timeout, Batch: cfg.Batch,
+	spec := loadSpec{URL: cfg.URL, C: cfg.C, N: cfg.N, D: cfg.D, Timeout: cfg.Timeout, Batch: cfg.Batch, Keyed: cfg.Keyed,
 		Body: func(buf []byte, _ int) []byte { return body.append(buf, cfg.DelayMs) }}
 	if err := probe(cfg, body.append(nil, cfg.DelayMs)); err != nil {
 		return nil, err
@@ -377,3 +382,6 @@ func probe(cfg *Config, body []byte) error {
 	}
 	return nil
 }
+
+// runID makes this run's idempotency keys unique across runs.
+var runID = strconv.FormatInt(time.Now().UnixNano(), 36)

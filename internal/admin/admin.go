@@ -82,6 +82,9 @@ type Deps struct {
 	Submit func(ctx context.Context, body []byte) (msgID string, dueMs int64, err error)
 	// Destinations reads the workers' flow-control state (nil: none).
 	Destinations Destinations
+	// TopicPending counts a topic's pending messages per worker (node
+	// id -> count: those in the slots it holds); nil: not known.
+	TopicPending func(ctx context.Context, topic string) (map[string]int64, error)
 }
 
 // Options configure the admin service.
@@ -114,6 +117,7 @@ type Server struct {
 	bulk    *bulk.Runner
 	submit  func(ctx context.Context, body []byte) (string, int64, error)
 	dests   Destinations
+	pending func(ctx context.Context, topic string) (map[string]int64, error)
 	auth    *auth
 	log     *zap.Logger
 	*httpapi.Server
@@ -128,7 +132,7 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, submit: d.Submit, dests: d.Destinations, auth: au, log: log,
+	s := &Server{opts: opts, topics: d.Topics, counter: d.Counter, cluster: d.Cluster, msgs: d.Messages, stats: d.Stats, submit: d.Submit, dests: d.Destinations, pending: d.TopicPending, auth: au, log: log,
 		bulk: &bulk.Runner{Msgs: d.Messages, Log: log}}
 	e := httpapi.NewEngine(log, d.Metrics, d.Ready)
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(log, h) }

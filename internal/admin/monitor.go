@@ -82,14 +82,31 @@ type WorkerLoad struct {
 	Held     int64   `json:"held"`
 	Load     float64 `json:"load"`
 	FireRate float64 `json:"fire_rate"`
+	// Pending is, when a topic is asked for, that topic's pending
+	// messages in the slots the worker holds (all of them, not only the
+	// wheel's window).
+	Pending *int64 `json:"pending,omitempty"`
 }
 
 // workers answers messages held and fire rate per worker: the all-topics
-// records of the last full minute only.
+// records of the last full minute only; with topic_name, also that
+// topic's pending messages per worker.
 func (s *Server) workers(c *gin.Context) (any, error) {
+	topic := c.Query("topic_name")
+	if topic != "" {
+		if err := message.ValidateTopic("topic_name", topic); err != nil {
+			return nil, err
+		}
+	}
 	insts, err := s.cluster.Instances(c)
 	if err != nil {
 		return nil, unavailable(err)
+	}
+	var pending map[string]int64
+	if topic != "" && s.pending != nil {
+		if pending, err = s.pending(c, topic); err != nil {
+			return nil, unavailable(err)
+		}
 	}
 	last := time.Now().UnixMilli()/60_000*60_000 - 60_000
 	ms, err := s.stats.ReadStats(c, stats.Query{Topics: []string{stats.AllTopics}, FromMs: last, ToMs: last + 60_000})
@@ -102,7 +119,12 @@ func (s *Server) workers(c *gin.Context) (any, error) {
 		if in.Role != "worker" && in.Role != "all" {
 			continue
 		}
-		out = append(out, WorkerLoad{NodeID: in.NodeID, Held: in.Held, Load: in.Load, FireRate: rates[in.NodeID]})
+		wl := WorkerLoad{NodeID: in.NodeID, Held: in.Held, Load: in.Load, FireRate: rates[in.NodeID]}
+		if pending != nil {
+			n := pending[in.NodeID]
+			wl.Pending = &n
+		}
+		out = append(out, wl)
 	}
 	return out, nil
 }

@@ -76,3 +76,45 @@ func TestMonitorRanges(t *testing.T) {
 		}
 	}
 }
+
+type fakeCluster struct{ insts []InstanceInfo }
+
+func (f fakeCluster) Instances(context.Context) ([]InstanceInfo, error) { return f.insts, nil }
+func (f fakeCluster) SetOffline(context.Context, string, bool) error    { return nil }
+
+// With topic_name, the per-worker answer carries that topic's pending
+// messages per worker (0 for a worker with none), asked of TopicPending
+// for that topic; without, none; a bad topic is a 400.
+func TestWorkersPendingPerTopic(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	var asked []string
+	s := &Server{stats: &fakeStats{}, log: zap.NewNop(),
+		cluster: fakeCluster{[]InstanceInfo{{NodeID: "w1", Role: "worker", Held: 7}, {NodeID: "w2", Role: "worker", Held: 3}, {NodeID: "c1", Role: "center"}}},
+		pending: func(_ context.Context, topic string) (map[string]int64, error) {
+			asked = append(asked, topic)
+			return map[string]int64{"w1": 42}, nil
+		}}
+	e := gin.New()
+	e.GET("/w", httpapi.Wrap(zap.NewNop(), s.workers))
+	read := func(q string) (int, []WorkerLoad) {
+		w := do(e, "/w"+q)
+		var env struct {
+			Result []WorkerLoad `json:"result"`
+		}
+		_ = json.Unmarshal(w.Body.Bytes(), &env)
+		return w.Code, env.Result
+	}
+	code, ws := read("?topic_name=orders")
+	if code != http.StatusOK || len(ws) != 2 || ws[0].Pending == nil || *ws[0].Pending != 42 || ws[1].Pending == nil || *ws[1].Pending != 0 || ws[0].Held != 7 {
+		t.Fatalf("with a topic: %d %+v", code, ws)
+	}
+	if len(asked) != 1 || asked[0] != "orders" {
+		t.Fatalf("TopicPending asked for %v", asked)
+	}
+	if code, ws = read(""); code != http.StatusOK || len(ws) != 2 || ws[0].Pending != nil {
+		t.Fatalf("without a topic: %d %+v", code, ws)
+	}
+	if code, _ = read("?topic_name=a%20b"); code != http.StatusBadRequest {
+		t.Fatalf("a bad topic: %d", code)
+	}
+}

@@ -175,7 +175,7 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	single := admin.Single{NodeID: cfg.NodeID, Addr: cfg.Receive.Listen, StartedMs: time.Now().UnixMilli(), Held: a.worker.Held}
 	a.admin, err = admin.New(aopts, admin.Deps{Topics: limited, Counter: a.worker, Cluster: single, Messages: a.worker,
 		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles(), Submit: trustedSubmit(a.receive),
-		Destinations: localDestinations{node: cfg.NodeID, w: a.worker}}, log.Named("admin"))
+		Destinations: localDestinations{node: cfg.NodeID, w: a.worker}, TopicPending: localPending(cfg.NodeID, st)}, log.Named("admin"))
 	if err != nil {
 		a.receive.Shutdown(context.Background())
 		st.Close()
@@ -358,4 +358,22 @@ func hotBytes(mb int64) int64 {
 		return -1
 	}
 	return mb << 20
+}
+
+// localPending is the all-in-one's per-worker pending count of a topic:
+// its one worker holds them all.
+func localPending(node string, c admin.Counter) func(ctx context.Context, topic string) (map[string]int64, error) {
+	return func(ctx context.Context, topic string) (map[string]int64, error) {
+		counts, err := c.Counts(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var n int64
+		for st, v := range counts[topic] {
+			if st.Pending() {
+				n += v
+			}
+		}
+		return map[string]int64{node: n}, nil
+	}
 }

@@ -592,7 +592,7 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	}
 	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
 		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles(), Submit: trustedSubmit(core),
-		Destinations: workerDestinations{reg: d.reg, client: client}}, log)
+		Destinations: workerDestinations{reg: d.reg, client: client}, TopicPending: slotPending(d.reg, d.store)}, log)
 	if err != nil {
 		bgCancel()
 		_ = producer.Close()
@@ -721,4 +721,31 @@ func (d workerDestinations) Destinations(ctx context.Context) ([]admin.Destinati
 		}
 	}
 	return rows, errs, nil
+}
+
+// slotPending is the distributed per-worker pending count of a topic: the
+// slots' counters summed by the holder the slot map names (a slot being
+// handed over counts for its new holder).
+func slotPending(reg *zk.Registry, st *redisstore.Store) func(ctx context.Context, topic string) (map[string]int64, error) {
+	return func(ctx context.Context, topic string) (map[string]int64, error) {
+		data, _, err := reg.ReadSlotMap(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("reading the slot map: %w", err)
+		}
+		m, err := slots.Decode(data)
+		if err != nil {
+			return nil, err
+		}
+		per, err := st.PendingBySlot(ctx, topic)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]int64{}
+		for sl, n := range per {
+			if sl < len(m.Slots) && m.Slots[sl].Holder.Node != "" {
+				out[m.Slots[sl].Holder.Node] += n
+			}
+		}
+		return out, nil
+	}
 }

@@ -257,7 +257,7 @@ type Caller struct {
 	userAgent string
 	signer    *webhook.Signer // nil: callbacks unsigned
 	topicSign map[string]*webhook.Signer
-	bufs      sync.Pool       // *bytes.Buffer
+	bufs      sync.Pool // *bytes.Buffer
 }
 
 // New returns a Caller with its own transport and connection pool.

@@ -191,7 +191,7 @@ func TestTopicSigningSecrets(t *testing.T) {
 		t.Fatalf("signers %v, global %v", o.TopicSigners, o.Signer)
 	}
 	for body, want := range map[string]string{
-		"callback:\n  topic_signing_secrets:\n    orders: []\n":            "callback.topic_signing_secrets.orders",
+		"callback:\n  topic_signing_secrets:\n    orders: []\n":             "callback.topic_signing_secrets.orders",
 		"callback:\n  topic_signing_secrets:\n    orders: [" + k + ", x]\n": "callback.topic_signing_secrets.orders[1]",
 	} {
 		os.WriteFile(p, []byte(body), 0o644)

@@ -108,34 +108,28 @@ func (w *Worker) refreshPaused(ctx context.Context) error {
 	if len(resumed) == 0 {
 		return nil
 	}
-	// The new set is stored before the parked ids are dropped, and parkPaused
-	// checks the set again under w.mu: a message is either parked before
-	// this drop (and dropped here) or delivered.
-	w.mu.Lock()
-	n := 0
-	for id, p := range w.pausedIDs {
-		if resumed[p.topic] {
-			delete(w.pausedIDs, id)
-			n++
-		}
-	}
-	w.metrics.Parked.Set(float64(len(w.pausedIDs)))
-	w.mu.Unlock()
+	// The new set is stored before the parked ids are released, and
+	// parkPaused checks the set again under w.mu: a message is either
+	// parked before (and released by fireOverdue) or delivered.
 	for t := range resumed {
 		w.log.Info("topic resumed: its waiting messages fire now, in due order", zap.String("topic", t))
 	}
-	w.fireOverdue(ctx, time.Now().UnixMilli()+1)
+	w.fireOverdue(ctx, time.Now().UnixMilli()+1, resumed)
 	return nil
 }
 
 // fireOverdue schedules every entry of the held slots due before until
-// that nothing holds (not in the wheel, queued, in flight or parked), in
-// due order across slots: they are read first, sorted, then added
-// earliest first, so that however the wheel's steps fall between the
-// adds, what it fires is in due order (it sorts the past-due timers of
-// one step). A slot that cannot be read is left to the next resume or,
-// in the distributed mode, to the sweep.
-func (w *Worker) fireOverdue(ctx context.Context, until int64) {
+// that nothing holds (not in the wheel, queued, in flight, or parked for
+// a topic still paused), in due order across slots: they are read first,
+// sorted, then added earliest first, so that however the wheel's steps
+// fall between the adds, what it fires is in due order (it sorts the
+// past-due timers of one step). A message parked for a resumed topic is
+// released only in the same hold of w.mu that schedules it: until then it
+// counts as held, so the sweep (which takes slot after slot) cannot fire
+// it first, out of order. What was parked and is not in the read (changed
+// meanwhile, or its slot unreadable) is released at the end, for the
+// next resume or, in the distributed mode, the sweep.
+func (w *Worker) fireOverdue(ctx context.Context, until int64, resumed map[string]bool) {
 	const page = 1000
 	type slotEntry struct {
 		store.Entry
@@ -171,6 +165,9 @@ func (w *Worker) fireOverdue(ctx context.Context, until int64) {
 		all = all[len(chunk):]
 		w.mu.Lock()
 		for _, e := range chunk {
+			if p, ok := w.pausedIDs[e.ID]; ok && resumed[p.topic] {
+				delete(w.pausedIDs, e.ID)
+			}
 			if w.slots[e.slot] == nil || !w.unheld(e.Entry) {
 				continue
 			}
@@ -179,6 +176,14 @@ func (w *Worker) fireOverdue(ctx context.Context, until int64) {
 		}
 		w.mu.Unlock()
 	}
+	w.mu.Lock()
+	for id, p := range w.pausedIDs {
+		if resumed[p.topic] {
+			delete(w.pausedIDs, id)
+		}
+	}
+	w.metrics.Parked.Set(float64(len(w.pausedIDs)))
+	w.mu.Unlock()
 	if n > 0 {
 		w.log.Info("messages that waited for their topic to be resumed fire now", zap.Int("messages", n))
 	}

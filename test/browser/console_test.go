@@ -548,6 +548,16 @@ func TestConsole(t *testing.T) {
 	p.wait("the refreshed charts", `document.querySelector("#monitor-status").textContent.startsWith("Updated")`)
 	p.chartsFit("monitoring, refreshed")
 	p.lateness(topic)
+	// With the topic picked, the per-worker chart shows that topic's
+	// pending messages per worker (the store's counters), not the wheel's
+	// all-topic count: the bar is the topic's pending count.
+	p.eval(`(() => { const s = document.querySelector("#monitor-topic"); s.value = "` + topic + `"; s.dispatchEvent(new Event("change")); return ""; })()`)
+	p.waitAsync("the per-worker chart of the topic", `fetch("/sorakaq/topic/get?topic_name=`+topic+`").then(r => r.json()).then(r => {
+		const c = r.result.counts || {};
+		const pending = (c.delayed || 0) + (c.retrying || 0) + (c.delivering || 0);
+		const o = echarts.getInstanceByDom(document.querySelector("#chart-workers")).getOption();
+		return String(o.title[0].text === "Pending messages per worker · `+topic+`" && o.series[0].name === "pending" && o.series[0].data[0] === pending);
+	})`)
 	p.screenshot("monitor")
 	p.route("#/topics")
 	p.wait("the topics page", `document.querySelector("#page-topics table")`)

@@ -1072,3 +1072,37 @@ func (s *Store) writeIndexes(ctx context.Context, p redis.Pipeliner, old, m *mes
 func purgeable(m *message.Message) bool {
 	return m.State == message.StateDelivered || m.State == message.StateCancelled
 }
+
+// PendingBySlot is the topic's pending messages (delayed, retrying,
+// delivering) per slot, from the slots' counters: what each slot's holder
+// has of that topic (the console's per-worker chart for one topic).
+func (s *Store) PendingBySlot(ctx context.Context, topic string) ([]int64, error) {
+	release, err := s.guard()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	fields := []string{countField(topic, message.StateDelayed), countField(topic, message.StateRetrying), countField(topic, message.StateDelivering)}
+	cmds := make([]*redis.SliceCmd, s.keys.n)
+	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for sl := range cmds {
+			cmds[sl] = p.HMGet(ctx, s.keys.counts(sl), fields...)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("redisstore.PendingBySlot: %w", err)
+	}
+	out := make([]int64, len(cmds))
+	for sl, c := range cmds {
+		for _, v := range c.Val() {
+			if str, ok := v.(string); ok {
+				n, err := strconv.ParseInt(str, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("redisstore.PendingBySlot %q: %w", str, err)
+				}
+				out[sl] += n
+			}
+		}
+	}
+	return out, nil
+}

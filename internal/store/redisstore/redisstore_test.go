@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -803,5 +805,45 @@ func TestStats(t *testing.T) {
 		if ttl := s.c.TTL(context.Background(), k).Val(); ttl <= 0 {
 			t.Errorf("stats key %s has no expiry (%v)", k, ttl)
 		}
+	}
+}
+
+// PendingBySlot counts one topic's pending messages in each slot, from
+// the slots' counters: cancelled ones and other topics' do not count.
+func TestPendingBySlot(t *testing.T) {
+	t.Parallel()
+	s := open(t, 8)
+	ctx := context.Background()
+	want := make([]int64, 8)
+	var ms []*message.Message
+	for i := 0; i < 40; i++ {
+		m := msg("t1", 5000)
+		ms = append(ms, m)
+		if i%5 != 0 { // every fifth is cancelled below
+			want[s.SlotOf(m.ID)]++
+		}
+	}
+	ms = append(ms, msg("t2", 5000), msg("t2", 6000))
+	if err := s.Create(ctx, ms...); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 40; i += 5 {
+		if _, err := s.Update(ctx, ms[i].ID, store.Sync, func(m *message.Message) error {
+			m.State = message.StateCancelled
+			m.Version++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.PendingBySlot(ctx, "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("pending of t1 per slot %v, want %v", got, want)
+	}
+	if got, _ := s.PendingBySlot(ctx, "none"); len(got) != 8 || slices.Max(got) != 0 {
+		t.Fatalf("a topic without messages: %v", got)
 	}
 }

@@ -164,7 +164,7 @@ function draw(page, params, echarts, topicSel, rangeSel, status, note) {
     try {
       [minutes, held] = await Promise.all([
         get("/sorakaq/monitor/minutes", { topic_name: topic, from_ms: xRange(rangeSel.value).min, to_ms: xRange(rangeSel.value).max }),
-        get("/sorakaq/monitor/workers"),
+        get("/sorakaq/monitor/workers", topic ? { topic_name: topic } : {}),
       ]);
     } catch (e) {
       status.textContent = `Refresh failed: ${errText(e)}; the charts show the last data`;
@@ -205,20 +205,24 @@ function draw(page, params, echarts, topicSel, rangeSel, status, note) {
       { name: "p99", data: bound("lateness_p99") },
     ], ms, { fmt: label, yAxis: { type: "log", logBase: 10, min: 1, axisLabel: { formatter: (v) => fmtBound(v) } }, range, step }), ...empty(none) }, true);
     const ws = [...(held || [])].sort((a, b) => a.node_id.localeCompare(b.node_id));
+    // With a topic picked: that topic's pending messages in each worker's
+    // slots (all of them, from the store's counters); else the wheel's.
+    const perTopic = topic && ws.some((w) => w.pending !== undefined);
     charts.workers.setOption({
-      title: { text: "Messages held per worker (all topics)", left: 0, textStyle: { fontSize: 14 } },
+      title: { text: perTopic ? `Pending messages per worker${of}` : "Messages held per worker (all topics, in the wheel)", left: 0, textStyle: { fontSize: 14 } },
       tooltip: {
         trigger: "axis",
         formatter: (p) => {
           const w = ws[p[0].dataIndex];
-          return `${esc(w.node_id)}<br>held ${esc(w.held)} · load ${esc(w.load)} · ${esc(Math.round(w.fire_rate * 100) / 100)} callbacks/s`;
+          const mine = perTopic ? `${esc(w.pending)} pending of ${esc(topic)} · ` : "";
+          return `${esc(w.node_id)}<br>${mine}held ${esc(w.held)} (all topics) · load ${esc(w.load)} · ${esc(Math.round(w.fire_rate * 100) / 100)} callbacks/s`;
         },
       },
       grid: { left: 8, right: 16, top: 60, bottom: 12, containLabel: true },
       xAxis: { type: "category", data: ws.map((w) => w.node_id), axisLabel: { interval: 0, overflow: "truncate", width: 140 } },
       yAxis: { type: "value", minInterval: 1 },
       animation: false,
-      series: [{ type: "bar", name: "held", data: ws.map((w) => w.held), barMaxWidth: 60 }],
+      series: [{ type: "bar", name: perTopic ? "pending" : "held", data: ws.map((w) => (perTopic ? w.pending : w.held)), barMaxWidth: 60 }],
       graphic: ws.length ? [] : [{ type: "text", left: "center", top: "middle", style: { text: "No workers", fill: "#8a96a5" } }],
     }, true);
     status.textContent = `Updated ${fmtTime(Date.now()).slice(11, 19)} · ${refreshLabel(refreshInterval())}`;
