@@ -82,6 +82,7 @@ type Store struct {
 	// from its read (if any) until its commit and its hot-set update
 	locks [1024]sync.Mutex
 	hot   *hotSet // nil: none
+	comb  combiner
 	// striped per (topic, idempotency key): a keyed submit holds its
 	// stripes from the check to the commit, so two submits of one key are
 	// serialised while different keys share the commit pipeline's group
@@ -453,6 +454,9 @@ func (s *Store) Replace(ctx context.Context, old, m *message.Message, d store.Du
 	l := s.lockFor(m.ID)
 	l.Lock()
 	defer l.Unlock()
+	if d == store.Lazy {
+		return s.replaceLazy(old, m) // combined with the other callers' (combine.go)
+	}
 	v, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("embedded.Replace %s: %w", m.ID, err)
@@ -679,15 +683,29 @@ func (s *Store) Purge(ctx context.Context, beforeMs int64, limit int) (int, erro
 // writeIndexes moves a message's index entries from old to new (either may
 // be nil for create/delete).
 func writeIndexes(b *pebble.Batch, old, m *message.Message) error {
+	return writeIndexesCounted(b, old, m, nil)
+}
+
+// writeIndexesCounted is writeIndexes with the counter changes added to
+// counts (counter key -> delta) instead of merged one by one, when counts
+// is not nil: a combined batch merges each counter once.
+func writeIndexesCounted(b *pebble.Batch, old, m *message.Message, counts map[string]int64) error {
 	var errs []error
 	do := func(err error) { errs = append(errs, err) }
+	count := func(k []byte, n int64) {
+		if counts != nil {
+			counts[string(k)] += n
+			return
+		}
+		do(b.Merge(k, encodeInt(n), nil))
+	}
 	if old != nil {
 		if old.State.Pending() && (m == nil || !m.State.Pending() || m.DueMs != old.DueMs || m.Version != old.Version) {
 			do(b.Delete(dueKey(old.DueMs, old.ID), nil))
 		}
 		if m == nil || m.State != old.State {
 			do(b.Delete(topicStateKey(old.Topic, old.State, old.ID), nil))
-			do(b.Merge(counterKey(old.Topic, old.State), encodeInt(-1), nil))
+			count(counterKey(old.Topic, old.State), -1)
 		}
 		if m == nil {
 			do(b.Delete(topicAllKey(old.Topic, old.ID), nil))
@@ -707,7 +725,7 @@ func writeIndexes(b *pebble.Batch, old, m *message.Message) error {
 		}
 		if old == nil || m.State != old.State {
 			do(b.Set(topicStateKey(m.Topic, m.State, m.ID), nil, nil))
-			do(b.Merge(counterKey(m.Topic, m.State), encodeInt(1), nil))
+			count(counterKey(m.Topic, m.State), 1)
 		}
 		if old == nil {
 			do(b.Set(topicAllKey(m.Topic, m.ID), nil, nil))
