@@ -7,14 +7,12 @@ package config
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -235,11 +233,19 @@ type Callback struct {
 	// "whsec_<base64>"; several at once while keys rotate.
 	SigningSecrets []string `mapstructure:"signing_secrets"`
 	// TopicSigningSecrets sign the callbacks of the topics named with
-	// their own secrets instead (file only: a map).
-	TopicSigningSecrets map[string][]string `mapstructure:"topic_signing_secrets"`
+	// their own secrets instead (file only). A list, not a map: the
+	// configuration reader lowercases map keys, and topic names are case
+	// sensitive ("Orders" would silently get the global secrets).
+	TopicSigningSecrets []TopicSecrets `mapstructure:"topic_signing_secrets"`
 	// Destination is the per-destination flow control (package
 	// destination).
 	Destination Destination `mapstructure:"destination"`
+}
+
+// TopicSecrets are one topic's own signing secrets.
+type TopicSecrets struct {
+	Topic   string   `mapstructure:"topic"`
+	Secrets []string `mapstructure:"secrets"`
 }
 
 // Destination configures the per-destination flow control: the limits of
@@ -358,7 +364,7 @@ var defaults = map[string]any{
 	"callback.deny":                             []string{"169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"},
 	"callback.private_networks":                 "auto",
 	"callback.signing_secrets":                  []string{},
-	"callback.topic_signing_secrets":            map[string][]string{},
+	"callback.topic_signing_secrets":            []map[string]any{},
 	"callback.max_conns_per_host":               0,
 	"callback.host_queue_timeout":               "30s",
 	"callback.destination.rate":                 0,
@@ -516,9 +522,9 @@ func (c *Config) topicSigners() map[string]*webhook.Signer {
 		return nil
 	}
 	out := make(map[string]*webhook.Signer, len(c.Callback.TopicSigningSecrets))
-	for topic, secrets := range c.Callback.TopicSigningSecrets {
-		if s, err := webhook.NewSigner(secrets...); err == nil {
-			out[topic] = s
+	for _, ts := range c.Callback.TopicSigningSecrets {
+		if s, err := webhook.NewSigner(ts.Secrets...); err == nil {
+			out[ts.Topic] = s
 		}
 	}
 	return out
@@ -725,14 +731,21 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("callback.signing_secrets[%d]", i), err.Error())
 		}
 	}
-	for _, topic := range slices.Sorted(maps.Keys(c.Callback.TopicSigningSecrets)) {
-		secrets := c.Callback.TopicSigningSecrets[topic]
-		if len(secrets) == 0 {
-			bad("callback.topic_signing_secrets."+topic, "needs at least one secret (a topic without its own secrets is signed with callback.signing_secrets)")
+	seenTopic := map[string]bool{}
+	for j, ts := range c.Callback.TopicSigningSecrets {
+		at := fmt.Sprintf("callback.topic_signing_secrets[%d]", j)
+		if err := message.ValidateTopic(at+".topic", ts.Topic); err != nil {
+			bad(at+".topic", err.Error())
+		} else if seenTopic[ts.Topic] {
+			bad(at+".topic", fmt.Sprintf("topic %q is listed twice", ts.Topic))
 		}
-		for i, sec := range secrets {
+		seenTopic[ts.Topic] = true
+		if len(ts.Secrets) == 0 {
+			bad(at+".secrets", "needs at least one secret (a topic without its own secrets is signed with callback.signing_secrets)")
+		}
+		for i, sec := range ts.Secrets {
 			if err := webhook.CheckSecret(sec); err != nil {
-				bad(fmt.Sprintf("callback.topic_signing_secrets.%s[%d]", topic, i), err.Error())
+				bad(fmt.Sprintf("%s.secrets[%d]", at, i), err.Error())
 			}
 		}
 	}

@@ -182,17 +182,21 @@ func TestSigningSecretsFromEnv(t *testing.T) {
 func TestTopicSigningSecrets(t *testing.T) {
 	k := webhook.NewSecret([]byte("orders-key-0123456789"))
 	p := filepath.Join(t.TempDir(), "c.yaml")
-	os.WriteFile(p, []byte("callback:\n  topic_signing_secrets:\n    orders: ["+k+"]\n"), 0o644)
+	os.WriteFile(p, []byte("callback:\n  topic_signing_secrets:\n    - {topic: Orders, secrets: ["+k+"]}\n"), 0o644)
 	c, err := Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o := c.CallbackOptions(); o.TopicSigners["orders"] == nil || len(o.TopicSigners) != 1 || o.Signer != nil {
+	// the topic's case is kept (a map key would be lowercased: "Orders"
+	// would then silently be signed with the global secrets)
+	if o := c.CallbackOptions(); o.TopicSigners["Orders"] == nil || len(o.TopicSigners) != 1 || o.Signer != nil {
 		t.Fatalf("signers %v, global %v", o.TopicSigners, o.Signer)
 	}
 	for body, want := range map[string]string{
-		"callback:\n  topic_signing_secrets:\n    orders: []\n":             "callback.topic_signing_secrets.orders",
-		"callback:\n  topic_signing_secrets:\n    orders: [" + k + ", x]\n": "callback.topic_signing_secrets.orders[1]",
+		"callback:\n  topic_signing_secrets:\n    - {topic: orders, secrets: []}\n":                                             "callback.topic_signing_secrets[0].secrets",
+		"callback:\n  topic_signing_secrets:\n    - {topic: orders, secrets: [" + k + ", x]}\n":                                 "callback.topic_signing_secrets[0].secrets[1]",
+		"callback:\n  topic_signing_secrets:\n    - {topic: 'a b', secrets: [" + k + "]}\n":                                     "callback.topic_signing_secrets[0].topic",
+		"callback:\n  topic_signing_secrets:\n    - {topic: o, secrets: [" + k + "]}\n    - {topic: o, secrets: [" + k + "]}\n": "callback.topic_signing_secrets[1].topic",
 	} {
 		os.WriteFile(p, []byte(body), 0o644)
 		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), want) {

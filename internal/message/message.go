@@ -4,6 +4,7 @@
 package message
 
 import (
+	"maps"
 	"time"
 
 	"github.com/rs/xid"
@@ -166,5 +167,8 @@ func (m *Message) AddEvent(atMs int64, typ, detail string) {
 func (m *Message) Clone() *Message {
 	c := *m
 	c.History = append([]Event(nil), m.History...)
+	if m.Callback.Headers != nil {
+		c.Callback.Headers = maps.Clone(m.Callback.Headers)
+	}
 	return &c
 }

@@ -98,7 +98,8 @@ func TestConsoleControls(t *testing.T) {
 		const o = echarts.getInstanceByDom(document.querySelector("#chart-count")).getOption();
 		const d = o.series[0].data;
 		return o.title[0].text.startsWith("Messages per 10 minutes") && Math.abs(o.xAxis[0].min - (Date.now() - 7 * 864e5)) < 120000 &&
-			d.length >= 1008 && d.every((x, i) => i === 0 || x[0] - d[i - 1][0] === 600000);
+			d.length >= 1008 && d.every((x, i) => i === 0 || x[0] - d[i - 1][0] === 600000) &&
+			o.xAxis[0].axisLabel.formatter.includes("{dd}"); // the day on each label
 	})()`)
 	p.chartsFit("monitoring, 7 days")
 	p.screenshot("monitor-week")

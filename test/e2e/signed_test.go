@@ -90,13 +90,13 @@ func TestTopicSigningSecrets(t *testing.T) {
 	t.Parallel()
 	global, orders := webhook.NewSecret([]byte("e2e-global-key-0123456789")), webhook.NewSecret([]byte("e2e-orders-key-0123456789"))
 	cfg := filepath.Join(t.TempDir(), "c.yaml")
-	if err := os.WriteFile(cfg, []byte("callback:\n  signing_secrets: ["+global+"]\n  topic_signing_secrets:\n    e2e-orders: ["+orders+"]\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("callback:\n  signing_secrets: ["+global+"]\n  topic_signing_secrets:\n    - {topic: E2e-Orders, secrets: ["+orders+"]}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	srv := StartServer(t, "SORAKAQ_CONFIG="+cfg)
 	sink := NewSink(t)
 	for _, tc := range []struct{ topic, signs, doesNot string }{
-		{"e2e-orders", orders, global},
+		{"E2e-Orders", orders, global}, // a capital letter: the name is kept as written
 		{"e2e-other", global, orders},
 	} {
 		s := srv.Submit(t, SubmitReq{TopicName: tc.topic, DelayTime: 200, Callback: CBField{RequestType: "POST", URL: sink.URL("ok", "signed"), Params: `{"t":"` + tc.topic + `"}`}})

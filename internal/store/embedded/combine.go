@@ -129,6 +129,7 @@ func (s *Store) commitReplaces(reqs []*replaceReq) error {
 	}
 	for _, q := range reqs {
 		s.hot.put(q.m.Clone(), len(q.v))
+		s.wrote(q.m.ID) // its caller holds its stripe
 	}
 	return nil
 }

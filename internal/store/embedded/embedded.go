@@ -31,6 +31,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -78,10 +79,12 @@ const (
 type Store struct {
 	db    *pebble.DB
 	cache interface{ Unref() }
-	// striped per message id: every write of a message holds its stripe
-	// from its read (if any) until its commit and its hot-set update
+	// striped per message id: every change of a stored message holds its
+	// stripe from its read (if any) until its commit and its hot-set
+	// update (a create does not: see stripeGens)
 	locks [1024]sync.Mutex
-	hot   *hotSet // nil: none
+	hot   *hotSet             // nil: none
+	gens  [1024]atomic.Uint64 // per stripe: writes so far (stripeGens)
 	comb  combiner
 	// striped per (topic, idempotency key): a keyed submit holds its
 	// stripes from the check to the commit, so two submits of one key are
@@ -216,8 +219,6 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 			}
 		}
 	}
-	unlockIDs := s.lockIDs(msgs)
-	defer unlockIDs()
 	b := s.db.NewBatch()
 	defer b.Close()
 	sizes := make([]int, len(msgs))
@@ -234,11 +235,12 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 			return fmt.Errorf("embedded.Create %s: %w", m.ID, err)
 		}
 	}
+	gens := s.stripeGens(msgs)
 	if err := b.Commit(s.createOpts()); err != nil {
 		return fmt.Errorf("embedded.Create: %w", err)
 	}
 	for i, m := range msgs {
-		s.hot.put(m.Clone(), sizes[i])
+		s.putCreated(m, sizes[i], gens[i])
 	}
 	return nil
 }
@@ -257,8 +259,6 @@ func (s *Store) CreateEach(ctx context.Context, msgs ...*message.Message) (errs 
 	defer release()
 	unlock := s.lockIdem(msgs)
 	defer unlock()
-	unlockIDs := s.lockIDs(msgs)
-	defer unlockIDs()
 	errs = make([]error, len(msgs))
 	sizes := make([]int, len(msgs))
 	taken := map[string]string{} // idemKey -> id, of this batch
@@ -297,38 +297,54 @@ func (s *Store) CreateEach(ctx context.Context, msgs ...*message.Message) (errs 
 	if b.Empty() {
 		return errs, nil
 	}
+	gens := s.stripeGens(msgs)
 	if err := b.Commit(s.createOpts()); err != nil {
 		return nil, fmt.Errorf("embedded.CreateEach: %w", err)
 	}
 	for i, m := range msgs {
 		if errs[i] == nil {
-			s.hot.put(m.Clone(), sizes[i])
+			s.putCreated(m, sizes[i], gens[i])
 		}
 	}
 	return errs, nil
 }
 
-// lockIDs locks the per-message stripes of msgs, in index order (the only
-// place that takes more than one: no deadlock), and returns the unlock. A
-// create holds them across its commit so that a write of the same message
-// racing it (the id can be known before the create is answered: an
-// idempotent replay answers it) updates the hot set after the create's.
-func (s *Store) lockIDs(msgs []*message.Message) func() {
-	idx := make([]uint32, 0, len(msgs))
-	for _, m := range msgs {
-		idx = append(idx, s.stripe(m.ID))
+// stripeGens reads the write generation of each message's stripe before
+// a create commits. A create holds no stripe lock across its synced commit
+// (that would put unrelated writes of the stripe behind the fsync and
+// keep concurrent creates out of one group commit); putCreated instead
+// keeps a created message in the hot set only if no write of its stripe
+// came between (one of the same message, whose id an idempotent replay
+// can tell before the create is answered, would have set the entry
+// first). A missed entry only costs its fire a Pebble read.
+func (s *Store) stripeGens(msgs []*message.Message) []uint64 {
+	if s.hot == nil {
+		return make([]uint64, len(msgs))
 	}
-	slices.Sort(idx)
-	idx = slices.Compact(idx)
-	for _, i := range idx {
-		s.locks[i].Lock()
+	out := make([]uint64, len(msgs))
+	for i, m := range msgs {
+		out[i] = s.gens[s.stripe(m.ID)].Load()
 	}
-	return func() {
-		for _, i := range idx {
-			s.locks[i].Unlock()
-		}
-	}
+	return out
 }
+
+// putCreated keeps a just-created message in the hot set unless a write
+// of its stripe came after gen was read.
+func (s *Store) putCreated(m *message.Message, size int, gen uint64) {
+	if s.hot == nil {
+		return
+	}
+	st := s.stripe(m.ID)
+	s.locks[st].Lock()
+	if s.gens[st].Load() == gen {
+		s.hot.put(m.Clone(), size)
+	}
+	s.locks[st].Unlock()
+}
+
+// wrote records a write of id's message (the caller holds its stripe
+// lock and has set its hot-set entry): creates in flight then leave it.
+func (s *Store) wrote(id string) { s.gens[s.stripe(id)].Add(1) }
 
 // lockIdem locks the stripes of the messages' (topic, key) pairs, in
 // index order so that two batches cannot deadlock, and returns the unlock.
@@ -425,6 +441,7 @@ func (s *Store) Update(ctx context.Context, id string, d store.Durability, fn fu
 		return nil, fmt.Errorf("embedded.Update %s: %w", id, err)
 	}
 	s.hot.put(m.Clone(), len(v))
+	s.wrote(id)
 	return m, nil
 }
 
@@ -473,6 +490,7 @@ func (s *Store) Replace(ctx context.Context, old, m *message.Message, d store.Du
 		return fmt.Errorf("embedded.Replace %s: %w", m.ID, err)
 	}
 	s.hot.put(m.Clone(), len(v))
+	s.wrote(m.ID)
 	return nil
 }
 
@@ -504,6 +522,7 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*message.Message)
 		return fmt.Errorf("embedded.Delete %s: %w", id, err)
 	}
 	s.hot.drop(id)
+	s.wrote(id)
 	return nil
 }
 
@@ -669,6 +688,7 @@ func (s *Store) Purge(ctx context.Context, beforeMs int64, limit int) (int, erro
 			b.Close()
 			if err == nil {
 				s.hot.drop(id)
+				s.wrote(id)
 				n++
 			}
 		}

@@ -25,6 +25,11 @@ import (
 // held, as a Pebble read would). Entries are immutable: a write replaces
 // the pointer, a hit returns a copy (Message.Clone).
 //
+// Index readers can be a moment ahead of it: between a write's commit and
+// its hot-set update an unlocked Get answers the message as it was while
+// Due already lists the new entry (the fire path then takes the timer as
+// stale, and the writer's caller schedules the new one).
+//
 // Only pending messages due within `window` of the write are kept, within
 // a byte budget (the stored JSON's size); past it a write is simply not
 // kept and its fire reads Pebble as before. Final states leave the set.

@@ -7,6 +7,7 @@ import { get } from "../api.js";
 import { autoRefresh, errText, fmtBound, fmtTime, h, refreshInterval, refreshLabel } from "../ui.js";
 
 const MINUTE = 60000;
+const DAY = 24 * 60 * MINUTE;
 const HOUR = 60 * MINUTE;
 
 // now is the page's clock: a browser test may set window.__sorakaqNowMs to
@@ -82,7 +83,9 @@ function lineOption(title, series, ms, { fmt, yAxis = {}, range, step }) {
     tooltip: tooltip(fmt, cur, step),
     legend: { top: 28, left: 0, type: "scroll" },
     grid: { left: 8, right: 16, top: 66, bottom: 28, containLabel: true },
-    xAxis: { type: "time", ...range },
+    // a range of more than a day names the day on every label, not only
+    // the hour (7 days of "12:00" say nothing)
+    xAxis: { type: "time", ...range, axisLabel: { hideOverlap: true, formatter: range.max - range.min > DAY ? "{MM}-{dd} {HH}:{mm}" : "{HH}:{mm}" } },
     yAxis: { type: "value", ...yAxis },
     animation: false,
     series: series.map((s) => ({
