@@ -143,3 +143,39 @@ func (a *Admin) pause(ctx context.Context, path, name string) (Topic, error) {
 	}{name}, &out)
 	return out, err
 }
+
+// Destination is one destination's flow-control state on one worker (the
+// limits are per worker).
+type Destination struct {
+	NodeID      string  `json:"node_id"`
+	Key         string  `json:"key"`
+	Rate        float64 `json:"rate"`        // calls/s allowed, 0 = unlimited
+	Concurrency int     `json:"concurrency"` // in flight allowed, 0 = unlimited
+	InFlight    int     `json:"in_flight"`
+	Queued      int     `json:"queued"` // parked until the destination has room
+	// Breaker is closed, open or half_open.
+	Breaker       string `json:"breaker"`
+	Failures      int    `json:"failures"`
+	OpenUntilMs   int64  `json:"open_until,omitempty"`
+	PausedUntilMs int64  `json:"paused_until,omitempty"` // a Retry-After honoured
+	Throttled     int64  `json:"throttled"`
+	Started       int64  `json:"started"`
+}
+
+// Destinations lists the workers' per-destination flow-control state,
+// busiest first; nodes names the workers that did not answer.
+func (a *Admin) Destinations(ctx context.Context, key string) (ds []Destination, nodes []string, err error) {
+	var out struct {
+		Destinations []Destination `json:"destinations"`
+		Errors       []struct {
+			NodeID string `json:"node_id"`
+		} `json:"errors"`
+	}
+	if err := a.c.do(ctx, http.MethodGet, "/sorakaq/admin/destinations?key="+url.QueryEscape(key), nil, &out); err != nil {
+		return nil, nil, err
+	}
+	for _, e := range out.Errors {
+		nodes = append(nodes, e.NodeID)
+	}
+	return out.Destinations, nodes, nil
+}

@@ -78,3 +78,54 @@ func TestAdminPauseResume(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A submit's Destination key reaches the server (Get shows it) and its
+// callbacks share that key's flow control: the admin client's
+// Destinations lists the key with its started call.
+func TestDestinationKeyAndView(t *testing.T) {
+	t.Setenv("SORAKAQ_DATA_DIR", t.TempDir())
+	t.Setenv("SORAKAQ_RECEIVE_LISTEN", "127.0.0.1:0")
+	t.Setenv("SORAKAQ_ADMIN_LISTEN", "127.0.0.1:0")
+	t.Setenv("SORAKAQ_ADMIN_API_TOKEN", "tok-for-the-test")
+	cfg, err := config.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.NewAllInOne(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Main(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Exit() })
+	var calls atomic.Int32
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
+	defer sink.Close()
+	ctx := context.Background()
+	c := client.New("http://" + a.ReceiveAddr())
+	adm := client.NewAdmin("http://"+a.AdminAddr(), client.WithToken("tok-for-the-test"))
+	sub, err := c.Submit(ctx, client.Message{Topic: "dest", Delay: 100 * time.Millisecond,
+		Callback: client.Callback{Method: "POST", URL: sink.URL, Params: `{}`, Destination: "tenant-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Get(ctx, sub.ID)
+	if err != nil || st.Callback.Destination != "tenant-a" {
+		t.Fatalf("stored destination %q (%v), want tenant-a", st.Callback.Destination, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ds, missing, err := adm.Destinations(ctx, "tenant")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) == 1 && ds[0].Key == "tenant-a" && ds[0].Started == 1 && ds[0].Breaker == "closed" && len(missing) == 0 && calls.Load() == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("destinations %+v (missing %v), calls %d", ds, missing, calls.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

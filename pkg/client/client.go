@@ -50,6 +50,10 @@ type Callback struct {
 	// Headers are sent with every attempt (bounded; the server refuses
 	// hop-by-hop, sorakaQ's own and signature headers).
 	Headers map[string]string
+	// Destination is the flow-control key of the callbacks (messages with
+	// the same key share its rate and concurrency limits, Retry-After
+	// pauses and breaker); "" is the address the URL dials.
+	Destination string
 }
 
 // Event is one line of a message's history.
@@ -80,10 +84,11 @@ type Status struct {
 	TraceParent string `json:"traceparent,omitempty"`
 	TraceState  string `json:"tracestate,omitempty"`
 	Callback    struct {
-		Method  string            `json:"request_type"`
-		URL     string            `json:"url"`
-		Params  string            `json:"params"`
-		Headers map[string]string `json:"headers,omitempty"`
+		Method      string            `json:"request_type"`
+		URL         string            `json:"url"`
+		Params      string            `json:"params"`
+		Headers     map[string]string `json:"headers,omitempty"`
+		Destination string            `json:"destination,omitempty"`
 	} `json:"callback"`
 	History []Event `json:"history"`
 }
@@ -236,10 +241,11 @@ type submitReq struct {
 	Delay    int64  `json:"delay_time"`
 	TTR      *int64 `json:"ttr,omitempty"`
 	Callback struct {
-		Method  string            `json:"request_type"`
-		URL     string            `json:"url"`
-		Params  string            `json:"params,omitempty"`
-		Headers map[string]string `json:"headers,omitempty"`
+		Method      string            `json:"request_type"`
+		URL         string            `json:"url"`
+		Params      string            `json:"params,omitempty"`
+		Headers     map[string]string `json:"headers,omitempty"`
+		Destination string            `json:"destination,omitempty"`
 	} `json:"callback"`
 }
 
@@ -256,7 +262,7 @@ func newSubmitReq(m Message) submitReq {
 		r.TTR = &ttr
 	}
 	r.Callback.Method, r.Callback.URL, r.Callback.Params = m.Callback.Method, m.Callback.URL, m.Callback.Params
-	r.Callback.Headers = m.Callback.Headers
+	r.Callback.Headers, r.Callback.Destination = m.Callback.Headers, m.Callback.Destination
 	return r
 }
 
