@@ -9,10 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
-	"github.com/sorakaq/sorakaq/internal/app"
-	"github.com/sorakaq/sorakaq/internal/config"
 	"github.com/sorakaq/sorakaq/pkg/client"
 )
 
@@ -20,28 +16,13 @@ import (
 // message due 1.5 s after a pause is not called, the topic says paused (with
 // the time), resuming calls it; a wrong token is refused.
 func TestAdminPauseResume(t *testing.T) {
-	t.Setenv("SORAKAQ_DATA_DIR", t.TempDir())
-	t.Setenv("SORAKAQ_RECEIVE_LISTEN", "127.0.0.1:0")
-	t.Setenv("SORAKAQ_ADMIN_LISTEN", "127.0.0.1:0")
-	t.Setenv("SORAKAQ_ADMIN_API_TOKEN", "tok-for-the-test")
-	cfg, err := config.Load("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := app.NewAllInOne(cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Main(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Exit() })
+	a := startAllInOne(t)
 	var calls atomic.Int32
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
 	defer sink.Close()
 	ctx := context.Background()
 	c := client.New("http://" + a.ReceiveAddr())
-	adm := client.NewAdmin("http://"+a.AdminAddr(), client.WithToken("tok-for-the-test"))
+	adm := client.NewAdmin("http://"+a.AdminAddr(), client.WithToken(adminToken))
 
 	if _, err := client.NewAdmin("http://"+a.AdminAddr(), client.WithToken("wrong")).PauseTopic(ctx, "orders"); err == nil {
 		t.Fatal("a wrong token paused a topic")
@@ -83,28 +64,13 @@ func TestAdminPauseResume(t *testing.T) {
 // callbacks share that key's flow control: the admin client's
 // Destinations lists the key with its started call.
 func TestDestinationKeyAndView(t *testing.T) {
-	t.Setenv("SORAKAQ_DATA_DIR", t.TempDir())
-	t.Setenv("SORAKAQ_RECEIVE_LISTEN", "127.0.0.1:0")
-	t.Setenv("SORAKAQ_ADMIN_LISTEN", "127.0.0.1:0")
-	t.Setenv("SORAKAQ_ADMIN_API_TOKEN", "tok-for-the-test")
-	cfg, err := config.Load("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := app.NewAllInOne(cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Main(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Exit() })
+	a := startAllInOne(t)
 	var calls atomic.Int32
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
 	defer sink.Close()
 	ctx := context.Background()
 	c := client.New("http://" + a.ReceiveAddr())
-	adm := client.NewAdmin("http://"+a.AdminAddr(), client.WithToken("tok-for-the-test"))
+	adm := client.NewAdmin("http://"+a.AdminAddr(), client.WithToken(adminToken))
 	sub, err := c.Submit(ctx, client.Message{Topic: "dest", Delay: 100 * time.Millisecond,
 		Callback: client.Callback{Method: "POST", URL: sink.URL, Params: `{}`, Destination: "tenant-a"}})
 	if err != nil {

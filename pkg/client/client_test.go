@@ -19,9 +19,20 @@ import (
 // startServer runs a real all-in-one in this process on loopback ports.
 func startServer(t *testing.T) string {
 	t.Helper()
+	return "http://" + startAllInOne(t).ReceiveAddr()
+}
+
+// adminToken is the admin API token of startAllInOne's server.
+const adminToken = "tok-for-the-test"
+
+// startAllInOne runs a real all-in-one in this process on loopback ports,
+// its admin API opened by adminToken.
+func startAllInOne(t *testing.T) *app.AllInOne {
+	t.Helper()
 	t.Setenv("SORAKAQ_DATA_DIR", t.TempDir())
 	t.Setenv("SORAKAQ_RECEIVE_LISTEN", "127.0.0.1:0")
 	t.Setenv("SORAKAQ_ADMIN_LISTEN", "127.0.0.1:0")
+	t.Setenv("SORAKAQ_ADMIN_API_TOKEN", adminToken)
 	cfg, err := config.Load("")
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +45,7 @@ func startServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Exit() })
-	return "http://" + a.ReceiveAddr()
+	return a
 }
 
 func TestClientAgainstARealServer(t *testing.T) {
