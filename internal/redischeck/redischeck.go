@@ -93,7 +93,7 @@ func survives(d durability, s Settings) string {
 	case durAlways:
 		return "an acknowledged write survives a Redis process kill and a host power loss (AOF, appendfsync always)"
 	case durEverysec:
-		return "an acknowledged write survives a Redis process kill; a host power loss or kernel crash loses up to ~1 s of acknowledged writes (AOF, appendfsync everysec; up to ~2 s when the disk stalls)"
+		return "an acknowledged write survives a Redis process kill, except while an fsync is slow: Redis then postpones its AOF write for up to 2 s and still answers, so a kill loses what it answered in those 2 s; a host power loss or kernel crash loses up to ~1 s of acknowledged writes (up to ~2 s when the disk stalls) (AOF, appendfsync everysec); a lost message is counted at its fire time (sorakaq_store_errors_total{op=\"missing\"})"
 	case durAOFNo:
 		return "an acknowledged write survives a Redis process kill; a host power loss loses what the OS had not yet flushed, typically up to ~30 s (AOF, appendfsync no)"
 	case durSnapshot:

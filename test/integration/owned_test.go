@@ -3,10 +3,12 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -312,8 +314,10 @@ func TestKafkaDownStillDelivers(t *testing.T) {
 // TestRedisKilledUnderLoad: the cluster's own Redis (appendonly yes,
 // appendfsync everysec, as scripts/infra.sh runs it) is killed with
 // SIGKILL in the middle of submits and started again on the same data.
-// A kill of the Redis process loses no acknowledged write (the AOF is
-// written before the reply): every acknowledged message fires; submits
+// The stated guarantee holds and is counted: every acknowledged message
+// fires, except those Redis answered in the 2 s before the kill while it
+// postponed its AOF write behind a slow fsync (everysec does that), and
+// each of those the worker counts as missing at its fire time; submits
 // during the outage are refused (503), never acknowledged and lost.
 func TestRedisKilledUnderLoad(t *testing.T) {
 	t.Parallel()
@@ -345,11 +349,12 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 
 	c := NewCluster(t, 3, "SORAKAQ_REDIS_ADDRS="+addr)
 	sink := NewSink(t)
-	c.Start("worker", "w1")
+	w1 := c.Start("worker", "w1")
 	c.Start("center", "")
 	c.Start("receive", "")
 
 	var acked []Submitted
+	answeredAt := map[string]time.Time{}
 	refused := 0
 	var before, after int // acknowledged submits sent before the kill, after the restart
 	var killedAt, restartedAt time.Time
@@ -362,12 +367,13 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for i := 0; i < 100; i++ {
+				for i := 0; i < 200; i++ {
 					sent := time.Now()
 					s, r, err := c.trySubmit("rk", 2000+rand.Int64N(4000), sink.URL())
 					mu.Lock()
 					if err == nil && r.Status == http.StatusOK {
 						acked = append(acked, s)
+						answeredAt[s.ID] = time.Now()
 						switch {
 						case killedAt.IsZero() || sent.Before(killedAt):
 							before++
@@ -384,7 +390,9 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 		}
 		wg.Wait()
 	}()
-	time.Sleep(700 * time.Millisecond)
+	// killed 3.5 s into the load: what was answered before the 2 s ahead
+	// of the kill must survive it
+	time.Sleep(3500 * time.Millisecond)
 	mu.Lock()
 	killedAt = time.Now()
 	mu.Unlock()
@@ -401,6 +409,72 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	if before == 0 || after == 0 {
 		t.Errorf("the kill did not fall inside the load (%d acknowledged before it, %d after the restart)", before, after)
 	}
-	dups := checkDelivery(t, sink, acked, 6*time.Second+30*time.Second)
+	// The guarantee stated for appendfsync everysec (docs/scaling.md): a
+	// Redis process kill loses nothing, except that while a background
+	// fsync is slow Redis postpones its write(2) of the AOF buffer for up
+	// to 2 s and still answers, so a kill then loses what it answered in
+	// those 2 s. A loss outside that window, or one the worker does not
+	// count as missing at fire time, fails.
+	ids := make([]string, len(acked))
+	for i, s := range acked {
+		ids[i] = s.ID
+	}
+	outside := 0 // answered before the window: these must all survive
+	for _, at := range answeredAt {
+		if at.Before(killedAt.Add(-2500 * time.Millisecond)) {
+			outside++
+		}
+	}
+	if outside == 0 {
+		t.Errorf("no submit was answered before the 2 s ahead of the kill: the run checks nothing outside the window")
+	}
+	lost := sink.WaitAll(ids, 6*time.Second+30*time.Second)
+	for _, id := range lost {
+		if at := answeredAt[id]; at.Before(killedAt.Add(-2500*time.Millisecond)) || at.After(killedAt) {
+			t.Errorf("LOST outside the stated window: %s answered %v before the kill (the window is the 2 s before it)", id, killedAt.Sub(at))
+		}
+	}
+	if n := len(lost); n > 0 {
+		counted := missingCount(t, w1.URL())
+		t.Logf("%d acknowledged in the 2 s before the kill were lost with Redis's postponed AOF write (everysec); the worker counted %d missing", n, counted)
+		if counted < n {
+			t.Errorf("%d lost, but the worker counted only %d missing (sorakaq_store_errors_total{op=\"missing\"})", n, counted)
+		}
+	}
+	time.Sleep(time.Second) // late duplicates
+	dups := 0
+	for _, s := range acked {
+		for i, cl := range sink.ByID()[s.ID] {
+			if i > 0 {
+				dups++
+			}
+			if cl.AtMs < s.DueAt {
+				t.Errorf("message %s: callback %d ms BEFORE its due time", s.ID, s.DueAt-cl.AtMs)
+			}
+		}
+	}
 	t.Logf("duplicates: %d", dups)
+}
+
+// missingCount reads sorakaq_store_errors_total{op="missing"} from a
+// worker's /metrics: the messages it found scheduled but gone from Redis.
+func missingCount(t *testing.T, base string) int {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatalf("reading %s/metrics: %v", base, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "sorakaq_store_errors_total{") && strings.Contains(line, `op="missing"`) {
+			f := strings.Fields(line)
+			n, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			return int(n)
+		}
+	}
+	return 0
 }
