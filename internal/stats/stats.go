@@ -317,14 +317,7 @@ func Merge(ms []Minute, topic string) []Point {
 			a = &sum{Minute: Minute{Minute: m.Minute}, late: newHist()}
 			by[m.Minute] = a
 		}
-		a.Submitted += m.Submitted
-		a.Fired += m.Fired
-		a.Failed += m.Failed
-		a.Retried += m.Retried
-		a.FlowN += m.FlowN
-		a.FlowSumMs += m.FlowSumMs
-		a.CallbackN += m.CallbackN
-		a.CallbackSumMs += m.CallbackSumMs
+		a.Minute.add(&m) // the counters (a's histograms are nil: summed by late)
 		a.late.add(m)
 	}
 	out := make([]Point, 0, len(by))
