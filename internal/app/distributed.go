@@ -592,7 +592,7 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	}
 	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
 		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles(), Submit: trustedSubmit(core),
-		Destinations: workerDestinations{reg: d.reg, client: client}, TopicPending: slotPending(d.reg, d.store)}, log)
+		Destinations: workerDestinations{reg: d.reg, client: client}, TopicPending: slotPending(cluster, d.store)}, log)
 	if err != nil {
 		bgCancel()
 		_ = producer.Close()
@@ -724,17 +724,14 @@ func (d workerDestinations) Destinations(ctx context.Context) ([]admin.Destinati
 }
 
 // slotPending is the distributed per-worker pending count of a topic: the
-// slots' counters summed by the holder the slot map names (a slot being
-// handed over counts for its new holder).
-func slotPending(reg *zk.Registry, st *redisstore.Store) func(ctx context.Context, topic string) (map[string]int64, error) {
+// slots' counters summed by the holder the slot map names (the cluster
+// view's, kept by its watch; a slot being handed over counts for its new
+// holder).
+func slotPending(cluster *dist.Cluster, st *redisstore.Store) func(ctx context.Context, topic string) (map[string]int64, error) {
 	return func(ctx context.Context, topic string) (map[string]int64, error) {
-		data, _, err := reg.ReadSlotMap(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("reading the slot map: %w", err)
-		}
-		m, err := slots.Decode(data)
-		if err != nil {
-			return nil, err
+		m := cluster.Map()
+		if m == nil {
+			return nil, errors.New("no slot map yet")
 		}
 		per, err := st.PendingBySlot(ctx, topic)
 		if err != nil {
