@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"encoding/json"
 	"net/http"
+	"net/url"
 	"sort"
 	"testing"
 	"time"
@@ -56,6 +58,19 @@ func TestPauseReachesWorkers(t *testing.T) {
 		}
 	}
 	check("paused")
+	// The console's per-worker chart for the topic: its 6 pending messages,
+	// all in the slots w1 holds (the slots' counters by the slot map).
+	var ws []struct {
+		NodeID  string `json:"node_id"`
+		Pending *int64 `json:"pending"`
+	}
+	wr := c.AdminGet(t, "/sorakaq/monitor/workers", url.Values{"topic_name": {"held"}})
+	if err := json.Unmarshal(wr.Result, &ws); err != nil || wr.Status != http.StatusOK {
+		t.Fatalf("monitor/workers: %s %v", wr, err)
+	}
+	if len(ws) != 1 || ws[0].NodeID != "w1" || ws[0].Pending == nil || *ws[0].Pending != int64(len(ids)) {
+		t.Fatalf("pending of held per worker: %s, want w1 with %d", wr.Raw, len(ids))
+	}
 
 	// A worker that starts during the pause takes the slots over.
 	w1.Stop(t)
