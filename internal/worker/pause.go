@@ -35,6 +35,11 @@ import (
 // past it a due message of a paused topic is read and let go, and found
 // again on resume (in the distributed mode the sweep reads it again every
 // SweepInterval meanwhile).
+//
+// A resume whose read of a slot fails is tried again every PauseRefresh
+// until a read of every held slot succeeds: the all-in-one has no sweep,
+// so without the retry what was parked would wait for the next resume or
+// a restart.
 
 // pausedRef is a parked message: its topic (to unpark by topic) and the
 // version that fell due.
@@ -114,8 +119,28 @@ func (w *Worker) refreshPaused(ctx context.Context) error {
 	for t := range resumed {
 		w.log.Info("topic resumed: its waiting messages fire now, in due order", zap.String("topic", t))
 	}
-	w.fireOverdue(ctx, time.Now().UnixMilli()+1, resumed)
+	w.resumeOverdue(ctx, resumed)
 	return nil
+}
+
+// resumeOverdue fires the waiting messages of the resumed topics, and of
+// those of an earlier resume whose slot read failed; topics whose read
+// fails again are kept for the next PauseRefresh.
+func (w *Worker) resumeOverdue(ctx context.Context, resumed map[string]bool) {
+	if resumed == nil {
+		resumed = map[string]bool{}
+	}
+	for t := range w.resumeRetry {
+		resumed[t] = true
+	}
+	if len(resumed) == 0 {
+		return
+	}
+	if w.fireOverdue(ctx, time.Now().UnixMilli()+1, resumed) {
+		w.resumeRetry = nil
+		return
+	}
+	w.resumeRetry = resumed
 }
 
 // fireOverdue schedules every entry of the held slots due before until
@@ -128,8 +153,10 @@ func (w *Worker) refreshPaused(ctx context.Context) error {
 // counts as held, so the sweep (which takes slot after slot) cannot fire
 // it first, out of order. What was parked and is not in the read (changed
 // meanwhile, or its slot unreadable) is released at the end, for the
-// next resume or, in the distributed mode, the sweep.
-func (w *Worker) fireOverdue(ctx context.Context, until int64, resumed map[string]bool) {
+// retry of the resume (resumeOverdue) or, in the distributed mode, the
+// sweep. It reports whether every held slot was read.
+func (w *Worker) fireOverdue(ctx context.Context, until int64, resumed map[string]bool) (complete bool) {
+	complete = true
 	const page = 1000
 	type slotEntry struct {
 		store.Entry
@@ -141,7 +168,8 @@ func (w *Worker) fireOverdue(ctx context.Context, until int64, resumed map[strin
 			es, err := w.due(ctx, slot, from, until, page)
 			if err != nil {
 				w.metrics.StoreErrors.WithLabelValues("resume").Inc()
-				w.log.Warn("reading a slot's overdue messages on resume failed; they wait for the next resume or sweep", zap.Int("slot", slot), zap.Error(err))
+				w.log.Warn("reading a slot's overdue messages on resume failed; trying again in a moment", zap.Int("slot", slot), zap.Error(err))
+				complete = false
 				break
 			}
 			for _, e := range es {
@@ -187,6 +215,7 @@ func (w *Worker) fireOverdue(ctx context.Context, until int64, resumed map[strin
 	if n > 0 {
 		w.log.Info("messages that waited for their topic to be resumed fire now", zap.Int("messages", n))
 	}
+	return complete && ctx.Err() == nil
 }
 
 // pauseLoop re-reads the paused topics every PauseRefresh.
@@ -201,6 +230,9 @@ func (w *Worker) pauseLoop(ctx context.Context) {
 		}
 		if err := w.refreshPaused(ctx); err != nil && ctx.Err() == nil {
 			w.log.Warn("reading the paused topics failed; keeping the last set", zap.Error(err))
+		}
+		if len(w.resumeRetry) > 0 {
+			w.resumeOverdue(ctx, nil)
 		}
 	}
 }

@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/registry"
 	"github.com/sorakaq/sorakaq/internal/registry/local"
+	"github.com/sorakaq/sorakaq/internal/store"
 	"github.com/sorakaq/sorakaq/internal/store/embedded"
 )
 
@@ -187,6 +190,75 @@ func TestPausedTopicWaitsAndFiresInDueOrderOnResume(t *testing.T) {
 	for id := range due {
 		if s.count(id) != 1 {
 			t.Fatalf("%s called %d times, want once", id, s.count(id))
+		}
+	}
+}
+
+// flakyDue is a store whose schedule reads fail while failing is set: a
+// Redis or disk hiccup at the moment of a resume.
+type flakyDue struct {
+	*embedded.Store
+	failing atomic.Bool
+}
+
+func (f *flakyDue) Due(ctx context.Context, after store.Entry, untilMs int64, limit int) ([]store.Entry, error) {
+	if f.failing.Load() {
+		return nil, errors.New("injected: schedule read failed")
+	}
+	return f.Store.Due(ctx, after, untilMs, limit)
+}
+
+// A resume whose read of the schedule fails is tried again: the parked
+// messages fire once reads work again, not at the next resume or restart
+// (the all-in-one has no sweep).
+func TestResumeRetriesAFailedScheduleRead(t *testing.T) {
+	dir := t.TempDir()
+	s := newSink(t)
+	st, err := embedded.Open(embedded.Options{Dir: dir + "/store"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	reg, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := reg.CreateTopic(ctx, registry.Topic{Name: "p", WorkerNum: 1, Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	flaky := &flakyDue{Store: st}
+	calls := callback.New(callback.Options{})
+	defer calls.Close()
+	w := New(Options{Concurrency: 1, PauseRefresh: 20 * time.Millisecond}, flaky, reg, calls, nil, nil)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop(context.Background())
+	h := &pauseHarness{w: w, st: st, reg: reg, sink: s, calls: calls}
+	h.setPaused(t, "p", true)
+	waitFor(t, time.Second, "the pause to reach the worker", func() bool { return w.isPaused("p") })
+	var ms []*message.Message
+	for _, d := range []int64{100, 150, 200} {
+		ms = append(ms, h.submit(t, "p", d))
+	}
+	waitFor(t, 3*time.Second, "the paused messages to be parked", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.pausedIDs) == len(ms)
+	})
+	flaky.failing.Store(true)
+	h.setPaused(t, "p", false)
+	waitFor(t, time.Second, "the resume to reach the worker", func() bool { return !w.isPaused("p") })
+	time.Sleep(100 * time.Millisecond) // a few failed tries
+	if n := s.total(); n != 0 {
+		t.Fatalf("%d called while the schedule could not be read", n)
+	}
+	flaky.failing.Store(false)
+	waitFor(t, 3*time.Second, "the parked messages to fire once reads work again", func() bool { return s.total() == len(ms) })
+	for _, m := range ms {
+		if c := s.count(m.ID); c != 1 {
+			t.Fatalf("%s called %d times, want once", m.ID, c)
 		}
 	}
 }

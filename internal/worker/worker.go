@@ -189,6 +189,9 @@ type Worker struct {
 	idLocks   [256]sync.Mutex                    // per message (striped): deliveries vs changes
 	slots     map[int]*slotState                 // the slots held (or being taken over)
 	pausedIDs map[string]pausedRef               // due messages of paused topics (pause.go)
+	// resumeRetry: resumed topics whose overdue read failed, tried again
+	// by the pause loop (pause.go); only Start and that loop touch it.
+	resumeRetry map[string]bool
 
 	paused atomic.Pointer[map[string]struct{}] // paused topics, read on the firing path
 
