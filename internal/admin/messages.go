@@ -155,24 +155,31 @@ func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.H
 }
 
 // eachDead applies op to every dead message of a topic. Each one is its
-// own change: a failure stops the run and says how many were done.
+// own change: a failure stops the run and says how many were done. The
+// pages are walked by cursor, so each message is tried once and the run
+// ends even when some stay dead (a change refused as a conflict); the
+// request's context bounds it (a client that leaves stops it). For very
+// many messages msg/bulk works in bounded steps instead.
 func (s *Server) eachDead(ctx context.Context, topic string, op func(ctx context.Context, topic, id string) error) (int, error) {
 	done := 0
-	for {
-		// Always read the first page: the ones handled leave the dead state.
-		msgs, _, err := s.msgs.List(ctx, store.ListQuery{Topic: topic, State: message.StateDead, Limit: 200})
+	for after := ""; ; {
+		msgs, next, err := s.msgs.List(ctx, store.ListQuery{Topic: topic, State: message.StateDead, After: after, Limit: 200})
 		if err != nil {
 			return done, err
 		}
-		if len(msgs) == 0 {
-			return done, nil
-		}
 		for _, m := range msgs {
+			if err := ctx.Err(); err != nil {
+				return done, fmt.Errorf("after %d messages: %w", done, err)
+			}
 			if err := op(ctx, topic, m.ID); err != nil && !errors.Is(err, message.ErrNotFound) && !errors.Is(err, message.ErrConflict) {
 				return done, fmt.Errorf("after %d messages: %w", done, err)
 			}
 			done++
 		}
+		if next == "" || len(msgs) == 0 {
+			return done, nil
+		}
+		after = next
 	}
 }
 
