@@ -11,6 +11,9 @@
 #           reaches the wheel through the worker's store-to-wheel loader
 #   fire-herd     $BENCH_HERD_N (50000) messages all due in the same millisecond:
 #           the drain time (due -> last callback) and its ratio to the reference's
+#   fire-pending  $BENCH_PENDING_N (1000000) messages submitted first with a 1 h delay
+#           (on disk, beyond the wheel's window), then the fire run on the same
+#           server: compare with mode fire (issue 10: "no worse", the loader keeps up)
 # (each fire mode also runs the load tool's in-memory reference on the same
 # plan and prints sorakaQ's lateness as ratios to it; the load tool exits 1
 # on missing, early or duplicate callbacks or a schedule error out of bounds,
@@ -215,6 +218,20 @@ for m in $MODES; do
 	submit) load submit -mode submit -c 100 -d 20s ;;
 	fire) load fire -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -wait 60s -ref ;;
 	fire-overlap) load fire-overlap -mode fire -pattern overlap -ahead 1s -n "$FIRE_N" -rate "$FIRE_RATE" -wait 60s -ref ;;
+	fire-pending) # the fire run with a million messages pending beyond the window
+		echo
+		echo "== fire-pending: ${BENCH_PENDING_N:-1000000} submits with delay 1 h (-c 100), then fire -n $FIRE_N -rate $FIRE_RATE on the same server"
+		start_server
+		"$WORK/bin/sorakaq-load" -url "$URL" -json -mode submit -c 100 -n "${BENCH_PENDING_N:-1000000}" -delay 3600000 >"$OUT/fire-pending-fill.json"
+		echo "== fire-pending: filled; data dir $(du -sh "$WORK/data" 2>/dev/null | cut -f1)"
+		cpu_start
+		if ! "$WORK/bin/sorakaq-load" -url "$URL" -json -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -wait 60s -ref >"$OUT/fire-pending.json"; then
+			echo "== fire-pending FAILED (see the verdict above)"
+			FAILED+=(fire-pending)
+		fi
+		cpu_report "$FIRE_N"
+		stop_server
+		;;
 	fire-herd) # every message due in one millisecond: the drain time, as a ratio to the reference's
 		load fire-herd -mode fire -pattern herd -n "${BENCH_HERD_N:-50000}" -lead 30s -wait 60s -ref ;;
 	fire-loader)
