@@ -115,18 +115,24 @@ func (r *Registry) StandingUntil() time.Time {
 // process renews its standing about four times per window of 2/3.
 func (r *Registry) heartbeatEvery() time.Duration { return r.sessionTimeout() / 6 }
 
-// heartbeat runs one round trip (Exists of the root) at a time, every
+// heartbeat runs one round trip (a sync of the root) at a time, every
 // SessionTimeout/6, and records the start of each one that succeeded on
 // an unchanged session. A round trip the server does not answer is ended
 // by the client after 2/3 of the session timeout (it drops the
 // connection), and by Close at once; standing has lapsed by then anyway.
+//
+// A sync, not a read: a follower answers a read on its own, and a
+// follower cut off from the leader keeps answering for up to syncLimit
+// ticks while the leader, hearing nothing of the session, may expire it.
+// A sync is answered only after the leader has seen it, so a successful
+// one also proves the follower's touch of the session reaches the leader.
 func (r *Registry) heartbeat() {
 	defer r.wg.Done()
 	for {
 		start := time.Now()
 		sid := r.conn.SessionID()
 		if sid != 0 && r.isConnected() {
-			_, _, err := r.conn.Exists(r.root)
+			_, err := r.conn.Sync(r.root)
 			if err == nil && r.conn.SessionID() == sid {
 				r.mu.Lock()
 				if sid != r.goodSession || start.After(r.goodStart) {
