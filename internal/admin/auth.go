@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
 )
@@ -114,8 +115,8 @@ type Me struct {
 }
 
 var (
-	errUnauthorized = message.ErrUnauthorized
-	errForbidden    = message.ErrForbidden
+	errUnauthorized = errs.Unauthorized
+	errForbidden    = errs.Forbidden
 	errLogin        = fmt.Errorf("%w: login required", errUnauthorized)
 )
 

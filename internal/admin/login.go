@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/errs"
 )
 
 // Console login back-off. Without it a client could try a password every
@@ -58,9 +58,9 @@ type loginRefused struct {
 }
 
 func (e *loginRefused) Error() string {
-	return fmt.Sprintf("%v: %s; retry after %d s", message.ErrTooMany, e.why, e.secs)
+	return fmt.Sprintf("%v: %s; retry after %d s", errs.TooMany, e.why, e.secs)
 }
-func (e *loginRefused) Unwrap() error       { return message.ErrTooMany }
+func (e *loginRefused) Unwrap() error       { return errs.TooMany }
 func (e *loginRefused) RetryAfterSecs() int { return e.secs }
 
 func waitSecs(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds()))) }

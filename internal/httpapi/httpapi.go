@@ -16,6 +16,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
 
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 )
@@ -35,37 +36,56 @@ type FieldResult struct {
 	Reason string `json:"reason"`
 }
 
-// ErrTooLarge is returned when a body is over the limit.
-var ErrTooLarge = errors.New("request body too large")
+// statusOf is each error kind's HTTP status: the one mapping from errors
+// to statuses.
+var statusOf = [...]int{
+	errs.Internal:      http.StatusInternalServerError,
+	errs.Invalid:       http.StatusBadRequest,
+	errs.TooLarge:      http.StatusRequestEntityTooLarge,
+	errs.Unauthorized:  http.StatusUnauthorized,
+	errs.Forbidden:     http.StatusForbidden,
+	errs.NotFound:      http.StatusNotFound,
+	errs.TopicNotFound: http.StatusNotFound,
+	errs.Conflict:      http.StatusConflict,
+	errs.Unprocessable: http.StatusUnprocessableEntity,
+	errs.TooMany:       http.StatusTooManyRequests,
+	errs.Unavailable:   http.StatusServiceUnavailable,
+}
 
-// Status maps an error to its HTTP status. Every service uses it.
+// Status maps an error to its HTTP status by its kind (errs.KindOf), so a
+// cause wrapped inside an error of another kind never changes it. Every
+// service uses it. An error without a kind is a 500, but for a body over
+// http.MaxBytesReader's limit (413).
 func Status(err error) int {
-	var fe *message.FieldError
-	var mbe *http.MaxBytesError
-	var tle *message.TooLargeError
-	switch {
-	case err == nil:
+	if err == nil {
 		return http.StatusOK
-	case errors.As(err, &mbe), errors.Is(err, ErrTooLarge), errors.As(err, &tle):
-		return http.StatusRequestEntityTooLarge
-	case errors.As(err, &fe):
-		return http.StatusBadRequest
-	case errors.Is(err, message.ErrUnauthorized):
-		return http.StatusUnauthorized
-	case errors.Is(err, message.ErrForbidden):
-		return http.StatusForbidden
-	case errors.Is(err, message.ErrNotFound), errors.Is(err, message.ErrTopicNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, message.ErrConflict):
-		return http.StatusConflict
-	case errors.Is(err, message.ErrUnprocessable):
-		return http.StatusUnprocessableEntity
-	case errors.Is(err, message.ErrTooMany):
-		return http.StatusTooManyRequests
-	case errors.Is(err, message.ErrUnavailable):
-		return http.StatusServiceUnavailable
+	}
+	k := errs.KindOf(err)
+	if k == errs.Internal {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return http.StatusRequestEntityTooLarge
+		}
+	}
+	if int(k) < len(statusOf) {
+		return statusOf[k]
 	}
 	return http.StatusInternalServerError
+}
+
+// KindOfStatus is the error kind an answer's HTTP status says (the
+// inverse of Status, for clients of sorakaQ's own services): 404 is
+// errs.NotFound, a status no kind has is errs.Internal.
+func KindOfStatus(status int) errs.Kind {
+	if status == http.StatusNotFound {
+		return errs.NotFound // not TopicNotFound: the em says which
+	}
+	for k, st := range statusOf {
+		if st == status {
+			return errs.Kind(k)
+		}
+	}
+	return errs.Internal
 }
 
 // Handler is an API handler: it returns the result or an error.
@@ -90,10 +110,10 @@ func Fail(c *gin.Context, log *zap.Logger, err error) {
 	var fe *message.FieldError
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.As(err, &mbe):
+	case st == http.StatusRequestEntityTooLarge && errors.As(err, &mbe):
 		env.EM = fmt.Sprintf("body: larger than %d bytes", mbe.Limit)
 		env.Result = FieldResult{Field: "body", Reason: fmt.Sprintf("larger than %d bytes", mbe.Limit)}
-	case errors.As(err, &fe):
+	case (st == http.StatusBadRequest || st == http.StatusRequestEntityTooLarge) && errors.As(err, &fe):
 		env.Result = FieldResult{Field: fe.Field, Reason: fe.Reason}
 	case st == http.StatusInternalServerError:
 		// Never show internals; the log has them.
@@ -133,7 +153,7 @@ func Item(err error) *ItemError {
 	e := &ItemError{EC: st, EM: err.Error()}
 	var fe *message.FieldError
 	switch {
-	case errors.As(err, &fe):
+	case (st == http.StatusBadRequest || st == http.StatusRequestEntityTooLarge) && errors.As(err, &fe):
 		e.Field, e.Reason = fe.Field, fe.Reason
 	case st == http.StatusInternalServerError:
 		e.EM = "internal error; see the server log"

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/sorakaq/sorakaq/internal/errs"
 )
 
 // DefaultMaxBatch is the most submits one batch may hold
@@ -47,6 +49,9 @@ type BatchItem struct {
 type TooLargeError struct{ FieldError }
 
 func (e *TooLargeError) Unwrap() error { return &e.FieldError }
+
+// ErrorKind makes a TooLargeError errs.TooLarge (413).
+func (e *TooLargeError) ErrorKind() errs.Kind { return errs.TooLarge }
 
 // ParseSubmitBatch decodes a batch body and parses each item as
 // ParseSubmit parses a submit, all received at nowMs. The error is for the

@@ -1,19 +1,16 @@
 package message
 
-import "errors"
+import "github.com/sorakaq/sorakaq/internal/errs"
 
-// Error kinds shared by every service; internal/httpapi maps them to HTTP
-// status codes in one place. Wrap them with details:
-// fmt.Errorf("%w: already delivered", ErrConflict).
+// The error kinds of messages and topics, shared by every service: they
+// are kinds of package errs (an errs.Kind is an error), and
+// internal/httpapi maps each kind to its HTTP status in one place. Wrap
+// them with details, fmt.Errorf("%w: already delivered", ErrConflict), or
+// with a cause, errs.E(errs.Unavailable, "reading topic t", err); ask
+// errs.KindOf, not errors.Is, what an error is.
 var (
-	ErrNotFound      = errors.New("message not found")
-	ErrTopicNotFound = errors.New("topic not found")
-	ErrConflict      = errors.New("conflict")
-	ErrUnavailable   = errors.New("service unavailable")
-	ErrTooMany       = errors.New("too many requests")
-	ErrUnauthorized  = errors.New("unauthorized")
-	ErrForbidden     = errors.New("forbidden")
-	// ErrUnprocessable: well-formed, but it cannot be done as asked (an
-	// Idempotency-Key reused for a different request).
-	ErrUnprocessable = errors.New("unprocessable")
+	ErrNotFound      error = errs.NotFound
+	ErrTopicNotFound error = errs.TopicNotFound
+	ErrConflict      error = errs.Conflict
+	ErrUnavailable   error = errs.Unavailable
 )

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/tracectx"
 )
 
@@ -46,6 +47,9 @@ type FieldError struct {
 }
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// ErrorKind makes a FieldError errs.Invalid (400).
+func (e *FieldError) ErrorKind() errs.Kind { return errs.Invalid }
 
 // IsFieldError reports whether err is (or wraps) a *FieldError.
 func IsFieldError(err error) bool {

@@ -9,6 +9,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
 
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/store"
@@ -54,7 +55,7 @@ func (s *Server) submitBatch(c *gin.Context) (any, error) {
 	}
 	// No token, or an unknown one, fails every item alike: one 401. A
 	// topic token on another topic is that item's 403.
-	if err := s.authorize(c, ""); errors.Is(err, message.ErrUnauthorized) {
+	if err := s.authorize(c, ""); errors.Is(err, errs.Unauthorized) {
 		return nil, err
 	}
 	results := make([]BatchResult, len(parsed))

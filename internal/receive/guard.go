@@ -15,6 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"golang.org/x/time/rate"
 
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/store"
 )
@@ -79,11 +80,11 @@ func (s *Server) authorize(c *gin.Context, topic string) error {
 	}
 	h := c.GetHeader("Authorization")
 	if !strings.HasPrefix(h, "Bearer ") {
-		return fmt.Errorf("%w: send \"Authorization: Bearer <token>\" (receive.tokens)", message.ErrUnauthorized)
+		return fmt.Errorf("%w: send \"Authorization: Bearer <token>\" (receive.tokens)", errs.Unauthorized)
 	}
 	tok := strings.TrimPrefix(h, "Bearer ")
 	if strings.TrimSpace(tok) == "" {
-		return fmt.Errorf("%w: empty token", message.ErrUnauthorized)
+		return fmt.Errorf("%w: empty token", errs.Unauthorized)
 	}
 	if anyEqual(tok, a.Tokens) {
 		return nil
@@ -98,9 +99,9 @@ func (s *Server) authorize(c *gin.Context, topic string) error {
 		}
 	}
 	if !known {
-		return fmt.Errorf("%w: unknown token", message.ErrUnauthorized)
+		return fmt.Errorf("%w: unknown token", errs.Unauthorized)
 	}
-	return fmt.Errorf("%w: this token is not allowed on topic %q", message.ErrForbidden, topic)
+	return fmt.Errorf("%w: this token is not allowed on topic %q", errs.Forbidden, topic)
 }
 
 // authorizeList checks a msg/list call: with receive.list_tokens only
@@ -113,15 +114,15 @@ func (s *Server) authorizeList(c *gin.Context, topic string) error {
 	h := c.GetHeader("Authorization")
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || strings.TrimSpace(tok) == "" {
-		return fmt.Errorf("%w: msg/list needs \"Authorization: Bearer <token>\" with one of receive.list_tokens", message.ErrUnauthorized)
+		return fmt.Errorf("%w: msg/list needs \"Authorization: Bearer <token>\" with one of receive.list_tokens", errs.Unauthorized)
 	}
 	if anyEqual(tok, a.ListTokens) {
 		return nil
 	}
 	if a.enabled() && s.authorize(c, "") == nil {
-		return fmt.Errorf("%w: this token may not list messages; msg/list takes only receive.list_tokens", message.ErrForbidden)
+		return fmt.Errorf("%w: this token may not list messages; msg/list takes only receive.list_tokens", errs.Forbidden)
 	}
-	return fmt.Errorf("%w: unknown token (msg/list takes receive.list_tokens)", message.ErrUnauthorized)
+	return fmt.Errorf("%w: unknown token (msg/list takes receive.list_tokens)", errs.Unauthorized)
 }
 
 // Limits bound what one client or one topic may do.
@@ -224,7 +225,7 @@ func (l *limiter) longestKey() int {
 
 func tooMany(what string, wait time.Duration) error {
 	secs := int(math.Ceil(wait.Seconds()))
-	return &RetryAfter{Secs: max(1, secs), Err: fmt.Errorf("%w: %s; retry after %d s", message.ErrTooMany, what, max(1, secs))}
+	return &RetryAfter{Secs: max(1, secs), Err: fmt.Errorf("%w: %s; retry after %d s", errs.TooMany, what, max(1, secs))}
 }
 
 // RetryAfter is an error answered with a Retry-After header.

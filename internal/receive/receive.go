@@ -15,6 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
 
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
@@ -226,7 +227,7 @@ func (s *Server) admitTopic(ctx context.Context, topic string) (reserved bool, e
 		return false, fmt.Errorf("%w: counting pending messages: %v", message.ErrUnavailable, err)
 	}
 	if !ok {
-		return false, &RetryAfter{Secs: 5, Err: fmt.Errorf("%w: topic %q holds %d pending messages, the limit is %d (receive.max_pending_per_topic); retry once some have fired", message.ErrTooMany, topic, n, max)}
+		return false, &RetryAfter{Secs: 5, Err: fmt.Errorf("%w: topic %q holds %d pending messages, the limit is %d (receive.max_pending_per_topic); retry once some have fired", errs.TooMany, topic, n, max)}
 	}
 	return true, nil
 }
@@ -295,7 +296,7 @@ func (s *Server) replay(ctx context.Context, m *message.Message, dup *store.Dupl
 		// Another request under a key already used: answering with the
 		// first message would tell this submitter its message is stored.
 		return SubmitResult{}, fmt.Errorf("%w: Idempotency-Key %q was used for a different submit to topic %q (message %s); use a new key for a new message",
-			message.ErrUnprocessable, m.IdemKey, m.Topic, first.ID)
+			errs.Unprocessable, m.IdemKey, m.Topic, first.ID)
 	}
 	return SubmitResult{MsgID: first.ID, DueAt: first.DueMs}, nil
 }
@@ -492,7 +493,7 @@ func (s *Server) get(c *gin.Context) (any, error) {
 		// A topic token may only read its own topics' messages, and is not
 		// told that another topic's message exists, nor that topic's name:
 		// the same 404 as for an unknown id.
-		if err := s.authorize(c, m.Topic); errors.Is(err, message.ErrForbidden) {
+		if err := s.authorize(c, m.Topic); errors.Is(err, errs.Forbidden) {
 			return nil, message.ErrNotFound
 		} else if err != nil {
 			return nil, err

@@ -16,6 +16,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
 
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
@@ -226,16 +227,16 @@ func TestListTokens(t *testing.T) {
 		auth   string
 		want   error // nil, ErrUnauthorized or ErrForbidden
 	}{
-		{Access{ListTokens: []string{"lister"}}, "", message.ErrUnauthorized},
-		{Access{ListTokens: []string{"lister"}}, "Bearer nope", message.ErrUnauthorized},
-		{Access{ListTokens: []string{"lister"}}, "Bearer ", message.ErrUnauthorized},
+		{Access{ListTokens: []string{"lister"}}, "", errs.Unauthorized},
+		{Access{ListTokens: []string{"lister"}}, "Bearer nope", errs.Unauthorized},
+		{Access{ListTokens: []string{"lister"}}, "Bearer ", errs.Unauthorized},
 		{Access{ListTokens: []string{"lister"}}, "Bearer lister", nil},
-		{Access{ListTokens: []string{"lister"}, Tokens: []string{"submitter"}}, "Bearer submitter", message.ErrForbidden},
-		{Access{ListTokens: []string{"lister"}, TopicTokens: map[string][]string{"orders": {"orders-tok"}}}, "Bearer orders-tok", message.ErrForbidden},
+		{Access{ListTokens: []string{"lister"}, Tokens: []string{"submitter"}}, "Bearer submitter", errs.Forbidden},
+		{Access{ListTokens: []string{"lister"}, TopicTokens: map[string][]string{"orders": {"orders-tok"}}}, "Bearer orders-tok", errs.Forbidden},
 		{Access{ListTokens: []string{"lister"}, Tokens: []string{"submitter"}}, "Bearer lister", nil},
 		// without list tokens, listing is what the other calls are
 		{Access{}, "", nil},
-		{Access{Tokens: []string{"submitter"}}, "", message.ErrUnauthorized},
+		{Access{Tokens: []string{"submitter"}}, "", errs.Unauthorized},
 		{Access{Tokens: []string{"submitter"}}, "Bearer submitter", nil},
 	} {
 		s := &Server{opts: Options{Access: c.access}}
@@ -246,7 +247,7 @@ func TestListTokens(t *testing.T) {
 	}
 	// a list token opens nothing else
 	s := &Server{opts: Options{Access: Access{ListTokens: []string{"lister"}, Tokens: []string{"submitter"}}}}
-	if err := s.authorize(testContext("Bearer lister"), "orders"); !errors.Is(err, message.ErrUnauthorized) {
+	if err := s.authorize(testContext("Bearer lister"), "orders"); !errors.Is(err, errs.Unauthorized) {
 		t.Errorf("a list token submits: %v", err)
 	}
 }
