@@ -147,7 +147,7 @@ func (a *auth) login(c *gin.Context, maxBody int64) (any, error) {
 	select { // a flood of checks must not take every CPU
 	case a.logins.checks <- struct{}{}:
 	case <-c.Done():
-		return nil, fmt.Errorf("%w: %v", errUnauthorized, c.Err())
+		return nil, errs.E(errs.Unauthorized, "", c.Err())
 	}
 	if err := a.logins.admit(peer); err != nil { // again: others may have failed meanwhile
 		<-a.logins.checks

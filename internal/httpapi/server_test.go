@@ -16,7 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 )
 
@@ -170,7 +170,7 @@ func TestUnavailableSaysNoInternals(t *testing.T) {
 	down := errors.New("redisstore.Ping: dial tcp 10.1.2.3:6379: connect: connection refused")
 	e := NewEngine(log, metrics.New(), func() error { return down })
 	e.GET("/work", Wrap(log, func(c *gin.Context) (any, error) {
-		return nil, fmt.Errorf("%w: storing the message failed: %v", message.ErrUnavailable, down)
+		return nil, errs.E(errs.Unavailable, "storing the message failed", down) // the cause is kept, and still not shown
 	}))
 	addr := serve(t, e, DefaultOptions())
 	for _, path := range []string{"/work", "/readyz"} {

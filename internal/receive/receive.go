@@ -224,7 +224,7 @@ func (s *Server) admitTopic(ctx context.Context, topic string) (reserved bool, e
 	}
 	n, ok, err := s.pending.reserve(ctx, topic, max)
 	if err != nil {
-		return false, fmt.Errorf("%w: counting pending messages: %v", message.ErrUnavailable, err)
+		return false, errs.E(errs.Unavailable, "counting pending messages", err)
 	}
 	if !ok {
 		return false, &RetryAfter{Secs: 5, Err: fmt.Errorf("%w: topic %q holds %d pending messages, the limit is %d (receive.max_pending_per_topic); retry once some have fired", errs.TooMany, topic, n, max)}
@@ -247,7 +247,7 @@ func (s *Server) SubmitTrusted(ctx context.Context, body []byte) (SubmitResult, 
 		if errors.Is(err, message.ErrTopicNotFound) {
 			return SubmitResult{}, fmt.Errorf("%w: topic %q does not exist", message.ErrTopicNotFound, m.Topic)
 		}
-		return SubmitResult{}, fmt.Errorf("%w: reading topic %q: %v", message.ErrUnavailable, m.Topic, err)
+		return SubmitResult{}, errs.E(errs.Unavailable, fmt.Sprintf("reading topic %q", m.Topic), err)
 	}
 	reserved, err := s.admitTopic(ctx, m.Topic)
 	if err != nil {
@@ -315,7 +315,7 @@ func (s *Server) ensureTopic(ctx context.Context, name string) error {
 		return nil
 	}
 	if !errors.Is(err, message.ErrTopicNotFound) {
-		return fmt.Errorf("%w: reading topic %q: %v", message.ErrUnavailable, name, err)
+		return errs.E(errs.Unavailable, fmt.Sprintf("reading topic %q", name), err)
 	}
 	if !s.opts.AutoCreateTopics {
 		return fmt.Errorf("%w: topic %q does not exist; create it with POST /sorakaq/topic/add on the admin service", message.ErrTopicNotFound, name)
@@ -326,7 +326,7 @@ func (s *Server) ensureTopic(ctx context.Context, name string) error {
 		return err
 	}
 	if err != nil && !errors.Is(err, registry.ErrTopicExists) {
-		return fmt.Errorf("%w: creating topic %q: %v", message.ErrUnavailable, name, err)
+		return errs.E(errs.Unavailable, fmt.Sprintf("creating topic %q", name), err)
 	}
 	return nil
 }

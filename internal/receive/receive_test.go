@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/errs"
+	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
@@ -390,5 +391,37 @@ func TestPendingLimitHoldsUnderConcurrentSubmits(t *testing.T) {
 	}
 	if got[200] != limit || got[429] != all-limit || len(b.in) != limit {
 		t.Fatalf("answers %v, %d stored; want %d × 200, %d × 429", got, len(b.in), limit, all-limit)
+	}
+}
+
+// failingTopics is a registry that cannot read topics.
+type failingTopics struct {
+	registry.Topics
+	err error
+}
+
+func (f failingTopics) GetTopic(context.Context, string) (*registry.Topic, error) { return nil, f.err }
+
+// A registry failure is a 503 that keeps its cause: a caller above still
+// sees a cancelled context, and a NotFound inside the cause (whatever the
+// registry wrapped) does not make it a 404.
+func TestTopicReadFailureKeepsItsCause(t *testing.T) {
+	reg, err := local.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cause := range []error{
+		fmt.Errorf("zk.GetTopic t: %w", context.Canceled),
+		fmt.Errorf("zk.GetTopic t: %w", errors.Join(context.Canceled, message.ErrNotFound)),
+	} {
+		s, _ := serveTopics(t, DefaultOptions(), stubBackend{}, failingTopics{reg, cause})
+		err := s.ensureTopic(context.Background(), "t")
+		if httpapi.Status(err) != 503 || !errors.Is(err, context.Canceled) {
+			t.Errorf("ensureTopic: %v (status %d, canceled %v); want 503 keeping context.Canceled", err, httpapi.Status(err), errors.Is(err, context.Canceled))
+		}
+		_, err = s.SubmitTrusted(context.Background(), []byte(`{"topic_name":"t","delay_time":1000,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/cb"}}`))
+		if httpapi.Status(err) != 503 || !errors.Is(err, context.Canceled) {
+			t.Errorf("SubmitTrusted: %v (status %d); want 503 keeping context.Canceled", err, httpapi.Status(err))
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sorakaq/sorakaq/internal/destination"
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/worker"
@@ -59,12 +60,12 @@ func (c *Client) call(ctx context.Context, addr, path string, req, out any) erro
 	}
 	resp, err := c.hc.Do(hr)
 	if err != nil {
-		return fmt.Errorf("%w: worker %s unreachable: %v", message.ErrUnavailable, addr, err)
+		return errs.E(errs.Unavailable, fmt.Sprintf("worker %s unreachable", addr), err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("%w: worker %s: reading answer: %v", message.ErrUnavailable, addr, err)
+		return errs.E(errs.Unavailable, fmt.Sprintf("worker %s: reading answer", addr), err)
 	}
 	var env envelope
 	if err := json.Unmarshal(raw, &env); err != nil {
