@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/bulk"
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
@@ -259,7 +260,7 @@ func (s *Server) addTopic(c *gin.Context) (any, error) {
 	if errors.Is(err, registry.ErrTopicExists) {
 		return nil, fmt.Errorf("%w: topic %q already exists; change it with /sorakaq/topic/update", message.ErrConflict, r.TopicName)
 	}
-	return out, unavailable(err)
+	return out, errs.Public(err)
 }
 
 func (s *Server) updateTopic(c *gin.Context) (any, error) {
@@ -289,17 +290,7 @@ func (s *Server) updateTopic(c *gin.Context) (any, error) {
 		t.UpdatedMs = time.Now().UnixMilli()
 		return nil
 	})
-	return out, unavailable(err)
-}
-
-// unavailable keeps errors users can act on and reports any other failure
-// (the registry could not be written) as 503 with its cause.
-func unavailable(err error) error {
-	switch {
-	case err == nil, errors.Is(err, message.ErrTopicNotFound), errors.Is(err, message.ErrNotFound), errors.Is(err, message.ErrConflict), message.IsFieldError(err):
-		return err
-	}
-	return fmt.Errorf("%w: %v", message.ErrUnavailable, err)
+	return out, errs.Public(err)
 }
 
 // TopicView is a topic with its message counts and, when the figures
@@ -388,7 +379,7 @@ func (s *Server) getTopic(c *gin.Context) (any, error) {
 func (s *Server) listInstances(c *gin.Context) (any, error) {
 	out, err := s.cluster.Instances(c)
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, errs.Public(err)
 	}
 	last := time.Now().UnixMilli()/60_000*60_000 - 60_000
 	if ms, err := s.stats.ReadStats(c, stats.Query{Topics: []string{stats.AllTopics}, FromMs: last, ToMs: last + 60_000}); err == nil {
@@ -418,7 +409,7 @@ func (s *Server) offline(off bool) httpapi.Handler {
 			return nil, &message.FieldError{Field: "node_id", Reason: "must be a worker's node id (1-128 characters, no '/' or spaces)"}
 		}
 		if err := s.cluster.SetOffline(c, r.NodeID, off); err != nil {
-			return nil, unavailable(err)
+			return nil, errs.Public(err)
 		}
 		return true, nil
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/sorakaq/sorakaq/internal/destination"
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/message"
 )
 
@@ -63,9 +64,9 @@ func (s *Server) destinations(c *gin.Context) (any, error) {
 	if len(key) > message.MaxDestinationBytes {
 		return nil, &message.FieldError{Field: "key", Reason: fmt.Sprintf("is longer than %d characters", message.MaxDestinationBytes)}
 	}
-	rows, errs, err := s.dests.Destinations(c)
+	rows, nodeErrs, err := s.dests.Destinations(c)
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, errs.Public(err)
 	}
 	// busiest first across workers, then by worker
 	sort.SliceStable(rows, func(i, j int) bool {
@@ -83,8 +84,8 @@ func (s *Server) destinations(c *gin.Context) (any, error) {
 			out = append(out, r)
 		}
 	}
-	if errs == nil {
-		errs = []NodeError{}
+	if nodeErrs == nil {
+		nodeErrs = []NodeError{}
 	}
-	return DestinationsView{Destinations: out, Total: len(rows), Errors: errs}, nil
+	return DestinationsView{Destinations: out, Total: len(rows), Errors: nodeErrs}, nil
 }

@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/sorakaq/sorakaq/internal/bulk"
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
@@ -171,7 +171,7 @@ func (s *Server) eachDead(ctx context.Context, topic string, op func(ctx context
 			if err := ctx.Err(); err != nil {
 				return done, fmt.Errorf("after %d messages: %w", done, err)
 			}
-			if err := op(ctx, topic, m.ID); err != nil && !errors.Is(err, message.ErrNotFound) && !errors.Is(err, message.ErrConflict) {
+			if err := op(ctx, topic, m.ID); err != nil && errs.KindOf(err) != errs.NotFound && errs.KindOf(err) != errs.Conflict {
 				return done, fmt.Errorf("after %d messages: %w", done, err)
 			}
 			done++
@@ -219,7 +219,7 @@ func (s *Server) countMsgs(c *gin.Context) (any, error) {
 	if !f.Narrowed() && cursor == "" {
 		counts, err := s.counter.Counts(c)
 		if err != nil {
-			return nil, unavailable(err)
+			return nil, errs.Public(err)
 		}
 		var n int64
 		for _, st := range message.States {

@@ -8,6 +8,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
 
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/stats"
 )
@@ -72,7 +73,7 @@ func (s *Server) minutes(c *gin.Context) (any, error) {
 	}
 	ms, err := s.stats.ReadStats(c, q)
 	if err != nil {
-		return nil, unavailable(fmt.Errorf("reading the figures: %w", err))
+		return nil, errs.Public(fmt.Errorf("reading the figures: %w", err))
 	}
 	return gin.H{"minutes": stats.Merge(ms, ""), "step_ms": step, "from_ms": q.FromMs, "to_ms": to}, nil
 }
@@ -101,7 +102,7 @@ func (s *Server) workers(c *gin.Context) (any, error) {
 	}
 	insts, err := s.cluster.Instances(c)
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, errs.Public(err)
 	}
 	var pending map[string]int64
 	if topic != "" && s.pending != nil {
@@ -115,7 +116,7 @@ func (s *Server) workers(c *gin.Context) (any, error) {
 	last := time.Now().UnixMilli()/60_000*60_000 - 60_000
 	ms, err := s.stats.ReadStats(c, stats.Query{Topics: []string{stats.AllTopics}, FromMs: last, ToMs: last + 60_000})
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, errs.Public(err)
 	}
 	rates := stats.FireRates(ms, last)
 	out := []WorkerLoad{}

@@ -7,6 +7,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
 
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/registry"
@@ -49,7 +50,7 @@ func (s *Server) pauseTopic(pause bool) httpapi.Handler {
 			return nil
 		})
 		if err != nil {
-			return nil, unavailable(err)
+			return nil, errs.Public(err)
 		}
 		what := "topic resumed"
 		if pause {

@@ -2,13 +2,13 @@ package bulk
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
@@ -249,12 +249,12 @@ func (r *Runner) Run(ctx context.Context, req Request) (Result, error) {
 			err := r.apply(actx, req, m, at)
 			mu.Lock()
 			defer mu.Unlock()
-			switch {
+			switch k := errs.KindOf(err); {
 			case err == nil:
 				res.Changed++
 				changed = append(changed, m.ID)
 				return
-			case errors.Is(err, message.ErrNotFound), errors.Is(err, message.ErrConflict), message.IsFieldError(err):
+			case k == errs.NotFound, k == errs.Conflict, k == errs.Invalid:
 				res.Skipped++
 			default:
 				res.Failed++
@@ -279,7 +279,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (Result, error) {
 // byIDs reads the named messages and keeps those matching.
 func (r *Runner) byIDs(ctx context.Context, mt matcher, ids []string, res *Result) ([]*message.Message, error) {
 	out := make([]*message.Message, len(ids))
-	errs := make([]error, len(ids))
+	getErrs := make([]error, len(ids))
 	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
 	for i, id := range ids {
@@ -287,7 +287,7 @@ func (r *Runner) byIDs(ctx context.Context, mt matcher, ids []string, res *Resul
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			out[i], errs[i] = r.Msgs.Get(ctx, mt.f.Topic, id)
+			out[i], getErrs[i] = r.Msgs.Get(ctx, mt.f.Topic, id)
 		}()
 	}
 	wg.Wait()
@@ -295,13 +295,13 @@ func (r *Runner) byIDs(ctx context.Context, mt matcher, ids []string, res *Resul
 	for i, m := range out {
 		res.Scanned++
 		switch {
-		case errors.Is(errs[i], message.ErrNotFound):
+		case errs.KindOf(getErrs[i]) == errs.NotFound:
 			res.Skipped++
 			if len(res.Errors) < maxErrors {
 				res.Errors = append(res.Errors, ItemError{ID: ids[i], EC: 404, EM: "message not found in topic " + mt.f.Topic})
 			}
-		case errs[i] != nil:
-			return nil, fmt.Errorf("bulk: reading message %s: %w", ids[i], errs[i])
+		case getErrs[i] != nil:
+			return nil, fmt.Errorf("bulk: reading message %s: %w", ids[i], getErrs[i])
 		case mt.match(m):
 			sel = append(sel, m)
 		}

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
@@ -233,17 +234,14 @@ func (b *ReceiveBackend) directChange(ctx context.Context, topic, id string, rul
 // (docs/api.md).
 const dueMargin = 500 * time.Millisecond
 
+// apiErr is errs.Public(err), counting the store failures it turns into
+// "unavailable" (a NotOwnerError is unavailable already: route follows it).
 func (b *ReceiveBackend) apiErr(err error) error {
-	switch {
-	case err == nil, errors.Is(err, message.ErrNotFound), errors.Is(err, message.ErrConflict), errors.Is(err, message.ErrUnavailable), message.IsFieldError(err):
-		return err
-	}
-	var no *worker.NotOwnerError
-	if errors.As(err, &no) {
+	if errs.IsPublic(err) {
 		return err
 	}
 	b.metrics.StoreErrors.WithLabelValues("api").Inc()
-	return fmt.Errorf("%w: %w", message.ErrUnavailable, err)
+	return errs.Public(err)
 }
 
 // Cancel cancels wherever the message is.

@@ -158,11 +158,19 @@ func Actionable(err error) bool {
 	return false
 }
 
+// IsPublic reports whether a service answers err from below it as it is
+// (see Public): nil, an Actionable error, or one Unavailable already.
+func IsPublic(err error) bool {
+	return err == nil || Actionable(err) || KindOf(err) == Unavailable
+}
+
 // Public is what a service answers for err from below it (a store, the
-// registry, a worker): nil, Actionable and Unavailable errors as they are,
-// and any other failure as Unavailable, its cause kept.
+// registry, a worker): err itself when IsPublic, and any other failure
+// (of no kind, or a kind the caller cannot act on such as a TooMany of
+// the store's) as Unavailable, its cause kept. It is the one classifier
+// of the services' "public" errors.
 func Public(err error) error {
-	if err == nil || Actionable(err) || KindOf(err) == Unavailable {
+	if IsPublic(err) {
 		return err
 	}
 	return E(Unavailable, "", err)

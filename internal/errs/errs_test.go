@@ -108,7 +108,12 @@ func TestActionable(t *testing.T) {
 		t.Error("Public(nil) != nil")
 	}
 	un := errs.E(errs.Unavailable, "worker w1 unreachable", errClosed)
-	if errs.Public(un) != un {
+	if errs.Public(un) != un || !errs.IsPublic(un) {
 		t.Error("Public wrapped an Unavailable again")
+	}
+	for _, err := range []error{errClosed, context.Canceled, errs.E(errs.TooMany, "", nil), errs.Unauthorized} {
+		if errs.IsPublic(err) {
+			t.Errorf("IsPublic(%v)", err)
+		}
 	}
 }

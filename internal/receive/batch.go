@@ -55,7 +55,7 @@ func (s *Server) submitBatch(c *gin.Context) (any, error) {
 	}
 	// No token, or an unknown one, fails every item alike: one 401. A
 	// topic token on another topic is that item's 403.
-	if err := s.authorize(c, ""); errors.Is(err, errs.Unauthorized) {
+	if err := s.authorize(c, ""); errs.KindOf(err) == errs.Unauthorized {
 		return nil, err
 	}
 	results := make([]BatchResult, len(parsed))

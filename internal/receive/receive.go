@@ -244,7 +244,7 @@ func (s *Server) SubmitTrusted(ctx context.Context, body []byte) (SubmitResult, 
 		return SubmitResult{}, err
 	}
 	if _, err := s.topics.GetTopic(ctx, m.Topic); err != nil {
-		if errors.Is(err, message.ErrTopicNotFound) {
+		if errs.KindOf(err) == errs.TopicNotFound {
 			return SubmitResult{}, fmt.Errorf("%w: topic %q does not exist", message.ErrTopicNotFound, m.Topic)
 		}
 		return SubmitResult{}, errs.E(errs.Unavailable, fmt.Sprintf("reading topic %q", m.Topic), err)
@@ -314,7 +314,7 @@ func (s *Server) ensureTopic(ctx context.Context, name string) error {
 	if err == nil {
 		return nil
 	}
-	if !errors.Is(err, message.ErrTopicNotFound) {
+	if errs.KindOf(err) != errs.TopicNotFound {
 		return errs.E(errs.Unavailable, fmt.Sprintf("reading topic %q", name), err)
 	}
 	if !s.opts.AutoCreateTopics {
@@ -493,7 +493,7 @@ func (s *Server) get(c *gin.Context) (any, error) {
 		// A topic token may only read its own topics' messages, and is not
 		// told that another topic's message exists, nor that topic's name:
 		// the same 404 as for an unknown id.
-		if err := s.authorize(c, m.Topic); errors.Is(err, errs.Forbidden) {
+		if err := s.authorize(c, m.Topic); errs.KindOf(err) == errs.Forbidden {
 			return nil, message.ErrNotFound
 		} else if err != nil {
 			return nil, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/store"
@@ -234,12 +235,12 @@ func (w *Worker) Counts(ctx context.Context) (store.Counts, error) {
 	return c, nil
 }
 
-// apiErr keeps errors users can act on and turns store failures into
-// "unavailable", with the cause; a fenced write becomes "not the holder"
-// (and the slot is let go), so receive routes to the new holder.
+// apiErr keeps errors users can act on (errs.Actionable) and turns store
+// failures into "unavailable", with the cause (errs.Public); a fenced
+// write becomes "not the holder" (and the slot is let go), so receive
+// routes to the new holder.
 func (w *Worker) apiErr(id string, err error) error {
-	switch {
-	case errors.Is(err, message.ErrNotFound), errors.Is(err, message.ErrConflict), message.IsFieldError(err):
+	if errs.Actionable(err) {
 		return err
 	}
 	var no *NotOwnerError
@@ -257,5 +258,5 @@ func (w *Worker) apiErr(id string, err error) error {
 		cancel()
 	}
 	w.metrics.StoreErrors.WithLabelValues("api").Inc()
-	return fmt.Errorf("%w: %w", message.ErrUnavailable, err)
+	return errs.Public(err)
 }
