@@ -81,7 +81,7 @@ func NewReceiveBackend(st *redisstore.Store, pub Publisher, cluster *Cluster, cl
 		l := redisstore.ParseLease(lease)
 		if h := slots.ParseHolder(l.Holder); !h.IsZero() && !l.Released {
 			if _, live := cluster.LiveHolder(h); live {
-				return &worker.NotOwnerError{Slot: slot, Owner: h.Node}
+				return &slots.NotOwnerError{Slot: slot, Owner: h.Node}
 			}
 		}
 		return nil
@@ -198,7 +198,7 @@ func (b *ReceiveBackend) route(ctx context.Context, id string, remote func(addr 
 		} else {
 			m, err = direct()
 		}
-		var no *worker.NotOwnerError
+		var no *slots.NotOwnerError
 		if !errors.As(err, &no) {
 			return m, err
 		}

@@ -9,27 +9,9 @@ import (
 	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/store"
 )
-
-// NotOwnerError says this worker does not hold the message's slot (or is
-// still taking it over); the distributed receive routes the request to
-// the slot's holder. It is "unavailable" for anyone who does not handle it.
-type NotOwnerError struct {
-	Slot int
-	// Owner is the holder this worker knows of ("" when it knows none).
-	Owner string
-}
-
-func (e *NotOwnerError) Error() string {
-	if e.Owner == "" {
-		return fmt.Sprintf("this worker does not hold slot %d (yet)", e.Slot)
-	}
-	return fmt.Sprintf("slot %d is held by worker %s", e.Slot, e.Owner)
-}
-
-// Unwrap makes a NotOwnerError that leaks to an answer a 503.
-func (e *NotOwnerError) Unwrap() error { return message.ErrUnavailable }
 
 // DelayChange is a change of a pending message's due time (see lifecycle).
 type DelayChange = lifecycle.DelayChange
@@ -105,7 +87,7 @@ func fill(errs []error, err error) []error {
 // hold, or not yet: its overdue messages must be marked first.
 func (w *Worker) mine(id string) error {
 	if slot := w.slotOf(id); !w.slotReady(slot) {
-		return &NotOwnerError{Slot: slot}
+		return &slots.NotOwnerError{Slot: slot}
 	}
 	return nil
 }
@@ -243,12 +225,12 @@ func (w *Worker) apiErr(id string, err error) error {
 	if errs.Actionable(err) {
 		return err
 	}
-	var no *NotOwnerError
+	var no *slots.NotOwnerError
 	if errors.As(err, &no) {
 		return err
 	}
 	if id != "" && w.fenced(id, err) {
-		return &NotOwnerError{Slot: w.slotOf(id)}
+		return &slots.NotOwnerError{Slot: w.slotOf(id)}
 	}
 	if id != "" {
 		// The answer may have been lost after the write: schedule what is

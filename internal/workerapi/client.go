@@ -13,6 +13,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/errs"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
@@ -82,7 +83,7 @@ func (c *Client) call(ctx context.Context, addr, path string, req, out any) erro
 	case http.StatusMisdirectedRequest:
 		var no NotOwnerResult
 		_ = json.Unmarshal(env.Result, &no)
-		return &worker.NotOwnerError{Slot: no.Slot, Owner: no.Owner}
+		return &slots.NotOwnerError{Slot: no.Slot, Owner: no.Owner}
 	case http.StatusUnauthorized:
 		return fmt.Errorf("%w: worker %s refused this process: %s", message.ErrUnavailable, addr, env.EM)
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:

@@ -4,7 +4,7 @@
 // holder, so the worker holding a slot is the only one that schedules its
 // messages. Answers use the common envelope; a message whose slot the
 // worker does not hold answers 421 (Misdirected Request), which the client
-// turns back into a *worker.NotOwnerError for the caller to follow.
+// turns back into a *slots.NotOwnerError for the caller to follow.
 //
 // Every request is signed with the cluster secret (auth.go) when one is
 // configured; bodies are decoded leniently (unknown fields are ignored),
@@ -25,6 +25,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
@@ -96,7 +97,7 @@ func Register(e *gin.Engine, w *worker.Worker, secret string, log *zap.Logger) {
 				}
 			}
 			res, err := h(c, body)
-			var no *worker.NotOwnerError
+			var no *slots.NotOwnerError
 			if errors.As(err, &no) {
 				c.AbortWithStatusJSON(http.StatusMisdirectedRequest, httpapi.Envelope{EC: http.StatusMisdirectedRequest, EM: err.Error(), Result: NotOwnerResult{Slot: no.Slot, Owner: no.Owner}})
 				return
