@@ -11,6 +11,7 @@ import (
 
 	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/errs"
+	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/slots"
@@ -45,7 +46,9 @@ type envelope struct {
 }
 
 // call posts req to addr+path and decodes the result into out, turning
-// error answers back into the error kinds of package message.
+// error answers back into error kinds by their status
+// (httpapi.KindOfStatus): those the caller can act on as they are, with
+// the worker's words, any other one unavailable.
 func (c *Client) call(ctx context.Context, addr, path string, req, out any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -85,25 +88,26 @@ func (c *Client) call(ctx context.Context, addr, path string, req, out any) erro
 		_ = json.Unmarshal(env.Result, &no)
 		return &slots.NotOwnerError{Slot: no.Slot, Owner: no.Owner}
 	case http.StatusUnauthorized:
-		return fmt.Errorf("%w: worker %s refused this process: %s", message.ErrUnavailable, addr, env.EM)
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		// Not the caller's credentials: this process's cluster secret.
+		return errs.E(errs.Unavailable, fmt.Sprintf("worker %s refused this process: %s", addr, env.EM), nil)
+	}
+	switch k := httpapi.KindOfStatus(resp.StatusCode); {
+	case k == errs.Invalid, k == errs.TooLarge:
 		var fe struct{ Field, Reason string }
 		_ = json.Unmarshal(env.Result, &fe)
 		if fe.Field != "" {
 			return &message.FieldError{Field: fe.Field, Reason: fe.Reason}
 		}
 		return &message.FieldError{Field: "body", Reason: env.EM}
-	case http.StatusNotFound:
-		return fmt.Errorf("%w: %s", message.ErrNotFound, trimKind(env.EM, message.ErrNotFound))
-	case http.StatusConflict:
-		return fmt.Errorf("%w: %s", message.ErrConflict, trimKind(env.EM, message.ErrConflict))
+	case errs.Actionable(k):
+		return errs.E(k, trimKind(env.EM, k), nil)
 	}
-	return fmt.Errorf("%w: worker %s: %s", message.ErrUnavailable, addr, env.EM)
+	return errs.E(errs.Unavailable, fmt.Sprintf("worker %s: %s", addr, env.EM), nil)
 }
 
 // trimKind drops the "kind: " prefix the worker put on its message so it
 // is not said twice.
-func trimKind(em string, kind error) string {
+func trimKind(em string, kind errs.Kind) string {
 	p := kind.Error() + ": "
 	if len(em) > len(p) && em[:len(p)] == p {
 		return em[len(p):]
