@@ -399,6 +399,17 @@ func (s *Sink) All() []Call {
 	return append([]Call(nil), s.calls...)
 }
 
+// From returns a copy of the calls received after the first i (the calls
+// only grow: a reader that keeps what it read asks for the rest).
+func (s *Sink) From(i int) []Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i >= len(s.calls) {
+		return nil
+	}
+	return append([]Call(nil), s.calls[max(i, 0):]...)
+}
+
 // Calls returns the calls for the message id, in arrival order.
 func (s *Sink) Calls(id string) []Call {
 	s.mu.Lock()

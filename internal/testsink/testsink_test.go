@@ -156,7 +156,11 @@ func TestWait(t *testing.T) {
 	if s.Wait(50*time.Millisecond, func(c []Call) bool { return len(c) >= 2 }) {
 		t.Fatal("Wait held with one call")
 	}
-	if by := s.ByID(); len(by) != 1 || len(by["a"]) != 1 {
+	call(t, s.URL(), "b", 1, 1)
+	if f := s.From(1); len(f) != 1 || f[0].MsgID != "b" || s.From(2) != nil || len(s.From(0)) != 2 {
+		t.Fatalf("From: %+v", f)
+	}
+	if by := s.ByID(); len(by) != 2 || len(by["a"]) != 1 {
 		t.Fatalf("%v", by)
 	}
 }
