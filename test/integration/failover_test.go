@@ -104,10 +104,10 @@ func checkDelivery(t *testing.T, sink *Sink, acked []Submitted, wait time.Durati
 			dups += len(calls) - 1
 		}
 		for _, cl := range calls {
-			if cl.AtMs < s.DueAt {
+			if cl.AtMs() < s.DueAt {
 				early++
 				if early <= 10 {
-					t.Errorf("message %s: callback at %d, %d ms BEFORE its due time %d", s.ID, cl.AtMs, s.DueAt-cl.AtMs, s.DueAt)
+					t.Errorf("message %s: callback at %d, %d ms BEFORE its due time %d", s.ID, cl.AtMs(), s.DueAt-cl.AtMs(), s.DueAt)
 				}
 			}
 		}
@@ -134,7 +134,7 @@ func TestKillWorkerUnderLoad(t *testing.T) {
 	c.Start("receive", "")
 
 	start := time.Now()
-	acked, _ := load(t, c, "kw", sink.URL(), 400, 2000, 8000, 0)
+	acked, _ := load(t, c, "kw", sink.URL("cb"), 400, 2000, 8000, 0)
 	if len(acked) < 390 {
 		t.Fatalf("only %d of 400 submits acknowledged", len(acked))
 	}
@@ -180,19 +180,19 @@ func TestKillWorkerUnderLoad(t *testing.T) {
 				t.Errorf("message %s moved from w1 to %q, want w2", s.ID, m.Worker)
 			}
 			bound := max(s.DueAt, killedAt) + (sessionTimeout + centerGrace + 5*time.Second).Milliseconds()
-			if first.AtMs > bound {
-				t.Errorf("w1's message %s (due %d) fired at %d, %d ms after max(due, kill)+%v+%v+5s", s.ID, s.DueAt, first.AtMs, first.AtMs-bound, sessionTimeout, centerGrace)
+			if first.AtMs() > bound {
+				t.Errorf("w1's message %s (due %d) fired at %d, %d ms after max(due, kill)+%v+%v+5s", s.ID, s.DueAt, first.AtMs(), first.AtMs()-bound, sessionTimeout, centerGrace)
 			}
-			lateMoved = append(lateMoved, first.AtMs-s.DueAt)
+			lateMoved = append(lateMoved, first.AtMs()-s.DueAt)
 		default:
 			if m.Worker == "w2" {
 				w2N++
 			}
 			// Fired by w1 before the kill, or held by w2 all along.
-			if first.AtMs > s.DueAt+onTime.Milliseconds() && m.Worker == "w2" {
-				t.Errorf("w2's message %s fired %d ms late", s.ID, first.AtMs-s.DueAt)
+			if first.AtMs() > s.DueAt+onTime.Milliseconds() && m.Worker == "w2" {
+				t.Errorf("w2's message %s fired %d ms late", s.ID, first.AtMs()-s.DueAt)
 			}
-			lateOther = append(lateOther, first.AtMs-s.DueAt)
+			lateOther = append(lateOther, first.AtMs()-s.DueAt)
 		}
 	}
 	t.Logf("moved from w1: %d (lateness %s); others: %d held by w2 (lateness %s)", movedN, lateness(lateMoved), w2N, lateness(lateOther))
@@ -260,7 +260,7 @@ func TestKillCenterUnderLoad(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	acked, _ := load(t, c, "kc", sink.URL(), 400, 1000, 5000, 120*time.Millisecond) // ~3 s of submits
+	acked, _ := load(t, c, "kc", sink.URL("cb"), 400, 1000, 5000, 120*time.Millisecond) // ~3 s of submits
 	wg.Wait()
 	t.Logf("%d submits acknowledged in %v; center killed %v after the first", len(acked), time.Since(start).Round(time.Millisecond), killedAt.Sub(start).Round(time.Millisecond))
 	if len(acked) < 390 {
@@ -274,7 +274,7 @@ func TestKillCenterUnderLoad(t *testing.T) {
 	var late []int64
 	for _, s := range acked {
 		if calls := by[s.ID]; len(calls) > 0 {
-			late = append(late, calls[0].AtMs-s.DueAt)
+			late = append(late, calls[0].AtMs()-s.DueAt)
 		}
 	}
 	t.Logf("lateness (the killed center's partitions wait for Kafka's consumer session timeout): %s", lateness(late))
@@ -293,7 +293,7 @@ func TestTwoWorkersShareATopic(t *testing.T) {
 	c.Start("center", "")
 	c.Start("receive", "")
 
-	acked, _ := load(t, c, "share", sink.URL(), 100, 2000, 3000, 0)
+	acked, _ := load(t, c, "share", sink.URL("cb"), 100, 2000, 3000, 0)
 	if len(acked) != 100 {
 		t.Fatalf("%d of 100 submits acknowledged", len(acked))
 	}
@@ -333,7 +333,7 @@ func TestWorkerOffline(t *testing.T) {
 	c.Start("center", "")
 	c.Start("receive", "")
 
-	acked, _ := load(t, c, "off", sink.URL(), 60, 3000, 5000, 0)
+	acked, _ := load(t, c, "off", sink.URL("cb"), 60, 3000, 5000, 0)
 	if len(acked) != 60 {
 		t.Fatalf("%d of 60 submits acknowledged", len(acked))
 	}
