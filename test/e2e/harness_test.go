@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"flag"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/sorakaq/sorakaq/internal/testproc"
 	"github.com/sorakaq/sorakaq/internal/testsink"
+	"github.com/sorakaq/sorakaq/pkg/client"
 )
 
 // Time bounds. The machine running these tests is shared and noisy, so a
@@ -364,17 +366,23 @@ type Submitted struct {
 	Answered int64  // unix ms when the answer arrived
 }
 
-// Submit submits and requires a 200.
+// Client is the public Go client (pkg/client) of the receive service.
+func (s *Server) Client() *client.Client {
+	return client.New("http://"+s.ReceiveAddr, client.WithHTTPClient(httpc), client.WithToken(adminToken))
+}
+
+// Submit submits through pkg/client and requires a 200 (with ec 200).
 func (s *Server) Submit(t *testing.T, r SubmitReq) Submitted {
 	t.Helper()
+	m := client.Message{Topic: r.TopicName, Delay: time.Duration(r.DelayTime) * time.Millisecond, TTR: time.Duration(r.TTR) * time.Millisecond,
+		Callback: client.Callback{Method: r.Callback.RequestType, URL: r.Callback.URL, Params: r.Callback.Params,
+			Headers: r.Callback.Headers, Destination: r.Callback.Destination}}
 	before := time.Now().UnixMilli()
-	resp := s.Post(t, "/sorakaq/msg/submit", r)
-	if resp.Status != http.StatusOK {
-		t.Fatalf("submit %+v: %s", r, resp)
+	sub, err := s.Client().Submit(context.Background(), m)
+	if err != nil {
+		t.Fatalf("submit %+v: %v", r, err)
 	}
-	var out Submitted
-	resp.Into(t, &out)
-	out.Before, out.Answered = before, time.Now().UnixMilli()
+	out := Submitted{ID: sub.ID, DueAt: sub.DueMs, Before: before, Answered: time.Now().UnixMilli()}
 	if !idRe.MatchString(out.ID) {
 		t.Fatalf("submit answered msgId %q, not a message id", out.ID)
 	}
