@@ -29,6 +29,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/testproc"
 	"github.com/sorakaq/sorakaq/internal/testsink"
 
+	"github.com/sorakaq/sorakaq/pkg/client"
 	"github.com/sorakaq/sorakaq/pkg/webhook"
 )
 
@@ -529,28 +530,32 @@ func submitReq(topic string, delayMs int64, cb string) SubmitReq {
 	return SubmitReq{TopicName: topic, DelayTime: delayMs, Callback: CBField{RequestType: "POST", URL: cb, Params: `{"k":"v"}`}}
 }
 
-// trySubmit submits without testing.T (for goroutines).
-func (c *Cluster) trySubmit(topic string, delayMs int64, cb string) (Submitted, Resp, error) {
-	r, err := doRaw(http.MethodPost, c.Receive.URL()+"/sorakaq/msg/submit", submitReq(topic, delayMs, cb))
-	if err != nil || r.Status != http.StatusOK {
-		return Submitted{}, r, err
+// Client is the public Go client (pkg/client) of the first receive.
+func (c *Cluster) Client() *client.Client {
+	return client.New(c.Receive.URL(), client.WithHTTPClient(httpc))
+}
+
+// trySubmit submits through pkg/client without testing.T (for
+// goroutines); a nil error is a 200 with ec 200.
+func (c *Cluster) trySubmit(topic string, delayMs int64, cb string) (Submitted, error) {
+	r := submitReq(topic, delayMs, cb)
+	sub, err := c.Client().Submit(context.Background(), client.Message{Topic: r.TopicName, Delay: time.Duration(r.DelayTime) * time.Millisecond,
+		Callback: client.Callback{Method: r.Callback.RequestType, URL: r.Callback.URL, Params: r.Callback.Params}})
+	if err != nil {
+		return Submitted{}, err
 	}
-	var s Submitted
-	if err := json.Unmarshal(r.Result, &s); err != nil || s.ID == "" {
-		return Submitted{}, r, fmt.Errorf("submit answered %s", r)
+	if sub.ID == "" {
+		return Submitted{}, fmt.Errorf("submit answered no msgId: %+v", sub)
 	}
-	return s, r, nil
+	return Submitted{ID: sub.ID, DueAt: sub.DueMs}, nil
 }
 
 // Submit submits and requires a 200.
 func (c *Cluster) Submit(t *testing.T, topic string, delayMs int64, cb string) Submitted {
 	t.Helper()
-	s, r, err := c.trySubmit(topic, delayMs, cb)
+	s, err := c.trySubmit(topic, delayMs, cb)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Status != http.StatusOK {
-		t.Fatalf("submit %s delay %d: %s", topic, delayMs, r)
+		t.Fatalf("submit %s delay %d: %v", topic, delayMs, err)
 	}
 	return s
 }
