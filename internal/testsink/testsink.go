@@ -24,8 +24,8 @@
 //	hang         200 after 60 s
 //	sleepN       200 after N ms
 //
-// A delayed answer comes sooner when the caller gives up or the sink
-// closes.
+// A delayed answer is cut short when the caller gives up (nothing is
+// written) or the sink closes (it is written then).
 package testsink
 
 import (
@@ -79,8 +79,8 @@ type Answer struct {
 	Body        string // written as is
 	ContentType string // "" sends none
 	RetryAfter  string // the Retry-After header, if not ""
-	// Delay is how long to wait before answering (sooner when the caller
-	// gives up or the sink closes).
+	// Delay is how long to wait before answering (cut short when the
+	// caller gives up or the sink closes).
 	Delay time.Duration
 }
 
