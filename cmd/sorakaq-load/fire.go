@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/testsink"
 )
 
 // minDelayMs is the server's message.MinDelayMs: a delay below it is
@@ -89,8 +91,8 @@ func analyzeFire(acks []ack, recs []cbRecord) FireStats {
 			st.BadHeaders++
 			continue
 		}
-		count[r.ID]++
-		a, known := byID[r.ID]
+		count[r.MsgID]++
+		a, known := byID[r.MsgID]
 		if !known {
 			st.Unknown++
 			continue
@@ -232,7 +234,7 @@ func (p firePlan) delayFor(i int, nowNs int64) (delay int64, late bool) {
 // submitter hands the plan's messages to a scheduler (the server over
 // HTTP, or the in-memory reference) whose callbacks go to sk.
 // stop, if not nil, is called once the waiting is over.
-type submitter func(plan firePlan, sk *sink, done *atomic.Int64) (res *loadResult, lateSubmits int, stop func(), err error)
+type submitter func(plan firePlan, sk *testsink.Sink, done *atomic.Int64) (res *loadResult, lateSubmits int, stop func(), err error)
 
 // runFire is -mode fire: the server's run, then (with -ref) the in-memory
 // reference on the same plan in the same process, and the ratios.
@@ -272,7 +274,7 @@ func fireOnce(cfg *Config, name string, submit submitter, progress io.Writer) (*
 	if err != nil {
 		return nil, nil, fmt.Errorf("callback sink: %w", err)
 	}
-	defer sk.close()
+	defer sk.Close()
 	t0 := time.Now()
 	plan := firePlan{t0ns: t0.UnixNano(), lead: cfg.Lead.Nanoseconds(), rate: cfg.Rate}
 	if cfg.Pattern == "overlap" {
@@ -282,10 +284,10 @@ func fireOnce(cfg *Config, name string, submit submitter, progress io.Writer) (*
 	firstDue := t0.Add(cfg.Lead)
 	lastDue := time.Unix(0, plan.targetNs(cfg.N-1))
 	if plan.herd {
-		fmt.Fprintf(progress, "fire (%s, herd): sink %s; %d messages due %s after start\n", name, sk.URL(), cfg.N, cfg.Lead)
+		fmt.Fprintf(progress, "fire (%s, herd): sink %s; %d messages due %s after start\n", name, sk.URL("cb"), cfg.N, cfg.Lead)
 	} else {
 		fmt.Fprintf(progress, "fire (%s, %s): sink %s; %d messages due %s .. %s after start (%.0f/s)\n",
-			name, cfg.Pattern, sk.URL(), cfg.N, cfg.Lead, lastDue.Sub(t0).Round(time.Millisecond), cfg.Rate)
+			name, cfg.Pattern, sk.URL("cb"), cfg.N, cfg.Lead, lastDue.Sub(t0).Round(time.Millisecond), cfg.Rate)
 	}
 
 	var done atomic.Int64
@@ -299,7 +301,7 @@ func fireOnce(cfg *Config, name string, submit submitter, progress io.Writer) (*
 				return
 			case <-tk.C:
 				fmt.Fprintf(progress, "fire (%s): +%4.0fs submitted %d/%d, callbacks %d\n",
-					name, time.Since(t0).Seconds(), done.Load(), cfg.N, sk.total.Load())
+					name, time.Since(t0).Seconds(), done.Load(), cfg.N, sk.Total())
 			}
 		}
 	}()
@@ -337,7 +339,7 @@ func fireOnce(cfg *Config, name string, submit submitter, progress io.Writer) (*
 	deadline := lastDue.Add(cfg.Wait)
 	timedOut := false
 	for {
-		if sk.unique.Load() >= int64(res.OK) && analyzeFire(res.Acks, sk.records()).Missing == 0 {
+		if sk.Unique() >= int64(res.OK) && analyzeFire(res.Acks, sk.All()).Missing == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -350,7 +352,7 @@ func fireOnce(cfg *Config, name string, submit submitter, progress io.Writer) (*
 		time.Sleep(cfg.Grace) // late duplicates
 	}
 	waited := time.Since(t0)
-	recs := sk.records()
+	recs := sk.All()
 	st := analyzeFire(res.Acks, recs)
 	if cfg.Samples != "" {
 		path := cfg.Samples
@@ -389,8 +391,8 @@ func fireOnce(cfg *Config, name string, submit submitter, progress io.Writer) (*
 
 // httpSubmitter submits to the server with cfg.C keep-alive clients.
 func httpSubmitter(cfg *Config) submitter {
-	return func(plan firePlan, sk *sink, done *atomic.Int64) (*loadResult, int, func(), error) {
-		body := newSubmitBody(cfg.Topic, cfg.TTRMs, sk.URL())
+	return func(plan firePlan, sk *testsink.Sink, done *atomic.Int64) (*loadResult, int, func(), error) {
+		body := newSubmitBody(cfg.Topic, cfg.TTRMs, sk.URL("cb"))
 		delays := make([]int64, cfg.N) // written once per index by the worker that sends it
 		var late atomic.Int64
 		spec := loadSpec{URL: cfg.URL, C: cfg.C, N: cfg.N, Timeout: cfg.Timeout, KeepAcks: true, Progress: done,
@@ -450,7 +452,7 @@ func writeSamples(path string, recs []cbRecord, acks []ack) error {
 	w.WriteString("msg_id,attempt,due_at_ms,lateness_ms,client_due_ns,lateness_client_ms\n")
 	var line []byte
 	for _, r := range recs {
-		line = append(line[:0], r.ID...)
+		line = append(line[:0], r.MsgID...)
 		line = append(line, ',')
 		line = strconv.AppendInt(line, int64(r.Attempt), 10)
 		line = append(line, ',')
@@ -458,7 +460,7 @@ func writeSamples(path string, recs []cbRecord, acks []ack) error {
 		line = append(line, ',')
 		line = strconv.AppendFloat(line, float64(r.ArrivalNs-r.DueAt*1e6)/1e6, 'f', 6, 64)
 		line = append(line, ',')
-		if a, ok := byID[r.ID]; ok {
+		if a, ok := byID[r.MsgID]; ok {
 			line = strconv.AppendInt(line, a.clientDueNs(), 10)
 			line = append(line, ',')
 			line = strconv.AppendFloat(line, float64(r.ArrivalNs-a.clientDueNs())/1e6, 'f', 6, 64)

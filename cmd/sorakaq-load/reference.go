@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/testsink"
 )
 
 // refSubmitter is the in-memory reference scheduler (-ref): the floor a
@@ -20,7 +21,7 @@ import (
 // way (receipt rounded up to the millisecond + delay), so the same
 // analysis applies.
 func refSubmitter(cfg *Config) submitter {
-	return func(plan firePlan, sk *sink, done *atomic.Int64) (*loadResult, int, func(), error) {
+	return func(plan firePlan, sk *testsink.Sink, done *atomic.Int64) (*loadResult, int, func(), error) {
 		type job struct {
 			id    string
 			dueMs int64
@@ -29,7 +30,7 @@ func refSubmitter(cfg *Config) submitter {
 		jobs := make(chan job, 65536)
 		quit := make(chan struct{})
 		var callers sync.WaitGroup
-		url := sk.URL()
+		url := sk.URL("cb")
 		for range cfg.RefCallers {
 			callers.Go(func() {
 				for {

@@ -1,16 +1,12 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"math"
-	"net"
-	"net/http"
-	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/testsink"
 )
 
 // The slow destination (-slow N): beside the -n measured messages, N
@@ -31,60 +27,38 @@ type SlowStats struct {
 	Submitted int     `json:"submit_errors"` // slow submits that failed
 }
 
-// slowSink answers every call after a delay, recording when each first
-// attempt started (arrival - X-Sorakaq-Due-At).
+// slowSink answers every call after a delay (sooner when the caller
+// gives up or the sink closes); its stats are the first attempts'
+// lateness (arrival - X-Sorakaq-Due-At).
 type slowSink struct {
-	ln    net.Listener
-	srv   *http.Server
+	*testsink.Sink
 	delay time.Duration
-	mu    sync.Mutex
-	late  []float64
-	n     atomic.Int64
-	quit  chan struct{}
 }
 
 func newSlowSink(delay time.Duration) (*slowSink, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	answer := okText
+	answer.Delay = delay
+	s, err := testsink.Listen(testsink.Options{Answer: func(testsink.Call) testsink.Answer { return answer }})
 	if err != nil {
 		return nil, err
 	}
-	s := &slowSink{ln: ln, delay: delay, quit: make(chan struct{})}
-	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
-	go s.srv.Serve(ln)
-	return s, nil
+	return &slowSink{Sink: s, delay: delay}, nil
 }
 
-func (s *slowSink) URL() string { return "http://" + s.ln.Addr().String() + "/slow" }
+// URL is the slow destination's callback URL.
+func (s *slowSink) URL() string { return s.Sink.URL("slow") }
 
-func (s *slowSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	now := time.Now()
-	io.Copy(io.Discard, r.Body)
-	if due, err := strconv.ParseInt(r.Header.Get("X-Sorakaq-Due-At"), 10, 64); err == nil && r.Header.Get("X-Sorakaq-Attempt") == "1" {
-		s.mu.Lock()
-		s.late = append(s.late, float64(now.UnixNano()-due*1e6)/1e6)
-		s.mu.Unlock()
-		s.n.Add(1)
-	}
-	select {
-	case <-time.After(s.delay):
-	case <-r.Context().Done():
-		return
-	case <-s.quit:
-	}
-	w.Write(okBody)
-}
+func (s *slowSink) close() { s.Close() }
 
-func (s *slowSink) close() {
-	close(s.quit)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	s.srv.Shutdown(ctx)
-}
-
+// stats counts the first attempts whose X-Sorakaq-Due-At parsed.
 func (s *slowSink) stats(acked int) *SlowStats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return &SlowStats{Messages: acked, AnswerMs: s.delay.Milliseconds(), Received: len(s.late), Lateness: Summarize(append([]float64(nil), s.late...))}
+	var late []float64
+	for _, c := range s.All() {
+		if c.Attempt == 1 && c.DueAt != 0 {
+			late = append(late, float64(c.ArrivalNs-c.DueAt*1e6)/1e6)
+		}
+	}
+	return &SlowStats{Messages: acked, AnswerMs: s.delay.Milliseconds(), Received: len(late), Lateness: Summarize(late)}
 }
 
 // submitSlow submits cfg.Slow messages to ss, falling due evenly over the

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sorakaq/sorakaq/internal/machine"
+	"github.com/sorakaq/sorakaq/internal/testsink"
 )
 
 func seq(n int) []float64 {
@@ -83,12 +84,12 @@ func TestAnalyzeFire(t *testing.T) {
 	e.DueAt = 1090 // the server moved it 14.4 ms before the client's due time
 	acks := []ack{mk(0, "a"), mk(1, "b"), mk(2, "c"), mk(3, "d"), e}
 	recs := []cbRecord{
-		{ID: "a", Attempt: 1, DueAt: 1101, ArrivalNs: 1101*ms + 1_500_000}, // 1.5 ms late, 2.1 on the client's clock
-		{ID: "b", Attempt: 1, DueAt: 1102, ArrivalNs: 1102*ms - 250_000},   // early on both clocks
-		{ID: "b", Attempt: 2, DueAt: 2102, ArrivalNs: 2102*ms + 3_000_000}, // duplicate + retry: not a firing sample
-		{ID: "c", Attempt: 1, DueAt: 999, ArrivalNs: 1103*ms + 2_000_000},  // due mismatch
-		{ID: "x", Attempt: 1, DueAt: 5, ArrivalNs: 105 * ms},               // unknown: not in lateness
-		{ID: "e", Attempt: 1, DueAt: 1090, ArrivalNs: 1090*ms + 500_000},   // on time for the server, 13.9 ms early for the client
+		{MsgID: "a", Attempt: 1, DueAt: 1101, ArrivalNs: 1101*ms + 1_500_000}, // 1.5 ms late, 2.1 on the client's clock
+		{MsgID: "b", Attempt: 1, DueAt: 1102, ArrivalNs: 1102*ms - 250_000},   // early on both clocks
+		{MsgID: "b", Attempt: 2, DueAt: 2102, ArrivalNs: 2102*ms + 3_000_000}, // duplicate + retry: not a firing sample
+		{MsgID: "c", Attempt: 1, DueAt: 999, ArrivalNs: 1103*ms + 2_000_000},  // due mismatch
+		{MsgID: "x", Attempt: 1, DueAt: 5, ArrivalNs: 105 * ms},               // unknown: not in lateness
+		{MsgID: "e", Attempt: 1, DueAt: 1090, ArrivalNs: 1090*ms + 500_000},   // on time for the server, 13.9 ms early for the client
 		{BadHdr: true},
 	}
 	st := analyzeFire(acks, recs)
@@ -117,12 +118,12 @@ func TestParseCallbackSubMillisecond(t *testing.T) {
 	h.Set("X-Sorakaq-Msg-Id", "m1")
 	h.Set("X-Sorakaq-Attempt", "2")
 	h.Set("X-Sorakaq-Due-At", "1700000000000")
-	r := parseCallback(h, now)
-	if r.ID != "m1" || r.Attempt != 2 || r.DueAt != due || r.BadHdr || r.ArrivalNs-due*int64(time.Millisecond) != 2345678 {
+	r := testsink.Parse(h, now)
+	if r.MsgID != "m1" || r.Attempt != 2 || r.DueAt != due || r.BadHdr || r.ArrivalNs-due*int64(time.Millisecond) != 2345678 {
 		t.Fatalf("%+v", r)
 	}
 	h.Del("X-Sorakaq-Due-At")
-	if !parseCallback(h, now).BadHdr {
+	if !testsink.Parse(h, now).BadHdr {
 		t.Fatal("missing Due-At not flagged")
 	}
 }
@@ -132,10 +133,10 @@ func TestSinkAnswersOK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.close()
+	defer s.Close()
 	due := time.Now().UnixMilli()
 	for range 2 {
-		req, _ := http.NewRequest("POST", s.URL(), strings.NewReader(`{"k":1}`))
+		req, _ := http.NewRequest("POST", s.URL("cb"), strings.NewReader(`{"k":1}`))
 		req.Header.Set("X-Sorakaq-Msg-Id", "id1")
 		req.Header.Set("X-Sorakaq-Attempt", "1")
 		req.Header.Set("X-Sorakaq-Due-At", itoa(due))
@@ -149,9 +150,9 @@ func TestSinkAnswersOK(t *testing.T) {
 			t.Fatalf("%d %q", resp.StatusCode, b)
 		}
 	}
-	recs := s.records()
-	if len(recs) != 2 || s.unique.Load() != 1 || s.total.Load() != 2 || recs[0].ArrivalNs < due*int64(time.Millisecond) {
-		t.Fatalf("%+v unique=%d", recs, s.unique.Load())
+	recs := s.All()
+	if len(recs) != 2 || s.Unique() != 1 || s.Total() != 2 || recs[0].ArrivalNs < due*int64(time.Millisecond) {
+		t.Fatalf("%+v unique=%d", recs, s.Unique())
 	}
 }
 

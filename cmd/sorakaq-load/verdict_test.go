@@ -28,7 +28,7 @@ func cleanRun(n int) ([]ack, []cbRecord) {
 		due := message.CeilMs(time.Unix(0, sent)) + 1000
 		id := "m" + strconv.Itoa(i)
 		acks = append(acks, ack{Idx: i, ID: id, DueAt: due, SentNs: sent, AnsNs: sent + 2*ms, DelayMs: 1000})
-		recs = append(recs, cbRecord{ID: id, Attempt: 1, DueAt: due, ArrivalNs: due*ms + ms})
+		recs = append(recs, cbRecord{MsgID: id, Attempt: 1, DueAt: due, ArrivalNs: due*ms + ms})
 	}
 	return acks, recs
 }
@@ -71,7 +71,7 @@ func TestVerdictFailsEachClass(t *testing.T) {
 			return a, append(r, x)
 		}, nil, "duplicate"},
 		{"unknown id", func(a []ack, r []cbRecord) ([]ack, []cbRecord) {
-			return a, append(r, cbRecord{ID: "nobody", Attempt: 1, DueAt: 1, ArrivalNs: 2 * ms})
+			return a, append(r, cbRecord{MsgID: "nobody", Attempt: 1, DueAt: 1, ArrivalNs: 2 * ms})
 		}, nil, "never acknowledged"},
 		{"bad headers", func(a []ack, r []cbRecord) ([]ack, []cbRecord) { return a, append(r, cbRecord{BadHdr: true}) }, nil, "parsable"},
 		{"due mismatch", func(a []ack, r []cbRecord) ([]ack, []cbRecord) {
@@ -255,12 +255,12 @@ func TestReferenceRunPasses(t *testing.T) {
 func TestDrainAndOrder(t *testing.T) {
 	ms := int64(1e6)
 	recs := []cbRecord{
-		{ID: "a", Attempt: 1, DueAt: 1000, ArrivalNs: 1000*ms + 2*ms},
-		{ID: "b", Attempt: 1, DueAt: 1001, ArrivalNs: 1000*ms + 3*ms},
-		{ID: "c", Attempt: 1, DueAt: 1000, ArrivalNs: 1000*ms + 4*ms}, // 1 ms behind b: in order
-		{ID: "d", Attempt: 1, DueAt: 1005, ArrivalNs: 1000*ms + 6*ms},
-		{ID: "e", Attempt: 1, DueAt: 1003, ArrivalNs: 1000*ms + 9*ms}, // 2 ms behind d: out of order
-		{ID: "a", Attempt: 2, DueAt: 900, ArrivalNs: 1000*ms + 50*ms}, // a retry: not counted
+		{MsgID: "a", Attempt: 1, DueAt: 1000, ArrivalNs: 1000*ms + 2*ms},
+		{MsgID: "b", Attempt: 1, DueAt: 1001, ArrivalNs: 1000*ms + 3*ms},
+		{MsgID: "c", Attempt: 1, DueAt: 1000, ArrivalNs: 1000*ms + 4*ms}, // 1 ms behind b: in order
+		{MsgID: "d", Attempt: 1, DueAt: 1005, ArrivalNs: 1000*ms + 6*ms},
+		{MsgID: "e", Attempt: 1, DueAt: 1003, ArrivalNs: 1000*ms + 9*ms}, // 2 ms behind d: out of order
+		{MsgID: "a", Attempt: 2, DueAt: 900, ArrivalNs: 1000*ms + 50*ms}, // a retry: not counted
 	}
 	drain, ooo := drainAndOrder(recs)
 	if drain != 9 || ooo != 1 {

@@ -1,74 +1,69 @@
 package main
 
 import (
-	"context"
-	"io"
-	"net"
 	"net/http"
-	"slices"
+	"net/url"
 	"strconv"
 	"sync"
-	"time"
+
+	"github.com/sorakaq/sorakaq/internal/testsink"
 )
 
-// sink records every callback. /ok answers 200, /fail answers 500.
+// sink records every callback (testsink's lean path). /ok answers 200,
+// /fail answers 500.
 type sink struct {
-	ln  net.Listener
-	srv *http.Server
+	*testsink.Sink
 
-	mu  sync.Mutex
-	all []CallbackEvent
+	mu     sync.Mutex
+	events []CallbackEvent // the calls read so far, as events
 }
 
+var (
+	soakOK   = testsink.Answer{Status: http.StatusOK, Body: "ok", ContentType: "text/plain"}
+	soakFail = testsink.Answer{Status: http.StatusInternalServerError, Body: "soak: this callback always fails\n", ContentType: "text/plain; charset=utf-8"}
+)
+
 func newSink(addr string) (*sink, error) {
-	ln, err := net.Listen("tcp", addr)
+	s, err := testsink.Listen(testsink.Options{Addr: addr, Answer: func(c testsink.Call) testsink.Answer {
+		if c.Path == "/fail" {
+			return soakFail
+		}
+		return soakOK
+	}})
 	if err != nil {
 		return nil, err
 	}
-	s := &sink{ln: ln}
-	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	go s.srv.Serve(ln)
-	return s, nil
+	return &sink{Sink: s}, nil
 }
 
 func (s *sink) url(fail bool) string {
 	if fail {
-		return "http://" + s.ln.Addr().String() + "/fail"
+		return s.URL("fail")
 	}
-	return "http://" + s.ln.Addr().String() + "/ok"
+	return s.URL("ok")
 }
 
-func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	now := time.Now().UnixMicro()
-	io.Copy(io.Discard, r.Body)
-	cb := CallbackEvent{ID: r.Header.Get("X-Sorakaq-Msg-Id"), ArrivedUs: now, Fail: r.URL.Path == "/fail"}
-	cb.Attempt, _ = strconv.Atoi(r.Header.Get("X-Sorakaq-Attempt"))
-	if i, err := strconv.Atoi(r.URL.Query().Get("i")); err == nil {
+// event is the soak's record of a call: the plan index from ?i= (-1 if
+// missing), arrival in µs, Fail for the /fail path.
+func event(c testsink.Call) CallbackEvent {
+	cb := CallbackEvent{ID: c.MsgID, Attempt: c.Attempt, DueAt: c.DueAt, ArrivedUs: c.ArrivalNs / 1e3, Fail: c.Path == "/fail"}
+	q, _ := url.ParseQuery(c.RawQuery)
+	if i, err := strconv.Atoi(q.Get("i")); err == nil {
 		cb.I = i
 	} else {
 		cb.I = -1
 	}
-	cb.DueAt, _ = strconv.ParseInt(r.Header.Get("X-Sorakaq-Due-At"), 10, 64)
-	s.mu.Lock()
-	s.all = append(s.all, cb)
-	s.mu.Unlock()
-	if cb.Fail {
-		http.Error(w, "soak: this callback always fails", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "text/plain")
-	w.Write([]byte("ok"))
+	return cb
 }
 
 // snapshot copies what was received so far.
 func (s *sink) snapshot() []CallbackEvent {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.all)
+	for _, c := range s.From(len(s.events)) {
+		s.events = append(s.events, event(c))
+	}
+	return append([]CallbackEvent(nil), s.events...)
 }
 
-func (s *sink) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	s.srv.Shutdown(ctx)
-}
+func (s *sink) close() { s.Close() }

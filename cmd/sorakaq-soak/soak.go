@@ -119,7 +119,7 @@ func soak(cfg *Config, logw io.Writer) (*Report, error) {
 		}
 	}
 	start := time.Now()
-	logf("topic %s, %d messages at %g/s, delays %v..%v, seed %d, sink %s", cfg.Topic, cfg.N, cfg.Rate, cfg.MinDelay, cfg.MaxDelay, cfg.Seed, sk.ln.Addr())
+	logf("topic %s, %d messages at %g/s, delays %v..%v, seed %d, sink %s", cfg.Topic, cfg.N, cfg.Rate, cfg.MinDelay, cfg.MaxDelay, cfg.Seed, sk.Addr())
 
 	// Submit at a steady rate: message i is handed to a submitter at
 	// start + i/rate (later when every submitter is busy retrying).
@@ -144,7 +144,7 @@ func soak(cfg *Config, logw io.Writer) (*Report, error) {
 			case <-stopProgress:
 				return
 			case <-t.C:
-				n := len(sk.snapshot())
+				n := sk.Total()
 				logf("requests %d, transient failures %d, callbacks %d", a.requests.Load(), a.transient.Load(), n)
 			}
 		}

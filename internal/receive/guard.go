@@ -150,6 +150,7 @@ type limiter struct {
 	burst int
 	idle  time.Duration // time to refill the whole bucket
 	max   int
+	now   func() time.Time // the clock (time.Now; a test's own)
 	mu    sync.Mutex
 	m     map[string]*list.Element // of *entry
 	lru   list.List                // front: most recently seen
@@ -169,7 +170,7 @@ func newLimiter(perSec float64, burst int) *limiter {
 		burst = int(math.Max(1, math.Ceil(perSec)))
 	}
 	idle := time.Duration(float64(burst) / perSec * float64(time.Second))
-	return &limiter{rate: rate.Limit(perSec), burst: burst, idle: max(idle, time.Second), max: maxLimiterKeys, m: map[string]*list.Element{}}
+	return &limiter{rate: rate.Limit(perSec), burst: burst, idle: max(idle, time.Second), max: maxLimiterKeys, now: time.Now, m: map[string]*list.Element{}}
 }
 
 // allow takes a token for key, or says how long to wait.
@@ -177,7 +178,7 @@ func (l *limiter) allow(key string) (bool, time.Duration) {
 	if l == nil {
 		return true, 0
 	}
-	now := time.Now()
+	now := l.now()
 	l.mu.Lock()
 	var e *entry
 	if el, ok := l.m[key]; ok {

@@ -141,15 +141,21 @@ func TestJunkAuthorizationDoesNotGrowTheLimiter(t *testing.T) {
 // However many clients there are, the table keeps at most maxLimiterKeys,
 // and a bucket idle long enough to be full again is dropped.
 func TestLimiterTableIsBounded(t *testing.T) {
+	at := time.UnixMilli(1_800_000_000_000)
 	l := newLimiter(1000, 1)
+	l.now = func() time.Time { return at }
 	for i := 0; i < 2*maxLimiterKeys+5; i++ {
 		l.allow(fmt.Sprintf("ip:10.0.%d.%d", i/256, i%256))
 	}
 	if n := l.size(); n != maxLimiterKeys {
 		t.Fatalf("the limiter holds %d keys, want its bound %d", n, maxLimiterKeys)
 	}
-	l.idle = time.Nanosecond // every bucket refilled already
-	time.Sleep(time.Millisecond)
+	at = at.Add(l.idle - time.Nanosecond) // not quite refilled: only the oldest makes room
+	l.allow("ip:almost")
+	if n := l.size(); n != maxLimiterKeys {
+		t.Fatalf("before the buckets refilled the limiter holds %d keys, want its bound %d", n, maxLimiterKeys)
+	}
+	at = at.Add(l.idle) // every bucket refilled
 	l.allow("ip:one-more")
 	if n := l.size(); n != 1 {
 		t.Fatalf("after every bucket refilled the limiter holds %d keys, want 1", n)

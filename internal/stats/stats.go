@@ -90,6 +90,7 @@ type Recorder struct {
 	run  int64
 	sink Sink
 	log  *zap.Logger
+	now  func() time.Time // the clock that picks the minute (time.Now; a test's own)
 
 	mu    sync.Mutex
 	cur   map[key]*Minute
@@ -106,7 +107,7 @@ func NewRecorder(node string, sink Sink, log *zap.Logger) *Recorder {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Recorder{node: node, run: time.Now().UnixMilli(), sink: sink, log: log, cur: map[key]*Minute{}, dirty: map[key]bool{}}
+	return &Recorder{node: node, run: time.Now().UnixMilli(), sink: sink, log: log, now: time.Now, cur: map[key]*Minute{}, dirty: map[key]bool{}}
 }
 
 func (r *Recorder) at(t time.Time, topic string) *Minute {
@@ -128,7 +129,7 @@ func (r *Recorder) Submitted(topic string) {
 		return
 	}
 	r.mu.Lock()
-	r.at(time.Now(), topic).Submitted++
+	r.at(r.now(), topic).Submitted++
 	r.mu.Unlock()
 }
 
@@ -138,7 +139,7 @@ func (r *Recorder) Held(topic string, flow time.Duration) {
 		return
 	}
 	r.mu.Lock()
-	x := r.at(time.Now(), topic)
+	x := r.at(r.now(), topic)
 	x.FlowN++
 	x.FlowSumMs += float64(flow.Microseconds()) / 1000
 	r.mu.Unlock()
@@ -150,7 +151,7 @@ func (r *Recorder) Fired(topic string, attempt int, ok bool, took, lateness time
 		return
 	}
 	r.mu.Lock()
-	x := r.at(time.Now(), topic)
+	x := r.at(r.now(), topic)
 	x.Fired++
 	if attempt > 1 {
 		x.Retried++
@@ -236,7 +237,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	}
 	dirty := r.dirty
 	r.dirty = map[key]bool{}
-	keep := time.Now().UnixMilli()/TenMinMs*TenMinMs - TenMinMs
+	keep := r.now().UnixMilli()/TenMinMs*TenMinMs - TenMinMs
 	for k := range r.cur {
 		if k.minute < keep {
 			delete(r.cur, k)

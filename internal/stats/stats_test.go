@@ -221,7 +221,9 @@ func TestLayoutOneMinutesStillRead(t *testing.T) {
 func TestFlushWritesSumsAndRunsDoNotOverwrite(t *testing.T) {
 	sink := &memSink{m: map[string]Minute{}}
 	ctx := context.Background()
+	at := time.UnixMilli(1_800_000_012_345) // the flushes cannot straddle a minute
 	r := NewRecorder("n", sink, nil)
+	r.now = func() time.Time { return at }
 	r.Fired("a", 1, true, time.Millisecond, time.Millisecond)
 	r.Submitted("b")
 	if err := r.Flush(ctx); err != nil {
@@ -233,11 +235,12 @@ func TestFlushWritesSumsAndRunsDoNotOverwrite(t *testing.T) {
 	}
 	r2 := NewRecorder("n", sink, nil)
 	r2.run = r.run + 1 // a restart in the same millisecond still differs
+	r2.now = r.now
 	r2.Submitted("a")
 	if err := r2.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now().UnixMilli()
+	now := at.UnixMilli()
 	read := func(span int64, topic string) Point {
 		t.Helper()
 		ms, err := sink.ReadStats(ctx, Query{Topics: []string{topic}, Span: span, FromMs: now - 2*TenMinMs, ToMs: now + TenMinMs})
@@ -245,13 +248,10 @@ func TestFlushWritesSumsAndRunsDoNotOverwrite(t *testing.T) {
 			t.Fatal(err)
 		}
 		pts := Merge(ms, "")
-		var p Point
-		for _, x := range pts { // the flushes may straddle a minute: sum them
-			p.Submitted += x.Submitted
-			p.Fired += x.Fired
-			p.Failed += x.Failed
+		if len(pts) != 1 {
+			t.Fatalf("span %d topic %s: %d points, want the one minute (or ten) of the clock: %+v", span, topic, len(pts), pts)
 		}
-		return p
+		return pts[0]
 	}
 	for _, c := range []struct {
 		span                     int64
@@ -269,5 +269,54 @@ func TestFlushWritesSumsAndRunsDoNotOverwrite(t *testing.T) {
 			t.Errorf("span %d topic %s: submitted %d fired %d failed %d, want %d %d %d",
 				c.span, c.topic, p.Submitted, p.Fired, p.Failed, c.submitted, c.fired, c.failed)
 		}
+	}
+}
+
+// A count goes to the minute of the recorder's clock: the last
+// millisecond of a minute and the first of the next are two minutes (in
+// one ten minutes), and a flush forgets the minutes before the previous
+// ten minutes, so a later ten minutes' sum does not include them.
+func TestMinuteRollOverAndForgetting(t *testing.T) {
+	sink := &memSink{m: map[string]Minute{}}
+	ctx := context.Background()
+	ten := int64(1_800_000_000_000) / TenMinMs * TenMinMs
+	at := time.UnixMilli(ten + 59_999)
+	r := NewRecorder("n", sink, nil)
+	r.now = func() time.Time { return at }
+	r.Submitted("a")
+	at = at.Add(time.Millisecond)
+	r.Submitted("a")
+	r.Submitted("a")
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	read := func(span, from int64) []Point {
+		t.Helper()
+		ms, err := sink.ReadStats(ctx, Query{Topics: []string{"a"}, Span: span, FromMs: from, ToMs: from + 3*TenMinMs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Merge(ms, "")
+	}
+	if pts := read(0, ten); len(pts) != 2 || pts[0].Submitted+pts[1].Submitted != 3 || pts[0].Submitted*pts[1].Submitted != 2 {
+		t.Fatalf("minutes %+v, want 1 in the first and 2 in the next", pts)
+	}
+	if pts := read(TenMinMs, ten); len(pts) != 1 || pts[0].Submitted != 3 {
+		t.Fatalf("ten minutes %+v, want one of 3", pts)
+	}
+	if n := len(r.cur); n != 2 {
+		t.Fatalf("%d minutes in memory, want 2", n)
+	}
+	// two ten minutes later: a flush forgets them
+	at = time.UnixMilli(ten + 2*TenMinMs + 1)
+	r.Submitted("a")
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(r.cur); n != 1 {
+		t.Fatalf("%d minutes in memory after the flush, want only the new one", n)
+	}
+	if pts := read(TenMinMs, ten+2*TenMinMs); len(pts) != 1 || pts[0].Submitted != 1 {
+		t.Fatalf("the later ten minutes %+v, want one of 1 (the forgotten minutes not in it)", pts)
 	}
 }

@@ -65,7 +65,7 @@ func (h *pauseHarness) submit(t *testing.T, topic string, delayMs int64) *messag
 	now := time.Now().UnixMilli()
 	m := &message.Message{ID: message.NewID(), Topic: topic, DelayMs: delayMs, TTRMs: 1000, ReceivedMs: now,
 		DueMs: now + delayMs, State: message.StateDelayed, Version: 1,
-		Callback: message.Callback{RequestType: "POST", URL: h.sink.srv.URL}}
+		Callback: message.Callback{RequestType: "POST", URL: h.sink.URL()}}
 	if err := h.w.Submit(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
@@ -74,13 +74,12 @@ func (h *pauseHarness) submit(t *testing.T, topic string, delayMs int64) *messag
 
 // arrivals lists the ids called, in the order of their first call.
 func (s *sink) arrivals() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ids := make([]string, 0, len(s.got))
-	for id := range s.got {
-		ids = append(ids, id)
+	var ids []string
+	for _, c := range s.All() {
+		if c.N == 1 {
+			ids = append(ids, c.MsgID)
+		}
 	}
-	sort.Slice(ids, func(i, j int) bool { return s.got[ids[i]][0].Before(s.got[ids[j]][0]) })
 	return ids
 }
 

@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,51 +16,30 @@ import (
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/store"
 	"github.com/sorakaq/sorakaq/internal/store/embedded"
+	"github.com/sorakaq/sorakaq/internal/testsink"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// sink records callback arrivals per message id.
+// sink records callback arrivals per message id (testsink) and answers
+// every call with status (200 unless a test sets it).
 type sink struct {
-	mu     sync.Mutex
-	got    map[string][]time.Time
-	due    map[string]int64
-	status int
-	srv    *httptest.Server
+	*testsink.Sink
+	status atomic.Int32
 }
 
 func newSink(t *testing.T) *sink {
-	s := &sink{got: map[string][]time.Time{}, due: map[string]int64{}, status: 200}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		now := time.Now()
-		id := r.Header.Get("X-Sorakaq-Msg-Id")
-		due, _ := strconv.ParseInt(r.Header.Get("X-Sorakaq-Due-At"), 10, 64)
-		s.mu.Lock()
-		s.got[id] = append(s.got[id], now)
-		s.due[id] = due
-		st := s.status
-		s.mu.Unlock()
-		w.WriteHeader(st)
-	}))
-	t.Cleanup(s.srv.Close)
+	s := &sink{}
+	s.status.Store(http.StatusOK)
+	s.Sink = testsink.Start(t, testsink.Options{Answer: func(testsink.Call) testsink.Answer {
+		return testsink.Status(int(s.status.Load()))
+	}})
 	return s
 }
 
-func (s *sink) count(id string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.got[id])
-}
+func (s *sink) count(id string) int { return s.Count(id) }
 
-func (s *sink) total() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, v := range s.got {
-		n += len(v)
-	}
-	return n
-}
+func (s *sink) total() int { return int(s.Total()) }
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -107,7 +85,7 @@ func (h *harness) submit(t *testing.T, delayMs int64) *message.Message {
 	now := time.Now().UnixMilli()
 	m := &message.Message{ID: message.NewID(), Topic: "t", DelayMs: delayMs, TTRMs: 1000, ReceivedMs: now,
 		DueMs: now + delayMs, State: message.StateDelayed, Version: 1,
-		Callback: message.Callback{RequestType: "POST", URL: h.sink.srv.URL}}
+		Callback: message.Callback{RequestType: "POST", URL: h.sink.URL()}}
 	if err := h.w.Submit(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
@@ -140,16 +118,14 @@ func TestWindowLoaderRaceFiresEachOnceNeverEarly(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "all callbacks", func() bool { return h.sink.total() >= len(msgs) })
 	time.Sleep(200 * time.Millisecond) // a duplicate would show now
-	h.sink.mu.Lock()
-	defer h.sink.mu.Unlock()
 	for _, m := range msgs {
-		at := h.sink.got[m.ID]
+		at := h.sink.Calls(m.ID)
 		if len(at) != 1 {
 			t.Errorf("message %s fired %d times", m.ID, len(at))
 			continue
 		}
-		if at[0].UnixMilli() < m.DueMs {
-			t.Errorf("message %s fired %d ms early", m.ID, m.DueMs-at[0].UnixMilli())
+		if at[0].AtMs() < m.DueMs {
+			t.Errorf("message %s fired %d ms early", m.ID, m.DueMs-at[0].AtMs())
 		}
 	}
 }
@@ -171,9 +147,7 @@ func TestCancelAndChangeDelayTakeEffectInTheWheel(t *testing.T) {
 		t.Fatalf("due %d version %d", m.DueMs, m.Version)
 	}
 	waitFor(t, 5*time.Second, "changed message", func() bool { return h.sink.count(later.ID) == 1 })
-	h.sink.mu.Lock()
-	at := h.sink.got[later.ID][0].UnixMilli()
-	h.sink.mu.Unlock()
+	at := h.sink.Calls(later.ID)[0].AtMs()
 	if at < m.DueMs {
 		t.Fatalf("fired %d ms before the new due time", m.DueMs-at)
 	}
@@ -199,7 +173,7 @@ func TestDeliveringAtCrashIsRedelivered(t *testing.T) {
 	now := time.Now().UnixMilli()
 	sk := newSink(t)
 	m := &message.Message{ID: message.NewID(), Topic: "t", TTRMs: 1000, DueMs: now - 5000, State: message.StateDelivering, Attempts: 1, Version: 1,
-		Callback: message.Callback{RequestType: "GET", URL: sk.srv.URL}}
+		Callback: message.Callback{RequestType: "GET", URL: sk.URL()}}
 	if err := st.Create(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +197,7 @@ func TestMaxInWheelStillDeliversEverything(t *testing.T) {
 	var ids []string
 	for i := 0; i < 40; i++ {
 		m := &message.Message{ID: message.NewID(), Topic: "t", TTRMs: 1000, DueMs: now + int64(i), State: message.StateDelayed, Version: 1,
-			Callback: message.Callback{RequestType: "GET", URL: sk.srv.URL}}
+			Callback: message.Callback{RequestType: "GET", URL: sk.URL()}}
 		if err := st.Create(context.Background(), m); err != nil {
 			t.Fatal(err)
 		}
@@ -244,9 +218,7 @@ func TestMaxInWheelStillDeliversEverything(t *testing.T) {
 
 func TestRetriesThenDeadThenRedrive(t *testing.T) {
 	h := newHarness(t, t.TempDir(), Options{Backoff: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}})
-	h.sink.mu.Lock()
-	h.sink.status = 500
-	h.sink.mu.Unlock()
+	h.sink.status.Store(500)
 	m := h.submit(t, 0)
 	ctx := context.Background()
 	waitFor(t, 5*time.Second, "dead", func() bool {
@@ -263,9 +235,7 @@ func TestRetriesThenDeadThenRedrive(t *testing.T) {
 	if es, _ := h.st.Due(ctx, store.Entry{}, 1<<62, 10); len(es) != 0 {
 		t.Fatalf("dead message still scheduled")
 	}
-	h.sink.mu.Lock()
-	h.sink.status = 200
-	h.sink.mu.Unlock()
+	h.sink.status.Store(200)
 	if _, err := h.w.Redrive(ctx, "t", m.ID); err != nil {
 		t.Fatal(err)
 	}

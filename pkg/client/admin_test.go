@@ -3,12 +3,10 @@ package client_test
 import (
 	"context"
 	"errors"
-	"net/http"
-	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/sorakaq/sorakaq/internal/testsink"
 	"github.com/sorakaq/sorakaq/pkg/client"
 )
 
@@ -17,9 +15,7 @@ import (
 // the time), resuming calls it; a wrong token is refused.
 func TestAdminPauseResume(t *testing.T) {
 	a := startAllInOne(t)
-	var calls atomic.Int32
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
-	defer sink.Close()
+	sink := testsink.Start(t, testsink.Options{})
 	ctx := context.Background()
 	c := client.New("http://" + a.ReceiveAddr())
 	adm := client.NewAdmin("http://"+a.AdminAddr(), client.WithToken(adminToken))
@@ -30,7 +26,7 @@ func TestAdminPauseResume(t *testing.T) {
 	if _, err := adm.PauseTopic(ctx, "no_such_topic"); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("pausing an unknown topic: %v, want ErrNotFound", err)
 	}
-	s, err := c.Submit(ctx, client.Message{Topic: "orders", Delay: 1500 * time.Millisecond, Callback: client.Callback{Method: "POST", URL: sink.URL}})
+	s, err := c.Submit(ctx, client.Message{Topic: "orders", Delay: 1500 * time.Millisecond, Callback: client.Callback{Method: "POST", URL: sink.URL()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +35,7 @@ func TestAdminPauseResume(t *testing.T) {
 		t.Fatalf("pause: %+v %v", tp, err)
 	}
 	time.Sleep(2 * time.Second) // a pause reaches the worker within 0.5 s
-	if n := calls.Load(); n != 0 {
+	if n := sink.Total(); n != 0 {
 		t.Fatalf("%d callbacks while paused", n)
 	}
 	if st, err := c.Get(ctx, s.ID); err != nil || st.State != "delayed" || st.Attempts != 0 {
@@ -51,12 +47,8 @@ func TestAdminPauseResume(t *testing.T) {
 	if tp, err := adm.ResumeTopic(ctx, "orders"); err != nil || tp.Paused || tp.PausedMs != 0 {
 		t.Fatalf("resume: %+v %v", tp, err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for calls.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("not called after resume")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !sink.Wait(5*time.Second, func(calls []testsink.Call) bool { return len(calls) > 0 }) {
+		t.Fatal("not called after resume")
 	}
 }
 
@@ -65,14 +57,12 @@ func TestAdminPauseResume(t *testing.T) {
 // Destinations lists the key with its started call.
 func TestDestinationKeyAndView(t *testing.T) {
 	a := startAllInOne(t)
-	var calls atomic.Int32
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
-	defer sink.Close()
+	sink := testsink.Start(t, testsink.Options{})
 	ctx := context.Background()
 	c := client.New("http://" + a.ReceiveAddr())
 	adm := client.NewAdmin("http://"+a.AdminAddr(), client.WithToken(adminToken))
 	sub, err := c.Submit(ctx, client.Message{Topic: "dest", Delay: 100 * time.Millisecond,
-		Callback: client.Callback{Method: "POST", URL: sink.URL, Params: `{}`, Destination: "tenant-a"}})
+		Callback: client.Callback{Method: "POST", URL: sink.URL(), Params: `{}`, Destination: "tenant-a"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,11 +76,11 @@ func TestDestinationKeyAndView(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(ds) == 1 && ds[0].Key == "tenant-a" && ds[0].Started == 1 && ds[0].Breaker == "closed" && len(missing) == 0 && calls.Load() == 1 {
+		if len(ds) == 1 && ds[0].Key == "tenant-a" && ds[0].Started == 1 && ds[0].Breaker == "closed" && len(missing) == 0 && sink.Total() == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("destinations %+v (missing %v), calls %d", ds, missing, calls.Load())
+			t.Fatalf("destinations %+v (missing %v), calls %d", ds, missing, sink.Total())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -3,9 +3,6 @@ package client_test
 import (
 	"context"
 	"errors"
-	"net/http"
-	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +10,7 @@ import (
 
 	"github.com/sorakaq/sorakaq/internal/app"
 	"github.com/sorakaq/sorakaq/internal/config"
+	"github.com/sorakaq/sorakaq/internal/testsink"
 	"github.com/sorakaq/sorakaq/pkg/client"
 )
 
@@ -49,12 +47,10 @@ func startAllInOne(t *testing.T) *app.AllInOne {
 }
 
 func TestClientAgainstARealServer(t *testing.T) {
-	var calls atomic.Int32
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
-	defer sink.Close()
+	sink := testsink.Start(t, testsink.Options{})
 	c := client.New(startServer(t))
 	ctx := context.Background()
-	cb := client.Callback{Method: "POST", URL: sink.URL, Params: `{"id":1}`}
+	cb := client.Callback{Method: "POST", URL: sink.URL(), Params: `{"id":1}`}
 
 	s, err := c.Submit(ctx, client.Message{Topic: "orders", Delay: 5 * time.Second, Callback: cb})
 	if err != nil {
@@ -108,7 +104,7 @@ func TestClientAgainstARealServer(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Field != "delay_time" || !errors.Is(err, client.ErrBadRequest) {
 		t.Fatalf("want a 400 on delay_time, got %v", err)
 	}
-	if n := calls.Load(); n != 1 {
+	if n := sink.Total(); n != 1 {
 		t.Fatalf("callbacks: %d, want 1", n)
 	}
 }
@@ -116,15 +112,13 @@ func TestClientAgainstARealServer(t *testing.T) {
 // SubmitBatch against a real all-in-one: results in order, a replayed key
 // is the first message, a bad item is its own *APIError, the rest fire.
 func TestSubmitBatchAgainstARealServer(t *testing.T) {
-	var calls atomic.Int32
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
-	defer sink.Close()
+	sink := testsink.Start(t, testsink.Options{})
 	c := client.New(startServer(t))
 	ctx := context.Background()
-	cb := client.Callback{Method: "POST", URL: sink.URL}
+	cb := client.Callback{Method: "POST", URL: sink.URL()}
 	res, err := c.SubmitBatch(ctx, []client.Message{
 		{Topic: "b", Delay: 100 * time.Millisecond, Callback: cb, IdempotencyKey: "k"},
-		{Topic: "b", Delay: 100 * time.Millisecond, Callback: client.Callback{Method: "PUT", URL: sink.URL}},
+		{Topic: "b", Delay: 100 * time.Millisecond, Callback: client.Callback{Method: "PUT", URL: sink.URL()}},
 		{Topic: "b", Delay: 100 * time.Millisecond, Callback: cb, IdempotencyKey: "k"},
 		{Topic: "b", Delay: 200 * time.Millisecond, Callback: cb},
 	})
@@ -137,12 +131,9 @@ func TestSubmitBatchAgainstARealServer(t *testing.T) {
 		res[2].Err != nil || res[2].ID != res[0].ID || !res[2].Replayed {
 		t.Fatalf("results %+v", res)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for calls.Load() < 2 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	sink.Wait(10*time.Second, func(calls []testsink.Call) bool { return len(calls) >= 2 })
 	time.Sleep(300 * time.Millisecond)
-	if n := calls.Load(); n != 2 {
+	if n := sink.Total(); n != 2 {
 		t.Fatalf("%d callbacks, want 2", n)
 	}
 	if _, err := c.SubmitBatch(ctx, nil); !errors.Is(err, client.ErrBadRequest) {

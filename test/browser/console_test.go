@@ -414,13 +414,13 @@ func TestConsole(t *testing.T) {
 	// ---- messages from the receive API: two stay pending, two die (the
 	// sink fails their first three calls: three attempts with the topic's
 	// back-off 100, 100), some are delivered.
-	pending := srv.submit(t, topic, 600_000, sk.url("ok"))
-	later := srv.submit(t, topic, 1_800_000, sk.url("ok"))
-	dead1 := srv.submit(t, topic, 0, sk.url("fail3"))
-	dead2 := srv.submit(t, topic, 0, sk.url("fail3"))
+	pending := srv.submit(t, topic, 600_000, sk.URL("ok"))
+	later := srv.submit(t, topic, 1_800_000, sk.URL("ok"))
+	dead1 := srv.submit(t, topic, 0, sk.URL("failcalls3"))
+	dead2 := srv.submit(t, topic, 0, sk.URL("failcalls3"))
 	var okIDs []string
 	for i := 0; i < 5; i++ {
-		okIDs = append(okIDs, srv.submit(t, topic, int64(i*200), sk.url("ok")))
+		okIDs = append(okIDs, srv.submit(t, topic, int64(i*200), sk.URL("ok")))
 	}
 	srv.waitState(t, dead1, "dead", 15*time.Second)
 	srv.waitState(t, dead2, "dead", 15*time.Second)
@@ -429,7 +429,7 @@ func TestConsole(t *testing.T) {
 	}
 	// One message fired well past the 5 s where the lateness histogram
 	// used to end: due in 1 s, with the server frozen for 8 s.
-	lateID := srv.submit(t, topic, 1000, sk.url("ok"))
+	lateID := srv.submit(t, topic, 1000, sk.URL("ok"))
 	if err := srv.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -441,7 +441,7 @@ func TestConsole(t *testing.T) {
 
 	// ---- a message's detail follows it: due in 2 s, it turns delivered
 	// on screen without a click.
-	soon := srv.submit(t, topic, 2000, sk.url("ok"))
+	soon := srv.submit(t, topic, 2000, sk.URL("ok"))
 	p.route("#/messages?id=" + soon)
 	p.wait("the detail of a message about to fire", `document.querySelector("#msg-state")?.textContent === "delayed"`)
 	p.wait("the detail turning delivered by itself", `document.querySelector("#msg-state")?.textContent === "delivered"`)
@@ -474,7 +474,7 @@ func TestConsole(t *testing.T) {
 	before := time.Now().UnixMilli()
 	p.confirm()
 	p.alert("ok", "Message "+later+" is now due in 120000 ms.")
-	if m := srv.get(t, later); m.State != "delayed" || m.DueAt < before+110_000 || m.DueAt > time.Now().UnixMilli()+130_000 {
+	if m := srv.get(t, later); m.State != "delayed" || m.DueMs < before+110_000 || m.DueMs > time.Now().UnixMilli()+130_000 {
 		t.Errorf("after set delay 120000 ms the message is %+v (now %d)", m, time.Now().UnixMilli())
 	}
 
@@ -489,7 +489,7 @@ func TestConsole(t *testing.T) {
 	p.confirm()
 	p.alert("ok", "Message "+dead1+" re-driven")
 	srv.waitState(t, dead1, "delivered", 15*time.Second)
-	if n := sk.count(dead1); n != 4 {
+	if n := sk.Count(dead1); n != 4 {
 		t.Errorf("message %s: %d callbacks, want 3 failed + 1 after the re-drive", dead1, n)
 	}
 	p.click("#redrive-all")
@@ -580,7 +580,7 @@ func TestConsole(t *testing.T) {
 	p.click("#topic-new")
 	p.noOverflow("topics with the new-topic form")
 	// The page refreshes itself: a message submitted meanwhile shows up.
-	srv.submit(t, topic, 600_000, sk.url("ok"))
+	srv.submit(t, topic, 600_000, sk.URL("ok"))
 	p.wait("the topics page to refresh itself", fmt.Sprintf(`[...document.querySelectorAll("#page-topics tbody tr")].some(r =>
 		r.cells[0].textContent === %q && r.cells[6].textContent === "2") &&
 		document.querySelector("#topics-status").textContent.startsWith("Updated")`, topic))

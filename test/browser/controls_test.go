@@ -32,7 +32,7 @@ func TestConsoleControls(t *testing.T) {
 	p.set("#password", "admin")
 	p.click("#login-submit")
 	p.wait("the topics page", `location.hash === "#/topics" && document.querySelector("#page-topics table")`)
-	first := srv.submit(t, tp, 0, sk.url("ok")) // creates the topic, gives it a callback URL
+	first := srv.submit(t, tp, 0, sk.URL("ok")) // creates the topic, gives it a callback URL
 	srv.waitState(t, first, "delivered", 10*time.Second)
 	p.wait("the topic's row", rowHas("#page-topics", tp))
 
@@ -45,9 +45,9 @@ func TestConsoleControls(t *testing.T) {
 	p.wait("the paused badge", rowHas("#page-topics", tp)+` && document.querySelector("#page-topics .badge.paused")`)
 	p.screenshot("topics-paused")
 	time.Sleep(time.Second) // the worker reads the pause within 0.5 s
-	held := srv.submit(t, tp, 300, sk.url("ok"))
+	held := srv.submit(t, tp, 300, sk.URL("ok"))
 	time.Sleep(2 * time.Second)
-	if n := sk.count(held); n != 0 {
+	if n := sk.Count(held); n != 0 {
 		t.Fatalf("a message of the paused topic was called %d times", n)
 	}
 	if m := srv.get(t, held); m.State != "delayed" || m.Attempts != 0 {
@@ -58,15 +58,15 @@ func TestConsoleControls(t *testing.T) {
 	p.alert("ok", "Deliveries of "+tp+" resumed.")
 	p.wait("the badge gone", `!document.querySelector("#page-topics .badge.paused")`)
 	srv.waitState(t, held, "delivered", 10*time.Second)
-	if n := sk.count(held); n != 1 {
+	if n := sk.Count(held); n != 1 {
 		t.Fatalf("after resume the message was called %d times, want once", n)
 	}
 
 	// ---- a test message: the form defaults to the topic's callback URL
 	p.click(fmt.Sprintf(`button[data-action="test"][data-topic=%q]`, tp))
 	p.wait("the test message form", `document.querySelector("#dialog").open && document.querySelector("#test-url")`)
-	if got := p.eval(`document.querySelector("#test-url").value`); got != sk.url("ok") {
-		t.Errorf("the test form's callback URL is %q, want the topic's %q", got, sk.url("ok"))
+	if got := p.eval(`document.querySelector("#test-url").value`); got != sk.URL("ok") {
+		t.Errorf("the test form's callback URL is %q, want the topic's %q", got, sk.URL("ok"))
 	}
 	p.set("#test-delay", "300")
 	p.confirm()
@@ -78,7 +78,7 @@ func TestConsoleControls(t *testing.T) {
 		document.querySelector("#msg-detail .card")?.textContent.includes(%q)`, id, id))
 	srv.waitState(t, id, "delivered", 10*time.Second)
 	p.wait("the detail turning delivered by itself", `document.querySelector("#msg-detail .card").textContent.includes("delivered")`)
-	if n := sk.count(id); n != 1 {
+	if n := sk.Count(id); n != 1 {
 		t.Errorf("the test message was called %d times, want once", n)
 	}
 

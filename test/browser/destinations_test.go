@@ -3,13 +3,13 @@ package browser
 import (
 	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/sorakaq/sorakaq/internal/testenv"
+	"github.com/sorakaq/sorakaq/internal/testsink"
 )
 
 // TestConsoleDestinations: the Destinations page shows each destination's
@@ -20,26 +20,17 @@ func TestConsoleDestinations(t *testing.T) {
 	if binPath == "" {
 		testenv.Missing(t, "no chromium at %s: the console's browser tests need it (apt-get install chromium, or set SORAKAQ_CHROMIUM)", chromiumPath())
 	}
-	release := make(chan struct{})
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer slow.Close()
-	defer close(release)
-	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Retry-After", "120")
-		w.WriteHeader(http.StatusTooManyRequests)
-	}))
-	defer busy.Close()
+	// slow answers when the test ends; busy answers 429 with Retry-After: 120
+	slow := testsink.Start(t, testsink.Options{Answer: func(testsink.Call) testsink.Answer { return testsink.Answer{Delay: time.Hour} }})
+	busy := testsink.Start(t, testsink.Options{Answer: func(testsink.Call) testsink.Answer {
+		return testsink.Answer{Status: http.StatusTooManyRequests, RetryAfter: "120"}
+	}})
 	srv := startServer(t, "SORAKAQ_CALLBACK_DESTINATION_CONCURRENCY=1", "SORAKAQ_RECEIVE_DEFAULT_TTR_MS=60000")
 	for i := 0; i < 3; i++ {
-		srv.submit(t, "console_dest", 0, slow.URL+"/slow")
+		srv.submit(t, "console_dest", 0, slow.URL("slow"))
 	}
-	srv.submit(t, "console_dest", 0, busy.URL+"/busy")
-	slowKey, busyKey := strings.TrimPrefix(slow.URL, "http://"), strings.TrimPrefix(busy.URL, "http://")
+	srv.submit(t, "console_dest", 0, busy.URL("busy"))
+	slowKey, busyKey := slow.Addr().String(), busy.Addr().String()
 
 	p := newPage(t)
 	p.do("opening the console", chromedp.Navigate(srv.AdminURL+"/#/destinations"))

@@ -1,19 +1,16 @@
 package browser
 
 import (
-	"bytes"
-	"encoding/json"
+	"context"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sorakaq/sorakaq/internal/testproc"
+	"github.com/sorakaq/sorakaq/internal/testsink"
+	"github.com/sorakaq/sorakaq/pkg/client"
 )
 
 const readyTimeout = 20 * time.Second
@@ -56,6 +53,7 @@ func mainBrowser(m *testing.M) int {
 type server struct {
 	ReceiveURL string
 	AdminURL   string
+	api        *client.Client // of the receive API (no session needed)
 	*testproc.Proc
 }
 
@@ -98,66 +96,30 @@ func startServer(t *testing.T, extraEnv ...string) *server {
 		}
 		t.Fatalf("%v\n%s", err, out)
 	}
+	s.api = client.New(s.ReceiveURL, client.WithHTTPClient(httpc))
 	return s
-}
-
-// envelope is every JSON answer of sorakaQ.
-type envelope struct {
-	EC     int             `json:"ec"`
-	EM     string          `json:"em"`
-	Result json.RawMessage `json:"result"`
-}
-
-// receive calls the receive API (no session needed) and requires a 200.
-func (s *server) receive(t *testing.T, method, path string, body any, out any) {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, s.ReceiveURL+path, rd)
-	resp, err := httpc.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	var env envelope
-	raw, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(raw, &env); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s %s: HTTP %d %s", method, path, resp.StatusCode, raw)
-	}
-	if out != nil {
-		if err := json.Unmarshal(env.Result, out); err != nil {
-			t.Fatalf("%s %s: %v in %s", method, path, err, raw)
-		}
-	}
 }
 
 // submit submits a message due after delayMs whose callback goes to url.
 func (s *server) submit(t *testing.T, topic string, delayMs int64, url string) string {
 	t.Helper()
-	var r struct {
-		ID string `json:"msgId"`
+	sub, err := s.api.Submit(context.Background(), client.Message{Topic: topic, Delay: time.Duration(delayMs) * time.Millisecond,
+		Callback: client.Callback{Method: "POST", URL: url, Params: `{"order":42}`}})
+	if err != nil {
+		t.Fatalf("submit to %s: %v", topic, err)
 	}
-	s.receive(t, http.MethodPost, "/sorakaq/msg/submit", map[string]any{
-		"topic_name": topic, "delay_time": delayMs,
-		"callback": map[string]any{"request_type": "POST", "url": url, "params": `{"order":42}`},
-	}, &r)
-	return r.ID
+	return sub.ID
 }
 
-type msg struct {
-	ID       string `json:"msg_id"`
-	State    string `json:"state"`
-	DueAt    int64  `json:"due_at"`
-	Attempts int    `json:"attempts"`
-}
+// msg is a message as the receive API shows it (with its history).
+type msg = client.Status
 
 func (s *server) get(t *testing.T, id string) msg {
 	t.Helper()
-	var m msg
-	s.receive(t, http.MethodGet, "/sorakaq/msg/get?msg_id="+id, nil, &m)
+	m, err := s.api.Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("get %s: %v", id, err)
+	}
 	return m
 }
 
@@ -177,39 +139,10 @@ func (s *server) waitState(t *testing.T, id, state string, d time.Duration) msg 
 	}
 }
 
-// sink is the business system receiving callbacks. The first path segment
-// of the callback URL is the mode: "ok" answers 200; "failN" answers 500
-// to the first N calls for a message id and 200 after.
-type sink struct {
-	srv   *httptest.Server
-	mu    sync.Mutex
-	calls map[string]int
-}
+// sink is the business system receiving callbacks (testsink). The first
+// path segment of the callback URL is the mode: "ok" answers 200;
+// "failcallsN" answers 500 to the first N calls for a message id and 200
+// after.
+type sink = testsink.Sink
 
-func newSink(t *testing.T) *sink {
-	s := &sink{calls: map[string]int{}}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		id := r.Header.Get("X-Sorakaq-Msg-Id")
-		s.mu.Lock()
-		s.calls[id]++
-		n := s.calls[id]
-		s.mu.Unlock()
-		var fail int
-		if _, err := fmt.Sscanf(strings.TrimPrefix(r.URL.Path, "/"), "fail%d", &fail); err == nil && n <= fail {
-			http.Error(w, "sink says no", http.StatusInternalServerError)
-			return
-		}
-		io.WriteString(w, `{"result":true}`)
-	}))
-	t.Cleanup(s.srv.Close)
-	return s
-}
-
-func (s *sink) url(mode string) string { return s.srv.URL + "/" + mode }
-
-func (s *sink) count(id string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls[id]
-}
+func newSink(t *testing.T) *sink { return testsink.Start(t, testsink.Options{}) }

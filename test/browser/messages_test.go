@@ -3,7 +3,6 @@ package browser
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -12,22 +11,6 @@ import (
 
 	"github.com/sorakaq/sorakaq/internal/testenv"
 )
-
-// fullMsg is a message with its history, from the receive API.
-type fullMsg struct {
-	msg
-	History []struct {
-		Type   string `json:"type"`
-		Detail string `json:"detail"`
-	} `json:"history"`
-}
-
-func (s *server) getFull(t *testing.T, id string) fullMsg {
-	t.Helper()
-	var m fullMsg
-	s.receive(t, http.MethodGet, "/sorakaq/msg/get?msg_id="+id, nil, &m)
-	return m
-}
 
 // rows is JS: the ids of the list's rows, in the order shown.
 const rows = `JSON.stringify([...document.querySelectorAll("#msg-list-body tbody tr a[data-msg]")].map(a => a.dataset.msg))`
@@ -55,10 +38,10 @@ func TestConsoleMessageList(t *testing.T) {
 	const lt = "list_t"
 	sk := newSink(t)
 	srv := startServer(t)
-	local := strings.Replace(sk.url("ok"), "127.0.0.1", "localhost", 1)
+	local := strings.Replace(sk.URL("ok"), "127.0.0.1", "localhost", 1)
 	var toIP, toLocal []string
 	for i := 0; i < 5; i++ {
-		toIP = append(toIP, srv.submit(t, lt, 600_000+int64(i)*1000, sk.url("ok")))
+		toIP = append(toIP, srv.submit(t, lt, 600_000+int64(i)*1000, sk.URL("ok")))
 	}
 	for i := 0; i < 3; i++ {
 		toLocal = append(toLocal, srv.submit(t, lt, 700_000-int64(i)*1000, local))
@@ -110,7 +93,7 @@ func TestConsoleMessageList(t *testing.T) {
 	p.confirm()
 	p.alert("ok", "Cancelled 2 messages of "+lt+".")
 	for _, id := range append(toIP, toLocal...) {
-		m := srv.getFull(t, id)
+		m := srv.get(t, id)
 		want := "delayed"
 		if id == picked[0] || id == picked[1] {
 			want = "cancelled"
@@ -143,7 +126,7 @@ func TestConsoleMessageList(t *testing.T) {
 	p.confirm()
 	p.alert("ok", "Rescheduled 6 messages of "+lt+".")
 	for _, id := range append(toIP, toLocal[1]) {
-		if m := srv.get(t, id); m.State != "delayed" || m.DueAt < before+290_000 || m.DueAt > time.Now().UnixMilli()+310_000 {
+		if m := srv.get(t, id); m.State != "delayed" || m.DueMs < before+290_000 || m.DueMs > time.Now().UnixMilli()+310_000 {
 			t.Errorf("%s after the bulk set delay of 300 s: %+v", id, m)
 		}
 	}

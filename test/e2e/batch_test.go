@@ -111,7 +111,7 @@ func TestSubmitBatch(t *testing.T) {
 	if len(page.Messages) != len(stored) {
 		t.Fatalf("topic holds %d messages, want %d (%v): %+v", len(page.Messages), len(stored), stored, page.Messages)
 	}
-	sink.WaitAll(t, stored, 15*time.Second)
+	waitAll(t, sink, stored, 15*time.Second)
 	for _, id := range stored {
 		calls := sink.WaitCalls(t, id, 1, 10*time.Second)
 		checkOnTime(t, calls[0], due[id], "message "+id)

@@ -92,8 +92,8 @@ func TestAddTime(t *testing.T) {
 		t.Errorf("callback X-Sorakaq-Due-At %d, want the new due time %d", c.DueAt, m.DueAt)
 	}
 	checkOnTime(t, c, m.DueAt, "after addTime")
-	if c.AtMs-s.Before < 2500 {
-		t.Errorf("fired %d ms after submit, want >= 2500", c.AtMs-s.Before)
+	if c.AtMs()-s.Before < 2500 {
+		t.Errorf("fired %d ms after submit, want >= 2500", c.AtMs()-s.Before)
 	}
 	srv.WaitState(t, s.ID, "delivered", 5*time.Second)
 	sink.NoMoreCalls(t, s.ID, 1, 300*time.Millisecond)
@@ -154,13 +154,13 @@ func TestSetDelay(t *testing.T) {
 	if ec.DueAt != e.DueAt {
 		t.Errorf("X-Sorakaq-Due-At %d, want %d", ec.DueAt, e.DueAt)
 	}
-	if ec.AtMs >= early.DueAt {
+	if ec.AtMs() >= early.DueAt {
 		t.Errorf("setDelay 300 fired at the old due time")
 	}
 	lc := sink.WaitCalls(t, late.ID, 1, 10*time.Second)[0]
 	checkOnTime(t, lc, l.DueAt, "setDelay 2000")
-	if lc.AtMs < late.DueAt+1000 {
-		t.Errorf("setDelay 2000 fired at %d, near the old due time %d", lc.AtMs, late.DueAt)
+	if lc.AtMs() < late.DueAt+1000 {
+		t.Errorf("setDelay 2000 fired at %d, near the old due time %d", lc.AtMs(), late.DueAt)
 	}
 	srv.WaitState(t, early.ID, "delivered", 5*time.Second)
 	srv.WaitState(t, late.ID, "delivered", 5*time.Second)
@@ -201,8 +201,8 @@ func TestRetriesThenDead(t *testing.T) {
 			}
 			if i > 0 {
 				wait := []int64{200, 400}[i-1]
-				if c.AtMs < calls[i-1].AtMs+wait {
-					t.Errorf("%s: attempt %d came %d ms after attempt %d, want >= %d", name, i+1, c.AtMs-calls[i-1].AtMs, i, wait)
+				if c.AtMs() < calls[i-1].AtMs()+wait {
+					t.Errorf("%s: attempt %d came %d ms after attempt %d, want >= %d", name, i+1, c.AtMs()-calls[i-1].AtMs(), i, wait)
 				}
 				due = c.DueAt
 			}
@@ -451,7 +451,7 @@ func TestChangesDuringAndBetweenAttempts(t *testing.T) {
 	srv.WaitState(t, moved.ID, "delivered", 5*time.Second)
 
 	// The cancelled one gets no second attempt (its retry was due 2 s after the first).
-	sleepUntilMs(sink.Calls(cancelled.ID)[0].AtMs + 2500)
+	sleepUntilMs(sink.Calls(cancelled.ID)[0].AtMs() + 2500)
 	if c := sink.Calls(cancelled.ID); len(c) != 1 {
 		t.Errorf("cancelled retrying message: %d callbacks, want 1", len(c))
 	}

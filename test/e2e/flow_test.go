@@ -2,58 +2,26 @@ package e2e
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"sort"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/testsink"
 )
 
 // Per-destination flow control against the real binary (issue 11 item 2,
 // review F12).
 
-// receiver is a callback receiver whose answer a test chooses per call;
-// it records the arrival of every call by message id.
-type receiver struct {
-	srv    *httptest.Server
-	answer func(id string, n int) (status int, retryAfter string)
-	mu     sync.Mutex
-	calls  map[string][]time.Time
-	all    []time.Time
-}
-
-func newReceiver(t *testing.T, answer func(id string, n int) (int, string)) *receiver {
-	rc := &receiver{answer: answer, calls: map[string][]time.Time{}}
-	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		now := time.Now()
-		id := r.Header.Get("X-Sorakaq-Msg-Id")
-		rc.mu.Lock()
-		rc.calls[id] = append(rc.calls[id], now)
-		rc.all = append(rc.all, now)
-		n := len(rc.calls[id])
-		rc.mu.Unlock()
-		status, ra := rc.answer(id, n)
-		if ra != "" {
-			w.Header().Set("Retry-After", ra)
-		}
-		w.WriteHeader(status)
-	}))
-	t.Cleanup(rc.srv.Close)
-	return rc
-}
-
-func (rc *receiver) callsOf(id string) []time.Time {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return append([]time.Time(nil), rc.calls[id]...)
-}
-
-func (rc *receiver) count() int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return len(rc.all)
+// newReceiver is a callback receiver whose answer a test chooses per call
+// (n is the call's number for the message id); it records the arrival of
+// every call by message id.
+func newReceiver(t *testing.T, answer func(id string, n int) (status int, retryAfter string)) *Sink {
+	return testsink.Start(t, testsink.Options{Answer: func(c testsink.Call) testsink.Answer {
+		status, ra := answer(c.MsgID, c.N)
+		return testsink.Answer{Status: status, RetryAfter: ra}
+	}})
 }
 
 // destRow is a row of GET /sorakaq/admin/destinations.
@@ -101,15 +69,15 @@ func TestRetryAfterSlowsTheDestination(t *testing.T) {
 	})
 	other := newReceiver(t, func(string, int) (int, string) { return http.StatusOK, "" })
 	const topic, key = "e2e-flow-retry-after", "tenant-x"
-	a := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 300, Callback: CBField{RequestType: "POST", URL: first.srv.URL + "/a", Destination: key}})
-	b := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 800, Callback: CBField{RequestType: "POST", URL: other.srv.URL + "/b", Destination: key}})
-	c := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 600, Callback: CBField{RequestType: "POST", URL: other.srv.URL + "/c", Destination: key}})
+	a := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 300, Callback: CBField{RequestType: "POST", URL: first.URL("a"), Destination: key}})
+	b := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 800, Callback: CBField{RequestType: "POST", URL: other.URL("b"), Destination: key}})
+	c := srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 600, Callback: CBField{RequestType: "POST", URL: other.URL("c"), Destination: key}})
 	if m := srv.GetMsg(t, a.ID); m.Callback.Destination != key {
 		t.Fatalf("callback.destination not kept: %+v", m.Callback)
 	}
 
-	waitFor(t, 5*time.Second, "the throttled first call", func() bool { return len(first.callsOf(a.ID)) == 1 })
-	throttledAt := first.callsOf(a.ID)[0]
+	waitFor(t, 5*time.Second, "the throttled first call", func() bool { return first.Count(a.ID) == 1 })
+	throttledAt := first.Calls(a.ID)[0].At()
 	// c is due during the pause: parked, so a cancel goes through
 	sleepUntilMs(c.DueAt + 200)
 	if resp := srv.Post(t, "/sorakaq/msg/cancel", Ref{TopicName: topic, MsgID: c.ID}); resp.Status != http.StatusOK {
@@ -122,8 +90,8 @@ func TestRetryAfterSlowsTheDestination(t *testing.T) {
 
 	ma := srv.WaitState(t, a.ID, "delivered", 10*time.Second)
 	mb := srv.WaitState(t, b.ID, "delivered", 10*time.Second)
-	again := first.callsOf(a.ID)[1]
-	bAt := other.callsOf(b.ID)[0]
+	again := first.Calls(a.ID)[1].At()
+	bAt := other.Calls(b.ID)[0].At()
 	if d := again.Sub(throttledAt); d < 2*time.Second {
 		t.Errorf("the throttled message was called again %v after its 429 with Retry-After: 2", d)
 	}
@@ -133,7 +101,7 @@ func TestRetryAfterSlowsTheDestination(t *testing.T) {
 	if ma.Attempts != 1 || mb.Attempts != 1 {
 		t.Errorf("attempts %d and %d, want 1 each (a throttled call uses none)", ma.Attempts, mb.Attempts)
 	}
-	if n := len(other.callsOf(c.ID)); n != 0 {
+	if n := other.Count(c.ID); n != 0 {
 		t.Errorf("the cancelled message was called %d times", n)
 	}
 	t.Logf("429 at %s; called again after %v; the other message after %v", throttledAt.Format("15:04:05.000"), again.Sub(throttledAt), bAt.Sub(throttledAt))
@@ -161,9 +129,9 @@ func TestBreakerPausesAFailingDestination(t *testing.T) {
 	const topic, n = "e2e-flow-breaker", 10
 	var ids []string
 	for i := 0; i < n; i++ {
-		ids = append(ids, srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 300, Callback: CBField{RequestType: "GET", URL: rc.srv.URL + "/x"}}).ID)
+		ids = append(ids, srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 300, Callback: CBField{RequestType: "GET", URL: rc.URL("x")}}).ID)
 	}
-	key := "127.0.0.1:" + rc.srv.URL[len("http://127.0.0.1:"):]
+	key := rc.Addr().String()
 	waitFor(t, 5*time.Second, "the breaker to open", func() bool {
 		rows := srv.destinations(t, key)
 		return len(rows) == 1 && rows[0].Breaker != "closed"
@@ -203,21 +171,11 @@ func TestBreakerPausesAFailingDestination(t *testing.T) {
 func TestSlowDestinationDoesNotDelayOthers(t *testing.T) {
 	t.Parallel()
 	srv := StartServer(t, "SORAKAQ_WORKER_CONCURRENCY=16", "SORAKAQ_CALLBACK_DESTINATION_CONCURRENCY=4")
-	release := make(chan struct{})
-	defer close(release)
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-time.After(5 * time.Second):
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer slow.Close()
-	fast := NewSink(t)
+	slow, fast := NewSink(t), NewSink(t) // slow answers in 5 s (or when the test ends)
 	const topic = "e2e-flow-isolation"
 	var slowIDs []string
 	for i := 0; i < 40; i++ {
-		slowIDs = append(slowIDs, srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 500, TTR: 10000, Callback: CBField{RequestType: "GET", URL: slow.URL + "/slow"}}).ID)
+		slowIDs = append(slowIDs, srv.Submit(t, SubmitReq{TopicName: topic, DelayTime: 500, TTR: 10000, Callback: CBField{RequestType: "GET", URL: slow.URL("sleep5000")}}).ID)
 	}
 	type sent struct {
 		id  string
@@ -231,10 +189,10 @@ func TestSlowDestinationDoesNotDelayOthers(t *testing.T) {
 	var late []time.Duration
 	for _, m := range fastMsgs {
 		c := fast.WaitCalls(t, m.id, 1, 15*time.Second)[0]
-		if c.AtMs < m.due {
-			t.Errorf("%s called %d ms early", m.id, m.due-c.AtMs)
+		if c.AtMs() < m.due {
+			t.Errorf("%s called %d ms early", m.id, m.due-c.AtMs())
 		}
-		late = append(late, time.Duration(c.AtMs-m.due)*time.Millisecond)
+		late = append(late, time.Duration(c.AtMs()-m.due)*time.Millisecond)
 	}
 	sort.Slice(late, func(i, j int) bool { return late[i] < late[j] })
 	p50, p99, worst := late[len(late)/2], late[len(late)*99/100-1], late[len(late)-1]
@@ -245,7 +203,7 @@ func TestSlowDestinationDoesNotDelayOthers(t *testing.T) {
 	}
 	var slowRow *destRow
 	for i := range rows {
-		if rows[i].Key == "127.0.0.1:"+slow.URL[len("http://127.0.0.1:"):] {
+		if rows[i].Key == slow.Addr().String() {
 			slowRow = &rows[i]
 		}
 	}

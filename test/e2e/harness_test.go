@@ -2,14 +2,13 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"regexp"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	"github.com/sorakaq/sorakaq/internal/testproc"
+	"github.com/sorakaq/sorakaq/internal/testsink"
+	"github.com/sorakaq/sorakaq/pkg/client"
 )
 
 // Time bounds. The machine running these tests is shared and noisy, so a
@@ -365,17 +366,23 @@ type Submitted struct {
 	Answered int64  // unix ms when the answer arrived
 }
 
-// Submit submits and requires a 200.
+// Client is the public Go client (pkg/client) of the receive service.
+func (s *Server) Client() *client.Client {
+	return client.New("http://"+s.ReceiveAddr, client.WithHTTPClient(httpc), client.WithToken(adminToken))
+}
+
+// Submit submits through pkg/client and requires a 200 (with ec 200).
 func (s *Server) Submit(t *testing.T, r SubmitReq) Submitted {
 	t.Helper()
+	m := client.Message{Topic: r.TopicName, Delay: time.Duration(r.DelayTime) * time.Millisecond, TTR: time.Duration(r.TTR) * time.Millisecond,
+		Callback: client.Callback{Method: r.Callback.RequestType, URL: r.Callback.URL, Params: r.Callback.Params,
+			Headers: r.Callback.Headers, Destination: r.Callback.Destination}}
 	before := time.Now().UnixMilli()
-	resp := s.Post(t, "/sorakaq/msg/submit", r)
-	if resp.Status != http.StatusOK {
-		t.Fatalf("submit %+v: %s", r, resp)
+	sub, err := s.Client().Submit(context.Background(), m)
+	if err != nil {
+		t.Fatalf("submit %+v: %v", r, err)
 	}
-	var out Submitted
-	resp.Into(t, &out)
-	out.Before, out.Answered = before, time.Now().UnixMilli()
+	out := Submitted{ID: sub.ID, DueAt: sub.DueMs, Before: before, Answered: time.Now().UnixMilli()}
 	if !idRe.MatchString(out.ID) {
 		t.Fatalf("submit answered msgId %q, not a message id", out.ID)
 	}
@@ -475,212 +482,25 @@ type Ref struct {
 // ---------------------------------------------------------------------------
 // The callback sink.
 
-// Call is one callback request the sink received.
-type Call struct {
-	At      time.Time
-	AtMs    int64
-	Method  string
-	Path    string
-	Query   url.Values
-	Body    string
-	Header  http.Header
-	MsgID   string
-	Topic   string
-	Attempt int
-	DueAt   int64
-}
+// Call is one callback request the sink received, with its method, path,
+// query, headers and body (testsink.Call with its Detail).
+type Call = testsink.Call
 
 // Sink is a business system: it records every callback and answers per
 // message. The answer is chosen by the first path segment of the callback
-// URL (Sink.URL(mode)), unless SetMode overrides it for one message id:
-//
-//	ok     200 {"result":true}
-//	500    500
-//	false  200 {"result":false}
-//	slow   waits 3 s (or until the caller gives up), then 200
-//	hang   waits until the caller gives up (at most 60 s), then 200
-//	sleepN waits N ms (or until the caller gives up), then 200
-//	failN  500 for attempts 1..N, then 200 (e.g. fail1)
-type Sink struct {
-	srv *httptest.Server
-
-	mu      sync.Mutex
-	calls   []Call
-	modes   map[string]string
-	changed chan struct{}
-}
+// URL (Sink.URL(mode)), unless SetMode overrides it for one message id;
+// the modes are testsink's (ok, 500, false, slow, hang, sleepN, failN...).
+type Sink = testsink.Sink
 
 // NewSink starts a sink on 127.0.0.1; it is closed when the test ends.
-func NewSink(t *testing.T) *Sink {
-	s := &Sink{modes: map[string]string{}, changed: make(chan struct{})}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
-	t.Cleanup(s.srv.Close)
-	return s
-}
+func NewSink(t *testing.T) *Sink { return testsink.Start(t, testsink.Options{}) }
 
-// URL is the callback URL answering with mode, plus an optional path.
-func (s *Sink) URL(mode string, rest ...string) string {
-	u := s.srv.URL + "/" + mode
-	if len(rest) > 0 {
-		u += "/" + strings.Join(rest, "/")
-	}
-	return u
-}
-
-// SetMode makes the sink answer the message id with mode from now on.
-func (s *Sink) SetMode(id, mode string) {
-	s.mu.Lock()
-	s.modes[id] = mode
-	s.mu.Unlock()
-}
-
-func (s *Sink) serve(w http.ResponseWriter, r *http.Request) {
-	now := time.Now()
-	body, _ := io.ReadAll(r.Body)
-	c := Call{
-		At: now, AtMs: now.UnixMilli(), Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(),
-		Body: string(body), Header: r.Header.Clone(),
-		MsgID: r.Header.Get("X-Sorakaq-Msg-Id"), Topic: r.Header.Get("X-Sorakaq-Topic"),
-	}
-	fmt.Sscan(r.Header.Get("X-Sorakaq-Attempt"), &c.Attempt)
-	fmt.Sscan(r.Header.Get("X-Sorakaq-Due-At"), &c.DueAt)
-	mode := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 2)[0]
-	s.mu.Lock()
-	if m, ok := s.modes[c.MsgID]; ok {
-		mode = m
-	}
-	s.calls = append(s.calls, c)
-	close(s.changed)
-	s.changed = make(chan struct{})
-	s.mu.Unlock()
-
-	var failUpTo, sleepMs int
-	switch {
-	case strings.HasPrefix(mode, "sleep") && func() bool { _, err := fmt.Sscanf(mode, "sleep%d", &sleepMs); return err == nil }():
-		select {
-		case <-time.After(time.Duration(sleepMs) * time.Millisecond):
-		case <-r.Context().Done():
-			return
-		}
-		io.WriteString(w, `{"result":true}`)
-	case mode == "500":
-		w.WriteHeader(http.StatusInternalServerError)
-		io.WriteString(w, "boom")
-	case mode == "false":
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"result":false}`)
-	case mode == "slow", mode == "hang":
-		wait := 3 * time.Second
-		if mode == "hang" {
-			wait = time.Minute
-		}
-		select {
-		case <-time.After(wait):
-		case <-r.Context().Done():
-			return
-		}
-		io.WriteString(w, `{"result":true}`)
-	case strings.HasPrefix(mode, "fail") && func() bool { _, err := fmt.Sscanf(mode, "fail%d", &failUpTo); return err == nil }():
-		if c.Attempt <= failUpTo {
-			w.WriteHeader(http.StatusInternalServerError)
-			return
-		}
-		io.WriteString(w, `{"result":true}`)
-	default:
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"result":true}`)
-	}
-}
-
-// Calls returns the callbacks received for a message id, in arrival order.
-func (s *Sink) Calls(id string) []Call {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []Call
-	for _, c := range s.calls {
-		if c.MsgID == id {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// All returns every callback received.
-func (s *Sink) All() []Call {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Call(nil), s.calls...)
-}
-
-// WaitCalls waits until n callbacks for id arrived, or fails after d.
-func (s *Sink) WaitCalls(t *testing.T, id string, n int, d time.Duration) []Call {
-	t.Helper()
-	if _, err := s.waitFor(d, func() bool { return len(s.callsLocked(id)) >= n }); err != nil {
-		t.Fatalf("message %s: %d callbacks after %v, want %d: %+v", id, len(s.Calls(id)), d, n, s.Calls(id))
-	}
-	return s.Calls(id)
-}
-
-// WaitAll waits until every id has at least one callback, or fails after
+// waitAll waits until every id has at least one callback, or fails after
 // d listing the missing ones.
-func (s *Sink) WaitAll(t *testing.T, ids []string, d time.Duration) {
+func waitAll(t *testing.T, s *Sink, ids []string, d time.Duration) {
 	t.Helper()
-	missing := func() []string {
-		seen := map[string]bool{}
-		for _, c := range s.calls {
-			seen[c.MsgID] = true
-		}
-		var out []string
-		for _, id := range ids {
-			if !seen[id] {
-				out = append(out, id)
-			}
-		}
-		return out
-	}
-	if _, err := s.waitFor(d, func() bool { return len(missing()) == 0 }); err != nil {
-		s.mu.Lock()
-		m := missing()
-		s.mu.Unlock()
+	if m := s.WaitAll(ids, d); len(m) > 0 {
 		t.Fatalf("%d of %d messages got no callback within %v: %v", len(m), len(ids), d, m)
-	}
-}
-
-func (s *Sink) callsLocked(id string) []Call {
-	var out []Call
-	for _, c := range s.calls {
-		if c.MsgID == id {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// waitFor waits until cond (called with s.mu held) is true.
-func (s *Sink) waitFor(d time.Duration, cond func() bool) (bool, error) {
-	timeout := time.NewTimer(d)
-	defer timeout.Stop()
-	for {
-		s.mu.Lock()
-		ok := cond()
-		ch := s.changed
-		s.mu.Unlock()
-		if ok {
-			return true, nil
-		}
-		select {
-		case <-ch:
-		case <-timeout.C:
-			return false, errors.New("timeout")
-		}
-	}
-}
-
-// NoMoreCalls waits d and fails if id got more than n callbacks.
-func (s *Sink) NoMoreCalls(t *testing.T, id string, n int, d time.Duration) {
-	t.Helper()
-	if _, err := s.waitFor(d, func() bool { return len(s.callsLocked(id)) > n }); err == nil {
-		t.Errorf("message %s: %d callbacks, want %d: %+v", id, len(s.Calls(id)), n, s.Calls(id))
 	}
 }
 
@@ -691,10 +511,10 @@ func (s *Sink) NoMoreCalls(t *testing.T, id string, n int, d time.Duration) {
 // most onTime after max(dueMs, notBeforeMs).
 func checkOnTime(t *testing.T, c Call, dueMs int64, what string) {
 	t.Helper()
-	if c.AtMs < dueMs {
-		t.Errorf("%s: callback at %d, %d ms BEFORE its due time %d", what, c.AtMs, dueMs-c.AtMs, dueMs)
+	if c.AtMs() < dueMs {
+		t.Errorf("%s: callback at %d, %d ms BEFORE its due time %d", what, c.AtMs(), dueMs-c.AtMs(), dueMs)
 	}
-	if late := time.Duration(c.AtMs-dueMs) * time.Millisecond; late > onTime {
+	if late := time.Duration(c.AtMs()-dueMs) * time.Millisecond; late > onTime {
 		t.Errorf("%s: callback %v after its due time (bound %v)", what, late, onTime)
 	}
 }

@@ -89,7 +89,7 @@ func TestPauseAndResumeTopic(t *testing.T) {
 	if r := srv.AdminPost(t, "/sorakaq/topic/resume", map[string]any{"topic_name": topic}); r.Status != http.StatusOK {
 		t.Fatalf("resume: %s", r)
 	}
-	sink.WaitAll(t, ids, 5*time.Second)
+	waitAll(t, sink, ids, 5*time.Second)
 	t.Logf("all %d waiting messages called %v after the resume", len(ids), time.Since(resumedAt).Round(time.Millisecond))
 	sink.NoMoreCalls(t, cancelled, 0, 300*time.Millisecond)
 	var order []int64

@@ -86,29 +86,29 @@ func TestKill9Durability(t *testing.T) {
 	}
 	// the last due time or the restart, whichever is later, then 10 s: a
 	// restart slowed by a busy box must not turn into "no callback"
-	sink.WaitAll(t, ids, time.Until(time.UnixMilli(max(maxDue, time.Now().UnixMilli())))+10*time.Second)
+	waitAll(t, sink, ids, time.Until(time.UnixMilli(max(maxDue, time.Now().UnixMilli())))+10*time.Second)
 
 	dups, dupsAfterKill, firedBeforeKill := 0, 0, 0
 	for _, m := range msgs {
 		calls := sink.Calls(m.ID)
-		if calls[0].AtMs < restartAt {
+		if calls[0].AtMs() < restartAt {
 			firedBeforeKill++
 		}
 		if len(calls) > 1 {
 			dups += len(calls) - 1
-			if calls[0].AtMs >= restartAt {
+			if calls[0].AtMs() >= restartAt {
 				dupsAfterKill++ // never delivered before the crash: no excuse
 			}
 		}
 		for _, c := range calls {
-			if c.AtMs < m.DueAt {
-				t.Errorf("message %s called back at %d, %d ms before its due time", m.ID, c.AtMs, m.DueAt-c.AtMs)
+			if c.AtMs() < m.DueAt {
+				t.Errorf("message %s called back at %d, %d ms before its due time", m.ID, c.AtMs(), m.DueAt-c.AtMs())
 			}
 		}
 		// Lateness: from the due time, or from the restart for messages
 		// that came due while the process was down.
-		if from := max(m.DueAt, readyAt); calls[0].AtMs > from+onTime.Milliseconds() && calls[0].AtMs >= restartAt {
-			t.Errorf("message %s called back %d ms after max(due, ready)", m.ID, calls[0].AtMs-from)
+		if from := max(m.DueAt, readyAt); calls[0].AtMs() > from+onTime.Milliseconds() && calls[0].AtMs() >= restartAt {
+			t.Errorf("message %s called back %d ms after max(due, ready)", m.ID, calls[0].AtMs()-from)
 		}
 	}
 	t.Logf("%d of %d messages fired before the kill; %d duplicate callbacks (%d for messages first called after the restart)", firedBeforeKill, n, dups, dupsAfterKill)
@@ -158,7 +158,7 @@ func TestKill9DuringDelivery(t *testing.T) {
 	const topic = "e2e-kill9-busy"
 	msgs := submitMany(t, srv, n, topic, sink.URL("sleep20"), func(i int) int64 { return 600 + int64(i)*1200/n })
 	// Kill when about half have been called back.
-	if _, err := sink.waitFor(10*time.Second, func() bool { return len(sink.calls) >= n/2 }); err != nil {
+	if !sink.Wait(10*time.Second, func(calls []Call) bool { return len(calls) >= n/2 }) {
 		t.Fatalf("only %d callbacks after 10 s", len(sink.All()))
 	}
 	srv.Kill9(t)
@@ -170,17 +170,17 @@ func TestKill9DuringDelivery(t *testing.T) {
 	for i, m := range msgs {
 		ids[i] = m.ID
 	}
-	sink.WaitAll(t, ids, 15*time.Second)
+	waitAll(t, sink, ids, 15*time.Second)
 	dups := 0
 	for _, m := range msgs {
 		calls := sink.Calls(m.ID)
 		dups += len(calls) - 1
 		for _, c := range calls {
-			if c.AtMs < m.DueAt {
-				t.Errorf("message %s called back %d ms before its due time", m.ID, m.DueAt-c.AtMs)
+			if c.AtMs() < m.DueAt {
+				t.Errorf("message %s called back %d ms before its due time", m.ID, m.DueAt-c.AtMs())
 			}
 		}
-		if len(calls) > 1 && calls[0].AtMs >= restartAt {
+		if len(calls) > 1 && calls[0].AtMs() >= restartAt {
 			t.Errorf("message %s first called after the restart, yet called %d times", m.ID, len(calls))
 		}
 	}
@@ -218,21 +218,21 @@ func TestKill9Overdue(t *testing.T) {
 	for i, m := range msgs {
 		ids[i] = m.ID
 	}
-	sink.WaitAll(t, ids, 10*time.Second)
+	waitAll(t, sink, ids, 10*time.Second)
 	overdue := 0
 	for _, m := range msgs {
 		calls := sink.Calls(m.ID)
 		for _, c := range calls {
-			if c.AtMs < m.DueAt {
-				t.Errorf("message %s called back %d ms before its due time", m.ID, m.DueAt-c.AtMs)
+			if c.AtMs() < m.DueAt {
+				t.Errorf("message %s called back %d ms before its due time", m.ID, m.DueAt-c.AtMs())
 			}
 		}
-		if calls[0].AtMs < restartAt {
+		if calls[0].AtMs() < restartAt {
 			continue // fired before the kill (or was in flight then)
 		}
 		overdue++
-		if calls[0].AtMs > readyAt+onTime.Milliseconds() {
-			t.Errorf("overdue message %s called back %d ms after the restart was ready, want at once", m.ID, calls[0].AtMs-readyAt)
+		if calls[0].AtMs() > readyAt+onTime.Milliseconds() {
+			t.Errorf("overdue message %s called back %d ms after the restart was ready, want at once", m.ID, calls[0].AtMs()-readyAt)
 		}
 		srv.WaitState(t, m.ID, "delivered", 5*time.Second)
 	}
@@ -276,11 +276,11 @@ func TestGracefulShutdown(t *testing.T) {
 		if len(c) != 1 {
 			t.Errorf("pending message %s: %d callbacks, want 1", p.ID, len(c))
 		}
-		if c[0].AtMs < p.DueAt {
-			t.Errorf("pending message %s fired %d ms before its due time", p.ID, p.DueAt-c[0].AtMs)
+		if c[0].AtMs() < p.DueAt {
+			t.Errorf("pending message %s fired %d ms before its due time", p.ID, p.DueAt-c[0].AtMs())
 		}
-		if from := max(p.DueAt, readyAt); c[0].AtMs > from+onTime.Milliseconds() {
-			t.Errorf("pending message %s fired %d ms after max(due, ready)", p.ID, c[0].AtMs-from)
+		if from := max(p.DueAt, readyAt); c[0].AtMs() > from+onTime.Milliseconds() {
+			t.Errorf("pending message %s fired %d ms after max(due, ready)", p.ID, c[0].AtMs()-from)
 		}
 		srv.WaitState(t, p.ID, "delivered", 5*time.Second)
 	}
@@ -293,8 +293,8 @@ func TestGracefulShutdown(t *testing.T) {
 	calls := sink.WaitCalls(t, hanging.ID, 2, 10*time.Second)
 	t.Logf("interrupted callback made again as attempt %d", calls[1].Attempt)
 	m := srv.WaitState(t, hanging.ID, "delivered", 5*time.Second)
-	if calls[1].AtMs > readyAt+onTime.Milliseconds() {
-		t.Errorf("interrupted callback made again %d ms after the restart", calls[1].AtMs-readyAt)
+	if calls[1].AtMs() > readyAt+onTime.Milliseconds() {
+		t.Errorf("interrupted callback made again %d ms after the restart", calls[1].AtMs()-readyAt)
 	}
 	if m.Attempts != calls[1].Attempt {
 		t.Errorf("delivered with attempts %d, last callback said attempt %d", m.Attempts, calls[1].Attempt)

@@ -79,8 +79,8 @@ func TestSubmitCallbacks(t *testing.T) {
 		checkOnTime(t, c.call, c.s.DueAt, c.name)
 
 		m := srv.WaitState(t, c.s.ID, "delivered", 5*time.Second)
-		if m.Attempts != 1 || m.Topic != topic || m.DueAt != c.s.DueAt || m.DoneAt < c.call.AtMs || m.LastError != "" {
-			t.Errorf("%s: delivered message %+v: want attempts 1, topic %s, due_at %d, done_at >= %d, no last_error", c.name, m, topic, c.s.DueAt, c.call.AtMs)
+		if m.Attempts != 1 || m.Topic != topic || m.DueAt != c.s.DueAt || m.DoneAt < c.call.AtMs() || m.LastError != "" {
+			t.Errorf("%s: delivered message %+v: want attempts 1, topic %s, due_at %d, done_at >= %d, no last_error", c.name, m, topic, c.s.DueAt, c.call.AtMs())
 		}
 		if got, want := m.EventTypes(), []string{"submitted", "attempt", "delivered"}; !slices.Equal(got, want) {
 			t.Errorf("%s: history %v, want %v", c.name, got, want)
@@ -127,8 +127,8 @@ func TestDelayBounds(t *testing.T) {
 		}
 		c := sink.WaitCalls(t, s.ID, 1, 5*time.Second)[0]
 		checkOnTime(t, c, s.DueAt, "short delay")
-		if c.AtMs > s.Answered+onTime.Milliseconds() {
-			t.Errorf("delay %d: callback %d ms after the submit answer", d, c.AtMs-s.Answered)
+		if c.AtMs() > s.Answered+onTime.Milliseconds() {
+			t.Errorf("delay %d: callback %d ms after the submit answer", d, c.AtMs()-s.Answered)
 		}
 	}
 

@@ -88,7 +88,7 @@ func TestTopics(t *testing.T) {
 	if calls[0].Attempt != 1 || calls[1].Attempt != 2 {
 		t.Errorf("attempt headers %d, %d, want 1, 2", calls[0].Attempt, calls[1].Attempt)
 	}
-	if gap := calls[1].AtMs - calls[0].AtMs; gap < 100 || gap > 100+onTime.Milliseconds() {
+	if gap := calls[1].AtMs() - calls[0].AtMs(); gap < 100 || gap > 100+onTime.Milliseconds() {
 		t.Errorf("retry came %d ms after the first attempt, want about 100", gap)
 	}
 	m := srv.WaitState(t, f.ID, "dead", 5*time.Second)

@@ -71,7 +71,7 @@ func TestBeyondTheWindow(t *testing.T) {
 	for _, w := range all {
 		ids = append(ids, w.id)
 	}
-	sink.WaitAll(t, ids, 15*time.Second)
+	waitAll(t, sink, ids, 15*time.Second)
 	for _, w := range all {
 		calls := sink.Calls(w.id)
 		checkOnTime(t, calls[0], w.due, "beyond the window")
@@ -80,8 +80,8 @@ func TestBeyondTheWindow(t *testing.T) {
 		}
 	}
 	calls := sink.WaitCalls(t, dead.ID, 3, 10*time.Second)
-	if calls[0].AtMs < dead.DueAt {
-		t.Errorf("dead message first called %d ms early", dead.DueAt-calls[0].AtMs)
+	if calls[0].AtMs() < dead.DueAt {
+		t.Errorf("dead message first called %d ms early", dead.DueAt-calls[0].AtMs())
 	}
 	srv.WaitState(t, dead.ID, "dead", 5*time.Second)
 	for _, w := range all {

@@ -22,7 +22,7 @@ func TestSubmitFiresOnTime(t *testing.T) {
 
 	var subs []Submitted
 	for i := 0; i < 50; i++ {
-		subs = append(subs, c.Submit(t, "orders", 1000+rand.Int64N(2001), sink.URL()))
+		subs = append(subs, c.Submit(t, "orders", 1000+rand.Int64N(2001), sink.URL("cb")))
 	}
 	ids := make([]string, len(subs))
 	for i, s := range subs {
@@ -46,7 +46,7 @@ func TestSubmitFiresOnTime(t *testing.T) {
 		if cl.SignErr != nil {
 			t.Errorf("message %s: the callback's signature does not verify: %v", s.ID, cl.SignErr)
 		}
-		late = append(late, cl.AtMs-s.DueAt)
+		late = append(late, cl.AtMs()-s.DueAt)
 	}
 	t.Logf("lateness of 50 callbacks: %s", lateness(late))
 	for _, s := range subs {
@@ -70,9 +70,9 @@ func TestChangesWhileInKafka(t *testing.T) {
 	c.Start("worker", "w1")
 	c.Start("receive", "")
 
-	cancelled := c.Submit(t, "pay", 2000, sink.URL())
-	delayed := c.Submit(t, "pay", 2000, sink.URL())
-	added := c.Submit(t, "pay", 2000, sink.URL())
+	cancelled := c.Submit(t, "pay", 2000, sink.URL("cb"))
+	delayed := c.Submit(t, "pay", 2000, sink.URL("cb"))
+	added := c.Submit(t, "pay", 2000, sink.URL("cb"))
 
 	if r := c.Post(t, "/sorakaq/msg/cancel", Ref{"pay", cancelled.ID}); r.Status != http.StatusOK {
 		t.Fatalf("cancel: %s", r)
@@ -148,7 +148,7 @@ func TestChangesWhileHeld(t *testing.T) {
 	held := func(m Msg) bool { return m.Worker == "w1" }
 
 	// setDelay on a held message: fires at the new time.
-	moved := c.Submit(t, "held", 3000, sink.URL())
+	moved := c.Submit(t, "held", 3000, sink.URL("cb"))
 	c.WaitMsg(t, moved.ID, 2500*time.Millisecond, "held by w1", held)
 	before := time.Now().UnixMilli()
 	r := c.Post(t, "/sorakaq/msg/setDelay", map[string]any{"topic_name": "held", "msg_id": moved.ID, "delay_time": 500})
@@ -164,12 +164,12 @@ func TestChangesWhileHeld(t *testing.T) {
 	}
 	cl := sink.WaitCalls(t, moved.ID, 1, 5*time.Second)[0]
 	checkOnTime(t, cl, sd.DueAt, onTime, "setDelay on a held message")
-	if cl.AtMs >= moved.DueAt {
-		t.Errorf("setDelay 500 on a held message: fired at %d, not before the old due time %d", cl.AtMs, moved.DueAt)
+	if cl.AtMs() >= moved.DueAt {
+		t.Errorf("setDelay 500 on a held message: fired at %d, not before the old due time %d", cl.AtMs(), moved.DueAt)
 	}
 
 	// cancel on a held message: never fires.
-	cancelled := c.Submit(t, "held", 3000, sink.URL())
+	cancelled := c.Submit(t, "held", 3000, sink.URL("cb"))
 	c.WaitMsg(t, cancelled.ID, 2500*time.Millisecond, "held by w1", held)
 	if r := c.Post(t, "/sorakaq/msg/cancel", Ref{"held", cancelled.ID}); r.Status != http.StatusOK {
 		t.Fatalf("cancel on a held message: %s", r)

@@ -28,7 +28,7 @@ func TestSubmitBatchFiresOnTime(t *testing.T) {
 	}
 	var items []item
 	for i := 0; i < 60; i++ {
-		it := item{SubmitReq: submitReq("batch", 1000+rand.Int64N(2001), sink.URL())}
+		it := item{SubmitReq: submitReq("batch", 1000+rand.Int64N(2001), sink.URL("cb"))}
 		if i%3 == 0 {
 			it.IdempotencyKey = fmt.Sprintf("it-batch-%d", i)
 		}
@@ -81,7 +81,7 @@ func TestSubmitBatchFiresOnTime(t *testing.T) {
 			continue
 		}
 		checkOnTime(t, calls[0], res[i].DueAt, onTime, "message "+id)
-		late = append(late, calls[0].AtMs-res[i].DueAt)
+		late = append(late, calls[0].AtMs()-res[i].DueAt)
 	}
 	if n := len(sink.ByID()); n != len(ids) {
 		t.Errorf("callbacks for %d messages, want %d", n, len(ids))

@@ -67,9 +67,9 @@ func TestBulkCancel(t *testing.T) {
 
 	var keep, cancel, later []Submitted
 	for i := 0; i < 15; i++ {
-		keep = append(keep, c.Submit(t, "bulk", 6000, sink.URL()))
-		cancel = append(cancel, c.Submit(t, "bulk", 9000, sink.URL()))
-		later = append(later, c.Submit(t, "bulk", 30000, sink.URL()))
+		keep = append(keep, c.Submit(t, "bulk", 6000, sink.URL("cb")))
+		cancel = append(cancel, c.Submit(t, "bulk", 9000, sink.URL("cb")))
+		later = append(later, c.Submit(t, "bulk", 30000, sink.URL("cb")))
 	}
 	span := func(s []Submitted) map[string]any {
 		lo, hi := s[0].DueAt, s[0].DueAt

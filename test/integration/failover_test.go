@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -27,15 +26,15 @@ func load(t *testing.T, c *Cluster, topic, cb string, n int, minMs, maxMs int64,
 		go func() {
 			defer wg.Done()
 			for range next {
-				s, r, err := c.trySubmit(topic, minMs+rand.Int64N(maxMs-minMs+1), cb)
+				s, err := c.trySubmit(topic, minMs+rand.Int64N(maxMs-minMs+1), cb)
 				mu.Lock()
 				switch {
-				case err == nil && r.Status == http.StatusOK:
+				case err == nil:
 					acked = append(acked, s)
 				default:
 					refused++
 					if firstErr == nil {
-						firstErr = fmt.Errorf("%v %s", err, r)
+						firstErr = err
 					}
 				}
 				mu.Unlock()
@@ -104,10 +103,10 @@ func checkDelivery(t *testing.T, sink *Sink, acked []Submitted, wait time.Durati
 			dups += len(calls) - 1
 		}
 		for _, cl := range calls {
-			if cl.AtMs < s.DueAt {
+			if cl.AtMs() < s.DueAt {
 				early++
 				if early <= 10 {
-					t.Errorf("message %s: callback at %d, %d ms BEFORE its due time %d", s.ID, cl.AtMs, s.DueAt-cl.AtMs, s.DueAt)
+					t.Errorf("message %s: callback at %d, %d ms BEFORE its due time %d", s.ID, cl.AtMs(), s.DueAt-cl.AtMs(), s.DueAt)
 				}
 			}
 		}
@@ -134,7 +133,7 @@ func TestKillWorkerUnderLoad(t *testing.T) {
 	c.Start("receive", "")
 
 	start := time.Now()
-	acked, _ := load(t, c, "kw", sink.URL(), 400, 2000, 8000, 0)
+	acked, _ := load(t, c, "kw", sink.URL("cb"), 400, 2000, 8000, 0)
 	if len(acked) < 390 {
 		t.Fatalf("only %d of 400 submits acknowledged", len(acked))
 	}
@@ -180,19 +179,19 @@ func TestKillWorkerUnderLoad(t *testing.T) {
 				t.Errorf("message %s moved from w1 to %q, want w2", s.ID, m.Worker)
 			}
 			bound := max(s.DueAt, killedAt) + (sessionTimeout + centerGrace + 5*time.Second).Milliseconds()
-			if first.AtMs > bound {
-				t.Errorf("w1's message %s (due %d) fired at %d, %d ms after max(due, kill)+%v+%v+5s", s.ID, s.DueAt, first.AtMs, first.AtMs-bound, sessionTimeout, centerGrace)
+			if first.AtMs() > bound {
+				t.Errorf("w1's message %s (due %d) fired at %d, %d ms after max(due, kill)+%v+%v+5s", s.ID, s.DueAt, first.AtMs(), first.AtMs()-bound, sessionTimeout, centerGrace)
 			}
-			lateMoved = append(lateMoved, first.AtMs-s.DueAt)
+			lateMoved = append(lateMoved, first.AtMs()-s.DueAt)
 		default:
 			if m.Worker == "w2" {
 				w2N++
 			}
 			// Fired by w1 before the kill, or held by w2 all along.
-			if first.AtMs > s.DueAt+onTime.Milliseconds() && m.Worker == "w2" {
-				t.Errorf("w2's message %s fired %d ms late", s.ID, first.AtMs-s.DueAt)
+			if first.AtMs() > s.DueAt+onTime.Milliseconds() && m.Worker == "w2" {
+				t.Errorf("w2's message %s fired %d ms late", s.ID, first.AtMs()-s.DueAt)
 			}
-			lateOther = append(lateOther, first.AtMs-s.DueAt)
+			lateOther = append(lateOther, first.AtMs()-s.DueAt)
 		}
 	}
 	t.Logf("moved from w1: %d (lateness %s); others: %d held by w2 (lateness %s)", movedN, lateness(lateMoved), w2N, lateness(lateOther))
@@ -260,7 +259,7 @@ func TestKillCenterUnderLoad(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	acked, _ := load(t, c, "kc", sink.URL(), 400, 1000, 5000, 120*time.Millisecond) // ~3 s of submits
+	acked, _ := load(t, c, "kc", sink.URL("cb"), 400, 1000, 5000, 120*time.Millisecond) // ~3 s of submits
 	wg.Wait()
 	t.Logf("%d submits acknowledged in %v; center killed %v after the first", len(acked), time.Since(start).Round(time.Millisecond), killedAt.Sub(start).Round(time.Millisecond))
 	if len(acked) < 390 {
@@ -274,7 +273,7 @@ func TestKillCenterUnderLoad(t *testing.T) {
 	var late []int64
 	for _, s := range acked {
 		if calls := by[s.ID]; len(calls) > 0 {
-			late = append(late, calls[0].AtMs-s.DueAt)
+			late = append(late, calls[0].AtMs()-s.DueAt)
 		}
 	}
 	t.Logf("lateness (the killed center's partitions wait for Kafka's consumer session timeout): %s", lateness(late))
@@ -293,7 +292,7 @@ func TestTwoWorkersShareATopic(t *testing.T) {
 	c.Start("center", "")
 	c.Start("receive", "")
 
-	acked, _ := load(t, c, "share", sink.URL(), 100, 2000, 3000, 0)
+	acked, _ := load(t, c, "share", sink.URL("cb"), 100, 2000, 3000, 0)
 	if len(acked) != 100 {
 		t.Fatalf("%d of 100 submits acknowledged", len(acked))
 	}
@@ -333,7 +332,7 @@ func TestWorkerOffline(t *testing.T) {
 	c.Start("center", "")
 	c.Start("receive", "")
 
-	acked, _ := load(t, c, "off", sink.URL(), 60, 3000, 5000, 0)
+	acked, _ := load(t, c, "off", sink.URL("cb"), 60, 3000, 5000, 0)
 	if len(acked) != 60 {
 		t.Fatalf("%d of 60 submits acknowledged", len(acked))
 	}

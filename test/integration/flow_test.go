@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 )
@@ -19,8 +18,7 @@ func TestSlowDestinationIsolated(t *testing.T) {
 	t.Parallel()
 	c := NewCluster(t, 4, "SORAKAQ_WORKER_CONCURRENCY=16", "SORAKAQ_CALLBACK_DESTINATION_CONCURRENCY=4",
 		"SORAKAQ_RECEIVE_DEFAULT_TTR_MS=10000", "SORAKAQ_CLUSTER_SECRET=it-flow-secret")
-	slow, fast := NewSink(t), NewSink(t)
-	slow.Slow = 5 * time.Second
+	slow, fast := NewSlowSink(t, 5*time.Second, 0), NewSink(t)
 	c.Start("admin", "")
 	c.AddTopic(t, "flow", 4, 1)
 	c.Start("worker", "w1")
@@ -28,11 +26,11 @@ func TestSlowDestinationIsolated(t *testing.T) {
 	c.Start("receive", "")
 
 	for i := 0; i < 40; i++ {
-		c.Submit(t, "flow", 1000, slow.URL())
+		c.Submit(t, "flow", 1000, slow.URL("cb"))
 	}
 	var subs []Submitted
 	for i := 0; i < 60; i++ {
-		subs = append(subs, c.Submit(t, "flow", int64(1200+40*i), fast.URL()))
+		subs = append(subs, c.Submit(t, "flow", int64(1200+40*i), fast.URL("cb")))
 	}
 	ids := make([]string, len(subs))
 	for i, s := range subs {
@@ -45,7 +43,7 @@ func TestSlowDestinationIsolated(t *testing.T) {
 	for _, s := range subs {
 		cl := fast.Calls(s.ID)[0]
 		checkOnTime(t, cl, s.DueAt, onTime, "fast message "+s.ID)
-		late = append(late, cl.AtMs-s.DueAt)
+		late = append(late, cl.AtMs()-s.DueAt)
 	}
 	sort.Slice(late, func(i, j int) bool { return late[i] < late[j] })
 	t.Logf("fast destination lateness beside a 5 s one: %s", lateness(late))
@@ -64,7 +62,7 @@ func TestSlowDestinationIsolated(t *testing.T) {
 		Errors []struct{ NodeID, Error string } `json:"errors"`
 	}
 	resp.Into(t, &v)
-	slowKey := strings.TrimPrefix(slow.srv.URL, "http://")
+	slowKey := slow.Addr().String()
 	found := false
 	for _, d := range v.Destinations {
 		if d.Key == slowKey {

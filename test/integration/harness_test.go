@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path"
@@ -28,7 +27,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sorakaq/sorakaq/internal/testproc"
+	"github.com/sorakaq/sorakaq/internal/testsink"
 
+	"github.com/sorakaq/sorakaq/pkg/client"
 	"github.com/sorakaq/sorakaq/pkg/webhook"
 )
 
@@ -529,28 +530,32 @@ func submitReq(topic string, delayMs int64, cb string) SubmitReq {
 	return SubmitReq{TopicName: topic, DelayTime: delayMs, Callback: CBField{RequestType: "POST", URL: cb, Params: `{"k":"v"}`}}
 }
 
-// trySubmit submits without testing.T (for goroutines).
-func (c *Cluster) trySubmit(topic string, delayMs int64, cb string) (Submitted, Resp, error) {
-	r, err := doRaw(http.MethodPost, c.Receive.URL()+"/sorakaq/msg/submit", submitReq(topic, delayMs, cb))
-	if err != nil || r.Status != http.StatusOK {
-		return Submitted{}, r, err
+// Client is the public Go client (pkg/client) of the first receive.
+func (c *Cluster) Client() *client.Client {
+	return client.New(c.Receive.URL(), client.WithHTTPClient(httpc))
+}
+
+// trySubmit submits through pkg/client without testing.T (for
+// goroutines); a nil error is a 200 with ec 200.
+func (c *Cluster) trySubmit(topic string, delayMs int64, cb string) (Submitted, error) {
+	r := submitReq(topic, delayMs, cb)
+	sub, err := c.Client().Submit(context.Background(), client.Message{Topic: r.TopicName, Delay: time.Duration(r.DelayTime) * time.Millisecond,
+		Callback: client.Callback{Method: r.Callback.RequestType, URL: r.Callback.URL, Params: r.Callback.Params}})
+	if err != nil {
+		return Submitted{}, err
 	}
-	var s Submitted
-	if err := json.Unmarshal(r.Result, &s); err != nil || s.ID == "" {
-		return Submitted{}, r, fmt.Errorf("submit answered %s", r)
+	if sub.ID == "" {
+		return Submitted{}, fmt.Errorf("submit answered no msgId: %+v", sub)
 	}
-	return s, r, nil
+	return Submitted{ID: sub.ID, DueAt: sub.DueMs}, nil
 }
 
 // Submit submits and requires a 200.
 func (c *Cluster) Submit(t *testing.T, topic string, delayMs int64, cb string) Submitted {
 	t.Helper()
-	s, r, err := c.trySubmit(topic, delayMs, cb)
+	s, err := c.trySubmit(topic, delayMs, cb)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Status != http.StatusOK {
-		t.Fatalf("submit %s delay %d: %s", topic, delayMs, r)
+		t.Fatalf("submit %s delay %d: %v", topic, delayMs, err)
 	}
 	return s
 }
@@ -607,157 +612,38 @@ type Ref struct {
 // ---------------------------------------------------------------------------
 // The callback sink.
 
-// Call is one callback request the sink received.
-type Call struct {
-	AtMs    int64
-	MsgID   string
-	Attempt int
-	DueAt   int64
-	// SignErr is what verifying the callback's Standard Webhooks
-	// signature with signingSecret said (nil: signed by it).
-	SignErr error
-	// TraceParent and TraceState are the call's W3C trace context headers.
-	TraceParent, TraceState string
-}
+// Call is one callback request the sink received; its SignErr is what
+// verifying the callback's Standard Webhooks signature with signingSecret
+// said (nil: signed by it), its Header carries the W3C trace context
+// (Traceparent, Tracestate).
+type Call = testsink.Call
+
+// Sink records every callback (testsink).
+type Sink = testsink.Sink
 
 // signingSecret signs every cluster's callbacks (callback.signing_secrets).
 var signingSecret = webhook.NewSecret([]byte("integration-signing-key-01"))
 
-// Sink records every callback and answers 200 {"result":true}; with
-// Slow it answers after that long, and with FailFirst it answers 500 to
-// each message's first FailFirst calls (set both before traffic).
-type Sink struct {
-	srv       *httptest.Server
-	mu        sync.Mutex
-	calls     []Call
-	changed   chan struct{}
-	Slow      time.Duration
-	FailFirst int
-}
+// NewSink starts a sink on 127.0.0.1 that answers 200 {"result":true};
+// it is closed when the test ends. Its callback URL is URL("cb").
+func NewSink(t *testing.T) *Sink { return NewSlowSink(t, 0, 0) }
 
-// NewSink starts a sink on 127.0.0.1; it is closed when the test ends.
-func NewSink(t *testing.T) *Sink {
-	s := &Sink{changed: make(chan struct{})}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
-	t.Cleanup(s.srv.Close)
-	return s
-}
-
-// URL is the callback URL.
-func (s *Sink) URL() string { return s.srv.URL + "/cb" }
-
-func (s *Sink) serve(w http.ResponseWriter, r *http.Request) {
-	now := time.Now().UnixMilli()
-	body, _ := io.ReadAll(r.Body)
-	c := Call{AtMs: now, MsgID: r.Header.Get("X-Sorakaq-Msg-Id"), TraceParent: r.Header.Get("Traceparent"), TraceState: r.Header.Get("Tracestate")}
-	if v, err := webhook.NewVerifier(signingSecret); err != nil {
-		c.SignErr = err
-	} else {
-		c.SignErr = v.Verify(r.Header, body)
-	}
-	fmt.Sscan(r.Header.Get("X-Sorakaq-Attempt"), &c.Attempt)
-	fmt.Sscan(r.Header.Get("X-Sorakaq-Due-At"), &c.DueAt)
-	s.mu.Lock()
-	s.calls = append(s.calls, c)
-	n := len(s.callsLocked(c.MsgID))
-	close(s.changed)
-	s.changed = make(chan struct{})
-	slow, failFirst := s.Slow, s.FailFirst
-	s.mu.Unlock()
-	time.Sleep(slow)
-	if n <= failFirst {
-		http.Error(w, "failing on purpose", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	io.WriteString(w, `{"result":true}`)
-}
-
-// Calls returns the callbacks received for a message id, in arrival order.
-func (s *Sink) Calls(id string) []Call {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.callsLocked(id)
-}
-
-func (s *Sink) callsLocked(id string) []Call {
-	var out []Call
-	for _, c := range s.calls {
-		if c.MsgID == id {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// ByID groups every callback by message id.
-func (s *Sink) ByID() map[string][]Call {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := map[string][]Call{}
-	for _, c := range s.calls {
-		out[c.MsgID] = append(out[c.MsgID], c)
-	}
-	return out
-}
-
-// waitFor waits until cond (called with s.mu held) is true or d passed.
-func (s *Sink) waitFor(d time.Duration, cond func() bool) bool {
-	timeout := time.NewTimer(d)
-	defer timeout.Stop()
-	for {
-		s.mu.Lock()
-		ok := cond()
-		ch := s.changed
-		s.mu.Unlock()
-		if ok {
-			return true
-		}
-		select {
-		case <-ch:
-		case <-timeout.C:
-			return false
-		}
-	}
-}
-
-// WaitCalls waits until n callbacks for id arrived, or fails after d.
-func (s *Sink) WaitCalls(t *testing.T, id string, n int, d time.Duration) []Call {
+// NewSlowSink is a sink that answers after slow, and 500 to each message's
+// first failFirst calls.
+func NewSlowSink(t *testing.T, slow time.Duration, failFirst int) *Sink {
 	t.Helper()
-	if !s.waitFor(d, func() bool { return len(s.callsLocked(id)) >= n }) {
-		t.Fatalf("message %s: %d callbacks after %v, want %d: %+v", id, len(s.Calls(id)), d, n, s.Calls(id))
+	v, err := webhook.NewVerifier(signingSecret)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return s.Calls(id)
-}
-
-// WaitAll waits until every id has at least one callback; it returns the
-// ids still missing after d (none when all arrived).
-func (s *Sink) WaitAll(ids []string, d time.Duration) []string {
-	missing := func() []string {
-		seen := map[string]bool{}
-		for _, c := range s.calls {
-			seen[c.MsgID] = true
+	return testsink.Start(t, testsink.Options{Verifier: v, Answer: func(c testsink.Call) testsink.Answer {
+		a := testsink.OK
+		if c.N <= failFirst {
+			a = testsink.Fail
 		}
-		var out []string
-		for _, id := range ids {
-			if !seen[id] {
-				out = append(out, id)
-			}
-		}
-		return out
-	}
-	s.waitFor(d, func() bool { return len(missing()) == 0 })
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return missing()
-}
-
-// NoMoreCalls waits d and fails if id got more than n callbacks.
-func (s *Sink) NoMoreCalls(t *testing.T, id string, n int, d time.Duration) {
-	t.Helper()
-	if s.waitFor(d, func() bool { return len(s.callsLocked(id)) > n }) {
-		t.Errorf("message %s: %d callbacks, want %d: %+v", id, len(s.Calls(id)), n, s.Calls(id))
-	}
+		a.Delay = slow
+		return a
+	}})
 }
 
 // ---------------------------------------------------------------------------
@@ -767,10 +653,10 @@ func (s *Sink) NoMoreCalls(t *testing.T, id string, n int, d time.Duration) {
 // most late after it.
 func checkOnTime(t *testing.T, c Call, dueMs int64, late time.Duration, what string) {
 	t.Helper()
-	if c.AtMs < dueMs {
-		t.Errorf("%s: callback at %d, %d ms BEFORE its due time %d", what, c.AtMs, dueMs-c.AtMs, dueMs)
+	if c.AtMs() < dueMs {
+		t.Errorf("%s: callback at %d, %d ms BEFORE its due time %d", what, c.AtMs(), dueMs-c.AtMs(), dueMs)
 	}
-	if l := time.Duration(c.AtMs-dueMs) * time.Millisecond; l > late {
+	if l := time.Duration(c.AtMs()-dueMs) * time.Millisecond; l > late {
 		t.Errorf("%s: callback %v after its due time (bound %v)", what, l, late)
 	}
 }

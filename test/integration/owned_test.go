@@ -35,7 +35,7 @@ func TestOnlyWorkerBackAfterSessionTimeout(t *testing.T) {
 	c.Start("center", "")
 	c.Start("receive", "")
 
-	acked, _ := load(t, c, "solo", sink.URL(), 300, 3000, 9000, 0)
+	acked, _ := load(t, c, "solo", sink.URL("cb"), 300, 3000, 9000, 0)
 	if len(acked) < 295 {
 		t.Fatalf("only %d of 300 submits acknowledged", len(acked))
 	}
@@ -56,11 +56,11 @@ func TestOnlyWorkerBackAfterSessionTimeout(t *testing.T) {
 			continue
 		}
 		first := calls[0]
-		late = append(late, first.AtMs-s.DueAt)
+		late = append(late, first.AtMs()-s.DueAt)
 		// due while w1 was down: at once after the restart (within the
 		// restart's readiness plus a few seconds)
-		if bound := max(s.DueAt, restart.UnixMilli()) + (readyTimeout / 3).Milliseconds(); first.AtMs > bound {
-			t.Errorf("message %s (due %d) fired at %d: %d ms after the restart", s.ID, s.DueAt, first.AtMs, first.AtMs-restart.UnixMilli())
+		if bound := max(s.DueAt, restart.UnixMilli()) + (readyTimeout / 3).Milliseconds(); first.AtMs() > bound {
+			t.Errorf("message %s (due %d) fired at %d: %d ms after the restart", s.ID, s.DueAt, first.AtMs(), first.AtMs()-restart.UnixMilli())
 		}
 	}
 	t.Logf("lateness: %s", lateness(late))
@@ -82,15 +82,13 @@ func TestOnlyWorkerBackAfterSessionTimeout(t *testing.T) {
 func TestFrozenWorkerCannotUndoCancels(t *testing.T) {
 	t.Parallel()
 	c := NewCluster(t, 4)
-	sink := NewSink(t)
-	sink.Slow = 1500 * time.Millisecond
-	sink.FailFirst = 1
+	sink := NewSlowSink(t, 1500*time.Millisecond, 1)
 	w1 := c.Start("worker", "w1", "SORAKAQ_WORKER_RETRY_BACKOFF=3s,3s,3s")
 	c.Start("worker", "w2", "SORAKAQ_WORKER_RETRY_BACKOFF=3s,3s,3s")
 	c.Start("center", "")
 	c.Start("receive", "")
 
-	acked, _ := load(t, c, "frz", sink.URL(), 300, 2000, 12000, 0)
+	acked, _ := load(t, c, "frz", sink.URL("cb"), 300, 2000, 12000, 0)
 	if len(acked) < 295 {
 		t.Fatalf("only %d of 300 submits acknowledged", len(acked))
 	}
@@ -99,7 +97,7 @@ func TestFrozenWorkerCannotUndoCancels(t *testing.T) {
 		onW1[m.ID] = m.Worker == "w1"
 	}
 	// freeze w1 while some of its callbacks are in flight
-	if !sink.waitFor(10*time.Second, func() bool { return len(sink.calls) >= 10 }) {
+	if !sink.Wait(10*time.Second, func(calls []Call) bool { return len(calls) >= 10 }) {
 		t.Fatal("no callbacks started")
 	}
 	if err := w1.Signal(syscall.SIGSTOP); err != nil {
@@ -181,9 +179,9 @@ func TestFrozenWorkerCannotUndoCancels(t *testing.T) {
 			continue
 		}
 		for _, cl := range by[id] {
-			if cl.AtMs > a.at {
+			if cl.AtMs() > a.at {
 				violations++
-				t.Errorf("message %s: callback started at %d, after its cancel was answered 200 at %d", id, cl.AtMs, a.at)
+				t.Errorf("message %s: callback started at %d, after its cancel was answered 200 at %d", id, cl.AtMs(), a.at)
 			}
 		}
 		if m := c.Get(t, id); m.State != "cancelled" {
@@ -226,7 +224,7 @@ func TestSameNodeIDTwice(t *testing.T) {
 	c.Start("center", "")
 	c.Start("receive", "")
 
-	acked, _ := load(t, c, "twice", sink.URL(), 150, 1000, 3000, 0)
+	acked, _ := load(t, c, "twice", sink.URL("cb"), 150, 1000, 3000, 0)
 	if dups := checkDelivery(t, sink, acked, 3*time.Second+onTime+10*time.Second); dups > 0 {
 		t.Errorf("%d duplicate callbacks with the same node id started twice", dups)
 	}
@@ -234,7 +232,7 @@ func TestSameNodeIDTwice(t *testing.T) {
 		t.Errorf("the second w1 did not say it waits for the first:\n%s", tail(b.Output(), 20))
 	}
 	a.Kill9(t)
-	acked2, _ := load(t, c, "twice", sink.URL(), 50, 1000, 3000, 0)
+	acked2, _ := load(t, c, "twice", sink.URL("cb"), 50, 1000, 3000, 0)
 	dups := checkDelivery(t, sink, acked2, 3*time.Second+sessionTimeout+30*time.Second)
 	t.Logf("after the first w1 was killed: %d duplicates", dups)
 }
@@ -250,15 +248,15 @@ func TestNewTopicFiresOnTime(t *testing.T) {
 	c.Start("center", "")
 	c.Start("receive", "")
 	// warm up the path once
-	w := c.Submit(t, "warm", 200, sink.URL())
+	w := c.Submit(t, "warm", 200, sink.URL("cb"))
 	sink.WaitCalls(t, w.ID, 1, 10*time.Second)
 	var late []int64
 	for i := 0; i < 5; i++ {
 		topic := fmt.Sprintf("fresh%d", i)
-		s := c.Submit(t, topic, 200, sink.URL())
+		s := c.Submit(t, topic, 200, sink.URL("cb"))
 		cl := sink.WaitCalls(t, s.ID, 1, 10*time.Second)[0]
 		checkOnTime(t, cl, s.DueAt, 300*time.Millisecond, "first message of new topic "+topic)
-		late = append(late, cl.AtMs-s.DueAt)
+		late = append(late, cl.AtMs()-s.DueAt)
 	}
 	t.Logf("lateness of a new topic's first message: %s", lateness(late))
 }
@@ -273,8 +271,8 @@ func TestCancelledAndDeletedInKafkaNeverFires(t *testing.T) {
 	sink := NewSink(t)
 	c.Start("worker", "w1")
 	c.Start("receive", "")
-	gone := c.Submit(t, "gone", 3000, sink.URL())
-	kept := c.Submit(t, "gone", 3000, sink.URL())
+	gone := c.Submit(t, "gone", 3000, sink.URL("cb"))
+	kept := c.Submit(t, "gone", 3000, sink.URL("cb"))
 	if r := c.Post(t, "/sorakaq/msg/cancel", Ref{TopicName: "gone", MsgID: gone.ID}); r.Status != http.StatusOK {
 		t.Fatalf("cancel: %s", r)
 	}
@@ -303,7 +301,7 @@ func TestKafkaDownStillDelivers(t *testing.T) {
 	c.Start("receive", "", "SORAKAQ_KAFKA_BROKERS=127.0.0.1:1", "SORAKAQ_KAFKA_PRODUCE_TIMEOUT=1s")
 	var subs []Submitted
 	for i := 0; i < 20; i++ {
-		subs = append(subs, c.Submit(t, "nokafka", 300+rand.Int64N(700), sink.URL()))
+		subs = append(subs, c.Submit(t, "nokafka", 300+rand.Int64N(700), sink.URL("cb")))
 	}
 	for _, s := range subs {
 		cl := sink.WaitCalls(t, s.ID, 1, 20*time.Second)[0]
@@ -369,9 +367,9 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 				defer wg.Done()
 				for i := 0; i < 200; i++ {
 					sent := time.Now()
-					s, r, err := c.trySubmit("rk", 2000+rand.Int64N(4000), sink.URL())
+					s, err := c.trySubmit("rk", 2000+rand.Int64N(4000), sink.URL("cb"))
 					mu.Lock()
-					if err == nil && r.Status == http.StatusOK {
+					if err == nil {
 						acked = append(acked, s)
 						answeredAt[s.ID] = time.Now()
 						switch {
@@ -448,8 +446,8 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 			if i > 0 {
 				dups++
 			}
-			if cl.AtMs < s.DueAt {
-				t.Errorf("message %s: callback %d ms BEFORE its due time", s.ID, s.DueAt-cl.AtMs)
+			if cl.AtMs() < s.DueAt {
+				t.Errorf("message %s: callback %d ms BEFORE its due time", s.ID, s.DueAt-cl.AtMs())
 			}
 		}
 	}

@@ -37,11 +37,11 @@ func TestPauseReachesWorkers(t *testing.T) {
 	due := map[string]int64{}
 	var ids []string
 	for _, d := range []int64{1200, 400, 1600, 800, 2000, 600} {
-		s := c.Submit(t, "held", d, sink.URL())
+		s := c.Submit(t, "held", d, sink.URL("cb"))
 		ids = append(ids, s.ID)
 		due[s.ID] = s.DueAt
 	}
-	free := c.Submit(t, "free", 400, sink.URL())
+	free := c.Submit(t, "free", 400, sink.URL("cb"))
 	if missing := sink.WaitAll([]string{free.ID}, 10*time.Second); len(missing) > 0 {
 		t.Fatal("the running topic's message was not called")
 	}
@@ -107,24 +107,21 @@ func TestPauseReachesWorkers(t *testing.T) {
 	}
 	var order []int64 // due times in the order the calls arrived
 	seen := map[string]bool{}
-	sink.mu.Lock()
-	for _, cl := range sink.calls {
+	for _, cl := range sink.All() {
 		if d, ok := due[cl.MsgID]; ok {
 			if seen[cl.MsgID] {
-				sink.mu.Unlock()
 				t.Fatalf("message %s called twice", cl.MsgID)
 			}
 			seen[cl.MsgID] = true
 			order = append(order, d)
 		}
 	}
-	sink.mu.Unlock()
 	if !sort.SliceIsSorted(order, func(i, j int) bool { return order[i] < order[j] }) {
 		t.Fatalf("called after resume in due-time order %v, want ascending", order)
 	}
 
 	r := c.AdminPost(t, "/sorakaq/topic/testMessage", map[string]any{"topic_name": "free", "delay_time": 800,
-		"callback": map[string]any{"request_type": "POST", "url": sink.URL(), "params": `{"test":true}`}})
+		"callback": map[string]any{"request_type": "POST", "url": sink.URL("cb"), "params": `{"test":true}`}})
 	if r.Status != http.StatusOK {
 		t.Fatalf("test message: %s", r)
 	}

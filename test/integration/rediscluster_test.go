@@ -90,7 +90,7 @@ func TestOnRedisCluster(t *testing.T) {
 	c.Start("worker", "w1")
 	c.Start("center", "")
 	c.Start("receive", "")
-	acked, _ := load(t, c, "spread", sink.URL(), 300, 1000, 3000, 0)
+	acked, _ := load(t, c, "spread", sink.URL("cb"), 300, 1000, 3000, 0)
 	if len(acked) != 300 {
 		t.Fatalf("%d of 300 submits acknowledged", len(acked))
 	}

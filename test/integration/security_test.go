@@ -23,10 +23,10 @@ func TestClusterSecretAndListTokens(t *testing.T) {
 	w := c.Start("worker", "w1")
 	c.Start("center", "")
 	c.Start("receive", "")
-	fired := c.Submit(t, "orders", 500, sink.URL())
+	fired := c.Submit(t, "orders", 500, sink.URL("cb"))
 	sink.WaitCalls(t, fired.ID, 1, 30*time.Second)
 
-	held := c.Submit(t, "orders", 600000, sink.URL())
+	held := c.Submit(t, "orders", 600000, sink.URL("cb"))
 	c.WaitMsg(t, held.ID, 20*time.Second, "held by w1", func(m Msg) bool { return m.Worker == "w1" })
 	ref := map[string]any{"topic_name": "orders", "msg_id": held.ID}
 	now := time.Now().UnixMilli()

@@ -30,8 +30,7 @@ func TestDistributedTraceContext(t *testing.T) {
 	t.Parallel()
 	otlp := testenv.NewOTLPSink(t)
 	c := NewCluster(t, 4, "SORAKAQ_TRACING_ENABLED=true", "SORAKAQ_TRACING_OTLP_ENDPOINT="+otlp.URL(), "OTEL_BSP_SCHEDULE_DELAY=100")
-	sink := NewSink(t)
-	sink.FailFirst = 1
+	sink := NewSlowSink(t, 0, 1)
 	c.Start("admin", "")
 	c.Start("worker", "w1")
 	c.Start("center", "")
@@ -40,16 +39,16 @@ func TestDistributedTraceContext(t *testing.T) {
 	cl := client.New(c.Receive.URL())
 	ctx := context.Background()
 	sub, err := cl.Submit(ctx, client.Message{Topic: "traced", Delay: 500 * time.Millisecond, TraceParent: itTP, TraceState: "rojo=1",
-		Callback: client.Callback{Method: "POST", URL: sink.URL()}})
+		Callback: client.Callback{Method: "POST", URL: sink.URL("cb")}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	calls := sink.WaitCalls(t, sub.ID, 2, 15*time.Second)
 	spans := map[string]bool{itSpan: true}
 	for _, call := range calls {
-		f := strings.Split(call.TraceParent, "-")
-		if len(f) != 4 || f[1] != itTrace || f[3] != "01" || spans[f[2]] || call.TraceState != "rojo=1" {
-			t.Fatalf("attempt %d: traceparent %q tracestate %q; want trace %s, a span id of its own, tracestate rojo=1", call.Attempt, call.TraceParent, call.TraceState, itTrace)
+		f := strings.Split(call.Header.Get("Traceparent"), "-")
+		if len(f) != 4 || f[1] != itTrace || f[3] != "01" || spans[f[2]] || call.Header.Get("Tracestate") != "rojo=1" {
+			t.Fatalf("attempt %d: traceparent %q tracestate %q; want trace %s, a span id of its own, tracestate rojo=1", call.Attempt, call.Header.Get("Traceparent"), call.Header.Get("Tracestate"), itTrace)
 		}
 		spans[f[2]] = true
 	}
@@ -138,7 +137,7 @@ func TestDistributedCLI(t *testing.T) {
 	var sub struct {
 		ID string `json:"msgId"`
 	}
-	json.Unmarshal([]byte(cli(0, "msg", "submit", "--topic", "cli-orders", "--delay", "1h", "--callback", sink.URL(), "--json")), &sub)
+	json.Unmarshal([]byte(cli(0, "msg", "submit", "--topic", "cli-orders", "--delay", "1h", "--callback", sink.URL("cb"), "--json")), &sub)
 	if len(sub.ID) != 20 {
 		t.Fatalf("submit --json gave no id")
 	}

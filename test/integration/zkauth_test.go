@@ -26,7 +26,7 @@ func TestZooKeeperAuth(t *testing.T) {
 	c.Start("worker", "w1")
 	c.Start("center", "")
 	c.Start("receive", "")
-	s := c.Submit(t, "orders", 500, sink.URL())
+	s := c.Submit(t, "orders", 500, sink.URL("cb"))
 	sink.WaitCalls(t, s.ID, 1, 30*time.Second)
 
 	conn, _, err := zk.Connect([]string{infra.zk}, 5*time.Second, zk.WithLogInfo(false))
