@@ -23,6 +23,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/redischeck"
 	"github.com/sorakaq/sorakaq/internal/registry"
@@ -293,7 +294,7 @@ func ensureNoticeTopic(ctx context.Context, cfg *config.Config, log *zap.Logger)
 	}
 	defer kadmin.Close()
 	for ctx.Err() == nil {
-		err := kadmin.EnsureTopic(ctx, dist.NoticeTopic, cfg.Kafka.DefaultPartitions, int16(cfg.Kafka.Replication))
+		err := kadmin.EnsureTopic(ctx, notice.Topic, cfg.Kafka.DefaultPartitions, int16(cfg.Kafka.Replication))
 		if err == nil {
 			return
 		}
@@ -438,7 +439,7 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kopts, Group: cfg.Kafka.Group,
 		// A record is a batch of notices already: waiting for more would
 		// only delay them.
-		Topics: []string{dist.NoticeTopic}, RefreshInterval: 2 * time.Second, BatchWait: kafka.NoBatchWait},
+		Topics: []string{notice.Topic}, RefreshInterval: 2 * time.Second, BatchWait: kafka.NoBatchWait},
 		func(ctx context.Context, batch []kafka.Record) error {
 			keys := make([]string, len(batch))
 			values := make([][]byte, len(batch))

@@ -12,6 +12,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/stats"
@@ -21,13 +22,6 @@ import (
 	"github.com/sorakaq/sorakaq/internal/worker"
 	"github.com/sorakaq/sorakaq/internal/workerapi"
 )
-
-// NoticeTopic is the one Kafka topic (under kafka.topic_prefix) that
-// carries notices of stored messages from receive to the centers, many to a
-// record ([worker.NoticeBatch], unkeyed: see noticeQueue): a fixed topic, so
-// a new sorakaQ topic needs no Kafka topic and no consumer rebalance, and
-// its first message is on time.
-const NoticeTopic = "_notices"
 
 // Publisher puts a record on Kafka and waits for its acknowledgement.
 type Publisher interface {
@@ -158,7 +152,7 @@ func (b *ReceiveBackend) notify(m *message.Message) {
 	if b.notices == nil {
 		return
 	}
-	n := worker.NoticeOf(m)
+	n := notice.Of(m)
 	var span tracing.Span
 	if t := b.Tracer; t != nil {
 		span, n.TraceParent, n.TraceState = t.Start("sorakaq.notice.publish", tracing.Producer, m.TraceParent, m.TraceState, m.ID, m.Topic)

@@ -12,6 +12,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
@@ -110,8 +111,8 @@ func trimKind(em string, kind error) string {
 }
 
 // Notify passes notices to the worker at addr.
-func (c *Client) Notify(ctx context.Context, addr string, notices []worker.Notice) ([]worker.NoticeResult, error) {
-	var out []worker.NoticeResult
+func (c *Client) Notify(ctx context.Context, addr string, notices []notice.Notice) ([]notice.Result, error) {
+	var out []notice.Result
 	err := c.call(ctx, addr, PathNotify, NotifyRequest{Notices: notices}, &out)
 	return out, err
 }

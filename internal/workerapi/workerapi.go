@@ -25,6 +25,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
@@ -42,7 +43,7 @@ const (
 
 // NotifyRequest passes notices of stored messages to a slot's holder.
 type NotifyRequest struct {
-	Notices []worker.Notice `json:"notices"`
+	Notices []notice.Notice `json:"notices"`
 }
 
 // ControlRequest names a message and, for delay changes, the change.
