@@ -27,6 +27,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/redischeck"
 	"github.com/sorakaq/sorakaq/internal/registry"
+	"github.com/sorakaq/sorakaq/internal/registry/cluster"
 	"github.com/sorakaq/sorakaq/internal/registry/zk"
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/stats"
@@ -318,9 +319,9 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	}
 	bg, bgCancel := context.WithCancel(context.Background())
 	go ensureNoticeTopic(bg, cfg, log)
-	cluster := dist.NewCluster(bg, d.reg, log)
+	view := cluster.NewView(bg, d.reg, log)
 	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
-	backend := dist.NewReceiveBackend(d.store, producer, cluster, client, d.ready(producer.Healthy), d.metrics, log)
+	backend := dist.NewReceiveBackend(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	backend.Stats = rec
 	backend.Tracer = d.tracer
@@ -413,7 +414,7 @@ func receiveOptions(cfg *config.Config) receive.Options {
 
 // router is the center's view of slot holders.
 type router struct {
-	cluster *dist.Cluster
+	cluster *cluster.View
 	st      *redisstore.Store
 }
 
@@ -431,10 +432,10 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 		return nil, err
 	}
 	bg, bgCancel := context.WithCancel(context.Background())
-	cluster := dist.NewCluster(bg, d.reg, log)
+	view := cluster.NewView(bg, d.reg, log)
 	client := workerapi.NewClient(30*time.Second, cfg.Cluster.Secret)
-	c := center.New(center.Options{Tracer: d.tracer}, router{cluster, d.store}, client, d.metrics, log)
-	leader := &dist.Leader{Reg: d.reg, Cluster: cluster, Log: log.Named("leader"), EpochFloor: d.store.MaxLeaseEpoch,
+	c := center.New(center.Options{Tracer: d.tracer}, router{view, d.store}, client, d.metrics, log)
+	leader := &dist.Leader{Reg: d.reg, Cluster: view, Log: log.Named("leader"), EpochFloor: d.store.MaxLeaseEpoch,
 		Planner: &slots.Planner{Count: cfg.Cluster.Slots, Strategy: cfg.Center.Strategy, Grace: cfg.Center.Grace}}
 	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kopts, Group: cfg.Kafka.Group,
 		// A record is a batch of notices already: waiting for more would
@@ -465,7 +466,7 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 		s.loop(func(ctx context.Context) { ensureNoticeTopic(ctx, cfg, log) })
 		s.loop(func(ctx context.Context) {
 			// notices are routed by the slot map: load it first
-			if err := cluster.Wait(ctx); err != nil {
+			if err := view.Wait(ctx); err != nil {
 				return
 			}
 			if err := consumer.Run(ctx); err != nil {
@@ -489,11 +490,11 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("worker").With(zap.String("node_id", cfg.NodeID))
 	bg, bgCancel := context.WithCancel(context.Background())
-	cluster := dist.NewCluster(bg, d.reg, log)
+	view := cluster.NewView(bg, d.reg, log)
 	// The longest a callback can take once it left the wheel: the ttr
 	// (nothing waits for a destination: a full one parks the message).
 	longest := time.Duration(cfg.Receive.MaxTTRMs)*time.Millisecond + 5*time.Second
-	holder := &dist.Holder{Node: cfg.NodeID, Cluster: cluster, Session: d.reg, Store: d.store, Metrics: d.metrics,
+	holder := &dist.Holder{Node: cfg.NodeID, Cluster: view, Session: d.reg, Store: d.store, Metrics: d.metrics,
 		Log: log.Named("slots"), ReleaseWait: longest}
 	holder.Init()
 	caller, dests := newCaller(cfg, d.metrics)
@@ -563,9 +564,9 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	aopts.TLSCert, aopts.TLSKey = cfg.Admin.TLSCert, cfg.Admin.TLSKey
 	aopts.HTTP = cfg.HTTPOptions()
 	bg, bgCancel := context.WithCancel(context.Background())
-	cluster := dist.NewCluster(bg, d.reg, log)
+	view := cluster.NewView(bg, d.reg, log)
 	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
-	msgs := dist.NewReceiveBackend(d.store, nil, cluster, client, d.ready(), d.metrics, log)
+	msgs := dist.NewReceiveBackend(d.store, nil, view, client, d.ready(), d.metrics, log)
 	// The console's test messages go through a receive path of their own
 	// with a Kafka producer, so that their notice reaches the holder and
 	// they fire on time (without one, the holder's sweep would find them).
@@ -580,7 +581,7 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 		bgCancel()
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
-	submits := dist.NewReceiveBackend(d.store, producer, cluster, client, d.ready(producer.Healthy), d.metrics, log)
+	submits := dist.NewReceiveBackend(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	submits.Stats = rec
 	recDone := make(chan struct{})
@@ -593,7 +594,7 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	}
 	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
 		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles(), Submit: trustedSubmit(core),
-		Destinations: workerDestinations{reg: d.reg, client: client}, TopicPending: slotPending(cluster, d.store)}, log)
+		Destinations: workerDestinations{reg: d.reg, client: client}, TopicPending: slotPending(view, d.store)}, log)
 	if err != nil {
 		bgCancel()
 		_ = producer.Close()
@@ -728,9 +729,9 @@ func (d workerDestinations) Destinations(ctx context.Context) ([]admin.Destinati
 // slots' counters summed by the holder the slot map names (the cluster
 // view's, kept by its watch; a slot being handed over counts for its new
 // holder).
-func slotPending(cluster *dist.Cluster, st *redisstore.Store) func(ctx context.Context, topic string) (map[string]int64, error) {
+func slotPending(view *cluster.View, st *redisstore.Store) func(ctx context.Context, topic string) (map[string]int64, error) {
 	return func(ctx context.Context, topic string) (map[string]int64, error) {
-		m := cluster.Map()
+		m := view.Map()
 		if m == nil {
 			return nil, errors.New("no slot map yet")
 		}

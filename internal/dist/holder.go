@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/registry/cluster"
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/store/redisstore"
 )
@@ -39,7 +40,7 @@ type Session interface {
 // new session its slots again under new epochs.
 type Holder struct {
 	Node        string
-	Cluster     *Cluster
+	Cluster     *cluster.View
 	Session     Session
 	Store       *redisstore.Store // unchecked view: lease writes
 	Worker      SlotWorker

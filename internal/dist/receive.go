@@ -14,6 +14,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/registry/cluster"
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store"
@@ -42,7 +43,7 @@ type Publisher interface {
 type ReceiveBackend struct {
 	store   *redisstore.Store
 	checked *redisstore.Store // lease check: refuses when the slot has a live holder
-	cluster *Cluster
+	cluster *cluster.View
 	client  *workerapi.Client
 	ready   func() error
 	metrics *metrics.Metrics
@@ -63,8 +64,8 @@ const maxNoticesInFlight = 4096
 var _ receive.Backend = (*ReceiveBackend)(nil)
 
 // NewReceiveBackend builds the backend over the shared store.
-func NewReceiveBackend(st *redisstore.Store, pub Publisher, cluster *Cluster, client *workerapi.Client, ready func() error, m *metrics.Metrics, log *zap.Logger) *ReceiveBackend {
-	b := &ReceiveBackend{store: st, cluster: cluster, client: client, ready: ready, metrics: m, log: log}
+func NewReceiveBackend(st *redisstore.Store, pub Publisher, view *cluster.View, client *workerapi.Client, ready func() error, m *metrics.Metrics, log *zap.Logger) *ReceiveBackend {
+	b := &ReceiveBackend{store: st, cluster: view, client: client, ready: ready, metrics: m, log: log}
 	if pub != nil {
 		b.notices = newNoticeQueue(pub, m, log)
 	}
@@ -73,7 +74,7 @@ func NewReceiveBackend(st *redisstore.Store, pub Publisher, cluster *Cluster, cl
 	b.checked = st.WithLeaseCheck(func(slot int, lease string) error {
 		l := redisstore.ParseLease(lease)
 		if h := slots.ParseHolder(l.Holder); !h.IsZero() && !l.Released {
-			if _, live := cluster.LiveHolder(h); live {
+			if _, live := view.LiveHolder(h); live {
 				return &worker.NotOwnerError{Slot: slot, Owner: h.Node}
 			}
 		}
