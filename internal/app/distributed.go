@@ -435,7 +435,7 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 	view := cluster.NewView(bg, d.reg, log)
 	client := workerapi.NewClient(30*time.Second, cfg.Cluster.Secret)
 	c := center.New(center.Options{Tracer: d.tracer}, router{view, d.store}, client, d.metrics, log)
-	leader := &dist.Leader{Reg: d.reg, Cluster: view, Log: log.Named("leader"), EpochFloor: d.store.MaxLeaseEpoch,
+	leader := &center.Leader{Reg: d.reg, Cluster: view, Log: log.Named("leader"), EpochFloor: d.store.MaxLeaseEpoch,
 		Planner: &slots.Planner{Count: cfg.Cluster.Slots, Strategy: cfg.Center.Strategy, Grace: cfg.Center.Grace}}
 	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kopts, Group: cfg.Kafka.Group,
 		// A record is a batch of notices already: waiting for more would

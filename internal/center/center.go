@@ -1,7 +1,10 @@
-// Package center routes notices in the distributed mode: it consumes the
-// notices receive put on Kafka (one per stored message, many to a record)
-// and passes each to the live holder of its slot, which schedules the
-// message at once; the consumer commits the offset only after that.
+// Package center is the distributed mode's router: it consumes the
+// notices receive put on Kafka (one per stored message, many to a record:
+// package notice) and passes each to the live holder of its slot, which
+// schedules the message at once; the consumer commits the offset only
+// after that. One center at a time (elected in ZooKeeper) also assigns
+// the slots to the live workers (Leader, leader.go): both jobs are the
+// center role's, and both read the same cluster view (registry/cluster).
 //
 // A notice is only a hint for punctuality: the message is in Redis before
 // its notice exists, and a slot's holder loads its schedule when it takes

@@ -334,3 +334,10 @@ func (b *ReceiveBackend) List(ctx context.Context, q store.ListQuery) ([]*messag
 	}
 	return msgs, next, b.apiErr(err)
 }
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
