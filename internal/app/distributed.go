@@ -35,6 +35,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/tracing"
 	"github.com/sorakaq/sorakaq/internal/version"
 	"github.com/sorakaq/sorakaq/internal/worker"
+	"github.com/sorakaq/sorakaq/internal/worker/leases"
 	"github.com/sorakaq/sorakaq/internal/workerapi"
 )
 
@@ -494,7 +495,7 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 	// The longest a callback can take once it left the wheel: the ttr
 	// (nothing waits for a destination: a full one parks the message).
 	longest := time.Duration(cfg.Receive.MaxTTRMs)*time.Millisecond + 5*time.Second
-	holder := &dist.Holder{Node: cfg.NodeID, Cluster: view, Session: d.reg, Store: d.store, Metrics: d.metrics,
+	holder := &leases.Holder{Node: cfg.NodeID, Cluster: view, Session: d.reg, Store: d.store, Metrics: d.metrics,
 		Log: log.Named("slots"), ReleaseWait: longest}
 	holder.Init()
 	caller, dests := newCaller(cfg, d.metrics)

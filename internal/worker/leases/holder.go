@@ -1,4 +1,15 @@
-package dist
+// Package leases is a worker's side of slot ownership in the distributed
+// mode: Holder follows the slot map (registry/cluster), takes the slots it
+// names for this worker with their Redis leases (fenced on the epoch),
+// has the worker load and drop them (worker.HoldSlot/DropSlot), and lets
+// them go when the map moves them or the ZooKeeper session ends. The
+// leader that writes the map is the center's (center.Leader).
+//
+// It is a package of its own beside worker rather than part of it: the
+// worker runs the same way in the all-in-one (no slots, no leases, no
+// ZooKeeper), and only sees the holder through Token/Fenced and the two
+// SlotWorker calls; the lease writes need the Redis store itself.
+package leases
 
 import (
 	"context"
