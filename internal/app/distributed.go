@@ -90,9 +90,9 @@ type deps struct {
 func (d *deps) durabilityNote() string { return d.durability }
 
 // watchRedis runs the periodic Redis checks every distributed process
-// makes (clock skew, data loss): see dist.WatchRedis.
+// makes (clock skew, data loss): see redischeck.Watch.
 func (d *deps) watchRedis(ctx context.Context, log *zap.Logger) {
-	dist.WatchRedis(ctx, d.rc, d.store, d.metrics, log)
+	redischeck.Watch(ctx, d.rc, d.store, d.metrics, log)
 }
 
 // openRedis connects to Redis and checks the data set's layout, waiting
@@ -536,7 +536,7 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 		}
 		s.loop(func(ctx context.Context) { holder.Run(ctx, cfg.Shutdown.Timeout) })
 		s.loop(func(ctx context.Context) {
-			dist.ReportLoad(ctx, d.reg, w, zk.Instance{NodeID: cfg.NodeID, Role: "worker", Addr: addr, StartedMs: time.Now().UnixMilli(), PID: os.Getpid(), Version: version.Version})
+			leases.ReportLoad(ctx, d.reg, w, zk.Instance{NodeID: cfg.NodeID, Role: "worker", Addr: addr, StartedMs: time.Now().UnixMilli(), PID: os.Getpid(), Version: version.Version})
 		})
 		s.loop(func(ctx context.Context) { rec.Run(ctx, 5*time.Second) })
 		s.loop(func(ctx context.Context) { d.watchRedis(ctx, log) })

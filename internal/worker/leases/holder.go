@@ -2,8 +2,10 @@
 // mode: Holder follows the slot map (registry/cluster), takes the slots it
 // names for this worker with their Redis leases (fenced on the epoch),
 // has the worker load and drop them (worker.HoldSlot/DropSlot), and lets
-// them go when the map moves them or the ZooKeeper session ends. The
-// leader that writes the map is the center's (center.Leader).
+// them go when the map moves them or the ZooKeeper session ends; and
+// ReportLoad publishes the worker's load for the leader's weighted
+// strategy. The leader that writes the map is the center's
+// (center.Leader).
 //
 // It is a package of its own beside worker rather than part of it: the
 // worker runs the same way in the all-in-one (no slots, no leases, no
