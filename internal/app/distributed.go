@@ -19,12 +19,12 @@ import (
 	"github.com/sorakaq/sorakaq/internal/center"
 	"github.com/sorakaq/sorakaq/internal/config"
 	"github.com/sorakaq/sorakaq/internal/destination"
-	"github.com/sorakaq/sorakaq/internal/dist"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/receive/routed"
 	"github.com/sorakaq/sorakaq/internal/redischeck"
 	"github.com/sorakaq/sorakaq/internal/registry"
 	"github.com/sorakaq/sorakaq/internal/registry/cluster"
@@ -322,7 +322,7 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	go ensureNoticeTopic(bg, cfg, log)
 	view := cluster.NewView(bg, d.reg, log)
 	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
-	backend := dist.NewReceiveBackend(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
+	backend := routed.New(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	backend.Stats = rec
 	backend.Tracer = d.tracer
@@ -567,7 +567,7 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	bg, bgCancel := context.WithCancel(context.Background())
 	view := cluster.NewView(bg, d.reg, log)
 	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
-	msgs := dist.NewReceiveBackend(d.store, nil, view, client, d.ready(), d.metrics, log)
+	msgs := routed.New(d.store, nil, view, client, d.ready(), d.metrics, log)
 	// The console's test messages go through a receive path of their own
 	// with a Kafka producer, so that their notice reaches the holder and
 	// they fire on time (without one, the holder's sweep would find them).
@@ -582,7 +582,7 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 		bgCancel()
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
-	submits := dist.NewReceiveBackend(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
+	submits := routed.New(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	submits.Stats = rec
 	recDone := make(chan struct{})

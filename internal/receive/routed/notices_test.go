@@ -1,4 +1,4 @@
-package dist
+package routed
 
 import (
 	"context"
@@ -192,7 +192,7 @@ func TestNoticesReachTheCenterBatched(t *testing.T) {
 	defer func() { stop(); <-done }()
 
 	rm := metrics.New()
-	b := NewReceiveBackend(st, producer, nil, nil, nil, rm, zaptest.NewLogger(t))
+	b := New(st, producer, nil, nil, nil, rm, zaptest.NewLogger(t))
 	const n = 2000
 	ids := make([]string, n)
 	var wg sync.WaitGroup
