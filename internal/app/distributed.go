@@ -401,12 +401,12 @@ func receiveOptions(cfg *config.Config) receive.Options {
 	ropts.MaxBatch, ropts.MaxBatchBodyBytes = cfg.Receive.MaxBatch, cfg.Receive.MaxBatchBodyBytes
 	ropts.AutoCreateTopics = cfg.Receive.AutoCreateTopics
 	ropts.MaxListLimit = cfg.Receive.MaxListLimit
-	ropts.Limits = message.Limits{
+	ropts.Bounds = message.Bounds{
 		MinTTRMs: cfg.Receive.MinTTRMs, MaxTTRMs: cfg.Receive.MaxTTRMs, DefaultTTRMs: cfg.Receive.DefaultTTRMs,
 		MaxParamsBytes: cfg.Receive.MaxParamsBytes, MaxURLBytes: cfg.Receive.MaxURLBytes,
 	}
 	ropts.Access = receive.Access{Tokens: cfg.Receive.Tokens, TopicTokens: cfg.Receive.TopicTokens, ListTokens: cfg.Receive.ListTokens}
-	ropts.RateLimits = receive.Limits{PerClient: cfg.Receive.RateLimit.PerClient, PerTopic: cfg.Receive.RateLimit.PerTopic,
+	ropts.RateLimits = receive.RateLimits{PerClient: cfg.Receive.RateLimit.PerClient, PerTopic: cfg.Receive.RateLimit.PerTopic,
 		Burst: cfg.Receive.RateLimit.Burst, MaxPendingPerTopic: cfg.Receive.MaxPendingPerTopic}
 	ropts.TLSCert, ropts.TLSKey = cfg.Receive.TLSCert, cfg.Receive.TLSKey
 	ropts.HTTP = cfg.HTTPOptions()

@@ -50,13 +50,13 @@ type Options struct {
 	// its body (a single submit's body limit is far too small for one).
 	MaxBatch          int
 	MaxBatchBodyBytes int64
-	Limits            message.Limits
+	Bounds            message.Bounds
 	AutoCreateTopics  bool
 	DefaultWorkerNum  int
 	DefaultPartitions int
 	MaxListLimit      int
 	Access            Access
-	RateLimits        Limits
+	RateLimits        RateLimits
 	// HTTP are the listener's timeouts, header cap and trusted proxies.
 	HTTP httpapi.Options
 	// TLSCert and TLSKey (PEM files) make the listener serve HTTPS.
@@ -70,7 +70,7 @@ type Options struct {
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
-	return Options{Listen: "127.0.0.1:9088", MaxBodyBytes: 64 << 10, MaxBatch: message.DefaultMaxBatch, MaxBatchBodyBytes: 4 << 20, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
+	return Options{Listen: "127.0.0.1:9088", MaxBodyBytes: 64 << 10, MaxBatch: message.DefaultMaxBatch, MaxBatchBodyBytes: 4 << 20, Bounds: message.DefaultBounds(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
 }
 
 // Server is the receive HTTP service.
@@ -147,7 +147,7 @@ func (s *Server) submit(c *gin.Context) (_ any, err error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := message.ParseSubmit(body, s.opts.Limits, message.CeilMs(time.Now()))
+	m, err := message.ParseSubmit(body, s.opts.Bounds, message.CeilMs(time.Now()))
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +238,7 @@ func (s *Server) admitTopic(ctx context.Context, topic string) (reserved bool, e
 // receive tokens, which the admin service's own authentication replaces.
 // The topic must exist: a test message does not create one.
 func (s *Server) SubmitTrusted(ctx context.Context, body []byte) (SubmitResult, error) {
-	m, err := message.ParseSubmit(body, s.opts.Limits, message.CeilMs(time.Now()))
+	m, err := message.ParseSubmit(body, s.opts.Bounds, message.CeilMs(time.Now()))
 	if err != nil {
 		return SubmitResult{}, err
 	}
