@@ -35,7 +35,7 @@ func (w *Worker) Notify(notices []notice.Notice) ([]notice.Result, error) {
 		if n.Version == 1 && n.ReceivedMs > 0 {
 			flow := time.Since(time.UnixMilli(n.ReceivedMs))
 			w.metrics.FlowSeconds.Observe(flow.Seconds())
-			w.opts.Stats.Held(n.Topic, flow)
+			w.opts.Stats.HandedOver(n.Topic, flow)
 		}
 	}
 	return out, nil
