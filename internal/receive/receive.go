@@ -1,7 +1,8 @@
 // Package receive is the HTTP API that business systems call: submit,
 // cancel, change the delay, query. It validates (through package message)
-// and hands over to a Backend: the local worker in the all-in-one, Kafka in
-// the distributed mode.
+// and hands over to a Backend: the local worker in the all-in-one; in the
+// distributed mode receive/routed (the message in Redis, then its notice
+// through Kafka; changes routed to the holder of the message's slot).
 package receive
 
 import (
@@ -87,8 +88,8 @@ type Server struct {
 	pending     *pendingCache
 }
 
-// New opens the listener (so tests can bind :0 and read Addr) and builds
-// the routes.
+// New opens the listener (Options.Listen; port 0 picks a free one, read
+// back with Addr) and builds the routes.
 func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, log *zap.Logger) (*Server, error) {
 	s, err := NewCore(opts, b, topics, log)
 	if err != nil {
@@ -121,7 +122,8 @@ func NewCore(opts Options, b Backend, topics registry.Topics, log *zap.Logger) (
 	return s, nil
 }
 
-// Routes adds the message API to a router group (also used by tests).
+// Routes adds the message API to a router group (New mounts it under
+// /sorakaq/msg).
 func (s *Server) Routes(g *gin.RouterGroup) {
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(s.log, h) }
 	g.Use(s.limitClients)

@@ -8,8 +8,8 @@
 // (center.Leader).
 //
 // It is a package of its own beside worker rather than part of it: the
-// worker runs the same way in the all-in-one (no slots, no leases, no
-// ZooKeeper), and only sees the holder through Token/Fenced and the two
+// worker runs the same way in the all-in-one (its one slot held from the
+// start: no leases, no ZooKeeper), and only sees the holder through Token/Fenced and the two
 // SlotWorker calls; the lease writes need the Redis store itself.
 package leases
 
