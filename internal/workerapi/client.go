@@ -135,7 +135,7 @@ func audited(ctx context.Context, r ControlRequest) ControlRequest {
 }
 
 // ChangeDelay asks the owner at addr to move a message's due time.
-func (c *Client) ChangeDelay(ctx context.Context, addr, topic, id string, ch worker.DelayChange) (*message.Message, error) {
+func (c *Client) ChangeDelay(ctx context.Context, addr, topic, id string, ch lifecycle.DelayChange) (*message.Message, error) {
 	var m message.Message
 	if err := c.call(ctx, addr, PathChangeDelay, audited(ctx, ControlRequest{Topic: topic, ID: id, AddMs: ch.AddMs, SetMs: ch.SetMs, AtMs: ch.AtMs}), &m); err != nil {
 		return nil, err
