@@ -57,7 +57,8 @@ type Cluster interface {
 }
 
 // Messages is what the console does to messages: the all-in-one's worker
-// or the distributed receive backend (which routes to the owning worker).
+// or the distributed receive backend (receive/routed, which routes a
+// change to the worker holding the message's slot).
 type Messages interface {
 	Cancel(ctx context.Context, topic, id string) (*message.Message, error)
 	ChangeDelay(ctx context.Context, topic, id string, ch lifecycle.DelayChange) (*message.Message, error)
