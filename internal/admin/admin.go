@@ -1,6 +1,11 @@
-// Package admin is the operators' service (:9087): topic management and,
-// later, the console. In the all-in-one it runs in the same process as the
-// others; in the distributed mode on its own.
+// Package admin is the operators' service (:9087): the web console
+// (console.go, with its login) and the API behind it: topics (add,
+// update, pause and resume), messages (look up, cancel, delay, redrive
+// and delete, one at a time or in bulk, and test messages), the workers
+// (taken offline and back), the destinations' flow control, and the
+// per-minute stats of the monitor page. In the all-in-one it runs in the
+// same process as the others; in the distributed mode on its own, over
+// the same message backend as the distributed receive (receive/routed).
 package admin
 
 import (
@@ -53,7 +58,8 @@ type Cluster interface {
 }
 
 // Messages is what the console does to messages: the all-in-one's worker
-// or the distributed receive backend (which routes to the owning worker).
+// or the distributed receive backend (receive/routed, which routes a
+// change to the worker holding the message's slot).
 type Messages interface {
 	Cancel(ctx context.Context, topic, id string) (*message.Message, error)
 	ChangeDelay(ctx context.Context, topic, id string, ch lifecycle.DelayChange) (*message.Message, error)

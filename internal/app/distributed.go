@@ -19,13 +19,15 @@ import (
 	"github.com/sorakaq/sorakaq/internal/center"
 	"github.com/sorakaq/sorakaq/internal/config"
 	"github.com/sorakaq/sorakaq/internal/destination"
-	"github.com/sorakaq/sorakaq/internal/dist"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/receive/routed"
 	"github.com/sorakaq/sorakaq/internal/redischeck"
 	"github.com/sorakaq/sorakaq/internal/registry"
+	"github.com/sorakaq/sorakaq/internal/registry/cluster"
 	"github.com/sorakaq/sorakaq/internal/registry/zk"
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/stats"
@@ -33,6 +35,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/tracing"
 	"github.com/sorakaq/sorakaq/internal/version"
 	"github.com/sorakaq/sorakaq/internal/worker"
+	"github.com/sorakaq/sorakaq/internal/worker/leases"
 	"github.com/sorakaq/sorakaq/internal/workerapi"
 )
 
@@ -87,9 +90,9 @@ type deps struct {
 func (d *deps) durabilityNote() string { return d.durability }
 
 // watchRedis runs the periodic Redis checks every distributed process
-// makes (clock skew, data loss): see dist.WatchRedis.
+// makes (clock skew, data loss): see redischeck.Watch.
 func (d *deps) watchRedis(ctx context.Context, log *zap.Logger) {
-	dist.WatchRedis(ctx, d.rc, d.store, d.metrics, log)
+	redischeck.Watch(ctx, d.rc, d.store, d.metrics, log)
 }
 
 // openRedis connects to Redis and checks the data set's layout, waiting
@@ -293,7 +296,7 @@ func ensureNoticeTopic(ctx context.Context, cfg *config.Config, log *zap.Logger)
 	}
 	defer kadmin.Close()
 	for ctx.Err() == nil {
-		err := kadmin.EnsureTopic(ctx, dist.NoticeTopic, cfg.Kafka.DefaultPartitions, int16(cfg.Kafka.Replication))
+		err := kadmin.EnsureTopic(ctx, notice.Topic, cfg.Kafka.DefaultPartitions, int16(cfg.Kafka.Replication))
 		if err == nil {
 			return
 		}
@@ -317,9 +320,9 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	}
 	bg, bgCancel := context.WithCancel(context.Background())
 	go ensureNoticeTopic(bg, cfg, log)
-	cluster := dist.NewCluster(bg, d.reg, log)
+	view := cluster.NewView(bg, d.reg, log)
 	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
-	backend := dist.NewReceiveBackend(d.store, producer, cluster, client, d.ready(producer.Healthy), d.metrics, log)
+	backend := routed.New(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	backend.Stats = rec
 	backend.Tracer = d.tracer
@@ -398,12 +401,12 @@ func receiveOptions(cfg *config.Config) receive.Options {
 	ropts.MaxBatch, ropts.MaxBatchBodyBytes = cfg.Receive.MaxBatch, cfg.Receive.MaxBatchBodyBytes
 	ropts.AutoCreateTopics = cfg.Receive.AutoCreateTopics
 	ropts.MaxListLimit = cfg.Receive.MaxListLimit
-	ropts.Limits = message.Limits{
+	ropts.Bounds = message.Bounds{
 		MinTTRMs: cfg.Receive.MinTTRMs, MaxTTRMs: cfg.Receive.MaxTTRMs, DefaultTTRMs: cfg.Receive.DefaultTTRMs,
 		MaxParamsBytes: cfg.Receive.MaxParamsBytes, MaxURLBytes: cfg.Receive.MaxURLBytes,
 	}
 	ropts.Access = receive.Access{Tokens: cfg.Receive.Tokens, TopicTokens: cfg.Receive.TopicTokens, ListTokens: cfg.Receive.ListTokens}
-	ropts.RateLimits = receive.Limits{PerClient: cfg.Receive.RateLimit.PerClient, PerTopic: cfg.Receive.RateLimit.PerTopic,
+	ropts.RateLimits = receive.RateLimits{PerClient: cfg.Receive.RateLimit.PerClient, PerTopic: cfg.Receive.RateLimit.PerTopic,
 		Burst: cfg.Receive.RateLimit.Burst, MaxPendingPerTopic: cfg.Receive.MaxPendingPerTopic}
 	ropts.TLSCert, ropts.TLSKey = cfg.Receive.TLSCert, cfg.Receive.TLSKey
 	ropts.HTTP = cfg.HTTPOptions()
@@ -412,7 +415,7 @@ func receiveOptions(cfg *config.Config) receive.Options {
 
 // router is the center's view of slot holders.
 type router struct {
-	cluster *dist.Cluster
+	cluster *cluster.View
 	st      *redisstore.Store
 }
 
@@ -430,15 +433,15 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 		return nil, err
 	}
 	bg, bgCancel := context.WithCancel(context.Background())
-	cluster := dist.NewCluster(bg, d.reg, log)
+	view := cluster.NewView(bg, d.reg, log)
 	client := workerapi.NewClient(30*time.Second, cfg.Cluster.Secret)
-	c := center.New(center.Options{Tracer: d.tracer}, router{cluster, d.store}, client, d.metrics, log)
-	leader := &dist.Leader{Reg: d.reg, Cluster: cluster, Log: log.Named("leader"), EpochFloor: d.store.MaxLeaseEpoch,
+	c := center.New(center.Options{Tracer: d.tracer}, router{view, d.store}, client, d.metrics, log)
+	leader := &center.Leader{Reg: d.reg, Cluster: view, Log: log.Named("leader"), EpochFloor: d.store.MaxLeaseEpoch,
 		Planner: &slots.Planner{Count: cfg.Cluster.Slots, Strategy: cfg.Center.Strategy, Grace: cfg.Center.Grace}}
 	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kopts, Group: cfg.Kafka.Group,
 		// A record is a batch of notices already: waiting for more would
 		// only delay them.
-		Topics: []string{dist.NoticeTopic}, RefreshInterval: 2 * time.Second, BatchWait: kafka.NoBatchWait},
+		Topics: []string{notice.Topic}, RefreshInterval: 2 * time.Second, BatchWait: kafka.NoBatchWait},
 		func(ctx context.Context, batch []kafka.Record) error {
 			keys := make([]string, len(batch))
 			values := make([][]byte, len(batch))
@@ -464,7 +467,7 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 		s.loop(func(ctx context.Context) { ensureNoticeTopic(ctx, cfg, log) })
 		s.loop(func(ctx context.Context) {
 			// notices are routed by the slot map: load it first
-			if err := cluster.Wait(ctx); err != nil {
+			if err := view.Wait(ctx); err != nil {
 				return
 			}
 			if err := consumer.Run(ctx); err != nil {
@@ -488,11 +491,11 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("worker").With(zap.String("node_id", cfg.NodeID))
 	bg, bgCancel := context.WithCancel(context.Background())
-	cluster := dist.NewCluster(bg, d.reg, log)
+	view := cluster.NewView(bg, d.reg, log)
 	// The longest a callback can take once it left the wheel: the ttr
 	// (nothing waits for a destination: a full one parks the message).
 	longest := time.Duration(cfg.Receive.MaxTTRMs)*time.Millisecond + 5*time.Second
-	holder := &dist.Holder{Node: cfg.NodeID, Cluster: cluster, Session: d.reg, Store: d.store, Metrics: d.metrics,
+	holder := &leases.Holder{Node: cfg.NodeID, Cluster: view, Session: d.reg, Store: d.store, Metrics: d.metrics,
 		Log: log.Named("slots"), ReleaseWait: longest}
 	holder.Init()
 	caller, dests := newCaller(cfg, d.metrics)
@@ -533,7 +536,7 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 		}
 		s.loop(func(ctx context.Context) { holder.Run(ctx, cfg.Shutdown.Timeout) })
 		s.loop(func(ctx context.Context) {
-			dist.ReportLoad(ctx, d.reg, w, zk.Instance{NodeID: cfg.NodeID, Role: "worker", Addr: addr, StartedMs: time.Now().UnixMilli(), PID: os.Getpid(), Version: version.Version})
+			leases.ReportLoad(ctx, d.reg, w, zk.Instance{NodeID: cfg.NodeID, Role: "worker", Addr: addr, StartedMs: time.Now().UnixMilli(), PID: os.Getpid(), Version: version.Version})
 		})
 		s.loop(func(ctx context.Context) { rec.Run(ctx, 5*time.Second) })
 		s.loop(func(ctx context.Context) { d.watchRedis(ctx, log) })
@@ -562,9 +565,9 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	aopts.TLSCert, aopts.TLSKey = cfg.Admin.TLSCert, cfg.Admin.TLSKey
 	aopts.HTTP = cfg.HTTPOptions()
 	bg, bgCancel := context.WithCancel(context.Background())
-	cluster := dist.NewCluster(bg, d.reg, log)
+	view := cluster.NewView(bg, d.reg, log)
 	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
-	msgs := dist.NewReceiveBackend(d.store, nil, cluster, client, d.ready(), d.metrics, log)
+	msgs := routed.New(d.store, nil, view, client, d.ready(), d.metrics, log)
 	// The console's test messages go through a receive path of their own
 	// with a Kafka producer, so that their notice reaches the holder and
 	// they fire on time (without one, the holder's sweep would find them).
@@ -579,7 +582,7 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 		bgCancel()
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
-	submits := dist.NewReceiveBackend(d.store, producer, cluster, client, d.ready(producer.Healthy), d.metrics, log)
+	submits := routed.New(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	submits.Stats = rec
 	recDone := make(chan struct{})
@@ -592,7 +595,7 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	}
 	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
 		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles(), Submit: trustedSubmit(core),
-		Destinations: workerDestinations{reg: d.reg, client: client}, TopicPending: slotPending(cluster, d.store)}, log)
+		Destinations: workerDestinations{reg: d.reg, client: client}, TopicPending: slotPending(view, d.store)}, log)
 	if err != nil {
 		bgCancel()
 		_ = producer.Close()
@@ -727,9 +730,9 @@ func (d workerDestinations) Destinations(ctx context.Context) ([]admin.Destinati
 // slots' counters summed by the holder the slot map names (the cluster
 // view's, kept by its watch; a slot being handed over counts for its new
 // holder).
-func slotPending(cluster *dist.Cluster, st *redisstore.Store) func(ctx context.Context, topic string) (map[string]int64, error) {
+func slotPending(view *cluster.View, st *redisstore.Store) func(ctx context.Context, topic string) (map[string]int64, error) {
 	return func(ctx context.Context, topic string) (map[string]int64, error) {
-		m := cluster.Map()
+		m := view.Map()
 		if m == nil {
 			return nil, errors.New("no slot map yet")
 		}

@@ -1,7 +1,10 @@
-// Package center routes notices in the distributed mode: it consumes the
-// notices receive put on Kafka (one per stored message, many to a record)
-// and passes each to the live holder of its slot, which schedules the
-// message at once; the consumer commits the offset only after that.
+// Package center is the distributed mode's router: it consumes the
+// notices receive put on Kafka (one per stored message, many to a record:
+// package notice) and passes each to the live holder of its slot, which
+// schedules the message at once; the consumer commits the offset only
+// after that. One center at a time (elected in ZooKeeper) also assigns
+// the slots to the live workers (Leader, leader.go): both jobs are the
+// center role's, and both read the same cluster view (registry/cluster).
 //
 // A notice is only a hint for punctuality: the message is in Redis before
 // its notice exists, and a slot's holder loads its schedule when it takes
@@ -13,16 +16,14 @@ package center
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/tracing"
-	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
 // Router finds the live holder of a slot.
@@ -35,7 +36,7 @@ type Router interface {
 
 // Notifier passes notices to a worker.
 type Notifier interface {
-	Notify(ctx context.Context, addr string, notices []worker.Notice) ([]worker.NoticeResult, error)
+	Notify(ctx context.Context, addr string, notices []notice.Notice) ([]notice.Result, error)
 }
 
 // Options tune a center.
@@ -73,16 +74,16 @@ func New(opts Options, router Router, n Notifier, m *metrics.Metrics, log *zap.L
 }
 
 // HandleValues is the consumer's handler. Each value is a Kafka record as
-// receive produced it: a batch of notices ([worker.NoticeBatch]) or, from
+// receive produced it: a batch of notices ([notice.Batch]) or, from
 // receives older than batches (a rolling upgrade), a single notice
-// ([worker.Notice]). It returns nil once every notice was taken by its
+// ([notice.Notice]). It returns nil once every notice was taken by its
 // slot's holder or may be left to the holders' own loading; an error only
 // when ctx ended (the batch is then consumed again).
 func (c *Center) HandleValues(ctx context.Context, keys []string, values [][]byte) error {
-	var pending []worker.Notice
+	var pending []notice.Notice
 	now := time.Now()
 	for i, v := range values {
-		ns, bad, err := decodeRecord(v)
+		ns, bad, err := notice.Decode(v)
 		if err != nil {
 			// A record that is not a notice can never be passed on;
 			// skipping it (loudly) is the only way not to block the partition.
@@ -131,7 +132,7 @@ func (c *Center) HandleValues(ctx context.Context, keys []string, values [][]byt
 				zap.Int("notices", len(pending)), zap.String("first", pending[0].ID))
 			return nil
 		}
-		groups := map[string][]worker.Notice{}
+		groups := map[string][]notice.Notice{}
 		for _, n := range pending {
 			addr, live := c.router.HolderAddr(c.router.SlotOf(n.ID))
 			if !live {
@@ -147,42 +148,14 @@ func (c *Center) HandleValues(ctx context.Context, keys []string, values [][]byt
 	return nil
 }
 
-// decodeRecord reads a Kafka record of notices: a batch or a single
-// notice. A batch's entries without a message id are left out and counted
-// in bad.
-func decodeRecord(v []byte) (ns []worker.Notice, bad int, err error) {
-	var r struct {
-		worker.Notice
-		worker.NoticeBatch
-	}
-	if err := json.Unmarshal(v, &r); err != nil {
-		return nil, 0, err
-	}
-	switch {
-	case r.Notices != nil && r.ID == "":
-		ns = r.Notices[:0]
-		for _, n := range r.Notices {
-			if n.ID == "" {
-				bad++
-				continue
-			}
-			ns = append(ns, n)
-		}
-		return ns, bad, nil
-	case r.Notices == nil && r.ID != "":
-		return []worker.Notice{r.Notice}, 0, nil
-	}
-	return nil, 0, errors.New("neither msg_id (a notice) nor notices (a batch) alone")
-}
-
 // handOver passes each holder its notices, to all holders at once so that
 // a slow or unreachable worker does not hold up the others' notices, and
 // returns the notices to pass again: those not taken (the slot moved) and
 // those of a failed call (ambiguous: Notify is idempotent).
-func (c *Center) handOver(ctx context.Context, groups map[string][]worker.Notice) []worker.Notice {
+func (c *Center) handOver(ctx context.Context, groups map[string][]notice.Notice) []notice.Notice {
 	var (
 		mu    sync.Mutex
-		again []worker.Notice
+		again []notice.Notice
 		wg    sync.WaitGroup
 	)
 	for addr, ns := range groups {
@@ -199,7 +172,7 @@ func (c *Center) handOver(ctx context.Context, groups map[string][]worker.Notice
 
 // handOverTo passes notices to the worker at addr and returns those to
 // pass again.
-func (c *Center) handOverTo(ctx context.Context, addr string, ns []worker.Notice) []worker.Notice {
+func (c *Center) handOverTo(ctx context.Context, addr string, ns []notice.Notice) []notice.Notice {
 	start := time.Now()
 	res, err := c.notify.Notify(ctx, addr, ns)
 	if err != nil {
@@ -209,7 +182,7 @@ func (c *Center) handOverTo(ctx context.Context, addr string, ns []worker.Notice
 		return ns
 	}
 	c.metrics.NoticeHandoverSeconds.Observe(time.Since(start).Seconds())
-	var again []worker.Notice
+	var again []notice.Notice
 	for i, r := range res {
 		if !r.Taken && i < len(ns) {
 			again = append(again, ns[i])

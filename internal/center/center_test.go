@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/testenv"
-	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
 // router: slot = first byte of the id; holders per slot.
@@ -38,7 +38,7 @@ type notifier struct {
 	onTry func(addr string, try int)
 }
 
-func (n *notifier) Notify(_ context.Context, addr string, ns []worker.Notice) ([]worker.NoticeResult, error) {
+func (n *notifier) Notify(_ context.Context, addr string, ns []notice.Notice) ([]notice.Result, error) {
 	n.mu.Lock()
 	n.tries[addr]++
 	try := n.tries[addr]
@@ -49,9 +49,9 @@ func (n *notifier) Notify(_ context.Context, addr string, ns []worker.Notice) ([
 	if addr == "down" {
 		return nil, errors.New("unreachable")
 	}
-	out := make([]worker.NoticeResult, len(ns))
+	out := make([]notice.Result, len(ns))
 	for i, x := range ns {
-		out[i] = worker.NoticeResult{ID: x.ID, Taken: !(addr == "slow" && try == 1)}
+		out[i] = notice.Result{ID: x.ID, Taken: !(addr == "slow" && try == 1)}
 		if out[i].Taken {
 			n.mu.Lock()
 			n.got[addr] = append(n.got[addr], x.ID)
@@ -63,7 +63,7 @@ func (n *notifier) Notify(_ context.Context, addr string, ns []worker.Notice) ([
 
 func values(ids ...string) (keys []string, vals [][]byte) {
 	for _, id := range ids {
-		v, _ := json.Marshal(worker.Notice{ID: id, DueMs: 1, Version: 1, ReceivedMs: 1})
+		v, _ := json.Marshal(notice.Notice{ID: id, DueMs: 1, Version: 1, ReceivedMs: 1})
 		keys = append(keys, id[:1])
 		vals = append(vals, v)
 	}
@@ -125,9 +125,9 @@ func TestHandleValuesFollowsAMove(t *testing.T) {
 
 // batch is one record of several notices, as receive publishes them.
 func batch(ids ...string) []byte {
-	var b worker.NoticeBatch
+	var b notice.Batch
 	for _, id := range ids {
-		b.Notices = append(b.Notices, worker.Notice{ID: id, DueMs: 1, Version: 1, ReceivedMs: 1})
+		b.Notices = append(b.Notices, notice.Notice{ID: id, DueMs: 1, Version: 1, ReceivedMs: 1})
 	}
 	v, _ := json.Marshal(b)
 	return v

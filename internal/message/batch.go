@@ -57,7 +57,7 @@ func (e *TooLargeError) ErrorKind() errs.Kind { return errs.TooLarge }
 // ParseSubmit parses a submit, all received at nowMs. The error is for the
 // whole request (not a JSON object, no items, more than maxItems: nothing
 // may be stored); an item's own fault is in its BatchItem.
-func ParseSubmitBatch(body []byte, lim Limits, nowMs int64, maxItems int) ([]BatchItem, error) {
+func ParseSubmitBatch(body []byte, lim Bounds, nowMs int64, maxItems int) ([]BatchItem, error) {
 	var r BatchRequest
 	if err := DecodeStrict(body, &r); err != nil {
 		return nil, err
@@ -80,7 +80,7 @@ func ParseSubmitBatch(body []byte, lim Limits, nowMs int64, maxItems int) ([]Bat
 	return items, nil
 }
 
-func parseItem(raw []byte, lim Limits, nowMs int64) (*Message, error) {
+func parseItem(raw []byte, lim Bounds, nowMs int64) (*Message, error) {
 	if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 		// DecodeStrict would take null as an empty object and answer
 		// "topic_name: is required", which hides what is wrong.

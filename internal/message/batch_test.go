@@ -16,7 +16,7 @@ func TestParseSubmitBatchItems(t *testing.T) {
 		null, 7,
 		{"topic_name":"t","delay_time":5,"callback":{"request_type":"GET","url":"http://h/"},"idempotency_key":"k-1"},
 		{"topic_name":"t","delay_time":5,"callback":{"request_type":"GET","url":"http://h/"},"idempotency_key":""}]}`
-	items, err := ParseSubmitBatch([]byte(body), DefaultLimits(), 1000, 10)
+	items, err := ParseSubmitBatch([]byte(body), DefaultBounds(), 1000, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,14 +72,14 @@ func TestParseSubmitBatchWhole(t *testing.T) {
 		{`{"messages":[],"x":1}`, "x", false},
 		{four, "messages", true},
 	} {
-		_, err := ParseSubmitBatch([]byte(tc.body), DefaultLimits(), 1000, 3)
+		_, err := ParseSubmitBatch([]byte(tc.body), DefaultBounds(), 1000, 3)
 		var fe *FieldError
 		var tl *TooLargeError
 		if !errors.As(err, &fe) || fe.Field != tc.field || errors.As(err, &tl) != tc.tooLarge {
 			t.Errorf("%.40s: %v, want a field error on %s (413: %v)", tc.body, err, tc.field, tc.tooLarge)
 		}
 	}
-	if items, err := ParseSubmitBatch([]byte(four), DefaultLimits(), 1000, 4); err != nil || len(items) != 4 {
+	if items, err := ParseSubmitBatch([]byte(four), DefaultBounds(), 1000, 4); err != nil || len(items) != 4 {
 		t.Errorf("four at the limit: %v", err)
 	}
 }
@@ -94,8 +94,8 @@ func TestParseSubmitBatchSameAsSubmit(t *testing.T) {
 		`{"topic_name":"t","delay_time":1,"callback":{"request_type":"GET","url":"http://h/","headers":{"Host":"x"}}}`,
 		`{"topic_name":"t","delay_time":1.5,"callback":{"request_type":"GET","url":"http://h/"}}`,
 	} {
-		_, want := ParseSubmit([]byte(sub), DefaultLimits(), 1000)
-		items, err := ParseSubmitBatch([]byte(`{"messages":[`+okItem+`,`+sub+`]}`), DefaultLimits(), 1000, 5)
+		_, want := ParseSubmit([]byte(sub), DefaultBounds(), 1000)
+		items, err := ParseSubmitBatch([]byte(`{"messages":[`+okItem+`,`+sub+`]}`), DefaultBounds(), 1000, 5)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,8 +18,8 @@ const fuzzBaseNowMs = int64(1_700_000_000_000)
 
 var fuzzTopicRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
-// fuzzTightLimits makes the size checks reachable with small inputs.
-var fuzzTightLimits = Limits{MinTTRMs: 50, MaxTTRMs: 5000, DefaultTTRMs: 50, MaxParamsBytes: 8, MaxURLBytes: 32}
+// fuzzTightBounds makes the size checks reachable with small inputs.
+var fuzzTightBounds = Bounds{MinTTRMs: 50, MaxTTRMs: 5000, DefaultTTRMs: 50, MaxParamsBytes: 8, MaxURLBytes: 32}
 
 // checkFieldError fails unless err is a *FieldError (possibly wrapped) that
 // names a field and gives a reason.
@@ -38,7 +38,7 @@ func FuzzParseSubmit(f *testing.F) {
 	f.Add([]byte(`{"topic_name":"t","delay_time":100,"callback":{"request_type":"GET","url":"http://h/"}}`), uint32(0))
 	f.Fuzz(func(t *testing.T, body []byte, nowOff uint32) {
 		now := fuzzBaseNowMs + int64(nowOff)
-		for _, lim := range []Limits{DefaultLimits(), fuzzTightLimits} {
+		for _, lim := range []Bounds{DefaultBounds(), fuzzTightBounds} {
 			m, err := ParseSubmit(body, lim, now)
 			if (m == nil) == (err == nil) {
 				t.Fatalf("ParseSubmit(%q) = (%v, %v): want exactly one of message and error", body, m, err)
@@ -130,7 +130,7 @@ func knownKey(key string, names ...string) bool {
 	return false
 }
 
-func checkSubmitted(t *testing.T, body []byte, m *Message, lim Limits, now int64) {
+func checkSubmitted(t *testing.T, body []byte, m *Message, lim Bounds, now int64) {
 	t.Helper()
 	bad := func(format string, args ...any) {
 		t.Helper()

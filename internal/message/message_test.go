@@ -38,7 +38,7 @@ func TestCeilMsRoundsUp(t *testing.T) {
 func TestParseSubmitDueNotBeforeSendPlusDelay(t *testing.T) {
 	sent := time.Unix(0, 1_700_000_000_000*1e6+700_000)
 	body := []byte(`{"topic_name":"t","delay_time":5000,"callback":{"request_type":"POST","url":"http://127.0.0.1:1/cb"}}`)
-	m, err := ParseSubmit(body, DefaultLimits(), CeilMs(sent))
+	m, err := ParseSubmit(body, DefaultBounds(), CeilMs(sent))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestCallbackDestination(t *testing.T) {
 	body := func(dest string) []byte {
 		return []byte(`{"topic_name":"t","delay_time":1000,"callback":{"request_type":"POST","url":"http://127.0.0.1:1/cb","destination":` + strconv.Quote(dest) + `}}`)
 	}
-	m, err := ParseSubmit(body("tenant-a:eu/1"), DefaultLimits(), 1)
+	m, err := ParseSubmit(body("tenant-a:eu/1"), DefaultBounds(), 1)
 	if err != nil || m.Callback.Destination != "tenant-a:eu/1" {
 		t.Fatalf("%+v %v", m, err)
 	}
@@ -63,7 +63,7 @@ func TestCallbackDestination(t *testing.T) {
 	if err := json.Unmarshal(raw, &back); err != nil || back.Callback.Destination != "tenant-a:eu/1" || !back.Callback.Equal(m.Callback) {
 		t.Fatalf("round trip %s: %+v %v", raw, back.Callback, err)
 	}
-	if m2, _ := ParseSubmit(body(""), DefaultLimits(), 1); m2.Callback.Destination != "" || m2.Callback.Equal(m.Callback) {
+	if m2, _ := ParseSubmit(body(""), DefaultBounds(), 1); m2.Callback.Destination != "" || m2.Callback.Equal(m.Callback) {
 		t.Fatalf("no destination: %+v (equal to one with a destination)", m2.Callback)
 	}
 	var old Message
@@ -71,7 +71,7 @@ func TestCallbackDestination(t *testing.T) {
 		t.Fatalf("an old record: %+v %v", old.Callback, err)
 	}
 	for _, bad := range []string{"a b", "tenant\n", "ü", strings.Repeat("x", MaxDestinationBytes+1), `a"b`} {
-		_, err := ParseSubmit(body(bad), DefaultLimits(), 1)
+		_, err := ParseSubmit(body(bad), DefaultBounds(), 1)
 		var fe *FieldError
 		if !errors.As(err, &fe) || fe.Field != "callback.destination" {
 			t.Errorf("destination %q: %v, want a field error on callback.destination", bad, err)

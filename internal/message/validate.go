@@ -26,8 +26,9 @@ const (
 	MaxDelayMs = 7 * 24 * 3600 * 1000
 )
 
-// Limits are the request bounds that config may change.
-type Limits struct {
+// Bounds are the request bounds that config may change (a submit's ttr
+// and callback sizes); not to be confused with receive.RateLimits.
+type Bounds struct {
 	MinTTRMs       int64 // smallest callback timeout accepted
 	MaxTTRMs       int64 // largest callback timeout accepted
 	DefaultTTRMs   int64 // ttr when the request gives none
@@ -35,9 +36,9 @@ type Limits struct {
 	MaxURLBytes    int   // size of callback.url
 }
 
-// DefaultLimits are the limits used when config says nothing.
-func DefaultLimits() Limits {
-	return Limits{MinTTRMs: 10, MaxTTRMs: 60_000, DefaultTTRMs: 1000, MaxParamsBytes: 16 << 10, MaxURLBytes: 2048}
+// DefaultBounds are the bounds used when config says nothing.
+func DefaultBounds() Bounds {
+	return Bounds{MinTTRMs: 10, MaxTTRMs: 60_000, DefaultTTRMs: 1000, MaxParamsBytes: 16 << 10, MaxURLBytes: 2048}
 }
 
 // FieldError says which field of a request is wrong and why.
@@ -291,7 +292,7 @@ func validateHeaders(in map[string]string) (map[string]string, error) {
 
 // ParseSubmit decodes and validates a submit body and builds the message,
 // received at nowMs. Nothing about the message is decided elsewhere.
-func ParseSubmit(body []byte, lim Limits, nowMs int64) (*Message, error) {
+func ParseSubmit(body []byte, lim Bounds, nowMs int64) (*Message, error) {
 	var r SubmitRequest
 	if err := DecodeStrict(body, &r); err != nil {
 		return nil, err
@@ -301,7 +302,7 @@ func ParseSubmit(body []byte, lim Limits, nowMs int64) (*Message, error) {
 
 // buildSubmit validates a decoded submit and builds its message (shared by
 // the single and the batch submit, so an item is judged as a submit is).
-func buildSubmit(r SubmitRequest, lim Limits, nowMs int64) (*Message, error) {
+func buildSubmit(r SubmitRequest, lim Bounds, nowMs int64) (*Message, error) {
 	if err := ValidateTopic("topic_name", r.TopicName); err != nil {
 		return nil, err
 	}
@@ -432,7 +433,7 @@ func collectFields(t reflect.Type, into map[string]reflect.Type) {
 	}
 }
 
-func validateCallback(c CallbackFields, lim Limits) (Callback, error) {
+func validateCallback(c CallbackFields, lim Bounds) (Callback, error) {
 	rt := asciiUpper(c.RequestType)
 	switch rt {
 	case "GET", "POST":

@@ -8,7 +8,7 @@ import (
 
 func TestParseSubmitValid(t *testing.T) {
 	now := int64(1_000_000)
-	m, err := ParseSubmit([]byte(`{"topic_name":"delay_test","delay_time":10000,"ttr":1000,"callback":{"request_type":"post","url":"http://example.com/cb","params":"{\"id\":111}"}}`), DefaultLimits(), now)
+	m, err := ParseSubmit([]byte(`{"topic_name":"delay_test","delay_time":10000,"ttr":1000,"callback":{"request_type":"post","url":"http://example.com/cb","params":"{\"id\":111}"}}`), DefaultBounds(), now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestParseSubmitDelayBoundaries(t *testing.T) {
 		{-1, 0, true},
 	} {
 		body := `{"topic_name":"t","delay_time":` + itoa(tc.delay) + `,"callback":{"request_type":"GET","url":"http://h/"}}`
-		m, err := ParseSubmit([]byte(body), DefaultLimits(), now)
+		m, err := ParseSubmit([]byte(body), DefaultBounds(), now)
 		if tc.wantErr {
 			var fe *FieldError
 			if !errors.As(err, &fe) || fe.Field != "delay_time" {
@@ -88,7 +88,7 @@ func TestParseSubmitErrorsNameTheField(t *testing.T) {
 		{`{"topic_name":"t","delay_time":1,"callback":{"request_type":"GET","url":"http://h/","params":{"a":1}}}`, "callback.params"},
 		{`{"topic_name":"t","delay_time":1,"extra":1,` + cb + `}`, "extra"},
 	} {
-		_, err := ParseSubmit([]byte(tc.body), DefaultLimits(), 0)
+		_, err := ParseSubmit([]byte(tc.body), DefaultBounds(), 0)
 		var fe *FieldError
 		if !errors.As(err, &fe) {
 			t.Errorf("%.60q: want FieldError, got %v", tc.body, err)
@@ -111,7 +111,7 @@ func TestAddEventKeepsHistoryBounded(t *testing.T) {
 }
 
 func TestUnknownFieldInsideCallbackIsNamedByPath(t *testing.T) {
-	_, err := ParseSubmit([]byte(`{"topic_name":"t","delay_time":1,"callback":{"request_type":"GET","url":"http://h/","foo":1}}`), DefaultLimits(), 0)
+	_, err := ParseSubmit([]byte(`{"topic_name":"t","delay_time":1,"callback":{"request_type":"GET","url":"http://h/","foo":1}}`), DefaultBounds(), 0)
 	var fe *FieldError
 	if !errors.As(err, &fe) || fe.Field != "callback.foo" {
 		t.Fatalf("want field callback.foo, got %v", err)
@@ -126,7 +126,7 @@ func TestUnknownFieldsAreNamedByTheirRealPath(t *testing.T) {
 		`{"topic_name":"t","delay_time":1,"ttr":5,` + cb + `,"ttr":1}}`:    "callback.ttr",
 		`{"topic_name":"t","delay_time":1,` + cb + `,"x":{"y":1}},"zz":1}`: "callback.x",
 	} {
-		_, err := ParseSubmit([]byte(body), DefaultLimits(), 0)
+		_, err := ParseSubmit([]byte(body), DefaultBounds(), 0)
 		var fe *FieldError
 		if !errors.As(err, &fe) || fe.Field != want || fe.Reason != "is not a known field" {
 			t.Errorf("%s: got %v, want field %s", body, err, want)
@@ -138,7 +138,7 @@ func TestUnknownFieldsAreNamedByTheirRealPath(t *testing.T) {
 		`{"topic_name":"t","delay_time":1,` + cb + `,"":1}}`:       "callback",
 		`{"\"\"":"x","topic_name":"t","delay_time":1,` + cb + `}}`: `""`, // a key made of two quotes
 	} {
-		_, err := ParseSubmit([]byte(body), DefaultLimits(), 0)
+		_, err := ParseSubmit([]byte(body), DefaultBounds(), 0)
 		var fe *FieldError
 		if !errors.As(err, &fe) || fe.Field != want {
 			t.Errorf("%s: got %v, want field %s", body, err, want)
@@ -171,7 +171,7 @@ func TestCallbackHeaders(t *testing.T) {
 	sub := func(headers string) string {
 		return `{"topic_name":"t","delay_time":1,"callback":{"request_type":"POST","url":"http://h/","headers":` + headers + `}}`
 	}
-	m, err := ParseSubmit([]byte(sub(`{"authorization":"Bearer abc","x-tenant":"t 1"}`)), DefaultLimits(), 0)
+	m, err := ParseSubmit([]byte(sub(`{"authorization":"Bearer abc","x-tenant":"t 1"}`)), DefaultBounds(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,14 +200,14 @@ func TestCallbackHeaders(t *testing.T) {
 		{`{"accept-encoding":"gzip"}`, "callback.headers.accept-encoding"},
 		{`{"range":"bytes=0-1"}`, "callback.headers.range"},
 	} {
-		_, err := ParseSubmit([]byte(sub(tc.headers)), DefaultLimits(), 0)
+		_, err := ParseSubmit([]byte(sub(tc.headers)), DefaultBounds(), 0)
 		var fe *FieldError
 		if !errors.As(err, &fe) || !strings.HasPrefix(fe.Field, tc.field) {
 			t.Errorf("%.70q: %v, want a field error on %s", tc.headers, err, tc.field)
 		}
 	}
 	// twice in two spellings (map order: either may be the one named)
-	_, err = ParseSubmit([]byte(sub(`{"x-a":"1","X-A":"2"}`)), DefaultLimits(), 0)
+	_, err = ParseSubmit([]byte(sub(`{"x-a":"1","X-A":"2"}`)), DefaultBounds(), 0)
 	var fe *FieldError
 	if !errors.As(err, &fe) || !strings.Contains(fe.Reason, "twice") {
 		t.Errorf("x-a and X-A: %v", err)

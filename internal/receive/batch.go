@@ -49,7 +49,7 @@ func (s *Server) submitBatch(c *gin.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	parsed, err := message.ParseSubmitBatch(body, s.opts.Limits, message.CeilMs(time.Now()), max(1, s.opts.MaxBatch))
+	parsed, err := message.ParseSubmitBatch(body, s.opts.Bounds, message.CeilMs(time.Now()), max(1, s.opts.MaxBatch))
 	if err != nil {
 		return nil, err
 	}

@@ -125,8 +125,9 @@ func (s *Server) authorizeList(c *gin.Context, topic string) error {
 	return fmt.Errorf("%w: unknown token (msg/list takes receive.list_tokens)", errs.Unauthorized)
 }
 
-// Limits bound what one client or one topic may do.
-type Limits struct {
+// RateLimits bound what one client or one topic may do (requests per
+// second and pending messages); a request's own bounds are message.Bounds.
+type RateLimits struct {
 	PerClient float64 // requests per second per client (its configured token, else its address); 0 = unlimited
 	PerTopic  float64 // submits per second per topic; 0 = unlimited
 	Burst     int     // bucket size (default: one second's worth)

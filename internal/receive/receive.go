@@ -1,7 +1,8 @@
 // Package receive is the HTTP API that business systems call: submit,
 // cancel, change the delay, query. It validates (through package message)
-// and hands over to a Backend: the local worker in the all-in-one, Kafka in
-// the distributed mode.
+// and hands over to a Backend: the local worker in the all-in-one; in the
+// distributed mode receive/routed (the message in Redis, then its notice
+// through Kafka; changes routed to the holder of the message's slot).
 package receive
 
 import (
@@ -51,13 +52,13 @@ type Options struct {
 	// its body (a single submit's body limit is far too small for one).
 	MaxBatch          int
 	MaxBatchBodyBytes int64
-	Limits            message.Limits
+	Bounds            message.Bounds
 	AutoCreateTopics  bool
 	DefaultWorkerNum  int
 	DefaultPartitions int
 	MaxListLimit      int
 	Access            Access
-	RateLimits        Limits
+	RateLimits        RateLimits
 	// HTTP are the listener's timeouts, header cap and trusted proxies.
 	HTTP httpapi.Options
 	// TLSCert and TLSKey (PEM files) make the listener serve HTTPS.
@@ -71,7 +72,7 @@ type Options struct {
 
 // DefaultOptions are the documented defaults.
 func DefaultOptions() Options {
-	return Options{Listen: "127.0.0.1:9088", MaxBodyBytes: 64 << 10, MaxBatch: message.DefaultMaxBatch, MaxBatchBodyBytes: 4 << 20, Limits: message.DefaultLimits(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
+	return Options{Listen: "127.0.0.1:9088", MaxBodyBytes: 64 << 10, MaxBatch: message.DefaultMaxBatch, MaxBatchBodyBytes: 4 << 20, Bounds: message.DefaultBounds(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
 }
 
 // Server is the receive HTTP service.
@@ -88,8 +89,8 @@ type Server struct {
 	pending     *pendingCache
 }
 
-// New opens the listener (so tests can bind :0 and read Addr) and builds
-// the routes.
+// New opens the listener (Options.Listen; port 0 picks a free one, read
+// back with Addr) and builds the routes.
 func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, log *zap.Logger) (*Server, error) {
 	s, err := NewCore(opts, b, topics, log)
 	if err != nil {
@@ -122,7 +123,8 @@ func NewCore(opts Options, b Backend, topics registry.Topics, log *zap.Logger) (
 	return s, nil
 }
 
-// Routes adds the message API to a router group (also used by tests).
+// Routes adds the message API to a router group (New mounts it under
+// /sorakaq/msg).
 func (s *Server) Routes(g *gin.RouterGroup) {
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(s.log, h) }
 	g.Use(s.limitClients)
@@ -148,7 +150,7 @@ func (s *Server) submit(c *gin.Context) (_ any, err error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := message.ParseSubmit(body, s.opts.Limits, message.CeilMs(time.Now()))
+	m, err := message.ParseSubmit(body, s.opts.Bounds, message.CeilMs(time.Now()))
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +241,7 @@ func (s *Server) admitTopic(ctx context.Context, topic string) (reserved bool, e
 // receive tokens, which the admin service's own authentication replaces.
 // The topic must exist: a test message does not create one.
 func (s *Server) SubmitTrusted(ctx context.Context, body []byte) (SubmitResult, error) {
-	m, err := message.ParseSubmit(body, s.opts.Limits, message.CeilMs(time.Now()))
+	m, err := message.ParseSubmit(body, s.opts.Bounds, message.CeilMs(time.Now()))
 	if err != nil {
 		return SubmitResult{}, err
 	}

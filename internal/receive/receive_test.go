@@ -115,7 +115,7 @@ func junk(n int) string {
 // headers leave one short key.
 func TestJunkAuthorizationDoesNotGrowTheLimiter(t *testing.T) {
 	opts := DefaultOptions()
-	opts.RateLimits = Limits{PerClient: 5}
+	opts.RateLimits = RateLimits{PerClient: 5}
 	opts.Access = Access{Tokens: []string{"the-right-token"}}
 	s, base := serve(t, opts, stubBackend{})
 	c := &http.Client{Timeout: 30 * time.Second}
@@ -167,7 +167,7 @@ func TestLimiterTableIsBounded(t *testing.T) {
 // matters unless the peer is a trusted proxy (http.trusted_proxies).
 func TestForwardedForIsBelievedOnlyFromTrustedProxies(t *testing.T) {
 	opts := DefaultOptions()
-	opts.RateLimits = Limits{PerClient: 0.01, Burst: 2} // 2 requests, then one per 100 s
+	opts.RateLimits = RateLimits{PerClient: 0.01, Burst: 2} // 2 requests, then one per 100 s
 	_, base := serve(t, opts, stubBackend{})
 	c := &http.Client{Timeout: 30 * time.Second}
 	spoof := func(i int) map[string]string {
@@ -362,7 +362,7 @@ func TestPendingLimitHoldsUnderConcurrentSubmits(t *testing.T) {
 	const limit, all = 20, 45
 	b := slowStore{in: make(chan struct{}, all), release: make(chan struct{})}
 	opts := DefaultOptions()
-	opts.RateLimits = Limits{MaxPendingPerTopic: limit}
+	opts.RateLimits = RateLimits{MaxPendingPerTopic: limit}
 	_, base := serve(t, opts, b)
 	c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: all}, Timeout: time.Minute}
 	codes := make(chan int, all)

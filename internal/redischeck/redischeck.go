@@ -1,7 +1,9 @@
 // Package redischeck tells what the Redis behind the distributed mode
 // promises: what an acknowledged write survives under each master's
 // persistence settings (Persistence), how far this process's wall clock is
-// from Redis' (Skew), and whether a write reached replicas (Wait).
+// from Redis' (Skew), and whether a write reached replicas (Wait); Watch
+// repeats the checks every distributed process runs (the clock skew, and
+// whether the data set is still there).
 //
 // Nothing here changes Redis' configuration; it only reads it.
 package redischeck

@@ -1,6 +1,8 @@
 // Package registry declares what services know about each other and about
 // topics. registry/local keeps it in one process (all-in-one); a ZooKeeper
-// implementation serves the distributed mode.
+// implementation (registry/zk) serves the distributed mode, and
+// registry/cluster is the cached view of it (live workers, slot map) that
+// every distributed role keeps.
 package registry
 
 import (

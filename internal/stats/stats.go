@@ -133,8 +133,10 @@ func (r *Recorder) Submitted(topic string) {
 	r.mu.Unlock()
 }
 
-// Held records a message's flow time: from receipt to held by a worker.
-func (r *Recorder) Held(topic string, flow time.Duration) {
+// HandedOver records a message's flow time, from its receipt until a
+// worker scheduled it (the minute's FlowN and FlowSumMs). Not to be
+// confused with a worker's Held(), the count of messages it holds.
+func (r *Recorder) HandedOver(topic string, flow time.Duration) {
 	if r == nil {
 		return
 	}

@@ -58,9 +58,9 @@ func TestRecorderFlushIsIdempotentAndMergesAcrossNodes(t *testing.T) {
 	}
 	a.Fired("t", 1, false, 30*time.Millisecond, 400*time.Millisecond)
 	a.Submitted("t")
-	a.Held("t", 4*time.Millisecond)
+	a.HandedOver("t", 4*time.Millisecond)
 	b.Fired("t", 2, true, 20*time.Millisecond, time.Millisecond) // a retry
-	b.Held("u", 8*time.Millisecond)
+	b.HandedOver("u", 8*time.Millisecond)
 	for i := 0; i < 2; i++ { // flushing twice must not double count
 		if err := a.Flush(ctx); err != nil {
 			t.Fatal(err)

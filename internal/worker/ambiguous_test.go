@@ -20,6 +20,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/store/redisstore"
 	"github.com/sorakaq/sorakaq/internal/testenv"
 )
@@ -242,7 +243,7 @@ func TestNeverFiresBeforeTheStoredDueTime(t *testing.T) {
 	if err := st.Create(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Notify([]Notice{{ID: m.ID, Topic: "t", DueMs: due - 1400, Version: 1}}); err != nil {
+	if _, err := w.Notify([]notice.Notice{{ID: m.ID, Topic: "t", DueMs: due - 1400, Version: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the callback", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 })

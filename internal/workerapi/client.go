@@ -14,8 +14,8 @@ import (
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/slots"
-	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
 // Client calls workers' internal APIs. One Client serves every worker
@@ -116,8 +116,8 @@ func trimKind(em string, kind errs.Kind) string {
 }
 
 // Notify passes notices to the worker at addr.
-func (c *Client) Notify(ctx context.Context, addr string, notices []worker.Notice) ([]worker.NoticeResult, error) {
-	var out []worker.NoticeResult
+func (c *Client) Notify(ctx context.Context, addr string, notices []notice.Notice) ([]notice.Result, error) {
+	var out []notice.Result
 	err := c.call(ctx, addr, PathNotify, NotifyRequest{Notices: notices}, &out)
 	return out, err
 }
@@ -140,7 +140,7 @@ func audited(ctx context.Context, r ControlRequest) ControlRequest {
 }
 
 // ChangeDelay asks the owner at addr to move a message's due time.
-func (c *Client) ChangeDelay(ctx context.Context, addr, topic, id string, ch worker.DelayChange) (*message.Message, error) {
+func (c *Client) ChangeDelay(ctx context.Context, addr, topic, id string, ch lifecycle.DelayChange) (*message.Message, error) {
 	var m message.Message
 	if err := c.call(ctx, addr, PathChangeDelay, audited(ctx, ControlRequest{Topic: topic, ID: id, AddMs: ch.AddMs, SetMs: ch.SetMs, AtMs: ch.AtMs}), &m); err != nil {
 		return nil, err

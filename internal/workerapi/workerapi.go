@@ -22,11 +22,12 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
 
+	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/slots"
-	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
 // Paths of the internal API.
@@ -43,7 +44,7 @@ const (
 
 // NotifyRequest passes notices of stored messages to a slot's holder.
 type NotifyRequest struct {
-	Notices []worker.Notice `json:"notices"`
+	Notices []notice.Notice `json:"notices"`
 }
 
 // ControlRequest names a message and, for delay changes, the change.
@@ -79,10 +80,22 @@ type NotOwnerResult struct {
 // MaxNotifyBytes bounds a notify request (a batch of notices).
 const MaxNotifyBytes = 16 << 20
 
+// Worker is what the internal API serves (a *worker.Worker): an interface,
+// so that the callers' side of this package (Client, used by receive and
+// center) does not depend on the worker.
+type Worker interface {
+	Notify(notices []notice.Notice) ([]notice.Result, error)
+	Cancel(ctx context.Context, topic, id string) (*message.Message, error)
+	ChangeDelay(ctx context.Context, topic, id string, ch lifecycle.DelayChange) (*message.Message, error)
+	Get(ctx context.Context, topic, id string) (*message.Message, error)
+	Redrive(ctx context.Context, topic, id string) (*message.Message, error)
+	Destinations() []destination.State
+}
+
 // Register adds the internal routes for w to e. With a non-empty secret
 // every request must carry a valid signature (HeaderAuth); without one
 // (a single trusted host) the API is open, and the caller logs that.
-func Register(e *gin.Engine, w *worker.Worker, secret string, log *zap.Logger) {
+func Register(e *gin.Engine, w Worker, secret string, log *zap.Logger) {
 	wrap := func(limit int64, h func(c *gin.Context, body []byte) (any, error)) gin.HandlerFunc {
 		return func(c *gin.Context) {
 			body, err := httpapi.ReadBody(c, limit)
@@ -127,7 +140,7 @@ func Register(e *gin.Engine, w *worker.Worker, secret string, log *zap.Logger) {
 	}))
 	e.POST(PathCancel, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Cancel(r.ctx(c), r.Topic, r.ID) }))
 	e.POST(PathChangeDelay, control(func(c *gin.Context, r ControlRequest) (any, error) {
-		return w.ChangeDelay(r.ctx(c), r.Topic, r.ID, worker.DelayChange{AddMs: r.AddMs, SetMs: r.SetMs, AtMs: r.AtMs})
+		return w.ChangeDelay(r.ctx(c), r.Topic, r.ID, lifecycle.DelayChange{AddMs: r.AddMs, SetMs: r.SetMs, AtMs: r.AtMs})
 	}))
 	e.POST(PathGet, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Get(c, r.Topic, r.ID) }))
 	e.POST(PathRedrive, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Redrive(r.ctx(c), r.Topic, r.ID) }))

@@ -9,13 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/store/embedded"
 	"github.com/sorakaq/sorakaq/internal/worker"
-	"go.uber.org/zap"
 )
 
 // startWorker runs a worker "w1" over an embedded store behind its internal
@@ -59,12 +61,12 @@ func TestNotifyAndControlOverHTTP(t *testing.T) {
 	if err := st.Create(ctx, mine); err != nil {
 		t.Fatal(err)
 	}
-	res, err := c.Notify(ctx, addr, []worker.Notice{worker.NoticeOf(mine)})
+	res, err := c.Notify(ctx, addr, []notice.Notice{notice.Of(mine)})
 	if err != nil || len(res) != 1 || !res[0].Taken {
 		t.Fatalf("notify results %+v %v", res, err)
 	}
 	// again: idempotent
-	if res, err := c.Notify(ctx, addr, []worker.Notice{worker.NoticeOf(mine)}); err != nil || !res[0].Taken {
+	if res, err := c.Notify(ctx, addr, []notice.Notice{notice.Of(mine)}); err != nil || !res[0].Taken {
 		t.Fatalf("second notify %+v %v", res, err)
 	}
 	add := int64(1000)
@@ -143,7 +145,7 @@ func TestGetThroughTheHolderShowsDelivering(t *testing.T) {
 	if err := st.Create(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Notify(ctx, addr, []worker.Notice{worker.NoticeOf(m)}); err != nil {
+	if _, err := c.Notify(ctx, addr, []notice.Notice{notice.Of(m)}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)

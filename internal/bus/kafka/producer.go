@@ -18,7 +18,7 @@ var ErrClosed = errors.New("kafka: producer closed")
 // the broker connection can take it, with no flush timer; records handed
 // over while a request is being built or written still share the next one.
 // Callers that want fewer, bigger records pack them themselves (receive
-// packs its notices: internal/dist).
+// packs its notices: internal/receive/routed).
 type Producer struct {
 	opts Options
 	ap   sarama.AsyncProducer

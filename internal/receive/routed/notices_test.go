@@ -1,4 +1,4 @@
-package dist
+package routed
 
 import (
 	"context"
@@ -24,11 +24,11 @@ import (
 	"github.com/sorakaq/sorakaq/internal/center"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/store/redisstore"
 	"github.com/sorakaq/sorakaq/internal/testenv"
 	"github.com/sorakaq/sorakaq/internal/tracing"
-	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
 const testSlots = 16
@@ -115,16 +115,16 @@ type holders struct {
 func (h *holders) HolderAddr(slot int) (string, bool) { return fmt.Sprintf("w%d", slot%3), true }
 func (h *holders) SlotOf(id string) int               { return h.st.SlotOf(id) }
 
-func (h *holders) Notify(_ context.Context, addr string, ns []worker.Notice) ([]worker.NoticeResult, error) {
+func (h *holders) Notify(_ context.Context, addr string, ns []notice.Notice) ([]notice.Result, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]worker.NoticeResult, len(ns))
+	out := make([]notice.Result, len(ns))
 	for i, n := range ns {
 		if h.got[addr] == nil {
 			h.got[addr] = map[string]int{}
 		}
 		h.got[addr][n.ID]++
-		out[i] = worker.NoticeResult{ID: n.ID, Taken: true}
+		out[i] = notice.Result{ID: n.ID, Taken: true}
 	}
 	return out, nil
 }
@@ -154,7 +154,7 @@ func TestNoticesReachTheCenterBatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close()
-	if err := admin.EnsureTopic(ctx, NoticeTopic, 4, 1); err != nil {
+	if err := admin.EnsureTopic(ctx, notice.Topic, 4, 1); err != nil {
 		t.Fatal(err)
 	}
 	producer, err := kafka.NewProducer(opts)
@@ -168,12 +168,12 @@ func TestNoticesReachTheCenterBatched(t *testing.T) {
 	c := center.New(center.Options{}, h, h, cm, zaptest.NewLogger(t))
 	var records, maxPerRecord atomic.Int64
 	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: opts, Group: opts.TopicPrefix + "g",
-		Topics: []string{NoticeTopic}, RefreshInterval: time.Second, BatchWait: kafka.NoBatchWait},
+		Topics: []string{notice.Topic}, RefreshInterval: time.Second, BatchWait: kafka.NoBatchWait},
 		func(ctx context.Context, batch []kafka.Record) error {
 			keys, values := make([]string, len(batch)), make([][]byte, len(batch))
 			for i, r := range batch {
 				keys[i], values[i] = r.Key, r.Value
-				var b worker.NoticeBatch
+				var b notice.Batch
 				if json.Unmarshal(r.Value, &b) == nil && b.Notices != nil {
 					records.Add(1)
 					if n := int64(len(b.Notices)); n > maxPerRecord.Load() {
@@ -192,7 +192,7 @@ func TestNoticesReachTheCenterBatched(t *testing.T) {
 	defer func() { stop(); <-done }()
 
 	rm := metrics.New()
-	b := NewReceiveBackend(st, producer, nil, nil, nil, rm, zaptest.NewLogger(t))
+	b := New(st, producer, nil, nil, nil, rm, zaptest.NewLogger(t))
 	const n = 2000
 	ids := make([]string, n)
 	var wg sync.WaitGroup
@@ -212,8 +212,8 @@ func TestNoticesReachTheCenterBatched(t *testing.T) {
 	}
 	wg.Wait()
 	old := message.NewID()
-	v, _ := json.Marshal(worker.Notice{ID: old, Topic: "t", DueMs: 1, Version: 1})
-	if err := producer.Publish(ctx, NoticeTopic, "5", v); err != nil {
+	v, _ := json.Marshal(notice.Notice{ID: old, Topic: "t", DueMs: 1, Version: 1})
+	if err := producer.Publish(ctx, notice.Topic, "5", v); err != nil {
 		t.Fatal(err)
 	}
 
@@ -263,7 +263,7 @@ func TestNoticesBoundedWhileKafkaIsDown(t *testing.T) {
 	const n = maxNoticesInFlight + 1000
 	start := time.Now()
 	for i := range n {
-		q.add(worker.Notice{ID: slots.NewID(i%testSlots, testSlots), Version: 1}, tracing.Span{})
+		q.add(notice.Notice{ID: slots.NewID(i%testSlots, testSlots), Version: 1}, tracing.Span{})
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("queueing %d notices took %s with Kafka down", n, d)
@@ -282,7 +282,7 @@ func TestNoticesBoundedWhileKafkaIsDown(t *testing.T) {
 	if w := logs.FilterMessageSnippet("notices not published").Len(); w == 0 || w > int(lost)/maxRecordNotices+noticePublishers+1 {
 		t.Fatalf("%d warnings for %.0f lost notices: want one per record", w, lost)
 	}
-	if q.add(worker.Notice{ID: "x"}, tracing.Span{}) {
+	if q.add(notice.Notice{ID: "x"}, tracing.Span{}) {
 		t.Fatal("a closed queue took a notice")
 	}
 }
@@ -298,7 +298,7 @@ func TestNoticesCloseIsBounded(t *testing.T) {
 	m := metrics.New()
 	q := newNoticeQueue(producer, m, zap.NewNop())
 	for i := range 2000 {
-		q.add(worker.Notice{ID: slots.NewID(i%testSlots, testSlots), Version: 1}, tracing.Span{})
+		q.add(notice.Notice{ID: slots.NewID(i%testSlots, testSlots), Version: 1}, tracing.Span{})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -314,20 +314,20 @@ func TestNoticesCloseIsBounded(t *testing.T) {
 	}
 }
 
-// The records are what the center reads: a worker.NoticeBatch of the
+// The records are what the center reads: a notice.Batch of the
 // queued notices, in order, bounded in count and bytes.
 func TestNoticeRecordBounds(t *testing.T) {
 	q := &noticeQueue{}
 	q.ready = sync.NewCond(&q.mu)
 	for i := range maxRecordNotices + 10 {
-		v, _ := json.Marshal(worker.Notice{ID: fmt.Sprint("m", i), Version: 1})
+		v, _ := json.Marshal(notice.Notice{ID: fmt.Sprint("m", i), Version: 1})
 		q.queued = append(q.queued, queuedNotice{id: fmt.Sprint("m", i), json: v})
 	}
 	first := q.take()
 	if len(first) != maxRecordNotices || len(q.queued) != 10 {
 		t.Fatalf("took %d leaving %d, want %d leaving 10", len(first), len(q.queued), maxRecordNotices)
 	}
-	var b worker.NoticeBatch
+	var b notice.Batch
 	if err := json.Unmarshal(encodeRecord(first), &b); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,17 @@
-package dist
+// Package leases is a worker's side of slot ownership in the distributed
+// mode: Holder follows the slot map (registry/cluster), takes the slots it
+// names for this worker with their Redis leases (fenced on the epoch),
+// has the worker load and drop them (worker.HoldSlot/DropSlot), and lets
+// them go when the map moves them or the ZooKeeper session ends; and
+// ReportLoad publishes the worker's load for the leader's weighted
+// strategy. The leader that writes the map is the center's
+// (center.Leader).
+//
+// It is a package of its own beside worker rather than part of it: the
+// worker runs the same way in the all-in-one (its one slot held from the
+// start: no leases, no ZooKeeper), and only sees the holder through Token/Fenced and the two
+// SlotWorker calls; the lease writes need the Redis store itself.
+package leases
 
 import (
 	"context"
@@ -8,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/registry/cluster"
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/store/redisstore"
 )
@@ -39,7 +53,7 @@ type Session interface {
 // new session its slots again under new epochs.
 type Holder struct {
 	Node        string
-	Cluster     *Cluster
+	Cluster     *cluster.View
 	Session     Session
 	Store       *redisstore.Store // unchecked view: lease writes
 	Worker      SlotWorker

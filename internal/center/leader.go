@@ -1,4 +1,4 @@
-package dist
+package center
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sorakaq/sorakaq/internal/registry/cluster"
 	"github.com/sorakaq/sorakaq/internal/registry/zk"
 	"github.com/sorakaq/sorakaq/internal/slots"
 )
@@ -27,7 +28,7 @@ type Elector interface {
 // map fenced on its leader epoch, so a deposed leader's write fails.
 type Leader struct {
 	Reg      Elector
-	Cluster  *Cluster
+	Cluster  *cluster.View
 	Planner  *slots.Planner
 	Interval time.Duration
 	Log      *zap.Logger

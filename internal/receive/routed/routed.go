@@ -1,4 +1,16 @@
-package dist
+// Package routed is the distributed mode's receive.Backend (used by the
+// receive role, and by the admin for its message pages and test
+// messages): a submit is stored in the shared Redis store and its notice
+// (package notice) published on Kafka for the centers, packed many to a
+// record (notices.go); a change (cancel, delay, redrive) is routed to the
+// live holder of the message's slot, found in the cluster view
+// (registry/cluster) and reached through workerapi, or made in Redis
+// directly by the same lifecycle rules when the slot has no live holder.
+//
+// It is a subpackage of receive rather than receive itself: receive's
+// handlers serve both modes over the receive.Backend interface, and only
+// this backend needs Redis, ZooKeeper, Kafka and the workers' API.
+package routed
 
 import (
 	"context"
@@ -13,30 +25,24 @@ import (
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/registry/cluster"
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/stats"
 	"github.com/sorakaq/sorakaq/internal/store"
 	"github.com/sorakaq/sorakaq/internal/store/redisstore"
 	"github.com/sorakaq/sorakaq/internal/tracing"
-	"github.com/sorakaq/sorakaq/internal/worker"
 	"github.com/sorakaq/sorakaq/internal/workerapi"
 )
-
-// NoticeTopic is the one Kafka topic (under kafka.topic_prefix) that
-// carries notices of stored messages from receive to the centers, many to a
-// record ([worker.NoticeBatch], unkeyed: see noticeQueue): a fixed topic, so
-// a new sorakaQ topic needs no Kafka topic and no consumer rebalance, and
-// its first message is on time.
-const NoticeTopic = "_notices"
 
 // Publisher puts a record on Kafka and waits for its acknowledgement.
 type Publisher interface {
 	Publish(ctx context.Context, topic, key string, value []byte) error
 }
 
-// ReceiveBackend is receive's (and admin's) Backend in the distributed
-// mode. A submit is answered once Redis has it (the durable copy); a
+// Backend is receive's (and admin's) Backend in the distributed mode.
+// A submit is answered once Redis has it (the durable copy); a
 // notice then goes through Kafka to the center, which passes it to the
 // holder of the message's slot so it fires on time. A lost notice (Kafka
 // down, a crash in between) delays a message by the holders' sweep
@@ -46,10 +52,10 @@ type Publisher interface {
 // holder they are made in Redis directly by the same rules, fenced on the
 // slot's lease, except for messages already due, whose last holder may be
 // calling them back: those are answered 503 until a holder takes the slot.
-type ReceiveBackend struct {
+type Backend struct {
 	store   *redisstore.Store
 	checked *redisstore.Store // lease check: refuses when the slot has a live holder
-	cluster *Cluster
+	cluster *cluster.View
 	client  *workerapi.Client
 	ready   func() error
 	metrics *metrics.Metrics
@@ -67,11 +73,11 @@ type ReceiveBackend struct {
 // message is found by its holder's sweep.
 const maxNoticesInFlight = 4096
 
-var _ receive.Backend = (*ReceiveBackend)(nil)
+var _ receive.Backend = (*Backend)(nil)
 
-// NewReceiveBackend builds the backend over the shared store.
-func NewReceiveBackend(st *redisstore.Store, pub Publisher, cluster *Cluster, client *workerapi.Client, ready func() error, m *metrics.Metrics, log *zap.Logger) *ReceiveBackend {
-	b := &ReceiveBackend{store: st, cluster: cluster, client: client, ready: ready, metrics: m, log: log}
+// New builds the backend over the shared store.
+func New(st *redisstore.Store, pub Publisher, view *cluster.View, client *workerapi.Client, ready func() error, m *metrics.Metrics, log *zap.Logger) *Backend {
+	b := &Backend{store: st, cluster: view, client: client, ready: ready, metrics: m, log: log}
 	if pub != nil {
 		b.notices = newNoticeQueue(pub, m, log)
 	}
@@ -80,7 +86,7 @@ func NewReceiveBackend(st *redisstore.Store, pub Publisher, cluster *Cluster, cl
 	b.checked = st.WithLeaseCheck(func(slot int, lease string) error {
 		l := redisstore.ParseLease(lease)
 		if h := slots.ParseHolder(l.Holder); !h.IsZero() && !l.Released {
-			if _, live := cluster.LiveHolder(h); live {
+			if _, live := view.LiveHolder(h); live {
 				return &slots.NotOwnerError{Slot: slot, Owner: h.Node}
 			}
 		}
@@ -90,11 +96,11 @@ func NewReceiveBackend(st *redisstore.Store, pub Publisher, cluster *Cluster, cl
 }
 
 // Ready says whether Redis, Kafka and ZooKeeper are usable.
-func (b *ReceiveBackend) Ready() error { return b.ready() }
+func (b *Backend) Ready() error { return b.ready() }
 
 // Submit stores the message (its id chosen in its idempotency key's slot
 // when it has one), answers, and sends the notice on.
-func (b *ReceiveBackend) Submit(ctx context.Context, m *message.Message) error {
+func (b *Backend) Submit(ctx context.Context, m *message.Message) error {
 	if m.IdemKey != "" {
 		m.ID = slots.NewKeyedID(m.Topic, m.IdemKey, b.store.Slots())
 	}
@@ -107,7 +113,7 @@ func (b *ReceiveBackend) Submit(ctx context.Context, m *message.Message) error {
 
 // create stores one message in Redis (one script, through the automatic
 // pipeline) and counts it.
-func (b *ReceiveBackend) create(ctx context.Context, m *message.Message) error {
+func (b *Backend) create(ctx context.Context, m *message.Message) error {
 	err := b.store.Create(ctx, m)
 	var dup *store.DuplicateError
 	if errors.As(err, &dup) && dup.ID == m.ID {
@@ -130,7 +136,7 @@ func (b *ReceiveBackend) create(ctx context.Context, m *message.Message) error {
 // trips (a multi-message Create would make one transaction per slot, and
 // one taken key would refuse its whole slot), then queues the notices of
 // those stored.
-func (b *ReceiveBackend) SubmitBatch(ctx context.Context, msgs []*message.Message) []error {
+func (b *Backend) SubmitBatch(ctx context.Context, msgs []*message.Message) []error {
 	errs := make([]error, len(msgs))
 	var wg sync.WaitGroup
 	for i, m := range msgs {
@@ -155,11 +161,11 @@ func (b *ReceiveBackend) SubmitBatch(ctx context.Context, msgs []*message.Messag
 // notify queues a message's notice for Kafka (published in the
 // background, packed with others: see noticeQueue): the message is
 // durable already, and a lost notice only delays it (see the type doc).
-func (b *ReceiveBackend) notify(m *message.Message) {
+func (b *Backend) notify(m *message.Message) {
 	if b.notices == nil {
 		return
 	}
-	n := worker.NoticeOf(m)
+	n := notice.Of(m)
 	var span tracing.Span
 	if t := b.Tracer; t != nil {
 		span, n.TraceParent, n.TraceState = t.Start("sorakaq.notice.publish", tracing.Producer, m.TraceParent, m.TraceState, m.ID, m.Topic)
@@ -171,7 +177,7 @@ func (b *ReceiveBackend) notify(m *message.Message) {
 // most (the rest are lost, counted and logged: their messages are found by
 // the sweep). Call it after the last Submit and before closing the
 // publisher.
-func (b *ReceiveBackend) Close(ctx context.Context) {
+func (b *Backend) Close(ctx context.Context) {
 	if b.notices != nil {
 		b.notices.close(ctx)
 	}
@@ -179,7 +185,7 @@ func (b *ReceiveBackend) Close(ctx context.Context) {
 
 // route runs remote on the live holder of id's slot, following moves a
 // few times, or direct (in Redis) when the slot has no live holder.
-func (b *ReceiveBackend) route(ctx context.Context, id string, remote func(addr string) (*message.Message, error), direct func() (*message.Message, error)) (*message.Message, error) {
+func (b *Backend) route(ctx context.Context, id string, remote func(addr string) (*message.Message, error), direct func() (*message.Message, error)) (*message.Message, error) {
 	slot := b.store.SlotOf(id)
 	// Until the view of the workers and the slot map is loaded every slot
 	// would look unheld, and a direct change could race a live holder.
@@ -208,7 +214,7 @@ func (b *ReceiveBackend) route(ctx context.Context, id string, remote func(addr 
 
 // directChange applies a lifecycle rule in Redis to a message whose slot
 // has no live holder.
-func (b *ReceiveBackend) directChange(ctx context.Context, topic, id string, rule func(m *message.Message, nowMs int64) error) (*message.Message, error) {
+func (b *Backend) directChange(ctx context.Context, topic, id string, rule func(m *message.Message, nowMs int64) error) (*message.Message, error) {
 	now := message.CeilMs(time.Now()) // rounded up: a new delay never ends before the caller's send + delay
 	audit := lifecycle.AuditOf(ctx)
 	m, err := b.checked.Update(ctx, id, store.Sync, func(m *message.Message) error {
@@ -236,7 +242,7 @@ const dueMargin = 500 * time.Millisecond
 
 // apiErr is errs.Public(err), counting the store failures it turns into
 // "unavailable" (a NotOwnerError is unavailable already: route follows it).
-func (b *ReceiveBackend) apiErr(err error) error {
+func (b *Backend) apiErr(err error) error {
 	if errs.IsPublic(err) {
 		return err
 	}
@@ -245,14 +251,14 @@ func (b *ReceiveBackend) apiErr(err error) error {
 }
 
 // Cancel cancels wherever the message is.
-func (b *ReceiveBackend) Cancel(ctx context.Context, topic, id string) (*message.Message, error) {
+func (b *Backend) Cancel(ctx context.Context, topic, id string) (*message.Message, error) {
 	return b.route(ctx, id,
 		func(addr string) (*message.Message, error) { return b.client.Cancel(ctx, addr, topic, id) },
 		func() (*message.Message, error) { return b.directChange(ctx, topic, id, lifecycle.Cancel) })
 }
 
 // ChangeDelay moves the due time wherever the message is.
-func (b *ReceiveBackend) ChangeDelay(ctx context.Context, topic, id string, ch lifecycle.DelayChange) (*message.Message, error) {
+func (b *Backend) ChangeDelay(ctx context.Context, topic, id string, ch lifecycle.DelayChange) (*message.Message, error) {
 	return b.route(ctx, id,
 		func(addr string) (*message.Message, error) { return b.client.ChangeDelay(ctx, addr, topic, id, ch) },
 		func() (*message.Message, error) {
@@ -261,7 +267,7 @@ func (b *ReceiveBackend) ChangeDelay(ctx context.Context, topic, id string, ch l
 }
 
 // Redrive makes a dead message pending again, due now.
-func (b *ReceiveBackend) Redrive(ctx context.Context, topic, id string) (*message.Message, error) {
+func (b *Backend) Redrive(ctx context.Context, topic, id string) (*message.Message, error) {
 	return b.route(ctx, id,
 		func(addr string) (*message.Message, error) { return b.client.Redrive(ctx, addr, topic, id) },
 		func() (*message.Message, error) {
@@ -279,7 +285,7 @@ func (b *ReceiveBackend) Redrive(ctx context.Context, topic, id string) (*messag
 
 // Delete removes a finished message (final states only, so no holder is
 // involved).
-func (b *ReceiveBackend) Delete(ctx context.Context, topic, id string) error {
+func (b *Backend) Delete(ctx context.Context, topic, id string) error {
 	audit := lifecycle.AuditOf(ctx)
 	err := b.store.Delete(ctx, id, func(m *message.Message) error {
 		if err := lifecycle.CheckTopic(m, topic); err != nil {
@@ -297,7 +303,7 @@ func (b *ReceiveBackend) Delete(ctx context.Context, topic, id string) error {
 // holder is read through it, which knows whether its callback is in
 // progress ("delivering" is kept in the holder's memory); if the holder
 // cannot be asked, the stored message is the answer.
-func (b *ReceiveBackend) Get(ctx context.Context, topic, id string) (*message.Message, error) {
+func (b *Backend) Get(ctx context.Context, topic, id string) (*message.Message, error) {
 	m, err := b.store.Get(ctx, id)
 	if err != nil {
 		return nil, b.apiErr(err)
@@ -323,17 +329,24 @@ func (b *ReceiveBackend) Get(ctx context.Context, topic, id string) (*message.Me
 }
 
 // Counts are the per topic and state counters of the shared store.
-func (b *ReceiveBackend) Counts(ctx context.Context) (store.Counts, error) {
+func (b *Backend) Counts(ctx context.Context) (store.Counts, error) {
 	c, err := b.store.Counts(ctx)
 	return c, b.apiErr(err)
 }
 
 // List pages through a topic's messages in the shared store.
-func (b *ReceiveBackend) List(ctx context.Context, q store.ListQuery) ([]*message.Message, string, error) {
+func (b *Backend) List(ctx context.Context, q store.ListQuery) ([]*message.Message, string, error) {
 	msgs, next, err := b.store.List(ctx, q)
 	smap := b.cluster.Map()
 	for _, m := range msgs {
 		m.Owner = smap.Lease(b.store.SlotOf(m.ID)).Holder.Node
 	}
 	return msgs, next, b.apiErr(err)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }

@@ -1,10 +1,14 @@
-// Package dist wires the distributed mode from the shared parts around
-// owned slots (package slots): the view of the cluster every role keeps
-// (live workers and the slot map, watched in ZooKeeper), the leader that
-// assigns slots (one center at a time), the holder that takes and lets go
-// of a worker's slots with their Redis leases, and the receive backend
-// that stores submits and routes changes to the holder of their slot.
-package dist
+// Package cluster is the view of a distributed cluster that every role
+// keeps (receive, center, worker and admin): the live workers and the slot
+// map, read from the ZooKeeper registry (registry/zk) and kept fresh by its
+// watches, so that routing a change or a notice to the holder of a slot
+// reads memory, not ZooKeeper.
+//
+// It sits on the registry side, beside registry/zk, rather than in zk
+// itself: zk stores the slot map as opaque bytes and knows nothing of
+// package slots; the view decodes it and joins it with the live workers
+// (a holder counts only in the ZooKeeper session the map names).
+package cluster
 
 import (
 	"context"
@@ -18,17 +22,17 @@ import (
 	"github.com/sorakaq/sorakaq/internal/slots"
 )
 
-// ClusterSource is what the cluster view reads from the registry.
-type ClusterSource interface {
+// Source is what the view reads from the registry (a *zk.Registry).
+type Source interface {
 	WatchInstances(ctx context.Context, role string) <-chan []zk.Instance
 	Instances(ctx context.Context, role string) ([]zk.Instance, error)
 	WatchSlotMap(ctx context.Context) <-chan zk.SlotMap
 }
 
-// Cluster is a process's cached view of the live workers and of the slot
+// View is a process's cached view of the live workers and of the slot
 // map, kept fresh by ZooKeeper watches.
-type Cluster struct {
-	src ClusterSource
+type View struct {
+	src Source
 	log *zap.Logger
 
 	mu      sync.RWMutex
@@ -41,9 +45,9 @@ type Cluster struct {
 	changes chan struct{} // a change of either (coalescing)
 }
 
-// NewCluster starts watching until ctx ends.
-func NewCluster(ctx context.Context, src ClusterSource, log *zap.Logger) *Cluster {
-	c := &Cluster{src: src, log: log, workers: map[string]zk.Instance{}, ready: make(chan struct{}),
+// NewView starts watching until ctx ends.
+func NewView(ctx context.Context, src Source, log *zap.Logger) *View {
+	c := &View{src: src, log: log, workers: map[string]zk.Instance{}, ready: make(chan struct{}),
 		mapSeen: make(chan struct{}), changes: make(chan struct{}, 1)}
 	go func() {
 		for list := range src.WatchInstances(ctx, "worker") {
@@ -78,7 +82,7 @@ func NewCluster(ctx context.Context, src ClusterSource, log *zap.Logger) *Cluste
 	return c
 }
 
-func (c *Cluster) changed() {
+func (c *View) changed() {
 	select {
 	case c.changes <- struct{}{}:
 	default:
@@ -86,10 +90,10 @@ func (c *Cluster) changed() {
 }
 
 // Changes is signalled after the workers or the slot map changed.
-func (c *Cluster) Changes() <-chan struct{} { return c.changes }
+func (c *View) Changes() <-chan struct{} { return c.changes }
 
 // Wait blocks until both watches have delivered once.
-func (c *Cluster) Wait(ctx context.Context) error {
+func (c *View) Wait(ctx context.Context) error {
 	for _, ch := range []chan struct{}{c.ready, c.mapSeen} {
 		select {
 		case <-ch:
@@ -101,14 +105,14 @@ func (c *Cluster) Wait(ctx context.Context) error {
 }
 
 // Map is the slot map last seen (nil before the leader wrote one).
-func (c *Cluster) Map() *slots.Map {
+func (c *View) Map() *slots.Map {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.smap
 }
 
 // Live returns the live workers, by node id.
-func (c *Cluster) Live() []zk.Instance {
+func (c *View) Live() []zk.Instance {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	out := make([]zk.Instance, 0, len(c.workers))
@@ -121,7 +125,7 @@ func (c *Cluster) Live() []zk.Instance {
 
 // LiveHolder reports whether h (a node in one session) is a live worker,
 // and its address.
-func (c *Cluster) LiveHolder(h slots.Holder) (addr string, live bool) {
+func (c *View) LiveHolder(h slots.Holder) (addr string, live bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	w, ok := c.workers[h.Node]
@@ -133,7 +137,7 @@ func (c *Cluster) LiveHolder(h slots.Holder) (addr string, live bool) {
 
 // HolderOf is slot's lease in the map and, when its holder is live, the
 // holder's address.
-func (c *Cluster) HolderOf(slot int) (l slots.Lease, addr string, live bool) {
+func (c *View) HolderOf(slot int) (l slots.Lease, addr string, live bool) {
 	l = c.Map().Lease(slot)
 	if l.Holder.IsZero() {
 		return l, "", false

@@ -31,7 +31,7 @@ func (w *Worker) Submit(ctx context.Context, m *message.Message) error {
 	}
 	w.metrics.Submitted.WithLabelValues(m.Topic).Inc()
 	w.opts.Stats.Submitted(m.Topic)
-	w.opts.Stats.Held(m.Topic, time.Since(time.UnixMilli(m.ReceivedMs)))
+	w.opts.Stats.HandedOver(m.Topic, time.Since(time.UnixMilli(m.ReceivedMs)))
 	w.schedule(m.ID, m.DueMs, m.Version)
 	return nil
 }
@@ -69,7 +69,7 @@ func (w *Worker) SubmitBatch(ctx context.Context, msgs []*message.Message) []err
 		}
 		w.metrics.Submitted.WithLabelValues(m.Topic).Inc()
 		w.opts.Stats.Submitted(m.Topic)
-		w.opts.Stats.Held(m.Topic, time.Since(time.UnixMilli(m.ReceivedMs)))
+		w.opts.Stats.HandedOver(m.Topic, time.Since(time.UnixMilli(m.ReceivedMs)))
 		w.schedule(m.ID, m.DueMs, m.Version)
 	}
 	return errs

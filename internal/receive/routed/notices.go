@@ -1,4 +1,4 @@
-package dist
+package routed
 
 import (
 	"bytes"
@@ -11,8 +11,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/metrics"
+	"github.com/sorakaq/sorakaq/internal/notice"
 	"github.com/sorakaq/sorakaq/internal/tracing"
-	"github.com/sorakaq/sorakaq/internal/worker"
 )
 
 // Bounds of one Kafka record of notices. A notice is ≈ 110 B of JSON (≈
@@ -36,7 +36,7 @@ const (
 const noticePublishers = 1
 
 // noticeQueue packs the notices of stored messages into Kafka records
-// ([worker.NoticeBatch]) with no waiting on purpose: when the publisher is
+// ([notice.Batch]) with no waiting on purpose: when the publisher is
 // free it takes everything queued (up to the record bounds) at once, so a
 // notice waits at most for the record in flight, and records are as big as
 // the rate makes them: one notice each when submits are rare,
@@ -85,7 +85,7 @@ func newNoticeQueue(pub Publisher, m *metrics.Metrics, log *zap.Logger) *noticeQ
 
 // add queues the notice of a stored message; false when it was dropped
 // (the queue is full or closed).
-func (q *noticeQueue) add(n worker.Notice, span tracing.Span) bool {
+func (q *noticeQueue) add(n notice.Notice, span tracing.Span) bool {
 	v, err := json.Marshal(n)
 	if err != nil {
 		span.End(err)
@@ -146,7 +146,7 @@ func (q *noticeQueue) take() []queuedNotice {
 
 var recordHead, recordTail = []byte(`{"notices":[`), []byte(`]}`)
 
-// encodeRecord is the record of a batch of notices: a worker.NoticeBatch,
+// encodeRecord is the record of a batch of notices: a notice.Batch,
 // joined from the notices' JSON as they were marshalled when queued.
 func encodeRecord(batch []queuedNotice) []byte {
 	var b bytes.Buffer
@@ -171,7 +171,7 @@ func encodeRecord(batch []queuedNotice) []byte {
 // doc): each is counted, the record logged once.
 func (q *noticeQueue) publish(batch []queuedNotice) {
 	ctx, cancel := context.WithTimeout(q.ctx, 10*time.Second)
-	err := q.pub.Publish(ctx, NoticeTopic, "", encodeRecord(batch))
+	err := q.pub.Publish(ctx, notice.Topic, "", encodeRecord(batch))
 	cancel()
 	q.mu.Lock()
 	q.held -= len(batch)
