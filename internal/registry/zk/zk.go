@@ -40,6 +40,12 @@ import (
 // ErrClosed is returned by operations on a closed Registry.
 var ErrClosed = errors.New("zookeeper registry closed")
 
+// Defaults applied by Connect to zero Options fields.
+const (
+	DefaultRoot           = "/sorakaq"
+	DefaultSessionTimeout = 10 * time.Second
+)
+
 // Options configure Connect.
 type Options struct {
 	// Root is the znode under which everything lives; default "/sorakaq".
@@ -111,14 +117,14 @@ type Registry struct {
 // topic cache.
 func Connect(servers []string, opts Options) (*Registry, error) {
 	if opts.Root == "" {
-		opts.Root = "/sorakaq"
+		opts.Root = DefaultRoot
 	}
 	opts.Root = strings.TrimSuffix(opts.Root, "/")
 	if !strings.HasPrefix(opts.Root, "/") || opts.Root == "" {
 		return nil, fmt.Errorf("zk.Connect: root %q must start with / and not be /", opts.Root)
 	}
 	if opts.SessionTimeout <= 0 {
-		opts.SessionTimeout = 10 * time.Second
+		opts.SessionTimeout = DefaultSessionTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
