@@ -229,8 +229,8 @@ func (s *Server) decode(c *gin.Context, r *topicReq) error {
 		return &message.FieldError{Field: "workers", Reason: "maps more than 256 workers"}
 	}
 	for _, id := range r.Workers {
-		if id == "" || len(id) > 128 || strings.ContainsAny(id, "/ ") {
-			return &message.FieldError{Field: "workers", Reason: "each must be a worker node id (1-128 characters, no '/' or spaces)"}
+		if err := registry.CheckNodeID(id); err != nil {
+			return &message.FieldError{Field: "workers", Reason: "each " + err.Error()}
 		}
 	}
 	for _, ms := range r.RetryBackoffMs {
@@ -403,8 +403,8 @@ func (s *Server) offline(off bool) httpapi.Handler {
 		if err := message.DecodeStrict(body, &r); err != nil {
 			return nil, err
 		}
-		if r.NodeID == "" || len(r.NodeID) > 128 || strings.ContainsAny(r.NodeID, "/ ") {
-			return nil, &message.FieldError{Field: "node_id", Reason: "must be a worker's node id (1-128 characters, no '/' or spaces)"}
+		if err := registry.CheckNodeID(r.NodeID); err != nil {
+			return nil, &message.FieldError{Field: "node_id", Reason: err.Error()}
 		}
 		if err := s.cluster.SetOffline(c, r.NodeID, off); err != nil {
 			return nil, errs.Public(err)

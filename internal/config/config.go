@@ -52,6 +52,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/registry"
 	"github.com/sorakaq/sorakaq/internal/registry/zk"
 	"github.com/sorakaq/sorakaq/internal/tracing"
 	"github.com/sorakaq/sorakaq/pkg/webhook"
@@ -402,6 +403,10 @@ func (c *Config) Validate() error {
 	bad := func(key, why string) { errs = append(errs, fmt.Errorf("config: %s %s", key, why)) }
 	if c.Mode != "embedded" && c.Mode != "distributed" {
 		bad("mode", fmt.Sprintf("must be embedded or distributed, got %q", c.Mode))
+	}
+	if err := registry.CheckNodeID(c.NodeID); err != nil {
+		// the default is the host name: say so when that is what is wrong
+		bad("node_id", fmt.Sprintf("%s, got %q (empty node_id: the host name)", err, c.NodeID))
 	}
 	if c.DataDir == "" {
 		bad("data_dir", "must not be empty")

@@ -64,6 +64,9 @@ func TestBadConfigIsRefusedWithTheKey(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct{ yaml, want string }{
 		{"mode: cluster\n", "mode"},
+		{"node_id: w/1\n", "node_id"},
+		{"node_id: \"w 1\"\n", "node_id"},
+		{"node_id: " + strings.Repeat("w", 129) + "\n", "node_id"},
 		{"worker:\n  concurrency: 0\n", "worker.concurrency"},
 		{"recieve:\n  listen: x\n", "recieve"},
 		{"worker:\n  window: soon\n", "window"},

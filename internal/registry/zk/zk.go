@@ -34,6 +34,7 @@ import (
 	"go.uber.org/zap"
 
 	// go-zookeeper/zk v1.0.4 with its lastZxid data race fixed (see its README.md).
+	"github.com/sorakaq/sorakaq/internal/registry"
 	zk "github.com/sorakaq/sorakaq/internal/registry/zk/internal/gozk"
 )
 
@@ -480,6 +481,15 @@ func sameACL(a, b []zk.ACL) bool {
 func (r *Registry) instancesRoot() string { return r.root + "/instances" }
 func (r *Registry) topicsRoot() string    { return r.root + "/topics" }
 func (r *Registry) offlineRoot() string   { return r.root + "/offline" }
+
+// validNodeID checks a node id (registry.CheckNodeID: what the
+// configuration and the admin API accept too), which names a znode.
+func validNodeID(id string) error {
+	if err := registry.CheckNodeID(id); err != nil {
+		return fmt.Errorf("invalid node id %q: %w", id, err)
+	}
+	return nil
+}
 
 // validName checks a single path component.
 func validName(kind, s string) error {
