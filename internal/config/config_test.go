@@ -4,19 +4,44 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"go.yaml.in/yaml/v3"
 )
 
-// The shipped config must parse and say exactly the defaults, and name
-// every key (so it documents them all).
+// Load with nothing set is Default (the host name as node_id): the walk
+// that seeds viper loses nothing.
+func TestLoadWithoutFileIsDefault(t *testing.T) {
+	got, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.NodeID, _ = os.Hostname()
+	if !reflect.DeepEqual(*got, want) {
+		t.Fatalf("Load(\"\") differs from Default():\nload    %+v\ndefault %+v", *got, want)
+	}
+}
+
+// defaultLeaves are Default's keys and values.
+func defaultLeaves() map[string]reflect.Value {
+	out := map[string]reflect.Value{}
+	leaves(reflect.ValueOf(Default()), "", func(k string, v reflect.Value) { out[k] = v })
+	return out
+}
+
+// The shipped config sets every key, with Default's value, and no other
+// key (a commented example is not a key).
 func TestShippedConfigIsTheDefaults(t *testing.T) {
 	path := filepath.Join("..", "..", "conf", "sorakaq.yaml")
 	fromFile, err := Load(path)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatal(err) // an unknown key is an error here (UnmarshalExact)
 	}
 	def, err := Load("")
 	if err != nil {
@@ -25,22 +50,119 @@ func TestShippedConfigIsTheDefaults(t *testing.T) {
 	if !reflect.DeepEqual(fromFile, def) {
 		t.Fatalf("conf/sorakaq.yaml differs from the defaults:\nfile %+v\ndef  %+v", fromFile, def)
 	}
-	raw, _ := os.ReadFile(path)
-	for _, k := range Keys() {
-		leaf := k[strings.LastIndex(k, ".")+1:]
-		if !strings.Contains(string(raw), leaf+":") {
-			t.Errorf("conf/sorakaq.yaml does not show key %s", k)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tree map[string]any
+	if err := yaml.Unmarshal(raw, &tree); err != nil {
+		t.Fatal(err)
+	}
+	known := defaultLeaves()
+	set := map[string]bool{}
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for k, v := range m {
+			key := prefix + k
+			if sub, ok := v.(map[string]any); ok && known[key] == (reflect.Value{}) {
+				walk(key+".", sub)
+				continue
+			}
+			set[key] = true
 		}
 	}
+	walk("", tree)
+	for _, k := range Keys() {
+		if !set[k] {
+			t.Errorf("conf/sorakaq.yaml does not set %s (every key is shown with its default)", k)
+		}
+	}
+	for k := range set {
+		if _, ok := known[k]; !ok {
+			t.Errorf("conf/sorakaq.yaml sets %s, which is not a key", k)
+		}
+	}
+}
+
+// docs/config.md has one table row per key (| `key` | default | meaning |)
+// whose default is Default's, and no row for a key that does not exist.
+func TestDocsListEveryKeyWithItsDefault(t *testing.T) {
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "config.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range Keys() {
-		if !strings.Contains(string(doc), "`"+k+"`") {
-			t.Errorf("docs/config.md does not document `%s`", k)
+	known := defaultLeaves()
+	row := regexp.MustCompile("(?m)^\\| `([^`]+)` \\| ([^|]*) \\|")
+	lastCode := regexp.MustCompile("`([^`]*)`\\s*$")
+	seen := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(string(doc), -1) {
+		key, cell := m[1], strings.TrimSpace(m[2])
+		want, ok := known[key]
+		switch {
+		case !ok:
+			t.Errorf("docs/config.md documents %s, which is not a key", key)
+			continue
+		case seen[key]:
+			t.Errorf("docs/config.md documents %s twice", key)
+		}
+		seen[key] = true
+		if key == "node_id" { // Default leaves it empty; Load puts the host name
+			if cell != "host name" {
+				t.Errorf("docs/config.md: node_id's default is %q, want \"host name\"", cell)
+			}
+			continue
+		}
+		code := lastCode.FindStringSubmatch(cell)
+		if code == nil {
+			t.Errorf("docs/config.md: %s's default %q is not in backquotes", key, cell)
+			continue
+		}
+		got, err := decodeDoc(code[1], want.Type())
+		if err != nil {
+			t.Errorf("docs/config.md: %s's default %q: %v", key, code[1], err)
+			continue
+		}
+		if !reflect.DeepEqual(got, want.Interface()) {
+			t.Errorf("docs/config.md: %s's default is %q (%#v), Default() says %#v", key, code[1], got, want.Interface())
 		}
 	}
+	for _, k := range Keys() {
+		if !seen[k] {
+			t.Errorf("docs/config.md does not document `%s` (a table row with its default)", k)
+		}
+	}
+}
+
+// decodeDoc reads a default as docs/config.md writes it (YAML: 10s, [],
+// "", [1s, 10s]; else as an environment variable would give it:
+// [fe80::/10, ::/128] is no YAML) into a value of type t, as Load would.
+func decodeDoc(s string, t reflect.Type) (any, error) {
+	var raw any
+	if err := yaml.Unmarshal([]byte(s), &raw); err != nil {
+		raw = s
+	}
+	out := reflect.New(t)
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		DecodeHook:       mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), splitStringToSlice),
+		WeaklyTypedInput: true, Result: out.Interface(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if raw == nil { // "[]" and "{}" are not nil; a bare "" is the empty string
+		raw = ""
+	}
+	if err := dec.Decode(raw); err != nil {
+		return nil, err
+	}
+	v := out.Elem()
+	switch { // an empty list or map in the docs is Default's empty one
+	case v.Kind() == reflect.Slice && v.IsNil():
+		v = reflect.MakeSlice(t, 0, 0)
+	case v.Kind() == reflect.Map && v.IsNil():
+		v = reflect.MakeMap(t)
+	}
+	return v.Interface(), nil
 }
 
 func TestEnvOverrides(t *testing.T) {
