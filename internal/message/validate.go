@@ -35,7 +35,9 @@ type Limits struct {
 	MaxURLBytes    int   // size of callback.url
 }
 
-// DefaultLimits are the limits used when config says nothing.
+// DefaultLimits are the limits of a default configuration: config.Default
+// takes receive.{default,min,max}_ttr_ms, max_params_bytes and
+// max_url_bytes from here.
 func DefaultLimits() Limits {
 	return Limits{MinTTRMs: 10, MaxTTRMs: 60_000, DefaultTTRMs: 1000, MaxParamsBytes: 16 << 10, MaxURLBytes: 2048}
 }
