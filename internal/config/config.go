@@ -329,13 +329,7 @@ type Shutdown struct {
 // Load reads the defaults, the file (if path is not empty) and the
 // environment.
 func Load(path string) (*Config, error) {
-	v := viper.New()
-	for k, d := range defaultValues() {
-		v.SetDefault(k, d)
-	}
-	v.SetEnvPrefix("SORAKAQ")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
+	v := newViper()
 	if path != "" {
 		v.SetConfigFile(path)
 		if err := v.ReadInConfig(); err != nil {
@@ -358,6 +352,19 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// newViper knows every key, with its default, and reads SORAKAQ_*
+// variables: SORAKAQ_ + the key in upper case with '.' as '_'.
+func newViper() *viper.Viper {
+	v := viper.New()
+	for k, d := range defaultValues() {
+		v.SetDefault(k, d)
+	}
+	v.SetEnvPrefix("SORAKAQ")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	return v
 }
 
 // splitStringToSlice lets an environment variable give a list of any

@@ -165,6 +165,25 @@ func decodeDoc(s string, t reflect.Type) (any, error) {
 	return v.Interface(), nil
 }
 
+// Every key can be set from the environment: SORAKAQ_ + the key in upper
+// case, '.' as '_' (viper only reads the variable of a key it knows).
+func TestEveryKeyFromTheEnvironment(t *testing.T) {
+	for _, k := range Keys() {
+		t.Setenv("SORAKAQ_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_")), "from-env-"+k)
+	}
+	all := newViper().AllSettings()
+	for _, k := range Keys() {
+		var at any = all
+		for _, part := range strings.Split(k, ".") {
+			m, _ := at.(map[string]any)
+			at = m[part]
+		}
+		if at != "from-env-"+k {
+			t.Errorf("%s: %v, want the value of its environment variable", k, at)
+		}
+	}
+}
+
 func TestEnvOverrides(t *testing.T) {
 	t.Setenv("SORAKAQ_RECEIVE_LISTEN", "127.0.0.1:1234")
 	t.Setenv("SORAKAQ_WORKER_RETRY_BACKOFF", "200ms,3s")
