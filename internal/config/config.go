@@ -19,11 +19,18 @@
 // addresses, receive's limits, the Redis pool, the center's strategy, ...)
 // is a literal in Default, and its package has none: receive and admin
 // take every field from app, which maps Config onto each package's Options
-// in one place (internal/app/options.go). So no value is written twice, and
-// a package default that Config does not know cannot exist unnoticed: the
-// few package values that are not keys (admin.MaxBodyBytes,
-// registry.MaxWorkerNum, worker's PauseRefresh, ...) are named constants
-// documented where they are used.
+// in one place (internal/app/options.go). So no value is written twice.
+// Package values that are not keys are tuning the configuration does not
+// expose on purpose, documented where they are set (admin.MaxBodyBytes,
+// registry.MaxWorkerNum, the worker's PauseRefresh, the Kafka consumer's
+// batching, app's timeouts for calls to the workers).
+//
+// Why not the other way round (Default as the only source, no package
+// defaults at all): the worker, the caller and the stores are built from
+// zero or partial Options by dozens of tests and benchmarks, which would
+// then each restate the defaults; and why not every package's defaults
+// (receive.DefaultOptions, admin.DefaultOptions as before): those were
+// always overwritten by app, a second copy nobody ran.
 //
 // Config maps itself only onto the infrastructure every role shares
 // (HTTPOptions, TracingConfig, RedisTLS, KafkaTLS). It imports the other
