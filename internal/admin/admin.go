@@ -101,17 +101,15 @@ type Options struct {
 	Pprof             bool // serve /debug/pprof/ (profiling; off by default)
 	Auth              AuthOptions
 	TLSCert, TLSKey   string // PEM files: serve HTTPS
-	MaxBodyBytes      int64
-	MaxWorkerNum      int
 	// HTTP are the listener's timeouts, header cap and trusted proxies.
 	HTTP httpapi.Options
 }
 
-// DefaultOptions are the documented defaults.
-func DefaultOptions() Options {
-	return Options{Listen: "127.0.0.1:9087", DefaultPartitions: 1, MaxBodyBytes: 64 << 10, MaxWorkerNum: 1024, HTTP: httpapi.DefaultOptions(),
-		Auth: AuthOptions{Username: "admin", Password: DefaultPassword, SessionTTL: 12 * time.Hour}}
-}
+// MaxBodyBytes is the largest request body of the admin API (a topic's
+// settings, a login, a bulk selection, a test message); larger gets 413.
+// Not configured: the console sends nothing near it, and a test message
+// larger than this is one for the receive API.
+const MaxBodyBytes = 64 << 10
 
 // Server is the admin HTTP service.
 type Server struct {
@@ -143,7 +141,7 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 		bulk: &bulk.Runner{Msgs: d.Messages, Log: log}}
 	e := httpapi.NewEngine(log, d.Metrics, d.Ready)
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(log, h) }
-	e.POST("/sorakaq/auth/login", w(func(c *gin.Context) (any, error) { return au.login(c, opts.MaxBodyBytes) }))
+	e.POST("/sorakaq/auth/login", w(func(c *gin.Context) (any, error) { return au.login(c, MaxBodyBytes) }))
 	if d.Web != nil {
 		serveConsole(e, d.Web)
 	}
@@ -211,7 +209,7 @@ type topicReq struct {
 }
 
 func (s *Server) decode(c *gin.Context, r *topicReq) error {
-	body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
+	body, err := httpapi.ReadBody(c, MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -224,8 +222,8 @@ func (s *Server) decode(c *gin.Context, r *topicReq) error {
 	if len(r.Business) > 128 {
 		return &message.FieldError{Field: "business", Reason: "is longer than 128 characters"}
 	}
-	if r.WorkerNum != nil && (*r.WorkerNum < 1 || *r.WorkerNum > s.opts.MaxWorkerNum) {
-		return &message.FieldError{Field: "worker_num", Reason: fmt.Sprintf("must be between 1 and %d", s.opts.MaxWorkerNum)}
+	if r.WorkerNum != nil && (*r.WorkerNum < 1 || *r.WorkerNum > registry.MaxWorkerNum) {
+		return &message.FieldError{Field: "worker_num", Reason: fmt.Sprintf("must be between 1 and %d", registry.MaxWorkerNum)}
 	}
 	if r.Partitions != nil && (*r.Partitions < 1 || *r.Partitions > 1024) {
 		return &message.FieldError{Field: "partitions", Reason: "must be between 1 and 1024"}
@@ -237,8 +235,8 @@ func (s *Server) decode(c *gin.Context, r *topicReq) error {
 		return &message.FieldError{Field: "workers", Reason: "maps more than 256 workers"}
 	}
 	for _, id := range r.Workers {
-		if id == "" || len(id) > 128 || strings.ContainsAny(id, "/ ") {
-			return &message.FieldError{Field: "workers", Reason: "each must be a worker node id (1-128 characters, no '/' or spaces)"}
+		if err := registry.CheckNodeID(id); err != nil {
+			return &message.FieldError{Field: "workers", Reason: "each " + err.Error()}
 		}
 	}
 	for _, ms := range r.RetryBackoffMs {
@@ -255,7 +253,7 @@ func (s *Server) addTopic(c *gin.Context) (any, error) {
 		return nil, err
 	}
 	now := time.Now().UnixMilli()
-	t := registry.Topic{Name: r.TopicName, Business: r.Business, WorkerNum: 1, Partitions: max(1, s.opts.DefaultPartitions), RetryBackoffMs: r.RetryBackoffMs, Workers: r.Workers, CreatedMs: now, UpdatedMs: now}
+	t := registry.Topic{Name: r.TopicName, Business: r.Business, WorkerNum: registry.DefaultWorkerNum, Partitions: max(1, s.opts.DefaultPartitions), RetryBackoffMs: r.RetryBackoffMs, Workers: r.Workers, CreatedMs: now, UpdatedMs: now}
 	if r.WorkerNum != nil {
 		t.WorkerNum = *r.WorkerNum
 	}
@@ -403,7 +401,7 @@ type nodeReq struct {
 
 func (s *Server) offline(off bool) httpapi.Handler {
 	return func(c *gin.Context) (any, error) {
-		body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
+		body, err := httpapi.ReadBody(c, MaxBodyBytes)
 		if err != nil {
 			return nil, err
 		}
@@ -411,8 +409,8 @@ func (s *Server) offline(off bool) httpapi.Handler {
 		if err := message.DecodeStrict(body, &r); err != nil {
 			return nil, err
 		}
-		if r.NodeID == "" || len(r.NodeID) > 128 || strings.ContainsAny(r.NodeID, "/ ") {
-			return nil, &message.FieldError{Field: "node_id", Reason: "must be a worker's node id (1-128 characters, no '/' or spaces)"}
+		if err := registry.CheckNodeID(r.NodeID); err != nil {
+			return nil, &message.FieldError{Field: "node_id", Reason: err.Error()}
 		}
 		if err := s.cluster.SetOffline(c, r.NodeID, off); err != nil {
 			return nil, errs.Public(err)

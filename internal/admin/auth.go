@@ -41,9 +41,14 @@ type AuthOptions struct {
 	SecureCookie bool
 }
 
-// DefaultPassword is the original's admin/admin; a warning is logged
-// while it is in use.
-const DefaultPassword = "admin"
+// Defaults of AuthOptions. DefaultPassword is the original's
+// admin/admin; a warning is logged while it is in use (New does not fill
+// it in: an empty Password and PasswordHash are an error).
+const (
+	DefaultUsername   = "admin"
+	DefaultPassword   = "admin"
+	DefaultSessionTTL = 12 * time.Hour
+)
 
 type session struct {
 	user    string
@@ -68,10 +73,10 @@ type auth struct {
 
 func newAuth(o AuthOptions, log *zap.Logger) (*auth, error) {
 	if o.Username == "" {
-		o.Username = "admin"
+		o.Username = DefaultUsername
 	}
 	if o.SessionTTL <= 0 {
-		o.SessionTTL = 12 * time.Hour
+		o.SessionTTL = DefaultSessionTTL
 	}
 	a := &auth{opts: o, log: log, sessions: map[string]*session{}, logins: newLoginGuard()}
 	switch {

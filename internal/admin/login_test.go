@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
@@ -70,9 +71,10 @@ func serveAdminPassword(t *testing.T, trusted []string, password string) (*Serve
 		t.Fatal(err)
 	}
 	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	opts := DefaultOptions()
-	opts.Listen = "127.0.0.1:0"
-	opts.Auth = AuthOptions{Username: "admin", PasswordHash: string(hash)}
+	// admin has no defaults of its own (app gives it config's): the
+	// listener's limits are httpapi's, a topic gets one partition.
+	opts := Options{Listen: "127.0.0.1:0", DefaultPartitions: 1, HTTP: httpapi.DefaultOptions(),
+		Auth: AuthOptions{Username: "admin", PasswordHash: string(hash)}}
 	opts.HTTP.TrustedProxies = trusted
 	s, err := New(opts, Deps{Topics: topics, Messages: noMessages{}, Metrics: metrics.New(), Ready: func() error { return nil }}, zap.NewNop())
 	if err != nil {

@@ -27,7 +27,7 @@ type msgReq struct {
 // refused (a delay on a cancel, an id on a bulk call) rather than ignored.
 func (s *Server) readMsgReq(c *gin.Context, needID bool) (msgReq, error) {
 	var r msgReq
-	body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
+	body, err := httpapi.ReadBody(c, MaxBodyBytes)
 	if err != nil {
 		return r, err
 	}
@@ -186,7 +186,7 @@ func (s *Server) eachDead(ctx context.Context, topic string, op func(ctx context
 // bulkOp is POST /sorakaq/admin/msg/bulk: one bounded step of a bulk
 // operation by filter or by ids (package bulk; docs/api.md).
 func (s *Server) bulkOp(c *gin.Context) (any, error) {
-	body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
+	body, err := httpapi.ReadBody(c, MaxBodyBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ type topicNameReq struct {
 // error, so a retried request is safe.
 func (s *Server) pauseTopic(pause bool) httpapi.Handler {
 	return func(c *gin.Context) (any, error) {
-		body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
+		body, err := httpapi.ReadBody(c, MaxBodyBytes)
 		if err != nil {
 			return nil, err
 		}
@@ -83,7 +83,7 @@ func (s *Server) testMessage(c *gin.Context) (any, error) {
 	if s.submit == nil {
 		return nil, fmt.Errorf("%w: this admin service cannot submit messages", message.ErrUnavailable)
 	}
-	body, err := httpapi.ReadBody(c, s.opts.MaxBodyBytes)
+	body, err := httpapi.ReadBody(c, MaxBodyBytes)
 	if err != nil {
 		return nil, err
 	}

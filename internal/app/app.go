@@ -166,12 +166,7 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 		st.Close()
 		return nil, err
 	}
-	aopts := admin.DefaultOptions()
-	aopts.Listen = cfg.Admin.Listen
-	aopts.Pprof = cfg.Admin.Pprof
-	aopts.Auth = AuthOptions(cfg)
-	aopts.TLSCert, aopts.TLSKey = cfg.Admin.TLSCert, cfg.Admin.TLSKey
-	aopts.HTTP = cfg.HTTPOptions()
+	aopts := adminOptions(cfg)
 	single := admin.Single{NodeID: cfg.NodeID, Addr: cfg.Receive.Listen, StartedMs: time.Now().UnixMilli(), Held: a.worker.Held}
 	a.admin, err = admin.New(aopts, admin.Deps{Topics: limited, Counter: a.worker, Cluster: single, Messages: a.worker,
 		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles(), Submit: trustedSubmit(a.receive),
@@ -190,7 +185,7 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 // internal being reachable is a warning: whoever may submit may make this
 // host call it.
 func logCallbackPolicy(cfg *config.Config, log *zap.Logger) {
-	setting := cfg.PrivateNetworks()
+	setting := privateNetworks(cfg)
 	fields := []zap.Field{zap.String("private_networks", cfg.Callback.PrivateNetworks), zap.String("in_effect", setting)}
 	const never = "; never sorakaQ's own ports or callback.deny (docs/security.md)"
 	switch setting {
@@ -205,20 +200,9 @@ func logCallbackPolicy(cfg *config.Config, log *zap.Logger) {
 		log.Warn("callback.max_conns_per_host is the old name of callback.destination.concurrency; it is used, rename it",
 			zap.Int("max_conns_per_host", cfg.Callback.MaxConnsPerHost))
 	}
-	d := cfg.DestinationOptions()
+	d := destinationOptions(cfg)
 	log.Info("per-destination flow control", zap.Float64("rate", d.Default.Rate), zap.Int("concurrency", d.Default.Concurrency),
 		zap.Int("breaker_failures", d.Breaker.Failures), zap.Int("overrides", len(d.Overrides)))
-}
-
-// newCaller makes the callback caller and the per-destination flow
-// control its worker starts calls under (the caller limits redirects by
-// it too), and exports the destinations' state to m.
-func newCaller(cfg *config.Config, m *metrics.Metrics) (*callback.Caller, *destination.Table) {
-	dests := destination.New(cfg.DestinationOptions())
-	opts := cfg.CallbackOptions()
-	opts.Destinations = dests
-	m.Registry.MustRegister(dests.Collector(cfg.Callback.Destination.MetricsTop))
-	return callback.New(opts), dests
 }
 
 // localDestinations is the all-in-one's destinations view: its worker's.
@@ -259,12 +243,6 @@ func logExposure(cfg *config.Config, log *zap.Logger, bound map[string]string) {
 	}
 }
 
-// AuthOptions maps config to the console's login settings.
-func AuthOptions(cfg *config.Config) admin.AuthOptions {
-	return admin.AuthOptions{Username: cfg.Admin.Username, Password: cfg.Admin.Password, PasswordHash: cfg.Admin.PasswordHash,
-		SessionTTL: cfg.Admin.SessionTTL, APIToken: cfg.Admin.APIToken}
-}
-
 // trustedSubmit is the admin's test-message submit through r.
 func trustedSubmit(r *receive.Server) func(ctx context.Context, body []byte) (string, int64, error) {
 	return func(ctx context.Context, body []byte) (string, int64, error) {
@@ -276,22 +254,6 @@ func trustedSubmit(r *receive.Server) func(ctx context.Context, body []byte) (st
 // ConsoleFiles are the console's files embedded in the binary (nil if the
 // build has none).
 var ConsoleFiles = func() fs.FS { return nil }
-
-// WorkerOptions maps config to worker options.
-func WorkerOptions(cfg *config.Config) worker.Options {
-	return worker.Options{
-		Window:        cfg.Worker.Window,
-		LoadInterval:  cfg.Worker.LoadInterval,
-		LoadBatch:     cfg.Worker.LoadBatch,
-		MaxInWheel:    cfg.Worker.MaxInWheel,
-		Concurrency:   cfg.Worker.Concurrency,
-		FireQueue:     cfg.Worker.FireQueue,
-		Backoff:       cfg.Worker.RetryBackoff,
-		Retention:     cfg.Worker.Retention,
-		PurgeInterval: cfg.Worker.PurgeInterval,
-		SweepInterval: cfg.Worker.SweepInterval,
-	}
-}
 
 // ReceiveAddr and AdminAddr are the bound addresses.
 func (a *AllInOne) ReceiveAddr() string { return a.receive.Addr() }

@@ -268,18 +268,6 @@ func advertised(adv, bound string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// kafkaOptions maps the kafka keys; the error is kafka.tls' (a CA file
-// that cannot be read), never ignored: that would connect in plaintext.
-func kafkaOptions(cfg *config.Config, log *zap.Logger) (kafka.Options, error) {
-	tlsConf, err := cfg.KafkaTLS()
-	if err != nil {
-		return kafka.Options{}, err
-	}
-	return kafka.Options{Brokers: cfg.Kafka.Brokers, TopicPrefix: cfg.Kafka.TopicPrefix, ClientID: "sorakaq-" + cfg.NodeID,
-		ProduceTimeout: cfg.Kafka.ProduceTimeout, Logger: log.Named("kafka"), TLS: tlsConf,
-		SASL: kafka.SASL{Mechanism: cfg.Kafka.SASL.Mechanism, Username: cfg.Kafka.SASL.Username, Password: cfg.Kafka.SASL.Password}}, nil
-}
-
 // ensureNoticeTopic creates the Kafka topic of notices (retrying in the
 // background while Kafka is down: until then notices fail and the
 // holders' sweeps deliver).
@@ -321,7 +309,7 @@ func newReceive(cfg *config.Config, d *deps) (Runner, error) {
 	bg, bgCancel := context.WithCancel(context.Background())
 	go ensureNoticeTopic(bg, cfg, log)
 	view := cluster.NewView(bg, d.reg, log)
-	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
+	client := workerapi.NewClient(workerCallTimeout, cfg.Cluster.Secret)
 	backend := routed.New(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	backend.Stats = rec
@@ -394,25 +382,6 @@ func (r *receiveRole) Exit() error {
 	return err
 }
 
-func receiveOptions(cfg *config.Config) receive.Options {
-	ropts := receive.DefaultOptions()
-	ropts.Listen = cfg.Receive.Listen
-	ropts.MaxBodyBytes = cfg.Receive.MaxBodyBytes
-	ropts.MaxBatch, ropts.MaxBatchBodyBytes = cfg.Receive.MaxBatch, cfg.Receive.MaxBatchBodyBytes
-	ropts.AutoCreateTopics = cfg.Receive.AutoCreateTopics
-	ropts.MaxListLimit = cfg.Receive.MaxListLimit
-	ropts.Bounds = message.Bounds{
-		MinTTRMs: cfg.Receive.MinTTRMs, MaxTTRMs: cfg.Receive.MaxTTRMs, DefaultTTRMs: cfg.Receive.DefaultTTRMs,
-		MaxParamsBytes: cfg.Receive.MaxParamsBytes, MaxURLBytes: cfg.Receive.MaxURLBytes,
-	}
-	ropts.Access = receive.Access{Tokens: cfg.Receive.Tokens, TopicTokens: cfg.Receive.TopicTokens, ListTokens: cfg.Receive.ListTokens}
-	ropts.RateLimits = receive.RateLimits{PerClient: cfg.Receive.RateLimit.PerClient, PerTopic: cfg.Receive.RateLimit.PerTopic,
-		Burst: cfg.Receive.RateLimit.Burst, MaxPendingPerTopic: cfg.Receive.MaxPendingPerTopic}
-	ropts.TLSCert, ropts.TLSKey = cfg.Receive.TLSCert, cfg.Receive.TLSKey
-	ropts.HTTP = cfg.HTTPOptions()
-	return ropts
-}
-
 // router is the center's view of slot holders.
 type router struct {
 	cluster *cluster.View
@@ -434,14 +403,14 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 	}
 	bg, bgCancel := context.WithCancel(context.Background())
 	view := cluster.NewView(bg, d.reg, log)
-	client := workerapi.NewClient(30*time.Second, cfg.Cluster.Secret)
+	client := workerapi.NewClient(noticeCallTimeout, cfg.Cluster.Secret)
 	c := center.New(center.Options{Tracer: d.tracer}, router{view, d.store}, client, d.metrics, log)
 	leader := &center.Leader{Reg: d.reg, Cluster: view, Log: log.Named("leader"), EpochFloor: d.store.MaxLeaseEpoch,
 		Planner: &slots.Planner{Count: cfg.Cluster.Slots, Strategy: cfg.Center.Strategy, Grace: cfg.Center.Grace}}
 	consumer, err := kafka.NewConsumer(kafka.ConsumerOptions{Options: kopts, Group: cfg.Kafka.Group,
 		// A record is a batch of notices already: waiting for more would
 		// only delay them.
-		Topics: []string{notice.Topic}, RefreshInterval: 2 * time.Second, BatchWait: kafka.NoBatchWait},
+		Topics: []string{notice.Topic}, RefreshInterval: noticeTopicRefresh, BatchWait: kafka.NoBatchWait},
 		func(ctx context.Context, batch []kafka.Record) error {
 			keys := make([]string, len(batch))
 			values := make([][]byte, len(batch))
@@ -557,16 +526,11 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 
 func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	log := d.log.Named("admin")
-	aopts := admin.DefaultOptions()
-	aopts.Listen = cfg.Admin.Listen
-	aopts.Pprof = cfg.Admin.Pprof
+	aopts := adminOptions(cfg)
 	aopts.DefaultPartitions = cfg.Kafka.DefaultPartitions
-	aopts.Auth = AuthOptions(cfg)
-	aopts.TLSCert, aopts.TLSKey = cfg.Admin.TLSCert, cfg.Admin.TLSKey
-	aopts.HTTP = cfg.HTTPOptions()
 	bg, bgCancel := context.WithCancel(context.Background())
 	view := cluster.NewView(bg, d.reg, log)
-	client := workerapi.NewClient(10*time.Second, cfg.Cluster.Secret)
+	client := workerapi.NewClient(workerCallTimeout, cfg.Cluster.Secret)
 	msgs := routed.New(d.store, nil, view, client, d.ready(), d.metrics, log)
 	// The console's test messages go through a receive path of their own
 	// with a Kafka producer, so that their notice reaches the holder and

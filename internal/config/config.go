@@ -2,6 +2,40 @@
 // defaults, then an optional YAML file, then SORAKAQ_* environment
 // variables (SORAKAQ_WORKER_CONCURRENCY overrides worker.concurrency).
 // Unknown keys in the file are an error, so a typo does not pass silently.
+//
+// Each key is named once, by the mapstructure tag of its field in Config,
+// and defaults once, in Default. Load seeds viper with Default's values by
+// walking those tags (viper only lets the environment override keys it
+// knows), Keys lists the same walk, and a test holds conf/sorakaq.yaml and
+// docs/config.md to it: every key, with Default's value, and no other.
+//
+// Where a default is written: a package that must work from zero Options
+// without this configuration (the callback caller, the destination table,
+// the Kafka clients, the listeners of httpapi, the stores, the ZooKeeper
+// registry, the worker and the console's login: their tests, benchmarks
+// and tools build them by hand) keeps its defaults, as exported constants
+// or DefaultOptions, and fills zero fields with them; Default names those
+// values instead of writing them again. Every other default (listen
+// addresses, receive's limits, the Redis pool, the center's strategy, ...)
+// is a literal in Default, and its package has none: receive and admin
+// take every field from app, which maps Config onto each package's Options
+// in one place (internal/app/options.go). So no value is written twice.
+// Package values that are not keys are tuning the configuration does not
+// expose on purpose, documented where they are set (admin.MaxBodyBytes,
+// registry.MaxWorkerNum, the worker's PauseRefresh, the Kafka consumer's
+// batching, app's timeouts for calls to the workers).
+//
+// Why not the other way round (Default as the only source, no package
+// defaults at all): the worker, the caller and the stores are built from
+// zero or partial Options by dozens of tests and benchmarks, which would
+// then each restate the defaults; and why not every package's defaults
+// (receive.DefaultOptions, admin.DefaultOptions as before): those were
+// always overwritten by app, a second copy nobody ran.
+//
+// Config maps itself only onto the infrastructure every role shares
+// (HTTPOptions, TracingConfig, RedisTLS, KafkaTLS). It imports the other
+// packages for their defaults and for the checks of their values
+// (Validate), never to build their Options.
 package config
 
 import (
@@ -22,10 +56,10 @@ import (
 
 	"github.com/sorakaq/sorakaq/internal/bus/kafka"
 	"github.com/sorakaq/sorakaq/internal/callback"
-	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/receive"
+	"github.com/sorakaq/sorakaq/internal/registry"
 	"github.com/sorakaq/sorakaq/internal/registry/zk"
 	"github.com/sorakaq/sorakaq/internal/tracing"
 	"github.com/sorakaq/sorakaq/pkg/webhook"
@@ -299,150 +333,10 @@ type Shutdown struct {
 	Timeout time.Duration `mapstructure:"timeout"`
 }
 
-// defaults is every key with its default; env overrides only work for keys
-// listed here, so every key must be.
-var defaults = map[string]any{
-	"mode":                                      "embedded",
-	"node_id":                                   "",
-	"data_dir":                                  "./data",
-	"log.level":                                 "info",
-	"log.format":                                "json",
-	"http.read_header_timeout":                  "10s",
-	"http.read_timeout":                         "30s",
-	"http.idle_timeout":                         "120s",
-	"http.max_header_bytes":                     64 << 10,
-	"http.trusted_proxies":                      []string{},
-	"http.metrics_token":                        "",
-	"http.allowed_hosts":                        []string{},
-	"http.trusted_origins":                      []string{},
-	"receive.listen":                            "127.0.0.1:9088",
-	"receive.max_body_bytes":                    64 << 10,
-	"receive.max_batch":                         500,
-	"receive.max_batch_body_bytes":              4 << 20,
-	"receive.max_params_bytes":                  16 << 10,
-	"receive.max_url_bytes":                     2048,
-	"receive.default_ttr_ms":                    1000,
-	"receive.min_ttr_ms":                        10,
-	"receive.max_ttr_ms":                        60000,
-	"receive.auto_create_topics":                true,
-	"receive.max_list_limit":                    500,
-	"receive.tokens":                            []string{},
-	"receive.topic_tokens":                      map[string][]string{},
-	"receive.list_tokens":                       []string{},
-	"receive.rate_limit.per_client":             0,
-	"receive.rate_limit.per_topic":              0,
-	"receive.rate_limit.burst":                  0,
-	"receive.max_pending_per_topic":             0,
-	"receive.tls_cert":                          "",
-	"receive.tls_key":                           "",
-	"admin.listen":                              "127.0.0.1:9087",
-	"admin.pprof":                               false,
-	"admin.username":                            "admin",
-	"admin.password":                            "admin",
-	"admin.password_hash":                       "",
-	"admin.session_ttl":                         "12h",
-	"admin.api_token":                           "",
-	"admin.tls_cert":                            "",
-	"admin.tls_key":                             "",
-	"worker.listen":                             "127.0.0.1:9089",
-	"worker.advertise":                          "",
-	"worker.window":                             "60s",
-	"worker.load_interval":                      "1s",
-	"worker.load_batch":                         10000,
-	"worker.max_in_wheel":                       1000000,
-	"worker.concurrency":                        256,
-	"worker.fire_queue":                         65536,
-	"worker.retry_backoff":                      []string{"1s", "10s", "60s", "300s", "3000s"},
-	"worker.retention":                          "72h",
-	"worker.purge_interval":                     "1m",
-	"callback.max_idle_conns_per_host":          256,
-	"callback.max_response_bytes":               64 << 10,
-	"callback.max_header_bytes":                 64 << 10,
-	"callback.user_agent":                       "sorakaQ-callback/1",
-	"callback.dial_timeout":                     "2s",
-	"callback.allow":                            []string{},
-	"callback.deny":                             []string{"169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"},
-	"callback.private_networks":                 "auto",
-	"callback.signing_secrets":                  []string{},
-	"callback.topic_signing_secrets":            []map[string]any{},
-	"callback.max_conns_per_host":               0,
-	"callback.host_queue_timeout":               "30s",
-	"callback.destination.rate":                 0,
-	"callback.destination.burst":                0,
-	"callback.destination.concurrency":          64,
-	"callback.destination.max_retry_after":      "5m",
-	"callback.destination.max_tracked":          10000,
-	"callback.destination.metrics_top":          20,
-	"callback.destination.breaker.failures":     0,
-	"callback.destination.breaker.cooldown":     "5s",
-	"callback.destination.breaker.max_cooldown": "60s",
-	"callback.destination.overrides":            []map[string]any{},
-	"store.embedded.cache_mb":                   32,
-	"store.embedded.memtable_mb":                16,
-	"store.embedded.hot_mb":                     64,
-	"shutdown.timeout":                          "30s",
-	"topics.max":                                1000,
-	"center.listen":                             "127.0.0.1:9086",
-	"center.strategy":                           "round_robin",
-	"center.grace":                              "3s",
-	"cluster.secret":                            "",
-	"cluster.slots":                             256,
-	"worker.sweep_interval":                     "2s",
-	"redis.addrs":                               []string{"127.0.0.1:6379"},
-	"redis.master_name":                         "",
-	"redis.username":                            "",
-	"redis.password":                            "",
-	"redis.db":                                  0,
-	"redis.prefix":                              "sorakaq",
-	"redis.pool_size":                           128,
-	"redis.wait_replicas":                       0,
-	"redis.wait_timeout":                        "100ms",
-	"zookeeper.servers":                         []string{"127.0.0.1:2181"},
-	"zookeeper.root":                            "/sorakaq",
-	"zookeeper.session_timeout":                 "10s",
-	"zookeeper.auth":                            "",
-	"kafka.brokers":                             []string{"127.0.0.1:9092"},
-	"kafka.topic_prefix":                        "sorakaq_delay_",
-	"kafka.group":                               "sorakaq-center",
-	"kafka.default_partitions":                  4,
-	"kafka.replication":                         1,
-	"kafka.produce_timeout":                     "5s",
-	"kafka.sasl.mechanism":                      "",
-	"kafka.sasl.username":                       "",
-	"kafka.sasl.password":                       "",
-	"tracing.enabled":                           false,
-	"tracing.otlp_endpoint":                     "http://127.0.0.1:4318",
-	"tracing.sample_ratio":                      1.0,
-	"tracing.service_name":                      "sorakaq",
-}
-
-func init() {
-	for _, prefix := range []string{"redis.tls", "kafka.tls"} {
-		for k, v := range tlsDefaults(prefix) {
-			defaults[k] = v
-		}
-	}
-}
-
-// Keys lists every configuration key (for docs and tests).
-func Keys() []string {
-	out := make([]string, 0, len(defaults))
-	for k := range defaults {
-		out = append(out, k)
-	}
-	return out
-}
-
 // Load reads the defaults, the file (if path is not empty) and the
 // environment.
 func Load(path string) (*Config, error) {
-	v := viper.New()
-	for k, d := range defaults {
-		v.SetDefault(k, d)
-	}
-	v.SetEnvPrefix("SORAKAQ")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
+	v := newViper()
 	if path != "" {
 		v.SetConfigFile(path)
 		if err := v.ReadInConfig(); err != nil {
@@ -465,6 +359,19 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// newViper knows every key, with its default, and reads SORAKAQ_*
+// variables: SORAKAQ_ + the key in upper case with '.' as '_'.
+func newViper() *viper.Viper {
+	v := viper.New()
+	for k, d := range defaultValues() {
+		v.SetDefault(k, d)
+	}
+	v.SetEnvPrefix("SORAKAQ")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	return v
 }
 
 // splitStringToSlice lets an environment variable give a list of any
@@ -504,106 +411,16 @@ func (c *Config) ownHosts() []string {
 	return out
 }
 
-// CallbackOptions maps the callback keys to the caller's options.
-func (c *Config) CallbackOptions() callback.Options {
-	return callback.Options{
-		MaxIdleConnsPerHost: c.Callback.MaxIdleConnsPerHost, MaxResponseBytes: c.Callback.MaxResponseBytes,
-		MaxResponseHeaderBytes: c.Callback.MaxHeaderBytes, UserAgent: c.Callback.UserAgent, DialTimeout: c.Callback.DialTimeout,
-		Allow: c.Callback.Allow, Deny: append([]string{}, c.Callback.Deny...),
-		PrivateNetworks: c.PrivateNetworks(), SelfPorts: c.SelfPorts(),
-		Signer: c.signer(), TopicSigners: c.topicSigners(),
-	}
-}
-
-// topicSigners is callback.topic_signing_secrets' signers (bad secrets:
-// Validate refuses those).
-func (c *Config) topicSigners() map[string]*webhook.Signer {
-	if len(c.Callback.TopicSigningSecrets) == 0 {
-		return nil
-	}
-	out := make(map[string]*webhook.Signer, len(c.Callback.TopicSigningSecrets))
-	for _, ts := range c.Callback.TopicSigningSecrets {
-		if s, err := webhook.NewSigner(ts.Secrets...); err == nil {
-			out[ts.Topic] = s
-		}
-	}
-	return out
-}
-
-// DestinationOptions maps callback.destination to the flow control's
-// options (the worker sets OnWake).
-func (c *Config) DestinationOptions() destination.Options {
-	d := c.Callback.Destination
-	conc := d.Concurrency
-	if c.Callback.MaxConnsPerHost != 0 { // the old key, set
-		conc = max(c.Callback.MaxConnsPerHost, 0)
-	}
-	o := destination.Options{
-		Default:       destination.Limits{Rate: d.Rate, Burst: d.Burst, Concurrency: conc},
-		Breaker:       destination.BreakerOptions{Failures: d.Breaker.Failures, Cooldown: d.Breaker.Cooldown, MaxCooldown: d.Breaker.MaxCooldown},
-		MaxRetryAfter: d.MaxRetryAfter,
-		MaxTracked:    d.MaxTracked,
-	}
-	if len(d.Overrides) > 0 {
-		o.Overrides = make(map[string]destination.Limits, len(d.Overrides))
-		for _, ov := range d.Overrides {
-			o.Overrides[ov.Key] = destination.Limits{Rate: ov.Rate, Burst: ov.Burst, Concurrency: ov.Concurrency}
-		}
-	}
-	return o
-}
-
-// signer is callback.signing_secrets' signer, nil without secrets (or
-// with a bad one: Validate refuses those).
-func (c *Config) signer() *webhook.Signer {
-	if len(c.Callback.SigningSecrets) == 0 {
-		return nil
-	}
-	s, err := webhook.NewSigner(c.Callback.SigningSecrets...)
-	if err != nil {
-		return nil
-	}
-	return s
-}
-
-// PrivateNetworks is callback.private_networks with auto resolved: the
-// all-in-one may call loopback (its first run calls a receiver on the
-// same machine), the distributed mode calls neither loopback nor private
-// networks unless configured.
-func (c *Config) PrivateNetworks() string {
-	if c.Callback.PrivateNetworks != "auto" {
-		return c.Callback.PrivateNetworks
-	}
-	if c.Mode == "embedded" {
-		return callback.PrivateLoopback
-	}
-	return callback.PrivateDeny
-}
-
-// SelfPorts are the configured ports of sorakaQ's listeners in this mode,
-// never called back on a local address.
-func (c *Config) SelfPorts() []int {
-	listens := []string{c.Receive.Listen, c.Admin.Listen}
-	if c.Mode == "distributed" {
-		listens = append(listens, c.Worker.Listen, c.Center.Listen)
-	}
-	var ports []int
-	for _, l := range listens {
-		if _, p, err := net.SplitHostPort(l); err == nil {
-			if n, err := strconv.Atoi(p); err == nil && n > 0 {
-				ports = append(ports, n)
-			}
-		}
-	}
-	return ports
-}
-
 // Validate checks values that would break the service.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key, why string) { errs = append(errs, fmt.Errorf("config: %s %s", key, why)) }
 	if c.Mode != "embedded" && c.Mode != "distributed" {
 		bad("mode", fmt.Sprintf("must be embedded or distributed, got %q", c.Mode))
+	}
+	if err := registry.CheckNodeID(c.NodeID); err != nil {
+		// the default is the host name: say so when that is what is wrong
+		bad("node_id", fmt.Sprintf("%s, got %q (empty node_id: the host name)", err, c.NodeID))
 	}
 	if c.DataDir == "" {
 		bad("data_dir", "must not be empty")
@@ -753,7 +570,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("config: %w", err))
 	}
 	errs = append(errs, c.validateDestination()...)
-	if err := c.CallbackOptions().Validate(); err != nil {
+	if err := (callback.Options{Allow: c.Callback.Allow, Deny: append([]string{}, c.Callback.Deny...)}).Validate(); err != nil {
 		bad("callback.allow/deny", err.Error())
 	}
 	if c.Topics.Max < 0 {

@@ -1,25 +1,47 @@
 package config
 
 import (
-	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sorakaq/sorakaq/pkg/webhook"
+	"github.com/go-viper/mapstructure/v2"
+	"go.yaml.in/yaml/v3"
 )
 
-// The shipped config must parse and say exactly the defaults, and name
-// every key (so it documents them all).
+// Load with nothing set is Default (the host name as node_id): the walk
+// that seeds viper loses nothing.
+func TestLoadWithoutFileIsDefault(t *testing.T) {
+	got, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.NodeID, _ = os.Hostname()
+	if !reflect.DeepEqual(*got, want) {
+		t.Fatalf("Load(\"\") differs from Default():\nload    %+v\ndefault %+v", *got, want)
+	}
+}
+
+// defaultLeaves are Default's keys and values.
+func defaultLeaves() map[string]reflect.Value {
+	out := map[string]reflect.Value{}
+	leaves(reflect.ValueOf(Default()), "", func(k string, v reflect.Value) { out[k] = v })
+	return out
+}
+
+// The shipped config sets every key, with Default's value, and no other
+// key (a commented example is not a key).
 func TestShippedConfigIsTheDefaults(t *testing.T) {
 	path := filepath.Join("..", "..", "conf", "sorakaq.yaml")
 	fromFile, err := Load(path)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatal(err) // an unknown key is an error here (UnmarshalExact)
 	}
 	def, err := Load("")
 	if err != nil {
@@ -28,20 +50,136 @@ func TestShippedConfigIsTheDefaults(t *testing.T) {
 	if !reflect.DeepEqual(fromFile, def) {
 		t.Fatalf("conf/sorakaq.yaml differs from the defaults:\nfile %+v\ndef  %+v", fromFile, def)
 	}
-	raw, _ := os.ReadFile(path)
-	for _, k := range Keys() {
-		leaf := k[strings.LastIndex(k, ".")+1:]
-		if !strings.Contains(string(raw), leaf+":") {
-			t.Errorf("conf/sorakaq.yaml does not show key %s", k)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tree map[string]any
+	if err := yaml.Unmarshal(raw, &tree); err != nil {
+		t.Fatal(err)
+	}
+	known := defaultLeaves()
+	set := map[string]bool{}
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for k, v := range m {
+			key := prefix + k
+			if sub, ok := v.(map[string]any); ok && known[key] == (reflect.Value{}) {
+				walk(key+".", sub)
+				continue
+			}
+			set[key] = true
 		}
 	}
+	walk("", tree)
+	for _, k := range Keys() {
+		if !set[k] {
+			t.Errorf("conf/sorakaq.yaml does not set %s (every key is shown with its default)", k)
+		}
+	}
+	for k := range set {
+		if _, ok := known[k]; !ok {
+			t.Errorf("conf/sorakaq.yaml sets %s, which is not a key", k)
+		}
+	}
+}
+
+// docs/config.md has one table row per key (| `key` | default | meaning |)
+// whose default is Default's, and no row for a key that does not exist.
+func TestDocsListEveryKeyWithItsDefault(t *testing.T) {
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "config.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	known := defaultLeaves()
+	row := regexp.MustCompile("(?m)^\\| `([^`]+)` \\| ([^|]*) \\|")
+	lastCode := regexp.MustCompile("`([^`]*)`\\s*$")
+	seen := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(string(doc), -1) {
+		key, cell := m[1], strings.TrimSpace(m[2])
+		want, ok := known[key]
+		switch {
+		case !ok:
+			t.Errorf("docs/config.md documents %s, which is not a key", key)
+			continue
+		case seen[key]:
+			t.Errorf("docs/config.md documents %s twice", key)
+		}
+		seen[key] = true
+		if key == "node_id" { // Default leaves it empty; Load puts the host name
+			if cell != "host name" {
+				t.Errorf("docs/config.md: node_id's default is %q, want \"host name\"", cell)
+			}
+			continue
+		}
+		code := lastCode.FindStringSubmatch(cell)
+		if code == nil {
+			t.Errorf("docs/config.md: %s's default %q is not in backquotes", key, cell)
+			continue
+		}
+		got, err := decodeDoc(code[1], want.Type())
+		if err != nil {
+			t.Errorf("docs/config.md: %s's default %q: %v", key, code[1], err)
+			continue
+		}
+		if !reflect.DeepEqual(got, want.Interface()) {
+			t.Errorf("docs/config.md: %s's default is %q (%#v), Default() says %#v", key, code[1], got, want.Interface())
+		}
+	}
 	for _, k := range Keys() {
-		if !strings.Contains(string(doc), "`"+k+"`") {
-			t.Errorf("docs/config.md does not document `%s`", k)
+		if !seen[k] {
+			t.Errorf("docs/config.md does not document `%s` (a table row with its default)", k)
+		}
+	}
+}
+
+// decodeDoc reads a default as docs/config.md writes it (YAML: 10s, [],
+// "", [1s, 10s]; else as an environment variable would give it:
+// [fe80::/10, ::/128] is no YAML) into a value of type t, as Load would.
+func decodeDoc(s string, t reflect.Type) (any, error) {
+	var raw any
+	if err := yaml.Unmarshal([]byte(s), &raw); err != nil {
+		raw = s
+	}
+	out := reflect.New(t)
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		DecodeHook:       mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), splitStringToSlice),
+		WeaklyTypedInput: true, Result: out.Interface(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if raw == nil { // "[]" and "{}" are not nil; a bare "" is the empty string
+		raw = ""
+	}
+	if err := dec.Decode(raw); err != nil {
+		return nil, err
+	}
+	v := out.Elem()
+	switch { // an empty list or map in the docs is Default's empty one
+	case v.Kind() == reflect.Slice && v.IsNil():
+		v = reflect.MakeSlice(t, 0, 0)
+	case v.Kind() == reflect.Map && v.IsNil():
+		v = reflect.MakeMap(t)
+	}
+	return v.Interface(), nil
+}
+
+// Every key can be set from the environment: SORAKAQ_ + the key in upper
+// case, '.' as '_' (viper only reads the variable of a key it knows).
+func TestEveryKeyFromTheEnvironment(t *testing.T) {
+	for _, k := range Keys() {
+		t.Setenv("SORAKAQ_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_")), "from-env-"+k)
+	}
+	all := newViper().AllSettings()
+	for _, k := range Keys() {
+		var at any = all
+		for _, part := range strings.Split(k, ".") {
+			m, _ := at.(map[string]any)
+			at = m[part]
+		}
+		if at != "from-env-"+k {
+			t.Errorf("%s: %v, want the value of its environment variable", k, at)
 		}
 	}
 }
@@ -67,6 +205,9 @@ func TestBadConfigIsRefusedWithTheKey(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct{ yaml, want string }{
 		{"mode: cluster\n", "mode"},
+		{"node_id: w/1\n", "node_id"},
+		{"node_id: \"w 1\"\n", "node_id"},
+		{"node_id: " + strings.Repeat("w", 129) + "\n", "node_id"},
 		{"worker:\n  concurrency: 0\n", "worker.concurrency"},
 		{"recieve:\n  listen: x\n", "recieve"},
 		{"worker:\n  window: soon\n", "window"},
@@ -119,89 +260,6 @@ func TestTrustedProxiesFromEnv(t *testing.T) {
 	}
 	if got := c.HTTPOptions().TrustedProxies; !reflect.DeepEqual(got, []string{"10.0.0.0/8", "192.0.2.7"}) {
 		t.Fatalf("trusted proxies %v", got)
-	}
-}
-
-// callback.private_networks: auto lets the all-in-one call loopback (its
-// first run calls a receiver on the same machine) and the distributed
-// mode neither loopback nor private networks; the own ports are those of
-// the mode's listeners.
-func TestCallbackPrivateNetworksByMode(t *testing.T) {
-	c, err := Load("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := c.CallbackOptions(); got.PrivateNetworks != "loopback" || !reflect.DeepEqual(got.SelfPorts, []int{9088, 9087}) {
-		t.Errorf("all-in-one: private networks %q, own ports %v", got.PrivateNetworks, got.SelfPorts)
-	}
-	t.Setenv("SORAKAQ_MODE", "distributed")
-	if c, err = Load(""); err != nil {
-		t.Fatal(err)
-	}
-	if got := c.CallbackOptions(); got.PrivateNetworks != "deny" || !reflect.DeepEqual(got.SelfPorts, []int{9088, 9087, 9089, 9086}) {
-		t.Errorf("distributed: private networks %q, own ports %v", got.PrivateNetworks, got.SelfPorts)
-	}
-	t.Setenv("SORAKAQ_CALLBACK_PRIVATE_NETWORKS", "allow")
-	if c, err = Load(""); err != nil || c.CallbackOptions().PrivateNetworks != "allow" {
-		t.Errorf("explicit allow: %v %v", err, c)
-	}
-	t.Setenv("SORAKAQ_CALLBACK_PRIVATE_NETWORKS", "sometimes")
-	if _, err = Load(""); err == nil || !strings.Contains(err.Error(), "callback.private_networks") {
-		t.Errorf("a bad value: %v, want an error naming callback.private_networks", err)
-	}
-}
-
-// callback.signing_secrets from the environment: two secrets give a
-// signer (both sign), a bad one stops the load naming it.
-func TestSigningSecretsFromEnv(t *testing.T) {
-	a, b := webhook.NewSecret([]byte("config-key-a-0123456789")), webhook.NewSecret([]byte("config-key-b-0123456789"))
-	t.Setenv("SORAKAQ_CALLBACK_SIGNING_SECRETS", a+","+b)
-	c, err := Load("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(c.Callback.SigningSecrets) != 2 || c.CallbackOptions().Signer == nil {
-		t.Fatalf("secrets %v, signer %v", c.Callback.SigningSecrets, c.CallbackOptions().Signer)
-	}
-	h := http.Header{}
-	if err := c.CallbackOptions().Signer.Sign(h, "m", time.Now(), nil); err != nil || len(strings.Fields(h.Get(webhook.HeaderSignature))) != 2 {
-		t.Fatalf("signature %q %v: want one per secret", h.Get(webhook.HeaderSignature), err)
-	}
-	t.Setenv("SORAKAQ_CALLBACK_SIGNING_SECRETS", a+",secret")
-	if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "callback.signing_secrets[1]") {
-		t.Fatalf("a secret without whsec_: %v", err)
-	}
-	t.Setenv("SORAKAQ_CALLBACK_SIGNING_SECRETS", "")
-	if c, err := Load(""); err != nil || c.CallbackOptions().Signer != nil {
-		t.Fatalf("no secrets: %v, signer %v", err, c.CallbackOptions().Signer)
-	}
-}
-
-// callback.topic_signing_secrets from a file: a topic named gets a signer
-// of its own; an empty list or a bad secret stops the load naming it.
-func TestTopicSigningSecrets(t *testing.T) {
-	k := webhook.NewSecret([]byte("orders-key-0123456789"))
-	p := filepath.Join(t.TempDir(), "c.yaml")
-	os.WriteFile(p, []byte("callback:\n  topic_signing_secrets:\n    - {topic: Orders, secrets: ["+k+"]}\n"), 0o644)
-	c, err := Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// the topic's case is kept (a map key would be lowercased: "Orders"
-	// would then silently be signed with the global secrets)
-	if o := c.CallbackOptions(); o.TopicSigners["Orders"] == nil || len(o.TopicSigners) != 1 || o.Signer != nil {
-		t.Fatalf("signers %v, global %v", o.TopicSigners, o.Signer)
-	}
-	for body, want := range map[string]string{
-		"callback:\n  topic_signing_secrets:\n    - {topic: orders, secrets: []}\n":                                             "callback.topic_signing_secrets[0].secrets",
-		"callback:\n  topic_signing_secrets:\n    - {topic: orders, secrets: [" + k + ", x]}\n":                                 "callback.topic_signing_secrets[0].secrets[1]",
-		"callback:\n  topic_signing_secrets:\n    - {topic: 'a b', secrets: [" + k + "]}\n":                                     "callback.topic_signing_secrets[0].topic",
-		"callback:\n  topic_signing_secrets:\n    - {topic: o, secrets: [" + k + "]}\n    - {topic: o, secrets: [" + k + "]}\n": "callback.topic_signing_secrets[1].topic",
-	} {
-		os.WriteFile(p, []byte(body), 0o644)
-		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%q loaded with %v; want an error naming %s", body, err, want)
-		}
 	}
 }
 
@@ -328,33 +386,5 @@ func TestAllowedHostsAndTrustedOrigins(t *testing.T) {
 				t.Fatalf("loaded with %v; want an error naming %s", err, want)
 			}
 		})
-	}
-}
-
-// callback.destination: the defaults, an override list from the file, the
-// old callback.max_conns_per_host winning when set, and the env.
-func TestDestinationOptions(t *testing.T) {
-	c, err := Load("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := c.DestinationOptions()
-	if d.Default.Concurrency != 64 || d.Default.Rate != 0 || d.Breaker.Failures != 0 || d.MaxRetryAfter != 5*time.Minute || d.Overrides != nil {
-		t.Fatalf("defaults %+v", d)
-	}
-	p := filepath.Join(t.TempDir(), "c.yaml")
-	os.WriteFile(p, []byte("callback:\n  max_conns_per_host: 8\n  destination:\n    rate: 2.5\n    breaker: {failures: 3, cooldown: 2s}\n"+
-		"    overrides:\n      - {key: \"10.0.0.7:443\", rate: 50, concurrency: 4}\n      - {key: tenant-a, burst: 3}\n"), 0o644)
-	t.Setenv("SORAKAQ_CALLBACK_DESTINATION_METRICS_TOP", "7")
-	c, err = Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d = c.DestinationOptions()
-	if d.Default.Concurrency != 8 || d.Default.Rate != 2.5 || d.Breaker.Failures != 3 || d.Breaker.Cooldown != 2*time.Second || c.Callback.Destination.MetricsTop != 7 {
-		t.Fatalf("from the file %+v (metrics_top %d)", d, c.Callback.Destination.MetricsTop)
-	}
-	if o := d.Overrides["10.0.0.7:443"]; o.Rate != 50 || o.Concurrency != 4 || d.Overrides["tenant-a"].Burst != 3 || len(d.Overrides) != 2 {
-		t.Fatalf("overrides %+v", d.Overrides)
 	}
 }

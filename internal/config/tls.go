@@ -26,14 +26,6 @@ type ClientTLS struct {
 	InsecureSkipVerify bool `mapstructure:"insecure_skip_verify"`
 }
 
-// tlsDefaults are the defaults of the ClientTLS keys under prefix.
-func tlsDefaults(prefix string) map[string]any {
-	return map[string]any{
-		prefix + ".enabled": false, prefix + ".ca_file": "", prefix + ".cert_file": "",
-		prefix + ".key_file": "", prefix + ".server_name": "", prefix + ".insecure_skip_verify": false,
-	}
-}
-
 // Config builds the tls.Config, nil when TLS is not enabled. Errors name
 // the key (prefix is e.g. "redis.tls").
 func (t ClientTLS) Config(prefix string) (*tls.Config, error) {

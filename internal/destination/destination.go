@@ -39,6 +39,20 @@ import (
 	"time"
 )
 
+// Defaults the Table applies to zero Options fields, except
+// DefaultConcurrency: a zero Limits.Concurrency means unlimited, and
+// DefaultConcurrency is the limit sorakaQ starts with unless configured
+// (callback.destination.concurrency; the worker's when it is given no
+// Table).
+const (
+	DefaultConcurrency   = 64
+	DefaultCooldown      = 5 * time.Second
+	DefaultMaxCooldown   = 60 * time.Second
+	DefaultMaxRetryAfter = 5 * time.Minute
+	DefaultMaxTracked    = 10_000
+	DefaultIdleTTL       = 10 * time.Minute
+)
+
 // Limits bound the calls to one destination.
 type Limits struct {
 	// Rate is the most calls started per second; 0: unlimited.
@@ -111,19 +125,19 @@ type Options struct {
 
 func (o *Options) fill() {
 	if o.Breaker.Cooldown <= 0 {
-		o.Breaker.Cooldown = 5 * time.Second
+		o.Breaker.Cooldown = DefaultCooldown
 	}
 	if o.Breaker.MaxCooldown < o.Breaker.Cooldown {
-		o.Breaker.MaxCooldown = max(60*time.Second, o.Breaker.Cooldown)
+		o.Breaker.MaxCooldown = max(DefaultMaxCooldown, o.Breaker.Cooldown)
 	}
 	if o.MaxRetryAfter <= 0 {
-		o.MaxRetryAfter = 5 * time.Minute
+		o.MaxRetryAfter = DefaultMaxRetryAfter
 	}
 	if o.MaxTracked <= 0 {
-		o.MaxTracked = 10_000
+		o.MaxTracked = DefaultMaxTracked
 	}
 	if o.IdleTTL <= 0 {
-		o.IdleTTL = 10 * time.Minute
+		o.IdleTTL = DefaultIdleTTL
 	}
 	if o.Clock == nil {
 		o.Clock = realClock{}

@@ -48,7 +48,8 @@ type Options struct {
 	Log *zap.Logger
 }
 
-// DefaultOptions are the documented defaults. There is no write timeout:
+// DefaultOptions are the defaults applied to zero fields, and
+// config.Default's http.* defaults. There is no write timeout:
 // handlers are bounded by their own timeouts (a submit by the store's),
 // and the profiler's 30 s profile must be able to finish.
 func DefaultOptions() Options {

@@ -9,8 +9,8 @@ import (
 	"github.com/sorakaq/sorakaq/internal/errs"
 )
 
-// DefaultMaxBatch is the most submits one batch may hold
-// (receive.max_batch).
+// DefaultMaxBatch is the most submits one batch may hold by default
+// (config.Default's receive.max_batch).
 const DefaultMaxBatch = 500
 
 // BatchRequest is the body of POST /sorakaq/msg/submitBatch. The items

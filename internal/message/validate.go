@@ -36,7 +36,9 @@ type Bounds struct {
 	MaxURLBytes    int   // size of callback.url
 }
 
-// DefaultBounds are the bounds used when config says nothing.
+// DefaultBounds are the bounds of a default configuration: config.Default
+// takes receive.{default,min,max}_ttr_ms, max_params_bytes and
+// max_url_bytes from here.
 func DefaultBounds() Bounds {
 	return Bounds{MinTTRMs: 10, MaxTTRMs: 60_000, DefaultTTRMs: 1000, MaxParamsBytes: 16 << 10, MaxURLBytes: 2048}
 }

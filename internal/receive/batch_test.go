@@ -52,7 +52,7 @@ func item(topic string) string {
 // A topic token opens its topics' items only: the others are 403 each;
 // no token, or an unknown one, is one 401 for the request.
 func TestSubmitBatchTokens(t *testing.T) {
-	opts := DefaultOptions()
+	opts := testOptions()
 	opts.Access = Access{TopicTokens: map[string][]string{"t1": {"t1-token"}}}
 	_, base := serve(t, opts, stubBackend{})
 	body := `{"messages":[` + item("t1") + `,` + item("t2") + `,` + item("t1") + `]}`
@@ -73,7 +73,7 @@ func TestSubmitBatchTokens(t *testing.T) {
 // Over receive.max_batch or its body limit: 413 for the request; a bad item
 // is its own 400 naming messages[i].<field>.
 func TestSubmitBatchLimits(t *testing.T) {
-	opts := DefaultOptions()
+	opts := testOptions()
 	opts.MaxBatch, opts.MaxBatchBodyBytes = 2, 4096
 	_, base := serve(t, opts, stubBackend{})
 	st, env, _ := postBatch(t, base, "", `{"messages":[`+item("a")+`,`+item("a")+`,`+item("a")+`]}`)
@@ -140,7 +140,7 @@ func (b *keyStore) Get(_ context.Context, _, id string) (*message.Message, error
 // the store would have written them in.
 func TestSubmitBatchRepeatedKeyAfterTheFirst(t *testing.T) {
 	b := &keyStore{msgs: map[string]*message.Message{}, keys: map[string]string{}}
-	_, base := serve(t, DefaultOptions(), b)
+	_, base := serve(t, testOptions(), b)
 	keyed := func(key string, delay int) string {
 		return fmt.Sprintf(`{"topic_name":"t","delay_time":%d,"idempotency_key":%q,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/cb"}}`, delay, key)
 	}

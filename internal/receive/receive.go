@@ -54,8 +54,7 @@ type Options struct {
 	MaxBatchBodyBytes int64
 	Bounds            message.Bounds
 	AutoCreateTopics  bool
-	DefaultWorkerNum  int
-	DefaultPartitions int
+	DefaultPartitions int // of a topic a submit creates; 0: 1
 	MaxListLimit      int
 	Access            Access
 	RateLimits        RateLimits
@@ -68,11 +67,6 @@ type Options struct {
 	Durability func() string
 	// Tracer, when not nil (tracing.enabled), records a span per submit.
 	Tracer *tracing.Tracer
-}
-
-// DefaultOptions are the documented defaults.
-func DefaultOptions() Options {
-	return Options{Listen: "127.0.0.1:9088", MaxBodyBytes: 64 << 10, MaxBatch: message.DefaultMaxBatch, MaxBatchBodyBytes: 4 << 20, Bounds: message.DefaultBounds(), AutoCreateTopics: true, DefaultWorkerNum: 1, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
 }
 
 // Server is the receive HTTP service.
@@ -323,7 +317,7 @@ func (s *Server) ensureTopic(ctx context.Context, name string) error {
 		return fmt.Errorf("%w: topic %q does not exist; create it with POST /sorakaq/topic/add on the admin service", message.ErrTopicNotFound, name)
 	}
 	now := time.Now().UnixMilli()
-	_, err = s.topics.CreateTopic(ctx, registry.Topic{Name: name, WorkerNum: s.opts.DefaultWorkerNum, Partitions: max(1, s.opts.DefaultPartitions), CreatedMs: now, UpdatedMs: now})
+	_, err = s.topics.CreateTopic(ctx, registry.Topic{Name: name, WorkerNum: registry.DefaultWorkerNum, Partitions: max(1, s.opts.DefaultPartitions), CreatedMs: now, UpdatedMs: now})
 	if errors.Is(err, registry.ErrTopicLimit) {
 		return err
 	}

@@ -54,6 +54,14 @@ func (stubBackend) Counts(context.Context) (store.Counts, error) { return store.
 func (stubBackend) Ready() error                                 { return nil }
 
 // serve runs a receive server on a loopback port until the test ends.
+// testOptions are the options the tests start from. receive has no
+// defaults of its own (app gives it config's): these are the limits of a
+// default configuration, and the listener's of httpapi.
+func testOptions() Options {
+	return Options{Listen: "127.0.0.1:0", MaxBodyBytes: 64 << 10, MaxBatch: message.DefaultMaxBatch, MaxBatchBodyBytes: 4 << 20,
+		Bounds: message.DefaultBounds(), AutoCreateTopics: true, DefaultPartitions: 1, MaxListLimit: 500, HTTP: httpapi.DefaultOptions()}
+}
+
 func serve(t *testing.T, opts Options, b Backend) (*Server, string) {
 	t.Helper()
 	topics, err := local.Open(t.TempDir())
@@ -114,7 +122,7 @@ func junk(n int) string {
 // Now an unknown token counts as its address: 200 distinct 64 KiB
 // headers leave one short key.
 func TestJunkAuthorizationDoesNotGrowTheLimiter(t *testing.T) {
-	opts := DefaultOptions()
+	opts := testOptions()
 	opts.RateLimits = RateLimits{PerClient: 5}
 	opts.Access = Access{Tokens: []string{"the-right-token"}}
 	s, base := serve(t, opts, stubBackend{})
@@ -166,7 +174,7 @@ func TestLimiterTableIsBounded(t *testing.T) {
 // Authorization per request got a fresh bucket each. Now none of them
 // matters unless the peer is a trusted proxy (http.trusted_proxies).
 func TestForwardedForIsBelievedOnlyFromTrustedProxies(t *testing.T) {
-	opts := DefaultOptions()
+	opts := testOptions()
 	opts.RateLimits = RateLimits{PerClient: 0.01, Burst: 2} // 2 requests, then one per 100 s
 	_, base := serve(t, opts, stubBackend{})
 	c := &http.Client{Timeout: 30 * time.Second}
@@ -204,7 +212,7 @@ func TestEmptyTokens(t *testing.T) {
 		{TopicTokens: map[string][]string{"orders": {"x", ""}}},
 		{ListTokens: []string{"lister", ""}},
 	} {
-		opts := DefaultOptions()
+		opts := testOptions()
 		opts.Listen, opts.Access = "127.0.0.1:0", a
 		s, err := New(opts, stubBackend{}, topics, metrics.New(), zap.NewNop())
 		if err == nil {
@@ -275,7 +283,7 @@ func TestTopicLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, base := serveTopics(t, DefaultOptions(), stubBackend{}, registry.Limit(reg, 2))
+	_, base := serveTopics(t, testOptions(), stubBackend{}, registry.Limit(reg, 2))
 	submit := func(topic string) (int, string) {
 		body := `{"topic_name":"` + topic + `","delay_time":1000,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/cb"}}`
 		resp, err := http.Post(base+"/sorakaq/msg/submit", "application/json", strings.NewReader(body))
@@ -317,7 +325,7 @@ func (oneMessage) Get(_ context.Context, topic, id string) (*message.Message, er
 // message and 404 for an unknown id: which ids exist, and other tenants'
 // topic names. Both are the same 404 now.
 func TestGetDoesNotTellOtherTopics(t *testing.T) {
-	opts := DefaultOptions()
+	opts := testOptions()
 	opts.Access = Access{TopicTokens: map[string][]string{"t1": {"t1-token"}, "t2": {"t2-token"}}}
 	_, base := serve(t, opts, oneMessage{})
 	answer := func(id, token string) (int, string) {
@@ -361,7 +369,7 @@ func (b slowStore) Submit(ctx context.Context, m *message.Message) error {
 func TestPendingLimitHoldsUnderConcurrentSubmits(t *testing.T) {
 	const limit, all = 20, 45
 	b := slowStore{in: make(chan struct{}, all), release: make(chan struct{})}
-	opts := DefaultOptions()
+	opts := testOptions()
 	opts.RateLimits = RateLimits{MaxPendingPerTopic: limit}
 	_, base := serve(t, opts, b)
 	c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: all}, Timeout: time.Minute}
@@ -420,7 +428,7 @@ func TestTopicReadFailureKeepsItsCause(t *testing.T) {
 		fmt.Errorf("zk.GetTopic t: %w", context.Canceled),
 		fmt.Errorf("zk.GetTopic t: %w", errors.Join(context.Canceled, message.ErrNotFound)),
 	} {
-		s, _ := serveTopics(t, DefaultOptions(), stubBackend{}, failingTopics{reg, cause})
+		s, _ := serveTopics(t, testOptions(), stubBackend{}, failingTopics{reg, cause})
 		err := s.ensureTopic(context.Background(), "t")
 		if httpapi.Status(err) != 503 || !errors.Is(err, context.Canceled) {
 			t.Errorf("ensureTopic: %v (status %d, canceled %v); want 503 keeping context.Canceled", err, httpapi.Status(err), errors.Is(err, context.Canceled))

@@ -37,6 +37,14 @@ type Topic struct {
 	PausedMs int64 `json:"paused_at,omitempty"`
 }
 
+// DefaultWorkerNum is the worker_num of a topic created without one (by
+// a submit, or by the admin API without the field). The field is kept
+// from the original sorakaQ's topic settings; no sorakaQ process reads it.
+const DefaultWorkerNum = 1
+
+// MaxWorkerNum is the largest worker_num the admin API accepts.
+const MaxWorkerNum = 1024
+
 // Backoff returns the topic's retry schedule, or def when it has none.
 func (t *Topic) Backoff(def []time.Duration) []time.Duration {
 	if t == nil || len(t.RetryBackoffMs) == 0 {

@@ -28,6 +28,9 @@ import (
 	"go.uber.org/zap"
 )
 
+// DefaultServiceName is service.name when Config.ServiceName is "".
+const DefaultServiceName = "sorakaq"
+
 // Config is tracing.* of the configuration.
 type Config struct {
 	Enabled bool
@@ -92,7 +95,7 @@ func New(cfg Config, role string, log *zap.Logger) (*Tracer, error) {
 	}
 	name := cfg.ServiceName
 	if name == "" {
-		name = "sorakaq"
+		name = DefaultServiceName
 	}
 	res := resource.NewWithAttributes(semconv.SchemaURL, semconv.ServiceName(name), attribute.String("sorakaq.role", role))
 	tp := sdktrace.NewTracerProvider(

@@ -97,12 +97,14 @@ type Options struct {
 	PurgeInterval time.Duration
 	// Destinations is the per-destination flow control the callbacks
 	// start under (shared with the Caller, which limits redirects by
-	// it); nil: a Table with destination.Options{} and 64 calls in
-	// flight per destination.
+	// it); nil: a Table with destination.Options{} and
+	// destination.DefaultConcurrency calls in flight per destination.
 	Destinations *destination.Table
 }
 
-// DefaultOptions are the defaults documented in docs/config.md.
+// DefaultOptions are the worker's defaults, applied to zero Options
+// fields; config.Default takes the worker.* defaults from here (see the
+// config package for why they are written here and not there).
 func DefaultOptions() Options {
 	return Options{
 		Window:        60 * time.Second,
@@ -155,7 +157,7 @@ func (o *Options) fill() {
 		o.PauseRefresh = d.PauseRefresh
 	}
 	if o.Destinations == nil {
-		o.Destinations = destination.New(destination.Options{Default: destination.Limits{Concurrency: 64}})
+		o.Destinations = destination.New(destination.Options{Default: destination.Limits{Concurrency: destination.DefaultConcurrency}})
 	}
 }
 

@@ -45,7 +45,7 @@ func (r *Registry) Register(ctx context.Context, inst Instance) error {
 	if err := validName("role", inst.Role); err != nil {
 		return fmt.Errorf("zk.Register: %w", err)
 	}
-	if err := validName("node id", inst.NodeID); err != nil {
+	if err := validNodeID(inst.NodeID); err != nil {
 		return fmt.Errorf("zk.Register: %w", err)
 	}
 	r.instMu.Lock()

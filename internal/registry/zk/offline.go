@@ -31,7 +31,7 @@ func (r *Registry) selfNodeID() (id string) {
 // offline/<nodeID>. The leader center reads the markers (IsOffline) and
 // gives an offline worker no slots.
 func (r *Registry) SetOffline(ctx context.Context, nodeID string, offline bool) error {
-	if err := validName("node id", nodeID); err != nil {
+	if err := validNodeID(nodeID); err != nil {
 		return fmt.Errorf("zk.SetOffline %s: %w", nodeID, err)
 	}
 	p := r.offlinePath(nodeID)
@@ -65,7 +65,7 @@ func (r *Registry) SetOffline(ctx context.Context, nodeID string, offline bool) 
 
 // IsOffline reports whether the marker offline/<nodeID> exists.
 func (r *Registry) IsOffline(ctx context.Context, nodeID string) (bool, error) {
-	if err := validName("node id", nodeID); err != nil {
+	if err := validNodeID(nodeID); err != nil {
 		return false, fmt.Errorf("zk.IsOffline %s: %w", nodeID, err)
 	}
 	var ok bool

@@ -34,11 +34,18 @@ import (
 	"go.uber.org/zap"
 
 	// go-zookeeper/zk v1.0.4 with its lastZxid data race fixed (see its README.md).
+	"github.com/sorakaq/sorakaq/internal/registry"
 	zk "github.com/sorakaq/sorakaq/internal/registry/zk/internal/gozk"
 )
 
 // ErrClosed is returned by operations on a closed Registry.
 var ErrClosed = errors.New("zookeeper registry closed")
+
+// Defaults applied by Connect to zero Options fields.
+const (
+	DefaultRoot           = "/sorakaq"
+	DefaultSessionTimeout = 10 * time.Second
+)
 
 // Options configure Connect.
 type Options struct {
@@ -111,14 +118,14 @@ type Registry struct {
 // topic cache.
 func Connect(servers []string, opts Options) (*Registry, error) {
 	if opts.Root == "" {
-		opts.Root = "/sorakaq"
+		opts.Root = DefaultRoot
 	}
 	opts.Root = strings.TrimSuffix(opts.Root, "/")
 	if !strings.HasPrefix(opts.Root, "/") || opts.Root == "" {
 		return nil, fmt.Errorf("zk.Connect: root %q must start with / and not be /", opts.Root)
 	}
 	if opts.SessionTimeout <= 0 {
-		opts.SessionTimeout = 10 * time.Second
+		opts.SessionTimeout = DefaultSessionTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -474,6 +481,15 @@ func sameACL(a, b []zk.ACL) bool {
 func (r *Registry) instancesRoot() string { return r.root + "/instances" }
 func (r *Registry) topicsRoot() string    { return r.root + "/topics" }
 func (r *Registry) offlineRoot() string   { return r.root + "/offline" }
+
+// validNodeID checks a node id (registry.CheckNodeID: what the
+// configuration and the admin API accept too), which names a znode.
+func validNodeID(id string) error {
+	if err := registry.CheckNodeID(id); err != nil {
+		return fmt.Errorf("invalid node id %q: %w", id, err)
+	}
+	return nil
+}
 
 // validName checks a single path component.
 func validName(kind, s string) error {

@@ -103,22 +103,30 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// Defaults applied by Open to zero Options fields (config's
+// store.embedded.* defaults are these, in MiB).
+const (
+	DefaultCacheBytes   = 32 << 20
+	DefaultMemTableSize = 16 << 20
+	DefaultHotBytes     = 64 << 20
+)
+
 // Open opens (creating if needed) the database in opts.Dir.
 func Open(opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("embedded.Open: no directory")
 	}
 	if opts.CacheBytes <= 0 {
-		opts.CacheBytes = 32 << 20
+		opts.CacheBytes = DefaultCacheBytes
 	}
 	if opts.MemTableSize == 0 {
-		opts.MemTableSize = 16 << 20
+		opts.MemTableSize = DefaultMemTableSize
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
 	if opts.HotBytes == 0 {
-		opts.HotBytes = 64 << 20
+		opts.HotBytes = DefaultHotBytes
 	}
 	if opts.HotWindow <= 0 {
 		opts.HotWindow = 70 * time.Second

@@ -121,11 +121,17 @@ var (
 // changed under it.
 const maxTries = 100
 
+// Defaults applied by New to zero Options fields (Slots: slots.DefaultCount).
+const (
+	DefaultPrefix      = "sorakaq"
+	DefaultWaitTimeout = 100 * time.Millisecond
+)
+
 // New returns a store over client. It panics if opts.Prefix contains a
 // brace (the prefix is the keys' hash tag).
 func New(client redis.UniversalClient, opts Options) *Store {
 	if opts.Prefix == "" {
-		opts.Prefix = "sorakaq"
+		opts.Prefix = DefaultPrefix
 	}
 	if opts.Slots <= 0 {
 		opts.Slots = slots.DefaultCount
@@ -134,7 +140,7 @@ func New(client redis.UniversalClient, opts Options) *Store {
 		panic(fmt.Sprintf("redisstore.New: prefix %q must not contain '{' or '}'", opts.Prefix))
 	}
 	if opts.WaitTimeout <= 0 {
-		opts.WaitTimeout = 100 * time.Millisecond
+		opts.WaitTimeout = DefaultWaitTimeout
 	}
 	return &Store{c: client, pipe: newPipe(client), keys: newKeys(opts.Prefix, opts.Slots), wait: opts.WaitReplicas, waitT: opts.WaitTimeout, life: &life{}}
 }
