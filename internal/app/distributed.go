@@ -18,7 +18,6 @@ import (
 	"github.com/sorakaq/sorakaq/internal/bus/kafka"
 	"github.com/sorakaq/sorakaq/internal/center"
 	"github.com/sorakaq/sorakaq/internal/config"
-	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
@@ -543,9 +542,9 @@ func buildAdmin(p *process, cfg *config.Config, d *deps) error {
 	if err != nil {
 		return err
 	}
-	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
+	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: admin.RegistryCluster{Reg: d.reg}, Messages: msgs,
 		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles(), Submit: trustedSubmit(core),
-		Destinations: workerDestinations{reg: d.reg, client: client}, TopicPending: slotPending(view, d.store)}, log)
+		Destinations: admin.WorkerDestinations{Reg: d.reg, Client: client}, TopicPending: admin.SlotPending(view.Map, d.store.PendingBySlot)}, log)
 	if err != nil {
 		return err
 	}
@@ -558,107 +557,4 @@ func buildAdmin(p *process, cfg *config.Config, d *deps) error {
 	p.loops("loops", func(ctx context.Context) { rec.Run(ctx, 5*time.Second) })
 	p.running = func() { log.Info("sorakaQ admin started", zap.String("addr", ln.Addr())) }
 	return nil
-}
-
-// zkCluster is the admin's view of the instances in ZooKeeper.
-type zkCluster struct{ reg *zk.Registry }
-
-func (c zkCluster) Instances(ctx context.Context) ([]admin.InstanceInfo, error) {
-	list, err := c.reg.Instances(ctx, "")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]admin.InstanceInfo, 0, len(list))
-	for _, in := range list {
-		info := admin.InstanceInfo{NodeID: in.NodeID, Role: in.Role, Addr: in.Addr, StartedMs: in.StartedMs, Held: in.Held, Load: in.Load}
-		if in.Role == "worker" {
-			info.Offline, _ = c.reg.IsOffline(ctx, in.NodeID)
-		}
-		out = append(out, info)
-	}
-	return out, nil
-}
-
-func (c zkCluster) SetOffline(ctx context.Context, nodeID string, offline bool) error {
-	if offline {
-		list, err := c.reg.Instances(ctx, "worker")
-		if err != nil {
-			return err
-		}
-		found := false
-		for _, in := range list {
-			found = found || in.NodeID == nodeID
-		}
-		if !found {
-			return fmt.Errorf("%w: no live worker %q", message.ErrNotFound, nodeID)
-		}
-	}
-	return c.reg.SetOffline(ctx, nodeID, offline)
-}
-
-// workerDestinations is the distributed admin's destinations view: it
-// asks every live worker (each has its own flow control) at once, with a
-// short timeout; a worker that does not answer is listed in the errors,
-// the others' rows are still shown.
-type workerDestinations struct {
-	reg    *zk.Registry
-	client *workerapi.Client
-}
-
-func (d workerDestinations) Destinations(ctx context.Context) ([]admin.DestinationRow, []admin.NodeError, error) {
-	list, err := d.reg.Instances(ctx, "worker")
-	if err != nil {
-		return nil, nil, fmt.Errorf("listing the workers: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	type answer struct {
-		node   string
-		states []destination.State
-		err    error
-	}
-	answers := make(chan answer, len(list))
-	for _, in := range list {
-		go func() {
-			st, err := d.client.Destinations(ctx, in.Addr)
-			answers <- answer{node: in.NodeID, states: st, err: err}
-		}()
-	}
-	var rows []admin.DestinationRow
-	var errs []admin.NodeError
-	for range list {
-		a := <-answers
-		if a.err != nil {
-			errs = append(errs, admin.NodeError{NodeID: a.node, Error: a.err.Error()})
-			continue
-		}
-		for _, s := range a.states {
-			rows = append(rows, admin.DestinationRow{NodeID: a.node, State: s})
-		}
-	}
-	return rows, errs, nil
-}
-
-// slotPending is the distributed per-worker pending count of a topic: the
-// slots' counters summed by the holder the slot map names (the cluster
-// view's, kept by its watch; a slot being handed over counts for its new
-// holder).
-func slotPending(view *cluster.View, st *redisstore.Store) func(ctx context.Context, topic string) (map[string]int64, error) {
-	return func(ctx context.Context, topic string) (map[string]int64, error) {
-		m := view.Map()
-		if m == nil {
-			return nil, errors.New("no slot map yet")
-		}
-		per, err := st.PendingBySlot(ctx, topic)
-		if err != nil {
-			return nil, err
-		}
-		out := map[string]int64{}
-		for sl, n := range per {
-			if sl < len(m.Slots) && m.Slots[sl].Holder.Node != "" {
-				out[m.Slots[sl].Holder.Node] += n
-			}
-		}
-		return out, nil
-	}
 }
