@@ -301,17 +301,7 @@ func ensureNoticeTopic(ctx context.Context, cfg *config.Config, log *zap.Logger)
 		return
 	}
 	defer kadmin.Close()
-	for ctx.Err() == nil {
-		err := kadmin.EnsureTopic(ctx, notice.Topic, cfg.Kafka.DefaultPartitions, int16(cfg.Kafka.Replication))
-		if err == nil {
-			return
-		}
-		log.Warn("creating the Kafka topic of notices failed; will retry", zap.Error(err))
-		select {
-		case <-ctx.Done():
-		case <-time.After(2 * time.Second):
-		}
-	}
+	kadmin.KeepEnsuringTopic(ctx, notice.Topic, cfg.Kafka.DefaultPartitions, int16(cfg.Kafka.Replication), 2*time.Second)
 }
 
 func buildReceive(p *process, cfg *config.Config, d *deps) error {
