@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -106,9 +107,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("start failed", zap.Error(err))
 		return 1
 	}
-	if err := a.Main(); err != nil {
+	if err := a.Start(context.Background()); err != nil {
 		log.Error("start failed", zap.Error(err))
-		_ = a.Exit()
+		_ = a.Stop(context.Background())
 		return 1
 	}
 	sig := make(chan os.Signal, 1)
@@ -117,13 +118,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	select {
 	case s := <-sig:
 		log.Info("signal received, shutting down", zap.String("signal", s.String()))
-	case err := <-a.Err():
+	case err := <-a.Failed():
 		if err != nil && !errors.Is(err, os.ErrClosed) {
 			log.Error("server stopped", zap.Error(err))
 			code = 1
 		}
 	}
-	if err := a.Exit(); err != nil {
+	// each process bounds its own shutdown by shutdown.timeout
+	if err := a.Stop(context.Background()); err != nil {
 		log.Error("shutdown", zap.Error(err))
 		code = 1
 	}

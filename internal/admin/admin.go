@@ -125,12 +125,13 @@ type Server struct {
 	pending func(ctx context.Context, topic string) (map[string]int64, error)
 	auth    *auth
 	log     *zap.Logger
-	*httpapi.Server
+	engine  *gin.Engine
 }
 
-// New opens the listener and builds the routes: the console and login
-// are public, every other /sorakaq/ route needs a session (or the API
-// token) and, for changes, the session's CSRF token.
+// New builds the service's HTTP API (Handler; its owner opens the
+// listener Listen, HTTP and TLSCert/TLSKey describe): the console and
+// login are public, every other /sorakaq/ route needs a session (or the
+// API token) and, for changes, the session's CSRF token.
 func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	opts.Auth.SecureCookie = opts.Auth.SecureCookie || opts.TLSCert != ""
 	au, err := newAuth(opts.Auth, log)
@@ -173,16 +174,12 @@ func New(opts Options, d Deps, log *zap.Logger) (*Server, error) {
 	mg := api.Group("/monitor")
 	mg.GET("/minutes", w(s.minutes))
 	mg.GET("/workers", w(s.workers))
-	if opts.HTTP.Log == nil {
-		opts.HTTP.Log = log
-	}
-	hs, err := httpapi.Listen("admin", opts.Listen, e, opts.HTTP, opts.TLSCert, opts.TLSKey)
-	if err != nil {
-		return nil, err
-	}
-	s.Server = hs
+	s.engine = e
 	return s, nil
 }
+
+// Handler is the service's HTTP API.
+func (s *Server) Handler() *gin.Engine { return s.engine }
 
 func pprofHandler(w http.ResponseWriter, r *http.Request) {
 	switch strings.TrimPrefix(r.URL.Path, "/debug/pprof/") {

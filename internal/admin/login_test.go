@@ -82,15 +82,19 @@ func serveAdminPassword(t *testing.T, trusted []string, password string) (*Serve
 	}
 	clock := &fakeClock{t: time.Now()}
 	s.auth.logins.now = clock.now
+	hs, err := httpapi.Listen("admin", opts.Listen, s.Handler(), opts.HTTP, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
+	go func() { done <- hs.Serve() }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = s.Shutdown(ctx)
+		_ = hs.Shutdown(ctx)
 		<-done
 	})
-	return s, "http://" + s.Addr(), clock
+	return s, "http://" + hs.Addr(), clock
 }
 
 // login tries a password, as the given client address (X-Forwarded-For;

@@ -5,13 +5,11 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"net"
 	"net/netip"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,7 +18,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/admin"
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/config"
-	"github.com/sorakaq/sorakaq/internal/destination"
+	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/metrics"
 	"github.com/sorakaq/sorakaq/internal/receive"
 	"github.com/sorakaq/sorakaq/internal/registry"
@@ -40,48 +38,30 @@ func New(cmd string, cfg *config.Config, log *zap.Logger) (Runner, error) {
 	if cfg.Mode == "embedded" {
 		return NewAllInOne(cfg, log)
 	}
-	var rs []Runner
-	for _, role := range []string{"worker", "center", "receive", "admin"} {
+	return newGroup([]string{"worker", "center", "receive", "admin"}, cfg, log)
+}
+
+// newGroup runs several roles in one process: they start in order and
+// stop in reverse order, each within its own shutdown timeout; a role
+// failing is the group failing.
+func newGroup(roles []string, cfg *config.Config, log *zap.Logger) (_ Runner, err error) {
+	g := newProcess("all", log, 0)
+	defer g.closeOnError(&err)
+	for _, role := range roles {
 		r, err := NewRole(role, cfg, log)
 		if err != nil {
-			for _, x := range rs {
-				_ = x.Exit()
-			}
 			return nil, err
 		}
-		rs = append(rs, r)
+		g.onClose(r.Stop) // a role built but never started is closed too
+		g.step(role, func(ctx context.Context) error {
+			if err := r.Start(ctx); err != nil {
+				return err
+			}
+			g.forward(r)
+			return nil
+		}, nil)
 	}
-	return newGroup(rs), nil
-}
-
-// group runs several roles in one process; they exit in reverse order.
-type group struct {
-	rs   []Runner
-	errc chan error
-}
-
-func newGroup(rs []Runner) *group { return &group{rs: rs, errc: make(chan error, len(rs))} }
-
-func (g *group) Main() error {
-	for _, r := range g.rs {
-		if err := r.Main(); err != nil {
-			return err
-		}
-		go func(r Runner) { g.errc <- <-r.Err() }(r)
-	}
-	return nil
-}
-
-func (g *group) Err() <-chan error { return g.errc }
-
-func (g *group) Exit() error {
-	var errs []error
-	for i := len(g.rs) - 1; i >= 0; i-- {
-		if err := g.rs[i].Exit(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return g, nil
 }
 
 // NewLogger builds the process logger from config.
@@ -103,30 +83,20 @@ func NewLogger(c config.Log) (*zap.Logger, error) {
 // AllInOne is receive, worker and admin in one process over the embedded
 // store.
 type AllInOne struct {
-	cfg     *config.Config
-	log     *zap.Logger
-	store   *embedded.Store
-	caller  *callback.Caller
-	worker  *worker.Worker
-	stats   *stats.Recorder
-	receive *receive.Server
-	admin   *admin.Server
-
-	statsCtx  context.Context
-	statsStop context.CancelFunc
-	statsDone chan struct{}
-
-	tracer   *tracing.Tracer // nil: tracing off
-	exitOnce sync.Once
-	errc     chan error
+	*process
+	receive, admin *httpapi.Server
 }
 
-// NewAllInOne opens the store and the listeners; nothing runs yet.
-func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
+// NewAllInOne opens the store and the listeners; nothing runs before
+// Start. Stop shuts down in order: stop taking requests (finishing those
+// in progress), stop the worker (finishing calls in flight), flush the
+// last figures, close the store.
+func NewAllInOne(cfg *config.Config, log *zap.Logger) (_ *AllInOne, err error) {
 	if cfg.Mode != "embedded" {
 		return nil, fmt.Errorf("all-in-one with mode %q: the distributed mode runs as separate roles (receive, center, worker, admin); set mode: embedded", cfg.Mode)
 	}
-	a := &AllInOne{cfg: cfg, log: log, errc: make(chan error, 2)}
+	p := newProcess("all-in-one", log, cfg.Shutdown.Timeout)
+	defer p.closeOnError(&err)
 	st, err := embedded.Open(embedded.Options{
 		Dir:          filepath.Join(cfg.DataDir, "messages"),
 		CacheBytes:   cfg.Store.Embedded.CacheMB << 20,
@@ -137,47 +107,76 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (*AllInOne, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.store = st
+	p.onClose(func(context.Context) error { return st.Close() })
 	topics, err := local.Open(cfg.DataDir)
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	m := metrics.New()
-	a.tracer, err = tracing.New(cfg.TracingConfig(), "all", log.Named("tracing"))
+	tracer, err := tracing.New(cfg.TracingConfig(), "all", log.Named("tracing"))
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
-	var dests *destination.Table
-	a.caller, dests = newCaller(cfg, m)
-	a.stats = stats.NewRecorder(cfg.NodeID, st, log.Named("stats"))
+	p.onClose(shutdownTracer(tracer, log))
+	caller, dests := newCaller(cfg, m)
+	p.onClose(func(context.Context) error { caller.Close(); return nil })
+	rec := stats.NewRecorder(cfg.NodeID, st, log.Named("stats"))
 	wopts := WorkerOptions(cfg)
-	wopts.Stats = a.stats
-	wopts.Tracer = a.tracer
+	wopts.Stats = rec
+	wopts.Tracer = tracer
 	wopts.Destinations = dests
-	a.worker = worker.New(wopts, st, topics, a.caller, m, log.Named("worker"))
+	w := worker.New(wopts, st, topics, caller, m, log.Named("worker"))
 
 	ropts := receiveOptions(cfg)
-	ropts.Tracer = a.tracer
+	ropts.Tracer = tracer
 	limited := registry.Limit(topics, cfg.Topics.Max) // what clients create; the worker reads
-	a.receive, err = receive.New(ropts, a.worker, limited, m, log.Named("receive"))
+	recv, err := receive.New(ropts, w, limited, m, log.Named("receive"))
 	if err != nil {
-		st.Close()
+		return nil, err
+	}
+	rl, err := p.listen("receive", ropts.Listen, recv.Handler(), ropts.HTTP, ropts.TLSCert, ropts.TLSKey)
+	if err != nil {
 		return nil, err
 	}
 	aopts := adminOptions(cfg)
-	single := admin.Single{NodeID: cfg.NodeID, Addr: cfg.Receive.Listen, StartedMs: time.Now().UnixMilli(), Held: a.worker.Held}
-	a.admin, err = admin.New(aopts, admin.Deps{Topics: limited, Counter: a.worker, Cluster: single, Messages: a.worker,
-		Stats: st, Metrics: m, Ready: a.worker.Ready, Web: ConsoleFiles(), Submit: trustedSubmit(a.receive),
-		Destinations: localDestinations{node: cfg.NodeID, w: a.worker}, TopicPending: localPending(cfg.NodeID, st)}, log.Named("admin"))
+	single := admin.Single{NodeID: cfg.NodeID, Addr: cfg.Receive.Listen, StartedMs: time.Now().UnixMilli(), Held: w.Held}
+	adm, err := admin.New(aopts, admin.Deps{Topics: limited, Counter: w, Cluster: single, Messages: w,
+		Stats: st, Metrics: m, Ready: w.Ready, Web: ConsoleFiles(), Submit: trustedSubmit(recv),
+		Destinations: localDestinations{node: cfg.NodeID, w: w}, TopicPending: localPending(cfg.NodeID, st)}, log.Named("admin"))
 	if err != nil {
-		a.receive.Shutdown(context.Background())
-		st.Close()
 		return nil, err
 	}
-	a.caller.DenySelf(a.receive.Addr(), a.admin.Addr()) // the ports bound, if :0
-	return a, nil
+	al, err := p.listen("admin", aopts.Listen, adm.Handler(), aopts.HTTP, aopts.TLSCert, aopts.TLSKey)
+	if err != nil {
+		return nil, err
+	}
+	caller.DenySelf(rl.Addr(), al.Addr()) // the ports bound, if :0
+
+	// Started in this order, stopped after the listeners in reverse: the
+	// worker finishes its calls in flight before the last figures are
+	// flushed.
+	p.loops("stats", func(ctx context.Context) { rec.Run(ctx, 5*time.Second) })
+	p.step("worker", func(context.Context) error { return w.Start() }, func(ctx context.Context) error { w.Stop(ctx); return nil })
+	p.serve("receive", rl)
+	p.serve("admin", al)
+	p.running = func() {
+		logCallbackPolicy(cfg, log)
+		logExposure(cfg, log, map[string]string{"receive": rl.Addr(), "admin": al.Addr()})
+		log.Info("sorakaQ all-in-one started", zap.String("receive", rl.Addr()), zap.String("admin", al.Addr()),
+			zap.String("data_dir", cfg.DataDir))
+	}
+	return &AllInOne{process: p, receive: rl, admin: al}, nil
+}
+
+// shutdownTracer sends the spans still buffered; a failure is only
+// logged.
+func shutdownTracer(t *tracing.Tracer, log *zap.Logger) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		if err := t.Shutdown(ctx); err != nil {
+			log.Warn("tracing: spans not sent at shutdown", zap.Error(err))
+		}
+		return nil
+	}
 }
 
 // logCallbackPolicy says at start what callbacks may reach, since the
@@ -258,60 +257,6 @@ var ConsoleFiles = func() fs.FS { return nil }
 // ReceiveAddr and AdminAddr are the bound addresses.
 func (a *AllInOne) ReceiveAddr() string { return a.receive.Addr() }
 func (a *AllInOne) AdminAddr() string   { return a.admin.Addr() }
-
-// Main starts everything; it returns once serving. Errors of the servers
-// arrive on Err.
-func (a *AllInOne) Main() error {
-	if err := a.worker.Start(); err != nil {
-		return err
-	}
-	a.statsCtx, a.statsStop = context.WithCancel(context.Background())
-	a.statsDone = make(chan struct{})
-	go func() { defer close(a.statsDone); a.stats.Run(a.statsCtx, 5*time.Second) }()
-	go func() { a.errc <- a.receive.Serve() }()
-	go func() { a.errc <- a.admin.Serve() }()
-	logCallbackPolicy(a.cfg, a.log)
-	logExposure(a.cfg, a.log, map[string]string{"receive": a.receive.Addr(), "admin": a.admin.Addr()})
-	a.log.Info("sorakaQ all-in-one started",
-		zap.String("receive", a.receive.Addr()), zap.String("admin", a.admin.Addr()),
-		zap.String("data_dir", a.cfg.DataDir))
-	return nil
-}
-
-// Err reports a server that stopped on its own.
-func (a *AllInOne) Err() <-chan error { return a.errc }
-
-// Exit shuts down in order: stop taking requests (finishing those in
-// progress), stop the worker (finishing calls in flight), close the store.
-// Idempotent.
-func (a *AllInOne) Exit() error {
-	var errs []error
-	a.exitOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Shutdown.Timeout)
-		defer cancel()
-		start := time.Now()
-		if err := a.receive.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("receive shutdown: %w", err))
-		}
-		if err := a.admin.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
-		}
-		a.worker.Stop(ctx)
-		if a.statsStop != nil {
-			a.statsStop() // flushes the last figures
-			<-a.statsDone
-		}
-		a.caller.Close()
-		if err := a.store.Close(); err != nil {
-			errs = append(errs, err)
-		}
-		if err := a.tracer.Shutdown(ctx); err != nil {
-			a.log.Warn("tracing: spans not sent at shutdown", zap.Error(err))
-		}
-		a.log.Info("sorakaQ stopped", zap.Duration("took", time.Since(start)))
-	})
-	return errors.Join(errs...)
-}
 
 // hotBytes is store.embedded.hot_mb for embedded.Options (0 there is the
 // default, so "none" is negative).

@@ -18,7 +18,6 @@ import (
 	"github.com/sorakaq/sorakaq/internal/bus/kafka"
 	"github.com/sorakaq/sorakaq/internal/center"
 	"github.com/sorakaq/sorakaq/internal/config"
-	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/httpapi"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/metrics"
@@ -40,42 +39,38 @@ import (
 )
 
 // NewRole builds one role of the distributed mode (receive, center, worker
-// or admin) from config.
-func NewRole(role string, cfg *config.Config, log *zap.Logger) (Runner, error) {
+// or admin) from config; nothing runs before Start.
+func NewRole(role string, cfg *config.Config, log *zap.Logger) (_ Runner, err error) {
 	if cfg.Mode != "distributed" {
 		return nil, fmt.Errorf("role %q runs in the distributed mode (Kafka, ZooKeeper, Redis); set mode: distributed (see conf/distributed.yaml), or run `sorakaq all` for the all-in-one", role)
 	}
-	d, err := openDeps(cfg, log)
+	build, ok := map[string]func(*process, *config.Config, *deps) error{
+		"receive": buildReceive, "center": buildCenter, "worker": buildWorker, "admin": buildAdmin}[role]
+	if !ok {
+		return nil, fmt.Errorf("unknown role %q", role)
+	}
+	rlog := log.Named(role)
+	if role == "worker" {
+		rlog = rlog.With(zap.String("node_id", cfg.NodeID))
+	}
+	p := newProcess(role, rlog, cfg.Shutdown.Timeout)
+	defer p.closeOnError(&err)
+	d, err := openDeps(p, cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	if d.tracer, err = tracing.New(cfg.TracingConfig(), role, log.Named("tracing")); err != nil {
-		d.close()
 		return nil, err
 	}
-	var r Runner
-	switch role {
-	case "receive":
-		r, err = newReceive(cfg, d)
-	case "center":
-		r, err = newCenter(cfg, d)
-	case "worker":
-		r, err = newWorker(cfg, d)
-	case "admin":
-		r, err = newAdmin(cfg, d)
-	default:
-		err = fmt.Errorf("unknown role %q", role)
-	}
-	if err != nil {
-		d.close()
+	p.onClose(shutdownTracer(d.tracer, log))
+	if err := build(p, cfg, d); err != nil {
 		return nil, err
 	}
-	return r, nil
+	return p, nil
 }
 
 // deps are the connections every role uses.
 type deps struct {
-	log     *zap.Logger
 	metrics *metrics.Metrics
 	rc      redis.UniversalClient
 	store   *redisstore.Store
@@ -89,10 +84,10 @@ type deps struct {
 // durabilityNote is for /readyz.
 func (d *deps) durabilityNote() string { return d.durability }
 
-// watchRedis runs the periodic Redis checks every distributed process
-// makes (clock skew, data loss): see redischeck.Watch.
-func (d *deps) watchRedis(ctx context.Context, log *zap.Logger) {
-	redischeck.Watch(ctx, d.rc, d.store, d.metrics, log)
+// watchRedis is the periodic Redis checks every distributed process makes
+// (clock skew, data loss), as a loop.
+func (d *deps) watchRedis(log *zap.Logger) func(ctx context.Context) {
+	return func(ctx context.Context) { redischeck.Watch(ctx, d.rc, d.store, d.metrics, log) }
 }
 
 // openRedis connects to Redis and checks the data set's layout, waiting
@@ -120,19 +115,21 @@ func openRedis(ctx context.Context, cfg *config.Config, log *zap.Logger) (redis.
 	return rc, st, nil
 }
 
-func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
+// openDeps connects to Redis and ZooKeeper, closed with p.
+func openDeps(p *process, cfg *config.Config, log *zap.Logger) (*deps, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	rc, st, err := openRedis(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	p.onClose(func(context.Context) error { _ = rc.Close(); return nil })
 	reg, err := zk.Connect(cfg.ZooKeeper.Servers, zk.Options{Root: cfg.ZooKeeper.Root, SessionTimeout: cfg.ZooKeeper.SessionTimeout, Logger: log.Named("zk"),
 		Auth: cfg.ZooKeeper.Auth})
 	if err != nil {
-		rc.Close()
 		return nil, fmt.Errorf("zookeeper %v: %w", cfg.ZooKeeper.Servers, err)
 	}
+	p.onClose(func(context.Context) error { reg.Close(); return nil })
 	for key, on := range map[string]bool{"redis.tls.insecure_skip_verify": cfg.Redis.TLS.Enabled && cfg.Redis.TLS.InsecureSkipVerify,
 		"kafka.tls.insecure_skip_verify": cfg.Kafka.TLS.Enabled && cfg.Kafka.TLS.InsecureSkipVerify} {
 		if on {
@@ -145,7 +142,7 @@ func openDeps(cfg *config.Config, log *zap.Logger) (*deps, error) {
 	if cfg.Cluster.Secret == "" {
 		log.Warn("cluster.secret is empty: the workers' internal API is open to anyone who can reach it; set SORAKAQ_CLUSTER_SECRET on every process")
 	}
-	return &deps{log: log, metrics: metrics.New(), rc: rc, reg: reg, store: st, durability: checkPersistence(ctx, rc, log)}, nil
+	return &deps{metrics: metrics.New(), rc: rc, reg: reg, store: st, durability: checkPersistence(ctx, rc, log)}, nil
 }
 
 // checkPersistence reads the Redis persistence settings and says what an
@@ -219,16 +216,6 @@ func hasAnyPrefix(s string, prefixes ...string) bool {
 	return false
 }
 
-func (d *deps) close() {
-	d.reg.Close()
-	d.rc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := d.tracer.Shutdown(ctx); err != nil {
-		d.log.Warn("tracing: spans not sent at shutdown", zap.Error(err))
-	}
-}
-
 // ready is nil when Redis and ZooKeeper answer, plus any extra checks.
 func (d *deps) ready(extra ...func() error) func() error {
 	return func() error {
@@ -249,8 +236,27 @@ func (d *deps) ready(extra ...func() error) func() error {
 	}
 }
 
-func (d *deps) register(ctx context.Context, role, nodeID, addr string) error {
-	return d.reg.Register(ctx, zk.Instance{NodeID: nodeID, Role: role, Addr: addr, StartedMs: time.Now().UnixMilli(), PID: os.Getpid(), Version: version.Version})
+// instance is this process as it registers (StartedMs set when it does).
+func instance(role, nodeID, addr string) *zk.Instance {
+	return &zk.Instance{NodeID: nodeID, Role: role, Addr: addr, PID: os.Getpid(), Version: version.Version}
+}
+
+// register adds the part that registers self in ZooKeeper (within wait,
+// if not 0; Register waits while another process holds the node id) and
+// deregisters it. The worker's load reports send self again.
+func (d *deps) register(p *process, self *zk.Instance, wait time.Duration) {
+	p.step("register", func(ctx context.Context) error {
+		if wait > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, wait)
+			defer cancel()
+		}
+		self.StartedMs = time.Now().UnixMilli()
+		return d.reg.Register(ctx, *self)
+	}, func(ctx context.Context) error {
+		_ = d.reg.Deregister(ctx)
+		return nil
+	})
 }
 
 // advertised is the address others reach a listener at.
@@ -283,103 +289,60 @@ func ensureNoticeTopic(ctx context.Context, cfg *config.Config, log *zap.Logger)
 		return
 	}
 	defer kadmin.Close()
-	for ctx.Err() == nil {
-		err := kadmin.EnsureTopic(ctx, notice.Topic, cfg.Kafka.DefaultPartitions, int16(cfg.Kafka.Replication))
-		if err == nil {
-			return
-		}
-		log.Warn("creating the Kafka topic of notices failed; will retry", zap.Error(err))
-		select {
-		case <-ctx.Done():
-		case <-time.After(2 * time.Second):
-		}
-	}
+	kadmin.KeepEnsuringTopic(ctx, notice.Topic, cfg.Kafka.DefaultPartitions, int16(cfg.Kafka.Replication), 2*time.Second)
 }
 
-func newReceive(cfg *config.Config, d *deps) (Runner, error) {
-	log := d.log.Named("receive")
+func buildReceive(p *process, cfg *config.Config, d *deps) error {
+	log := p.log
 	kopts, err := kafkaOptions(cfg, log)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	producer, err := kafka.NewProducer(kopts)
 	if err != nil {
-		return nil, fmt.Errorf("kafka producer: %w", err)
+		return fmt.Errorf("kafka producer: %w", err)
 	}
-	bg, bgCancel := context.WithCancel(context.Background())
-	go ensureNoticeTopic(bg, cfg, log)
-	view := cluster.NewView(bg, d.reg, log)
+	p.onClose(func(context.Context) error { _ = producer.Close(); return nil })
+	view := cluster.NewView(p.background(), d.reg, log)
 	client := workerapi.NewClient(workerCallTimeout, cfg.Cluster.Secret)
+	p.onClose(func(context.Context) error { client.Close(); return nil })
 	backend := routed.New(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	backend.Stats = rec
 	backend.Tracer = d.tracer
-	recDone := make(chan struct{})
-	go func() { defer close(recDone); rec.Run(bg, 5*time.Second) }()
-	go d.watchRedis(bg, log)
+	p.onClose(func(context.Context) error {
+		// the notices still queued get one produce timeout (before the
+		// producer closes)
+		wait := cfg.Kafka.ProduceTimeout
+		if wait <= 0 {
+			wait = kafka.DefaultProduceTimeout
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		backend.Close(ctx)
+		return nil
+	})
 	ropts := receiveOptions(cfg)
 	ropts.DefaultPartitions = cfg.Kafka.DefaultPartitions
 	ropts.Durability = d.durabilityNote
 	ropts.Tracer = d.tracer
 	srv, err := receive.New(ropts, backend, registry.Limit(d.reg, cfg.Topics.Max), d.metrics, log)
 	if err != nil {
-		bgCancel()
-		producer.Close()
-		return nil, err
+		return err
 	}
-	return &receiveRole{cfg: cfg, srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log,
-		closers: []func(){func() { bgCancel(); <-recDone }, client.Close, func() {
-			// the notices still queued get one produce timeout
-			wait := cfg.Kafka.ProduceTimeout
-			if wait <= 0 {
-				wait = kafka.DefaultProduceTimeout
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), wait)
-			defer cancel()
-			backend.Close(ctx)
-			producer.Close()
-		}}}, nil
-}
-
-// receiveRole runs the receive server (which has its own listener) and
-// registers it.
-type receiveRole struct {
-	cfg     *config.Config
-	srv     *receive.Server
-	d       *deps
-	nodeID  string
-	timeout time.Duration
-	log     *zap.Logger
-	closers []func()
-	errc    chan error
-}
-
-func (r *receiveRole) Main() error {
-	r.errc = make(chan error, 1)
-	go func() { r.errc <- r.srv.Serve() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := r.d.register(ctx, "receive", r.nodeID, advertised("", r.srv.Addr())); err != nil {
-		return fmt.Errorf("receive: register: %w", err)
+	ln, err := p.listen("receive", ropts.Listen, srv.Handler(), ropts.HTTP, ropts.TLSCert, ropts.TLSKey)
+	if err != nil {
+		return err
 	}
-	logExposure(r.cfg, r.log, map[string]string{"receive": r.srv.Addr()})
-	r.log.Info("sorakaQ receive started", zap.String("addr", r.srv.Addr()))
+	p.serve("listener", ln)
+	d.register(p, instance("receive", cfg.NodeID, advertised("", ln.Addr())), 30*time.Second)
+	p.loops("loops", func(ctx context.Context) { ensureNoticeTopic(ctx, cfg, log) },
+		func(ctx context.Context) { rec.Run(ctx, 5*time.Second) }, d.watchRedis(log))
+	p.running = func() {
+		logExposure(cfg, log, map[string]string{"receive": ln.Addr()})
+		log.Info("sorakaQ receive started", zap.String("addr", ln.Addr()))
+	}
 	return nil
-}
-
-func (r *receiveRole) Err() <-chan error { return r.errc }
-
-func (r *receiveRole) Exit() error {
-	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-	defer cancel()
-	err := r.srv.Shutdown(ctx)
-	_ = r.d.reg.Deregister(ctx)
-	for _, c := range r.closers {
-		c()
-	}
-	r.d.close()
-	r.log.Info("sorakaQ receive stopped")
-	return err
 }
 
 // router is the center's view of slot holders.
@@ -395,15 +358,15 @@ func (r router) HolderAddr(slot int) (string, bool) {
 
 func (r router) SlotOf(id string) int { return r.st.SlotOf(id) }
 
-func newCenter(cfg *config.Config, d *deps) (Runner, error) {
-	log := d.log.Named("center")
+func buildCenter(p *process, cfg *config.Config, d *deps) error {
+	log := p.log
 	kopts, err := kafkaOptions(cfg, log)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	bg, bgCancel := context.WithCancel(context.Background())
-	view := cluster.NewView(bg, d.reg, log)
+	view := cluster.NewView(p.background(), d.reg, log)
 	client := workerapi.NewClient(noticeCallTimeout, cfg.Cluster.Secret)
+	p.onClose(func(context.Context) error { client.Close(); return nil })
 	c := center.New(center.Options{Tracer: d.tracer}, router{view, d.store}, client, d.metrics, log)
 	leader := &center.Leader{Reg: d.reg, Cluster: view, Log: log.Named("leader"), EpochFloor: d.store.MaxLeaseEpoch,
 		Planner: &slots.Planner{Count: cfg.Cluster.Slots, Strategy: cfg.Center.Strategy, Grace: cfg.Center.Grace}}
@@ -420,47 +383,35 @@ func newCenter(cfg *config.Config, d *deps) (Runner, error) {
 			return c.HandleValues(ctx, keys, values)
 		})
 	if err != nil {
-		bgCancel()
-		return nil, fmt.Errorf("kafka consumer: %w", err)
+		return fmt.Errorf("kafka consumer: %w", err)
 	}
+	// Run closes it when it ran (and logs a failure to)
+	p.onClose(func(context.Context) error { _ = consumer.Close(); return nil })
 	e := httpapi.NewEngineWith(log, d.metrics, d.ready(consumer.Healthy), d.durabilityNote)
-	s, err := newService("center", cfg.Center.Listen, e, cfg.HTTPOptions(), cfg.Shutdown.Timeout, log)
+	ln, err := p.listen("center", cfg.Center.Listen, e, cfg.HTTPOptions(), "", "")
 	if err != nil {
-		bgCancel()
-		return nil, err
+		return err
 	}
-	s.start = func(ctx context.Context) error {
-		if err := d.register(ctx, "center", cfg.NodeID, advertised("", s.Addr())); err != nil {
-			return err
-		}
-		s.loop(func(ctx context.Context) { ensureNoticeTopic(ctx, cfg, log) })
-		s.loop(func(ctx context.Context) {
+	p.serve("listener", ln)
+	d.register(p, instance("center", cfg.NodeID, advertised("", ln.Addr())), 0)
+	p.loops("loops", func(ctx context.Context) { ensureNoticeTopic(ctx, cfg, log) },
+		func(ctx context.Context) {
 			// notices are routed by the slot map: load it first
 			if err := view.Wait(ctx); err != nil {
 				return
 			}
 			if err := consumer.Run(ctx); err != nil {
-				s.errc <- fmt.Errorf("center: consumer: %w", err)
+				p.fail(fmt.Errorf("center: consumer: %w", err))
 			}
-		})
-		s.loop(leader.Run)
-		s.loop(func(ctx context.Context) { d.watchRedis(ctx, log) })
-		return nil
-	}
-	s.onStop(func(ctx context.Context) error {
-		bgCancel()
-		client.Close()
-		_ = d.reg.Deregister(ctx)
-		d.close()
-		return nil
-	})
-	return s, nil
+		},
+		leader.Run, d.watchRedis(log))
+	p.running = func() { log.Info("sorakaQ center started", zap.String("addr", ln.Addr())) }
+	return nil
 }
 
-func newWorker(cfg *config.Config, d *deps) (Runner, error) {
-	log := d.log.Named("worker").With(zap.String("node_id", cfg.NodeID))
-	bg, bgCancel := context.WithCancel(context.Background())
-	view := cluster.NewView(bg, d.reg, log)
+func buildWorker(p *process, cfg *config.Config, d *deps) error {
+	log := p.log
+	view := cluster.NewView(p.background(), d.reg, log)
 	// The longest a callback can take once it left the wheel: the ttr
 	// (nothing waits for a destination: a full one parks the message).
 	longest := time.Duration(cfg.Receive.MaxTTRMs)*time.Millisecond + 5*time.Second
@@ -468,6 +419,7 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 		Log: log.Named("slots"), ReleaseWait: longest}
 	holder.Init()
 	caller, dests := newCaller(cfg, d.metrics)
+	p.onClose(func(context.Context) error { caller.Close(); return nil })
 	wopts := WorkerOptions(cfg)
 	wopts.Destinations = dests
 	wopts.NodeID = cfg.NodeID
@@ -486,51 +438,37 @@ func newWorker(cfg *config.Config, d *deps) (Runner, error) {
 		return nil
 	}), d.durabilityNote)
 	workerapi.Register(e, w, cfg.Cluster.Secret, log)
-	s, err := newService("worker", cfg.Worker.Listen, e, cfg.HTTPOptions(), cfg.Shutdown.Timeout, log)
+	ln, err := p.listen("worker", cfg.Worker.Listen, e, cfg.HTTPOptions(), "", "")
 	if err != nil {
-		bgCancel()
-		return nil, err
+		return err
 	}
-	caller.DenySelf(s.Addr())
-	addr := advertised(cfg.Worker.Advertise, s.Addr())
-	s.start = func(ctx context.Context) error {
-		logCallbackPolicy(cfg, log)
-		// Register waits while another process holds this node id (the
-		// same id started twice): it gets no slots meanwhile.
-		if err := d.register(ctx, "worker", cfg.NodeID, addr); err != nil {
-			return err
-		}
-		if err := w.Start(); err != nil {
-			return err
-		}
-		s.loop(func(ctx context.Context) { holder.Run(ctx, cfg.Shutdown.Timeout) })
-		s.loop(func(ctx context.Context) {
-			leases.ReportLoad(ctx, d.reg, w, zk.Instance{NodeID: cfg.NodeID, Role: "worker", Addr: addr, StartedMs: time.Now().UnixMilli(), PID: os.Getpid(), Version: version.Version})
-		})
-		s.loop(func(ctx context.Context) { rec.Run(ctx, 5*time.Second) })
-		s.loop(func(ctx context.Context) { d.watchRedis(ctx, log) })
-		return nil
-	}
-	s.onStop(func(ctx context.Context) error {
-		// The holder lets every slot go (after the worker's calls in
-		// flight) when the loops end, which Exit did before this step.
-		w.Stop(ctx)
-		caller.Close()
-		bgCancel()
-		_ = d.reg.Deregister(ctx)
-		d.close()
-		return nil
-	})
-	return s, nil
+	caller.DenySelf(ln.Addr())
+	self := instance("worker", cfg.NodeID, advertised(cfg.Worker.Advertise, ln.Addr()))
+
+	// The listener serves first (its /readyz says while the worker waits
+	// to register) and is shut first; the loops end before the worker
+	// stops: the holder lets every slot go after the worker's calls in
+	// flight.
+	p.serve("listener", ln)
+	p.step("callback policy", func(context.Context) error { logCallbackPolicy(cfg, log); return nil }, nil)
+	// Register waits while another process holds this node id (the same
+	// id started twice): it gets no slots meanwhile.
+	d.register(p, self, 0)
+	p.step("worker", func(context.Context) error { return w.Start() }, func(ctx context.Context) error { w.Stop(ctx); return nil })
+	p.loops("loops", func(ctx context.Context) { holder.Run(ctx, cfg.Shutdown.Timeout) },
+		func(ctx context.Context) { leases.ReportLoad(ctx, d.reg, w, *self) },
+		func(ctx context.Context) { rec.Run(ctx, 5*time.Second) }, d.watchRedis(log))
+	p.running = func() { log.Info("sorakaQ worker started", zap.String("addr", ln.Addr())) }
+	return nil
 }
 
-func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
-	log := d.log.Named("admin")
+func buildAdmin(p *process, cfg *config.Config, d *deps) error {
+	log := p.log
 	aopts := adminOptions(cfg)
 	aopts.DefaultPartitions = cfg.Kafka.DefaultPartitions
-	bg, bgCancel := context.WithCancel(context.Background())
-	view := cluster.NewView(bg, d.reg, log)
+	view := cluster.NewView(p.background(), d.reg, log)
 	client := workerapi.NewClient(workerCallTimeout, cfg.Cluster.Secret)
+	p.onClose(func(context.Context) error { client.Close(); return nil })
 	msgs := routed.New(d.store, nil, view, client, d.ready(), d.metrics, log)
 	// The console's test messages go through a receive path of their own
 	// with a Kafka producer, so that their notice reaches the holder and
@@ -538,178 +476,39 @@ func newAdmin(cfg *config.Config, d *deps) (Runner, error) {
 	// Its readiness is not the admin's: the admin works without Kafka.
 	kopts, err := kafkaOptions(cfg, log)
 	if err != nil {
-		bgCancel()
-		return nil, err
+		return err
 	}
 	producer, err := kafka.NewProducer(kopts)
 	if err != nil {
-		bgCancel()
-		return nil, fmt.Errorf("kafka producer: %w", err)
+		return fmt.Errorf("kafka producer: %w", err)
 	}
+	p.onClose(func(context.Context) error { _ = producer.Close(); return nil })
 	submits := routed.New(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	submits.Stats = rec
-	recDone := make(chan struct{})
-	go func() { defer close(recDone); rec.Run(bg, 5*time.Second) }()
-	core, err := receive.NewCore(receiveOptions(cfg), submits, d.reg, log)
+	p.onClose(func(context.Context) error {
+		ctx, cancel := context.WithTimeout(context.Background(), kafka.DefaultProduceTimeout)
+		defer cancel()
+		submits.Close(ctx)
+		return nil
+	})
+	core, err := receive.New(receiveOptions(cfg), submits, d.reg, d.metrics, log)
 	if err != nil {
-		bgCancel()
-		_ = producer.Close()
-		return nil, err
+		return err
 	}
-	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: zkCluster{d.reg}, Messages: msgs,
+	srv, err := admin.New(aopts, admin.Deps{Topics: registry.Limit(d.reg, cfg.Topics.Max), Counter: d.store, Cluster: admin.RegistryCluster{Reg: d.reg}, Messages: msgs,
 		Stats: d.store, Metrics: d.metrics, Ready: d.ready(), Web: ConsoleFiles(), Submit: trustedSubmit(core),
-		Destinations: workerDestinations{reg: d.reg, client: client}, TopicPending: slotPending(view, d.store)}, log)
+		Destinations: admin.WorkerDestinations{Reg: d.reg, Client: client}, TopicPending: admin.SlotPending(view.Map, d.store.PendingBySlot)}, log)
 	if err != nil {
-		bgCancel()
-		_ = producer.Close()
-		return nil, err
+		return err
 	}
-	return &adminRole{srv: srv, d: d, nodeID: cfg.NodeID, timeout: cfg.Shutdown.Timeout, log: log,
-		closers: []func(){func() { bgCancel(); <-recDone }, client.Close, func() {
-			ctx, cancel := context.WithTimeout(context.Background(), kafka.DefaultProduceTimeout)
-			defer cancel()
-			submits.Close(ctx)
-			producer.Close()
-		}}}, nil
-}
-
-type adminRole struct {
-	srv     *admin.Server
-	d       *deps
-	nodeID  string
-	timeout time.Duration
-	log     *zap.Logger
-	closers []func()
-	errc    chan error
-}
-
-func (r *adminRole) Main() error {
-	r.errc = make(chan error, 1)
-	go func() { r.errc <- r.srv.Serve() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := r.d.register(ctx, "admin", r.nodeID, advertised("", r.srv.Addr())); err != nil {
-		return fmt.Errorf("admin: register: %w", err)
+	ln, err := p.listen("admin", aopts.Listen, srv.Handler(), aopts.HTTP, aopts.TLSCert, aopts.TLSKey)
+	if err != nil {
+		return err
 	}
-	r.log.Info("sorakaQ admin started", zap.String("addr", r.srv.Addr()))
+	p.serve("listener", ln)
+	d.register(p, instance("admin", cfg.NodeID, advertised("", ln.Addr())), 30*time.Second)
+	p.loops("loops", func(ctx context.Context) { rec.Run(ctx, 5*time.Second) })
+	p.running = func() { log.Info("sorakaQ admin started", zap.String("addr", ln.Addr())) }
 	return nil
-}
-
-func (r *adminRole) Err() <-chan error { return r.errc }
-
-func (r *adminRole) Exit() error {
-	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-	defer cancel()
-	err := r.srv.Shutdown(ctx)
-	_ = r.d.reg.Deregister(ctx)
-	for _, c := range r.closers {
-		c()
-	}
-	r.d.close()
-	r.log.Info("sorakaQ admin stopped")
-	return err
-}
-
-// zkCluster is the admin's view of the instances in ZooKeeper.
-type zkCluster struct{ reg *zk.Registry }
-
-func (c zkCluster) Instances(ctx context.Context) ([]admin.InstanceInfo, error) {
-	list, err := c.reg.Instances(ctx, "")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]admin.InstanceInfo, 0, len(list))
-	for _, in := range list {
-		info := admin.InstanceInfo{NodeID: in.NodeID, Role: in.Role, Addr: in.Addr, StartedMs: in.StartedMs, Held: in.Held, Load: in.Load}
-		if in.Role == "worker" {
-			info.Offline, _ = c.reg.IsOffline(ctx, in.NodeID)
-		}
-		out = append(out, info)
-	}
-	return out, nil
-}
-
-func (c zkCluster) SetOffline(ctx context.Context, nodeID string, offline bool) error {
-	if offline {
-		list, err := c.reg.Instances(ctx, "worker")
-		if err != nil {
-			return err
-		}
-		found := false
-		for _, in := range list {
-			found = found || in.NodeID == nodeID
-		}
-		if !found {
-			return fmt.Errorf("%w: no live worker %q", message.ErrNotFound, nodeID)
-		}
-	}
-	return c.reg.SetOffline(ctx, nodeID, offline)
-}
-
-// workerDestinations is the distributed admin's destinations view: it
-// asks every live worker (each has its own flow control) at once, with a
-// short timeout; a worker that does not answer is listed in the errors,
-// the others' rows are still shown.
-type workerDestinations struct {
-	reg    *zk.Registry
-	client *workerapi.Client
-}
-
-func (d workerDestinations) Destinations(ctx context.Context) ([]admin.DestinationRow, []admin.NodeError, error) {
-	list, err := d.reg.Instances(ctx, "worker")
-	if err != nil {
-		return nil, nil, fmt.Errorf("listing the workers: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	type answer struct {
-		node   string
-		states []destination.State
-		err    error
-	}
-	answers := make(chan answer, len(list))
-	for _, in := range list {
-		go func() {
-			st, err := d.client.Destinations(ctx, in.Addr)
-			answers <- answer{node: in.NodeID, states: st, err: err}
-		}()
-	}
-	var rows []admin.DestinationRow
-	var errs []admin.NodeError
-	for range list {
-		a := <-answers
-		if a.err != nil {
-			errs = append(errs, admin.NodeError{NodeID: a.node, Error: a.err.Error()})
-			continue
-		}
-		for _, s := range a.states {
-			rows = append(rows, admin.DestinationRow{NodeID: a.node, State: s})
-		}
-	}
-	return rows, errs, nil
-}
-
-// slotPending is the distributed per-worker pending count of a topic: the
-// slots' counters summed by the holder the slot map names (the cluster
-// view's, kept by its watch; a slot being handed over counts for its new
-// holder).
-func slotPending(view *cluster.View, st *redisstore.Store) func(ctx context.Context, topic string) (map[string]int64, error) {
-	return func(ctx context.Context, topic string) (map[string]int64, error) {
-		m := view.Map()
-		if m == nil {
-			return nil, errors.New("no slot map yet")
-		}
-		per, err := st.PendingBySlot(ctx, topic)
-		if err != nil {
-			return nil, err
-		}
-		out := map[string]int64{}
-		for sl, n := range per {
-			if sl < len(m.Slots) && m.Slots[sl].Holder.Node != "" {
-				out[m.Slots[sl].Holder.Node] += n
-			}
-		}
-		return out, nil
-	}
 }

@@ -76,8 +76,8 @@ func (o Options) withDefaults() Options {
 }
 
 // Server is one HTTP listener of a service. The socket is opened by
-// Listen (so a test can bind 127.0.0.1:0 and read Addr before serving);
-// it serves HTTPS when a certificate is given.
+// Listen (so its owner can bind 127.0.0.1:0 and read Addr before
+// serving); it serves HTTPS when a certificate is given.
 type Server struct {
 	name      string
 	ln        net.Listener
@@ -129,6 +129,15 @@ func (s *Server) Serve() error {
 
 // Shutdown stops accepting and waits for the requests in progress.
 func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+// Close closes the socket of a server that never served (Shutdown closes
+// it otherwise); after Shutdown it does nothing.
+func (s *Server) Close() error {
+	if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("%s: close: %w", s.name, err)
+	}
+	return nil
+}
 
 // metricsToken answers /metrics only with the bearer token.
 func metricsToken(token string, next http.Handler) http.Handler {

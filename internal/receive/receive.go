@@ -58,7 +58,8 @@ type Options struct {
 	MaxListLimit      int
 	Access            Access
 	RateLimits        RateLimits
-	// HTTP are the listener's timeouts, header cap and trusted proxies.
+	// HTTP are the listener's timeouts, header cap and trusted proxies
+	// (the listener is its owner's: see New).
 	HTTP httpapi.Options
 	// TLSCert and TLSKey (PEM files) make the listener serve HTTPS.
 	TLSCert, TLSKey string
@@ -75,7 +76,7 @@ type Server struct {
 	backend Backend
 	topics  registry.Topics
 	log     *zap.Logger
-	*httpapi.Server
+	engine  *gin.Engine
 
 	clientLimit *limiter
 	topicLimit  *limiter
@@ -83,29 +84,11 @@ type Server struct {
 	pending     *pendingCache
 }
 
-// New opens the listener (Options.Listen; port 0 picks a free one, read
-// back with Addr) and builds the routes.
+// New builds the service: its checks and its HTTP API (Handler, with the
+// health and metrics endpoints). Its owner opens the listener (Listen,
+// HTTP and TLSCert/TLSKey say where and how); the distributed admin uses
+// only SubmitTrusted.
 func New(opts Options, b Backend, topics registry.Topics, m *metrics.Metrics, log *zap.Logger) (*Server, error) {
-	s, err := NewCore(opts, b, topics, log)
-	if err != nil {
-		return nil, err
-	}
-	e := httpapi.NewEngineWith(log, m, b.Ready, opts.Durability)
-	s.Routes(e.Group("/sorakaq/msg"))
-	if opts.HTTP.Log == nil {
-		opts.HTTP.Log = log
-	}
-	hs, err := httpapi.Listen("receive", opts.Listen, e, opts.HTTP, opts.TLSCert, opts.TLSKey)
-	if err != nil {
-		return nil, err
-	}
-	s.Server = hs
-	return s, nil
-}
-
-// NewCore builds the submit path without a listener: for SubmitTrusted
-// from the distributed admin service, which has no receive port.
-func NewCore(opts Options, b Backend, topics registry.Topics, log *zap.Logger) (*Server, error) {
 	if err := opts.Access.Validate(); err != nil {
 		return nil, fmt.Errorf("receive: %w", err)
 	}
@@ -114,12 +97,15 @@ func NewCore(opts Options, b Backend, topics registry.Topics, log *zap.Logger) (
 		topicLimit:  newLimiter(opts.RateLimits.PerTopic, opts.RateLimits.Burst),
 		tokenIDs:    newTokenIDs(opts.Access),
 		pending:     &pendingCache{counter: b.Counts}}
+	s.engine = httpapi.NewEngineWith(log, m, b.Ready, opts.Durability)
+	s.routes(s.engine.Group("/sorakaq/msg"))
 	return s, nil
 }
 
-// Routes adds the message API to a router group (New mounts it under
-// /sorakaq/msg).
-func (s *Server) Routes(g *gin.RouterGroup) {
+// Handler is the service's HTTP API.
+func (s *Server) Handler() *gin.Engine { return s.engine }
+
+func (s *Server) routes(g *gin.RouterGroup) {
 	w := func(h httpapi.Handler) gin.HandlerFunc { return httpapi.Wrap(s.log, h) }
 	g.Use(s.limitClients)
 	g.POST("/submit", w(s.submit))

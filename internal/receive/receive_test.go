@@ -78,17 +78,21 @@ func serveTopics(t *testing.T, opts Options, b Backend, topics registry.Topics) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	hs, err := httpapi.Listen("receive", opts.Listen, s.Handler(), opts.HTTP, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
+	go func() { done <- hs.Serve() }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = s.Shutdown(ctx)
+		_ = hs.Shutdown(ctx)
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return s, "http://" + s.Addr()
+	return s, "http://" + hs.Addr()
 }
 
 const someID = "d4l6s3q1bg5f3ci8m0a0"
@@ -214,10 +218,9 @@ func TestEmptyTokens(t *testing.T) {
 	} {
 		opts := testOptions()
 		opts.Listen, opts.Access = "127.0.0.1:0", a
-		s, err := New(opts, stubBackend{}, topics, metrics.New(), zap.NewNop())
+		_, err := New(opts, stubBackend{}, topics, metrics.New(), zap.NewNop())
 		if err == nil {
-			s.Shutdown(context.Background())
-			t.Fatalf("%+v: started, want a refusal", a)
+			t.Fatalf("%+v: built, want a refusal", a)
 		}
 		if !strings.Contains(err.Error(), "receive.") || !strings.Contains(err.Error(), "empty") {
 			t.Errorf("%+v: %v, want an error naming the key and saying empty", a, err)

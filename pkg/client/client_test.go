@@ -39,10 +39,10 @@ func startAllInOne(t *testing.T) *app.AllInOne {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Main(); err != nil {
+	if err := a.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { a.Exit() })
+	t.Cleanup(func() { a.Stop(context.Background()) })
 	return a
 }
 

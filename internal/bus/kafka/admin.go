@@ -95,6 +95,23 @@ func (a *Admin) partitions(ctx context.Context, kt string) (int, bool, error) {
 	return 0, false, nil
 }
 
+// KeepEnsuringTopic is EnsureTopic retried every retry until it succeeds
+// or ctx ends (Kafka down at start: whatever needs the topic fails until
+// then); each failure is logged.
+func (a *Admin) KeepEnsuringTopic(ctx context.Context, name string, partitions int, replication int16, retry time.Duration) {
+	for ctx.Err() == nil {
+		err := a.EnsureTopic(ctx, name, partitions, replication)
+		if err == nil {
+			return
+		}
+		a.opts.Logger.Warn("creating a Kafka topic failed; will retry", zap.String("topic", name), zap.Error(err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(retry):
+		}
+	}
+}
+
 // EnsureTopic makes sure the Kafka topic for topic exists with at least
 // partitions partitions: it creates a missing topic and adds partitions to a
 // smaller one; it never removes partitions (Kafka cannot) and never changes

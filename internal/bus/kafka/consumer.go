@@ -52,6 +52,9 @@ type Consumer struct {
 	group  sarama.ConsumerGroup
 	hl     health
 	runMu  sync.Mutex
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 const (
@@ -238,15 +241,25 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		backoff = minBackoff
 	}
-	err := c.group.Close() // leaves the group; Errors() is closed
+	err := c.Close() // leaves the group; Errors() is closed
 	wg.Wait()
-	if cerr := c.client.Close(); err == nil && !errors.Is(cerr, sarama.ErrClosedClient) {
-		err = cerr
-	}
 	if err != nil {
 		log.Warn("kafka: closing consumer", zap.Error(err))
 	}
 	return nil
+}
+
+// Close leaves the group and closes the client, once: Run does it when it
+// returns, Close for a consumer that never ran.
+func (c *Consumer) Close() error {
+	c.closeOnce.Do(func() {
+		err := c.group.Close()
+		if cerr := c.client.Close(); err == nil && !errors.Is(cerr, sarama.ErrClosedClient) {
+			err = cerr
+		}
+		c.closeErr = err
+	})
+	return c.closeErr
 }
 
 // groupHandler adapts Handler to sarama's ConsumerGroupHandler.
