@@ -84,39 +84,41 @@ func testRedis(t *testing.T) (*redis.Client, string) {
 	return rc, prefix
 }
 
-// TestAmbiguousWritesStrandNothing: on a real Redis, a delay change and a
-// callback outcome whose EXEC ran but whose reply was lost still end with
-// the message scheduled at its stored version and called back: nothing
-// waits for a restart.
-func TestAmbiguousWritesStrandNothing(t *testing.T) {
-	rc, prefix := testRedis(t)
-	hook := &lostReply{}
-	rc.AddHook(hook)
-	st := redisstore.New(rc, redisstore.Options{Prefix: prefix, Slots: 4})
+// ambiguousRig is a worker holding the 4 slots of a Redis store, with
+// two messages: changed (due in 60 s, to be moved) and failing (due in
+// 300 ms, its first call answered 500, retried after 300 ms); calls counts
+// each message's callbacks.
+type ambiguousRig struct {
+	w                *Worker
+	st               *redisstore.Store
+	changed, failing *message.Message
+	mu               sync.Mutex
+	calls            map[string]int
+}
 
-	var mu sync.Mutex
-	calls := map[string]int{}
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		calls[r.Header.Get("X-Sorakaq-Msg-Id")]++
-		n := calls[r.Header.Get("X-Sorakaq-Msg-Id")]
-		mu.Unlock()
-		if n == 1 && r.URL.Query().Get("fail") == "1" {
+func startAmbiguousRig(t *testing.T, rc *redis.Client, prefix string) *ambiguousRig {
+	t.Helper()
+	r := &ambiguousRig{st: redisstore.New(rc, redisstore.Options{Prefix: prefix, Slots: 4}), calls: map[string]int{}}
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		r.calls[req.Header.Get("X-Sorakaq-Msg-Id")]++
+		n := r.calls[req.Header.Get("X-Sorakaq-Msg-Id")]
+		r.mu.Unlock()
+		if n == 1 && req.URL.Query().Get("fail") == "1" {
 			http.Error(w, "first call fails", http.StatusInternalServerError)
-			return
 		}
 	}))
-	defer sink.Close()
+	t.Cleanup(sink.Close)
 	caller := callback.New(callback.Options{})
-	defer caller.Close()
-	w := New(Options{Slotted: true, SweepInterval: time.Hour, Backoff: []time.Duration{300 * time.Millisecond}}, st, nil, caller, nil, nil)
-	if err := w.Start(); err != nil {
+	t.Cleanup(caller.Close)
+	r.w = New(Options{Slotted: true, SweepInterval: time.Hour, Backoff: []time.Duration{300 * time.Millisecond}}, r.st, nil, caller, nil, nil)
+	if err := r.w.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer w.Stop(context.Background())
+	t.Cleanup(func() { r.w.Stop(context.Background()) })
 	ctx := context.Background()
 	for s := 0; s < 4; s++ {
-		if err := w.HoldSlot(ctx, s); err != nil {
+		if err := r.w.HoldSlot(ctx, s); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -125,14 +127,33 @@ func TestAmbiguousWritesStrandNothing(t *testing.T) {
 		return &message.Message{ID: message.NewID(), Topic: "t", TTRMs: 2000, ReceivedMs: now, DueMs: now + 60_000, State: message.StateDelayed, Version: 1,
 			Callback: message.Callback{RequestType: "GET", URL: url}}
 	}
-	changed, failing := mk(sink.URL+"/?fail=0"), mk(sink.URL+"/?fail=1")
-	failing.DueMs = now + 300
-	for _, m := range []*message.Message{changed, failing} {
-		if err := st.Create(ctx, m); err != nil {
+	r.changed, r.failing = mk(sink.URL+"/?fail=0"), mk(sink.URL+"/?fail=1")
+	r.failing.DueMs = now + 300
+	for _, m := range []*message.Message{r.changed, r.failing} {
+		if err := r.st.Create(ctx, m); err != nil {
 			t.Fatal(err)
 		}
-		w.schedule(m.ID, m.DueMs, m.Version)
+		r.w.schedule(m.ID, m.DueMs, m.Version)
 	}
+	return r
+}
+
+func (r *ambiguousRig) count(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls[id]
+}
+
+// TestAmbiguousWritesStrandNothing: on a real Redis, a delay change and a
+// callback outcome whose EXEC ran but whose reply was lost still end with
+// the message scheduled at its stored version and called back: nothing
+// waits for a restart.
+func TestAmbiguousWritesStrandNothing(t *testing.T) {
+	rc, prefix := testRedis(t)
+	hook := &lostReply{}
+	rc.AddHook(hook)
+	r := startAmbiguousRig(t, rc, prefix)
+	w, st, changed, failing, ctx := r.w, r.st, r.changed, r.failing, context.Background()
 
 	// 1. a delay change (60 s -> 300 ms) whose reply is lost
 	hook.armed.Store(1)
@@ -144,15 +165,11 @@ func TestAmbiguousWritesStrandNothing(t *testing.T) {
 		t.Fatalf("the change was not applied on the server (version %d): the test injects nothing", got.Version)
 	}
 	// 2. the failing message's first outcome (retrying) also loses its reply
-	waitFor(t, 5*time.Second, "the first call of the failing message", func() bool { mu.Lock(); defer mu.Unlock(); return calls[failing.ID] >= 1 })
+	waitFor(t, 5*time.Second, "the first call of the failing message", func() bool { return r.count(failing.ID) >= 1 })
 	hook.armed.Store(1)
 
 	// both are called back well before the sweep (1 h) could help
-	waitFor(t, 10*time.Second, "both called back", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return calls[changed.ID] >= 1 && calls[failing.ID] >= 2
-	})
+	waitFor(t, 10*time.Second, "both called back", func() bool { return r.count(changed.ID) >= 1 && r.count(failing.ID) >= 2 })
 	waitFor(t, 5*time.Second, "both delivered", func() bool {
 		a, _ := st.Get(ctx, changed.ID)
 		b, _ := st.Get(ctx, failing.ID)

@@ -5,8 +5,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -15,9 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/message"
-	"github.com/sorakaq/sorakaq/internal/store/redisstore"
 	"github.com/sorakaq/sorakaq/internal/testenv"
 )
 
@@ -128,47 +124,8 @@ func TestDroppedRepliesStrandNothing(t *testing.T) {
 	proxy := newReplyDropper(t, addr)
 	rc := redis.NewClient(&redis.Options{Addr: proxy.addr()})
 	defer rc.Close()
-	st := redisstore.New(rc, redisstore.Options{Prefix: prefix, Slots: 4})
-
-	var mu sync.Mutex
-	calls := map[string]int{}
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		calls[r.Header.Get("X-Sorakaq-Msg-Id")]++
-		n := calls[r.Header.Get("X-Sorakaq-Msg-Id")]
-		mu.Unlock()
-		if n == 1 && r.URL.Query().Get("fail") == "1" {
-			http.Error(w, "first call fails", http.StatusInternalServerError)
-			return
-		}
-	}))
-	defer sink.Close()
-	caller := callback.New(callback.Options{})
-	defer caller.Close()
-	w := New(Options{Slotted: true, SweepInterval: time.Hour, Backoff: []time.Duration{300 * time.Millisecond}}, st, nil, caller, nil, nil)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop(context.Background())
-	ctx := context.Background()
-	for s := 0; s < 4; s++ {
-		if err := w.HoldSlot(ctx, s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	now := time.Now().UnixMilli()
-	mk := func(url string) *message.Message {
-		return &message.Message{ID: message.NewID(), Topic: "t", TTRMs: 2000, ReceivedMs: now, DueMs: now + 60_000, State: message.StateDelayed, Version: 1,
-			Callback: message.Callback{RequestType: "GET", URL: url}}
-	}
-	changed, failing := mk(sink.URL+"/?fail=0"), mk(sink.URL+"/?fail=1")
-	failing.DueMs = now + 300
-	for _, m := range []*message.Message{changed, failing} {
-		if err := st.Create(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-		w.schedule(m.ID, m.DueMs, m.Version)
-	}
+	r := startAmbiguousRig(t, rc, prefix)
+	w, st, changed, failing, ctx := r.w, r.st, r.changed, r.failing, context.Background()
 
 	// 1. a delay change (60 s -> 300 ms) whose reply is lost with its connection
 	proxy.match.Store(func(b []byte) bool {
@@ -189,7 +146,7 @@ func TestDroppedRepliesStrandNothing(t *testing.T) {
 		return bytes.Contains(b, []byte("\r\nevalsha\r\n")) && bytes.Contains(b, []byte(`"state":"retrying"`))
 	})
 	proxy.armed.Store(1)
-	waitFor(t, 5*time.Second, "the first call of the failing message", func() bool { mu.Lock(); defer mu.Unlock(); return calls[failing.ID] >= 1 })
+	waitFor(t, 5*time.Second, "the first call of the failing message", func() bool { return r.count(failing.ID) >= 1 })
 
 	waitFor(t, 10*time.Second, "both delivered", func() bool {
 		a, _ := st.Get(ctx, changed.ID)
@@ -200,11 +157,9 @@ func TestDroppedRepliesStrandNothing(t *testing.T) {
 		t.Fatalf("%d replies were dropped, want 2: the outcome write was not made ambiguous", proxy.dropped.Load())
 	}
 	time.Sleep(500 * time.Millisecond) // a second call would come within the back-off
-	mu.Lock()
-	if calls[changed.ID] != 1 || calls[failing.ID] != 2 {
-		t.Errorf("calls: changed %d (want 1), failing %d (want 2: one failure, one success)", calls[changed.ID], calls[failing.ID])
+	if c, f := r.count(changed.ID), r.count(failing.ID); c != 1 || f != 2 {
+		t.Errorf("calls: changed %d (want 1), failing %d (want 2: one failure, one success)", c, f)
 	}
-	mu.Unlock()
 	counts, err := st.Counts(ctx)
 	if err != nil {
 		t.Fatal(err)
