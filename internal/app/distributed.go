@@ -304,6 +304,7 @@ func buildReceive(p *process, cfg *config.Config, d *deps) error {
 	}
 	p.onClose(func(context.Context) error { _ = producer.Close(); return nil })
 	view := cluster.NewView(p.background(), d.reg, log)
+	p.onClose(func(ctx context.Context) error { view.Close(ctx); return nil })
 	client := workerapi.NewClient(workerCallTimeout, cfg.Cluster.Secret)
 	p.onClose(func(context.Context) error { client.Close(); return nil })
 	backend := routed.New(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
@@ -365,6 +366,7 @@ func buildCenter(p *process, cfg *config.Config, d *deps) error {
 		return err
 	}
 	view := cluster.NewView(p.background(), d.reg, log)
+	p.onClose(func(ctx context.Context) error { view.Close(ctx); return nil })
 	client := workerapi.NewClient(noticeCallTimeout, cfg.Cluster.Secret)
 	p.onClose(func(context.Context) error { client.Close(); return nil })
 	c := center.New(center.Options{Tracer: d.tracer}, router{view, d.store}, client, d.metrics, log)
@@ -412,6 +414,7 @@ func buildCenter(p *process, cfg *config.Config, d *deps) error {
 func buildWorker(p *process, cfg *config.Config, d *deps) error {
 	log := p.log
 	view := cluster.NewView(p.background(), d.reg, log)
+	p.onClose(func(ctx context.Context) error { view.Close(ctx); return nil })
 	// The longest a callback can take once it left the wheel: the ttr
 	// (nothing waits for a destination: a full one parks the message).
 	longest := time.Duration(cfg.Receive.MaxTTRMs)*time.Millisecond + 5*time.Second
@@ -467,6 +470,7 @@ func buildAdmin(p *process, cfg *config.Config, d *deps) error {
 	aopts := adminOptions(cfg)
 	aopts.DefaultPartitions = cfg.Kafka.DefaultPartitions
 	view := cluster.NewView(p.background(), d.reg, log)
+	p.onClose(func(ctx context.Context) error { view.Close(ctx); return nil })
 	client := workerapi.NewClient(workerCallTimeout, cfg.Cluster.Secret)
 	p.onClose(func(context.Context) error { client.Close(); return nil })
 	msgs := routed.New(d.store, nil, view, client, d.ready(), d.metrics, log)

@@ -43,13 +43,17 @@ type View struct {
 	once    sync.Once
 	mapOnce sync.Once
 	changes chan struct{} // a change of either (coalescing)
+
+	cancel context.CancelFunc // ends the watches (Close)
+	wg     sync.WaitGroup     // the two watch goroutines
 }
 
-// NewView starts watching until ctx ends.
+// NewView starts watching until ctx ends or Close.
 func NewView(ctx context.Context, src Source, log *zap.Logger) *View {
 	c := &View{src: src, log: log, workers: map[string]zk.Instance{}, ready: make(chan struct{}),
 		mapSeen: make(chan struct{}), changes: make(chan struct{}, 1)}
-	go func() {
+	ctx, c.cancel = context.WithCancel(ctx)
+	c.wg.Go(func() {
 		for list := range src.WatchInstances(ctx, "worker") {
 			m := make(map[string]zk.Instance, len(list))
 			for _, in := range list {
@@ -61,8 +65,8 @@ func NewView(ctx context.Context, src Source, log *zap.Logger) *View {
 			c.once.Do(func() { close(c.ready) })
 			c.changed()
 		}
-	}()
-	go func() {
+	})
+	c.wg.Go(func() {
 		for sm := range src.WatchSlotMap(ctx) {
 			var m *slots.Map
 			if sm.Data != nil {
@@ -78,8 +82,23 @@ func NewView(ctx context.Context, src Source, log *zap.Logger) *View {
 			c.mapOnce.Do(func() { close(c.mapSeen) })
 			c.changed()
 		}
-	}()
+	})
 	return c
+}
+
+// Close ends the watches and waits for their goroutines, at most until
+// ctx ends (a registry call stuck in an outage must not hold a shutdown);
+// it reports whether they ended.
+func (c *View) Close(ctx context.Context) bool {
+	c.cancel()
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (c *View) changed() {
