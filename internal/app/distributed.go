@@ -311,18 +311,7 @@ func buildReceive(p *process, cfg *config.Config, d *deps) error {
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	backend.Stats = rec
 	backend.Tracer = d.tracer
-	p.onClose(func(context.Context) error {
-		// the notices still queued get one produce timeout (before the
-		// producer closes)
-		wait := cfg.Kafka.ProduceTimeout
-		if wait <= 0 {
-			wait = kafka.DefaultProduceTimeout
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		backend.Close(ctx)
-		return nil
-	})
+	p.onClose(drainNotices(cfg, backend))
 	ropts := receiveOptions(cfg)
 	ropts.DefaultPartitions = cfg.Kafka.DefaultPartitions
 	ropts.Durability = d.durabilityNote
@@ -344,6 +333,21 @@ func buildReceive(p *process, cfg *config.Config, d *deps) error {
 		log.Info("sorakaQ receive started", zap.String("addr", ln.Addr()))
 	}
 	return nil
+}
+
+// drainNotices is the closer that gives the notices still queued one
+// produce timeout (kafka.produce_timeout) before the producer closes.
+func drainNotices(cfg *config.Config, b *routed.Backend) func(context.Context) error {
+	return func(context.Context) error {
+		wait := cfg.Kafka.ProduceTimeout
+		if wait <= 0 {
+			wait = kafka.DefaultProduceTimeout
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		b.Close(ctx)
+		return nil
+	}
 }
 
 // router is the center's view of slot holders.
@@ -490,12 +494,7 @@ func buildAdmin(p *process, cfg *config.Config, d *deps) error {
 	submits := routed.New(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	submits.Stats = rec
-	p.onClose(func(context.Context) error {
-		ctx, cancel := context.WithTimeout(context.Background(), kafka.DefaultProduceTimeout)
-		defer cancel()
-		submits.Close(ctx)
-		return nil
-	})
+	p.onClose(drainNotices(cfg, submits))
 	core, err := receive.New(receiveOptions(cfg), submits, d.reg, d.metrics, log)
 	if err != nil {
 		return err
