@@ -134,6 +134,7 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (_ *AllInOne, err error) {
 	if err != nil {
 		return nil, err
 	}
+	ropts.HTTP.Log = log.Named("receive") // the listener's warnings under the part's name, as before
 	rl, err := p.listen("receive", ropts.Listen, recv.Handler(), ropts.HTTP, ropts.TLSCert, ropts.TLSKey)
 	if err != nil {
 		return nil, err
@@ -146,6 +147,7 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (_ *AllInOne, err error) {
 	if err != nil {
 		return nil, err
 	}
+	aopts.HTTP.Log = log.Named("admin")
 	al, err := p.listen("admin", aopts.Listen, adm.Handler(), aopts.HTTP, aopts.TLSCert, aopts.TLSKey)
 	if err != nil {
 		return nil, err
@@ -168,10 +170,13 @@ func NewAllInOne(cfg *config.Config, log *zap.Logger) (_ *AllInOne, err error) {
 	return &AllInOne{process: p, receive: rl, admin: al}, nil
 }
 
-// shutdownTracer sends the spans still buffered; a failure is only
-// logged.
+// shutdownTracer sends the spans still buffered, with 5 s of its own (a
+// stop that used up its shutdown timeout waiting on callbacks must not
+// drop them); a failure is only logged.
 func shutdownTracer(t *tracing.Tracer, log *zap.Logger) func(ctx context.Context) error {
-	return func(ctx context.Context) error {
+	return func(context.Context) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		if err := t.Shutdown(ctx); err != nil {
 			log.Warn("tracing: spans not sent at shutdown", zap.Error(err))
 		}

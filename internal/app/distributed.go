@@ -391,7 +391,7 @@ func buildCenter(p *process, cfg *config.Config, d *deps) error {
 	if err != nil {
 		return fmt.Errorf("kafka consumer: %w", err)
 	}
-	// Run closes it when it ran (and logs a failure to)
+	// Run closes it when it ran (and logs a failure too)
 	p.onClose(func(context.Context) error { _ = consumer.Close(); return nil })
 	e := httpapi.NewEngineWith(log, d.metrics, d.ready(consumer.Healthy), d.durabilityNote)
 	ln, err := p.listen("center", cfg.Center.Listen, e, cfg.HTTPOptions(), "", "")
