@@ -64,6 +64,9 @@ type Options struct {
 	// the power-loss test can show that it sees a missing fsync. Only this
 	// package's tests set it.
 	unsyncForTest unsyncMode
+	// idemFilterKeys sizes the idempotency-key filter below its default
+	// (idemFilterMinKeys), so tests see it rebuilt often. Tests only.
+	idemFilterKeys uint
 }
 
 // unsyncMode is which Sync writes skip their fsync (tests only).
@@ -91,6 +94,8 @@ type Store struct {
 	// serialised while different keys share the commit pipeline's group
 	// commit (one lock for all keyed submits put one fsync each in series)
 	idemLocks [256]sync.Mutex
+	idem      *idemFilter // which keys are certainly new (idemfilter.go)
+	closing   atomic.Bool
 	log       *zap.Logger
 	unsync    unsyncMode // see Options.unsyncForTest
 
@@ -153,11 +158,23 @@ func Open(opts Options) (*Store, error) {
 	if opts.HotBytes > 0 {
 		st.hot = newHotSet(opts.HotWindow, opts.HotBytes)
 	}
+	st.idem = newIdemFilter(st.scanIdemKeys, func(n int, err error) {
+		if err != nil && !errors.Is(err, store.ErrClosed) {
+			st.log.Warn("idempotency-key filter not rebuilt; keyed submits read the store for every key until it is", zap.Error(err))
+			return
+		}
+		st.log.Debug("idempotency-key filter built", zap.Int("keys", n))
+	})
+	if opts.idemFilterKeys > 0 {
+		st.idem.minSize = opts.idemFilterKeys
+	}
+	st.idem.rebuildAsync()
 	return st, nil
 }
 
 // Close flushes and closes the database. Safe to call twice.
 func (s *Store) Close() error {
+	s.closing.Store(true) // a filter scan in progress stops (scanIdemKeys)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -170,6 +187,34 @@ func (s *Store) Close() error {
 		return fmt.Errorf("embedded.Close: %w", err)
 	}
 	return nil
+}
+
+// scanIdemKeys calls add for every stored idempotency key (the filter's
+// build); it stops early when the store is closing.
+func (s *Store) scanIdemKeys(add func(key []byte)) (int, error) {
+	release, err := s.guard()
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	prefix := []byte("i/")
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return 0, fmt.Errorf("embedded: scanning idempotency keys: %w", err)
+	}
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		if n%4096 == 0 && s.closing.Load() {
+			_ = it.Close()
+			return n, store.ErrClosed
+		}
+		add(it.Key())
+		n++
+	}
+	if err := it.Close(); err != nil {
+		return n, fmt.Errorf("embedded: scanning idempotency keys: %w", err)
+	}
+	return n, nil
 }
 
 // guard holds the read lock so Close waits for writes in progress.
@@ -212,11 +257,16 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 	if keyed {
 		unlock := s.lockIdem(msgs)
 		defer unlock()
+		defer s.idem.enter()()
 		for _, m := range msgs {
 			if m.IdemKey == "" {
 				continue
 			}
-			v, closer, err := s.db.Get(idemKey(m.Topic, m.IdemKey))
+			k := idemKey(m.Topic, m.IdemKey)
+			if !s.idem.mayContain(k) {
+				continue // certainly new: no read (idemfilter.go)
+			}
+			v, closer, err := s.db.Get(k)
 			if err == nil {
 				id := string(v)
 				closer.Close()
@@ -243,6 +293,11 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 			return fmt.Errorf("embedded.Create %s: %w", m.ID, err)
 		}
 	}
+	for _, m := range msgs {
+		if m.IdemKey != "" {
+			s.idem.add(idemKey(m.Topic, m.IdemKey)) // before the commit: see idemFilter
+		}
+	}
 	gens := s.stripeGens(msgs)
 	if err := b.Commit(s.createOpts()); err != nil {
 		return fmt.Errorf("embedded.Create: %w", err)
@@ -267,6 +322,7 @@ func (s *Store) CreateEach(ctx context.Context, msgs ...*message.Message) (errs 
 	defer release()
 	unlock := s.lockIdem(msgs)
 	defer unlock()
+	defer s.idem.enter()()
 	errs = make([]error, len(msgs))
 	sizes := make([]int, len(msgs))
 	taken := map[string]string{} // idemKey -> id, of this batch
@@ -279,16 +335,19 @@ func (s *Store) CreateEach(ctx context.Context, msgs ...*message.Message) (errs 
 				errs[i] = &store.DuplicateError{ID: id}
 				continue
 			}
-			v, closer, err := s.db.Get([]byte(k))
-			if err == nil {
-				errs[i] = &store.DuplicateError{ID: string(v)}
-				closer.Close()
-				continue
-			}
-			if !errors.Is(err, pebble.ErrNotFound) {
-				return nil, fmt.Errorf("embedded.CreateEach %s: %w", m.ID, err)
+			if s.idem.mayContain([]byte(k)) {
+				v, closer, err := s.db.Get([]byte(k))
+				if err == nil {
+					errs[i] = &store.DuplicateError{ID: string(v)}
+					closer.Close()
+					continue
+				}
+				if !errors.Is(err, pebble.ErrNotFound) {
+					return nil, fmt.Errorf("embedded.CreateEach %s: %w", m.ID, err)
+				}
 			}
 			taken[k] = m.ID
+			s.idem.add([]byte(k)) // before the commit: see idemFilter
 		}
 		v, err := json.Marshal(m)
 		if err != nil {

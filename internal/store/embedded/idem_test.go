@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/store"
@@ -63,54 +61,5 @@ func TestConcurrentSameIdemKey(t *testing.T) {
 	}
 	if got := cnt["idem"][message.StateDelayed]; got != 40 { // per round: the winner and its batch mate
 		t.Fatalf("%d messages stored, want 40", got)
-	}
-}
-
-// BenchmarkCreateKeyed compares submits with and without an
-// Idempotency-Key, 100 at a time, each synced, on a real disk
-// (SORAKAQ_BENCH_DIR, else the default temp dir: check it is not tmpfs).
-//
-//	go test -run '^$' -bench CreateKeyed -benchtime 5000x ./internal/store/embedded/
-func BenchmarkCreateKeyed(b *testing.B) {
-	for _, keyed := range []bool{false, true} {
-		b.Run(fmt.Sprintf("keyed=%v", keyed), func(b *testing.B) {
-			dir := b.TempDir()
-			if d := os.Getenv("SORAKAQ_BENCH_DIR"); d != "" {
-				var err error
-				if dir, err = os.MkdirTemp(d, "bench-"); err != nil {
-					b.Fatal(err)
-				}
-				defer os.RemoveAll(dir)
-			}
-			s, err := Open(Options{Dir: dir})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			const writers = 100
-			var left atomic.Int64
-			left.Store(int64(b.N))
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start := time.Now()
-			for range writers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for left.Add(-1) >= 0 {
-						m := msg("bench", time.Now().UnixMilli()+600000)
-						if keyed {
-							m.IdemKey = m.ID
-						}
-						if err := s.Create(context.Background(), m); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "creates/s")
-		})
 	}
 }

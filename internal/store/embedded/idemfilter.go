@@ -1,0 +1,135 @@
+package embedded
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/bits-and-blooms/bloom/v3"
+)
+
+// idemFilter answers, from memory, "is this idempotency key certainly not
+// stored?", so that a keyed submit skips Pebble's point read for the usual
+// case, a new key. That read was most of what a keyed submit costs beyond
+// an unkeyed one (about 24 µs of 25 on a 2-core box: Pebble builds an
+// iterator per level for a key it does not have).
+//
+// It is a Bloom filter over the keys stored when it was built plus every
+// key added since. A "maybe" (a key stored, deleted since, or a false
+// positive) only costs the Pebble read it replaces, so the filter is never
+// the judge of a duplicate; it must only never say "absent" for a stored
+// key. That rests on two rules:
+//   - a create adds its key before it commits, inside enter/leave;
+//   - a rebuild installs its new filter first (adds then go to both), waits
+//     for the creates already inside enter/leave (their keys may be in the
+//     old filter only), and only then scans the store, so every key is
+//     either committed before the scan or added to the new filter.
+//
+// Until the first build has finished (it runs in the background at Open)
+// every key is "maybe". Deleted keys stay in until the next rebuild, which
+// comes when more keys were added than the filter was sized for.
+// bits-and-blooms' filter is not safe for concurrent use: mu guards both.
+type idemFilter struct {
+	gate sync.RWMutex // held shared by a create from its check to its commit; a rebuild waits for them
+
+	mu      sync.Mutex
+	cur     *bloom.BloomFilter // nil: not built yet, everything is "maybe"
+	next    *bloom.BloomFilter // being built: adds go here too
+	sized   uint               // the number of keys cur was sized for
+	counted uint               // keys in cur: the build's scan plus adds since
+
+	building atomic.Bool
+	// scan calls add for every stored key (a fresh read of the store) and
+	// returns how many it saw, or an error (the build is then abandoned and
+	// tried again on a later add).
+	scan    func(add func(key []byte)) (int, error)
+	minSize uint
+	onBuilt func(keys int, err error) // for logs and tests; may be nil
+}
+
+const (
+	idemFilterMinKeys = 1 << 20 // 1.2 MiB of filter at the false-positive rate below
+	idemFilterFP      = 0.01
+)
+
+func newIdemFilter(scan func(add func(key []byte)) (int, error), onBuilt func(int, error)) *idemFilter {
+	return &idemFilter{scan: scan, minSize: idemFilterMinKeys, onBuilt: onBuilt}
+}
+
+// enter is called by a create before it checks its keys; the returned
+// func after its commit (or failure).
+func (f *idemFilter) enter() func() {
+	f.gate.RLock()
+	return f.gate.RUnlock
+}
+
+// mayContain is false only if key is certainly not stored (for a caller
+// inside enter/leave holding the key's idempotency stripe).
+func (f *idemFilter) mayContain(key []byte) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cur == nil || f.cur.Test(key)
+}
+
+// add records a key about to be committed (inside enter/leave), and starts
+// a rebuild when the filter holds more keys than it was sized for.
+func (f *idemFilter) add(key []byte) {
+	f.mu.Lock()
+	if f.cur != nil {
+		f.cur.Add(key)
+		f.counted++
+	}
+	if f.next != nil {
+		f.next.Add(key)
+	}
+	full := f.cur == nil || f.counted > f.sized // not built (a first build that failed): try again
+	f.mu.Unlock()
+	if full {
+		f.rebuildAsync()
+	}
+}
+
+// rebuildAsync starts a build unless one is running.
+func (f *idemFilter) rebuildAsync() {
+	if !f.building.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer f.building.Store(false)
+		n, err := f.build()
+		if f.onBuilt != nil {
+			f.onBuilt(n, err)
+		}
+	}()
+}
+
+// build makes a new filter from the store and puts it in place of cur.
+func (f *idemFilter) build() (int, error) {
+	// Size it from a first count: the keys added since the last build are
+	// an upper bound only (some may have been deleted).
+	live, err := f.scan(func([]byte) {})
+	if err != nil {
+		return 0, err
+	}
+	size := max(f.minSize, 2*uint(live))
+	next := bloom.NewWithEstimates(size, idemFilterFP)
+	f.mu.Lock()
+	f.next = next
+	f.mu.Unlock()
+	// The barrier: a create that added its key to cur only has committed
+	// once it has left.
+	f.gate.Lock()
+	f.gate.Unlock() //nolint:staticcheck // an empty critical section is the point: it waits out the creates inside
+	n, err := f.scan(func(k []byte) {
+		f.mu.Lock()
+		next.Add(k)
+		f.mu.Unlock()
+	})
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.next = nil
+	if err != nil {
+		return 0, err
+	}
+	f.cur, f.sized, f.counted = next, size, uint(n)
+	return n, nil
+}
