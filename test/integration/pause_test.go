@@ -92,6 +92,27 @@ func TestPauseReachesWorkers(t *testing.T) {
 	}
 	cancelled := ids[0]
 	ids = ids[1:]
+	// Due order after the resume is a promise of one holder's wheel: wait
+	// until w2 holds the slots of every waiting message (the center may
+	// hand them over one by one), or a slot that came late would fire its
+	// message after later ones for a reason that is not the resume's.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		wr := c.AdminGet(t, "/sorakaq/monitor/workers", url.Values{"topic_name": {"held"}})
+		ws = nil
+		if err := json.Unmarshal(wr.Result, &ws); err != nil || wr.Status != http.StatusOK {
+			t.Fatalf("monitor/workers: %s %v", wr, err)
+		}
+		held := false
+		for _, w := range ws {
+			held = held || w.NodeID == "w2" && w.Pending != nil && *w.Pending == int64(len(ids))
+		}
+		if held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("w2 does not hold the slots of the %d waiting messages within 20 s: %s", len(ids), wr.Raw)
+		}
+	}
 
 	resumed := time.Now()
 	if r := c.AdminPost(t, "/sorakaq/topic/resume", map[string]any{"topic_name": "held"}); r.Status != http.StatusOK {
