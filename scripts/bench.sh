@@ -209,8 +209,23 @@ load() { # name args...
 	local n
 	n=$(grep -o '"acknowledged": *[0-9]*\|"messages": *[0-9]*' "$OUT/$name.json" | head -1 | grep -o '[0-9]*$' || true)
 	[[ -n $n && $n -gt 0 ]] && cpu_report "$n"
+	worker_shares
 	stop_server
 	SERVER_ENV=()
+}
+
+# worker_shares (distributed): each worker's callback attempts and slots
+# held, from its /metrics, so a run with BENCH_WORKERS=2 shows the share.
+worker_shares() {
+	[[ $TARGET == distributed && -n ${FLOW_METRICS:-} ]] || return 0
+	local u line=""
+	for u in ${FLOW_METRICS//,/ }; do
+		line+=" $(curl -fsS "$u" 2>/dev/null | awk -v u="${u%/metrics}" '
+			/^sorakaq_callbacks_total/ {c += $NF}
+			/^sorakaq_slots_held / {s = $NF}
+			END {printf "%s: %d callbacks, %d slots;", u, c, s}')"
+	done
+	echo "== workers:$line"
 }
 
 for m in $MODES; do
