@@ -1,7 +1,6 @@
 package embedded
 
 import (
-	"encoding/json"
 	"fmt"
 	"sync"
 
@@ -37,7 +36,7 @@ const maxCombined = 512
 // replaceLazy writes m over old as part of a combined batch, without fsync.
 // The caller holds m's stripe lock.
 func (s *Store) replaceLazy(old, m *message.Message) error {
-	v, err := json.Marshal(m)
+	v, err := message.Encode(m)
 	if err != nil {
 		return fmt.Errorf("embedded.Replace %s: %w", m.ID, err)
 	}

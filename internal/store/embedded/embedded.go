@@ -24,7 +24,6 @@ package embedded
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -281,7 +280,7 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 	defer b.Close()
 	sizes := make([]int, len(msgs))
 	for i, m := range msgs {
-		v, err := json.Marshal(m)
+		v, err := message.Encode(m)
 		if err != nil {
 			return fmt.Errorf("embedded.Create %s: %w", m.ID, err)
 		}
@@ -349,7 +348,7 @@ func (s *Store) CreateEach(ctx context.Context, msgs ...*message.Message) (errs 
 			taken[k] = m.ID
 			s.idem.add([]byte(k)) // before the commit: see idemFilter
 		}
-		v, err := json.Marshal(m)
+		v, err := message.Encode(m)
 		if err != nil {
 			return nil, fmt.Errorf("embedded.CreateEach %s: %w", m.ID, err)
 		}
@@ -460,7 +459,7 @@ func (s *Store) get(id string) (*message.Message, error) {
 	}
 	defer closer.Close()
 	var m message.Message
-	if err := json.Unmarshal(v, &m); err != nil {
+	if err := message.Decode(v, &m); err != nil {
 		return nil, fmt.Errorf("embedded.Get %s: decode: %w", id, err)
 	}
 	return &m, nil
@@ -492,7 +491,7 @@ func (s *Store) Update(ctx context.Context, id string, d store.Durability, fn fu
 	if err := fn(m); err != nil {
 		return nil, err
 	}
-	v, err := json.Marshal(m)
+	v, err := message.Encode(m)
 	if err != nil {
 		return nil, fmt.Errorf("embedded.Update %s: %w", id, err)
 	}
@@ -541,7 +540,7 @@ func (s *Store) Replace(ctx context.Context, old, m *message.Message, d store.Du
 	if d == store.Lazy {
 		return s.replaceLazy(old, m) // combined with the other callers' (combine.go)
 	}
-	v, err := json.Marshal(m)
+	v, err := message.Encode(m)
 	if err != nil {
 		return fmt.Errorf("embedded.Replace %s: %w", m.ID, err)
 	}

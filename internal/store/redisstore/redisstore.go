@@ -49,7 +49,6 @@ package redisstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -262,7 +261,7 @@ func retry(ctx context.Context, fn func() error) error {
 
 func decode(raw []byte) (*message.Message, error) {
 	var m message.Message
-	if err := json.Unmarshal(raw, &m); err != nil {
+	if err := message.Decode(raw, &m); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
 	return &m, nil
@@ -344,7 +343,7 @@ return {'ok'}
 var createScript = redis.NewScript(createSrc)
 
 func (s *Store) createOne(ctx context.Context, m *message.Message) error {
-	v, err := json.Marshal(m)
+	v, err := message.Encode(m)
 	if err != nil {
 		return fmt.Errorf("redisstore.Create %s: %w", m.ID, err)
 	}
@@ -389,7 +388,7 @@ func (s *Store) createInSlot(ctx context.Context, msgs []*message.Message) error
 	var err error
 	for i, m := range msgs {
 		ks[i] = s.keys.msg(m.ID)
-		if vals[i], err = json.Marshal(m); err != nil {
+		if vals[i], err = message.Encode(m); err != nil {
 			return fmt.Errorf("redisstore.Create %s: %w", m.ID, err)
 		}
 	}
@@ -560,7 +559,7 @@ func (s *Store) Update(ctx context.Context, id string, d store.Durability, fn fu
 			if err := fn(m); err != nil {
 				return passErr{err}
 			}
-			v, err := json.Marshal(m)
+			v, err := message.Encode(m)
 			if err != nil {
 				return err
 			}
@@ -661,7 +660,7 @@ func (s *Store) updateInSlot(ctx context.Context, sl int, ids []string, fn func(
 					res[i].Err = err
 					continue
 				}
-				v, err := json.Marshal(m)
+				v, err := message.Encode(m)
 				if err != nil {
 					return err
 				}
@@ -702,7 +701,7 @@ func (s *Store) Replace(ctx context.Context, old, m *message.Message, d store.Du
 		return err
 	}
 	defer release()
-	v, err := json.Marshal(m)
+	v, err := message.Encode(m)
 	if err != nil {
 		return fmt.Errorf("redisstore.Replace %s: %w", m.ID, err)
 	}
