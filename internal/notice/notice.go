@@ -23,8 +23,9 @@
 package notice
 
 import (
-	"encoding/json"
 	"errors"
+
+	json "github.com/goccy/go-json" // as encoding/json, faster (see message.Encode)
 
 	"github.com/sorakaq/sorakaq/internal/message"
 )

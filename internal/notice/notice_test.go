@@ -23,7 +23,9 @@ func TestDecode(t *testing.T) {
 			want: []Notice{{ID: "a"}}},
 		{name: "entries without an id are left out", in: `{"notices":[{"msg_id":"a"},{"version":1}]}`,
 			want: []Notice{{ID: "a"}}, bad: 1},
+		{name: "an empty batch", in: `{"notices":[]}`, want: []Notice{}},
 		{name: "neither", in: `{}`, err: true},
+		{name: "a null batch is neither", in: `{"notices":null}`, err: true},
 		{name: "both", in: `{"msg_id":"a","notices":[]}`, err: true},
 		{name: "not JSON", in: `x`, err: true},
 	} {

@@ -3,11 +3,11 @@ package routed
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"sync"
 	"time"
 
+	json "github.com/goccy/go-json" // as encoding/json, faster (see message.Encode)
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/metrics"
