@@ -517,14 +517,6 @@ func TestRetryAfter(t *testing.T) {
 	}
 }
 
-func mustURL(t *testing.T, s string) *url.URL {
-	u, err := url.Parse(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u
-}
-
 func TestIsPermanent(t *testing.T) {
 	srv500, _ := recorder(t, 500, "")
 	srvFalse, _ := recorder(t, 200, `{"result":false}`)
