@@ -32,8 +32,10 @@ func codecSamples() []*Message {
 // decoder, as what encoding/json writes reads by encoding/json; and Decode
 // reads encoding/json's output as encoding/json does. So records written
 // before the change read the same, and either side reads the other's.
-// (The bytes may differ in escapes: encoding/json writes "\b" where goccy
-// writes "\u0008". Nothing compares bytes written by two encoders: the
+// (The bytes may differ: encoding/json writes "\b" where goccy writes
+// "\u0008", and the two sort map keys differently when a key has a
+// character either escapes, such as "&". Nothing compares bytes written by
+// two encoders: the
 // stores' resend guards compare a value with the same process's own
 // encoding of it.)
 func TestCodecMatchesEncodingJSON(t *testing.T) {

@@ -38,6 +38,28 @@ func (e *DuplicateError) Error() string { return "idempotency key already used b
 // Is makes errors.Is(err, ErrExists) true.
 func (e *DuplicateError) Is(target error) bool { return target == ErrExists }
 
+// KeysTwice is Create's check that no two of msgs share an idempotency key
+// in one topic: each is checked against the stored keys only, so both
+// would be stored. nil, or an ErrExists naming the two.
+func KeysTwice(msgs []*message.Message) error {
+	type topicKey struct{ topic, key string }
+	var seen map[topicKey]string
+	for _, m := range msgs {
+		if m.IdemKey == "" {
+			continue
+		}
+		if seen == nil {
+			seen = map[topicKey]string{}
+		}
+		k := topicKey{m.Topic, m.IdemKey}
+		if first, ok := seen[k]; ok {
+			return fmt.Errorf("messages %s and %s have the same idempotency key in topic %q: %w", first, m.ID, m.Topic, ErrExists)
+		}
+		seen[k] = m.ID
+	}
+	return nil
+}
+
 // Durability says whether a write must be on disk before it returns.
 // Acknowledged changes (submit, cancel, new delay) are Sync; bookkeeping
 // that a crash may repeat safely (marking a message as being delivered)

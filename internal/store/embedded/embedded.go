@@ -158,11 +158,13 @@ func Open(opts Options) (*Store, error) {
 		st.hot = newHotSet(opts.HotWindow, opts.HotBytes)
 	}
 	st.idem = newIdemFilter(st.scanIdemKeys, func(n int, err error) {
-		if err != nil && !errors.Is(err, store.ErrClosed) {
-			st.log.Warn("idempotency-key filter not rebuilt; keyed submits read the store for every key until it is", zap.Error(err))
-			return
+		switch {
+		case errors.Is(err, store.ErrClosed):
+		case err != nil:
+			st.log.Warn("idempotency-key filter not rebuilt; keyed submits read the store for every new key until it is (tried again in 10 s)", zap.Error(err))
+		default:
+			st.log.Debug("idempotency-key filter built", zap.Int("keys", n))
 		}
-		st.log.Debug("idempotency-key filter built", zap.Int("keys", n))
 	})
 	if opts.idemFilterKeys > 0 {
 		st.idem.minSize = opts.idemFilterKeys
@@ -174,6 +176,7 @@ func Open(opts Options) (*Store, error) {
 // Close flushes and closes the database. Safe to call twice.
 func (s *Store) Close() error {
 	s.closing.Store(true) // a filter scan in progress stops (scanIdemKeys)
+	s.idem.stop()         // before the lock: a build's scan holds guard()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -252,6 +255,9 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 	keyed := false
 	for _, m := range msgs {
 		keyed = keyed || m.IdemKey != ""
+	}
+	if err := store.KeysTwice(msgs); err != nil {
+		return fmt.Errorf("embedded.Create: %w", err)
 	}
 	if keyed {
 		unlock := s.lockIdem(msgs)

@@ -3,6 +3,7 @@ package embedded
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
 )
@@ -36,6 +37,10 @@ type idemFilter struct {
 	next    *bloom.BloomFilter // being built: adds go here too
 	sized   uint               // the number of keys cur was sized for
 	counted uint               // keys in cur: the build's scan plus adds since
+
+	retryAt time.Time      // no build before this (set by a failed one)
+	stopped bool           // by stop: no more builds
+	builds  sync.WaitGroup // the build running, if any
 
 	building atomic.Bool
 	// scan calls add for every stored key (a fresh read of the store) and
@@ -81,25 +86,55 @@ func (f *idemFilter) add(key []byte) {
 	if f.next != nil {
 		f.next.Add(key)
 	}
-	full := f.cur == nil || f.counted > f.sized // not built (a first build that failed): try again
+	// not built (a first build that failed) or full: build, unless a
+	// build failed within idemFilterRetry
+	full := (f.cur == nil || f.counted > f.sized) && !time.Now().Before(f.retryAt)
 	f.mu.Unlock()
 	if full {
 		f.rebuildAsync()
 	}
 }
 
-// rebuildAsync starts a build unless one is running.
+// idemFilterRetry is how long after a failed build the next is tried (each
+// is a scan of every stored key, and a warning).
+const idemFilterRetry = 10 * time.Second
+
+// rebuildAsync starts a build unless one is running or the filter is
+// stopped.
 func (f *idemFilter) rebuildAsync() {
 	if !f.building.CompareAndSwap(false, true) {
 		return
 	}
+	f.mu.Lock()
+	if f.stopped {
+		f.mu.Unlock()
+		f.building.Store(false)
+		return
+	}
+	f.builds.Add(1)
+	f.mu.Unlock()
 	go func() {
+		defer f.builds.Done()
 		defer f.building.Store(false)
 		n, err := f.build()
+		if err != nil {
+			f.mu.Lock()
+			f.retryAt = time.Now().Add(idemFilterRetry)
+			f.mu.Unlock()
+		}
 		if f.onBuilt != nil {
 			f.onBuilt(n, err)
 		}
 	}()
+}
+
+// stop starts no more builds and waits for the one running (which ends
+// early once the store is closing: see Store.scanIdemKeys).
+func (f *idemFilter) stop() {
+	f.mu.Lock()
+	f.stopped = true
+	f.mu.Unlock()
+	f.builds.Wait()
 }
 
 // build makes a new filter from the store and puts it in place of cur.

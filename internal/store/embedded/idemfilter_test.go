@@ -237,3 +237,39 @@ func processCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// TestCloseWaitsForTheFilterBuild: a store closed while its filter is
+// still being built (at open, over many keys) returns from Close only once
+// the build has stopped, so nothing reads the closed database or logs after
+// it.
+func TestCloseWaitsForTheFilterBuild(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := open(t, dir)
+	var batch []*message.Message
+	for i := range 20_000 {
+		m := msg("close", 600_000)
+		m.IdemKey = fmt.Sprintf("k%d", i)
+		if batch = append(batch, m); len(batch) == 1000 {
+			if err := s.Create(ctx, batch...); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		s, err := Open(Options{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if s.idem.building.Load() {
+			t.Fatal("Close returned while the filter's build was still running")
+		}
+	}
+}

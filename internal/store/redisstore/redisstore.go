@@ -278,6 +278,9 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 		return err
 	}
 	defer release()
+	if err := store.KeysTwice(msgs); err != nil {
+		return fmt.Errorf("redisstore.Create: %w", err)
+	}
 	seen := make(map[string]bool, len(msgs))
 	bySlot := map[int][]*message.Message{}
 	var order []int

@@ -262,6 +262,17 @@ func idempotencyKey(t *testing.T, s store.Store) {
 	if _, err := s.Get(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatal("the duplicate was stored")
 	}
+	// one key twice in one call: refused whole (each is new to the store,
+	// so without a check across the call both would be stored)
+	d1, d2 := Keyed(s, Msg("t", 100), "twice"), Keyed(s, Msg("t", 200), "twice")
+	if err := s.Create(ctx, d1, d2); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("one key twice in one create: %v, want ErrExists", err)
+	}
+	for _, m := range []*message.Message{d1, d2} {
+		if _, err := s.Get(ctx, m.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("message %s of a refused create was stored", m.ID)
+		}
+	}
 	c := Keyed(s, Msg("other", 300), "order-42") // another topic: its own key space
 	if err := s.Create(ctx, c); err != nil {
 		t.Fatal(err)
