@@ -9,13 +9,13 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/store/embedded"
+	"github.com/sorakaq/sorakaq/internal/testenv"
 )
 
 // BenchmarkHerd fires b.N messages that are all due at once through the
@@ -68,7 +68,7 @@ func BenchmarkHerd(b *testing.B) {
 			}
 		}
 		got.Store(0)
-		cpu0 := cpuTime()
+		cpu0 := testenv.ProcessCPU()
 		b.ResetTimer()
 		w.mu.Lock()
 		for _, m := range all { // due now: the wheel hands them to the callers at once
@@ -79,7 +79,7 @@ func BenchmarkHerd(b *testing.B) {
 			time.Sleep(time.Millisecond)
 		}
 		b.StopTimer()
-		b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
+		b.ReportMetric(float64((testenv.ProcessCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
 	})
 
 	b.Run("reference", func(b *testing.B) {
@@ -91,7 +91,7 @@ func BenchmarkHerd(b *testing.B) {
 		}
 		close(jobs)
 		got.Store(0)
-		cpu0 := cpuTime()
+		cpu0 := testenv.ProcessCPU()
 		b.ResetTimer()
 		var wg sync.WaitGroup
 		for range 256 {
@@ -112,13 +112,6 @@ func BenchmarkHerd(b *testing.B) {
 		}
 		wg.Wait()
 		b.StopTimer()
-		b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
+		b.ReportMetric(float64((testenv.ProcessCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
 	})
-}
-
-// cpuTime is this process's user + system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

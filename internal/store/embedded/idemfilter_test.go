@@ -7,12 +7,12 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/store"
+	"github.com/sorakaq/sorakaq/internal/testenv"
 )
 
 // TestIdemFilterKeepsEveryStoredKey: keyed creates from many goroutines
@@ -205,7 +205,7 @@ func BenchmarkCreateKeyed(b *testing.B) {
 			var n atomic.Int64
 			n.Store(int64(b.N))
 			var wg sync.WaitGroup
-			cpu0, start := processCPU(), time.Now()
+			cpu0, start := testenv.ProcessCPU(), time.Now()
 			b.ResetTimer()
 			for range 100 {
 				wg.Go(func() {
@@ -224,18 +224,9 @@ func BenchmarkCreateKeyed(b *testing.B) {
 			wg.Wait()
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "creates/s")
-			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+			b.ReportMetric(float64((testenv.ProcessCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 		})
 	}
-}
-
-// processCPU is this process's user + system CPU time so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestCloseWaitsForTheFilterBuild: a store closed while its filter is

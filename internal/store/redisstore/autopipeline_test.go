@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/slots"
 	"github.com/sorakaq/sorakaq/internal/store"
+	"github.com/sorakaq/sorakaq/internal/testenv"
 )
 
 // Tests of the pipelined hot paths (autopipeline.go) on real Redis: the
@@ -305,7 +305,7 @@ func BenchmarkCreateParallel(b *testing.B) {
 			ctx := context.Background()
 			b.SetParallelism(max(1, 100/runtime.GOMAXPROCS(0)))
 			b.ReportAllocs()
-			c0, r0 := processCPU(b), redisCPU(b, s.c)
+			c0, r0 := testenv.ProcessCPU(), redisCPU(b, s.c)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -318,19 +318,10 @@ func BenchmarkCreateParallel(b *testing.B) {
 			b.StopTimer()
 			n := float64(b.N)
 			b.ReportMetric(n/b.Elapsed().Seconds(), "ops/s")
-			b.ReportMetric((processCPU(b)-c0).Seconds()*1e6/n, "client-µs/op")
+			b.ReportMetric((testenv.ProcessCPU()-c0).Seconds()*1e6/n, "client-µs/op")
 			b.ReportMetric((redisCPU(b, s.c)-r0).Seconds()*1e6/n, "redis-µs/op")
 		})
 	}
-}
-
-// processCPU is this process's user + system CPU time so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // redisCPU is the Redis server's used_cpu_user + used_cpu_sys so far.
