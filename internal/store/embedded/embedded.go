@@ -267,18 +267,12 @@ func (s *Store) Create(ctx context.Context, msgs ...*message.Message) error {
 			if m.IdemKey == "" {
 				continue
 			}
-			k := idemKey(m.Topic, m.IdemKey)
-			if !s.idem.mayContain(k) {
-				continue // certainly new: no read (idemfilter.go)
-			}
-			v, closer, err := s.db.Get(k)
-			if err == nil {
-				id := string(v)
-				closer.Close()
-				return &store.DuplicateError{ID: id}
-			}
-			if !errors.Is(err, pebble.ErrNotFound) {
+			id, err := s.keyHolder(idemKey(m.Topic, m.IdemKey))
+			if err != nil {
 				return fmt.Errorf("embedded.Create %s: %w", m.ID, err)
+			}
+			if id != "" {
+				return &store.DuplicateError{ID: id}
 			}
 		}
 	}
@@ -340,16 +334,13 @@ func (s *Store) CreateEach(ctx context.Context, msgs ...*message.Message) (errs 
 				errs[i] = &store.DuplicateError{ID: id}
 				continue
 			}
-			if s.idem.mayContain([]byte(k)) {
-				v, closer, err := s.db.Get([]byte(k))
-				if err == nil {
-					errs[i] = &store.DuplicateError{ID: string(v)}
-					closer.Close()
-					continue
-				}
-				if !errors.Is(err, pebble.ErrNotFound) {
-					return nil, fmt.Errorf("embedded.CreateEach %s: %w", m.ID, err)
-				}
+			id, err := s.keyHolder([]byte(k))
+			if err != nil {
+				return nil, fmt.Errorf("embedded.CreateEach %s: %w", m.ID, err)
+			}
+			if id != "" {
+				errs[i] = &store.DuplicateError{ID: id}
+				continue
 			}
 			taken[k] = m.ID
 			s.idem.add([]byte(k)) // before the commit: see idemFilter
@@ -379,6 +370,25 @@ func (s *Store) CreateEach(ctx context.Context, msgs ...*message.Message) (errs 
 		}
 	}
 	return errs, nil
+}
+
+// keyHolder is the id of the stored message holding the idempotency key
+// k, or "" when none does: from the filter alone when it says the key is
+// certainly new (idemfilter.go), else by reading it. The caller is inside
+// s.idem.enter and holds k's stripe.
+func (s *Store) keyHolder(k []byte) (string, error) {
+	if !s.idem.mayContain(k) {
+		return "", nil
+	}
+	v, closer, err := s.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer closer.Close()
+	return string(v), nil
 }
 
 // stripeGens reads the write generation of each message's stripe before
