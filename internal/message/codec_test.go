@@ -35,9 +35,8 @@ func codecSamples() []*Message {
 // (The bytes may differ: encoding/json writes "\b" where goccy writes
 // "\u0008", and the two sort map keys differently when a key has a
 // character either escapes, such as "&". Nothing compares bytes written by
-// two encoders: the
-// stores' resend guards compare a value with the same process's own
-// encoding of it.)
+// two encoders: the stores' resend guards compare a value with the same
+// process's own encoding of it.)
 func TestCodecMatchesEncodingJSON(t *testing.T) {
 	for i, m := range codecSamples() {
 		checkCodec(t, i, m)
