@@ -60,14 +60,19 @@ func TestPauseReachesWorkers(t *testing.T) {
 	check("paused")
 	// The console's per-worker chart for the topic: its 6 pending messages,
 	// all in the slots w1 holds (the slots' counters by the slot map).
-	var ws []struct {
+	type workerPending struct {
 		NodeID  string `json:"node_id"`
 		Pending *int64 `json:"pending"`
 	}
-	wr := c.AdminGet(t, "/sorakaq/monitor/workers", url.Values{"topic_name": {"held"}})
-	if err := json.Unmarshal(wr.Result, &ws); err != nil || wr.Status != http.StatusOK {
-		t.Fatalf("monitor/workers: %s %v", wr, err)
+	pendingOfHeld := func() ([]workerPending, Resp) {
+		var ws []workerPending
+		wr := c.AdminGet(t, "/sorakaq/monitor/workers", url.Values{"topic_name": {"held"}})
+		if err := json.Unmarshal(wr.Result, &ws); err != nil || wr.Status != http.StatusOK {
+			t.Fatalf("monitor/workers: %s %v", wr, err)
+		}
+		return ws, wr
 	}
+	ws, wr := pendingOfHeld()
 	if len(ws) != 1 || ws[0].NodeID != "w1" || ws[0].Pending == nil || *ws[0].Pending != int64(len(ids)) {
 		t.Fatalf("pending of held per worker: %s, want w1 with %d", wr.Raw, len(ids))
 	}
@@ -97,11 +102,7 @@ func TestPauseReachesWorkers(t *testing.T) {
 	// hand them over one by one), or a slot that came late would fire its
 	// message after later ones for a reason that is not the resume's.
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		wr := c.AdminGet(t, "/sorakaq/monitor/workers", url.Values{"topic_name": {"held"}})
-		ws = nil
-		if err := json.Unmarshal(wr.Result, &ws); err != nil || wr.Status != http.StatusOK {
-			t.Fatalf("monitor/workers: %s %v", wr, err)
-		}
+		ws, wr := pendingOfHeld()
 		held := false
 		for _, w := range ws {
 			held = held || w.NodeID == "w2" && w.Pending != nil && *w.Pending == int64(len(ids))
