@@ -276,6 +276,7 @@ for m in $MODES; do
 		# long enough that nothing fires during the run
 		echo
 		echo "== ab-submit: ab -k -c 100 -n 100000 (after a warm-up of 1,000 at -c 10) on $URL/sorakaq/msg/submit"
+		command -v ab >/dev/null || { echo "bench: ab-submit needs ab: apt-get install -y apache2-utils" >&2; exit 1; }
 		start_server
 		printf '%s' '{"topic_name":"delay_test","delay_time":600000,"ttr":1000,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/cb","params":"{\"id\":111}"}}' >"$WORK/body.json"
 		ab -q -k -c 10 -n 1000 -p "$WORK/body.json" -T application/json "$URL/sorakaq/msg/submit" >/dev/null
