@@ -35,8 +35,9 @@ type idemFilter struct {
 	mu      sync.Mutex
 	cur     *bloom.BloomFilter // nil: not built yet, everything is "maybe"
 	next    *bloom.BloomFilter // being built: adds go here too
+	nextAdd uint               // keys added to next by creates (not by the scan)
 	sized   uint               // the number of keys cur was sized for
-	counted uint               // keys in cur: the build's scan plus adds since
+	counted uint               // keys in cur: the build's scan plus adds during and since it
 
 	retryAt time.Time      // no build before this (set by a failed one)
 	stopped bool           // by stop: no more builds
@@ -85,6 +86,7 @@ func (f *idemFilter) add(key []byte) {
 	}
 	if f.next != nil {
 		f.next.Add(key)
+		f.nextAdd++
 	}
 	// not built (a first build that failed) or full: build, unless a
 	// build failed within idemFilterRetry
@@ -148,7 +150,7 @@ func (f *idemFilter) build() (int, error) {
 	size := max(f.minSize, 2*uint(live))
 	next := bloom.NewWithEstimates(size, idemFilterFP)
 	f.mu.Lock()
-	f.next = next
+	f.next, f.nextAdd = next, 0
 	f.mu.Unlock()
 	// The barrier: a create that added its key to cur only has committed
 	// once it has left.
@@ -166,6 +168,10 @@ func (f *idemFilter) build() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	f.cur, f.sized, f.counted = next, size, uint(n)
+	// The keys added during the build count too, or a rebuild comes late
+	// and the false-positive rate creeps over idemFilterFP. A key both
+	// added and seen by the scan counts twice: the rebuild comes a little
+	// early, never late.
+	f.cur, f.sized, f.counted = next, size, uint(n)+f.nextAdd
 	return n, nil
 }

@@ -160,6 +160,43 @@ func TestIdemFilterRebuildWaitsForCreatesInFlight(t *testing.T) {
 	}
 }
 
+// TestIdemFilterCountsKeysAddedDuringABuild: keys that creates add while a
+// build scans are in the new filter, so they must count towards its size;
+// counted only from the scan, the next rebuild would come late and the
+// false-positive rate rise past idemFilterFP.
+func TestIdemFilterCountsKeysAddedDuringABuild(t *testing.T) {
+	var f *idemFilter
+	scans := 0
+	f = newIdemFilter(func(add func([]byte)) (int, error) {
+		scans++
+		if scans == 2 { // the filling scan: creates add keys meanwhile
+			for i := range 5 {
+				leave := f.enter()
+				f.add(fmt.Appendf(nil, "during-%d", i))
+				leave()
+			}
+		}
+		add([]byte("stored"))
+		return 1, nil
+	}, nil)
+	f.minSize = 16
+	f.building.Store(true) // add's own rebuilds stay out of the way
+	if _, err := f.build(); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	counted := f.counted
+	f.mu.Unlock()
+	if counted != 1+5 {
+		t.Fatalf("after a build that saw 1 stored key while 5 were added, the filter counts %d keys, want 6", counted)
+	}
+	for i := range 5 {
+		if !f.mayContain(fmt.Appendf(nil, "during-%d", i)) {
+			t.Fatalf("key during-%d, added during the build, is missing", i)
+		}
+	}
+}
+
 // BenchmarkCreateKeyed is what an Idempotency-Key adds to a create: 100
 // writers, each create durable (group commit), with and without a unique
 // key each, over a store that already holds 200,000 keyed messages (so
