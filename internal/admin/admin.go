@@ -257,7 +257,7 @@ func (s *Server) addTopic(c *gin.Context) (any, error) {
 	if r.Partitions != nil {
 		t.Partitions = *r.Partitions
 	}
-	out, err := s.topics.CreateTopic(c, t)
+	out, err := s.topics.CreateTopic(c.Request.Context(), t)
 	if errors.Is(err, registry.ErrTopicExists) {
 		return nil, fmt.Errorf("%w: topic %q already exists; change it with /sorakaq/topic/update", message.ErrConflict, r.TopicName)
 	}
@@ -269,7 +269,7 @@ func (s *Server) updateTopic(c *gin.Context) (any, error) {
 	if err := s.decode(c, &r); err != nil {
 		return nil, err
 	}
-	out, err := s.topics.UpdateTopic(c, r.TopicName, func(t *registry.Topic) error {
+	out, err := s.topics.UpdateTopic(c.Request.Context(), r.TopicName, func(t *registry.Topic) error {
 		if r.Business != "" {
 			t.Business = r.Business
 		}
@@ -354,11 +354,11 @@ func (s *Server) views(ctx context.Context, ts []registry.Topic) ([]TopicView, e
 }
 
 func (s *Server) listTopics(c *gin.Context) (any, error) {
-	ts, err := s.topics.ListTopics(c)
+	ts, err := s.topics.ListTopics(c.Request.Context())
 	if err != nil {
 		return nil, err
 	}
-	return s.views(c, ts)
+	return s.views(c.Request.Context(), ts)
 }
 
 func (s *Server) getTopic(c *gin.Context) (any, error) {
@@ -366,11 +366,11 @@ func (s *Server) getTopic(c *gin.Context) (any, error) {
 	if err := message.ValidateTopic("topic_name", name); err != nil {
 		return nil, err
 	}
-	t, err := s.topics.GetTopic(c, name)
+	t, err := s.topics.GetTopic(c.Request.Context(), name)
 	if err != nil {
 		return nil, err
 	}
-	v, err := s.views(c, []registry.Topic{*t})
+	v, err := s.views(c.Request.Context(), []registry.Topic{*t})
 	if err != nil {
 		return nil, err
 	}
@@ -378,12 +378,12 @@ func (s *Server) getTopic(c *gin.Context) (any, error) {
 }
 
 func (s *Server) listInstances(c *gin.Context) (any, error) {
-	out, err := s.cluster.Instances(c)
+	out, err := s.cluster.Instances(c.Request.Context())
 	if err != nil {
 		return nil, errs.Public(err)
 	}
 	last := time.Now().UnixMilli()/60_000*60_000 - 60_000
-	if ms, err := s.stats.ReadStats(c, stats.Query{Topics: []string{stats.AllTopics}, FromMs: last, ToMs: last + 60_000}); err == nil {
+	if ms, err := s.stats.ReadStats(c.Request.Context(), stats.Query{Topics: []string{stats.AllTopics}, FromMs: last, ToMs: last + 60_000}); err == nil {
 		rates := stats.FireRates(ms, last)
 		for i := range out {
 			out[i].FireRate = rates[out[i].NodeID]
@@ -409,7 +409,7 @@ func (s *Server) offline(off bool) httpapi.Handler {
 		if err := registry.CheckNodeID(r.NodeID); err != nil {
 			return nil, &message.FieldError{Field: "node_id", Reason: err.Error()}
 		}
-		if err := s.cluster.SetOffline(c, r.NodeID, off); err != nil {
+		if err := s.cluster.SetOffline(c.Request.Context(), r.NodeID, off); err != nil {
 			return nil, errs.Public(err)
 		}
 		return true, nil

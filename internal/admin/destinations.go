@@ -64,7 +64,7 @@ func (s *Server) destinations(c *gin.Context) (any, error) {
 	if len(key) > message.MaxDestinationBytes {
 		return nil, &message.FieldError{Field: "key", Reason: fmt.Sprintf("is longer than %d characters", message.MaxDestinationBytes)}
 	}
-	rows, nodeErrs, err := s.dests.Destinations(c)
+	rows, nodeErrs, err := s.dests.Destinations(c.Request.Context())
 	if err != nil {
 		return nil, errs.Public(err)
 	}

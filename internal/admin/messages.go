@@ -57,7 +57,7 @@ func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.H
 		if err := message.ValidateID("msg_id", id); err != nil {
 			return nil, err
 		}
-		return s.msgs.Get(c, "", id)
+		return s.msgs.Get(c.Request.Context(), "", id)
 	}))
 	g.GET("/list", w(func(c *gin.Context) (any, error) {
 		q := store.ListQuery{Topic: c.Query("topic_name"), State: message.State(c.Query("state")), After: c.Query("cursor"), Limit: 50}
@@ -80,7 +80,7 @@ func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.H
 		if f.Narrowed() {
 			// a filtered scan, bounded: the page may be short (even empty)
 			// with a cursor when few of the messages read match
-			p, err := s.bulk.Select(c, f, q.After, q.Limit)
+			p, err := s.bulk.Select(c.Request.Context(), f, q.After, q.Limit)
 			if err != nil {
 				return nil, err
 			}
@@ -89,7 +89,7 @@ func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.H
 			}
 			return gin.H{"messages": p.Messages, "next_cursor": p.NextCursor, "scanned": p.Scanned}, nil
 		}
-		msgs, next, err := s.msgs.List(c, q)
+		msgs, next, err := s.msgs.List(c.Request.Context(), q)
 		if err != nil {
 			return nil, err
 		}
@@ -105,7 +105,7 @@ func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.H
 		if err != nil {
 			return nil, err
 		}
-		return s.msgs.Cancel(c, r.TopicName, r.MsgID)
+		return s.msgs.Cancel(c.Request.Context(), r.TopicName, r.MsgID)
 	}))
 	g.POST("/setDelay", w(func(c *gin.Context) (any, error) {
 		r, err := s.readMsgReq(c, true)
@@ -118,21 +118,21 @@ func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.H
 		if err := message.ValidateDelay("delay_time", *r.DelayTime); err != nil {
 			return nil, err
 		}
-		return s.msgs.ChangeDelay(c, r.TopicName, r.MsgID, lifecycle.DelayChange{SetMs: r.DelayTime, AtMs: message.CeilMs(time.Now())})
+		return s.msgs.ChangeDelay(c.Request.Context(), r.TopicName, r.MsgID, lifecycle.DelayChange{SetMs: r.DelayTime, AtMs: message.CeilMs(time.Now())})
 	}))
 	g.POST("/redrive", w(func(c *gin.Context) (any, error) {
 		r, err := s.readMsgReq(c, true)
 		if err != nil {
 			return nil, err
 		}
-		return s.msgs.Redrive(c, r.TopicName, r.MsgID)
+		return s.msgs.Redrive(c.Request.Context(), r.TopicName, r.MsgID)
 	}))
 	g.POST("/delete", w(func(c *gin.Context) (any, error) {
 		r, err := s.readMsgReq(c, true)
 		if err != nil {
 			return nil, err
 		}
-		if err := s.msgs.Delete(c, r.TopicName, r.MsgID); err != nil {
+		if err := s.msgs.Delete(c.Request.Context(), r.TopicName, r.MsgID); err != nil {
 			return nil, err
 		}
 		return true, nil
@@ -143,7 +143,7 @@ func (s *Server) messageRoutes(g *gin.RouterGroup, w func(httpapi.Handler) gin.H
 			if err != nil {
 				return nil, err
 			}
-			n, err := s.eachDead(c, r.TopicName, op)
+			n, err := s.eachDead(c.Request.Context(), r.TopicName, op)
 			if err != nil {
 				return gin.H{"done": n}, err
 			}
@@ -198,7 +198,7 @@ func (s *Server) bulkOp(c *gin.Context) (any, error) {
 	if se, ok := c.Get("session"); ok {
 		req.Who = se.(*session).user
 	}
-	return s.bulk.Run(c, req)
+	return s.bulk.Run(c.Request.Context(), req)
 }
 
 // countMsgs is GET /sorakaq/admin/msg/count: how many messages a filter
@@ -217,7 +217,7 @@ func (s *Server) countMsgs(c *gin.Context) (any, error) {
 		}
 	}
 	if !f.Narrowed() && cursor == "" {
-		counts, err := s.counter.Counts(c)
+		counts, err := s.counter.Counts(c.Request.Context())
 		if err != nil {
 			return nil, errs.Public(err)
 		}
@@ -229,7 +229,7 @@ func (s *Server) countMsgs(c *gin.Context) (any, error) {
 		}
 		return gin.H{"matched": n, "scanned": 0, "next_cursor": "", "from_counters": true}, nil
 	}
-	n, p, err := s.bulk.Count(c, f, cursor)
+	n, p, err := s.bulk.Count(c.Request.Context(), f, cursor)
 	if err != nil {
 		return nil, err
 	}

@@ -71,7 +71,7 @@ func (s *Server) minutes(c *gin.Context) (any, error) {
 	if topic != "" {
 		q.Topics = []string{topic}
 	}
-	ms, err := s.stats.ReadStats(c, q)
+	ms, err := s.stats.ReadStats(c.Request.Context(), q)
 	if err != nil {
 		return nil, errs.Public(fmt.Errorf("reading the figures: %w", err))
 	}
@@ -100,7 +100,7 @@ func (s *Server) workers(c *gin.Context) (any, error) {
 			return nil, err
 		}
 	}
-	insts, err := s.cluster.Instances(c)
+	insts, err := s.cluster.Instances(c.Request.Context())
 	if err != nil {
 		return nil, errs.Public(err)
 	}
@@ -108,13 +108,13 @@ func (s *Server) workers(c *gin.Context) (any, error) {
 	if topic != "" && s.pending != nil {
 		// a failed count leaves pending out (the console then draws the
 		// wheel's figure) rather than blanking the whole answer
-		if pending, err = s.pending(c, topic); err != nil {
+		if pending, err = s.pending(c.Request.Context(), topic); err != nil {
 			s.log.Warn("counting a topic's pending messages per worker failed", zap.String("topic", topic), zap.Error(err))
 			pending = nil
 		}
 	}
 	last := time.Now().UnixMilli()/60_000*60_000 - 60_000
-	ms, err := s.stats.ReadStats(c, stats.Query{Topics: []string{stats.AllTopics}, FromMs: last, ToMs: last + 60_000})
+	ms, err := s.stats.ReadStats(c.Request.Context(), stats.Query{Topics: []string{stats.AllTopics}, FromMs: last, ToMs: last + 60_000})
 	if err != nil {
 		return nil, errs.Public(err)
 	}

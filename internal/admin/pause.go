@@ -37,7 +37,7 @@ func (s *Server) pauseTopic(pause bool) httpapi.Handler {
 		if err := message.ValidateTopic("topic_name", r.TopicName); err != nil {
 			return nil, err
 		}
-		out, err := s.topics.UpdateTopic(c, r.TopicName, func(t *registry.Topic) error {
+		out, err := s.topics.UpdateTopic(c.Request.Context(), r.TopicName, func(t *registry.Topic) error {
 			if t.Paused == pause {
 				return nil
 			}
@@ -57,7 +57,7 @@ func (s *Server) pauseTopic(pause bool) httpapi.Handler {
 			what = "topic paused"
 		}
 		s.log.Info(what, zap.String("topic", r.TopicName), zap.String("by", who(c)))
-		v, err := s.views(c, []registry.Topic{*out})
+		v, err := s.views(c.Request.Context(), []registry.Topic{*out})
 		if err != nil {
 			return out, nil // the change is made; counts are extra
 		}
@@ -87,7 +87,7 @@ func (s *Server) testMessage(c *gin.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, due, err := s.submit(c, body)
+	id, due, err := s.submit(c.Request.Context(), body)
 	if err != nil {
 		return nil, err
 	}

@@ -195,7 +195,8 @@ func NewEngineWith(log *zap.Logger, m *metrics.Metrics, ready func() error, dura
 	// gin's default believes every X-Forwarded-For.
 	_ = e.SetTrustedProxies(nil)
 	e.HandleMethodNotAllowed = true
-	e.ContextWithFallback = true // handlers pass c as a context: let it end with the request
+	// Handlers pass c.Request.Context() on, never c itself: gin reuses c for
+	// the next request once the handler returns (TestNoGinContextUsedAsContext).
 	e.Use(securityHeaders, recovery(log), observe(m))
 	e.NoRoute(func(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusNotFound, Envelope{EC: http.StatusNotFound, EM: fmt.Sprintf("no such endpoint: %s %s", c.Request.Method, c.Request.URL.Path)})

@@ -107,7 +107,7 @@ func (s *Server) submitBatch(c *gin.Context) (any, error) {
 		for j, it := range group {
 			msgs[j] = it.m
 		}
-		out := s.backend.SubmitBatch(c, msgs)
+		out := s.backend.SubmitBatch(c.Request.Context(), msgs)
 		if len(out) != len(msgs) {
 			// a backend's bug; answered 500, never taken as stored
 			bad := fmt.Errorf("receive: the backend answered %d results for %d messages", len(out), len(msgs))
@@ -155,7 +155,7 @@ func (s *Server) admit(c *gin.Context, i int, m *message.Message, topicErr map[s
 	it.reserved = reserved
 	err, seen := topicErr[m.Topic]
 	if !seen {
-		err = s.ensureTopic(c, m.Topic)
+		err = s.ensureTopic(c.Request.Context(), m.Topic)
 		topicErr[m.Topic] = err
 	}
 	if err != nil && it.reserved {
@@ -174,7 +174,7 @@ func (s *Server) outcome(c *gin.Context, m *message.Message, err error) (BatchRe
 	if !errors.As(err, &dup) {
 		return BatchResult{}, false, err
 	}
-	res, err := s.replay(c, m, dup)
+	res, err := s.replay(c.Request.Context(), m, dup)
 	if err != nil {
 		return BatchResult{}, false, err
 	}

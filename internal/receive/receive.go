@@ -191,7 +191,7 @@ func (s *Server) admitLimits(c *gin.Context, topic string) (reserved bool, err e
 	if err := s.authorize(c, topic); err != nil {
 		return false, err
 	}
-	return s.admitTopic(c, topic)
+	return s.admitTopic(c.Request.Context(), topic)
 }
 
 // admitTopic is admitLimits after the token: the topic's submit rate and
@@ -248,15 +248,15 @@ func (s *Server) SubmitTrusted(ctx context.Context, body []byte) (SubmitResult, 
 // store makes sure the topic exists and hands m to the backend; stored
 // says whether a new message was stored (not a replay, not a failure).
 func (s *Server) store(c *gin.Context, m *message.Message) (any, bool, error) {
-	if err := s.ensureTopic(c, m.Topic); err != nil {
+	if err := s.ensureTopic(c.Request.Context(), m.Topic); err != nil {
 		return nil, false, err
 	}
-	if err := s.backend.Submit(c, m); err != nil {
+	if err := s.backend.Submit(c.Request.Context(), m); err != nil {
 		var dup *store.DuplicateError
 		if !errors.As(err, &dup) {
 			return nil, false, err
 		}
-		res, err := s.replay(c, m, dup)
+		res, err := s.replay(c.Request.Context(), m, dup)
 		if err != nil {
 			return nil, false, err
 		}
@@ -359,7 +359,7 @@ func (s *Server) cancel(c *gin.Context) (any, error) {
 	if err := s.decode(c, &r); err != nil {
 		return nil, err
 	}
-	if _, err := s.backend.Cancel(c, r.TopicName, r.MsgID); err != nil {
+	if _, err := s.backend.Cancel(c.Request.Context(), r.TopicName, r.MsgID); err != nil {
 		return nil, err
 	}
 	return true, nil
@@ -389,7 +389,7 @@ func (s *Server) addTime(c *gin.Context) (any, error) {
 	if err := s.decode(c, &r); err != nil {
 		return nil, err
 	}
-	if _, err := s.backend.ChangeDelay(c, r.TopicName, r.MsgID, lifecycle.DelayChange{AddMs: r.AddTime, AtMs: asked}); err != nil {
+	if _, err := s.backend.ChangeDelay(c.Request.Context(), r.TopicName, r.MsgID, lifecycle.DelayChange{AddMs: r.AddTime, AtMs: asked}); err != nil {
 		return nil, err
 	}
 	return true, nil
@@ -423,7 +423,7 @@ func (s *Server) setDelay(c *gin.Context) (any, error) {
 	if err := s.decode(c, &r); err != nil {
 		return nil, err
 	}
-	m, err := s.backend.ChangeDelay(c, r.TopicName, r.MsgID, lifecycle.DelayChange{SetMs: r.DelayTime, AtMs: asked})
+	m, err := s.backend.ChangeDelay(c.Request.Context(), r.TopicName, r.MsgID, lifecycle.DelayChange{SetMs: r.DelayTime, AtMs: asked})
 	if err != nil {
 		return nil, err
 	}
@@ -435,7 +435,7 @@ func (s *Server) redrive(c *gin.Context) (any, error) {
 	if err := s.decode(c, &r); err != nil {
 		return nil, err
 	}
-	m, err := s.backend.Redrive(c, r.TopicName, r.MsgID)
+	m, err := s.backend.Redrive(c.Request.Context(), r.TopicName, r.MsgID)
 	if err != nil {
 		return nil, err
 	}
@@ -447,7 +447,7 @@ func (s *Server) delete(c *gin.Context) (any, error) {
 	if err := s.decode(c, &r); err != nil {
 		return nil, err
 	}
-	if err := s.backend.Delete(c, r.TopicName, r.MsgID); err != nil {
+	if err := s.backend.Delete(c.Request.Context(), r.TopicName, r.MsgID); err != nil {
 		return nil, err
 	}
 	return true, nil
@@ -467,7 +467,7 @@ func (s *Server) get(c *gin.Context) (any, error) {
 	if err := s.authorize(c, topic); err != nil {
 		return nil, err
 	}
-	m, err := s.backend.Get(c, topic, id)
+	m, err := s.backend.Get(c.Request.Context(), topic, id)
 	if err != nil {
 		return nil, err
 	}
@@ -513,7 +513,7 @@ func (s *Server) list(c *gin.Context) (any, error) {
 		}
 		q.Limit = n
 	}
-	msgs, next, err := s.backend.List(c, q)
+	msgs, next, err := s.backend.List(c.Request.Context(), q)
 	if err != nil {
 		return nil, err
 	}

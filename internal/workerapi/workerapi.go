@@ -142,7 +142,7 @@ func Register(e *gin.Engine, w Worker, secret string, log *zap.Logger) {
 	e.POST(PathChangeDelay, control(func(c *gin.Context, r ControlRequest) (any, error) {
 		return w.ChangeDelay(r.ctx(c), r.Topic, r.ID, lifecycle.DelayChange{AddMs: r.AddMs, SetMs: r.SetMs, AtMs: r.AtMs})
 	}))
-	e.POST(PathGet, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Get(c, r.Topic, r.ID) }))
+	e.POST(PathGet, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Get(c.Request.Context(), r.Topic, r.ID) }))
 	e.POST(PathRedrive, control(func(c *gin.Context, r ControlRequest) (any, error) { return w.Redrive(r.ctx(c), r.Topic, r.ID) }))
 	e.POST(PathDestinations, wrap(1<<10, func(c *gin.Context, body []byte) (any, error) { return w.Destinations(), nil }))
 }
