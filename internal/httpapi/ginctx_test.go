@@ -52,7 +52,7 @@ func TestNoGinContextUsedAsContext(t *testing.T) {
 			}
 			files = append(files, f)
 		}
-		info := &types.Info{Types: map[ast.Expr]types.TypeAndValue{}}
+		info := &types.Info{Types: map[ast.Expr]types.TypeAndValue{}, Defs: map[*ast.Ident]types.Object{}}
 		conf := types.Config{Importer: imp.(types.ImporterFrom), Error: func(error) {}}
 		if _, err := conf.Check(p.ImportPath, fset, files, info); err != nil {
 			t.Fatalf("type-checking %s: %v", p.ImportPath, err)
@@ -135,12 +135,12 @@ func ginAsContext(fset *token.FileSet, info *types.Info, f *ast.File) []string {
 			if n.Body == nil {
 				return false
 			}
-			results = append(results, signatureOf(info, n.Type).Results())
+			results = append(results, signatureOf(info.Defs[n.Name].Type()).Results())
 			ast.Inspect(n.Body, visit)
 			results = results[:len(results)-1]
 			return false
 		case *ast.FuncLit:
-			results = append(results, signatureOf(info, n.Type).Results())
+			results = append(results, signatureOf(info.TypeOf(n)).Results())
 			ast.Inspect(n.Body, visit)
 			results = results[:len(results)-1]
 			return false
@@ -170,8 +170,18 @@ func ginAsContext(fset *token.FileSet, info *types.Info, f *ast.File) []string {
 					report(r, results[len(results)-1].At(i).Type())
 				}
 			}
-		case *ast.KeyValueExpr:
-			report(n.Value, info.TypeOf(n.Key))
+		case *ast.CompositeLit:
+			for i, el := range n.Elts {
+				v, key := el, ast.Expr(nil)
+				if kv, ok := el.(*ast.KeyValueExpr); ok {
+					v, key = kv.Value, kv.Key
+				}
+				report(v, elemType(info.TypeOf(n), i, key))
+			}
+		case *ast.SendStmt:
+			if ch, ok := info.TypeOf(n.Chan).Underlying().(*types.Chan); ok {
+				report(n.Value, ch.Elem())
+			}
 		}
 		return true
 	}
@@ -179,11 +189,40 @@ func ginAsContext(fset *token.FileSet, info *types.Info, f *ast.File) []string {
 	return out
 }
 
-func signatureOf(info *types.Info, ft *ast.FuncType) *types.Signature {
-	if tv, ok := info.Types[ft]; ok {
-		if s, ok := tv.Type.(*types.Signature); ok {
-			return s
+// elemType is the type the i-th element (or the one with key) of a
+// composite literal of type t must have.
+func elemType(t types.Type, i int, key ast.Expr) types.Type {
+	if t == nil {
+		return nil
+	}
+	switch u := t.Underlying().(type) {
+	case *types.Struct:
+		if id, ok := key.(*ast.Ident); ok {
+			for j := range u.NumFields() {
+				if u.Field(j).Name() == id.Name {
+					return u.Field(j).Type()
+				}
+			}
+			return nil
 		}
+		if i < u.NumFields() {
+			return u.Field(i).Type()
+		}
+	case *types.Map:
+		return u.Elem()
+	case *types.Slice:
+		return u.Elem()
+	case *types.Array:
+		return u.Elem()
+	case *types.Pointer: // &T{...} elided in a literal of pointers
+		return elemType(u.Elem(), i, key)
+	}
+	return nil
+}
+
+func signatureOf(t types.Type) *types.Signature {
+	if s, ok := t.(*types.Signature); ok {
+		return s
 	}
 	return types.NewSignatureType(nil, nil, nil, nil, nil, false)
 }
