@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/testproc"
 	"github.com/sorakaq/sorakaq/internal/testsink"
 	"github.com/sorakaq/sorakaq/pkg/client"
@@ -363,7 +364,7 @@ type Submitted struct {
 	ID       string `json:"msgId"`
 	DueAt    int64  `json:"due_at"`
 	Before   int64  // unix ms just before the request
-	Answered int64  // unix ms when the answer arrived
+	Answered int64  // unix ms when the answer arrived, rounded up as the server rounds its receipt time
 }
 
 // Client is the public Go client (pkg/client) of the receive service.
@@ -382,7 +383,7 @@ func (s *Server) Submit(t *testing.T, r SubmitReq) Submitted {
 	if err != nil {
 		t.Fatalf("submit %+v: %v", r, err)
 	}
-	out := Submitted{ID: sub.ID, DueAt: sub.DueMs, Before: before, Answered: time.Now().UnixMilli()}
+	out := Submitted{ID: sub.ID, DueAt: sub.DueMs, Before: before, Answered: message.CeilMs(time.Now())}
 	if !idRe.MatchString(out.ID) {
 		t.Fatalf("submit answered msgId %q, not a message id", out.ID)
 	}

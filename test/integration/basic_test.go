@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/message"
 )
 
 // TestSubmitFiresOnTime: one process per role; 50 messages with delays of
@@ -82,7 +84,7 @@ func TestChangesWhileInKafka(t *testing.T) {
 	if r.Status != http.StatusOK {
 		t.Fatalf("setDelay: %s", r)
 	}
-	after := time.Now().UnixMilli()
+	after := message.CeilMs(time.Now()) // the server rounds its receipt time up
 	var sd struct {
 		DueAt int64  `json:"due_at"`
 		State string `json:"state"`
@@ -159,7 +161,7 @@ func TestChangesWhileHeld(t *testing.T) {
 		DueAt int64 `json:"due_at"`
 	}
 	r.Into(t, &sd)
-	if sd.DueAt < before+500 || sd.DueAt > time.Now().UnixMilli()+500 {
+	if sd.DueAt < before+500 || sd.DueAt > message.CeilMs(time.Now())+500 {
 		t.Errorf("setDelay 500 answered due_at %d, submit-time due %d", sd.DueAt, moved.DueAt)
 	}
 	cl := sink.WaitCalls(t, moved.ID, 1, 5*time.Second)[0]
