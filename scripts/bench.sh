@@ -28,6 +28,10 @@
 #   BENCH_OUT=/some/dir scripts/bench.sh   keep the JSON reports and logs there
 #   BENCH_FIRE_N=20000 BENCH_FIRE_RATE=1000 scripts/bench.sh
 #       the fire modes with fewer messages / a lower rate (default 100000 at 5000/s)
+#   BENCH_REPEAT=5 BENCH_MODES=fire-herd scripts/bench.sh
+#       each mode 5 times, each on a fresh server, reports NAME-1.json ...; a
+#       mode run with the reference then prints its ratios of every run and their
+#       median (one herd or one p99 ratio on this shared box says little)
 #   BENCH_TARGET=distributed scripts/bench.sh
 #       the distributed mode instead: receive, center, worker and admin as four
 #       processes over the servers of scripts/infra.sh (run `scripts/infra.sh up`
@@ -60,6 +64,10 @@ mkdir -p "$OUT"
 SERVER_PID=""
 SERVER_ENV=() # extra KEY=VALUE for the next server start
 FAILED=()
+REPEAT=${BENCH_REPEAT:-1}
+[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_REPEAT must be a positive integer, not '$REPEAT'" >&2; exit 2; }
+RUN=""     # the report's suffix in a repeated run: -1, -2, ...
+REPORTS=() # name|file of each load run of the current mode
 
 cleanup() {
 	stop_server
@@ -198,16 +206,18 @@ load() { # name args...
 	local name=$1
 	shift
 	echo
-	echo "== $name: ${SERVER_ENV[*]} sorakaq-load -url $URL $*"
+	echo "== $name$RUN: ${SERVER_ENV[*]} sorakaq-load -url $URL $*"
 	start_server
 	local args=("${@//@FLOW_METRICS@/${FLOW_METRICS:-}}") # the worker's /metrics, known once it runs
 	cpu_start
-	if ! "$WORK/bin/sorakaq-load" -url "$URL" -json "${args[@]}" >"$OUT/$name.json"; then
-		echo "== $name FAILED (see the verdict above)"
-		FAILED+=("$name")
+	local report="$OUT/$name$RUN.json"
+	if ! "$WORK/bin/sorakaq-load" -url "$URL" -json "${args[@]}" >"$report"; then
+		echo "== $name$RUN FAILED (see the verdict above)"
+		FAILED+=("$name$RUN")
 	fi
+	REPORTS+=("$name|$report")
 	local n
-	n=$(grep -o '"acknowledged": *[0-9]*\|"messages": *[0-9]*' "$OUT/$name.json" | head -1 | grep -o '[0-9]*$' || true)
+	n=$(grep -o '"acknowledged": *[0-9]*\|"messages": *[0-9]*' "$report" | head -1 | grep -o '[0-9]*$' || true)
 	[[ -n $n && $n -gt 0 ]] && cpu_report "$n"
 	worker_shares
 	stop_server
@@ -228,93 +238,131 @@ worker_shares() {
 	echo "== workers:$line"
 }
 
+# ratio_of FILE KEY: the value of KEY in the report's ratio_to_reference
+ratio_of() {
+	tr -d ' \n\t' <"$1" | sed -n 's/.*"ratio_to_reference":{\([^}]*\)}.*/\1/p' | tr ',' '\n' |
+		sed -n "s/^\"$2\":\([0-9.eE+-]*\)\$/\1/p"
+}
+
+# median of the numbers on stdin
+median() {
+	sort -g | awk '{a[NR] = $1} END {if (NR == 0) exit; if (NR % 2) m = a[(NR + 1) / 2]; else m = (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.2f", m}'
+}
+
+# ratios_summary: after a repeated mode, each run's ratios to the reference
+# (drain and p99 of the client's clock) and their medians.
+ratios_summary() {
+	local names entry name key vals
+	names=$(printf '%s\n' "${REPORTS[@]}" | cut -d'|' -f1 | sort -u)
+	for name in $names; do
+		for key in drain p99; do
+			vals=()
+			for entry in "${REPORTS[@]}"; do
+				[[ ${entry%%|*} == "$name" ]] || continue
+				local v
+				v=$(ratio_of "${entry#*|}" "$key")
+				[[ -n $v ]] && vals+=("$(printf '%.2f' "$v")")
+			done
+			((${#vals[@]})) || continue
+			echo "== $name over ${#vals[@]} runs: $key ratio to the reference ${vals[*]} (median $(printf '%s\n' "${vals[@]}" | median))"
+		done
+	done
+}
+
 for m in $MODES; do
-	case $m in
-	submit) load submit -mode submit -c 100 -d 20s ;;
-	fire) load fire -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -wait 60s -ref ;;
-	fire-overlap) load fire-overlap -mode fire -pattern overlap -ahead 1s -n "$FIRE_N" -rate "$FIRE_RATE" -wait 60s -ref ;;
-	fire-pending) # the fire run with a million messages pending beyond the window
-		echo
-		echo "== fire-pending: ${BENCH_PENDING_N:-1000000} submits with delay 1 h (-c 100), then fire -n $FIRE_N -rate $FIRE_RATE on the same server"
-		start_server
-		"$WORK/bin/sorakaq-load" -url "$URL" -json -mode submit -c 100 -n "${BENCH_PENDING_N:-1000000}" -delay 3600000 >"$OUT/fire-pending-fill.json"
-		echo "== fire-pending: filled; data dir $(du -sh "$WORK/data" 2>/dev/null | cut -f1)"
-		cpu_start
-		if ! "$WORK/bin/sorakaq-load" -url "$URL" -json -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -wait 60s -ref >"$OUT/fire-pending.json"; then
-			echo "== fire-pending FAILED (see the verdict above)"
-			FAILED+=(fire-pending)
-		fi
-		cpu_report "$FIRE_N"
-		stop_server
-		;;
-	fire-herd) # every message due in one millisecond: the drain time, as a ratio to the reference's
-		load fire-herd -mode fire -pattern herd -n "${BENCH_HERD_N:-50000}" -lead 30s -wait 60s -ref ;;
-	fire-loader)
-		SERVER_ENV=(SORAKAQ_WORKER_WINDOW=5s)
-		load fire-loader -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -window 5s -wait 60s -ref
-		;;
-	latency) load latency -mode latency -c 10 -n 20000 ;;
-	isolation) load isolation -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -wait 60s -slow "${BENCH_SLOW_N:-2000}" -slow-ms "${BENCH_SLOW_MS:-5s}" ;;
-	keyed) # keyed submits (a unique Idempotency-Key each) against unkeyed, fresh servers, 10 s each
-		load keyed-off -mode submit -c 100 -d 10s
-		load keyed-on -mode submit -c 100 -d 10s -keyed
-		;;
-	batch)
-		load batch-single -mode submit -c 100 -d 10s
-		load batch-100 -mode submit -c 4 -batch 100 -d 10s
-		load batch-500 -mode submit -c 2 -batch 500 -d 10s
-		;;
-	flow)
-		if [[ $TARGET == distributed ]]; then
-			load flow -mode latency -c 10 -n 10000 -flow-metrics @FLOW_METRICS@
-		else
-			load flow -mode latency -c 10 -n 10000 -flow-samples 1000
-		fi
-		;;
-	ab-submit)
-		# the issue's headline: ApacheBench, 100 keep-alive clients, a delay
-		# long enough that nothing fires during the run
-		echo
-		echo "== ab-submit: ab -k -c 100 -n 100000 (after a warm-up of 1,000 at -c 10) on $URL/sorakaq/msg/submit"
-		command -v ab >/dev/null || { echo "bench: ab-submit needs ab: apt-get install -y apache2-utils" >&2; exit 1; }
-		start_server
-		printf '%s' '{"topic_name":"delay_test","delay_time":600000,"ttr":1000,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/cb","params":"{\"id\":111}"}}' >"$WORK/body.json"
-		ab -q -k -c 10 -n 1000 -p "$WORK/body.json" -T application/json "$URL/sorakaq/msg/submit" >/dev/null
-		ab -q -k -c 100 -n 100000 -p "$WORK/body.json" -T application/json "$URL/sorakaq/msg/submit" | tee "$OUT/ab-submit.txt" |
-			grep -E "Complete requests|Failed requests|Non-2xx|Requests per second|  50%|  99%"
-		# the same server's floor: /healthz, same ab, right after
-		echo "== ab-submit: the same server's /healthz (ab -k -c 100 -n 100000), the reference for the ratio"
-		ab -q -k -c 100 -n 100000 "$URL/healthz" >"$OUT/ab-healthz.txt"
-		grep -E "Requests per second" "$OUT/ab-healthz.txt"
-		awk '/Requests per second/ {r[n++]=$4} END {if (n == 2 && r[1] > 0) printf "== durable submit / healthz = %.2f\n", r[0] / r[1]}' "$OUT/ab-submit.txt" "$OUT/ab-healthz.txt"
-		stop_server
-		;;
-	ab)
-		echo
-		echo "== ab: scripts/ab-table.sh $URL (the original's pairs)"
-		start_server
-		"$ROOT/scripts/ab-table.sh" "$URL" | tee "$OUT/ab.txt"
-		stop_server
-		;;
-	wrk)
-		if ! command -v wrk >/dev/null; then
-			echo "== wrk not installed, skipped"
-			continue
-		fi
-		cat >"$WORK/submit.lua" <<'LUA'
+	REPORTS=()
+	for ((rep = 1; rep <= REPEAT; rep++)); do
+		RUN=""
+		((REPEAT > 1)) && RUN="-$rep"
+		case $m in
+		submit) load submit -mode submit -c 100 -d 20s ;;
+		fire) load fire -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -wait 60s -ref ;;
+		fire-overlap) load fire-overlap -mode fire -pattern overlap -ahead 1s -n "$FIRE_N" -rate "$FIRE_RATE" -wait 60s -ref ;;
+		fire-pending) # the fire run with a million messages pending beyond the window
+			echo
+			echo "== fire-pending: ${BENCH_PENDING_N:-1000000} submits with delay 1 h (-c 100), then fire -n $FIRE_N -rate $FIRE_RATE on the same server"
+			start_server
+			"$WORK/bin/sorakaq-load" -url "$URL" -json -mode submit -c 100 -n "${BENCH_PENDING_N:-1000000}" -delay 3600000 >"$OUT/fire-pending-fill$RUN.json"
+			echo "== fire-pending: filled; data dir $(du -sh "$WORK/data" 2>/dev/null | cut -f1)"
+			cpu_start
+			if ! "$WORK/bin/sorakaq-load" -url "$URL" -json -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -wait 60s -ref >"$OUT/fire-pending$RUN.json"; then
+				echo "== fire-pending$RUN FAILED (see the verdict above)"
+				FAILED+=("fire-pending$RUN")
+			fi
+			REPORTS+=("fire-pending|$OUT/fire-pending$RUN.json")
+			cpu_report "$FIRE_N"
+			stop_server
+			;;
+		fire-herd) # every message due in one millisecond: the drain time, as a ratio to the reference's
+			load fire-herd -mode fire -pattern herd -n "${BENCH_HERD_N:-50000}" -lead 30s -wait 60s -ref ;;
+		fire-loader)
+			SERVER_ENV=(SORAKAQ_WORKER_WINDOW=5s)
+			load fire-loader -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -window 5s -wait 60s -ref
+			;;
+		latency) load latency -mode latency -c 10 -n 20000 ;;
+		isolation) load isolation -mode fire -n "$FIRE_N" -rate "$FIRE_RATE" -lead 30s -wait 60s -slow "${BENCH_SLOW_N:-2000}" -slow-ms "${BENCH_SLOW_MS:-5s}" ;;
+		keyed) # keyed submits (a unique Idempotency-Key each) against unkeyed, fresh servers, 10 s each
+			load keyed-off -mode submit -c 100 -d 10s
+			load keyed-on -mode submit -c 100 -d 10s -keyed
+			;;
+		batch)
+			load batch-single -mode submit -c 100 -d 10s
+			load batch-100 -mode submit -c 4 -batch 100 -d 10s
+			load batch-500 -mode submit -c 2 -batch 500 -d 10s
+			;;
+		flow)
+			if [[ $TARGET == distributed ]]; then
+				load flow -mode latency -c 10 -n 10000 -flow-metrics @FLOW_METRICS@
+			else
+				load flow -mode latency -c 10 -n 10000 -flow-samples 1000
+			fi
+			;;
+		ab-submit)
+			# the issue's headline: ApacheBench, 100 keep-alive clients, a delay
+			# long enough that nothing fires during the run
+			echo
+			echo "== ab-submit: ab -k -c 100 -n 100000 (after a warm-up of 1,000 at -c 10) on $URL/sorakaq/msg/submit"
+			command -v ab >/dev/null || { echo "bench: ab-submit needs ab: apt-get install -y apache2-utils" >&2; exit 1; }
+			start_server
+			printf '%s' '{"topic_name":"delay_test","delay_time":600000,"ttr":1000,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/cb","params":"{\"id\":111}"}}' >"$WORK/body.json"
+			ab -q -k -c 10 -n 1000 -p "$WORK/body.json" -T application/json "$URL/sorakaq/msg/submit" >/dev/null
+			ab -q -k -c 100 -n 100000 -p "$WORK/body.json" -T application/json "$URL/sorakaq/msg/submit" | tee "$OUT/ab-submit.txt" |
+				grep -E "Complete requests|Failed requests|Non-2xx|Requests per second|  50%|  99%"
+			# the same server's floor: /healthz, same ab, right after
+			echo "== ab-submit: the same server's /healthz (ab -k -c 100 -n 100000), the reference for the ratio"
+			ab -q -k -c 100 -n 100000 "$URL/healthz" >"$OUT/ab-healthz.txt"
+			grep -E "Requests per second" "$OUT/ab-healthz.txt"
+			awk '/Requests per second/ {r[n++]=$4} END {if (n == 2 && r[1] > 0) printf "== durable submit / healthz = %.2f\n", r[0] / r[1]}' "$OUT/ab-submit.txt" "$OUT/ab-healthz.txt"
+			stop_server
+			;;
+		ab)
+			echo
+			echo "== ab: scripts/ab-table.sh $URL (the original's pairs)"
+			start_server
+			"$ROOT/scripts/ab-table.sh" "$URL" | tee "$OUT/ab.txt"
+			stop_server
+			;;
+		wrk)
+			if ! command -v wrk >/dev/null; then
+				echo "== wrk not installed, skipped"
+				continue
+			fi
+			cat >"$WORK/submit.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"topic_name":"sorakaq-load","delay_time":600000,"ttr":1000,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/sorakaq-load","params":"{}"}}'
 LUA
-		echo
-		echo "== wrk: wrk -t2 -c100 -d20s --latency -s submit.lua $URL/sorakaq/msg/submit"
-		echo "   (wrk's percentiles come from its histogram, not exact; 'Non-2xx' lines are errors)"
-		start_server
-		wrk -t2 -c100 -d20s --latency -s "$WORK/submit.lua" "$URL/sorakaq/msg/submit" | tee "$OUT/wrk.txt"
-		stop_server
-		;;
-	*) echo "unknown mode $m" >&2; exit 2 ;;
-	esac
+			echo
+			echo "== wrk: wrk -t2 -c100 -d20s --latency -s submit.lua $URL/sorakaq/msg/submit"
+			echo "   (wrk's percentiles come from its histogram, not exact; 'Non-2xx' lines are errors)"
+			start_server
+			wrk -t2 -c100 -d20s --latency -s "$WORK/submit.lua" "$URL/sorakaq/msg/submit" | tee "$OUT/wrk.txt"
+			stop_server
+			;;
+		*) echo "unknown mode $m" >&2; exit 2 ;;
+		esac
+	done
+	if ((REPEAT > 1)); then ratios_summary; fi
 done
 echo
 echo "== reports (JSON) in $OUT"
