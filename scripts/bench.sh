@@ -29,7 +29,7 @@
 #   BENCH_FIRE_N=20000 BENCH_FIRE_RATE=1000 scripts/bench.sh
 #       the fire modes with fewer messages / a lower rate (default 100000 at 5000/s)
 #   BENCH_REPEAT=5 BENCH_MODES=fire-herd scripts/bench.sh
-#       each mode 5 times, each on a fresh server, reports NAME-1.json ...; a
+#       each mode 5 times, each on a fresh server, reports NAME-1.json (.txt) ...; a
 #       mode run with the reference then prints its ratios of every run and their
 #       median (one herd or one p99 ratio on this shared box says little)
 #   BENCH_TARGET=distributed scripts/bench.sh
@@ -326,20 +326,20 @@ for m in $MODES; do
 			start_server
 			printf '%s' '{"topic_name":"delay_test","delay_time":600000,"ttr":1000,"callback":{"request_type":"POST","url":"http://127.0.0.1:9/cb","params":"{\"id\":111}"}}' >"$WORK/body.json"
 			ab -q -k -c 10 -n 1000 -p "$WORK/body.json" -T application/json "$URL/sorakaq/msg/submit" >/dev/null
-			ab -q -k -c 100 -n 100000 -p "$WORK/body.json" -T application/json "$URL/sorakaq/msg/submit" | tee "$OUT/ab-submit.txt" |
+			ab -q -k -c 100 -n 100000 -p "$WORK/body.json" -T application/json "$URL/sorakaq/msg/submit" | tee "$OUT/ab-submit$RUN.txt" |
 				grep -E "Complete requests|Failed requests|Non-2xx|Requests per second|  50%|  99%"
 			# the same server's floor: /healthz, same ab, right after
 			echo "== ab-submit: the same server's /healthz (ab -k -c 100 -n 100000), the reference for the ratio"
-			ab -q -k -c 100 -n 100000 "$URL/healthz" >"$OUT/ab-healthz.txt"
-			grep -E "Requests per second" "$OUT/ab-healthz.txt"
-			awk '/Requests per second/ {r[n++]=$4} END {if (n == 2 && r[1] > 0) printf "== durable submit / healthz = %.2f\n", r[0] / r[1]}' "$OUT/ab-submit.txt" "$OUT/ab-healthz.txt"
+			ab -q -k -c 100 -n 100000 "$URL/healthz" >"$OUT/ab-healthz$RUN.txt"
+			grep -E "Requests per second" "$OUT/ab-healthz$RUN.txt"
+			awk '/Requests per second/ {r[n++]=$4} END {if (n == 2 && r[1] > 0) printf "== durable submit / healthz = %.2f\n", r[0] / r[1]}' "$OUT/ab-submit$RUN.txt" "$OUT/ab-healthz$RUN.txt"
 			stop_server
 			;;
 		ab)
 			echo
 			echo "== ab: scripts/ab-table.sh $URL (the original's pairs)"
 			start_server
-			"$ROOT/scripts/ab-table.sh" "$URL" | tee "$OUT/ab.txt"
+			"$ROOT/scripts/ab-table.sh" "$URL" | tee "$OUT/ab$RUN.txt"
 			stop_server
 			;;
 		wrk)
@@ -356,7 +356,7 @@ LUA
 			echo "== wrk: wrk -t2 -c100 -d20s --latency -s submit.lua $URL/sorakaq/msg/submit"
 			echo "   (wrk's percentiles come from its histogram, not exact; 'Non-2xx' lines are errors)"
 			start_server
-			wrk -t2 -c100 -d20s --latency -s "$WORK/submit.lua" "$URL/sorakaq/msg/submit" | tee "$OUT/wrk.txt"
+			wrk -t2 -c100 -d20s --latency -s "$WORK/submit.lua" "$URL/sorakaq/msg/submit" | tee "$OUT/wrk$RUN.txt"
 			stop_server
 			;;
 		*) echo "unknown mode $m" >&2; exit 2 ;;
