@@ -3,12 +3,10 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -458,21 +456,5 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 // worker's /metrics: the messages it found scheduled but gone from Redis.
 func missingCount(t *testing.T, base string) int {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatalf("reading %s/metrics: %v", base, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, "sorakaq_store_errors_total{") && strings.Contains(line, `op="missing"`) {
-			f := strings.Fields(line)
-			n, err := strconv.ParseFloat(f[len(f)-1], 64)
-			if err != nil {
-				t.Fatalf("%q: %v", line, err)
-			}
-			return int(n)
-		}
-	}
-	return 0
+	return int(metricValue(t, base, "sorakaq_store_errors_total", `op="missing"`))
 }
