@@ -131,6 +131,12 @@ func TestPausedTopicWaitsAndFiresInDueOrderOnResume(t *testing.T) {
 	if _, err := h.w.Cancel(ctx, "p", ms[0].ID); err != nil {
 		t.Fatalf("cancel while paused: %v", err)
 	}
+	h.w.mu.Lock()
+	parked = len(h.w.pausedIDs)
+	h.w.mu.Unlock()
+	if parked != len(ms)-1 {
+		t.Fatalf("%d parked after a cancel, want %d (the cancelled one no longer waits)", parked, len(ms)-1)
+	}
 	set := int64(150)
 	moved, err := h.w.ChangeDelay(ctx, "p", ms[1].ID, DelayChange{SetMs: &set})
 	if err != nil {

@@ -414,6 +414,10 @@ func (w *Worker) unschedule(id string) {
 			w.grantLocked(w.dest.Forfeit(p.ticket))
 		}
 	}
+	if _, ok := w.pausedIDs[id]; ok {
+		delete(w.pausedIDs, id) // no longer waiting for its topic's resume
+		w.metrics.Parked.Set(float64(len(w.pausedIDs)))
+	}
 }
 
 // stopTimerLocked stops and forgets a message's timer; a granted parked
