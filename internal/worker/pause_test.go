@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/sorakaq/sorakaq/internal/callback"
 	"github.com/sorakaq/sorakaq/internal/message"
 	"github.com/sorakaq/sorakaq/internal/registry"
@@ -196,6 +198,41 @@ func TestPausedTopicWaitsAndFiresInDueOrderOnResume(t *testing.T) {
 		if s.count(id) != 1 {
 			t.Fatalf("%s called %d times, want once", id, s.count(id))
 		}
+	}
+}
+
+// A parked message leaves the parked set (and sorakaq_parked_messages)
+// when it is cancelled, and when it is moved: it then waits for its new
+// due time, not for the resume.
+func TestParkedGaugeFollowsCancelAndMove(t *testing.T) {
+	s := newSink(t)
+	h := startPauseHarness(t, t.TempDir(), s)
+	defer h.stop()
+	ctx := context.Background()
+	if _, err := h.reg.CreateTopic(ctx, registry.Topic{Name: "p", WorkerNum: 1, Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	h.setPaused(t, "p", true)
+	waitFor(t, time.Second, "the pause to reach the worker", func() bool { return h.w.isPaused("p") })
+	a, b := h.submit(t, "p", 100), h.submit(t, "p", 100)
+	parked := func() (int, float64) {
+		h.w.mu.Lock()
+		defer h.w.mu.Unlock()
+		return len(h.w.pausedIDs), testutil.ToFloat64(h.w.metrics.Parked)
+	}
+	waitFor(t, 3*time.Second, "both messages parked", func() bool { n, g := parked(); return n == 2 && g == 2 })
+	if _, err := h.w.Cancel(ctx, "p", a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, g := parked(); n != 1 || g != 1 {
+		t.Fatalf("after a cancel: %d parked, gauge %v; want 1 and 1", n, g)
+	}
+	later := int64(60_000)
+	if _, err := h.w.ChangeDelay(ctx, "p", b.ID, DelayChange{SetMs: &later}); err != nil {
+		t.Fatal(err)
+	}
+	if n, g := parked(); n != 0 || g != 0 {
+		t.Fatalf("after a move a minute on: %d parked, gauge %v; want 0 and 0", n, g)
 	}
 }
 

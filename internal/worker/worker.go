@@ -392,6 +392,10 @@ func (w *Worker) scheduleLocked(id string, dueMs int64, version uint64, force bo
 			w.grantLocked(w.dest.Forfeit(p.ticket))
 		}
 	}
+	if p, ok := w.pausedIDs[id]; ok && p.version < version {
+		delete(w.pausedIDs, id) // moved: it waits for its new due time, not for the resume
+		w.metrics.Parked.Set(float64(len(w.pausedIDs)))
+	}
 	st := w.slots[w.slotOf(id)]
 	if st == nil || (!force && dueMs > st.horizon) {
 		return
