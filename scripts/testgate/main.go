@@ -34,6 +34,7 @@ type verdict struct {
 	skipped []string // "pkg Test: reason", not allowed
 	allowed []string // skips -allow let pass
 	failed  []string // "pkg Test", or "pkg" when the package failed
+	why     []string // the failed tests' own lines (file_test.go:N: ...)
 	events  int
 }
 
@@ -94,6 +95,7 @@ func gate(r io.Reader, w io.Writer, allow *regexp.Regexp) (verdict, error) {
 		case e.Action == "fail":
 			fmt.Fprint(w, strings.Join(out[name], ""))
 			v.failed = append(v.failed, e.Package+" "+e.Test)
+			v.why = append(v.why, assertions(e.Test, out[name])...)
 			delete(out, name)
 		case e.Action == "skip":
 			what := e.Package + " " + e.Test + ": " + reason(out[name])
@@ -111,6 +113,35 @@ func gate(r io.Reader, w io.Writer, allow *regexp.Regexp) (verdict, error) {
 		return v, fmt.Errorf("reading go test -json: %w", err)
 	}
 	return v, nil
+}
+
+// assertionLine is a line a test wrote with t.Log/Error/Fatal: indented,
+// then file_test.go:N:.
+var assertionLine = regexp.MustCompile(`^\s+[\w.-]+_test\.go:\d+: `)
+
+// maxWhy bounds the lines repeated per failed test, and their length.
+const maxWhy, maxWhyLen = 20, 300
+
+// assertions picks a failed test's own lines out of its output, so the
+// report can repeat them at the end: a test that dumps long process logs
+// after failing would otherwise push its reason out of a log's tail.
+func assertions(test string, lines []string) []string {
+	var keep []string
+	for _, l := range lines {
+		if !assertionLine.MatchString(l) {
+			continue
+		}
+		if len(keep) == maxWhy {
+			keep = append(keep, test+": (more lines above)")
+			break
+		}
+		l = strings.TrimSpace(l)
+		if len(l) > maxWhyLen {
+			l = l[:maxWhyLen] + " ..."
+		}
+		keep = append(keep, test+": "+l)
+	}
+	return keep
 }
 
 // reason is the skip message from a skipped test's output.
@@ -142,6 +173,12 @@ func (v verdict) report(w io.Writer) int {
 		fmt.Fprintln(w, "testgate: FAIL: no go test -json events on stdin")
 		return 1
 	case len(v.failed) > 0:
+		if len(v.why) > 0 {
+			fmt.Fprintln(w, "testgate: what the failed tests said (their whole output is above):")
+			for _, l := range v.why {
+				fmt.Fprintln(w, "testgate:   "+l)
+			}
+		}
 		fmt.Fprintf(w, "testgate: FAIL: %s\n", strings.Join(v.failed, ", "))
 		return 1
 	case len(v.skipped) > 0:
