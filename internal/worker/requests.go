@@ -193,10 +193,22 @@ func (w *Worker) Get(ctx context.Context, topic, id string) (*message.Message, e
 	if err := lifecycle.CheckTopic(m, topic); err != nil {
 		return nil, err
 	}
-	if m.State.Pending() && w.delivering(id) {
+	if m.State.Pending() && w.deliveringSettled(id) {
 		m.State = message.StateDelivering
 	}
 	return m, nil
+}
+
+// deliveringSettled is delivering, asked under the message's lock: a
+// timer that just fired marks its message in flight before it has read
+// it, and lets the mark go again (under that lock) when the message turns
+// out to be stale or of a paused topic; a read between the two would call
+// a parked message "delivering".
+func (w *Worker) deliveringSettled(id string) bool {
+	l := w.lockID(id)
+	l.Lock()
+	defer l.Unlock()
+	return w.delivering(id)
 }
 
 // List pages through a topic's messages.
