@@ -1,40 +1,28 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/testenv"
 )
 
-// metricValue reads one unlabelled sample from the server's /metrics.
+// metricValue reads one sample of name from the server's /metrics,
+// failing t when there is none.
 func metricValue(t *testing.T, base, name string) float64 {
 	t.Helper()
-	resp, err := httpc.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	v, ok := testenv.MetricValue(t, base, name, "")
+	if !ok {
+		t.Fatalf("/metrics has no %s", name)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("/metrics has no %s", name)
-	return 0
+	return v
 }
 
 // TestJunkAuthorizationKeepsMemoryFlat (security review §2, high): with

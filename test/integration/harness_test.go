@@ -16,7 +16,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -669,37 +668,4 @@ func lateness(firsts []int64) string {
 	}
 	sort.Slice(firsts, func(i, j int) bool { return firsts[i] < firsts[j] })
 	return fmt.Sprintf("min %dms p50 %dms p99 %dms max %dms", firsts[0], firsts[len(firsts)/2], firsts[len(firsts)*99/100], firsts[len(firsts)-1])
-}
-
-// metricValue reads one sample from a process's /metrics (Prometheus text
-// format): the first line of metric name whose labels contain label (""
-// for a metric without labels); 0 when there is none (a counter not yet
-// counted).
-func metricValue(t *testing.T, base, name, label string) float64 {
-	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatalf("reading %s/metrics: %v", base, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("reading %s/metrics: %d %v", base, resp.StatusCode, err)
-	}
-	for _, line := range strings.Split(string(body), "\n") {
-		series, value, ok := strings.Cut(line, " ")
-		if !ok || strings.HasPrefix(line, "#") {
-			continue
-		}
-		metric, labels, _ := strings.Cut(series, "{")
-		if metric != name || !strings.Contains(labels, label) {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if err != nil {
-			t.Fatalf("%s/metrics: %q: %v", base, line, err)
-		}
-		return v
-	}
-	return 0
 }

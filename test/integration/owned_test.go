@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sorakaq/sorakaq/internal/testenv"
 	"github.com/sorakaq/sorakaq/internal/testproc"
 )
 
@@ -456,5 +457,6 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 // worker's /metrics: the messages it found scheduled but gone from Redis.
 func missingCount(t *testing.T, base string) int {
 	t.Helper()
-	return int(metricValue(t, base, "sorakaq_store_errors_total", `op="missing"`))
+	n, _ := testenv.MetricValue(t, base, "sorakaq_store_errors_total", `op="missing"`) // none counted yet: 0
+	return int(n)
 }

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/sorakaq/sorakaq/internal/testenv"
 )
 
 // TestPauseReachesWorkers: in the distributed mode a pause written by the
@@ -105,7 +107,7 @@ func TestPauseReachesWorkers(t *testing.T) {
 	// message whose slot came after the resume would fire after later ones
 	// for a reason that is not the resume's.
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		parked := metricValue(t, w2.URL(), "sorakaq_parked_messages", "")
+		parked, _ := testenv.MetricValue(t, w2.URL(), "sorakaq_parked_messages", "")
 		if parked == float64(len(ids)) {
 			break
 		}
