@@ -393,8 +393,7 @@ func (w *Worker) scheduleLocked(id string, dueMs int64, version uint64, force bo
 		}
 	}
 	if p, ok := w.pausedIDs[id]; ok && p.version < version {
-		delete(w.pausedIDs, id) // moved: it waits for its new due time, not for the resume
-		w.metrics.Parked.Set(float64(len(w.pausedIDs)))
+		w.unparkLocked(id) // moved: it waits for its new due time, not for the resume
 	}
 	st := w.slots[w.slotOf(id)]
 	if st == nil || (!force && dueMs > st.horizon) {
@@ -418,8 +417,14 @@ func (w *Worker) unschedule(id string) {
 			w.grantLocked(w.dest.Forfeit(p.ticket))
 		}
 	}
+	w.unparkLocked(id) // no longer waiting for its topic's resume
+}
+
+// unparkLocked forgets that id waits for its paused topic's resume, and
+// keeps sorakaq_parked_messages in step. Caller holds w.mu.
+func (w *Worker) unparkLocked(id string) {
 	if _, ok := w.pausedIDs[id]; ok {
-		delete(w.pausedIDs, id) // no longer waiting for its topic's resume
+		delete(w.pausedIDs, id)
 		w.metrics.Parked.Set(float64(len(w.pausedIDs)))
 	}
 }
@@ -433,7 +438,7 @@ func (w *Worker) stopTimerLocked(id string, t *timingwheel.Timer[ref]) {
 		delete(w.parked, id)
 		w.grantLocked(w.dest.Forfeit(p.ticket))
 	}
-	delete(w.pausedIDs, id)
+	w.unparkLocked(id)
 }
 
 // Load is how busy the callers are, 0..1 (messages being delivered over
