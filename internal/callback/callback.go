@@ -31,32 +31,45 @@
 //     the host), and never waits in Do. A redirect to another destination
 //     takes a slot of that destination's limits too (Options.Destinations),
 //     and fails the call at once (ErrHostBusy) when it has none.
-//   - One shared http.Transport per Caller, with an idle pool sized to the
-//     number of goroutines that call Do (Options.MaxIdleConnsPerHost, default
-//     256). Go's default of 2 idle connections per host means that under a
-//     burst all but two connections are closed after each answer and new ones
-//     dialled for the next call: p99 latency explodes and the host runs out of
-//     ephemeral ports (TIME_WAIT). With a pool as large as the worker pool every
-//     worker keeps its own warm keep-alive connection.
+//   - Plain-HTTP callbacks go over the Caller's own HTTP/1.1 keep-alive pool
+//     (h1.go): the calling goroutine writes the request and reads the
+//     answer itself, with none of net/http's two goroutines per connection
+//     and their hand-offs, which cost a third of a fire's CPU. HTTPS (and
+//     internationalised host names) go through one net/http Transport,
+//     HTTP/1.1 only. Both pools keep up to Options.MaxIdleConnsPerHost idle
+//     connections (default 256, the number of goroutines that call Do) and
+//     close those idle for 90 s. Go's default of 2 idle connections per
+//     host means that under a burst all but two connections are closed
+//     after each answer and new ones dialled for the next call: p99 latency
+//     explodes and the host runs out of ephemeral ports (TIME_WAIT). A
+//     pooled connection the receiver closed while idle fails before any
+//     answer; the call then goes once more on a new one, as net/http does
+//     for a request with an Idempotency-Key.
 //   - The answer's headers are capped at Options.MaxResponseHeaderBytes
 //     (64 KiB, not Go's 10 MiB). The answer is read up to
-//     Options.MaxResponseBytes (+1 byte, to see whether it ends there) and the body then closed. An answer that fits is
-//     read to its end, so its connection is kept alive for the next call. A
-//     larger answer is not read any further (a misbehaving endpoint cannot
-//     make us read megabytes): net/http closes that connection instead of
-//     draining it, and the cut answer is judged on its first MaxResponseBytes
-//     bytes.
-//   - HTTP/1.1 only, no proxy taken from the environment (callbacks go where
-//     the user said), no transparent gzip (so the cap counts bytes on the
-//     wire and draining really reaches the end of the body).
-//   - Redirects: at most 3 are followed, the 4th fails the call. Each target
-//     passes the same allow/deny checks. A POST callback follows only 307
-//     and 308 redirects, which keep the method and body; a 301, 302 or 303
-//     answer to a POST (which net/http would follow as a GET without the
-//     body) fails the call ("callback: POST answered 302 redirect; not
-//     followed (use 307/308)"). On a redirect to another host:port the
-//     Authorization, Proxy-Authorization, Cookie and Referer headers are not
-//     sent.
+//     Options.MaxResponseBytes (+1 byte, to see whether it ends there). An
+//     answer that fits is read to its end, so its connection is kept alive
+//     for the next call (unless it says Connection: close, is HTTP/1.0
+//     without keep-alive, ends with the connection, or is followed by
+//     bytes nobody asked for). A larger answer is not read any further (a
+//     misbehaving endpoint cannot make us read megabytes): its connection
+//     is closed instead of drained, and the cut answer is judged on its
+//     first MaxResponseBytes bytes.
+//   - No proxy taken from the environment (callbacks go where the user
+//     said), no transparent gzip (so the cap counts bytes on the wire and
+//     draining really reaches the end of the body). Header names and values
+//     that could split the request are refused before anything is sent
+//     (permanently, as an invalid Request).
+//   - Redirects (Caller.redirect, one loop for both transports): at most 3
+//     are followed, the 4th fails the call. Each target passes the same
+//     allow/deny checks. A POST callback follows only 307 and 308
+//     redirects, which keep the method and body; a 301, 302 or 303 answer
+//     to a POST (which net/http would follow as a GET without the body)
+//     fails the call ("callback: POST answered 302 redirect; not followed
+//     (use 307/308)"). Once a redirect leaves the callback URL's host:port,
+//     only sorakaQ's own and the transport's headers are sent, for the rest
+//     of the call: no Authorization, Cookie, message header or signature.
+//     No Referer is ever sent.
 //
 // Retries and back-off are not this package's job: Do makes exactly one
 // attempt and reports its outcome in a Result; IsPermanent tells the caller
@@ -78,6 +91,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/pkg/webhook"
@@ -247,8 +262,8 @@ func (r Result) OK() bool { return r.Err == nil }
 // Caller makes callbacks. It is safe for concurrent use; create one and share
 // it, since its connection pool is the point.
 type Caller struct {
-	transport *http.Transport
-	client    *http.Client
+	h1        *h1             // plain-HTTP callbacks
+	transport *http.Transport // HTTPS callbacks (and internationalised host names)
 	dialer    *net.Dialer
 	policy    *policy
 	book      *addrBook
@@ -302,7 +317,7 @@ func New(opts Options) *Caller {
 		// headers are read into memory whole: cap them like the body
 		MaxResponseHeaderBytes: opts.MaxResponseHeaderBytes,
 	}
-	c.client = &http.Client{Transport: c.transport, CheckRedirect: c.checkRedirect}
+	c.h1 = newH1(c.dialContext, opts.MaxResponseHeaderBytes, opts.MaxIdleConnsPerHost)
 	c.bufs.New = func() any { return new(bytes.Buffer) }
 	return c
 }
@@ -318,61 +333,90 @@ var crossHostHeaders = [...]string{"Authorization", "Proxy-Authorization", "Cook
 var sentAcrossHosts = map[string]bool{"Content-Type": true, "User-Agent": true, "Idempotency-Key": true,
 	"Accept-Encoding": true, "Content-Length": true}
 
-// checkRedirect is the redirect policy: net/http's default with the limit
-// lowered from 10 to MaxRedirects, POST callbacks following only 307/308,
-// every target passing the allow/deny checks, credentials and Referer not
-// sent across hosts, and a slot of the target's destination taken (never
-// waited for).
-func (c *Caller) checkRedirect(req *http.Request, via []*http.Request) error {
-	if len(via) > MaxRedirects {
-		return errTooManyRedirects
+// isRedirect says whether an answer with this status and a Location is
+// followed (as net/http's client does: 304 and 300 are not).
+func isRedirect(status int) bool {
+	switch status {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return true
 	}
-	if via[0].Method == http.MethodPost && req.Response != nil {
-		// net/http turns a POST redirected by 301/302/303 into a GET without
-		// the body; refuse rather than silently drop the callback's body.
-		if sc := req.Response.StatusCode; sc != http.StatusTemporaryRedirect && sc != http.StatusPermanentRedirect {
-			return fmt.Errorf("POST answered %d redirect; not followed (use 307/308)", sc)
-		}
+	return false
+}
+
+// redirect decides whether the redirect answered to request number hops
+// (0: the callback URL) of a call is followed, and where to: at most
+// MaxRedirects of them, a POST only on 307/308 (a 301/302/303 would turn it
+// into a GET without its body), every target passing the allow/deny
+// checks, a slot of the target's destination taken (never waited for) and
+// MayStart asked again.
+func (c *Caller) redirect(ctx context.Context, st *callState, may func() error, first, cur *url.URL, method string, status, hops int, loc string) (*url.URL, error) {
+	if hops >= MaxRedirects {
+		return nil, errTooManyRedirects
 	}
-	if _, err := c.policy.checkHost(req.URL.Hostname()); err != nil {
-		return err
+	if method == http.MethodPost && status != http.StatusTemporaryRedirect && status != http.StatusPermanentRedirect {
+		return nil, fmt.Errorf("POST answered %d redirect; not followed (use 307/308)", status)
 	}
-	if hostKey(req.URL) != hostKey(via[0].URL) {
-		for _, h := range crossHostHeaders {
-			delete(req.Header, h)
-		}
-		// nor the message's own headers (they may carry its receiver's
-		// credentials) or the signature (for the receiver it was made for)
-		for h := range req.Header {
-			if !sentAcrossHosts[h] && !strings.HasPrefix(h, "X-Sorakaq-") {
-				delete(req.Header, h)
-			}
-		}
+	next, err := cur.Parse(loc)
+	if err != nil {
+		return nil, fmt.Errorf("redirect to a bad Location %q: %w", loc, err)
 	}
-	if st, _ := req.Context().Value(callStateKey{}).(*callState); st != nil {
-		if hostKey(req.URL) == hostKey(via[0].URL) {
+	if next.Scheme != "http" && next.Scheme != "https" {
+		return nil, fmt.Errorf("redirect to unsupported protocol scheme %q", next.Scheme)
+	}
+	if next.Host == "" {
+		return nil, fmt.Errorf("redirect to %q: no host", loc)
+	}
+	next.RawQuery = escapeQuery(next.RawQuery)
+	if err := c.checkTarget(next); err != nil {
+		return nil, err
+	}
+	if st != nil {
+		if hostKey(next) == hostKey(first) {
 			c.releaseHop(st) // back on the first hop's destination, whose slot the worker holds
 		} else {
-			key, err := c.slotKey(req.Context(), req.URL.Hostname(), urlPort(req.URL))
+			key, err := c.slotKey(ctx, next.Hostname(), urlPort(next))
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if key != st.key {
 				c.releaseHop(st)
 				tk, why := c.dests.TryStart(key)
 				if why != destination.ReasonNone {
-					return &hostBusyError{host: key, why: why}
+					return nil, &hostBusyError{host: key, why: why}
 				}
 				st.key, st.held = key, tk
 			}
 		}
 	}
-	if may, _ := req.Context().Value(mayStartKey{}).(func() error); may != nil {
+	if may != nil {
 		if err := may(); err != nil {
-			return fmt.Errorf("redirect not followed: %w", err)
+			return nil, fmt.Errorf("redirect not followed: %w", err)
 		}
 	}
-	return nil
+	return next, nil
+}
+
+// nextHeader is the header of the request to next, a redirect target, when
+// the call's previous request had h: unchanged on the callback URL's own
+// host:port, else without credentials, Referer, the message's own headers
+// (they may carry its receiver's credentials) and the signature (made for
+// the receiver it was sent to). Once dropped they stay dropped, also for a
+// redirect back.
+func nextHeader(h http.Header, first, next *url.URL) http.Header {
+	if hostKey(next) == hostKey(first) {
+		return h
+	}
+	out := make(http.Header, len(h))
+	for k, v := range h {
+		if sentAcrossHosts[k] || strings.HasPrefix(k, "X-Sorakaq-") {
+			out[k] = v
+		}
+	}
+	for _, k := range crossHostHeaders {
+		delete(out, k)
+	}
+	return out
 }
 
 // releaseHop gives back the slot a redirect took, if any.
@@ -381,6 +425,21 @@ func (c *Caller) releaseHop(st *callState) {
 		c.dests.Done(st.held, destination.Result{})
 	}
 	st.key, st.held = "", destination.Ticket{}
+}
+
+// checkTarget checks a URL (the callback's or a redirect's) before any
+// network access: its host, and an IP literal with its port too, since a
+// pooled connection is not dialled (and checked) again.
+func (c *Caller) checkTarget(u *url.URL) error {
+	if _, err := c.policy.checkHost(u.Hostname()); err != nil {
+		return err
+	}
+	if a, err := netip.ParseAddr(normHost(u.Hostname())); err == nil {
+		if p, err := strconv.ParseUint(urlPort(u), 10, 16); err == nil {
+			return c.policy.checkDial(netip.AddrPortFrom(a, uint16(p)), false)
+		}
+	}
+	return nil
 }
 
 // ParseRetryAfter reads a Retry-After header (RFC 9110 10.2.3): delay
@@ -410,12 +469,13 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
-// mayStartKey carries Request.MayStart to the redirect check.
-type mayStartKey struct{}
-
-// Close closes the idle connections of the pool. Calls still in flight are
-// not interrupted (cancel their contexts for that).
-func (c *Caller) Close() { c.transport.CloseIdleConnections() }
+// Close closes the idle connections of the pools; connections of calls
+// still in flight are closed when those calls end (cancel their contexts
+// to end them).
+func (c *Caller) Close() {
+	c.h1.close()
+	c.transport.CloseIdleConnections()
+}
 
 // errTTR is the cancel cause of the per-request timeout, to tell it apart
 // from a cancellation of the caller's context.
@@ -462,34 +522,24 @@ func (c *Caller) Do(ctx context.Context, req Request) Result {
 	start := time.Now()
 	u, method, err := parseTarget(req)
 	if err == nil {
-		_, err = c.policy.checkHost(u.Hostname())
-	}
-	if err == nil {
-		// an IP literal is checked with its port here too: a pooled
-		// connection is not dialled (and checked) again
-		if a, perr := netip.ParseAddr(normHost(u.Hostname())); perr == nil {
-			if p, perr := strconv.ParseUint(urlPort(u), 10, 16); perr == nil {
-				err = c.policy.checkDial(netip.AddrPortFrom(a, uint16(p)), false)
-			}
-		}
+		err = c.checkTarget(u)
 	}
 	if err != nil {
 		return Result{Duration: time.Since(start), Err: err}
 	}
 
+	var st *callState
 	if c.dests != nil {
 		// The first hop's slot is the worker's (it started the call under
 		// its destination); a redirect to another destination takes one
-		// of that destination's (checkRedirect) and gives it back here.
-		st := &callState{}
+		// of that destination's (redirect) and gives it back here.
+		st = &callState{}
 		defer c.releaseHop(st)
-		ctx = context.WithValue(ctx, callStateKey{}, st)
 	}
 	if req.MayStart != nil {
 		if err := req.MayStart(); err != nil {
 			return Result{Err: fmt.Errorf("%w: %w", ErrNotStarted, err)}
 		}
-		ctx = context.WithValue(ctx, mayStartKey{}, req.MayStart)
 	}
 
 	timeout := req.Timeout
@@ -499,51 +549,119 @@ func (c *Caller) Do(ctx context.Context, req Request) Result {
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errTTR)
 	defer cancel()
 
-	hreq, err := c.build(ctx, req, u, method)
+	h, body, err := c.build(req, u, method)
 	if err != nil {
 		return Result{Duration: time.Since(start), Err: err}
 	}
 
-	resp, err := c.client.Do(hreq)
-	if err != nil {
-		res := Result{Err: c.wrap(ctx, err, timeout)}
-		if resp != nil { // only when CheckRedirect failed; body already closed
-			res.StatusCode = resp.StatusCode
+	buf := c.bufs.Get().(*bytes.Buffer)
+	defer c.putBuf(buf)
+	cur := u
+	var resp *http.Response
+	var rerr error
+	for hops := 0; ; hops++ {
+		buf.Reset()
+		resp, rerr, err = c.send(ctx, method, cur, h, body, buf)
+		if err != nil {
+			return Result{Duration: time.Since(start), Err: c.wrap(ctx, err, timeout)}
 		}
-		res.Duration = time.Since(start)
-		return res
+		loc := resp.Header.Get("Location")
+		if loc == "" || !isRedirect(resp.StatusCode) {
+			break
+		}
+		next, err := c.redirect(ctx, st, req.MayStart, u, cur, method, resp.StatusCode, hops, loc)
+		if err != nil {
+			return Result{StatusCode: resp.StatusCode, Duration: time.Since(start), Err: c.wrap(ctx, err, timeout)}
+		}
+		h = nextHeader(h, u, next)
+		cur = next
 	}
 
-	res := Result{StatusCode: resp.StatusCode}
+	res := Result{StatusCode: resp.StatusCode, Duration: time.Since(start)}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		res.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
-	ok2xx := resp.StatusCode >= 200 && resp.StatusCode < 300
-	buf := c.bufs.Get().(*bytes.Buffer)
-	buf.Reset()
-	// Read up to the cap plus one byte, then close. An answer within the cap
-	// is read to its end (EOF seen), so the connection goes back to the
-	// pool; a longer one is cut there and Close makes net/http drop the
-	// connection rather than read (drain) the rest of it.
-	_, rerr := buf.ReadFrom(io.LimitReader(resp.Body, c.maxBody+1))
-	resp.Body.Close()
-	res.Duration = time.Since(start)
 	if int64(buf.Len()) > c.maxBody {
 		buf.Truncate(int(c.maxBody)) // judged on the first MaxResponseBytes
 	}
-
 	switch {
 	case rerr != nil:
 		res.Err = c.wrap(ctx, fmt.Errorf("reading answer (status %d): %w", resp.StatusCode, rerr), timeout)
-	case !ok2xx:
+	case resp.StatusCode < 200 || resp.StatusCode >= 300:
 		res.Err = fmt.Errorf("callback: status %d", resp.StatusCode)
 	case resultFalse(buf.Bytes()):
 		res.Err = errResultFalse
 	}
+	return res
+}
+
+// putBuf keeps buf for the next call unless an answer grew it.
+func (c *Caller) putBuf(buf *bytes.Buffer) {
 	if buf.Cap() <= 2*int(c.maxBody)+bytes.MinRead {
 		c.bufs.Put(buf)
 	}
-	return res
+}
+
+// redirectBodyBytes is how much of a redirect's body is read so that its
+// connection can be kept; a longer one is not drained (net/http's rule).
+const redirectBodyBytes = 2 << 10
+
+// send makes one request of a call (the callback URL's or a redirect's)
+// and reads its answer's body into buf: up to MaxResponseBytes (+1 byte,
+// to see whether it ends there), or redirectBodyBytes of a redirect. An
+// answer within that is read to its end, so its connection is kept for
+// the next call; a longer one is not read any further and its connection
+// is closed. err is set when there is no answer; rerr when the answer's
+// body could not be read.
+func (c *Caller) send(ctx context.Context, method string, u *url.URL, h http.Header, body string, buf *bytes.Buffer) (resp *http.Response, rerr, err error) {
+	if u.User != nil && h.Get("Authorization") == "" {
+		// as net/http's client does, for this request only
+		h = h.Clone()
+		h.Set("Authorization", basicAuth(u.User))
+	}
+	limit := func(r *http.Response) int64 {
+		if isRedirect(r.StatusCode) && r.Header.Get("Location") != "" {
+			return redirectBodyBytes
+		}
+		return c.maxBody
+	}
+	if u.Scheme == "http" && plainHost(u.Host) {
+		resp, conn, err := c.h1.roundTrip(ctx, method, u, h, body)
+		if err != nil {
+			return nil, nil, err
+		}
+		return resp, c.h1.finish(resp, conn, buf, limit(resp)), nil
+	}
+	var rd io.Reader
+	if method != http.MethodGet {
+		rd = strings.NewReader(body)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, nil, invalidError{fmt.Errorf("callback: %w", err)}
+	}
+	hreq.Header = h
+	resp, err = c.transport.RoundTrip(hreq)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Close after a cut read makes net/http drop the connection rather
+	// than read (drain) the rest of it.
+	_, rerr = buf.ReadFrom(io.LimitReader(resp.Body, limit(resp)+1))
+	resp.Body.Close()
+	return resp, rerr, nil
+}
+
+// plainHost says whether a URL host is sent as it is written (ASCII, no
+// IPv6 zone): the h1 transport's hosts. Others (internationalised names)
+// go through net/http, which converts them.
+func plainHost(host string) bool {
+	for i := 0; i < len(host); i++ {
+		if host[i] >= 0x7f || host[i] <= ' ' || host[i] == '%' {
+			return false
+		}
+	}
+	return true
 }
 
 // ctxError is the error of a call whose context (the caller's, or the ttr)
@@ -601,32 +719,29 @@ func parseTarget(req Request) (*url.URL, string, error) {
 	return nil, "", invalidError{fmt.Errorf("callback: unsupported method %q (want GET or POST)", req.Method)}
 }
 
-// build makes the *http.Request for req, whose URL and method parseTarget
-// returned.
-func (c *Caller) build(ctx context.Context, req Request, u *url.URL, method string) (*http.Request, error) {
-	var (
-		hreq        *http.Request
-		contentType string
-		err         error
-	)
+// build makes the header and body of req, whose URL and method
+// parseTarget returned (a GET's params go into u's query).
+func (c *Caller) build(req Request, u *url.URL, method string) (http.Header, string, error) {
+	var contentType, body string
 	switch method {
 	case http.MethodGet:
 		if err := addQuery(u, req.Params); err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		hreq, err = http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	default: // POST
+		body = req.Params
 		contentType = "text/plain; charset=utf-8"
 		if json.Valid([]byte(req.Params)) {
 			contentType = "application/json"
 		}
-		hreq, err = http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(req.Params))
 	}
-	if err != nil {
-		return nil, invalidError{fmt.Errorf("callback: %w", err)}
-	}
-	h := hreq.Header
+	// the URL's own query too: a space in it would end the request target
+	u.RawQuery = escapeQuery(u.RawQuery)
+	h := make(http.Header, len(req.Headers)+10)
 	for k, v := range req.Headers {
+		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
+			return nil, "", invalidError{fmt.Errorf("callback: invalid header %q", k)}
+		}
 		h[k] = []string{v}
 	}
 	if contentType != "" {
@@ -649,15 +764,16 @@ func (c *Caller) build(ctx context.Context, req Request, u *url.URL, method stri
 		signer = s
 	}
 	if signer != nil {
-		body := ""
-		if method != http.MethodGet {
-			body = req.Params
-		}
 		if err := signer.Sign(h, req.MsgID, time.Now(), []byte(body)); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
-	return hreq, nil
+	for _, k := range [...]string{"User-Agent", "X-Sorakaq-Msg-Id", "X-Sorakaq-Topic", "Traceparent", "Tracestate"} {
+		if v := h[k]; len(v) == 1 && !httpguts.ValidHeaderFieldValue(v[0]) {
+			return nil, "", invalidError{fmt.Errorf("callback: invalid header %q", k)}
+		}
+	}
+	return h, body, nil
 }
 
 // addQuery adds GET params to u (see Request.Params).

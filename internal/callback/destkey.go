@@ -44,14 +44,11 @@ func urlPort(u *url.URL) string {
 	return "80"
 }
 
-// callState is what a call in flight keeps across redirects; it travels in
-// the request context to Caller.checkRedirect.
+// callState is what a call in flight keeps across redirects.
 type callState struct {
 	key  string             // destination key of the redirect target whose slot is held
 	held destination.Ticket // that slot; zero while on the first hop's host
 }
-
-type callStateKey struct{}
 
 // DestinationKey is the flow-control key of a callback URL (package
 // destination): the address a call to it dials first, as IP:port
