@@ -66,9 +66,9 @@
 //     redirects, which keep the method and body; a 301, 302 or 303 answer
 //     to a POST (which net/http would follow as a GET without the body)
 //     fails the call ("callback: POST answered 302 redirect; not followed
-//     (use 307/308)"). Once a redirect leaves the callback URL's host:port,
-//     only sorakaQ's own and the transport's headers are sent, for the rest
-//     of the call: no Authorization, Cookie, message header or signature.
+//     (use 307/308)"). Once a redirect leaves the callback URL's origin
+//     (scheme, host and port), only sorakaQ's own and the transport's
+//     headers are sent, for the rest of the call: no Authorization, Cookie, message header or signature.
 //     No Referer is ever sent.
 //
 // Retries and back-off are not this package's job: Do makes exactly one
@@ -399,13 +399,13 @@ func (c *Caller) redirect(ctx context.Context, st *callState, may func() error, 
 
 // nextHeader is the header of the request to next, a redirect target, when
 // the call's previous request had h: unchanged on the callback URL's own
-// host:port, else without credentials, Referer, the message's own headers
+// scheme and host:port, else without credentials, Referer, the message's own headers
 // (they may carry its receiver's credentials) and the signature (made for
 // the receiver it was sent to). Once dropped they stay dropped, also for a
 // redirect back.
 func nextHeader(h http.Header, first, next *url.URL) http.Header {
-	if hostKey(next) == hostKey(first) {
-		return h
+	if next.Scheme == first.Scheme && hostKey(next) == hostKey(first) {
+		return h // the same origin (an https URL redirected to http on its port is not)
 	}
 	out := make(http.Header, len(h))
 	for k, v := range h {
@@ -626,6 +626,9 @@ func (c *Caller) send(ctx context.Context, method string, u *url.URL, h http.Hea
 		return c.maxBody
 	}
 	if u.Scheme == "http" && plainHost(u.Host) {
+		if err := validTarget(u); err != nil {
+			return nil, nil, err
+		}
 		resp, conn, err := c.h1.roundTrip(ctx, method, u, h, body)
 		if err != nil {
 			return nil, nil, err

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // h1 is the transport of plain-HTTP callbacks: HTTP/1.1 keep-alive
@@ -36,6 +38,7 @@ type h1 struct {
 	maxHeader   int64 // the answer's status line and headers, bytes
 	maxIdle     int   // idle connections kept, over all destinations
 	idleTimeout time.Duration
+	probe       func(net.Conn) bool // idleClean; tests turn it off to reach the retry
 
 	mu     sync.Mutex
 	idle   map[string][]*h1Conn // by hostKey; newest last (reused first)
@@ -83,7 +86,7 @@ const max1xx = 5
 
 func newH1(dial func(ctx context.Context, network, addr string) (net.Conn, error), maxHeader int64, maxIdle int) *h1 {
 	return &h1{dial: dial, maxHeader: maxHeader, maxIdle: maxIdle, idleTimeout: 90 * time.Second,
-		idle: make(map[string][]*h1Conn)}
+		probe: idleClean, idle: make(map[string][]*h1Conn)}
 }
 
 // roundTrip sends one request on a pooled or new connection and reads the
@@ -107,7 +110,7 @@ func (t *h1) roundTrip(ctx context.Context, method string, u *url.URL, h http.He
 			return resp, conn, nil
 		}
 		t.discard(conn)
-		if !conn.reused || conn.nread > 0 || ctx.Err() != nil || errors.Is(err, errHeaderCap) {
+		if !conn.reused || conn.nread > 0 || ctx.Err() != nil {
 			return nil, nil, err
 		}
 		// stale keep-alive connection: nothing came back; try a fresh one
@@ -149,12 +152,7 @@ func (t *h1) exchange(ctx context.Context, conn *h1Conn, method string, u *url.U
 // only valid names and values (build checks them); framing and
 // connection headers in it are not written, the transport sets those.
 func writeRequest(w *bufio.Writer, method string, u *url.URL, h http.Header, body string) error {
-	ruri := u.RequestURI()
-	for i := 0; i < len(ruri); i++ {
-		if ruri[i] <= ' ' || ruri[i] >= 0x7f {
-			return invalidError{fmt.Errorf("callback: bad url: byte %#x in the request target", ruri[i])}
-		}
-	}
+	ruri := u.RequestURI() // checked by validTarget
 	w.WriteString(method)
 	w.WriteByte(' ')
 	w.WriteString(ruri)
@@ -184,6 +182,22 @@ func writeRequest(w *bufio.Writer, method string, u *url.URL, h http.Header, bod
 	return err
 }
 
+// validTarget checks what the h1 transport writes of u as it is: the
+// request target and the Host header, so that nothing in them can split
+// the request. Called before any connection is taken.
+func validTarget(u *url.URL) error {
+	ruri := u.RequestURI()
+	for i := 0; i < len(ruri); i++ {
+		if ruri[i] <= ' ' || ruri[i] >= 0x7f {
+			return invalidError{fmt.Errorf("callback: bad url: byte %#x in the request target", ruri[i])}
+		}
+	}
+	if !httpguts.ValidHostHeader(u.Host) {
+		return invalidError{fmt.Errorf("callback: bad url: host %q", u.Host)}
+	}
+	return nil
+}
+
 // finish reads the answer's body (at most limit+1 bytes) into buf and
 // gives conn back: to the pool when the body was read to its end and the
 // connection may be kept, else closed. It reports the read error, if any.
@@ -205,12 +219,12 @@ func (t *h1) get(ctx context.Context, key string, u *url.URL) (*h1Conn, error) {
 	for list := t.idle[key]; len(list) > 0; list = t.idle[key] {
 		c := list[len(list)-1]
 		t.removeLocked(key, len(list)-1)
-		if now.Sub(c.idleAt) < t.idleTimeout {
+		if now.Sub(c.idleAt) < t.idleTimeout && t.probe(c.nc) {
 			t.mu.Unlock()
 			c.reused = true
 			return c, nil
 		}
-		c.nc.Close() // the sweep had not come yet
+		c.nc.Close() // idle too long, closed by the receiver, or bytes nobody asked for
 	}
 	t.mu.Unlock()
 	nc, err := t.dial(ctx, "tcp", net.JoinHostPort(u.Hostname(), urlPort(u)))
@@ -291,22 +305,22 @@ func (t *h1) discard(c *h1Conn) {
 	c.nc.Close()
 }
 
-// sweepIdle closes the connections idle longer than idleTimeout (their
-// receiver has most likely closed its end) and re-arms itself while any
-// stay.
+// sweepIdle closes the connections idle longer than idleTimeout and those
+// the receiver closed (or sent something on) meanwhile, so that they do
+// not linger in CLOSE_WAIT, and re-arms itself while any stay.
 func (t *h1) sweepIdle() {
 	cutoff := time.Now().Add(-t.idleTimeout)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for k, list := range t.idle {
-		n := 0
-		for n < len(list) && list[n].idleAt.Before(cutoff) {
-			list[n].nc.Close()
-			n++
+		for i := len(list) - 1; i >= 0; i-- {
+			if c := list[i]; c.idleAt.Before(cutoff) || !t.probe(c.nc) {
+				c.nc.Close()
+				t.removeLocked(k, i)
+			}
 		}
-		for ; n > 0; n-- {
-			t.removeLocked(k, 0)
-		}
+		// removeLocked may have replaced or deleted t.idle[k]: list is
+		// only walked from its end, so the indexes still left are valid
 	}
 	if t.nidle > 0 && !t.closed {
 		t.sweep.Reset(t.idleTimeout / 2)

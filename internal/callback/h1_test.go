@@ -247,14 +247,16 @@ func TestH1BadHeaderNotSent(t *testing.T) {
 }
 
 // A kept-alive connection the receiver closed while it was idle (its idle
-// timeout is shorter than ours) fails before any answer: the call goes
-// again on a new connection and the receiver sees it once.
+// timeout is shorter than ours) and that the probe did not catch (the
+// close came after it) fails before any answer: the call goes again on a
+// new connection and the receiver sees it once.
 func TestH1StaleConnectionRetried(t *testing.T) {
 	srv := newRawServer(t, func(n int, r *http.Request, w *bufio.Writer) bool {
 		w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") // says keep-alive, then hangs up
 		return false
 	})
 	c := newCaller(t, Options{})
+	c.h1.probe = func(net.Conn) bool { return true } // as if each close came right after the probe
 	for i := range 5 {
 		wantOK(t, c.Do(context.Background(), req("POST", srv.url(), "{}")), 200)
 		if i == 0 {
@@ -509,4 +511,72 @@ func TestH1LongRedirectBodyNotDrained(t *testing.T) {
 	if n := srv.conns.Load(); n != 2 {
 		t.Errorf("%d connections, want 2 (the long redirect's is dropped)", n)
 	}
+}
+
+// What arrives on an idle pooled connection is never taken for the next
+// call's answer: a 408 some receivers send when their keep-alive timer
+// fires, or stray bytes after an answer. The connection is dropped
+// before the call and the call goes on a new one.
+func TestH1IdleConnectionProbed(t *testing.T) {
+	t.Run("408 on idle", func(t *testing.T) {
+		srv := newRawServer(t, func(n int, r *http.Request, w *bufio.Writer) bool {
+			w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			w.Flush()
+			time.Sleep(30 * time.Millisecond)
+			w.WriteString("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+			return false
+		})
+		c := newCaller(t, Options{})
+		wantOK(t, c.Do(context.Background(), req("POST", srv.url(), "{}")), 200)
+		time.Sleep(100 * time.Millisecond)
+		wantOK(t, c.Do(context.Background(), req("POST", srv.url(), "{}")), 200)
+		if n := srv.requests.Load(); n != 2 {
+			t.Errorf("the receiver saw %d requests for 2 calls", n)
+		}
+	})
+	t.Run("stray answer", func(t *testing.T) {
+		srv := newRawServer(t, func(n int, r *http.Request, w *bufio.Writer) bool {
+			if n == 1 {
+				w.WriteString("HTTP/1.1 204 No Content\r\n\r\n")
+				w.Flush()
+				time.Sleep(20 * time.Millisecond)
+				w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") // nobody asked
+				return true
+			}
+			status := "200 OK"
+			if r.URL.Path == "/fail" {
+				status = "500 Internal Server Error"
+			}
+			w.WriteString("HTTP/1.1 " + status + "\r\nContent-Length: 2\r\n\r\nok")
+			return true
+		})
+		c := newCaller(t, Options{})
+		wantOK(t, c.Do(context.Background(), req("GET", srv.url()+"/first", "")), 204)
+		time.Sleep(60 * time.Millisecond)
+		for _, p := range []string{"/fail", "/ok", "/fail", "/ok"} {
+			r := c.Do(context.Background(), req("GET", srv.url()+p, ""))
+			if want := map[string]int{"/fail": 500, "/ok": 200}[p]; r.StatusCode != want {
+				t.Errorf("%s answered %d, want %d: an answer taken for another's", p, r.StatusCode, want)
+			}
+		}
+	})
+	t.Run("sweep closes what the receiver closed", func(t *testing.T) {
+		srv := newRawServer(t, func(n int, r *http.Request, w *bufio.Writer) bool {
+			w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+			return false // hangs up after answering
+		})
+		c := newCaller(t, Options{})
+		wantOK(t, c.Do(context.Background(), req("GET", srv.url(), "")), 200)
+		time.Sleep(50 * time.Millisecond)
+		c.h1.mu.Lock()
+		c.h1.sweep.Stop()
+		c.h1.mu.Unlock()
+		c.h1.sweepIdle() // well within the idle timeout
+		c.h1.mu.Lock()
+		n := c.h1.nidle
+		c.h1.mu.Unlock()
+		if n != 0 {
+			t.Errorf("%d connections closed by the receiver still pooled after a sweep", n)
+		}
+	})
 }

@@ -367,6 +367,13 @@ func TestRedirectStripsCredentials(t *testing.T) {
 			t.Errorf("%s: X-Sorakaq-Msg-Id dropped", tc.to)
 		}
 	}
+	// https redirected to http on the same host and port: another origin
+	// (the credentials would go over plain text)
+	tlsFirst, _ := url.Parse("https://a.test:8443/x")
+	down, _ := url.Parse("http://a.test:8443/y")
+	if got := nextHeader(h, tlsFirst, down); got.Get("Authorization") != "" || got.Get("X-Api-Key") != "" {
+		t.Errorf("https -> http on the same port kept %v", got)
+	}
 	other2, _ := url.Parse("http://other.test/y")
 	back := nextHeader(nextHeader(h, first, other2), first, first)
 	for _, k := range sensitive {
