@@ -58,6 +58,7 @@ type h1Conn struct {
 	idleAt time.Time
 	reused bool
 	stop   func() bool // unregisters the context's cancel hook
+	body   io.LimitedReader
 }
 
 // Read feeds br, under the header cap while the answer's head is read.
@@ -202,7 +203,9 @@ func validTarget(u *url.URL) error {
 // gives conn back: to the pool when the body was read to its end and the
 // connection may be kept, else closed. It reports the read error, if any.
 func (t *h1) finish(resp *http.Response, conn *h1Conn, buf *bytes.Buffer, limit int64) error {
-	_, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
+	conn.body = io.LimitedReader{R: resp.Body, N: limit + 1} // kept in conn: no allocation per call
+	_, err := buf.ReadFrom(&conn.body)
+	conn.body.R = nil
 	complete := err == nil && int64(buf.Len()) <= limit
 	if complete && !resp.Close && resp.StatusCode >= 200 && resp.StatusCode != http.StatusSwitchingProtocols && conn.br.Buffered() == 0 {
 		t.put(conn)
