@@ -68,8 +68,8 @@
 //     fails the call ("callback: POST answered 302 redirect; not followed
 //     (use 307/308)"). Once a redirect leaves the callback URL's origin
 //     (scheme, host and port), only sorakaQ's own and the transport's
-//     headers are sent, for the rest of the call: no Authorization, Cookie, message header or signature.
-//     No Referer is ever sent.
+//     headers are sent, for the rest of the call: no Authorization,
+//     Cookie, message header or signature. No Referer is ever sent.
 //
 // Retries and back-off are not this package's job: Do makes exactly one
 // attempt and reports its outcome in a Result; IsPermanent tells the caller
@@ -333,15 +333,16 @@ var crossHostHeaders = [...]string{"Authorization", "Proxy-Authorization", "Cook
 var sentAcrossHosts = map[string]bool{"Content-Type": true, "User-Agent": true, "Idempotency-Key": true,
 	"Accept-Encoding": true, "Content-Length": true}
 
-// isRedirect says whether an answer with this status and a Location is
-// followed (as net/http's client does: 304 and 300 are not).
-func isRedirect(status int) bool {
-	switch status {
+// redirectTo is the Location of an answer that is a redirect to follow
+// (301, 302, 303, 307 or 308 with a Location, as net/http's client: 300
+// and 304 are not), else "".
+func redirectTo(resp *http.Response) string {
+	switch resp.StatusCode {
 	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
 		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
-		return true
+		return resp.Header.Get("Location")
 	}
-	return false
+	return ""
 }
 
 // redirect decides whether the redirect answered to request number hops
@@ -565,8 +566,8 @@ func (c *Caller) Do(ctx context.Context, req Request) Result {
 		if err != nil {
 			return Result{Duration: time.Since(start), Err: c.wrap(ctx, err, timeout)}
 		}
-		loc := resp.Header.Get("Location")
-		if loc == "" || !isRedirect(resp.StatusCode) {
+		loc := redirectTo(resp)
+		if loc == "" {
 			break
 		}
 		next, err := c.redirect(ctx, st, req.MayStart, u, cur, method, resp.StatusCode, hops, loc)
@@ -620,7 +621,7 @@ func (c *Caller) send(ctx context.Context, method string, u *url.URL, h http.Hea
 		h.Set("Authorization", basicAuth(u.User))
 	}
 	limit := func(r *http.Response) int64 {
-		if isRedirect(r.StatusCode) && r.Header.Get("Location") != "" {
+		if redirectTo(r) != "" {
 			return redirectBodyBytes
 		}
 		return c.maxBody
@@ -749,9 +750,6 @@ func (c *Caller) build(req Request, u *url.URL, method string) (http.Header, str
 		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	for k, v := range req.Headers {
-		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
-			return nil, "", invalidError{fmt.Errorf("callback: invalid header %q", k)}
-		}
 		set(k, v)
 	}
 	if contentType != "" {
@@ -778,9 +776,16 @@ func (c *Caller) build(req Request, u *url.URL, method string) (http.Header, str
 			return nil, "", err
 		}
 	}
-	for _, k := range [...]string{"User-Agent", "X-Sorakaq-Msg-Id", "X-Sorakaq-Topic", "Traceparent", "Tracestate"} {
-		if v := h[k]; len(v) == 1 && !httpguts.ValidHeaderFieldValue(v[0]) {
+	// every header as it will be sent, the message's, ours and the
+	// signer's: nothing may split the request
+	for k, vs := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
 			return nil, "", invalidError{fmt.Errorf("callback: invalid header %q", k)}
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, "", invalidError{fmt.Errorf("callback: invalid header %q", k)}
+			}
 		}
 	}
 	return h, body, nil

@@ -91,11 +91,12 @@ func newH1(dial func(ctx context.Context, network, addr string) (net.Conn, error
 }
 
 // roundTrip sends one request on a pooled or new connection and reads the
-// answer's head. The caller reads the body and then gives the connection
-// back with done. A pooled connection the receiver closed while it was idle
-// fails before any byte of an answer; the request is then sent once more on
-// a new connection (net/http does the same for a request that carries an
-// Idempotency-Key, which every callback does).
+// answer's head. The caller reads the body and gives the connection back
+// with finish. A pooled connection the receiver closed after the probe
+// fails before any byte of an answer; the request then goes again on the
+// next idle connection, or on a new one once there is none (net/http
+// does the same for a request that carries an Idempotency-Key, which
+// every callback does). A new connection that fails is not retried.
 func (t *h1) roundTrip(ctx context.Context, method string, u *url.URL, h http.Header, body string) (*http.Response, *h1Conn, error) {
 	key := hostKey(u)
 	for {
@@ -207,7 +208,9 @@ func (t *h1) finish(resp *http.Response, conn *h1Conn, buf *bytes.Buffer, limit 
 	_, err := buf.ReadFrom(&conn.body)
 	conn.body.R = nil
 	complete := err == nil && int64(buf.Len()) <= limit
-	if complete && !resp.Close && resp.StatusCode >= 200 && resp.StatusCode != http.StatusSwitchingProtocols && conn.br.Buffered() == 0 {
+	// (exchange returns no 1xx answer but a 101, after which the
+	// connection speaks another protocol)
+	if complete && !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols && conn.br.Buffered() == 0 {
 		t.put(conn)
 	} else {
 		t.discard(conn) // a cut answer is not drained: the connection goes
@@ -218,18 +221,23 @@ func (t *h1) finish(resp *http.Response, conn *h1Conn, buf *bytes.Buffer, limit 
 // get returns an idle connection to key, else dials one.
 func (t *h1) get(ctx context.Context, key string, u *url.URL) (*h1Conn, error) {
 	now := time.Now()
-	t.mu.Lock()
-	for list := t.idle[key]; len(list) > 0; list = t.idle[key] {
+	for {
+		t.mu.Lock()
+		list := t.idle[key]
+		if len(list) == 0 {
+			t.mu.Unlock()
+			break
+		}
 		c := list[len(list)-1]
 		t.removeLocked(key, len(list)-1)
+		t.mu.Unlock()
+		// the probe is a syscall: not under the pool's lock
 		if now.Sub(c.idleAt) < t.idleTimeout && t.probe(c.nc) {
-			t.mu.Unlock()
 			c.reused = true
 			return c, nil
 		}
 		c.nc.Close() // idle too long, closed by the receiver, or bytes nobody asked for
 	}
-	t.mu.Unlock()
 	nc, err := t.dial(ctx, "tcp", net.JoinHostPort(u.Hostname(), urlPort(u)))
 	if err != nil {
 		return nil, err
