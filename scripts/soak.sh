@@ -97,15 +97,23 @@ BIN="$ROOT/bin/sorakaq"
 
 # ---------------------------------------------------------------- processes
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-USED_PORTS=" "
+# Listen ports are chosen below the kernel's ephemeral range: a port inside it can be taken by
+# any outgoing connection (a role's own to Kafka or Redis) between the choice and the bind, as
+# CI saw once ("admin: listen 127.0.0.1:52826: bind: address already in use"). The soak
+# instance's server ports are never chosen.
+EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true)
+[[ $EPHEMERAL_LOW =~ ^[0-9]+$ ]] && ((EPHEMERAL_LOW > 12000)) || EPHEMERAL_LOW=32768
+USED_PORTS=" ${SORAKAQ_REDIS_PORT:-26379} ${SORAKAQ_ZK_PORT:-22181} ${SORAKAQ_KAFKA_PORT:-29092} ${SORAKAQ_KAFKA_CONTROLLER_PORT:-29093} "
+# free_port: sets FREE_PORT to a port nothing listens on and no earlier call chose (run it in
+# this shell, not in $(...), or USED_PORTS forgets the choice).
 free_port() {
   local p
   while :; do
-    p=$((30000 + RANDOM % 30000))
+    p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
     [[ $USED_PORTS == *" $p "* ]] && continue
     port_open "$p" && continue
     USED_PORTS+="$p "
-    echo "$p"; return
+    FREE_PORT=$p; return
   done
 }
 
@@ -118,7 +126,7 @@ COMMON=(SORAKAQ_LOG_LEVEL=info SORAKAQ_LOG_FORMAT=console "SORAKAQ_WORKER_RETRY_
         SORAKAQ_SHUTDOWN_TIMEOUT=10s "SORAKAQ_ADMIN_API_TOKEN=$TOKEN")
 
 # define NAME ROLE ENV...: a process to run (started by start_proc, restarted with the same env and port).
-define() { local n=$1 r=$2; shift 2; ROLE[$n]=$r; PORT[$n]=$(free_port); ENVS[$n]="$*"; }
+define() { local n=$1 r=$2; shift 2; free_port; ROLE[$n]=$r; PORT[$n]=$FREE_PORT; ENVS[$n]="$*"; }
 
 start_proc() {
   local n=$1 role=${ROLE[$1]} port=${PORT[$1]} r a listen=()
@@ -229,7 +237,7 @@ finish() {
 
 # ---------------------------------------------------------------- all-in-one
 if [[ $MODE == allinone ]]; then
-  PORT[admin_of_all]=$(free_port)
+  free_port; PORT[admin_of_all]=$FREE_PORT
   define all all "SORAKAQ_DATA_DIR=$WORK/data/all"
   start_proc all || exit 2
   TOPIC=soak-$SEED-$(date +%s)
