@@ -236,6 +236,10 @@ worker_shares() {
 			END {printf "%s: %d callbacks, %d slots;", u, c, s}')"
 	done
 	echo "== workers:$line"
+	curl -fsS "$URL/metrics" 2>/dev/null | awk '
+		/^sorakaq_notice_publish_seconds_count/ {n += $NF}
+		/^sorakaq_notice_records_total/ {r += $NF}
+		END {if (r > 0) printf "== notices: %d in %d Kafka records (%.1f per record)\n", n, r, n / r}'
 }
 
 # ratio_of FILE KEY: the value of KEY in the report's ratio_to_reference

@@ -21,6 +21,8 @@
 #   SORAKAQ_KAFKA_PORT (19092)  SORAKAQ_KAFKA_CONTROLLER_PORT (19093)
 #   SORAKAQ_INFRA_WAIT   seconds to wait for each server to answer (default 90)
 #   SORAKAQ_REDIS_CLUSTER  N >= 3: a Redis Cluster of N masters on SORAKAQ_REDIS_PORT .. +N-1
+#   SORAKAQ_KAFKA_JVM_OPTS extra JVM flags for the broker (default -XX:TieredStopAtLevel=1: C1 only;
+#                        set it to "" for the JVM's default C1+C2, see docs/benchmarks.md)
 #                        (cluster bus on each port + 10000) instead of the single Redis
 set -euo pipefail
 
@@ -32,6 +34,10 @@ ZK_PORT=${SORAKAQ_ZK_PORT:-12181}
 KAFKA_PORT=${SORAKAQ_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${SORAKAQ_KAFKA_CONTROLLER_PORT:-19093}
 WAIT_SECS=${SORAKAQ_INFRA_WAIT:-90}
+# The broker's JIT: on two shared cores C2 kept compiling through every
+# benchmark run (1.4-1.8 s of CPU per 40,000-message run, 40 % of the
+# broker's share); C1 alone costs a third less CPU per notice there.
+KAFKA_JVM_OPTS=${SORAKAQ_KAFKA_JVM_OPTS--XX:TieredStopAtLevel=1}
 HOST=127.0.0.1
 KAFKA_POM="$SCRIPT_DIR/kafka/pom.xml"
 SERVERS=(redis zk kafka)
@@ -408,7 +414,7 @@ start_kafka() {
       kafka.tools.StorageTool format -t "$id" -c "$d/server.properties" >"$d/format.log" 2>&1 \
       || { cat "$d/format.log" >&2; die "kafka storage format failed"; }
   fi
-  spawn kafka "$(logfile_of kafka)" "$(java_bin)" -Xmx512m -Xms256m \
+  spawn kafka "$(logfile_of kafka)" "$(java_bin)" -Xmx512m -Xms256m $KAFKA_JVM_OPTS \
     -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$d/log4j2.properties" -Dkafka.logs.dir="$d" \
