@@ -3,11 +3,12 @@ package workerapi
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
+
+	json "github.com/goccy/go-json" // as encoding/json, faster (see message.Encode)
 
 	"github.com/sorakaq/sorakaq/internal/destination"
 	"github.com/sorakaq/sorakaq/internal/errs"

@@ -14,12 +14,12 @@ package workerapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	json "github.com/goccy/go-json" // as encoding/json, faster (see message.Encode)
 	"go.uber.org/zap"
 
 	"github.com/sorakaq/sorakaq/internal/destination"
@@ -148,7 +148,12 @@ func Register(e *gin.Engine, w Worker, secret string, log *zap.Logger) {
 }
 
 // decode reads an internal request leniently: unknown fields are ignored
-// (a newer peer may send more), malformed JSON is a field error.
+// (a newer peer may send more), malformed JSON is a field error. It uses
+// goccy/go-json, as the notices' own codec does: encoding/json was 2.2 %
+// of a worker's CPU at 4,000 fires/s. goccy is laxer about malformed input
+// (it reads "nul" as null, and lets an integer just past int64 wrap), which
+// is why client input (message.DecodeStrict) keeps encoding/json; these
+// bodies come signed from our own centers and receives.
 func decode(body []byte, v any) error {
 	if err := json.Unmarshal(body, v); err != nil {
 		return &message.FieldError{Field: "body", Reason: "is not valid JSON for this request: " + err.Error()}
