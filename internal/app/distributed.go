@@ -307,7 +307,7 @@ func buildReceive(p *process, cfg *config.Config, d *deps) error {
 	p.onClose(func(ctx context.Context) error { view.Close(ctx); return nil })
 	client := workerapi.NewClient(workerCallTimeout, cfg.Cluster.Secret)
 	p.onClose(func(context.Context) error { client.Close(); return nil })
-	backend := routed.New(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
+	backend := routed.New(d.store, producer, cfg.Kafka.NoticeLinger, view, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	backend.Stats = rec
 	backend.Tracer = d.tracer
@@ -477,7 +477,7 @@ func buildAdmin(p *process, cfg *config.Config, d *deps) error {
 	p.onClose(func(ctx context.Context) error { view.Close(ctx); return nil })
 	client := workerapi.NewClient(workerCallTimeout, cfg.Cluster.Secret)
 	p.onClose(func(context.Context) error { client.Close(); return nil })
-	msgs := routed.New(d.store, nil, view, client, d.ready(), d.metrics, log)
+	msgs := routed.New(d.store, nil, 0, view, client, d.ready(), d.metrics, log)
 	// The console's test messages go through a receive path of their own
 	// with a Kafka producer, so that their notice reaches the holder and
 	// they fire on time (without one, the holder's sweep would find them).
@@ -491,7 +491,7 @@ func buildAdmin(p *process, cfg *config.Config, d *deps) error {
 		return fmt.Errorf("kafka producer: %w", err)
 	}
 	p.onClose(func(context.Context) error { _ = producer.Close(); return nil })
-	submits := routed.New(d.store, producer, view, client, d.ready(producer.Healthy), d.metrics, log)
+	submits := routed.New(d.store, producer, cfg.Kafka.NoticeLinger, view, client, d.ready(producer.Healthy), d.metrics, log)
 	rec := stats.NewRecorder(cfg.NodeID, d.store, log.Named("stats"))
 	submits.Stats = rec
 	p.onClose(drainNotices(cfg, submits))

@@ -154,7 +154,10 @@ type Kafka struct {
 	DefaultPartitions int           `mapstructure:"default_partitions"`
 	Replication       int           `mapstructure:"replication"`
 	ProduceTimeout    time.Duration `mapstructure:"produce_timeout"`
-	SASL              KafkaSASL     `mapstructure:"sasl"`
+	// NoticeLinger is the least time between two records of notices from
+	// one receive (0: none; see routed's noticeQueue).
+	NoticeLinger time.Duration `mapstructure:"notice_linger"`
+	SASL         KafkaSASL     `mapstructure:"sasl"`
 	// TLS encrypts the connections to the brokers (a SSL or SASL_SSL listener).
 	TLS ClientTLS `mapstructure:"tls"`
 }
@@ -530,6 +533,9 @@ func (c *Config) Validate() error {
 		}
 		if _, err := c.KafkaTLS(); err != nil {
 			errs = append(errs, err)
+		}
+		if c.Kafka.NoticeLinger < 0 || c.Kafka.NoticeLinger > time.Second {
+			bad("kafka.notice_linger", "must be between 0 and 1s")
 		}
 		if c.Kafka.DefaultPartitions < 1 || c.Kafka.Replication < 1 {
 			bad("kafka.default_partitions/replication", "must be at least 1")

@@ -115,6 +115,7 @@ func Default() Config {
 			DefaultPartitions: 4,
 			Replication:       1,
 			ProduceTimeout:    kafka.DefaultProduceTimeout,
+			NoticeLinger:      5 * time.Millisecond,
 		},
 		Tracing: Tracing{OTLPEndpoint: "http://127.0.0.1:4318", SampleRatio: 1, ServiceName: tracing.DefaultServiceName},
 	}

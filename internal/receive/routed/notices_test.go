@@ -192,7 +192,7 @@ func TestNoticesReachTheCenterBatched(t *testing.T) {
 	defer func() { stop(); <-done }()
 
 	rm := metrics.New()
-	b := New(st, producer, nil, nil, nil, rm, zaptest.NewLogger(t))
+	b := New(st, producer, 0, nil, nil, nil, rm, zaptest.NewLogger(t))
 	const n = 2000
 	ids := make([]string, n)
 	var wg sync.WaitGroup
@@ -259,7 +259,7 @@ func TestNoticesBoundedWhileKafkaIsDown(t *testing.T) {
 	}
 	defer producer.Close()
 	m := metrics.New()
-	q := newNoticeQueue(producer, m, log)
+	q := newNoticeQueue(producer, 0, m, log)
 	const n = maxNoticesInFlight + 1000
 	start := time.Now()
 	for i := range n {
@@ -296,7 +296,7 @@ func TestNoticesCloseIsBounded(t *testing.T) {
 	}
 	defer producer.Close()
 	m := metrics.New()
-	q := newNoticeQueue(producer, m, zap.NewNop())
+	q := newNoticeQueue(producer, 0, m, zap.NewNop())
 	for i := range 2000 {
 		q.add(notice.Notice{ID: slots.NewID(i%testSlots, testSlots), Version: 1}, tracing.Span{})
 	}

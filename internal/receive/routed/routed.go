@@ -75,11 +75,12 @@ const maxNoticesInFlight = 4096
 
 var _ receive.Backend = (*Backend)(nil)
 
-// New builds the backend over the shared store.
-func New(st *redisstore.Store, pub Publisher, view *cluster.View, client *workerapi.Client, ready func() error, m *metrics.Metrics, log *zap.Logger) *Backend {
+// New builds the backend over the shared store. pub publishes the
+// notices, records at least linger apart (see noticeQueue); nil: none.
+func New(st *redisstore.Store, pub Publisher, linger time.Duration, view *cluster.View, client *workerapi.Client, ready func() error, m *metrics.Metrics, log *zap.Logger) *Backend {
 	b := &Backend{store: st, cluster: view, client: client, ready: ready, metrics: m, log: log}
 	if pub != nil {
-		b.notices = newNoticeQueue(pub, m, log)
+		b.notices = newNoticeQueue(pub, linger, m, log)
 	}
 	// A direct change goes ahead only while no live worker holds the
 	// slot's lease (a released lease is nobody's).
