@@ -388,3 +388,20 @@ func TestAllowedHostsAndTrustedOrigins(t *testing.T) {
 		})
 	}
 }
+
+// kafka.notice_linger is a duration between 0 and 1s (distributed mode).
+func TestNoticeLingerValidation(t *testing.T) {
+	dir := t.TempDir()
+	for _, v := range []string{"-1ms", "2s"} {
+		p := filepath.Join(dir, "c.yaml")
+		os.WriteFile(p, []byte("mode: distributed\nkafka:\n  notice_linger: "+v+"\n"), 0o644)
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "kafka.notice_linger") {
+			t.Errorf("notice_linger %s: want an error naming kafka.notice_linger, got %v", v, err)
+		}
+	}
+	p := filepath.Join(dir, "c.yaml")
+	os.WriteFile(p, []byte("mode: distributed\nkafka:\n  notice_linger: 0s\n"), 0o644)
+	if c, err := Load(p); err != nil || c.Kafka.NoticeLinger != 0 {
+		t.Fatalf("notice_linger 0s: %v %v", c, err)
+	}
+}

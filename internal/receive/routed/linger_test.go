@@ -3,6 +3,7 @@ package routed
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,6 +80,7 @@ func TestNoticeLingerPacksAndWaits(t *testing.T) {
 	const linger = time.Second
 	q := newNoticeQueue(pub, linger, metrics.New(), zap.NewNop())
 	defer q.close(context.Background())
+	before := time.Now() // the first record's send starts after this
 	addNotices(q, 1)
 	pub.waitRecords(t, 1)
 	addNotices(q, 10)
@@ -86,8 +88,8 @@ func TestNoticeLingerPacksAndWaits(t *testing.T) {
 	if got[0].notices != 1 || got[1].notices != 10 {
 		t.Fatalf("records of %d and %d notices, want 1 and 10 (the ten in one record)", got[0].notices, got[1].notices)
 	}
-	if gap := got[1].at.Sub(got[0].at); gap < linger-100*time.Millisecond { // the times are taken a little after each send starts
-		t.Fatalf("second record %s after the first, want at least the linger of %s", gap, linger)
+	if gap := got[1].at.Sub(before); gap < linger {
+		t.Fatalf("second record %s after the first was queued, want at least the linger of %s", gap, linger)
 	}
 }
 
@@ -113,5 +115,71 @@ func TestNoticeLingerEndsForFullRecordAndClose(t *testing.T) {
 	got = pub.records()
 	if len(got) != 3 || got[2].notices != 3 {
 		t.Fatalf("records %+v, want a third of the 3 notices queued before close", got)
+	}
+}
+
+// A full record that went while no linger was running leaves no hint
+// behind that cuts the next linger short.
+func TestNoticeLingerStaleHintIgnored(t *testing.T) {
+	pub := newRecordingPublisher()
+	held := &holdingPublisher{recordingPublisher: pub, hold: make(chan struct{}), entered: make(chan struct{})}
+	const linger = time.Second
+	q := newNoticeQueue(held, linger, metrics.New(), zap.NewNop())
+	defer q.close(context.Background())
+	addNotices(q, 1)
+	<-held.entered                  // the first record is being published, and held there
+	addNotices(q, maxRecordNotices) // a full record queues (a hint) while no linger runs
+	released := time.Now()          // the second record's send starts after this
+	close(held.hold)
+	pub.waitRecords(t, 2)
+	addNotices(q, 1)
+	got := pub.waitRecords(t, 3)
+	if got[1].notices != maxRecordNotices || got[2].notices != 1 {
+		t.Fatalf("records %+v, want 1, %d and 1 notices", got, maxRecordNotices)
+	}
+	if gap := got[2].at.Sub(released); gap < linger {
+		t.Fatalf("third record %s after the full one could start, want at least the linger of %s", gap, linger)
+	}
+}
+
+// holdingPublisher holds its first Publish until hold is closed.
+type holdingPublisher struct {
+	*recordingPublisher
+	hold    chan struct{}
+	entered chan struct{}
+	once    sync.Once
+}
+
+func (p *holdingPublisher) Publish(ctx context.Context, topic, key string, value []byte) error {
+	first := false
+	p.once.Do(func() { first = true })
+	if first {
+		close(p.entered)
+		<-p.hold
+	}
+	return p.recordingPublisher.Publish(ctx, topic, key, value)
+}
+
+// The linger counts from the last record's send: an acknowledgement that
+// took longer than the linger leaves nothing to wait for. The queue's
+// clock is moved on by two hours while the first record is held, instead
+// of waiting them: were the linger counted from anything but the send
+// (from the acknowledgement, or in full every time), the second record
+// would wait an hour and waitRecords give up.
+func TestNoticeLingerCountsFromTheSend(t *testing.T) {
+	pub := newRecordingPublisher()
+	held := &holdingPublisher{recordingPublisher: pub, hold: make(chan struct{}), entered: make(chan struct{})}
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	q := newNoticeQueueClock(held, time.Hour, now, metrics.New(), zap.NewNop())
+	defer q.close(context.Background())
+	addNotices(q, 1)
+	<-held.entered
+	skew.Store(int64(2 * time.Hour)) // the acknowledgement takes two hours, on the queue's clock
+	addNotices(q, 5)
+	close(held.hold)
+	got := pub.waitRecords(t, 2)
+	if got[1].notices != 5 {
+		t.Fatalf("records %+v, want 1 and 5 notices", got)
 	}
 }

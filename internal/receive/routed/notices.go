@@ -48,8 +48,9 @@ const noticePublishers = 1
 // other as fast as Kafka acknowledges them, a few notices each, and the
 // broker's cost per record (about 1 ms of its CPU on the 2-core box: the
 // produce and the center's fetch it completes) is paid several hundred
-// times a second: 5 ms cut the broker's CPU per notice to about a third
-// and the flow time's p99 by half at 10 clients (docs/benchmarks.md). The
+// times a second: at 10 clients 5 ms cut the broker's CPU per notice to
+// about a third and let receive take 60-70 % more submits, for about 1 ms
+// more flow time at the median (docs/benchmarks.md). The
 // records carry no key: a notice is routed by its message's slot by every
 // center alike, so any partition will do, and unkeyed records spread over
 // the partitions (and so over the centers) at random.
@@ -65,8 +66,10 @@ type noticeQueue struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
-	linger time.Duration // least time between two records (0: none)
-	full   chan struct{} // a full record is queued (or the queue closes): the linger ends
+	linger  time.Duration    // least time between two records (0: none)
+	now     func() time.Time // the clock the linger is measured on (time.Now; tests move it)
+	full    chan struct{}    // a hint that a full record may be queued: the linger looks again
+	closing chan struct{}    // closed by close: no more lingering
 
 	mu     sync.Mutex
 	ready  *sync.Cond // signalled when a notice is queued or the queue closes
@@ -86,8 +89,13 @@ type queuedNotice struct {
 var errNoticeDropped = errors.New("notice dropped: the queue is full or closed; the holder's sweep finds the message")
 
 func newNoticeQueue(pub Publisher, linger time.Duration, m *metrics.Metrics, log *zap.Logger) *noticeQueue {
+	return newNoticeQueueClock(pub, linger, time.Now, m, log)
+}
+
+// newNoticeQueueClock is newNoticeQueue with the linger measured on now.
+func newNoticeQueueClock(pub Publisher, linger time.Duration, now func() time.Time, m *metrics.Metrics, log *zap.Logger) *noticeQueue {
 	ctx, cancel := context.WithCancel(context.Background())
-	q := &noticeQueue{pub: pub, linger: linger, full: make(chan struct{}, 1), metrics: m, log: log, ctx: ctx, cancel: cancel}
+	q := &noticeQueue{pub: pub, linger: linger, now: now, full: make(chan struct{}, 1), closing: make(chan struct{}), metrics: m, log: log, ctx: ctx, cancel: cancel}
 	q.ready = sync.NewCond(&q.mu)
 	for range noticePublishers {
 		q.wg.Go(q.run)
@@ -117,7 +125,7 @@ func (q *noticeQueue) add(n notice.Notice, span tracing.Span) bool {
 	q.mu.Unlock()
 	q.ready.Signal()
 	if full {
-		q.endLinger()
+		q.wakeLinger()
 	}
 	if n.ReceivedMs > 0 {
 		q.metrics.NoticeStoredSeconds.Observe(now.Sub(time.UnixMilli(n.ReceivedMs)).Seconds())
@@ -129,14 +137,14 @@ func (q *noticeQueue) add(n notice.Notice, span tracing.Span) bool {
 func (q *noticeQueue) run() {
 	var last time.Time // the last record's send
 	for {
-		if d := q.linger - time.Since(last); !last.IsZero() && d > 0 {
+		if d := q.linger - q.now().Sub(last); !last.IsZero() && d > 0 {
 			q.lingerFor(d)
 		}
 		batch := q.take()
 		if batch == nil {
 			return
 		}
-		last = time.Now()
+		last = q.now()
 		q.publish(batch)
 	}
 }
@@ -144,22 +152,27 @@ func (q *noticeQueue) run() {
 // lingerFor waits d, or less if a full record is queued or the queue
 // closes meanwhile.
 func (q *noticeQueue) lingerFor(d time.Duration) {
-	q.mu.Lock()
-	skip := q.closed || len(q.queued) >= maxRecordNotices
-	q.mu.Unlock()
-	if skip {
-		return
-	}
 	t := time.NewTimer(d)
 	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-q.full:
+	for {
+		q.mu.Lock()
+		over := q.closed || len(q.queued) >= maxRecordNotices
+		q.mu.Unlock()
+		if over {
+			return
+		}
+		select {
+		case <-t.C:
+			return
+		case <-q.closing:
+			return
+		case <-q.full: // maybe a stale hint from an earlier full record: look again
+		}
 	}
 }
 
-// endLinger ends a linger in progress (or the next one).
-func (q *noticeQueue) endLinger() {
+// wakeLinger has a linger in progress look at the queue again.
+func (q *noticeQueue) wakeLinger() {
 	select {
 	case q.full <- struct{}{}:
 	default:
@@ -243,10 +256,12 @@ func (q *noticeQueue) publish(batch []queuedNotice) {
 // the publishers have stopped.
 func (q *noticeQueue) close(ctx context.Context) {
 	q.mu.Lock()
+	if !q.closed {
+		close(q.closing)
+	}
 	q.closed = true
 	q.mu.Unlock()
 	q.ready.Broadcast()
-	q.endLinger()
 	done := make(chan struct{})
 	go func() { q.wg.Wait(); close(done) }()
 	select {
