@@ -21,9 +21,9 @@
 #   SORAKAQ_KAFKA_PORT (19092)  SORAKAQ_KAFKA_CONTROLLER_PORT (19093)
 #   SORAKAQ_INFRA_WAIT   seconds to wait for each server to answer (default 90)
 #   SORAKAQ_REDIS_CLUSTER  N >= 3: a Redis Cluster of N masters on SORAKAQ_REDIS_PORT .. +N-1
+#                        (cluster bus on each port + 10000) instead of the single Redis
 #   SORAKAQ_KAFKA_JVM_OPTS extra JVM flags for the broker (default -XX:TieredStopAtLevel=1: C1 only;
 #                        set it to "" for the JVM's default C1+C2, see docs/benchmarks.md)
-#                        (cluster bus on each port + 10000) instead of the single Redis
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,8 +35,9 @@ KAFKA_PORT=${SORAKAQ_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${SORAKAQ_KAFKA_CONTROLLER_PORT:-19093}
 WAIT_SECS=${SORAKAQ_INFRA_WAIT:-90}
 # The broker's JIT: on two shared cores C2 kept compiling through every
-# benchmark run (1.4-1.8 s of CPU per 40,000-message run, 40 % of the
-# broker's share); C1 alone costs a third less CPU per notice there.
+# benchmark run (1.25-2.76 s of CPU per 40,000-message run, 32-45 % of the
+# broker's share); with C1 alone the broker's CPU per notice was about
+# 40 % lower there (median 67.5 against 113 us, docs/benchmarks.md).
 KAFKA_JVM_OPTS=${SORAKAQ_KAFKA_JVM_OPTS--XX:TieredStopAtLevel=1}
 HOST=127.0.0.1
 KAFKA_POM="$SCRIPT_DIR/kafka/pom.xml"
