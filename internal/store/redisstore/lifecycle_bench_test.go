@@ -1,0 +1,69 @@
+package redisstore
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/sorakaq/sorakaq/internal/lifecycle"
+	"github.com/sorakaq/sorakaq/internal/message"
+	"github.com/sorakaq/sorakaq/internal/testenv"
+)
+
+// BenchmarkLifecycle is one message's whole life in Redis as the
+// distributed mode writes it: receive's create, then the slot holder's
+// fenced read before the callback and its outcome write (delivered), from
+// ~100 goroutines through the pipeliner. redis-µs/op is Redis' own CPU per
+// message (INFO cpu; a shared Redis counts other clients' too), the figure
+// docs/scaling.md's per-master ceiling comes from; it moves less on a busy
+// box than the rate does:
+//
+//	go test -run '^$' -bench Lifecycle -benchtime 20000x -count 3 ./internal/store/redisstore/
+func BenchmarkLifecycle(b *testing.B) {
+	base := open(b, 256)
+	ctx := context.Background()
+	const holder = "w1/0x1"
+	for sl := 0; sl < base.Slots(); sl++ {
+		if ok, err := base.AcquireLease(ctx, sl, 1, holder, func(Lease) bool { return true }); err != nil || !ok {
+			b.Fatalf("lease of slot %d: %v %v", sl, ok, err)
+		}
+	}
+	tok := Token(1, holder)
+	s := base.WithLeaseToken(func(int) (string, bool) { return tok, true })
+	b.SetParallelism(max(1, 100/runtime.GOMAXPROCS(0)))
+	b.ReportAllocs()
+	c0, r0 := testenv.ProcessCPU(), redisCPU(b, base.c)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			m := msg("bench", time.Now().Add(time.Hour).UnixMilli())
+			m.Callback.Params = `{"order":12345,"note":"a body of a typical size for a callback"}`
+			if err := base.Create(ctx, m); err != nil {
+				b.Error(err)
+				return
+			}
+			got, err := s.Get(ctx, m.ID)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			next := got.Clone()
+			now := time.Now()
+			lifecycle.Record(next, lifecycle.Outcome{Attempt: 1, Start: now, End: now, OK: true, StatusCode: 200, Duration: time.Millisecond}, nil)
+			if next.State != message.StateDelivered {
+				b.Errorf("state %s after a good outcome", next.State)
+				return
+			}
+			if err := s.Replace(ctx, got, next, 0); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(n/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric((testenv.ProcessCPU()-c0).Seconds()*1e6/n, "client-µs/op")
+	b.ReportMetric((redisCPU(b, base.c)-r0).Seconds()*1e6/n, "redis-µs/op")
+}
