@@ -15,9 +15,8 @@ import (
 // distributed mode writes it: receive's create, then the slot holder's
 // fenced read before the callback and its outcome write (delivered), from
 // ~100 goroutines through the pipeliner. redis-µs/op is Redis' own CPU per
-// message (INFO cpu; a shared Redis counts other clients' too), the figure
-// docs/scaling.md's per-master ceiling comes from; it moves less on a busy
-// box than the rate does:
+// message (INFO cpu; a shared Redis counts other clients' too), which
+// moves less on a busy box than the rate does (docs/benchmarks.md):
 //
 //	go test -run '^$' -bench Lifecycle -benchtime 20000x -count 3 ./internal/store/redisstore/
 func BenchmarkLifecycle(b *testing.B) {
