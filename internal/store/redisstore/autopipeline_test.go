@@ -303,25 +303,34 @@ func BenchmarkCreateParallel(b *testing.B) {
 				s.pipe = pipe{c: s.c}
 			}
 			ctx := context.Background()
-			b.SetParallelism(max(1, 100/runtime.GOMAXPROCS(0)))
-			b.ReportAllocs()
-			c0, r0 := testenv.ProcessCPU(), redisCPU(b, s.c)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := s.Create(ctx, msg("bench", 1000)); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.StopTimer()
-			n := float64(b.N)
-			b.ReportMetric(n/b.Elapsed().Seconds(), "ops/s")
-			b.ReportMetric((testenv.ProcessCPU()-c0).Seconds()*1e6/n, "client-µs/op")
-			b.ReportMetric((redisCPU(b, s.c)-r0).Seconds()*1e6/n, "redis-µs/op")
+			runParallelCPU(b, s.c, "ops/s", func() error { return s.Create(ctx, msg("bench", 1000)) })
 		})
 	}
+}
+
+// runParallelCPU runs op from ~100 goroutines (as receive under ab -c 100,
+// or the worker's callers) and reports the rate (in unit) and the CPU per
+// op of this process (client-µs/op, getrusage) and of Redis (redis-µs/op,
+// INFO cpu; on a shared Redis that includes the other clients').
+func runParallelCPU(b *testing.B, c redis.UniversalClient, unit string, op func() error) {
+	b.Helper()
+	b.SetParallelism(max(1, 100/runtime.GOMAXPROCS(0)))
+	b.ReportAllocs()
+	c0, r0 := testenv.ProcessCPU(), redisCPU(b, c)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := op(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(n/b.Elapsed().Seconds(), unit)
+	b.ReportMetric((testenv.ProcessCPU()-c0).Seconds()*1e6/n, "client-µs/op")
+	b.ReportMetric((redisCPU(b, c)-r0).Seconds()*1e6/n, "redis-µs/op")
 }
 
 // redisCPU is the Redis server's used_cpu_user + used_cpu_sys so far.

@@ -2,13 +2,12 @@ package redisstore
 
 import (
 	"context"
-	"runtime"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/sorakaq/sorakaq/internal/lifecycle"
 	"github.com/sorakaq/sorakaq/internal/message"
-	"github.com/sorakaq/sorakaq/internal/testenv"
 )
 
 // BenchmarkLifecycle is one message's whole life in Redis as the
@@ -30,39 +29,22 @@ func BenchmarkLifecycle(b *testing.B) {
 	}
 	tok := Token(1, holder)
 	s := base.WithLeaseToken(func(int) (string, bool) { return tok, true })
-	b.SetParallelism(max(1, 100/runtime.GOMAXPROCS(0)))
-	b.ReportAllocs()
-	c0, r0 := testenv.ProcessCPU(), redisCPU(b, base.c)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			m := msg("bench", time.Now().Add(time.Hour).UnixMilli())
-			m.Callback.Params = `{"order":12345,"note":"a body of a typical size for a callback"}`
-			if err := base.Create(ctx, m); err != nil {
-				b.Error(err)
-				return
-			}
-			got, err := s.Get(ctx, m.ID)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			next := got.Clone()
-			now := time.Now()
-			lifecycle.Record(next, lifecycle.Outcome{Attempt: 1, Start: now, End: now, OK: true, StatusCode: 200, Duration: time.Millisecond}, nil)
-			if next.State != message.StateDelivered {
-				b.Errorf("state %s after a good outcome", next.State)
-				return
-			}
-			if err := s.Replace(ctx, got, next, 0); err != nil {
-				b.Error(err)
-				return
-			}
+	runParallelCPU(b, base.c, "msgs/s", func() error {
+		m := msg("bench", time.Now().Add(time.Hour).UnixMilli())
+		m.Callback.Params = `{"order":12345,"note":"a body of a typical size for a callback"}`
+		if err := base.Create(ctx, m); err != nil {
+			return err
 		}
+		got, err := s.Get(ctx, m.ID)
+		if err != nil {
+			return err
+		}
+		next := got.Clone()
+		now := time.Now()
+		lifecycle.Record(next, lifecycle.Outcome{Attempt: 1, Start: now, End: now, OK: true, StatusCode: 200, Duration: time.Millisecond}, nil)
+		if next.State != message.StateDelivered {
+			return fmt.Errorf("state %s after a good outcome", next.State)
+		}
+		return s.Replace(ctx, got, next, 0)
 	})
-	b.StopTimer()
-	n := float64(b.N)
-	b.ReportMetric(n/b.Elapsed().Seconds(), "msgs/s")
-	b.ReportMetric((testenv.ProcessCPU()-c0).Seconds()*1e6/n, "client-µs/op")
-	b.ReportMetric((redisCPU(b, base.c)-r0).Seconds()*1e6/n, "redis-µs/op")
 }
